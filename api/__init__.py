@@ -1,0 +1,1 @@
+"""FastAPI application: the read API, auth and the transparency page."""

@@ -1,0 +1,1 @@
+"""Sources -> stream: gateway adapters, the HTTP ingest server and the producer."""

@@ -1,0 +1,26 @@
+"""The standalone collector's HTTP app (`tracker collector`)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from collector.ingest import ingest_router
+from collector.sink import Sink
+from tracker import __version__
+from tracker.gateways import GatewayAuth
+
+
+def create_app(
+    sink: Sink, gateway_auth: GatewayAuth, *, max_body_bytes: int, max_batch_records: int
+) -> FastAPI:
+    app = FastAPI(title="Inference Sovereignty Tracker: collector", version=__version__)
+    app.state.gateway_auth = gateway_auth
+    app.include_router(
+        ingest_router(sink, max_body_bytes=max_body_bytes, max_batch_records=max_batch_records)
+    )
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,1 @@
+"""Stream -> ClickHouse: processor, writer and consumer loop."""

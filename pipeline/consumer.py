@@ -1,0 +1,179 @@
+"""The consumer loop (`tracker pipeline`): Kafka `usage.v1` -> processor -> writer -> commit.
+
+Offsets are committed only after ClickHouse returned from the insert, so a crash anywhere before
+that redelivers the batch, and the writer's idempotent landing makes redelivery harmless.
+Invalid records go to the dead-letter topic and the `usage_rejects` table before the commit;
+a ClickHouse failure stops progress (retried with backoff) and never dead-letters.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from clickhouse_connect.driver.exceptions import ClickHouseError
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka.structs import OffsetAndMetadata, TopicPartition
+from tenacity import Retrying, retry_if_exception_type, stop_never, wait_exponential
+
+from pipeline.processor import Processor, Rejection
+from pipeline.writer import Writer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Batch:
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    rejections: list[tuple[Rejection, int, int]] = field(default_factory=list)
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to read
+    started: float = field(default_factory=time.monotonic)
+    messages: int = 0
+
+    def empty(self) -> bool:
+        return not self.offsets
+
+
+@dataclass
+class Stats:
+    messages: int = 0
+    rows_written: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    batches: int = 0
+
+
+class PipelineConsumer:
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        topic: str,
+        dlq_topic: str,
+        group_id: str,
+        processor: Processor,
+        writer: Writer,
+        batch_max_rows: int = 50_000,
+        batch_max_seconds: float = 1.0,
+    ) -> None:
+        self.topic = topic
+        self.dlq_topic = dlq_topic
+        self.processor = processor
+        self.writer = writer
+        self.batch_max_rows = batch_max_rows
+        self.batch_max_seconds = batch_max_seconds
+        self.stats = Stats()
+        self.stopping = threading.Event()
+        self._batch = Batch()
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap.split(","),
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=2_000,
+            fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+            client_id="tracker-pipeline",
+        )
+        self._dlq = KafkaProducer(
+            bootstrap_servers=bootstrap.split(","), acks="all", enable_idempotence=True
+        )
+        outer = self
+
+        class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped base
+            def on_partitions_revoked(self, revoked: Any) -> None:
+                # Land and commit what we hold before another member takes these partitions,
+                # so it does not re-read (harmless, but wasted) work.
+                outer.flush()
+
+            def on_partitions_assigned(self, assigned: Any) -> None:
+                log.info("assigned %s", sorted(str(tp) for tp in assigned))
+
+        self._consumer.subscribe([topic], listener=_Listener())
+
+    def run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                polled = self._consumer.poll(timeout_ms=200)
+                for tp, messages in polled.items():
+                    for message in messages:
+                        self._add(tp, message.offset, message.value)
+                if self._due():
+                    self.flush()
+            self.flush()
+        finally:
+            self._consumer.close(autocommit=False)
+            self._dlq.close(timeout=10)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def _add(self, tp: TopicPartition, offset: int, value: bytes) -> None:
+        processed = self.processor.process_message(value, tp.partition, offset)
+        self._batch.rows.extend(processed.rows)
+        self._batch.rejections.extend((r, tp.partition, offset) for r in processed.rejections)
+        self._batch.offsets[tp] = offset + 1
+        self._batch.messages += 1
+
+    def _due(self) -> bool:
+        batch = self._batch
+        if batch.empty():
+            return False
+        return (
+            len(batch.rows) >= self.batch_max_rows
+            or time.monotonic() - batch.started >= self.batch_max_seconds
+        )
+
+    def flush(self) -> None:
+        batch, self._batch = self._batch, Batch()
+        if batch.empty():
+            return
+        retry = Retrying(
+            retry=retry_if_exception_type((ClickHouseError, OSError)),
+            wait=wait_exponential(multiplier=0.5, max=30),
+            stop=stop_never,
+            before_sleep=lambda state: log.warning(
+                "ClickHouse write failed, retrying (attempt %d): %s",
+                state.attempt_number,
+                state.outcome.exception() if state.outcome else "",
+            ),
+            reraise=True,
+        )
+        result = retry(self.writer.write, batch.rows)
+        self._dead_letter(batch.rejections, retry)
+        self._consumer.commit(
+            {tp: OffsetAndMetadata(off, None, -1) for tp, off in batch.offsets.items()}
+        )
+        self.stats.messages += batch.messages
+        self.stats.rows_written += result.inserted
+        self.stats.duplicates += result.duplicates
+        self.stats.rejected += len(batch.rejections)
+        self.stats.batches += 1
+
+    def _dead_letter(self, rejections: list[tuple[Rejection, int, int]], retry: Retrying) -> None:
+        if not rejections:
+            return
+        by_source: dict[tuple[int, int], list[Rejection]] = {}
+        for rejection, partition, offset in rejections:
+            by_source.setdefault((partition, offset), []).append(rejection)
+        futures = []
+        for (partition, offset), items in by_source.items():
+            retry(self.writer.write_rejections, items, self.topic, partition, offset)
+            for r in items:
+                body = {
+                    "source_topic": self.topic,
+                    "source_partition": partition,
+                    "source_offset": offset,
+                    "record_index": r.record_index,
+                    "gateway_id": r.gateway_id,
+                    "field": r.field,
+                    "reason": r.reason,
+                    "payload": r.payload,
+                }
+                futures.append(self._dlq.send(self.dlq_topic, value=orjson.dumps(body)))
+        for future in futures:
+            future.get(timeout=30)

@@ -1,0 +1,223 @@
+"""`tracker`: the command line. Bad input exits with code 2 and a message, never a trace."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from pydantic import ValidationError
+
+from tracker.clickhouse import StorageUnavailable
+from tracker.registry import RegistryError
+
+app = typer.Typer(
+    name="tracker",
+    help="Inference Sovereignty Tracker: domestic inference share of the public sector.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+gateway_app = typer.Typer(help="Gateways allowed to push usage.", no_args_is_help=True)
+app.add_typer(gateway_app, name="gateway")
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Local state (default ./var)")]
+Host = Annotated[str | None, typer.Option("--host", help="Listen address (default 127.0.0.1)")]
+Port = Annotated[int | None, typer.Option("--port", help="Listen port (default 8000)")]
+
+
+def fail(message: str) -> NoReturn:
+    typer.echo(f"tracker: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _overrides(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _settings(cls: type[Any], **values: Any) -> Any:
+    try:
+        return cls(**_overrides(**values))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        fail(f"bad configuration: {problems}")
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+
+
+@app.command()
+def migrate(data_dir: DataDir = None) -> None:
+    """Apply pending ClickHouse migrations (safe to run again)."""
+    from tracker.clickhouse import ClientPool
+    from tracker.migrate import migrate as run_migrations
+    from tracker.settings import CommonSettings
+
+    settings = _settings(CommonSettings, data_dir=data_dir)
+    ran = run_migrations(ClientPool(settings).get())
+    for m in ran:
+        typer.echo(f"applied {m.version:04d}_{m.name}")
+    typer.echo(f"schema up to date ({len(ran)} applied) in {settings.redacted_dsn()}")
+
+
+@app.command()
+def schema(
+    out: Annotated[Path, typer.Option(help="Where to write the JSON Schema")] = Path(
+        "docs/usage-record.schema.json"
+    ),
+) -> None:
+    """Write the record contract's JSON Schema (generated from the pydantic model)."""
+    from tracker.contract import json_schema
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(json_schema(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    typer.echo(f"wrote {out}")
+
+
+@gateway_app.command("add")
+def gateway_add(
+    name: Annotated[str, typer.Argument(help="Gateway id, e.g. moh-litellm")],
+    agency: Annotated[list[str], typer.Option("--agency", help="Agency id (repeatable)")],
+    data_dir: DataDir = None,
+) -> None:
+    """Register a gateway for agencies and print its new API key (shown once)."""
+    from tracker.cli.wiring import open_core
+    from tracker.gateways import GatewayError, add
+    from tracker.settings import CommonSettings
+
+    core = open_core(_settings(CommonSettings, data_dir=data_dir))
+    try:
+        gateway, key = add(core.pool.get(), core.registry, name, agency)
+    except GatewayError as exc:
+        fail(str(exc))
+    typer.echo(
+        f"gateway {gateway.gateway_id} may report for: {', '.join(sorted(gateway.agencies))}"
+    )
+    typer.echo(f"key (shown once, store it now): {key}")
+
+
+@gateway_app.command("list")
+def gateway_list(data_dir: DataDir = None) -> None:
+    """List active gateways and their agencies (keys are never shown again)."""
+    from tracker.cli.wiring import open_core
+    from tracker.gateways import list_all
+    from tracker.settings import CommonSettings
+
+    core = open_core(_settings(CommonSettings, data_dir=data_dir))
+    for g in list_all(core.pool.get()):
+        typer.echo(f"{g.gateway_id}\t{','.join(sorted(g.agencies))}")
+
+
+def _serve(application: Any, host: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(application, host=host, port=port, log_level="info", access_log=False)
+
+
+@app.command()
+def up(data_dir: DataDir = None, host: Host = None, port: Port = None) -> None:
+    """Embedded default: ingest, pipeline and API in one process on chdb."""
+    from tracker.cli.wiring import embedded_app, open_core
+    from tracker.settings import EmbeddedSettings
+
+    settings = _settings(EmbeddedSettings, data_dir=data_dir, host=host, port=port)
+    _logging(settings.log_level)
+    core = open_core(settings)
+    typer.echo(f"tracker up: http://{settings.host}:{settings.port}  (data in {settings.data_dir})")
+    _serve(embedded_app(settings, core), settings.host, settings.port)
+
+
+@app.command()
+def demo(
+    data_dir: DataDir = None,
+    host: Host = None,
+    port: Port = None,
+    days: Annotated[int, typer.Option(min=1, max=3660, help="Days of history")] = 730,
+    serve: Annotated[bool, typer.Option(help="Start the server after seeding")] = True,
+) -> None:
+    """Seed a realistic national dataset (once), then run as `tracker up`."""
+    from tracker import demo as demo_data
+    from tracker.cli.wiring import embedded_app, open_core, seed
+    from tracker.gateways import add
+    from tracker.settings import EmbeddedSettings
+
+    settings = _settings(EmbeddedSettings, data_dir=data_dir, host=host, port=port)
+    _logging(settings.log_level)
+    core = open_core(settings)
+    client = core.pool.get()
+    existing = client.query("SELECT count() FROM usage_raw").result_rows[0][0]
+    if existing:
+        typer.echo(f"demo data already present ({existing} records); not seeding again")
+    else:
+        landed = seed(core, demo_data.generate(core.registry, days=days), total=None)
+        typer.echo(f"seeded {landed} records for {len(core.registry.agencies)} agencies")
+    import secrets
+
+    agencies = [a.id for a in core.registry.agencies]
+    gateway, key = add(client, core.registry, f"demo-{secrets.token_hex(3)}", agencies)
+    url = f"http://{settings.host}:{settings.port}"
+    typer.echo(f"demo gateway {gateway.gateway_id} key: {key}")
+    typer.echo(f"headline: {url}/v1/share   API docs: {url}/docs")
+    if serve:
+        _serve(embedded_app(settings, core), settings.host, settings.port)
+
+
+@app.command()
+def collector(host: Host = None, port: Port = None) -> None:
+    """Scale-out: HTTP ingest -> Kafka (TRACKER_KAFKA_BOOTSTRAP, TRACKER_CLICKHOUSE_DSN)."""
+    from tracker.cli.wiring import collector_app, open_core
+    from tracker.settings import CollectorSettings
+
+    settings = _settings(CollectorSettings, host=host, port=port)
+    _logging(settings.log_level)
+    core = open_core(settings)
+    application, sink = collector_app(settings, core.pool.get())
+    try:
+        _serve(application, settings.host, settings.port)
+    finally:
+        sink.close()
+
+
+@app.command()
+def pipeline() -> None:
+    """Scale-out: Kafka `usage.v1` -> ClickHouse, as a consumer group member."""
+    from tracker.cli.wiring import open_core, run_pipeline
+    from tracker.settings import PipelineSettings
+
+    settings = _settings(PipelineSettings)
+    _logging(settings.log_level)
+    consumer = run_pipeline(settings, open_core(settings))
+    consumer.run()
+    s = consumer.stats
+    typer.echo(f"pipeline stopped: {s.rows_written} landed, {s.duplicates} duplicates, "
+               f"{s.rejected} rejected")  # fmt: skip
+
+
+@app.command()
+def api(host: Host = None, port: Port = None) -> None:
+    """Scale-out: the read API and transparency page."""
+    from tracker.cli.wiring import api_app, open_core
+    from tracker.settings import ApiSettings
+
+    settings = _settings(ApiSettings, host=host, port=port)
+    _logging(settings.log_level)
+    open_core(settings)  # migrate and check the registry before serving
+    _serve(api_app(settings), settings.host, settings.port)
+
+
+def main() -> None:
+    try:
+        app()
+    except StorageUnavailable as exc:
+        typer.echo(f"tracker: {exc}", err=True)
+        sys.exit(2)
+    except RegistryError as exc:
+        typer.echo(f"tracker: {exc}", err=True)
+        sys.exit(2)

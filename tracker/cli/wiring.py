@@ -1,0 +1,144 @@
+"""The composition root: the one place in tracker/ that builds the services and wires them.
+
+Everything here is constructed at call time from a settings object, never at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from clickhouse_connect.driver.client import Client
+from fastapi import FastAPI
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from api.app import create_app as create_api_app
+from collector.app import create_app as create_collector_app
+from collector.ingest import ingest_router
+from collector.sink import KafkaSink
+from pipeline.consumer import PipelineConsumer
+from pipeline.processor import Processor
+from pipeline.writer import Writer
+from tracker import registry as registry_mod
+from tracker.classify import Classifier
+from tracker.clickhouse import ClientPool
+from tracker.contract import UsageRecord
+from tracker.gateways import GatewayAuth
+from tracker.migrate import migrate
+from tracker.registry import Registry
+from tracker.settings import (
+    ApiSettings,
+    CollectorSettings,
+    CommonSettings,
+    EmbeddedSettings,
+    PipelineSettings,
+)
+
+log = logging.getLogger("tracker")
+
+
+@dataclass
+class Core:
+    """What every process opens first: storage (migrated) and the classifying registry."""
+
+    pool: ClientPool
+    registry: Registry
+    processor: Processor
+
+
+def open_core(settings: CommonSettings) -> Core:
+    pool = ClientPool(settings)
+    client = pool.get()
+    migrate(client)
+    registry, text = registry_mod.load(settings.registry_path)
+    registry_mod.record_version(client, registry, text, author="system", reason="loaded at start")
+    return Core(pool, registry, Processor(Classifier(registry)))
+
+
+class DirectSink:
+    """Embedded hand-off: classify and land in ClickHouse before the HTTP answer, so the
+    embedded default gives the same "2xx means stored" promise as Kafka with acks=all."""
+
+    def __init__(self, pool: ClientPool, processor: Processor) -> None:
+        self._pool = pool
+        self._processor = processor
+
+    def deliver(self, records: list[UsageRecord]) -> None:
+        rows = self._processor.process_records(records).rows
+        Writer(self._pool.get()).write(rows)
+
+    def close(self) -> None:
+        return None
+
+
+def embedded_app(settings: EmbeddedSettings, core: Core) -> FastAPI:
+    app = create_api_app(core.pool)
+    app.state.gateway_auth = GatewayAuth(core.pool.get())
+    app.include_router(
+        ingest_router(
+            DirectSink(core.pool, core.processor),
+            max_body_bytes=settings.max_body_bytes,
+            max_batch_records=settings.max_batch_records,
+        )
+    )
+    return app
+
+
+def collector_app(settings: CollectorSettings, client: Client) -> tuple[FastAPI, KafkaSink]:
+    sink = KafkaSink(
+        settings.kafka_bootstrap,
+        settings.kafka_topic,
+        records_per_message=settings.kafka_records_per_message,
+    )
+    app = create_collector_app(
+        sink,
+        GatewayAuth(client),
+        max_body_bytes=settings.max_body_bytes,
+        max_batch_records=settings.max_batch_records,
+    )
+    return app, sink
+
+
+def api_app(settings: ApiSettings) -> FastAPI:
+    return create_api_app(ClientPool(settings))
+
+
+def run_pipeline(settings: PipelineSettings, core: Core) -> PipelineConsumer:
+    consumer = PipelineConsumer(
+        bootstrap=settings.kafka_bootstrap,
+        topic=settings.kafka_topic,
+        dlq_topic=settings.kafka_dlq_topic,
+        group_id=settings.consumer_group,
+        processor=core.processor,
+        writer=Writer(core.pool.get()),
+        batch_max_rows=settings.batch_max_rows,
+        batch_max_seconds=settings.batch_max_seconds,
+    )
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: consumer.stop())
+    return consumer
+
+
+def seed(core: Core, records: Iterable[UsageRecord], total: int | None, batch: int = 20_000) -> int:
+    """Land records through the same processor and writer as live traffic, with progress."""
+    writer = Writer(core.pool.get())
+    landed = 0
+    pending: list[UsageRecord] = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, transient=False) as progress:
+        task = progress.add_task("seeding demo usage", total=total)
+        for record in records:
+            pending.append(record)
+            if len(pending) >= batch:
+                landed += writer.write(core.processor.process_records(pending).rows).inserted
+                progress.advance(task, len(pending))
+                pending = []
+        if pending:
+            landed += writer.write(core.processor.process_records(pending).rows).inserted
+            progress.advance(task, len(pending))
+    return landed

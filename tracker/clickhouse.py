@@ -1,0 +1,74 @@
+"""ClickHouse connections: chdb (embedded, `chdb:///path`) or a server (`http(s)://...`).
+
+The same SQL runs on both through clickhouse-connect. chdb is one engine per process and one
+process per path, so opening is done in one place, with errors that say what to do.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from tracker.settings import CommonSettings
+
+
+class StorageUnavailable(RuntimeError):
+    """ClickHouse cannot be opened or reached; the message says why and what to do."""
+
+
+def _explain(exc: Exception, redacted_dsn: str) -> StorageUnavailable:
+    text = str(exc)
+    if "Cannot lock file" in text or ("status" in text and "lock" in text.lower()):
+        return StorageUnavailable(
+            f"the embedded store {redacted_dsn} is held by another process "
+            "(is `tracker up` running?); stop it, or do this through its HTTP API"
+        )
+    if "already initialized" in text:
+        return StorageUnavailable(
+            f"this process already opened another embedded store; cannot also open {redacted_dsn}"
+        )
+    return StorageUnavailable(f"cannot open ClickHouse at {redacted_dsn}: {text.splitlines()[0]}")
+
+
+def open_client(settings: CommonSettings, *, database: str | None = None) -> Client:
+    """A client bound to the tracker database, creating the database when missing."""
+    dsn = settings.dsn()
+    db = database or settings.clickhouse_database
+    if dsn.startswith("chdb://"):
+        path = dsn.removeprefix("chdb://")
+        if path:
+            # chdb creates the leaf directory itself but not its parents.
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        bootstrap = clickhouse_connect.get_client(dsn=dsn)
+        bootstrap.command(f"CREATE DATABASE IF NOT EXISTS `{db}`")
+        return clickhouse_connect.get_client(dsn=dsn, database=db)
+    except (ClickHouseError, OSError) as exc:
+        raise _explain(exc, settings.redacted_dsn()) from exc
+
+
+class ClientPool:
+    """One client per thread: clickhouse-connect clients are not meant to be shared across
+    threads, and FastAPI runs sync endpoints in a thread pool."""
+
+    def __init__(self, settings: CommonSettings, *, database: str | None = None) -> None:
+        self._settings = settings
+        self._database = database
+        self._local = threading.local()
+        self.database = database or settings.clickhouse_database
+        # Open once now so a bad DSN fails at start-up, not at the first request.
+        self._local.client = open_client(settings, database=database)
+
+    def get(self) -> Client:
+        client: Client | None = getattr(self._local, "client", None)
+        if client is None:
+            client = clickhouse_connect.get_client(dsn=self._settings.dsn(), database=self.database)
+            self._local.client = client
+        return client
+
+    def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[Any]:
+        return list(self.get().query(sql, parameters=parameters or {}).result_rows)

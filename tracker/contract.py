@@ -1,0 +1,173 @@
+"""The record contract: one usage record as it travels on the `usage.v1` topic.
+
+One record is one or more inferences by one agency through one gateway. The model is the single
+definition every hop validates against; its JSON Schema in docs/ is generated from it
+(`tracker schema`), never written by hand.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Final
+
+import orjson
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+SCHEMA_VERSION: Final = 1
+TOPIC: Final = "usage.v1"
+DLQ_TOPIC: Final = "usage.dlq.v1"
+
+# Bounds a caller controls; anything larger is refused rather than truncated so that nothing is
+# silently altered on the way to the auditors.
+MAX_ID_LEN: Final = 128
+MAX_NAME_LEN: Final = 256
+MAX_REQUEST_COUNT: Final = 10_000_000
+MAX_TOKENS: Final = 10**12
+MAX_COST: Final = Decimal("1e12")
+# Records from the future are clock errors; a little skew is tolerated.
+MAX_CLOCK_SKEW: Final = timedelta(minutes=15)
+EARLIEST: Final = datetime(2015, 1, 1, tzinfo=UTC)
+
+_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
+_CURRENCY_RE: Final = re.compile(r"^[A-Z]{3}$")
+
+
+class Operation(StrEnum):
+    chat = "chat"
+    completion = "completion"
+    embeddings = "embeddings"
+    image = "image"
+    audio = "audio"
+    rerank = "rerank"
+    other = "other"
+
+
+class Status(StrEnum):
+    ok = "ok"
+    error = "error"
+
+
+class Tier(StrEnum):
+    sovereign = "sovereign"
+    onshore = "onshore"
+    offshore = "offshore"
+    unknown = "unknown"
+
+
+Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_LEN, pattern=_ID_RE.pattern)]
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LEN)]
+
+
+class UsageRecord(BaseModel):
+    """One metered usage record (schema_version 1)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        str_strip_whitespace=True,
+        json_schema_extra={"$id": "https://tracker.example/schemas/usage.v1.json"},
+    )
+
+    record_id: Identifier = Field(
+        description="Gateway's request id, or a stable hash of the source line; "
+        "with gateway_id the idempotency key."
+    )
+    gateway_id: Identifier = Field(
+        description="Set by the collector from the authenticated gateway, never from the payload."
+    )
+    agency_id: Identifier = Field(description="A registered public body.")
+    occurred_at: datetime = Field(description="Request start, UTC, millisecond precision.")
+    provider: Name = Field(description="Provider as the gateway saw it, e.g. azure_openai.")
+    model: Name = Field(description="Model as the gateway saw it, e.g. gpt-4o.")
+    operation: Operation = Operation.chat
+    endpoint_host: Annotated[str, Field(max_length=253)] | None = Field(
+        default=None, description="Host that served the request (server.address)."
+    )
+    region: Annotated[str, Field(max_length=64)] | None = Field(
+        default=None, description="Cloud region code, e.g. centralindia, ap-south-1."
+    )
+    request_count: int = Field(default=1, ge=1, le=MAX_REQUEST_COUNT)
+    input_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
+    output_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
+    cost: Decimal | None = Field(default=None, ge=0, le=MAX_COST, decimal_places=9)
+    currency: str | None = Field(
+        default=None, validate_default=True, description="ISO 4217 code, required with cost."
+    )
+    latency_ms: int | None = Field(default=None, ge=0, le=86_400_000)
+    status: Status = Status.ok
+    energy_wh: float | None = Field(default=None, ge=0, le=1e12, allow_inf_nan=False)
+    use_case: Annotated[str, Field(max_length=64)] | None = None
+    schema_version: int = Field(default=SCHEMA_VERSION, ge=SCHEMA_VERSION, le=SCHEMA_VERSION)
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _utc_and_plausible(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("timestamp must carry a timezone (UTC, e.g. 2026-01-01T00:00:00Z)")
+        value = value.astimezone(UTC)
+        value = value.replace(microsecond=value.microsecond // 1000 * 1000)
+        if value < EARLIEST:
+            raise ValueError(f"timestamp before {EARLIEST.date()} is not plausible")
+        if value > datetime.now(UTC) + MAX_CLOCK_SKEW:
+            raise ValueError("timestamp is in the future")
+        return value
+
+    @field_validator("currency")
+    @classmethod
+    def _iso_currency(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("cost") is not None:
+            raise ValueError("currency is required when cost is given")
+        if value is not None and not _CURRENCY_RE.match(value):
+            raise ValueError("currency must be an ISO 4217 code of three capital letters")
+        return value
+
+    @field_validator("endpoint_host", "region", "use_case")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+
+class FieldError(BaseModel):
+    """Why one record of a batch was refused."""
+
+    index: int
+    field: str
+    reason: str
+
+
+def validation_errors(index: int, exc: ValidationError) -> list[FieldError]:
+    """Flatten pydantic's errors into (index, dotted field, reason) rows callers can act on."""
+    rows: list[FieldError] = []
+    for err in exc.errors(include_url=False, include_input=False):
+        field = ".".join(str(p) for p in err["loc"]) or "record"
+        reason = err["msg"].removeprefix("Value error, ")
+        rows.append(FieldError(index=index, field=field, reason=reason))
+    return rows
+
+
+def parse_record(data: Any, *, gateway_id: str | None = None) -> UsageRecord:
+    """Validate one record; `gateway_id`, when given, overrides whatever the payload said."""
+    if not isinstance(data, dict):
+        raise TypeError("record must be a JSON object")
+    if gateway_id is not None:
+        data = {**data, "gateway_id": gateway_id}
+    return UsageRecord.model_validate(data)
+
+
+def json_schema() -> dict[str, Any]:
+    return UsageRecord.model_json_schema(mode="validation")
+
+
+def encode_batch(records: list[UsageRecord]) -> bytes:
+    """A Kafka message body: a JSON array of records of one agency."""
+    return orjson.dumps([r.model_dump(mode="json", exclude_none=True) for r in records])

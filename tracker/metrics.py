@@ -1,0 +1,134 @@
+"""Metric definitions: the one place the headline and its breakdowns are written in SQL.
+
+The API, the dashboards and the tests all take their SQL from here, so they cannot disagree.
+Every caller value is a bound parameter; only names from the fixed tables below are ever
+spliced into the text.
+
+domestic share  = (sovereign + onshore) / all
+sovereign share = sovereign / all
+unknown share   = unknown / all      (unknown stays in the denominator: never flattering)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+ROLLUP = "usage_hourly"
+
+
+class Basis(StrEnum):
+    requests = "requests"
+    tokens = "tokens"
+    cost = "cost"
+    energy = "energy"
+
+
+# The measure each basis sums over the hourly rollup.
+BASIS_EXPR: dict[Basis, str] = {
+    Basis.requests: "toFloat64(requests)",
+    Basis.tokens: "toFloat64(input_tokens + output_tokens)",
+    Basis.cost: "toFloat64(cost_reporting)",
+    Basis.energy: "energy_wh",
+}
+
+# Filterable dimensions of the rollup -> ClickHouse parameter type. A filter takes a list of
+# values (IN), so "my agencies" and "these providers" are one shape.
+FILTERS: dict[str, str] = {
+    "agency_id": "Array(String)",
+    "sector": "Array(String)",
+    "channel": "Array(String)",
+    "provider": "Array(String)",
+    "model": "Array(String)",
+    "region": "Array(String)",
+    "tier": "Array(String)",
+    "operation": "Array(String)",
+    "status": "Array(String)",
+}
+
+
+def where_clause(filters: dict[str, list[str]]) -> str:
+    """Time range plus IN-filters over known dimensions, as parameter placeholders."""
+    parts = ["hour >= {from_:DateTime('UTC')}", "hour < {to:DateTime('UTC')}"]
+    for name in sorted(filters):
+        if name not in FILTERS:
+            raise ValueError(f"unknown filter {name!r}")
+        parts.append(f"{name} IN {{{name}:{FILTERS[name]}}}")
+    return " AND ".join(parts)
+
+
+def share_sql(basis: Basis, filters: dict[str, list[str]], *, source: str = ROLLUP) -> str:
+    """The headline: per-tier sums of the basis measure and the three shares."""
+    v = BASIS_EXPR[basis]
+    return f"""
+SELECT
+    sovereign, onshore, offshore, unknown, total, records,
+    if(total = 0, NULL, (sovereign + onshore) / total) AS domestic_share,
+    if(total = 0, NULL, sovereign / total) AS sovereign_share,
+    if(total = 0, NULL, unknown / total) AS unknown_share,
+    cost_unconverted
+FROM (
+    SELECT
+        sumIf({v}, tier = 'sovereign') AS sovereign,
+        sumIf({v}, tier = 'onshore') AS onshore,
+        sumIf({v}, tier = 'offshore') AS offshore,
+        sumIf({v}, tier = 'unknown') AS unknown,
+        sum({v}) AS total,
+        sum(records) AS records,
+        sum(cost_unconverted) AS cost_unconverted
+    FROM {source}
+    WHERE {where_clause(filters)}
+)
+""".strip()
+
+
+def share_parameters(
+    start: datetime, end: datetime, filters: dict[str, list[str]]
+) -> dict[str, Any]:
+    return {"from_": start, "to": end, **filters}
+
+
+@dataclass(frozen=True)
+class Share:
+    basis: Basis
+    sovereign: float
+    onshore: float
+    offshore: float
+    unknown: float
+    total: float
+    records: int
+    domestic_share: float | None
+    sovereign_share: float | None
+    unknown_share: float | None
+    cost_unconverted_records: int
+
+
+def headline(
+    client: Client,
+    basis: Basis,
+    start: datetime,
+    end: datetime,
+    filters: dict[str, list[str]] | None = None,
+) -> Share:
+    filters = filters or {}
+    row = client.query(
+        share_sql(basis, filters), parameters=share_parameters(start, end, filters)
+    ).result_rows[0]
+    sov, on, off, unk, total, records, dom, sov_share, unk_share, unconverted = row
+    return Share(
+        basis=basis,
+        sovereign=float(sov),
+        onshore=float(on),
+        offshore=float(off),
+        unknown=float(unk),
+        total=float(total),
+        records=int(records),
+        domestic_share=None if dom is None else float(dom),
+        sovereign_share=None if sov_share is None else float(sov_share),
+        unknown_share=None if unk_share is None else float(unk_share),
+        cost_unconverted_records=int(unconverted),
+    )

@@ -1,0 +1,98 @@
+"""Numbered, frozen ClickHouse migrations (tracker/migrations/NNNN_name.sql).
+
+Each file is applied once, in order, and recorded with its checksum in `schema_migrations`.
+Statements use IF NOT EXISTS so a run interrupted half-way can simply be repeated. A recorded
+migration whose file changed is an error: released migrations are frozen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+from clickhouse_connect.driver.client import Client
+
+_NAME_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+_LEDGER = """
+CREATE TABLE IF NOT EXISTS schema_migrations
+(
+    version    UInt32,
+    name       String,
+    checksum   String,
+    applied_at DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = MergeTree
+ORDER BY version
+"""
+
+
+class MigrationError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+    def statements(self) -> list[str]:
+        # Split on semicolons that end a line; comment-only chunks are dropped.
+        chunks = re.split(r";\s*(?:\n|$)", self.sql)
+        out = []
+        for chunk in chunks:
+            lines = [ln for ln in chunk.splitlines() if not ln.strip().startswith("--")]
+            body = "\n".join(lines).strip()
+            if body:
+                out.append(body)
+        return out
+
+
+def available() -> list[Migration]:
+    found: list[Migration] = []
+    for entry in resources.files("tracker.migrations").iterdir():
+        match = _NAME_RE.match(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise MigrationError(f"two migrations share a number: {versions}")
+    return found
+
+
+def applied(client: Client) -> dict[int, str]:
+    client.command(_LEDGER)
+    rows = client.query("SELECT version, checksum FROM schema_migrations").result_rows
+    return {int(v): str(c) for v, c in rows}
+
+
+def migrate(client: Client) -> list[Migration]:
+    """Apply every pending migration; returns the ones applied by this call."""
+    done = applied(client)
+    ran: list[Migration] = []
+    for migration in available():
+        recorded = done.get(migration.version)
+        if recorded is not None:
+            if recorded != migration.checksum:
+                raise MigrationError(
+                    f"migration {migration.version:04d}_{migration.name} was edited after it was "
+                    "applied; released migrations are frozen: add a new numbered file instead"
+                )
+            continue
+        for statement in migration.statements():
+            client.command(statement)
+        client.insert(
+            "schema_migrations",
+            [[migration.version, migration.name, migration.checksum]],
+            column_names=["version", "name", "checksum"],
+        )
+        ran.append(migration)
+    return ran

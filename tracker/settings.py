@@ -1,0 +1,94 @@
+"""Process settings, read from TRACKER_* environment variables (pydantic-settings).
+
+One class per process, built once by the CLI (never at import time) and passed down. Secrets
+(the ClickHouse DSN may hold a password) are SecretStr so they never appear in logs or reprs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tracker.contract import DLQ_TOPIC, TOPIC
+
+
+class CommonSettings(BaseSettings):
+    """What every process needs: where data lives and which registry classifies it."""
+
+    model_config = SettingsConfigDict(env_prefix="TRACKER_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("var"), description="Root of local state (chdb, spool).")
+    clickhouse_dsn: SecretStr | None = Field(
+        default=None,
+        description="chdb:///path (embedded) or http(s)://user:pass@host:8123; "
+        "default: chdb under data_dir.",
+    )
+    clickhouse_database: str = Field(default="tracker", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    registry_path: Path | None = Field(
+        default=None, description="Registry YAML; default: the shipped example country."
+    )
+    log_level: str = "INFO"
+
+    def dsn(self) -> str:
+        if self.clickhouse_dsn is not None:
+            return self.clickhouse_dsn.get_secret_value()
+        return f"chdb://{(self.data_dir / 'chdb').resolve()}"
+
+    def redacted_dsn(self) -> str:
+        """The DSN with any password replaced, for logs and error messages."""
+        parts = urlsplit(self.dsn())
+        if parts.password is None:
+            return self.dsn()
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+
+
+class KafkaSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRACKER_", extra="ignore")
+
+    kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="host:port[,host:port]")
+    kafka_topic: str = TOPIC
+    kafka_dlq_topic: str = DLQ_TOPIC
+    # Records per Kafka message: per-message overhead in kafka-python is what limits throughput,
+    # so records of one agency travel together (DESIGN.md, measured facts).
+    kafka_records_per_message: int = Field(default=500, ge=1, le=10_000)
+
+
+class HttpSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRACKER_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+
+
+class IngestLimits(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRACKER_", extra="ignore")
+
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_batch_records: int = Field(default=10_000, ge=1)
+
+
+class CollectorSettings(CommonSettings, KafkaSettings, HttpSettings, IngestLimits):
+    """`tracker collector`: HTTP ingest -> Kafka."""
+
+    port: int = Field(default=8001, ge=0, le=65535)
+
+
+class PipelineSettings(CommonSettings, KafkaSettings):
+    """`tracker pipeline`: Kafka -> ClickHouse."""
+
+    consumer_group: str = "tracker-pipeline"
+    batch_max_rows: int = Field(default=50_000, ge=1)
+    batch_max_seconds: float = Field(default=1.0, gt=0, le=60)
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="0 disables /metrics")
+
+
+class ApiSettings(CommonSettings, HttpSettings):
+    """`tracker api`: the read API and transparency page."""
+
+
+class EmbeddedSettings(CommonSettings, HttpSettings, IngestLimits):
+    """`tracker up`: ingest, pipeline and API in one process, chdb, direct hand-off."""
