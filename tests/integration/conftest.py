@@ -1,0 +1,68 @@
+"""Integration fixtures: one chdb directory per pytest run (chdb allows one path per process),
+a fresh database per test module, and a real Kafka broker started by deploy/kafka/broker.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tracker.clickhouse import ClientPool
+from tracker.migrate import migrate
+from tracker.settings import CommonSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_broker_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("kafka_broker", ROOT / "deploy/kafka/broker.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def chdb_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("chdb-run")
+
+
+@pytest.fixture(scope="module")
+def settings(chdb_dir: Path, request: pytest.FixtureRequest) -> CommonSettings:
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    database = f"t_{name}_{uuid.uuid4().hex[:8]}"
+    return CommonSettings(data_dir=chdb_dir, clickhouse_database=database)
+
+
+@pytest.fixture(scope="module")
+def pool(settings: CommonSettings) -> Iterator[ClientPool]:
+    p = ClientPool(settings)
+    migrate(p.get())
+    yield p
+    p.get().command(f"DROP DATABASE IF EXISTS `{settings.clickhouse_database}`")
+
+
+@pytest.fixture(scope="session")
+def broker_module() -> ModuleType:
+    return load_broker_module()
+
+
+@pytest.fixture(scope="session")
+def kafka_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("kafka")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(broker_module: ModuleType, kafka_dir: Path) -> Iterator[str]:
+    """A real single-node KRaft broker on 127.0.0.1 for the whole run."""
+    bootstrap = str(broker_module.start(kafka_dir))
+    os.environ.setdefault("TRACKER_TEST_KAFKA", bootstrap)
+    try:
+        yield bootstrap
+    finally:
+        broker_module.stop(kafka_dir)
