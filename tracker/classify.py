@@ -75,7 +75,8 @@ class Classifier:
         known = self._provider.get(prov)
         # A region code is named per provider; aliases share their provider's regions.
         if region:
-            for name in {prov, known.id.lower() if known else prov}:
+            # The canonical id first, so the recorded rule does not depend on the alias used.
+            for name in dict.fromkeys([known.id.lower() if known else prov, prov]):
                 facility = self._regions.get((name, region.lower()))
                 if facility is not None:
                     return self._of(facility, f"region:{name}/{region.lower()}")
