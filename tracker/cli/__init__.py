@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -194,6 +195,9 @@ def pipeline() -> None:
     settings = _settings(PipelineSettings)
     _logging(settings.log_level)
     consumer = run_pipeline(settings, open_core(settings))
+    # SIGTERM/SIGINT finish the batch in hand (write, then commit) before exiting.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: consumer.stop())
     consumer.run()
     s = consumer.stats
     typer.echo(f"pipeline stopped: {s.rows_written} landed, {s.duplicates} duplicates, "

@@ -6,8 +6,6 @@ Everything here is constructed at call time from a settings object, never at imp
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -117,9 +115,6 @@ def run_pipeline(settings: PipelineSettings, core: Core) -> PipelineConsumer:
         batch_max_rows=settings.batch_max_rows,
         batch_max_seconds=settings.batch_max_seconds,
     )
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: consumer.stop())
     return consumer
 
 

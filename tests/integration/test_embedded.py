@@ -1,0 +1,117 @@
+"""The embedded default: HTTP ingest -> direct hand-off -> chdb -> API, in one app."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from tracker.cli.wiring import Core, embedded_app, open_core
+from tracker.gateways import add
+from tracker.settings import CommonSettings, EmbeddedSettings
+
+
+@pytest.fixture(scope="module")
+def core(settings: CommonSettings, pool: object) -> Core:
+    return open_core(settings)
+
+
+@pytest.fixture(scope="module")
+def client(core: Core, settings: CommonSettings) -> Iterator[TestClient]:
+    embedded = EmbeddedSettings(
+        data_dir=settings.data_dir,
+        clickhouse_database=settings.clickhouse_database,
+        max_body_bytes=64 * 1024,
+        max_batch_records=50,
+    )
+    with TestClient(embedded_app(embedded, core)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def key(core: Core) -> str:
+    return add(core.pool.get(), core.registry, "gw-embedded", ["in-sbi", "in-pnb"])[1]
+
+
+def rec(i: int, agency: str = "in-sbi", **patch: object) -> dict[str, object]:
+    return {"record_id": f"e{i}", "agency_id": agency, "occurred_at": "2026-06-01T09:30:00Z",
+            "provider": "openai", "model": "gpt-4o-mini", "request_count": 2, **patch}  # fmt: skip
+
+
+def post(client: TestClient, key: str, body: object) -> tuple[int, dict[str, object]]:
+    r = client.post("/v1/records", content=orjson.dumps(body),
+                    headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+    return r.status_code, r.json()
+
+
+def test_partial_batch_lands_good_records(client: TestClient, key: str) -> None:
+    body = [rec(1), rec(2, agency="in-cbse"), rec(3, input_tokens=-1), rec(4, gateway_id="x")]
+    code, result = post(client, key, body)
+    assert code == 200
+    assert (result["accepted"], result["rejected"]) == (2, 2)
+    errors = {(e["index"], e["field"]) for e in result["errors"]}  # type: ignore[union-attr]
+    assert errors == {(1, "agency_id"), (2, "input_tokens")}
+    share = client.get("/v1/share", params={"from": "2026-06-01", "to": "2026-06-02"}).json()
+    assert share["records"] == 2
+    assert share["totals"] == {
+        "sovereign": 0,
+        "onshore": 0,
+        "offshore": 4,
+        "unknown": 0,
+        "total": 4,
+    }
+    assert share["domestic_share"] == 0.0
+
+
+def test_resend_counts_once(client: TestClient, key: str) -> None:
+    assert post(client, key, [rec(10), rec(11)])[0] == 200
+    assert post(client, key, [rec(10), rec(11), rec(12)])[1]["accepted"] == 3
+    share = client.get("/v1/share", params={"from": "2026-06-01", "to": "2026-06-02"}).json()
+    assert share["records"] == 5  # e1, e4 from before + e10, e11, e12
+
+
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [({}, 401), ({"Authorization": "Bearer tk_wrong"}, 401), ({"Authorization": "Basic abc"}, 401)],
+)
+def test_authentication_required(client: TestClient, headers: dict[str, str], code: int) -> None:
+    assert client.post("/v1/records", content=b"[]", headers=headers).status_code == code
+
+
+def test_only_foreign_agencies_is_403(client: TestClient, key: str) -> None:
+    code, result = post(client, key, [rec(20, agency="in-cbse")])
+    assert code == 403
+    assert result["accepted"] == 0
+
+
+def test_limits_and_malformed_bodies(client: TestClient, key: str) -> None:
+    assert post(client, key, [rec(i) for i in range(51)])[0] == 413
+    assert post(client, key, [rec(0, model="m" * 70_000)])[0] == 413
+    assert post(client, key, {"not": "an array"})[0] == 422
+    r = client.post("/v1/records", content=b"[{", headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 422 and "JSON" in r.json()["detail"]
+    code, result = post(client, key, [rec(30, occurred_at="yesterday")])
+    assert code == 422 and result["errors"][0]["field"] == "occurred_at"  # type: ignore[index]
+
+
+def test_share_parameters_validated(client: TestClient) -> None:
+    assert client.get("/v1/share", params={"basis": "vibes"}).status_code == 422
+    assert (
+        client.get("/v1/share", params={"from": "2026-02-01", "to": "2026-01-01"}).status_code
+        == 422
+    )
+    assert (
+        client.get("/v1/share", params={"from": "2000-01-01", "to": "2026-01-01"}).status_code
+        == 422
+    )
+    assert client.get("/v1/share", params={"from": "not-a-date"}).status_code == 422
+    empty = client.get("/v1/share", params={"from": "2020-01-01", "to": "2020-01-02"}).json()
+    assert empty["domestic_share"] is None and empty["records"] == 0
+    r = client.get(
+        "/v1/share", params={"from": "2026-06-01T09:10:00Z", "to": "2026-06-01T09:20:00Z"}
+    )
+    assert r.json()["from"] == "2026-06-01T09:00:00Z" and r.json()["to"] == "2026-06-01T10:00:00Z"
+    assert datetime.fromisoformat(r.json()["to"]) > datetime(2026, 6, 1, 9, tzinfo=UTC)
