@@ -11,6 +11,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 
 import orjson
 import pytest
@@ -37,12 +38,12 @@ AGENCIES = ["in-aiims-delhi", "in-sbi", "in-iitm"]
 FX = {"USD": Decimal(84), "INR": Decimal(1), "EUR": Decimal(91)}
 
 
-def dataset(n: int, seed: int = 7) -> list[dict[str, object]]:
+def dataset(n: int, seed: int = 7) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     out = []
     for i in range(n):
         provider, region, host, _ = ROUTES[i % len(ROUTES)]
-        rec: dict[str, object] = {
+        rec: dict[str, Any] = {
             "record_id": f"k{i}", "agency_id": AGENCIES[i % 3],
             "occurred_at": f"2026-04-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:00Z",
             "provider": provider, "model": "m", "request_count": rng.randint(1, 50),
@@ -58,15 +59,15 @@ def dataset(n: int, seed: int = 7) -> list[dict[str, object]]:
     return out
 
 
-def expected(records: list[dict[str, object]], agencies: set[str]) -> dict[str, dict[str, float]]:
+def expected(records: list[dict[str, Any]], agencies: set[str]) -> dict[str, dict[str, float]]:
     tier_of = {(p, r, h): t for p, r, h, t in ROUTES}
     sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for rec in records:
         if rec["agency_id"] not in agencies:
             continue
         tier = tier_of[(rec["provider"], rec.get("region"), rec.get("endpoint_host"))]
-        sums["requests"][tier] += float(rec["request_count"])  # type: ignore[arg-type]
-        sums["tokens"][tier] += float(rec["input_tokens"]) + float(rec["output_tokens"])  # type: ignore[arg-type]
+        sums["requests"][tier] += float(rec["request_count"])
+        sums["tokens"][tier] += float(rec["input_tokens"]) + float(rec["output_tokens"])
         sums["cost"][tier] += float(Decimal(str(rec["cost"])) * FX[str(rec["currency"])])
     return sums
 
@@ -76,7 +77,7 @@ def wired(
     settings: CommonSettings, pool: object, kafka_bootstrap: str
 ) -> Iterator[tuple[TestClient, TestClient, Core, str, str]]:
     topic = f"usage.v1.{uuid.uuid4().hex[:6]}"
-    common = {"data_dir": settings.data_dir, "clickhouse_database": settings.clickhouse_database,
+    common: dict[str, Any] = {"data_dir": settings.data_dir, "clickhouse_database": settings.clickhouse_database,
               "kafka_bootstrap": kafka_bootstrap, "kafka_topic": topic,
               "kafka_dlq_topic": topic + ".dlq"}  # fmt: skip
     core = open_core(settings)
