@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from collector.ingest import ingest_router
+from collector.routes_sources import source_routers
 from collector.sink import Sink
 from tracker import __version__
 from tracker.gateways import GatewayAuth
@@ -18,6 +19,10 @@ def create_app(
     app.include_router(
         ingest_router(sink, max_body_bytes=max_body_bytes, max_batch_records=max_batch_records)
     )
+    for router in source_routers(
+        sink, max_body_bytes=max_body_bytes, max_batch_records=max_batch_records
+    ):
+        app.include_router(router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from api.app import create_app as create_api_app
 from collector.app import create_app as create_collector_app
 from collector.ingest import ingest_router
+from collector.routes_sources import source_routers
 from collector.sink import KafkaSink
 from pipeline.consumer import PipelineConsumer
 from pipeline.processor import Processor
@@ -75,13 +76,18 @@ class DirectSink:
 def embedded_app(settings: EmbeddedSettings, core: Core) -> FastAPI:
     app = create_api_app(core.pool)
     app.state.gateway_auth = GatewayAuth(core.pool.get())
+    sink = DirectSink(core.pool, core.processor)
     app.include_router(
         ingest_router(
-            DirectSink(core.pool, core.processor),
+            sink,
             max_body_bytes=settings.max_body_bytes,
             max_batch_records=settings.max_batch_records,
         )
     )
+    for router in source_routers(
+        sink, max_body_bytes=settings.max_body_bytes, max_batch_records=settings.max_batch_records
+    ):
+        app.include_router(router)
     return app
 
 

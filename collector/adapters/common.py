@@ -1,0 +1,198 @@
+"""What every adapter shares: the mapping result, agency fallback, ids and value coercions."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit
+
+import orjson
+
+from tracker.contract import MAX_ID_LEN
+from tracker.gateways import Gateway
+
+T = TypeVar("T")
+_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A source item that cannot become a record, and the source field to blame."""
+
+    field: str
+    reason: str
+
+
+# A contract-shaped dict, a rejection, or None for "not a usage item" (ignored, not an error).
+Mapped = dict[str, Any] | Rejected | None
+
+
+@dataclass(frozen=True)
+class Context:
+    """What an adapter may fall back on when the source does not say.
+
+    `default_agency` is the gateway's only agency (push) or the importer's --agency; `agencies`
+    are those the gateway may report for, used to recognise an agency named indirectly (a
+    LiteLLM team alias); `defaults` fill contract fields the source format has no column for.
+    """
+
+    default_agency: str | None = None
+    agencies: frozenset[str] = frozenset()
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def for_gateway(cls, gateway: Gateway) -> Context:
+        only = next(iter(gateway.agencies)) if len(gateway.agencies) == 1 else None
+        return cls(default_agency=only, agencies=gateway.agencies)
+
+    def agency(self, *named: Any) -> str:
+        """The first agency the source names, else the fallback, else a rejection."""
+        for value in named:
+            if isinstance(value, str) and value.strip():
+                return value.strip()
+        if self.default_agency is not None:
+            return self.default_agency
+        raise SourceError(
+            "agency_id",
+            "the source names no agency and there is no single default agency "
+            "(a gateway reporting for one agency, or --agency); see docs/collectors.md",
+        )
+
+
+def canonical_hash(source: Any) -> str:
+    """SHA-256 of the source item's canonical JSON (keys sorted at every level), 40 hex chars:
+    the same item always gets the same id, whatever order its fields came in."""
+    body = orjson.dumps(source, option=orjson.OPT_SORT_KEYS, default=str)
+    return hashlib.sha256(body).hexdigest()[:40]
+
+
+def source_id(prefix: str, value: Any, fallback: Any) -> str:
+    """The source's own request id when it is usable as a record_id as is; otherwise a stable
+    hash of that id, or, without one, of `fallback` (the whole source item)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and value:
+        if len(value) <= MAX_ID_LEN and _ID_RE.match(value):
+            return value
+        return f"{prefix}:{hashlib.sha256(value.encode()).hexdigest()[:40]}"
+    return f"{prefix}:{canonical_hash(fallback)}"
+
+
+def host_of(url: Any) -> str | None:
+    """Host name of a URL (or a bare host[:port]); None when there is none."""
+    if not isinstance(url, str) or not url.strip():
+        return None
+    text = url.strip()
+    parts = urlsplit(text if "//" in text else f"//{text}")
+    try:
+        return parts.hostname or None
+    except ValueError:
+        return None
+
+
+def as_int(value: Any) -> int | None:
+    """Integers as sources write them: 12, 12.0, "12"; None for empty; ValueError otherwise."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"expected a whole number, got {value}")
+        return int(value)
+    if isinstance(value, str):
+        try:
+            number = Decimal(value.strip())
+        except InvalidOperation as exc:
+            raise ValueError(f"expected a number, got {value!r}") from exc
+        if number != number.to_integral_value():
+            raise ValueError(f"expected a whole number, got {value!r}")
+        return int(number)
+    raise ValueError(f"expected a number, got {type(value).__name__}")
+
+
+def as_time(value: Any, *, assume_utc: bool = False) -> datetime:
+    """A timestamp from epoch seconds/milliseconds/nanoseconds or an ISO 8601 string.
+
+    A naive string is refused unless the source format is documented to write UTC without a
+    zone (`assume_utc`): guessing a zone would silently shift records across hours."""
+    if isinstance(value, bool) or value is None or value == "":
+        raise ValueError("timestamp missing")
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            number = float(text)
+        except ValueError:
+            number = None
+        if number is None:
+            try:
+                parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError as exc:
+                raise ValueError(f"not an ISO 8601 timestamp: {value!r}") from exc
+            if parsed.tzinfo is None:
+                if not assume_utc:
+                    raise ValueError("timestamp has no timezone (write it in UTC with Z)")
+                parsed = parsed.replace(tzinfo=UTC)
+            return parsed.astimezone(UTC)
+        value = number
+    if isinstance(value, int | float):
+        seconds = float(value)
+        if seconds > 1e17:  # nanoseconds
+            seconds /= 1e9
+        elif seconds > 1e14:  # microseconds
+            seconds /= 1e6
+        elif seconds > 1e11:  # milliseconds
+            seconds /= 1e3
+        return datetime.fromtimestamp(seconds, tz=UTC)
+    if isinstance(value, datetime):
+        moment: datetime = value
+        if moment.tzinfo is None:
+            if not assume_utc:
+                raise ValueError("timestamp has no timezone")
+            moment = moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC)
+    raise ValueError(f"unsupported timestamp {type(value).__name__}")
+
+
+def drop_none(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if v is not None}
+
+
+class SourceError(ValueError):
+    """Raised inside an adapter: the item is refused, blaming one source field."""
+
+    def __init__(self, field_name: str, reason: str) -> None:
+        super().__init__(f"{field_name}: {reason}")
+        self.field = field_name
+        self.reason = reason
+
+
+def coerce(field_name: str, func: Callable[..., T], value: Any, **kwargs: Any) -> T:
+    """Run one coercion; its ValueError names the source field it came from."""
+    try:
+        return func(value, **kwargs)
+    except SourceError:
+        raise
+    except ValueError as exc:
+        raise SourceError(field_name, str(exc)) from exc
+
+
+def run(mapper: Callable[[Any, Context], dict[str, Any] | None], item: Any, ctx: Context) -> Mapped:
+    """Apply an adapter's mapping to one item, turning its SourceError into a Rejected."""
+    try:
+        return mapper(item, ctx)
+    except SourceError as exc:
+        return Rejected(exc.field, exc.reason)
+
+
+def require_object(item: Any) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        raise SourceError("record", f"expected a JSON object, got {type(item).__name__}")
+    return item

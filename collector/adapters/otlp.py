@@ -1,0 +1,243 @@
+"""OTLP traces -> records, following the OpenTelemetry GenAI semantic conventions.
+
+A span is a usage item when it carries `gen_ai.operation.name`, `gen_ai.provider.name` or the
+older `gen_ai.system`; every other span is ignored (not rejected). Agent and tool spans
+(`invoke_agent`, `create_agent`, `execute_tool`) are ignored too: the model calls they wrap are
+spans of their own, and counting both would count one inference twice.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from collector.adapters.common import (
+    Context,
+    SourceError,
+    as_int,
+    coerce,
+    drop_none,
+    source_id,
+)
+
+# Resource (or span) attributes naming the reporting agency, most specific first.
+AGENCY_ATTRIBUTES: Final = ("tracker.agency_id", "gov.agency.id")
+USE_CASE_ATTRIBUTE: Final = "tracker.use_case"
+
+# gen_ai.operation.name -> contract operation. Absent names map to "other".
+OPERATIONS: Final = {
+    "chat": "chat",
+    "generate_content": "chat",
+    "text_completion": "completion",
+    "embeddings": "embeddings",
+    "image_generation": "image",
+    "audio": "audio",
+    "rerank": "rerank",
+}
+NOT_INFERENCES: Final = frozenset({"invoke_agent", "create_agent", "execute_tool"})
+
+# Well-known gen_ai.provider.name values -> the registry's provider ids, so a span classifies
+# like the same call reported by any other gateway. Unlisted names pass through unchanged.
+PROVIDERS: Final = {
+    "azure.ai.openai": "azure_openai",
+    "azure.ai.inference": "azure",
+    "aws.bedrock": "aws_bedrock",
+    "gcp.vertex_ai": "google_vertex",
+    "gcp.gen_ai": "google_vertex",
+    "gcp.gemini": "gemini",
+    "mistral_ai": "mistral",
+    "az.ai.openai": "azure_openai",
+    "az.ai.inference": "azure",
+}
+
+
+class OtlpDecodeError(ValueError):
+    pass
+
+
+def decode(body: bytes, content_type: str) -> ExportTraceServiceRequest:
+    """Decode an OTLP/HTTP body in either of its encodings."""
+    request = ExportTraceServiceRequest()
+    if content_type == "application/x-protobuf":
+        try:
+            request.ParseFromString(body)
+        except DecodeError as exc:
+            raise OtlpDecodeError(f"body is not an ExportTraceServiceRequest: {exc}") from exc
+        return request
+    try:
+        data = orjson.loads(body)
+    except ValueError as exc:
+        raise OtlpDecodeError(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise OtlpDecodeError("body must be a JSON ExportTraceServiceRequest object")
+    _hex_ids_to_base64(data)
+    try:
+        json_format.ParseDict(data, request, ignore_unknown_fields=True)
+    except json_format.ParseError as exc:
+        raise OtlpDecodeError(f"not an OTLP/JSON ExportTraceServiceRequest: {exc}") from exc
+    return request
+
+
+def _hex_ids_to_base64(data: dict[str, Any]) -> None:
+    """OTLP/JSON writes trace and span ids as hex, where protobuf's JSON mapping expects
+    base64 for bytes fields; convert in place before parsing."""
+
+    def fix(obj: dict[str, Any]) -> None:
+        for key in ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"):
+            value = obj.get(key)
+            if isinstance(value, str) and value:
+                try:
+                    obj[key] = base64.b64encode(bytes.fromhex(value)).decode()
+                except ValueError as exc:
+                    raise OtlpDecodeError(f"{key} is not hex: {value[:40]!r}") from exc
+
+    for rs in data.get("resourceSpans") or data.get("resource_spans") or []:
+        if not isinstance(rs, dict):
+            continue
+        for ss in rs.get("scopeSpans") or rs.get("scope_spans") or []:
+            if not isinstance(ss, dict):
+                continue
+            for span in ss.get("spans") or []:
+                if isinstance(span, dict):
+                    fix(span)
+                    for link in span.get("links") or []:
+                        if isinstance(link, dict):
+                            fix(link)
+
+
+def _value(v: AnyValue) -> Any:
+    kind = v.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return [_value(x) for x in v.array_value.values]
+    if kind == "kvlist_value":
+        return attributes(v.kvlist_value.values)
+    return getattr(v, kind)
+
+
+def attributes(kvs: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    kv: KeyValue
+    for kv in kvs:
+        out[kv.key] = _value(kv.value)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class SpanItem:
+    """One span with its resource's attributes, as the adapter reads it."""
+
+    span: Span
+    resource: dict[str, Any]
+
+
+def spans(request: ExportTraceServiceRequest) -> Iterator[SpanItem]:
+    for rs in request.resource_spans:
+        resource = attributes(rs.resource.attributes)
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                yield SpanItem(span, resource)
+
+
+def is_genai(attrs: dict[str, Any]) -> bool:
+    if attrs.get("gen_ai.operation.name") in NOT_INFERENCES:
+        return False
+    return any(k in attrs for k in ("gen_ai.operation.name", "gen_ai.provider.name",
+                                    "gen_ai.system"))  # fmt: skip
+
+
+def _str(attrs: dict[str, Any], *keys: str) -> str | None:
+    for key in keys:
+        value = attrs.get(key)
+        if value is not None and value != "":
+            return str(value)
+    return None
+
+
+def _int(attrs: dict[str, Any], name: str, *aliases: str) -> int | None:
+    for key in (name, *aliases):
+        if key in attrs:
+            return coerce(key, as_int, attrs[key])
+    return None
+
+
+def map_span(item: SpanItem, ctx: Context) -> dict[str, Any] | None:
+    span = item.span
+    attrs = attributes(span.attributes)
+    if not is_genai(attrs):
+        return None
+    # Span attributes win over resource attributes: the more specific statement.
+    merged = {**item.resource, **attrs}
+    provider = _str(attrs, "gen_ai.provider.name", "gen_ai.system")
+    if provider is None:
+        raise SourceError("gen_ai.provider.name", "GenAI span names no provider")
+    model = _str(attrs, "gen_ai.response.model", "gen_ai.request.model")
+    if model is None:
+        raise SourceError("gen_ai.request.model", "GenAI span names no model")
+    if span.start_time_unix_nano == 0:
+        raise SourceError("startTimeUnixNano", "span has no start time")
+    started = datetime.fromtimestamp(span.start_time_unix_nano / 1e9, tz=UTC)
+    latency = None
+    if span.end_time_unix_nano >= span.start_time_unix_nano:
+        latency = (span.end_time_unix_nano - span.start_time_unix_nano) // 1_000_000
+    operation = attrs.get("gen_ai.operation.name")
+    error = span.status.code == Status.STATUS_CODE_ERROR or "error.type" in attrs
+    span_key = span.trace_id.hex() + span.span_id.hex()
+    return drop_none(
+        {
+            "record_id": source_id("otel", attrs.get("gen_ai.response.id"), None)
+            if attrs.get("gen_ai.response.id")
+            else f"otel:{span_key}"
+            if span_key
+            else None,
+            "agency_id": ctx.agency(*(merged.get(k) for k in AGENCY_ATTRIBUTES)),
+            "occurred_at": started,
+            "provider": PROVIDERS.get(provider, provider),
+            "model": model,
+            "operation": OPERATIONS.get(str(operation), "other") if operation else "chat",
+            "endpoint_host": _str(attrs, "server.address"),
+            "region": _str(merged, "cloud.region"),
+            "input_tokens": _int(attrs, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"),
+            "output_tokens": _int(
+                attrs, "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens"
+            ),
+            "latency_ms": latency,
+            "status": "error" if error else "ok",
+            "use_case": _str(merged, USE_CASE_ATTRIBUTE),
+        }
+    )
+
+
+def describe(item: SpanItem) -> str:
+    return f"span {item.span.span_id.hex() or '?'} of trace {item.span.trace_id.hex() or '?'}"
+
+
+def response(rejected: int, message: str) -> ExportTraceServiceResponse:
+    """Full success leaves partial_success unset, as the OTLP specification asks."""
+    out = ExportTraceServiceResponse()
+    if rejected or message:
+        out.partial_success.rejected_spans = rejected
+        out.partial_success.error_message = message
+    return out
+
+
+def encode(message: Any, content_type: str) -> bytes:
+    if content_type == "application/x-protobuf":
+        data: bytes = message.SerializeToString()
+        return data
+    text: str = json_format.MessageToJson(message, indent=None)
+    return text.encode()

@@ -1,0 +1,130 @@
+"""What every source push endpoint shares: bounded (de)compressed bodies, and the partial
+acceptance of mapped items through the native endpoint's own validation and sink."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+
+from collector.adapters.common import Mapped, Rejected
+from collector.ingest import MAX_REJECTIONS_LISTED, IngestResult, read_body, validate_batch
+from collector.sink import DeliveryFailed, Sink
+from tracker.contract import FieldError
+from tracker.gateways import Gateway
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int
+    max_batch_records: int
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def _inflate(body: bytes, wbits: int, limit: int) -> bytes:
+    """Decompress at most `limit` bytes: a small gzip bomb is refused, never expanded whole."""
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise HTTPException(400, f"body is not valid compressed data: {exc}") from exc
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise HTTPException(413, f"decompressed body over {limit} bytes")
+    return out
+
+
+async def read_decoded(request: Request, limit: int) -> bytes:
+    """The body, bounded before and after decompression (gzip or deflate accepted)."""
+    body = await read_body(request, limit)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding in ("gzip", "x-gzip"):
+        return _inflate(body, 16 + zlib.MAX_WBITS, limit)
+    if encoding == "deflate":
+        return _inflate(body, zlib.MAX_WBITS, limit)
+    raise HTTPException(415, f"unsupported Content-Encoding {encoding!r}: use gzip or identity")
+
+
+def json_items(body: bytes, *, allow_ndjson: bool = True) -> list[Any]:
+    """A JSON array, a single JSON object, or (optionally) JSON lines, as a list of items."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if not allow_ndjson:
+            raise HTTPException(422, f"body is not valid JSON: {exc}") from exc
+        items: list[Any] = []
+        for number, line in enumerate(body.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                items.append(orjson.loads(line))
+            except orjson.JSONDecodeError as line_exc:
+                raise HTTPException(
+                    422, f"body is neither JSON nor JSON lines (line {number}: {line_exc})"
+                ) from line_exc
+        return items
+    return data if isinstance(data, list) else [data]
+
+
+def check_batch(count: int, limits: Limits) -> None:
+    if count > limits.max_batch_records:
+        raise HTTPException(
+            413, f"batch of {count} items is over the limit of {limits.max_batch_records}"
+        )
+
+
+def _validate(
+    mapped: list[Mapped], gateway: Gateway
+) -> tuple[list[Any], list[FieldError], int, int]:
+    candidates: list[dict[str, Any]] = []
+    origin: list[int] = []
+    errors: list[FieldError] = []
+    for index, item in enumerate(mapped):
+        if item is None:
+            continue
+        if isinstance(item, Rejected):
+            errors.append(FieldError(index=index, field=item.field, reason=item.reason))
+            continue
+        candidates.append(item)
+        origin.append(index)
+    good, contract_errors, forbidden = validate_batch(candidates, gateway)
+    errors.extend(e.model_copy(update={"index": origin[e.index]}) for e in contract_errors)
+    errors.sort(key=lambda e: e.index)
+    considered = sum(1 for m in mapped if m is not None)
+    return good, errors, forbidden, considered
+
+
+async def accept(mapped: list[Mapped], gateway: Gateway, sink: Sink) -> tuple[IngestResult, int]:
+    """Validate mapped items with the contract, deliver the valid ones, list the others by
+    the index of the source item (span, event, payload) they came from.
+
+    Returns the result and the HTTP status the native endpoint would answer: 200 when anything
+    was accepted (or nothing was a usage item), 403 when every refusal was about the agency,
+    422 otherwise. Raises 503 when the sink did not confirm: nothing was stored."""
+    good, errors, forbidden, considered = await run_in_threadpool(_validate, mapped, gateway)
+    if good:
+        try:
+            await run_in_threadpool(sink.deliver, good)
+        except DeliveryFailed as exc:
+            raise HTTPException(
+                503, f"not stored, retry later: {exc}", headers={"Retry-After": "5"}
+            ) from exc
+    rejected = len({e.index for e in errors})
+    result = IngestResult(
+        accepted=len(good),
+        rejected=rejected,
+        errors=errors[:MAX_REJECTIONS_LISTED],
+        errors_truncated=len(errors) > MAX_REJECTIONS_LISTED,
+    )
+    code = 200
+    if not good and considered:
+        code = 403 if forbidden == rejected else 422
+    return result, code

@@ -1,0 +1,83 @@
+"""`POST /v1/traces`: OTLP/HTTP trace export (protobuf or JSON, gzip accepted).
+
+Answers in the request's encoding: ExportTraceServiceResponse with partial_success listing
+how many GenAI spans were refused and why; errors as google.rpc.Status, as OTLP/HTTP asks.
+Non-GenAI spans are accepted and ignored. 503 (with Retry-After) makes exporters retry.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+
+# googleapis-common-protos ships no type stubs; Status is a plain generated message.
+from google.rpc import status_pb2  # type: ignore[import-untyped]
+
+from collector.adapters import otlp
+from collector.adapters.common import Context, Mapped, Rejected, SourceError
+from collector.auth import GatewayDep
+from collector.routes_common import Limits, accept, check_batch, media_type, read_decoded
+from collector.sink import Sink
+from tracker.gateways import Gateway
+
+ENCODINGS = ("application/x-protobuf", "application/json")
+MAX_MESSAGE_ERRORS = 20
+
+
+def _status(code: int, message: str, content_type: str) -> Response:
+    body = otlp.encode(status_pb2.Status(code=code, message=message), content_type)
+    return Response(body, status_code=code, media_type=content_type)
+
+
+def otlp_router(sink: Sink, limits: Limits) -> APIRouter:
+    router = APIRouter(tags=["sources"])
+
+    @router.post(
+        "/v1/traces",
+        responses={
+            200: {"description": "ExportTraceServiceResponse (partial_success when refusals)"},
+            400: {"description": "body is not an ExportTraceServiceRequest"},
+            401: {"description": "missing or unknown gateway key"},
+            413: {"description": "body or number of spans over its limit"},
+            415: {"description": "not application/x-protobuf or application/json"},
+            503: {"description": "downstream unavailable, nothing stored; retry later"},
+        },
+    )
+    async def post_traces(
+        request: Request, gateway: Annotated[Gateway, Depends(GatewayDep)]
+    ) -> Response:
+        content_type = media_type(request)
+        if content_type not in ENCODINGS:
+            return _status(415, f"unsupported Content-Type {content_type!r}", "application/json")
+        try:
+            body = await read_decoded(request, limits.max_body_bytes)
+            try:
+                export = otlp.decode(body, content_type)
+            except otlp.OtlpDecodeError as exc:
+                return _status(400, str(exc), content_type)
+            items = list(otlp.spans(export))
+            check_batch(len(items), limits)
+            ctx = Context.for_gateway(gateway)
+            mapped: list[Mapped] = []
+            for item in items:
+                try:
+                    mapped.append(otlp.map_span(item, ctx))
+                except SourceError as exc:
+                    mapped.append(Rejected(exc.field, exc.reason))
+            result, _ = await accept(mapped, gateway, sink)
+        except HTTPException as exc:
+            headers = exc.headers or {}
+            reply = _status(exc.status_code, str(exc.detail), content_type)
+            reply.headers.update(headers)
+            return reply
+        message = "; ".join(
+            f"{otlp.describe(items[e.index])}: {e.field}: {e.reason}"
+            for e in result.errors[:MAX_MESSAGE_ERRORS]
+        )
+        if len(result.errors) > MAX_MESSAGE_ERRORS:
+            message += f"; and {len(result.errors) - MAX_MESSAGE_ERRORS} more"
+        answer = otlp.encode(otlp.response(result.rejected, message), content_type)
+        return Response(answer, status_code=200, media_type=content_type)
+
+    return router

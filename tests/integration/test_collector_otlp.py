@@ -1,0 +1,203 @@
+"""OTLP/HTTP traces from the real OpenTelemetry SDK and its OTLP HTTP exporter, sent to the
+embedded app served by uvicorn on 127.0.0.1, landing in chdb."""
+
+from __future__ import annotations
+
+import gzip
+import time
+from collections.abc import Iterator, Mapping
+
+import httpx
+import orjson
+import pytest
+from fastapi import FastAPI
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from tests.integration.test_collector_support import (
+    SINGLE_AGENCY,
+    Keys,
+    ServerThread,
+    make_app,
+    make_core,
+    make_keys,
+    raw_count,
+)
+from tracker.cli.wiring import Core
+from tracker.clickhouse import ClientPool
+from tracker.settings import CommonSettings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def core(pool: ClientPool) -> Core:
+    return make_core(pool)
+
+
+@pytest.fixture(scope="module")
+def keys(core: Core) -> Keys:
+    return make_keys(core)
+
+
+@pytest.fixture(scope="module")
+def app(settings: CommonSettings, core: Core) -> FastAPI:
+    return make_app(settings, core)
+
+
+@pytest.fixture(scope="module")
+def url(app: FastAPI) -> Iterator[str]:
+    with ServerThread(app) as base:
+        yield base
+
+
+def _spans(resource: dict[str, str], count: int = 2, model: str | None = "gpt-4o"
+           ) -> list[ReadableSpan]:  # fmt: skip
+    """Spans as an instrumented application records them: GenAI client spans plus an
+    unrelated HTTP server span."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create(resource))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("test.genai")
+    with tracer.start_as_current_span("POST /ask", attributes={"http.request.method": "POST"}):
+        for i in range(count):
+            attributes: dict[str, str | int] = {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": "azure.ai.openai",
+                "gen_ai.usage.input_tokens": 100 + i,
+                "gen_ai.usage.output_tokens": 20,
+                "server.address": "moh-prod.openai.azure.com",
+                "server.port": 443,
+            }
+            if model is not None:
+                attributes["gen_ai.request.model"] = model
+                attributes["gen_ai.response.model"] = f"{model}-2024-08-06"
+            with tracer.start_as_current_span(f"chat {model}", attributes=attributes):
+                time.sleep(0.001)
+    provider.shutdown()
+    return list(memory.get_finished_spans())
+
+
+def test_sdk_exporter_lands_genai_spans_once(url: str, keys: Keys, pool: ClientPool) -> None:
+    spans = _spans({"service.name": "moh-chat", "cloud.region": "centralindia"})
+    exporter = OTLPSpanExporter(
+        endpoint=f"{url}/v1/traces",
+        headers={"Authorization": f"Bearer {keys.single}"},
+        compression=Compression.Gzip,
+        timeout=10,
+    )
+    assert exporter.export(spans) == SpanExportResult.SUCCESS
+    assert raw_count(pool, keys.single_id) == 2
+    row = (
+        pool.get()
+        .query(
+            "SELECT agency_id, provider, model, endpoint_host, region, input_tokens, tier "
+            "FROM usage_raw WHERE gateway_id = {g:String} ORDER BY input_tokens LIMIT 1",
+            parameters={"g": keys.single_id},
+        )
+        .result_rows[0]
+    )
+    assert row == (SINGLE_AGENCY, "azure_openai", "gpt-4o-2024-08-06",
+                   "moh-prod.openai.azure.com", "centralindia", 100, "onshore")  # fmt: skip
+    # The exporter retrying the same spans must not create new inferences.
+    assert exporter.export(spans) == SpanExportResult.SUCCESS
+    assert raw_count(pool, keys.single_id) == 2
+    exporter.shutdown()  # type: ignore[no-untyped-call]  # the SDK leaves it unannotated
+
+
+def test_agency_from_resource_attribute_and_missing_agency(
+    url: str, keys: Keys, pool: ClientPool
+) -> None:
+    named = _spans({"service.name": "cbse", "gov.agency.id": "in-cbse"}, count=1)
+    anonymous = _spans({"service.name": "nobody"}, count=1)
+    body = encode_spans(named + anonymous).SerializeToString()
+    reply = httpx.post(f"{url}/v1/traces", content=body, headers={
+        "Authorization": f"Bearer {keys.multi}", "Content-Type": "application/x-protobuf"})  # fmt: skip
+    assert reply.status_code == 200
+    assert reply.headers["content-type"] == "application/x-protobuf"
+    answer = ExportTraceServiceResponse.FromString(reply.content)
+    assert answer.partial_success.rejected_spans == 1
+    assert "agency_id" in answer.partial_success.error_message
+    assert raw_count(pool, keys.multi_id, "agency_id = 'in-cbse'") == 1
+
+
+def test_partial_success_in_json_with_gzip(url: str, keys: Keys, pool: ClientPool) -> None:
+    start = time.time_ns() - 5_000_000_000
+
+    def span(span_id: str, attributes: Mapping[str, object]) -> dict[str, object]:
+        return {
+            "traceId": "5b8efff798038103d269b633813fc60c",
+            "spanId": span_id,
+            "name": "chat",
+            "kind": 3,
+            "startTimeUnixNano": str(start),
+            "endTimeUnixNano": str(start + 250_000_000),
+            "attributes": [{"key": k, "value": v} for k, v in attributes.items()],
+            "status": {},
+        }
+
+    good = {"gen_ai.operation.name": {"stringValue": "chat"},
+            "gen_ai.system": {"stringValue": "sarvam"},
+            "gen_ai.request.model": {"stringValue": "sarvam-m"},
+            "gen_ai.response.id": {"stringValue": "resp-json-0001"},
+            "gen_ai.usage.input_tokens": {"intValue": "12"}}  # fmt: skip
+    negative = {**good, "gen_ai.response.id": {"stringValue": "resp-json-0002"},
+                "gen_ai.usage.output_tokens": {"intValue": "-3"}}  # fmt: skip
+    unrelated = {"http.route": {"stringValue": "/health"}}
+    request = {"resourceSpans": [{
+        "resource": {"attributes": [{"key": "tracker.agency_id",
+                                     "value": {"stringValue": SINGLE_AGENCY}}]},
+        "scopeSpans": [{"scope": {"name": "t"}, "spans": [
+            span("eee19b7ec3c1b174", good), span("eee19b7ec3c1b175", negative),
+            span("eee19b7ec3c1b176", unrelated)]}]}]}  # fmt: skip
+    before = raw_count(pool, keys.single_id)
+    reply = httpx.post(f"{url}/v1/traces", content=gzip.compress(orjson.dumps(request)), headers={
+        "Authorization": f"Bearer {keys.single}", "Content-Type": "application/json",
+        "Content-Encoding": "gzip"})  # fmt: skip
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["content-type"] == "application/json"
+    partial = reply.json()["partialSuccess"]
+    assert int(partial["rejectedSpans"]) == 1
+    assert "eee19b7ec3c1b175" in partial["errorMessage"]
+    assert "output_tokens" in partial["errorMessage"]
+    assert raw_count(pool, keys.single_id) == before + 1
+    got = pool.get().query(
+        "SELECT record_id, latency_ms, tier FROM usage_raw WHERE gateway_id = {g:String} "
+        "AND provider = 'sarvam'", parameters={"g": keys.single_id}).result_rows  # fmt: skip
+    assert got == [("resp-json-0001", 250, "sovereign")]
+
+
+def test_refusals_in_otlp_shape(url: str, keys: Keys) -> None:
+    auth = {"Authorization": f"Bearer {keys.single}"}
+    bad = httpx.post(f"{url}/v1/traces", content=b"\x0a\xff\xff",
+                     headers={**auth, "Content-Type": "application/x-protobuf"})  # fmt: skip
+    assert bad.status_code == 400
+    wrong_type = httpx.post(f"{url}/v1/traces", content=b"x",
+                            headers={**auth, "Content-Type": "text/plain"})  # fmt: skip
+    assert wrong_type.status_code == 415
+    no_key = httpx.post(f"{url}/v1/traces", content=b"{}",
+                        headers={"Content-Type": "application/json"})  # fmt: skip
+    assert no_key.status_code == 401
+    empty = httpx.post(f"{url}/v1/traces", content=b"{}",
+                       headers={**auth, "Content-Type": "application/json"})  # fmt: skip
+    assert empty.status_code == 200 and empty.json() == {}
+
+
+def test_gzip_bomb_and_span_count_bounded(settings: CommonSettings, core: Core, keys: Keys) -> None:
+    small = make_app(settings, core, max_body_bytes=4096, max_batch_records=1)
+    with ServerThread(small) as base:
+        auth = {"Authorization": f"Bearer {keys.single}", "Content-Type": "application/json"}
+        bomb = gzip.compress(b"{" + b" " * 1_000_000 + b"}")
+        reply = httpx.post(f"{base}/v1/traces", content=bomb,
+                           headers={**auth, "Content-Encoding": "gzip"})  # fmt: skip
+        assert reply.status_code == 413
+        two = encode_spans(_spans({"tracker.agency_id": SINGLE_AGENCY}, count=1))
+        reply = httpx.post(f"{base}/v1/traces", content=two.SerializeToString(), headers={
+            **auth, "Content-Type": "application/x-protobuf"})  # fmt: skip
+        assert reply.status_code == 413  # two spans (GenAI + HTTP) over a batch of one
