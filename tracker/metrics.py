@@ -11,6 +11,7 @@ unknown share   = unknown / all      (unknown stays in the denominator: never fl
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -61,19 +62,24 @@ def where_clause(filters: dict[str, list[str]]) -> str:
     return " AND ".join(parts)
 
 
-def share_sql(basis: Basis, filters: dict[str, list[str]], *, source: str = ROLLUP) -> str:
-    """The headline: per-tier sums of the basis measure and the three shares."""
+def _share_select(basis: Basis, source: str, where: str, group_by: str | None = None) -> str:
+    """The one SELECT behind the headline, for the API (bound parameters) and for Grafana
+    (macros and template variables); `group_by` adds a leading key column `k` per group."""
     v = BASIS_EXPR[basis]
-    return f"""
+    key, inner_key, tail, order = "", "", "", ""
+    if group_by is not None:
+        key, inner_key = "k, ", f"{group_by} AS k,\n        "
+        tail, order = "\n    GROUP BY k", "\nORDER BY k"
+    sql = f"""
 SELECT
-    sovereign, onshore, offshore, unknown, total, records,
+    {key}sovereign, onshore, offshore, unknown, total, records,
     if(total = 0, NULL, (sovereign + onshore) / total) AS domestic_share,
     if(total = 0, NULL, sovereign / total) AS sovereign_share,
     if(total = 0, NULL, unknown / total) AS unknown_share,
     cost_unconverted
 FROM (
     SELECT
-        sumIf({v}, tier = 'sovereign') AS sovereign,
+        {inner_key}sumIf({v}, tier = 'sovereign') AS sovereign,
         sumIf({v}, tier = 'onshore') AS onshore,
         sumIf({v}, tier = 'offshore') AS offshore,
         sumIf({v}, tier = 'unknown') AS unknown,
@@ -81,9 +87,15 @@ FROM (
         sum(records) AS records,
         sum(cost_unconverted) AS cost_unconverted
     FROM {source}
-    WHERE {where_clause(filters)}
+    WHERE {where}{tail}
 )
 """.strip()
+    return sql + order
+
+
+def share_sql(basis: Basis, filters: dict[str, list[str]], *, source: str = ROLLUP) -> str:
+    """The headline: per-tier sums of the basis measure and the three shares."""
+    return _share_select(basis, source, where_clause(filters))
 
 
 def share_parameters(
@@ -132,3 +144,43 @@ def headline(
         unknown_share=None if unk_share is None else float(unk_share),
         cost_unconverted_records=int(unconverted),
     )
+
+
+# Grafana renders of the same SELECT. The ClickHouse data source plugin for Grafana
+# (grafana-clickhouse-datasource) expands `$__fromTime` to toDateTime(<unix s>) and
+# `$__toTime_ms` to fromUnixTimestamp64Milli(<unix ms>) in its backend; the frontend first
+# replaces `$__conditionalAll(cond, $var)` by 1=1 when the variable is "All", then template
+# variables (`${var:singlequote}` -> 'a','b'). The time clause matches the API's rounding:
+# from is floored to the hour (in UTC, whatever the server's time zone), and `hour < to` on
+# hour-aligned buckets is the same set as `hour < ceil_to_hour(to)`.
+GRAFANA_TIME_WHERE = "hour >= toStartOfHour($__fromTime, 'UTC') AND hour < $__toTime_ms"
+_VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def grafana_where_clause(variables: dict[str, str]) -> str:
+    """Dashboard time range plus one IN-filter per (dimension -> Grafana variable name); a
+    variable set to "All" drops its filter, like an absent filter in the API."""
+    parts = [GRAFANA_TIME_WHERE]
+    for name in sorted(variables):
+        var = variables[name]
+        if name not in FILTERS:
+            raise ValueError(f"unknown filter {name!r}")
+        if not _VARIABLE_NAME.match(var):
+            raise ValueError(f"not a Grafana variable name: {var!r}")
+        parts.append(f"$__conditionalAll({name} IN (${{{var}:singlequote}}), ${var})")
+    return " AND ".join(parts)
+
+
+def grafana_share_sql(
+    basis: Basis,
+    variables: dict[str, str],
+    *,
+    group_by: str | None = None,
+    source: str = ROLLUP,
+) -> str:
+    """`share_sql` for a Grafana panel: the same SELECT and measure, with the dashboard's time
+    range and template variables in place of bound parameters. `group_by` is a dimension of
+    the rollup or a Grafana time bucket such as `$__timeInterval(hour)`; it comes back as `k`."""
+    if group_by is not None and group_by not in FILTERS and not group_by.startswith("$__"):
+        raise ValueError(f"cannot group by {group_by!r}")
+    return _share_select(basis, source, grafana_where_clause(variables), group_by)

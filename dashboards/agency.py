@@ -1,0 +1,160 @@
+"""Agency: one public body's usage, its providers, cost and domestic share."""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard as db
+
+from dashboards.clickhouse import Query
+from dashboards.panels import (
+    AGENCY,
+    PROVIDER,
+    TAGS,
+    filter_variable,
+    grid,
+    hide_fields,
+    number_stat,
+    rename_fields,
+    series,
+    share_stat,
+    variables,
+)
+from tracker.metrics import GRAFANA_TIME_WHERE, Basis, grafana_share_sql, grafana_where_clause
+
+UID = "ist-agency"
+TIME_BUCKET = "$__timeInterval(hour)"
+
+# Providers of the agency: volume, tokens, cost, latency and where they served it. Not a
+# headline figure, so written here; it reads the same rollup under the same WHERE.
+PROVIDERS_SQL = f"""
+SELECT
+    provider, model, region, tier, facility_country,
+    sum(requests) AS total_requests,
+    sum(input_tokens + output_tokens) AS tokens,
+    sum(cost_reporting) AS cost,
+    if(sum(latency_count) = 0, NULL, sum(latency_ms_sum) / sum(latency_count)) AS avg_latency_ms,
+    sumIf(requests, status = 'error') / total_requests AS error_rate
+FROM usage_hourly
+WHERE {grafana_where_clause(variables(AGENCY, PROVIDER))}
+GROUP BY provider, model, region, tier, facility_country
+ORDER BY total_requests DESC
+""".strip()
+
+USE_CASES_SQL = f"""
+SELECT operation, sum(requests) AS requests, sum(cost_reporting) AS cost
+FROM usage_hourly
+WHERE {GRAFANA_TIME_WHERE}
+  AND agency_id IN (${{{AGENCY}:singlequote}})
+GROUP BY operation
+ORDER BY requests DESC
+""".strip()
+
+
+def build() -> db.Dashboard:
+    scope = variables(AGENCY, PROVIDER)
+    headline = grafana_share_sql(Basis.requests, scope)
+    cost = grafana_share_sql(Basis.cost, scope)
+    helpers = ("records", "cost_unconverted", "unknown_share")
+    return (
+        db.Dashboard("Inference sovereignty: agency")
+        .uid(UID)
+        .description("One agency's AI usage: providers, cost and domestic share.")
+        .tags(TAGS)
+        .time("now-90d", "now")
+        .timezone("utc")
+        .refresh("15m")
+        .readonly()
+        .with_variable(filter_variable(AGENCY, multi=False))
+        .with_variable(filter_variable(PROVIDER))
+        .with_row(db.Row("${agency}"))
+        .with_panel(
+            share_stat(
+                "Domestic share (requests)",
+                headline,
+                "domestic_share",
+                "Same SQL as GET /v1/share?agency=<agency>.",
+            )
+        )
+        .with_panel(
+            share_stat(
+                "Sovereign share (requests)",
+                headline,
+                "sovereign_share",
+                "Domestic operator on domestic soil.",
+            )
+        )
+        .with_panel(
+            share_stat(
+                "Domestic share (cost)",
+                cost,
+                "domestic_share",
+                "Share of spend (reporting currency) on domestic infrastructure.",
+            )
+        )
+        .with_panel(
+            number_stat("Requests", headline, "total", "short", "All requests in the range.")
+        )
+        .with_panel(
+            number_stat(
+                "Cost (reporting currency)",
+                cost,
+                "total",
+                "none",
+                "Sum of cost converted to the registry's reporting currency.",
+            )
+        )
+        .with_panel(
+            number_stat(
+                "Records with unconverted cost",
+                cost,
+                "cost_unconverted",
+                "short",
+                "Records whose currency has no rate in the registry (left out of cost).",
+            )
+        )
+        .with_row(db.Row("Over time"))
+        .with_panel(
+            series(
+                "Domestic share",
+                [
+                    Query(
+                        grafana_share_sql(Basis.requests, scope, group_by=TIME_BUCKET)
+                    ).time_series()
+                ],
+                "percentunit",
+                "Domestic and sovereign share per interval.",
+            )
+            .with_transformation(
+                hide_fields("sovereign", "onshore", "offshore", "unknown", "total", *helpers)
+            )
+            .min(0)
+            .max(1)
+        )
+        .with_panel(
+            series(
+                "Cost by tier",
+                [Query(grafana_share_sql(Basis.cost, scope, group_by=TIME_BUCKET)).time_series()],
+                "none",
+                "Spend per interval, stacked by sovereignty tier.",
+                stacked=True,
+            ).with_transformation(
+                hide_fields("total", "domestic_share", "sovereign_share", *helpers)
+            )
+        )
+        .with_row(db.Row("Providers"))
+        .with_panel(
+            grid(
+                "Providers and models",
+                PROVIDERS_SQL,
+                "Where the agency's requests went, with cost and latency.",
+                span=16,
+            ).with_transformation(rename_fields({"facility_country": "country"}))
+        )
+        .with_panel(
+            grid(
+                "By operation",
+                USE_CASES_SQL,
+                "Requests and cost per operation (chat, embeddings, ...).",
+                span=8,
+            )
+        )
+    )

@@ -1,0 +1,180 @@
+"""Building blocks shared by the dashboards: template variables and panel shapes."""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import bargauge, stat, table, text, timeseries
+from grafana_foundation_sdk.builders import common as cb
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.models import common as cm
+from grafana_foundation_sdk.models import dashboard as dm
+from grafana_foundation_sdk.models import text as tm
+
+from dashboards.clickhouse import DATASOURCE, Query
+
+# Rollup dimension -> dashboard variable. The same names on every dashboard, so links that
+# carry variables (keepTime + includeVars) land on the same selection.
+AGENCY = "agency"
+SECTOR = "sector"
+PROVIDER = "provider"
+TIER = "tier"
+VARIABLE_COLUMNS = {AGENCY: "agency_id", SECTOR: "sector", PROVIDER: "provider", TIER: "tier"}
+LABELS = {AGENCY: "Agency", SECTOR: "Sector", PROVIDER: "Provider", TIER: "Tier"}
+
+ALL_OPTION = dm.VariableOption(selected=True, text="All", value="$__all")
+TAGS = ["inference-sovereignty"]
+
+
+def options_sql(variable: str) -> str:
+    """The values a filter variable offers: what the rollup holds."""
+    column = VARIABLE_COLUMNS[variable]
+    return f"SELECT DISTINCT {column} FROM usage_hourly ORDER BY {column}"
+
+
+def filter_variable(variable: str, *, multi: bool = True) -> db.QueryVariable:
+    """A query variable over the rollup. Multi-select variables default to "All", which the
+    plugin's $__conditionalAll turns into no filter at all (as the API without a filter)."""
+    v = (
+        db.QueryVariable(variable)
+        .label(LABELS[variable])
+        .datasource(DATASOURCE)
+        .query(options_sql(variable))
+        .refresh(dm.VariableRefresh.ON_DASHBOARD_LOAD)
+        .sort(dm.VariableSort.ALPHABETICAL_ASC)
+        .multi(multi)
+        .include_all(multi)
+    )
+    if multi:
+        v = v.current(ALL_OPTION)
+    return v
+
+
+def variables(*names: str) -> dict[str, str]:
+    """Rollup column -> variable name, the shape tracker.metrics.grafana_share_sql takes."""
+    return {VARIABLE_COLUMNS[n]: n for n in names}
+
+
+def percent_thresholds() -> db.ThresholdsConfig:
+    return (
+        db.ThresholdsConfig()
+        .mode(dm.ThresholdsMode.ABSOLUTE)
+        .steps(
+            [
+                dm.Threshold(value=None, color="red"),
+                dm.Threshold(value=0.4, color="orange"),
+                dm.Threshold(value=0.7, color="green"),
+            ]
+        )
+    )
+
+
+def share_stat(title: str, sql: str, field: str, description: str) -> stat.Panel:
+    """A stat showing one column of the headline SELECT (the SQL stays the API's, whole)."""
+    return (
+        stat.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .with_target(Query(sql))
+        .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).fields(f"/^{field}$/"))
+        .unit("percentunit")
+        .decimals(1)
+        .min(0)
+        .max(1)
+        .thresholds(percent_thresholds())
+        .color_mode(cm.BigValueColorMode.VALUE)
+        .graph_mode(cm.BigValueGraphMode.NONE)
+        .span(4)
+        .height(5)
+    )
+
+
+def number_stat(title: str, sql: str, field: str, unit: str, description: str) -> stat.Panel:
+    return (
+        stat.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .with_target(Query(sql))
+        .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).fields(f"/^{field}$/"))
+        .unit(unit)
+        .color_mode(cm.BigValueColorMode.NONE)
+        .graph_mode(cm.BigValueGraphMode.NONE)
+        .span(4)
+        .height(5)
+    )
+
+
+def series(
+    title: str, queries: list[Query], unit: str, description: str, *, stacked: bool = False
+) -> timeseries.Panel:
+    panel = (
+        timeseries.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .targets(list(queries))
+        .unit(unit)
+        .interval("1h")  # the rollup's resolution: finer buckets would only be empty
+        .line_width(2)
+        .fill_opacity(10)
+        .span(12)
+        .height(8)
+    )
+    if stacked:
+        panel = panel.stacking(cb.StackingConfig().mode(cm.StackingMode.NORMAL)).fill_opacity(60)
+    return panel
+
+
+def hide_fields(*names: str) -> dm.DataTransformerConfig:
+    """An `organize` transformation hiding helper columns of the shared SELECT."""
+    return dm.DataTransformerConfig(
+        id_val="organize", options={"excludeByName": dict.fromkeys(names, True)}
+    )
+
+
+def rename_fields(renames: dict[str, str]) -> dm.DataTransformerConfig:
+    return dm.DataTransformerConfig(id_val="organize", options={"renameByName": renames})
+
+
+def grid(title: str, sql: str, description: str, *, height: int = 9, span: int = 12) -> table.Panel:
+    return (
+        table.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .with_target(Query(sql))
+        .filterable(True)
+        .span(span)
+        .height(height)
+    )
+
+
+def bars(title: str, sql: str, field: str, unit: str, description: str) -> bargauge.Panel:
+    """Horizontal bars of one column, one bar per row (the group key names the bar)."""
+    return (
+        bargauge.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .with_target(Query(sql))
+        .reduce_options(
+            cb.ReduceDataOptions().values(True).calcs([]).fields(f"/^{field}$/").limit(50)
+        )
+        .orientation(cm.VizOrientation.HORIZONTAL)
+        .display_mode(cm.BarGaugeDisplayMode.GRADIENT)
+        .unit(unit)
+        .min(0)
+        .span(12)
+        .height(9)
+    )
+
+
+def note(title: str, markdown: str, *, span: int = 24, height: int = 5) -> text.Panel:
+    return (
+        text.Panel()
+        .title(title)
+        .mode(tm.TextMode.MARKDOWN)
+        .content(markdown)
+        .span(span)
+        .height(height)
+    )

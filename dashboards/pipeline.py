@@ -1,0 +1,152 @@
+"""Pipeline health from what ClickHouse already holds: landing delay, throughput, rejects.
+
+Broker-side signals (consumer lag per partition, collector spool depth, batches in flight)
+are process metrics, exported with prometheus-client; they need a Prometheus data source and
+are described in docs/dashboards.md, not queried here.
+"""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard as db
+
+from dashboards.clickhouse import Query
+from dashboards.panels import TAGS, grid, note, number_stat, series
+
+UID = "ist-pipeline"
+
+# Delay from the request (occurred_at) to landing (ingested_at), for records landed in the
+# range. Pre-aggregated gateway windows and backfills raise it by design.
+DELAY_SQL = """
+SELECT
+    count() AS landed,
+    quantile(0.5)(dateDiff('millisecond', occurred_at, ingested_at)) / 1000 AS p50_delay_s,
+    quantile(0.95)(dateDiff('millisecond', occurred_at, ingested_at)) / 1000 AS p95_delay_s,
+    max(ingested_at) AS last_landed
+FROM usage_raw
+WHERE $__timeFilter_ms(ingested_at)
+""".strip()
+
+THROUGHPUT_SQL = """
+SELECT
+    $__timeInterval(ingested_at) AS k,
+    count() / $__interval_s AS records_per_s,
+    sum(request_count) / $__interval_s AS requests_per_s
+FROM usage_raw
+WHERE $__timeFilter_ms(ingested_at)
+GROUP BY k
+ORDER BY k
+""".strip()
+
+DELAY_TREND_SQL = """
+SELECT
+    $__timeInterval(ingested_at) AS k,
+    quantile(0.5)(dateDiff('millisecond', occurred_at, ingested_at)) / 1000 AS p50_delay_s,
+    quantile(0.95)(dateDiff('millisecond', occurred_at, ingested_at)) / 1000 AS p95_delay_s
+FROM usage_raw
+WHERE $__timeFilter_ms(ingested_at)
+GROUP BY k
+ORDER BY k
+""".strip()
+
+REJECTS_SQL = """
+SELECT $__timeInterval(rejected_at) AS k, count() AS rejects
+FROM usage_rejects
+WHERE $__timeFilter_ms(rejected_at)
+GROUP BY k
+ORDER BY k
+""".strip()
+
+REJECT_TOTAL_SQL = """
+SELECT
+    (SELECT count() FROM usage_rejects WHERE $__timeFilter_ms(rejected_at)) AS rejects,
+    (SELECT count() FROM usage_raw WHERE $__timeFilter_ms(ingested_at)) AS landed,
+    if(rejects + landed = 0, NULL, rejects / (rejects + landed)) AS reject_rate
+""".strip()
+
+# Consumer progress as ClickHouse saw it: the highest Kafka offset landed per partition.
+PARTITIONS_SQL = """
+SELECT source_partition AS partition, count() AS records, min(source_offset) AS first_offset,
+    max(source_offset) AS last_offset, max(ingested_at) AS last_landed
+FROM usage_raw
+WHERE $__timeFilter_ms(ingested_at)
+GROUP BY partition
+ORDER BY partition
+""".strip()
+
+PROMETHEUS_NOTE = (
+    "Not yet shown: **consumer lag** (Kafka end offset minus committed offset per "
+    "partition), **collector spool depth** (bytes and batches waiting while Kafka is down), "
+    "**503s for a full spool**, and **ClickHouse insert latency**. They are process metrics "
+    "(prometheus-client) and arrive with a Prometheus data source; see docs/dashboards.md."
+)
+
+
+def build() -> db.Dashboard:
+    return (
+        db.Dashboard("Inference sovereignty: pipeline health")
+        .uid(UID)
+        .description("Landing delay, throughput and rejects, from ClickHouse itself.")
+        .tags(TAGS)
+        .time("now-24h", "now")
+        .timezone("utc")
+        .refresh("1m")
+        .readonly()
+        .with_row(db.Row("Now"))
+        .with_panel(
+            number_stat(
+                "Records landed", DELAY_SQL, "landed", "short", "Records landed in the range."
+            )
+        )
+        .with_panel(
+            number_stat(
+                "Landing delay p95",
+                DELAY_SQL,
+                "p95_delay_s",
+                "s",
+                "95th percentile of occurred_at -> ingested_at for records landed in range.",
+            )
+        )
+        .with_panel(
+            number_stat(
+                "Reject rate",
+                REJECT_TOTAL_SQL,
+                "reject_rate",
+                "percentunit",
+                "Rejected / (rejected + landed) in the range.",
+            )
+        )
+        .with_row(db.Row("Over time"))
+        .with_panel(
+            series(
+                "Throughput",
+                [Query(THROUGHPUT_SQL).time_series()],
+                "reqps",
+                "Records and requests landed per second, by ingestion time.",
+            ).interval("1m")
+        )
+        .with_panel(
+            series(
+                "Landing delay",
+                [Query(DELAY_TREND_SQL).time_series()],
+                "s",
+                "p50 and p95 delay from request to landing, by ingestion time.",
+            ).interval("1m")
+        )
+        .with_panel(
+            series(
+                "Rejects",
+                [Query(REJECTS_SQL).time_series()],
+                "short",
+                "Records refused by the pipeline (dead letters) per interval.",
+            ).interval("1m")
+        )
+        .with_panel(
+            grid(
+                "Partitions",
+                PARTITIONS_SQL,
+                "Highest Kafka offset landed per partition (-1: embedded hand-off).",
+            )
+        )
+        .with_row(db.Row("Spool and consumer lag"))
+        .with_panel(note("Needs a Prometheus data source", PROMETHEUS_NOTE, height=4))
+    )
