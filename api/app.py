@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from api.routes import health, share
+from api.routes import capacity, health, outlook, share
 from tracker import __version__
 from tracker.clickhouse import ClientPool
 
@@ -17,5 +17,7 @@ def create_app(pool: ClientPool) -> FastAPI:
     )
     app.state.clickhouse = pool
     app.include_router(share.router)
+    app.include_router(capacity.router)
+    app.include_router(outlook.router)
     app.include_router(health.router)
     return app

@@ -9,8 +9,9 @@ content, so the same rules always carry the same version, wherever they are load
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
@@ -18,7 +19,15 @@ from typing import Annotated, Any
 
 import yaml
 from clickhouse_connect.driver.client import Client
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 Code = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 Country = Annotated[str, Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]
@@ -40,6 +49,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _omit_when_none(data: Any, model: BaseModel, names: tuple[str, ...]) -> Any:
+    """Optional fields added after release are left out of the canonical dump while unset, so
+    a registry that does not use them keeps the version it always had."""
+    if isinstance(data, dict):
+        for name in names:
+            if getattr(model, name) is None:
+                data.pop(name, None)
+    return data
+
+
 class Operator(_Strict):
     id: Code
     name: str = Field(min_length=1)
@@ -51,6 +70,13 @@ class Facility(_Strict):
     operator: Code
     country: Country
     name: str = ""
+    # Declared serving capacity for public-sector inference, in requests per hour: the C layer
+    # of the capacity index (tracker/capacity.py). Unset means "not declared", counted as 0.
+    serving_capacity_rph: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return _omit_when_none(handler(self), self, ("serving_capacity_rph",))
 
 
 class Region(_Strict):
@@ -82,6 +108,33 @@ class Agency(_Strict):
     channel: Code
 
 
+class TargetPoint(_Strict):
+    """Domestic share (by requests) the country aims to reach by a date."""
+
+    by: date
+    domestic_share: float = Field(ge=0, le=1, allow_inf_nan=False)
+
+
+class Targets(_Strict):
+    """National targets: the domestic-share trajectory and the service objective behind the S
+    layer of the capacity index (tracker/capacity.py, tracker/outlook.py)."""
+
+    domestic_share: list[TargetPoint] = Field(default_factory=list)
+    # When the window to shift procurement defaults closes (the outlook reports the projected
+    # share at this date).
+    window_closes: date | None = None
+    # A domestically served rollup row counts as "within objective" when its mean latency per
+    # record is at most this.
+    latency_objective_ms: int = Field(default=2000, gt=0, le=600_000)
+
+    @model_validator(mode="after")
+    def _dates_increase(self) -> Targets:
+        dates = [p.by for p in self.domestic_share]
+        if any(b <= a for a, b in itertools.pairwise(dates)):
+            raise ValueError("domestic_share: target dates must be strictly increasing")
+        return self
+
+
 class Registry(_Strict):
     country: Country
     country_name: str
@@ -94,6 +147,11 @@ class Registry(_Strict):
     endpoints: list[Endpoint] = Field(default_factory=list)
     providers: list[Provider]
     agencies: list[Agency]
+    targets: Targets | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return _omit_when_none(handler(self), self, ("targets",))
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Registry:

@@ -1,0 +1,181 @@
+"""`GET /v1/capacity`: the inference capacity index I = C x S x D per period, its three layers,
+the binding layer and the asynchrony penalty (definitions: tracker/capacity.py,
+docs/capacity.md)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import BaseModel, Field
+
+from api.deps import ClickHouse
+from tracker.capacity import (
+    Period,
+    PeriodScore,
+    capacity_series,
+    domestic_capacity_rph,
+    period_ceil,
+    period_floor,
+    periods_between,
+    registry_in_force,
+)
+from tracker.registry import Registry, Targets
+
+router = APIRouter(tags=["capacity"])
+
+MAX_RANGE = timedelta(days=3660)
+MAX_PERIODS = 400
+DEFAULT_PERIODS = 12
+
+
+def _registry(request: Request, client: ClickHouse) -> Registry:
+    """The registry the composition root handed the app, else the one the tracker processes
+    last loaded (recorded with its full text in registry_versions)."""
+    registry: Registry | None = getattr(request.app.state, "registry", None)
+    if registry is None:
+        registry = registry_in_force(client)
+    if registry is None:
+        raise HTTPException(503, "no registry has been loaded yet; start the tracker first")
+    return registry
+
+
+RegistryInForce = Annotated[Registry, Depends(_registry)]
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def resolve_periods(
+    start: datetime | None, end: datetime | None, period: Period, *, now: datetime | None = None
+) -> tuple[datetime, datetime]:
+    """Whole periods: from rounded down, to rounded up to a period boundary; default the last
+    DEFAULT_PERIODS periods up to and including the current one."""
+    end_p = period_ceil(_utc(end or now or datetime.now(UTC)), period)
+    if start is not None:
+        start_p = period_floor(_utc(start), period)
+    else:
+        start_p = end_p
+        for _ in range(DEFAULT_PERIODS):
+            start_p = period_floor(start_p - timedelta(seconds=1), period)
+    if start_p >= end_p:
+        raise HTTPException(422, "from: must be before to")
+    if end_p - start_p > MAX_RANGE:
+        raise HTTPException(422, f"from/to: range over {MAX_RANGE.days} days")
+    if len(periods_between(start_p, end_p, period)) > MAX_PERIODS:
+        raise HTTPException(
+            422, f"period: more than {MAX_PERIODS} {period.value} periods; use a longer period"
+        )
+    return start_p, end_p
+
+
+def check_sector(registry: Registry, sector: str | None) -> None:
+    if sector is None:
+        return
+    known = sorted({a.sector for a in registry.agencies})
+    if sector not in known:
+        raise HTTPException(422, f"sector: unknown sector {sector!r}; registered: {known}")
+
+
+class Layers(BaseModel):
+    C: float | None = Field(description="compute and data infrastructure, [0, 1]")
+    S: float | None = Field(description="operational systems capability, [0, 1]")
+    D: float | None = Field(description="institutional demand architecture, [0, 1]")
+
+
+class Inputs(BaseModel):
+    capacity_rph: float = Field(description="declared domestic capacity for this scope, req/h")
+    peak_hour_requests: float
+    requests: float
+    domestic_requests: float
+    domestic_within_objective: float
+    domestic_latency_unmeasured: float = Field(
+        description="domestic requests in rollup rows without latency (never within objective)"
+    )
+    registered_agencies: int
+    active_agencies: int
+
+
+class PeriodOut(BaseModel):
+    start: datetime
+    end: datetime
+    layers: Layers
+    index: float | None = Field(description="I = C x S x D; null unless all layers are known")
+    balanced_index: float | None = Field(description="m^3, m = (C + S + D) / 3")
+    asynchrony_penalty: float | None = Field(description="1 - I / m^3 (0 when m = 0)")
+    binding: str | None = Field(description="the lowest layer: C, S or D")
+    inputs: Inputs
+
+
+class CapacityResponse(BaseModel):
+    from_: datetime = Field(serialization_alias="from")
+    to: datetime
+    period: Period
+    sector: str | None
+    country: str
+    illustrative: bool
+    registry_version: str
+    latency_objective_ms: int
+    declared_domestic_capacity_rph: float
+    periods: list[PeriodOut]
+    latest: PeriodOut | None = Field(description="the last period with an index")
+
+
+def _out(p: PeriodScore) -> PeriodOut:
+    f, x = p.facts, p.layers
+    return PeriodOut(
+        start=f.start,
+        end=f.end,
+        layers=Layers(C=x.c, S=x.s, D=x.d),
+        index=x.index,
+        balanced_index=x.balanced_index,
+        asynchrony_penalty=x.asynchrony_penalty,
+        binding=x.binding,
+        inputs=Inputs(
+            capacity_rph=p.capacity_rph,
+            peak_hour_requests=f.peak_hour_requests,
+            requests=f.requests,
+            domestic_requests=f.domestic_requests,
+            domestic_within_objective=f.domestic_within_objective,
+            domestic_latency_unmeasured=f.domestic_latency_unmeasured,
+            registered_agencies=len(f.agencies),
+            active_agencies=p.active_agencies,
+        ),
+    )
+
+
+@router.get("/v1/capacity", response_model=CapacityResponse, response_model_by_alias=True)
+def get_capacity(
+    client: ClickHouse,
+    registry: RegistryInForce,
+    from_: Annotated[
+        datetime | None,
+        Query(alias="from", description="Start, rounded down to its period; default: 12 periods"),
+    ] = None,
+    to: Annotated[
+        datetime | None, Query(description="End, rounded up to a period boundary; default: now")
+    ] = None,
+    period: Period = Period.month,
+    sector: Annotated[
+        str | None, Query(max_length=128, description="A registered sector; default: national")
+    ] = None,
+) -> CapacityResponse:
+    start, end = resolve_periods(from_, to, period)
+    check_sector(registry, sector)
+    scores = [_out(p) for p in capacity_series(client, registry, start, end, period, sector)]
+    latest = next((p for p in reversed(scores) if p.index is not None), None)
+    return CapacityResponse(
+        from_=start,
+        to=end,
+        period=period,
+        sector=sector,
+        country=registry.country,
+        illustrative=registry.illustrative,
+        registry_version=registry.version,
+        latency_objective_ms=(registry.targets or Targets()).latency_objective_ms,
+        declared_domestic_capacity_rph=domestic_capacity_rph(registry),
+        periods=scores,
+        latest=latest,
+    )
