@@ -30,12 +30,14 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv || { apt_install python3-venv && "$PYTHON" -m venv .venv; }
 fi
-# Reinstall only when the dependency list changed since the last successful install.
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+# Reinstall only when the dependency list or pins changed since the last successful install.
+stamp=.venv/.installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   echo "bootstrap: installing Python packages into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  # constraints.txt pins the versions the suite was last run with (generated files such as the
+  # JSON Schema depend on them); new dependencies float until it is regenerated.
+  .venv/bin/python -m pip install -q -e '.[dev]' -c constraints.txt
   rm -f .venv/.installed-* && touch "$stamp"
 fi
 
