@@ -1,0 +1,219 @@
+"""Provision Grafana through its HTTP API (grafana-client): the ClickHouse data source, one
+folder and every dashboard, each under a stable uid.
+
+Idempotent by comparison, not by blind overwrite: each object is read first and written only
+when it differs, so a second push changes nothing (no new dashboard versions, no audit noise).
+Endpoints used: GET/POST /api/datasources, GET/PUT /api/datasources/uid/:uid,
+GET/POST /api/folders, PUT /api/folders/:uid, GET /api/search, GET /api/dashboards/uid/:uid,
+POST /api/dashboards/db.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from grafana_client.client import GrafanaClientError, GrafanaException
+from niquests.exceptions import RequestException
+
+from dashboards.build import FOLDER_TITLE, FOLDER_UID
+from dashboards.clickhouse import DATASOURCE_NAME, DATASOURCE_UID, PLUGIN_ID
+
+Action = Literal["created", "updated", "unchanged"]
+# Fields Grafana adds to a stored dashboard; they are not part of what we provision.
+SERVER_FIELDS = ("id", "version")
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: Literal["datasource", "folder", "dashboard"]
+    uid: str
+    action: Action
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class ClickHouseConnection:
+    """How Grafana's ClickHouse plugin reaches the tracker's ClickHouse server."""
+
+    host: str
+    port: int = 9000
+    protocol: Literal["native", "http"] = "native"
+    secure: bool = False
+    username: str = "default"
+    database: str = "tracker"
+    password: str | None = None
+
+    def json_data(self) -> dict[str, Any]:
+        # Keys of the plugin's CHConfig (src/types/config.ts).
+        return {
+            "host": self.host,
+            "port": self.port,
+            "protocol": self.protocol,
+            "secure": self.secure,
+            "username": self.username,
+            "defaultDatabase": self.database,
+        }
+
+
+class ProvisionError(RuntimeError):
+    """Grafana refused or could not be reached; the message says which object and why."""
+
+
+def _or_none_if_missing(call: Any, *args: Any) -> Any:
+    try:
+        return call(*args)
+    except GrafanaClientError as exc:
+        if getattr(exc, "status_code", None) == 404:
+            return None
+        raise
+
+
+class Grafana:
+    """The grafana-client calls this module makes, with types (the library has none)."""
+
+    def __init__(self, api: Any) -> None:
+        self.api = api
+
+    @classmethod
+    def connect(cls, url: str, token: str | None, timeout: float = 10.0) -> Grafana:
+        from grafana_client.api import GrafanaApi
+
+        factory: Any = GrafanaApi.from_url
+        return cls(factory(url=url, credential=token, timeout=timeout))
+
+    def datasource(self, uid: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = _or_none_if_missing(
+            self.api.datasource.get_datasource_by_uid, uid
+        )
+        return found
+
+    def create_datasource(self, body: dict[str, Any]) -> None:
+        self.api.datasource.create_datasource(body)
+
+    def update_datasource(self, uid: str, body: dict[str, Any]) -> None:
+        self.api.datasource.update_datasource_by_uid(uid, body)
+
+    def folder(self, uid: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = _or_none_if_missing(self.api.folder.get_folder, uid)
+        return found
+
+    def create_folder(self, uid: str, title: str) -> None:
+        self.api.folder.create_folder(title, uid=uid)
+
+    def rename_folder(self, uid: str, title: str) -> None:
+        self.api.folder.update_folder(uid, title=title, overwrite=True)
+
+    def search_dashboards(self, uids: list[str]) -> list[dict[str, Any]]:
+        hits: list[dict[str, Any]] = self.api.search.search_dashboards(
+            type_="dash-db", dashboard_uids=uids
+        )
+        return hits or []
+
+    def dashboard(self, uid: str) -> dict[str, Any]:
+        found: dict[str, Any] = self.api.dashboard.get_dashboard(uid)
+        return found
+
+    def save_dashboard(self, body: dict[str, Any]) -> None:
+        self.api.dashboard.update_dashboard(body)
+
+
+def datasource_body(conn: ClickHouseConnection, *, with_secret: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "uid": DATASOURCE_UID,
+        "name": DATASOURCE_NAME,
+        "type": PLUGIN_ID,
+        "access": "proxy",
+        "isDefault": False,
+        "jsonData": conn.json_data(),
+    }
+    if with_secret and conn.password is not None:
+        body["secureJsonData"] = {"password": conn.password}
+    return body
+
+
+def push_datasource(
+    api: Grafana, conn: ClickHouseConnection, *, rotate_secret: bool = False
+) -> Change:
+    """Create or update the data source. Grafana never returns secrets, so a stored password
+    is only re-sent when none is stored yet or when rotate_secret asks for it."""
+    existing = api.datasource(DATASOURCE_UID)
+    if existing is None:
+        api.create_datasource(datasource_body(conn, with_secret=True))
+        return Change("datasource", DATASOURCE_UID, "created", DATASOURCE_NAME)
+    has_secret = bool((existing.get("secureJsonFields") or {}).get("password"))
+    wants_secret = conn.password is not None and (rotate_secret or not has_secret)
+    body = datasource_body(conn, with_secret=wants_secret)
+    same = all(existing.get(k) == body[k] for k in ("name", "type", "access", "jsonData"))
+    if same and not wants_secret:
+        return Change("datasource", DATASOURCE_UID, "unchanged", DATASOURCE_NAME)
+    api.update_datasource(DATASOURCE_UID, body)
+    return Change("datasource", DATASOURCE_UID, "updated", DATASOURCE_NAME)
+
+
+def push_folder(api: Grafana, uid: str = FOLDER_UID, title: str = FOLDER_TITLE) -> Change:
+    existing = api.folder(uid)
+    if existing is None:
+        api.create_folder(uid, title)
+        return Change("folder", uid, "created", title)
+    if existing.get("title") == title:
+        return Change("folder", uid, "unchanged", title)
+    api.rename_folder(uid, title)
+    return Change("folder", uid, "updated", title)
+
+
+def _comparable(dashboard: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in dashboard.items() if k not in SERVER_FIELDS}
+
+
+def push_dashboards(
+    api: Grafana, dashboards: dict[str, dict[str, Any]], folder_uid: str = FOLDER_UID
+) -> list[Change]:
+    """Create or update each dashboard by uid, in the folder; untouched when identical."""
+    hits = api.search_dashboards(sorted(dashboards))
+    found = {h["uid"]: h for h in hits if h.get("uid") in dashboards}
+    changes = []
+    for uid in sorted(dashboards):
+        ours = dashboards[uid]
+        action: Action = "created"
+        if uid in found:
+            stored = api.dashboard(uid)
+            same_folder = (stored.get("meta") or {}).get("folderUid") == folder_uid
+            if same_folder and _comparable(stored.get("dashboard") or {}) == _comparable(ours):
+                changes.append(Change("dashboard", uid, "unchanged", ours.get("title", "")))
+                continue
+            action = "updated"
+        api.save_dashboard(
+            {
+                "dashboard": {**_comparable(ours), "id": None},
+                "folderUid": folder_uid,
+                "overwrite": True,
+                "message": "tracker dashboards push",
+            }
+        )
+        changes.append(Change("dashboard", uid, action, ours.get("title", "")))
+    return changes
+
+
+def push(
+    api: Grafana,
+    dashboards: dict[str, dict[str, Any]],
+    conn: ClickHouseConnection,
+    *,
+    rotate_secret: bool = False,
+) -> list[Change]:
+    """Data source, then folder, then dashboards (which refer to both)."""
+    steps: list[tuple[str, Any]] = [
+        ("data source", lambda: [push_datasource(api, conn, rotate_secret=rotate_secret)]),
+        ("folder", lambda: [push_folder(api)]),
+        ("dashboards", lambda: push_dashboards(api, dashboards)),
+    ]
+    changes: list[Change] = []
+    for what, step in steps:
+        try:
+            changes.extend(step())
+        except GrafanaClientError as exc:
+            raise ProvisionError(f"Grafana refused the {what}: {exc}") from exc
+        except (GrafanaException, RequestException) as exc:
+            raise ProvisionError(f"cannot provision the {what}: {exc}") from exc
+    return changes

@@ -1,0 +1,330 @@
+"""`tracker dashboards push` against a Grafana HTTP API on loopback.
+
+The server below implements the documented endpoints the provisioning client calls (data
+sources by uid, folders, search, dashboards by uid and /api/dashboards/db), refuses bodies
+with unknown fields or a missing token, and records every request so the tests can check
+each body field by field and that a second push writes nothing."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from typer.testing import CliRunner
+
+from dashboards.build import GENERATED
+from tracker.cli import app
+
+TOKEN = "glsa_test_token"
+PASSWORD = "ch-secret-pw"
+COMMITTED = {p.stem: json.loads(p.read_text()) for p in sorted(GENERATED.glob("*.json"))}
+
+DATASOURCE_FIELDS = {"uid", "name", "type", "access", "isDefault", "jsonData", "secureJsonData"}
+DASHBOARD_SAVE_FIELDS = {"dashboard", "folderUid", "overwrite", "message"}
+FOLDER_CREATE_FIELDS = {"uid", "title", "parentUid"}
+FOLDER_UPDATE_FIELDS = {"title", "version", "overwrite"}
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    body: Any
+    authorization: str | None
+
+
+@dataclass
+class FakeGrafana:
+    datasources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    secure: dict[str, dict[str, str]] = field(default_factory=dict)
+    folders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dashboards: dict[str, dict[str, Any]] = field(default_factory=dict)  # uid -> {dashboard, meta}
+    log: list[Request] = field(default_factory=list)
+    next_id: int = 1
+
+    def writes(self) -> list[Request]:
+        return [r for r in self.log if r.method != "GET"]
+
+    def _id(self) -> int:
+        self.next_id += 1
+        return self.next_id
+
+    def handle(self, r: Request) -> tuple[int, Any]:
+        if r.authorization != f"Bearer {TOKEN}":
+            return 401, {"message": "invalid API key"}
+        parts = r.path.strip("/").split("/")
+        match (r.method, parts):
+            case ("GET", ["api", "datasources", "uid", uid]):
+                if uid not in self.datasources:
+                    return 404, {"message": "Data source not found"}
+                return 200, self.datasources[uid]
+            case ("POST", ["api", "datasources"]):
+                return self._save_datasource(r.body, None)
+            case ("PUT", ["api", "datasources", "uid", uid]):
+                if uid not in self.datasources:
+                    return 404, {"message": "Data source not found"}
+                return self._save_datasource(r.body, uid)
+            case ("GET", ["api", "folders", uid]):
+                if uid not in self.folders:
+                    return 404, {"message": "folder not found", "status": "not-found"}
+                return 200, self.folders[uid]
+            case ("POST", ["api", "folders"]):
+                extra = set(r.body) - FOLDER_CREATE_FIELDS
+                if extra or not r.body.get("title"):
+                    return 400, {"message": f"bad folder body: {sorted(extra)}"}
+                uid = r.body.get("uid") or f"f{self._id()}"
+                if uid in self.folders:
+                    return 409, {"message": "a folder with the same uid already exists"}
+                self.folders[uid] = {"id": self._id(), "uid": uid, "title": r.body["title"],
+                                     "url": f"/dashboards/f/{uid}/", "version": 1}  # fmt: skip
+                return 200, self.folders[uid]
+            case ("PUT", ["api", "folders", uid]):
+                extra = set(r.body) - FOLDER_UPDATE_FIELDS
+                if extra or uid not in self.folders:
+                    return 400, {"message": "bad folder update"}
+                folder = self.folders[uid]
+                if not r.body.get("overwrite") and r.body.get("version") != folder["version"]:
+                    return 412, {"message": "version-mismatch"}
+                folder.update(title=r.body["title"], version=folder["version"] + 1)
+                return 200, folder
+            case ("GET", ["api", "search"]):
+                return 200, self._search(r.query)
+            case ("GET", ["api", "dashboards", "uid", uid]):
+                if uid not in self.dashboards:
+                    return 404, {"message": "Dashboard not found"}
+                return 200, self.dashboards[uid]
+            case ("POST", ["api", "dashboards", "db"]):
+                return self._save_dashboard(r.body)
+        return 404, {"message": f"no route {r.method} {r.path}"}
+
+    def _save_datasource(self, body: Any, uid: str | None) -> tuple[int, Any]:
+        extra = set(body) - DATASOURCE_FIELDS
+        if extra or not body.get("name") or not body.get("type") or not body.get("access"):
+            return 400, {"message": f"bad data source body: {sorted(extra)}"}
+        uid = uid or body.get("uid") or f"ds{self._id()}"
+        if body.get("uid") not in (None, uid):
+            return 400, {"message": "uid mismatch"}
+        if uid not in self.datasources and any(
+            d["name"] == body["name"] for d in self.datasources.values()
+        ):
+            return 409, {"message": "data source with the same name already exists"}
+        old = self.datasources.get(uid, {})
+        secure = {**self.secure.get(uid, {}), **(body.get("secureJsonData") or {})}
+        self.secure[uid] = secure
+        stored = {
+            "id": old.get("id", self._id()), "uid": uid, "orgId": 1, "name": body["name"],
+            "type": body["type"], "typeName": "ClickHouse", "access": body["access"], "url": "",
+            "user": "", "database": "", "basicAuth": False, "isDefault": body.get("isDefault"),
+            "jsonData": body.get("jsonData") or {},
+            "secureJsonFields": dict.fromkeys(secure, True),
+            "version": old.get("version", 0) + 1, "readOnly": False,
+        }  # fmt: skip
+        self.datasources[uid] = stored
+        return 200, {"datasource": stored, "id": stored["id"], "message": "Datasource saved",
+                     "name": stored["name"]}  # fmt: skip
+
+    def _search(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
+        wanted = set(query.get("dashboardUIDs", [])) or set(self.dashboards)
+        hits = []
+        for uid in sorted(wanted & set(self.dashboards)):
+            d, meta = self.dashboards[uid]["dashboard"], self.dashboards[uid]["meta"]
+            hits.append({"id": d["id"], "uid": uid, "title": d.get("title"), "type": "dash-db",
+                         "url": meta["url"], "folderUid": meta["folderUid"], "tags": []})  # fmt: skip
+        return hits
+
+    def _save_dashboard(self, body: Any) -> tuple[int, Any]:
+        extra = set(body) - DASHBOARD_SAVE_FIELDS
+        dashboard = body.get("dashboard")
+        if extra or not isinstance(dashboard, dict) or not dashboard.get("title"):
+            return 400, {"message": f"bad dashboard body: {sorted(extra)}"}
+        folder_uid = body.get("folderUid")
+        if folder_uid and folder_uid not in self.folders:
+            return 400, {"message": "folder not found"}
+        uid = dashboard.get("uid") or f"d{self._id()}"
+        old = self.dashboards.get(uid)
+        if old and not body.get("overwrite"):
+            return 412, {"message": "version-mismatch", "status": "version-mismatch"}
+        version = old["dashboard"]["version"] + 1 if old else 1
+        dash_id = old["dashboard"]["id"] if old else self._id()
+        stored = {**dashboard, "id": dash_id, "uid": uid, "version": version}
+        url = f"/d/{uid}/x"
+        self.dashboards[uid] = {"dashboard": stored, "meta": {"folderUid": folder_uid or "",
+                                "url": url, "version": version, "slug": "x"}}  # fmt: skip
+        return 200, {"id": dash_id, "uid": uid, "url": url, "status": "success",
+                     "version": version, "slug": "x"}  # fmt: skip
+
+
+def serve(state: FakeGrafana) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def _run(self) -> None:
+            url = urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            body = json.loads(raw) if raw else None
+            request = Request(self.command, url.path, parse_qs(url.query), body,
+                              self.headers.get("Authorization"))  # fmt: skip
+            state.log.append(request)
+            status, payload = state.handle(request)
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = do_DELETE = _run
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def grafana() -> Iterator[tuple[FakeGrafana, str]]:
+    state = FakeGrafana()
+    server = serve(state)
+    try:
+        yield state, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def push(url: str, *extra: str, token: str = TOKEN) -> Any:
+    args = ["dashboards", "push", "--url", url, "--token", token,
+            "--clickhouse-host", "ch.internal", "--clickhouse-password", PASSWORD, *extra]  # fmt: skip
+    return CliRunner().invoke(app, args)
+
+
+def test_first_push_creates_data_source_folder_and_dashboards(
+    grafana: tuple[FakeGrafana, str],
+) -> None:
+    state, url = grafana
+    result = push(url)
+    assert result.exit_code == 0, result.output
+    assert PASSWORD not in result.output
+    assert all(r.authorization == f"Bearer {TOKEN}" for r in state.log)
+
+    writes = state.writes()
+    assert [(r.method, r.path) for r in writes] == [
+        ("POST", "/api/datasources"),
+        ("POST", "/api/folders"),
+    ] + [("POST", "/api/dashboards/db")] * 4
+
+    ds = writes[0].body
+    assert ds["uid"] == "tracker-clickhouse"
+    assert ds["name"] == "Tracker ClickHouse"
+    assert ds["type"] == "grafana-clickhouse-datasource"
+    assert ds["access"] == "proxy"
+    assert ds["isDefault"] is False
+    assert ds["jsonData"] == {
+        "host": "ch.internal", "port": 9000, "protocol": "native", "secure": False,
+        "username": "grafana", "defaultDatabase": "tracker",
+    }  # fmt: skip
+    assert ds["secureJsonData"] == {"password": PASSWORD}
+    assert set(ds) == DATASOURCE_FIELDS
+
+    assert writes[1].body == {"title": "Inference Sovereignty", "uid": "inference-sovereignty"}
+
+    saved = {r.body["dashboard"]["uid"]: r.body for r in writes[2:]}
+    assert set(saved) == set(COMMITTED)
+    for uid, body in saved.items():
+        assert set(body) == DASHBOARD_SAVE_FIELDS
+        assert body["folderUid"] == "inference-sovereignty"
+        assert body["overwrite"] is True
+        assert body["message"] == "tracker dashboards push"
+        assert body["dashboard"]["id"] is None
+        sent = {k: v for k, v in body["dashboard"].items() if k != "id"}
+        assert sent == COMMITTED[uid], f"{uid}: pushed JSON differs from the committed file"
+    assert "6 written, 0 unchanged" in result.output
+
+
+def test_second_push_changes_nothing(grafana: tuple[FakeGrafana, str]) -> None:
+    state, url = grafana
+    assert push(url).exit_code == 0
+    versions = {uid: d["meta"]["version"] for uid, d in state.dashboards.items()}
+    state.log.clear()
+    result = push(url)
+    assert result.exit_code == 0, result.output
+    assert state.writes() == []
+    assert "0 written, 6 unchanged" in result.output
+    assert {uid: d["meta"]["version"] for uid, d in state.dashboards.items()} == versions
+    # it did look: the data source, the folder, one search and each dashboard
+    gets = sorted(r.path for r in state.log)
+    assert "/api/datasources/uid/tracker-clickhouse" in gets
+    assert "/api/folders/inference-sovereignty" in gets
+    assert "/api/search" in gets
+    assert sum(p.startswith("/api/dashboards/uid/") for p in gets) == 4
+    search = next(r for r in state.log if r.path == "/api/search")
+    assert search.query == {"type": ["dash-db"], "dashboardUIDs": sorted(COMMITTED)}
+
+
+def test_edited_dashboard_and_drifted_objects_are_put_back(
+    grafana: tuple[FakeGrafana, str],
+) -> None:
+    state, url = grafana
+    assert push(url).exit_code == 0
+    state.dashboards["ist-agency"]["dashboard"]["title"] = "edited in the UI"
+    state.dashboards["ist-pipeline"]["meta"]["folderUid"] = "somewhere-else"
+    state.datasources["tracker-clickhouse"]["jsonData"]["host"] = "old-host"
+    state.folders["inference-sovereignty"]["title"] = "Renamed"
+    state.log.clear()
+
+    result = push(url)
+    assert result.exit_code == 0, result.output
+    writes = {(r.method, r.path): r.body for r in state.writes()}
+    ds = writes.pop(("PUT", "/api/datasources/uid/tracker-clickhouse"))
+    assert ds["jsonData"]["host"] == "ch.internal"
+    assert "secureJsonData" not in ds  # a stored password is not re-sent
+    assert state.secure["tracker-clickhouse"] == {"password": PASSWORD}
+    folder = writes.pop(("PUT", "/api/folders/inference-sovereignty"))
+    assert folder == {"title": "Inference Sovereignty", "overwrite": True}
+    assert writes == {("POST", "/api/dashboards/db"): writes[("POST", "/api/dashboards/db")]}
+    saved = [r.body["dashboard"]["uid"] for r in state.writes() if r.path == "/api/dashboards/db"]
+    assert sorted(saved) == ["ist-agency", "ist-pipeline"]
+    assert state.dashboards["ist-agency"]["dashboard"]["title"] == COMMITTED["ist-agency"]["title"]
+    assert state.dashboards["ist-pipeline"]["meta"]["folderUid"] == "inference-sovereignty"
+    assert "4 written, 2 unchanged" in result.output
+
+
+def test_rotate_password_resends_it(grafana: tuple[FakeGrafana, str]) -> None:
+    state, url = grafana
+    assert push(url).exit_code == 0
+    state.log.clear()
+    result = CliRunner().invoke(app, ["dashboards", "push", "--url", url, "--token", TOKEN,
+        "--clickhouse-host", "ch.internal", "--clickhouse-password", "new-pw",
+        "--rotate-password"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    [put] = state.writes()
+    assert put.path == "/api/datasources/uid/tracker-clickhouse"
+    assert put.body["secureJsonData"] == {"password": "new-pw"}
+    assert state.secure["tracker-clickhouse"] == {"password": "new-pw"}
+
+
+def test_wrong_token_is_a_clear_error(grafana: tuple[FakeGrafana, str]) -> None:
+    state, url = grafana
+    result = push(url, token="wrong")
+    assert result.exit_code == 2
+    assert "Grafana refused the data source" in result.output
+    assert state.writes() == []
+
+
+def test_unreachable_grafana_is_a_clear_error() -> None:
+    state = FakeGrafana()
+    server = serve(state)
+    port = server.server_address[1]
+    server.shutdown()
+    server.server_close()
+    result = push(f"http://127.0.0.1:{port}", "--timeout", "2")
+    assert result.exit_code == 2
+    assert "cannot provision the data source" in result.output

@@ -1,0 +1,103 @@
+"""`tracker dashboards build|check|push`: Grafana dashboards as code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+dashboards_app = typer.Typer(
+    help="Grafana dashboards as code (build the JSON, push through the Grafana HTTP API).",
+    no_args_is_help=True,
+)
+
+Out = Annotated[
+    Path | None, typer.Option("--out", help="Directory (default: dashboards/generated)")
+]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"tracker: {message}", err=True)
+    return typer.Exit(2)
+
+
+@dashboards_app.command("build")
+def build_cmd(out: Out = None) -> None:
+    """Regenerate the committed dashboard JSON from the builders in dashboards/."""
+    from dashboards import build
+
+    for path in build.write(out or build.GENERATED):
+        typer.echo(f"wrote {path}")
+
+
+@dashboards_app.command("check")
+def check_cmd(out: Out = None) -> None:
+    """Exit 1 when the committed JSON differs from a fresh build."""
+    from dashboards import build
+
+    stale = build.stale(out or build.GENERATED)
+    if stale:
+        typer.echo(f"out of date: {', '.join(stale)}; run `tracker dashboards build`", err=True)
+        raise typer.Exit(1)
+    typer.echo("generated dashboards are up to date")
+
+
+@dashboards_app.command("push")
+def push_cmd(
+    url: Annotated[str, typer.Option("--url", envvar="GRAFANA_URL", help="Grafana base URL")],
+    token: Annotated[
+        str,
+        typer.Option(
+            "--token", envvar="GRAFANA_TOKEN", help="Service account token (Editor or Admin)"
+        ),
+    ],
+    clickhouse_host: Annotated[
+        str, typer.Option(help="ClickHouse host as Grafana reaches it")
+    ] = "clickhouse",
+    clickhouse_port: Annotated[int, typer.Option(min=1, max=65535)] = 9000,
+    clickhouse_protocol: Annotated[str, typer.Option(help="native or http")] = "native",
+    clickhouse_secure: Annotated[bool, typer.Option(help="TLS to ClickHouse")] = False,
+    clickhouse_user: Annotated[str, typer.Option(help="A read-only ClickHouse user")] = "grafana",
+    clickhouse_database: Annotated[str, typer.Option()] = "tracker",
+    clickhouse_password: Annotated[
+        str | None,
+        typer.Option(envvar="TRACKER_GRAFANA_CLICKHOUSE_PASSWORD", help="Sent only when needed"),
+    ] = None,
+    rotate_password: Annotated[
+        bool, typer.Option(help="Re-send the password even if Grafana has one stored")
+    ] = False,
+    timeout: Annotated[float, typer.Option(min=0.1, help="HTTP timeout, seconds")] = 10.0,
+) -> None:
+    """Create or update the ClickHouse data source, the folder and every dashboard.
+
+    Idempotent: objects identical to the generated ones are left alone."""
+    from dashboards import build
+    from dashboards.provision import ClickHouseConnection, Grafana, ProvisionError, push
+
+    if clickhouse_protocol not in ("native", "http"):
+        raise _fail("--clickhouse-protocol: must be native or http")
+    if not url.startswith(("http://", "https://")):
+        raise _fail("--url: must start with http:// or https://")
+    conn = ClickHouseConnection(
+        host=clickhouse_host,
+        port=clickhouse_port,
+        protocol="native" if clickhouse_protocol == "native" else "http",
+        secure=clickhouse_secure,
+        username=clickhouse_user,
+        database=clickhouse_database,
+        password=clickhouse_password,
+    )
+    try:
+        changes = push(
+            Grafana.connect(url, token, timeout),
+            build.all_dashboards(),
+            conn,
+            rotate_secret=rotate_password,
+        )
+    except ProvisionError as exc:
+        raise _fail(str(exc)) from exc
+    for c in changes:
+        typer.echo(f"{c.action:9} {c.kind:10} {c.uid}  {c.title}")
+    written = sum(c.action != "unchanged" for c in changes)
+    typer.echo(f"{written} written, {len(changes) - written} unchanged")
