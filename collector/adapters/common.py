@@ -196,3 +196,50 @@ def require_object(item: Any) -> dict[str, Any]:
     if not isinstance(item, dict):
         raise SourceError("record", f"expected a JSON object, got {type(item).__name__}")
     return item
+
+
+_NANO: Final = Decimal("0.000000001")
+
+
+def as_cost(value: Any) -> Decimal | None:
+    """A cost rounded to the contract's 9 decimal places (sources often send binary floats
+    such as 0.00022500000000000002)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation as exc:
+        raise ValueError(f"expected a number, got {value!r}") from exc
+    if not number.is_finite():
+        raise ValueError("cost must be a finite number")
+    return number.quantize(_NANO)
+
+
+def as_float(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"expected a number, got {value!r}") from exc
+
+
+def dig(item: Any, *path: str) -> Any:
+    """item[path[0]][path[1]]...; None as soon as a step is missing or not an object."""
+    for key in path:
+        if not isinstance(item, dict):
+            return None
+        item = item.get(key)
+    return item
+
+
+def first(*values: Any) -> Any:
+    """The first value that is neither None nor an empty string."""
+    for value in values:
+        if value is not None and value != "":
+            return value
+    return None

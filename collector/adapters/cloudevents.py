@@ -1,0 +1,127 @@
+"""CloudEvents 1.0: a strict model of the specification's context attributes, and the event
+types the tracker accepts.
+
+Types (the `type` attribute):
+  org.sovereignty-tracker.usage.v1        `data` is one usage record in the contract's fields
+                                          (docs/usage-record.schema.json); gateway_id is never
+                                          taken from it
+  org.sovereignty-tracker.opengatellm.v1  `data` is one OpenGateLLM usage row
+  org.sovereignty-tracker.litellm.v1      `data` is one LiteLLM StandardLoggingPayload
+
+record_id: `data.record_id` when given, else the source format's own id (see its adapter), else
+`ce:` + SHA-256 of the event's `source` and `id`, which the specification makes unique per
+distinct event: a producer resending the same event resends the same pair. The agency:
+`data.agency_id`, else the extension attribute `agencyid`, else the gateway's only agency. A
+usage record without `occurred_at` takes the event's `time`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from datetime import datetime
+from typing import Annotated, Any, Final, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, model_validator
+
+from collector.adapters import litellm, opengatellm
+from collector.adapters.common import Context, SourceError, require_object
+
+USAGE_TYPE: Final = "org.sovereignty-tracker.usage.v1"
+OPENGATELLM_TYPE: Final = "org.sovereignty-tracker.opengatellm.v1"
+LITELLM_TYPE: Final = "org.sovereignty-tracker.litellm.v1"
+TYPES: Final = (USAGE_TYPE, OPENGATELLM_TYPE, LITELLM_TYPE)
+
+_EXTENSION_NAME: Final = re.compile(r"^[a-z0-9]{1,20}$")
+_URI_SCHEME: Final = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+NonEmpty = Annotated[StrictStr, Field(min_length=1, max_length=2048)]
+
+
+class CloudEvent(BaseModel):
+    """A CloudEvent 1.0 in the JSON event format; extension attributes are kept as extras."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    specversion: Literal["1.0"]
+    id: NonEmpty
+    source: NonEmpty
+    type: NonEmpty
+    datacontenttype: NonEmpty | None = None
+    dataschema: NonEmpty | None = None
+    subject: NonEmpty | None = None
+    time: datetime | None = None
+    data: Any = None
+    data_base64: StrictStr | None = None
+
+    @model_validator(mode="after")
+    def _spec_rules(self) -> CloudEvent:
+        if self.dataschema is not None and not _URI_SCHEME.match(self.dataschema):
+            raise ValueError("dataschema must be an absolute URI")
+        if self.time is not None and self.time.tzinfo is None:
+            raise ValueError("time must be an RFC 3339 timestamp with a zone offset")
+        if self.data is not None and self.data_base64 is not None:
+            raise ValueError("data and data_base64 are mutually exclusive")
+        for name, value in (self.model_extra or {}).items():
+            if not _EXTENSION_NAME.match(name):
+                raise ValueError(f"attribute name {name!r}: use 1-20 lowercase letters or digits")
+            if not isinstance(value, str | int | bool) or isinstance(value, float):
+                raise ValueError(f"extension {name!r} must be a string, integer or boolean")
+        return self
+
+    def payload(self) -> Any:
+        """`data`, or `data_base64` decoded (and parsed when its content type is JSON)."""
+        if self.data_base64 is None:
+            return self.data
+        try:
+            raw = base64.b64decode(self.data_base64, validate=True)
+        except binascii.Error as exc:
+            raise SourceError("data_base64", "not valid base64") from exc
+        content_type = (self.datacontenttype or "application/json").split(";")[0].strip()
+        if content_type == "application/json" or content_type.endswith("+json"):
+            try:
+                return orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise SourceError("data_base64", f"not valid JSON: {exc}") from exc
+        raise SourceError("datacontenttype", f"{content_type!r} data is not a usage record")
+
+
+def parse_event(item: Any) -> CloudEvent:
+    try:
+        return CloudEvent.model_validate(require_object(item))
+    except ValidationError as exc:
+        err = exc.errors(include_url=False, include_input=False)[0]
+        field = ".".join(str(p) for p in err["loc"]) or "event"
+        raise SourceError(field, err["msg"].removeprefix("Value error, ")) from exc
+
+
+def map_event(item: Any, ctx: Context) -> dict[str, Any] | None:
+    event = parse_event(item)
+    if event.type not in TYPES:
+        raise SourceError("type", f"unsupported event type {event.type!r}; use one of {TYPES}")
+    extension_agency = (event.model_extra or {}).get("agencyid")
+    scoped = Context(
+        default_agency=extension_agency
+        if isinstance(extension_agency, str)
+        else ctx.default_agency,
+        agencies=ctx.agencies,
+        defaults=ctx.defaults,
+    )
+    data = event.payload()
+    if not isinstance(data, dict):
+        raise SourceError("data", "data must be a JSON object")
+    if event.type == OPENGATELLM_TYPE:
+        return opengatellm.map_row(data, scoped)
+    if event.type == LITELLM_TYPE:
+        return litellm.map_any(data, scoped)
+    record = dict(data)
+    if not record.get("record_id"):
+        digest = hashlib.sha256(f"{event.source}\n{event.id}".encode()).hexdigest()[:40]
+        record["record_id"] = f"ce:{digest}"
+    if not record.get("agency_id"):
+        record["agency_id"] = scoped.agency()
+    if record.get("occurred_at") is None and event.time is not None:
+        record["occurred_at"] = event.time
+    return record

@@ -1,0 +1,177 @@
+"""LiteLLM: the StandardLoggingPayload its logging callbacks send (e.g. its generic API logger)
+and the LiteLLM_SpendLogs rows its proxy serves from /spend/logs.
+
+record_id is LiteLLM's request id (`id` of the payload, `request_id` of a spend-log row: the
+same value for the same call, so a call both pushed and pulled counts once). Costs are LiteLLM's
+`response_cost` / `spend`, in USD. Cache hits were served by the gateway, not by a model, and
+are not inferences: they are ignored.
+
+The agency, first match wins: a request tag `agency:<id>`; `agency_id` in the request's
+metadata (`requester_metadata`, or `spend_logs_metadata`); the key's team alias, then its
+organisation alias, when that alias is one of the gateway's agencies; the gateway's only agency.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import orjson
+
+from collector.adapters.common import (
+    Context,
+    SourceError,
+    as_cost,
+    as_float,
+    as_int,
+    as_time,
+    coerce,
+    dig,
+    drop_none,
+    first,
+    host_of,
+    require_object,
+    source_id,
+)
+
+OPERATIONS: Final = {
+    "completion": "chat",
+    "acompletion": "chat",
+    "responses": "chat",
+    "aresponses": "chat",
+    "anthropic_messages": "chat",
+    "generate_content": "chat",
+    "agenerate_content": "chat",
+    "text_completion": "completion",
+    "atext_completion": "completion",
+    "embedding": "embeddings",
+    "aembedding": "embeddings",
+    "image_generation": "image",
+    "aimage_generation": "image",
+    "image_edit": "image",
+    "aimage_edit": "image",
+    "transcription": "audio",
+    "atranscription": "audio",
+    "speech": "audio",
+    "aspeech": "audio",
+    "rerank": "rerank",
+    "arerank": "rerank",
+}
+
+
+def _json_field(value: Any) -> Any:
+    """Spend-log JSON columns arrive as objects, or as JSON text from older proxies."""
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return None
+    return value
+
+
+def _agency(tags: Any, metadata: Any, ctx: Context) -> str:
+    tag_agency = None
+    for tag in tags if isinstance(tags, list) else []:
+        if isinstance(tag, str) and tag.startswith("agency:"):
+            tag_agency = tag.removeprefix("agency:")
+            break
+    aliases = [
+        a
+        for a in (dig(metadata, "user_api_key_team_alias"), dig(metadata, "user_api_key_org_alias"))
+        if isinstance(a, str) and a in ctx.agencies
+    ]
+    return ctx.agency(
+        tag_agency,
+        dig(metadata, "requester_metadata", "agency_id"),
+        dig(metadata, "spend_logs_metadata", "agency_id"),
+        *aliases,
+    )
+
+
+def _provider(provider: Any, model: str) -> str:
+    if isinstance(provider, str) and provider:
+        return provider
+    if "/" in model:  # LiteLLM's own "provider/model" naming
+        return model.split("/", 1)[0]
+    raise SourceError("custom_llm_provider", "LiteLLM did not say which provider served it")
+
+
+def _is_cache_hit(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+def map_payload(item: Any, ctx: Context) -> dict[str, Any] | None:
+    """One StandardLoggingPayload."""
+    payload = require_object(item)
+    if _is_cache_hit(payload.get("cache_hit")):
+        return None
+    model = first(payload.get("model"), payload.get("model_group"))
+    if not isinstance(model, str):
+        raise SourceError("model", "payload names no model")
+    start = coerce("startTime", as_float, payload.get("startTime"))
+    end = coerce("endTime", as_float, payload.get("endTime"))
+    if start is None:
+        raise SourceError("startTime", "payload has no start time")
+    cost = coerce("response_cost", as_cost, payload.get("response_cost"))
+    metadata = payload.get("metadata")
+    return drop_none(
+        {
+            "record_id": source_id("litellm", first(payload.get("id"),
+                                                    payload.get("litellm_call_id")), payload),
+            "agency_id": _agency(payload.get("request_tags"), metadata, ctx),
+            "occurred_at": coerce("startTime", as_time, start),
+            "provider": _provider(payload.get("custom_llm_provider"), model),
+            "model": model,
+            "operation": OPERATIONS.get(str(payload.get("call_type")), "other"),
+            "endpoint_host": host_of(payload.get("api_base")),
+            "input_tokens": coerce("prompt_tokens", as_int, payload.get("prompt_tokens")),
+            "output_tokens": coerce("completion_tokens", as_int, payload.get("completion_tokens")),
+            "cost": cost,
+            "currency": "USD" if cost is not None else None,
+            "latency_ms": int((end - start) * 1000) if end is not None and end >= start else None,
+            "status": "ok" if payload.get("status") in (None, "success") else "error",
+        }
+    )  # fmt: skip
+
+
+def map_spend_log(item: Any, ctx: Context) -> dict[str, Any] | None:
+    """One LiteLLM_SpendLogs row as /spend/logs (or /spend/logs/v2) serves it. Timestamps
+    without a zone are UTC: the proxy stores them so."""
+    row = require_object(item)
+    if _is_cache_hit(row.get("cache_hit")):
+        return None
+    model = first(row.get("model"), row.get("model_group"))
+    if not isinstance(model, str):
+        raise SourceError("model", "spend-log row names no model")
+    started = coerce("startTime", as_time, row.get("startTime"), assume_utc=True)
+    latency = coerce("request_duration_ms", as_int, row.get("request_duration_ms"))
+    if latency is None and row.get("endTime"):
+        ended = coerce("endTime", as_time, row.get("endTime"), assume_utc=True)
+        latency = max(0, int((ended - started).total_seconds() * 1000))
+    cost = coerce("spend", as_cost, row.get("spend"))
+    return drop_none(
+        {
+            "record_id": source_id("litellm", row.get("request_id"), row),
+            "agency_id": _agency(_json_field(row.get("request_tags")),
+                                 _json_field(row.get("metadata")), ctx),
+            "occurred_at": started,
+            "provider": _provider(row.get("custom_llm_provider"), model),
+            "model": model,
+            "operation": OPERATIONS.get(str(row.get("call_type")), "other"),
+            "endpoint_host": host_of(row.get("api_base")),
+            "input_tokens": coerce("prompt_tokens", as_int, row.get("prompt_tokens")),
+            "output_tokens": coerce("completion_tokens", as_int, row.get("completion_tokens")),
+            "cost": cost,
+            "currency": "USD" if cost is not None else None,
+            "latency_ms": latency,
+            "status": "ok" if row.get("status") in (None, "", "success") else "error",
+        }
+    )  # fmt: skip
+
+
+def is_spend_log(item: Any) -> bool:
+    return isinstance(item, dict) and "request_id" in item and "id" not in item
+
+
+def map_any(item: Any, ctx: Context) -> dict[str, Any] | None:
+    """A push body may mix both shapes (a callback payload, or rows re-sent from an export)."""
+    return map_spend_log(item, ctx) if is_spend_log(item) else map_payload(item, ctx)

@@ -1,0 +1,117 @@
+"""OpenGateLLM (etalab-ia/OpenGateLLM, the French government's open-source LLM gateway, formerly
+albert-api): rows of its `usage` table (api/sql/models.py, class Usage), as exported to CSV or
+JSON, and the items of its `GET /v1/me/usage` answer (api/schemas/me/usage.py).
+
+record_id: `opengatellm-<id>` from the table's primary key; a `/v1/me/usage` item has no id, so
+a stable hash of the whole item (its model, key, endpoint, method, status, usage and `created`
+second; two identical calls in the same second would count once). Table timestamps are written
+by PostgreSQL without a zone and read as UTC. `duration` is milliseconds. Energy is the middle of
+OpenGateLLM's [kwh_min, kwh_max] estimate, in Wh. OpenGateLLM does not say which provider served
+a model: `provider` is the row's own column when present, else the importer's --provider, else
+`opengatellm`, and `client_url` (the upstream it forwarded to) gives endpoint_host. Its cost
+carries no currency: EUR unless --currency says otherwise. Rows without a model (endpoints that
+call none) are ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from collector.adapters.common import (
+    Context,
+    SourceError,
+    as_cost,
+    as_float,
+    as_int,
+    as_time,
+    canonical_hash,
+    coerce,
+    dig,
+    drop_none,
+    first,
+    host_of,
+    require_object,
+)
+
+OPERATIONS: Final = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completion",
+    "/v1/embeddings": "embeddings",
+    "/v1/audio/transcriptions": "audio",
+    "/v1/rerank": "rerank",
+}
+TABLE_COLUMNS: Final = frozenset({"endpoint", "client_url", "prompt_tokens", "datetime"})
+
+
+def is_usage_row(item: Any) -> bool:
+    """A usage-table row (>= 3 of its distinctive columns) or a /v1/me/usage item."""
+    if not isinstance(item, dict):
+        return False
+    return item.get("object") == "me.usage" or len(TABLE_COLUMNS & item.keys()) >= 3
+
+
+def _tokens(field: str, value: Any) -> int | None:
+    number = coerce(field, as_float, value)  # completion_tokens is a Float column
+    return None if number is None else round(number)
+
+
+def _energy_wh(low: Any, high: Any) -> float | None:
+    values = [v for v in (coerce("kwh_min", as_float, low), coerce("kwh_max", as_float, high))
+              if v is not None]  # fmt: skip
+    return sum(values) / len(values) * 1000 if values else None
+
+
+def map_row(item: Any, ctx: Context) -> dict[str, Any] | None:
+    row = require_object(item)
+    me = row.get("object") == "me.usage"
+    usage = row.get("usage") if me else row
+    model = first(row.get("model"), row.get("request_model"))
+    if model is None:
+        return None
+    if me:
+        occurred = coerce("created", as_time, row.get("created"))
+        record_id = f"opengatellm:{canonical_hash(row)}"
+        latency = coerce("usage.metrics.latency", as_int, dig(usage, "metrics", "latency"))
+        energy = _energy_wh(
+            dig(usage, "impacts", "kWh", "min"), dig(usage, "impacts", "kWh", "max")
+        )
+    else:
+        occurred = coerce("datetime", as_time, row.get("datetime"), assume_utc=True)
+        row_id = coerce("id", as_int, row.get("id"))
+        record_id = f"opengatellm-{row_id}" if row_id is not None else (
+            f"opengatellm:{canonical_hash(row)}")  # fmt: skip
+        latency = coerce("duration", as_int, row.get("duration"))
+        energy = _energy_wh(row.get("kwh_min"), row.get("kwh_max"))
+    status = coerce("status", as_int, row.get("status"))
+    cost = coerce("cost", as_cost, dig(usage, "cost"))
+    endpoint = str(row.get("endpoint") or "")
+    if not isinstance(model, str):
+        raise SourceError("model", "model must be text")
+    return drop_none(
+        {
+            "record_id": record_id,
+            "agency_id": ctx.agency(row.get("agency_id")),
+            "occurred_at": occurred,
+            "provider": first(row.get("provider"), ctx.defaults.get("provider"), "opengatellm"),
+            "model": model,
+            "operation": OPERATIONS.get(endpoint.split("?", 1)[0].rstrip("/"), "other"),
+            "endpoint_host": first(
+                host_of(row.get("client_url")), ctx.defaults.get("endpoint_host")
+            ),
+            "region": first(row.get("region"), ctx.defaults.get("region")),
+            "input_tokens": _tokens("prompt_tokens", dig(usage, "prompt_tokens")),
+            "output_tokens": _tokens("completion_tokens", dig(usage, "completion_tokens")),
+            "cost": cost,
+            "currency": first(ctx.defaults.get("currency"), "EUR") if cost is not None else None,
+            "latency_ms": latency,
+            "status": "error" if status is not None and status >= 400 else "ok",
+            "energy_wh": energy,
+        }
+    )
+
+
+def unwrap(body: Any) -> list[Any]:
+    """A list of rows, or the `{"object": "list", "data": [...]}` of /v1/me/usage."""
+    if isinstance(body, dict) and isinstance(body.get("data"), list):
+        return list(body["data"])
+    return body if isinstance(body, list) else [body]

@@ -1,0 +1,125 @@
+"""JSON push endpoints for gateway formats, each answering like `/v1/records`: how many records
+were accepted, and every refused item by its index in the body, field and reason.
+
+  POST /v1/litellm      LiteLLM StandardLoggingPayloads (its generic API logger: JSON array,
+                        NDJSON or single object) or LiteLLM_SpendLogs rows
+  POST /v1/opengatellm  OpenGateLLM usage-table rows, or its /v1/me/usage answer
+  POST /v1/events       CloudEvents 1.0: structured (application/cloudevents+json), batched
+                        (application/cloudevents-batch+json) or binary (ce-* headers)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from collector.adapters import cloudevents, litellm, opengatellm
+from collector.adapters.common import Context, Mapped, run
+from collector.auth import GatewayDep
+from collector.ingest import IngestResult
+from collector.routes_common import Limits, accept, check_batch, json_items, media_type
+from collector.routes_common import read_decoded as read
+from collector.sink import Sink
+from tracker.gateways import Gateway
+
+Mapper = Callable[[Any, Context], dict[str, Any] | None]
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or unknown gateway key"},
+    403: {"description": "every record names an agency this gateway may not report for"},
+    413: {"description": "body or batch over its limit"},
+    415: {"description": "unsupported Content-Type or Content-Encoding"},
+    422: {"description": "no item was valid; each error has index, field, reason"},
+    503: {"description": "downstream unavailable, nothing stored; retry later"},
+}
+
+
+def _map_all(items: list[Any], mapper: Mapper, ctx: Context) -> list[Mapped]:
+    return [run(mapper, item, ctx) for item in items]
+
+
+async def _ingest(
+    items: list[Any], mapper: Mapper, gateway: Gateway, sink: Sink, limits: Limits
+) -> JSONResponse:
+    check_batch(len(items), limits)
+    mapped = await run_in_threadpool(_map_all, items, mapper, Context.for_gateway(gateway))
+    result, code = await accept(mapped, gateway, sink)
+    return JSONResponse(result.model_dump(mode="json"), status_code=code)
+
+
+def _binary_event(request: Request, body: bytes) -> dict[str, Any]:
+    """Binary content mode: attributes in ce-* headers, the body is `data`."""
+    event: dict[str, Any] = {
+        name.removeprefix("ce-"): value
+        for name, value in request.headers.items()
+        if name.startswith("ce-")
+    }
+    content_type = media_type(request)
+    if content_type:
+        event["datacontenttype"] = content_type
+    if content_type == "application/json" or content_type.endswith("+json"):
+        try:
+            event["data"] = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise HTTPException(422, f"event data is not valid JSON: {exc}") from exc
+    else:
+        raise HTTPException(415, "binary-mode usage events must carry JSON data")
+    return event
+
+
+def formats_router(sink: Sink, limits: Limits) -> APIRouter:
+    router = APIRouter(tags=["sources"])
+
+    @router.post("/v1/litellm", response_model=IngestResult, responses=RESPONSES)
+    async def post_litellm(
+        request: Request, gateway: Annotated[Gateway, Depends(GatewayDep)]
+    ) -> JSONResponse:
+        items = json_items(await read(request, limits.max_body_bytes))
+        return await _ingest(items, litellm.map_any, gateway, sink, limits)
+
+    @router.post("/v1/opengatellm", response_model=IngestResult, responses=RESPONSES)
+    async def post_opengatellm(
+        request: Request, gateway: Annotated[Gateway, Depends(GatewayDep)]
+    ) -> JSONResponse:
+        body = await read(request, limits.max_body_bytes)
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            parsed = json_items(body)
+        items = opengatellm.unwrap(parsed)
+        return await _ingest(items, opengatellm.map_row, gateway, sink, limits)
+
+    @router.post("/v1/events", response_model=IngestResult, responses=RESPONSES)
+    async def post_events(
+        request: Request, gateway: Annotated[Gateway, Depends(GatewayDep)]
+    ) -> JSONResponse:
+        body = await read(request, limits.max_body_bytes)
+        content_type = media_type(request)
+        if "ce-specversion" in request.headers:
+            items: list[Any] = [_binary_event(request, body)]
+        elif content_type == "application/cloudevents+json":
+            try:
+                items = [orjson.loads(body)]
+            except orjson.JSONDecodeError as exc:
+                raise HTTPException(422, f"body is not valid JSON: {exc}") from exc
+        elif content_type == "application/cloudevents-batch+json":
+            try:
+                items = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise HTTPException(422, f"body is not valid JSON: {exc}") from exc
+            if not isinstance(items, list):
+                raise HTTPException(422, "a CloudEvents batch must be a JSON array of events")
+        else:
+            raise HTTPException(
+                415,
+                "use application/cloudevents+json (one event), "
+                "application/cloudevents-batch+json (a batch) or binary mode (ce-* headers)",
+            )
+        return await _ingest(items, cloudevents.map_event, gateway, sink, limits)
+
+    return router

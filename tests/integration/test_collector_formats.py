@@ -1,0 +1,219 @@
+"""LiteLLM, OpenGateLLM and CloudEvents push endpoints on the embedded app (uvicorn on
+127.0.0.1, landing in chdb): partial acceptance, bounds, and resends counted once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from tests.integration.test_collector_support import (
+    MULTI_AGENCIES,
+    SINGLE_AGENCY,
+    Keys,
+    ServerThread,
+    make_app,
+    make_core,
+    make_keys,
+    raw_count,
+)
+from tracker.cli.wiring import Core
+from tracker.clickhouse import ClientPool
+from tracker.settings import CommonSettings
+
+pytestmark = pytest.mark.integration
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def core(pool: ClientPool) -> Core:
+    return make_core(pool)
+
+
+@pytest.fixture(scope="module")
+def keys(core: Core) -> Keys:
+    return make_keys(core)
+
+
+@pytest.fixture(scope="module")
+def app(settings: CommonSettings, core: Core) -> FastAPI:
+    return make_app(settings, core)
+
+
+@pytest.fixture(scope="module")
+def url(app: FastAPI) -> Iterator[str]:
+    with ServerThread(app) as base:
+        yield base
+
+
+def _post(url: str, key: str, body: Any, content_type: str = "application/json") -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.post(url, content=content, timeout=30,
+                      headers={"Authorization": f"Bearer {key}", "Content-Type": content_type})  # fmt: skip
+
+
+def test_litellm_generic_api_logger_pushes(url: str, keys: Keys, pool: ClientPool) -> None:
+    """The real litellm package, its generic API logger pointed at the collector."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+    from litellm.integrations.generic_api.generic_api_callback import GenericAPILogger
+
+    saved = list(litellm.callbacks)
+
+    async def calls() -> None:
+        # Built inside the loop: the logger starts its periodic flush task on creation.
+        logger = GenericAPILogger(endpoint=f"{url}/v1/litellm",
+                                  headers={"Authorization": f"Bearer {keys.multi}"})  # fmt: skip
+        litellm.callbacks = [logger]
+        for team in MULTI_AGENCIES[:2]:
+            await litellm.acompletion(
+                model="azure/gpt-4o", api_base="https://moh-prod.openai.azure.com",
+                messages=[{"role": "user", "content": "hello"}], mock_response="hi",
+                metadata={"user_api_key_team_alias": team})  # fmt: skip
+        await litellm.aembedding(model="openai/text-embedding-3-small", input=["x"],
+                                 mock_response=[0.1, 0.2], metadata={"tags": ["agency:in-kvs"]})  # fmt: skip
+        deadline = time.monotonic() + 10
+        while len(logger.log_queue) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await logger.async_send_batch()  # type: ignore[no-untyped-call]  # litellm is unannotated
+
+    try:
+        asyncio.run(calls())
+    finally:
+        litellm.callbacks = saved
+    rows = pool.get().query(
+        "SELECT agency_id, provider, operation, endpoint_host, currency FROM usage_raw "
+        "WHERE gateway_id = {g:String} ORDER BY agency_id", parameters={"g": keys.multi_id}
+    ).result_rows  # fmt: skip
+    assert [r[0] for r in rows] == ["in-cbse", "in-kvs", "in-moe"]
+    # mock_response never calls the upstream, so LiteLLM logs no api_base: no endpoint_host.
+    assert rows[0][1:] == ("azure", "chat", "", "USD")
+    assert rows[1][2] == "embeddings"
+
+
+def test_litellm_recorded_payload_and_spend_rows_count_once(
+    url: str, keys: Keys, pool: ClientPool
+) -> None:
+    payloads = json.loads((FIXTURES / "litellm/standard_logging_payloads.json").read_text())
+    spend_rows = json.loads((FIXTURES / "litellm/spend_logs.json").read_text())
+    first = _post(f"{url}/v1/litellm", keys.single, payloads)
+    assert first.status_code == 200, first.text
+    # The second payload names in-cbse: the single-agency gateway may not report for it.
+    assert first.json()["accepted"] == 3
+    assert [(e["index"], e["field"]) for e in first.json()["errors"]] == [(1, "agency_id")]
+    landed = raw_count(pool, keys.single_id)
+    # Resent as callbacks, then the same calls pulled as spend-log rows (NDJSON): same ids.
+    assert _post(f"{url}/v1/litellm", keys.single, payloads).json()["accepted"] == 3
+    ndjson = b"\n".join(json.dumps(r).encode() for r in spend_rows)
+    assert _post(f"{url}/v1/litellm", keys.single, ndjson).json()["accepted"] == 3
+    assert raw_count(pool, keys.single_id) == landed == 3
+    assert raw_count(pool, keys.single_id, "status = 'error' AND provider = 'anthropic'") == 1
+
+
+def _ogl_rows() -> list[dict[str, Any]]:
+    now = datetime.now(UTC).replace(tzinfo=None) - timedelta(minutes=5)
+    base = {"datetime": now.isoformat(sep=" "), "duration": 840, "user_id": 3, "token_id": 7,
+            "endpoint": "/v1/chat/completions", "method": "POST", "model": "albert-large",
+            "client_url": "http://vllm-albert-large.internal:8000", "request_model": "albert-large",
+            "strategy": "shuffle", "current_parallel_requests": 1, "priority": 0,
+            "prompt_tokens": 120, "completion_tokens": 48.0, "total_tokens": 168, "cost": 0.0021,
+            "status": 200, "kwh_min": 0.0001, "kwh_max": 0.0003}  # fmt: skip
+    return [
+        {**base, "id": 9001},
+        {**base, "id": 9002, "endpoint": "/v1/embeddings", "completion_tokens": 0, "status": 500},
+        {**base, "id": 9003, "prompt_tokens": -5},
+        {**base, "id": 9004, "model": None, "request_model": None, "endpoint": "/v1/files"},
+    ]
+
+
+def test_opengatellm_rows_partially_accepted(url: str, keys: Keys, pool: ClientPool) -> None:
+    reply = _post(f"{url}/v1/opengatellm", keys.single, _ogl_rows())
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert (body["accepted"], body["rejected"]) == (2, 1)
+    assert body["errors"][0]["index"] == 2 and body["errors"][0]["field"] == "input_tokens"
+    got = pool.get().query(
+        "SELECT record_id, operation, status, latency_ms, round(energy_wh, 3), endpoint_host "
+        "FROM usage_raw WHERE gateway_id = {g:String} AND provider = 'opengatellm' "
+        "ORDER BY record_id", parameters={"g": keys.single_id}).result_rows  # fmt: skip
+    assert got == [("opengatellm-9001", "chat", "ok", 840, 0.2, "vllm-albert-large.internal"),
+                   ("opengatellm-9002", "embeddings", "error", 840, 0.2,
+                    "vllm-albert-large.internal")]  # fmt: skip
+    me_usage = {"object": "list", "data": [{"object": "me.usage", "model": "albert-small",
+        "key": "my-key", "endpoint": "/v1/chat/completions", "method": "POST", "status": 200,
+        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15, "cost": 0.1,
+                  "impacts": {"kWh": {"min": 0.001, "max": 0.003}}, "metrics": {"latency": 90}},
+        "created": int(time.time()) - 60}]}  # fmt: skip
+    for _ in range(2):
+        assert _post(f"{url}/v1/opengatellm", keys.single, me_usage).json()["accepted"] == 1
+    assert raw_count(pool, keys.single_id, "model = 'albert-small'") == 1
+
+
+def _event(event_id: str, data: Any, **extra: Any) -> dict[str, Any]:
+    return {"specversion": "1.0", "id": event_id, "source": "/gateways/moe-edu",
+            "type": "org.sovereignty-tracker.usage.v1", "time": datetime.now(UTC).isoformat(),
+            "datacontenttype": "application/json", "data": data, **extra}  # fmt: skip
+
+
+def test_cloudevents_batch_structured_binary(url: str, keys: Keys, pool: ClientPool) -> None:
+    usage = {"provider": "sarvam", "model": "sarvam-m", "input_tokens": 40, "output_tokens": 9}
+    batch = [
+        _event("e-1", {**usage, "agency_id": "in-moe"}),
+        _event("e-2", usage, agencyid="in-cbse"),
+        _event("e-3", usage),  # no agency and the gateway has three: refused
+        {**_event("e-4", usage, agencyid="in-kvs"), "specversion": "0.3"},
+        _event("e-5", {**usage, "tokens": 3}, agencyid="in-kvs"),  # not a contract field
+        _event("e-6", usage, agencyid="in-kvs", type="com.example.other"),
+    ]
+    reply = _post(f"{url}/v1/events", keys.multi, batch, "application/cloudevents-batch+json")
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["accepted"] == 2
+    assert [(e["index"], e["field"]) for e in body["errors"]] == [
+        (2, "agency_id"), (3, "specversion"), (4, "tokens"), (5, "type")]  # fmt: skip
+    before = raw_count(pool, keys.multi_id)
+    # The same events again (a producer retry): nothing new.
+    assert _post(f"{url}/v1/events", keys.multi, batch[:2],
+                 "application/cloudevents-batch+json").json()["accepted"] == 2  # fmt: skip
+    single = _event("e-7", usage, agencyid="in-kvs")
+    assert _post(f"{url}/v1/events", keys.multi, single,
+                 "application/cloudevents+json").json()["accepted"] == 1  # fmt: skip
+    binary = httpx.post(f"{url}/v1/events", content=json.dumps(usage).encode(), headers={
+        "Authorization": f"Bearer {keys.multi}", "Content-Type": "application/json",
+        "ce-specversion": "1.0", "ce-id": "e-8", "ce-source": "/gateways/moe-edu",
+        "ce-type": "org.sovereignty-tracker.usage.v1", "ce-agencyid": "in-moe",
+        "ce-time": datetime.now(UTC).isoformat()})  # fmt: skip
+    assert binary.status_code == 200 and binary.json()["accepted"] == 1, binary.text
+    assert raw_count(pool, keys.multi_id) == before + 2
+    wrong = _post(f"{url}/v1/events", keys.multi, batch, "application/json")
+    assert wrong.status_code == 415
+
+
+def test_all_refused_and_bounds(settings: CommonSettings, core: Core, keys: Keys) -> None:
+    small = make_app(settings, core, max_body_bytes=2048, max_batch_records=2)
+    with ServerThread(small) as base:
+        rows = _ogl_rows()
+        assert _post(f"{base}/v1/opengatellm", keys.single, rows).status_code == 413
+        assert _post(f"{base}/v1/opengatellm", keys.single, [rows[2]]).status_code == 422
+        forbidden = _post(f"{base}/v1/opengatellm", keys.single,
+                          [{**rows[0], "agency_id": "in-moe"}])  # fmt: skip
+        assert forbidden.status_code == 403
+        huge = [{**rows[0], "model": "m" * 5000}]
+        assert _post(f"{base}/v1/opengatellm", keys.single, huge).status_code == 413
+        long_model = [{**rows[0], "id": 77, "model": "m" * 300}]
+        refused = _post(f"{base}/v1/opengatellm", keys.single, long_model)
+        assert refused.status_code == 422
+        assert refused.json()["errors"][0]["field"] == "model"
+        assert _post(f"{base}/v1/litellm", keys.single, b"{nope").status_code == 422
+        no_key = httpx.post(f"{base}/v1/events", content=b"[]")
+        assert no_key.status_code == 401
+    assert SINGLE_AGENCY == "in-mohfw"
