@@ -21,7 +21,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from tenacity import Retrying, retry_if_exception_type, stop_never, wait_exponential
 
 from pipeline.processor import Processor, Rejection
-from pipeline.writer import Writer
+from pipeline.writer import REPAIR_LOOKBACK_NS, Writer
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,9 @@ class PipelineConsumer:
                 outer.flush()
 
             def on_partitions_assigned(self, assigned: Any) -> None:
+                # A member that died mid-batch may have left a batch half-landed; finish it
+                # before re-reading its partitions, so the key check sees those records.
+                outer.writer.repair(lookback_ns=REPAIR_LOOKBACK_NS)
                 log.info("assigned %s", sorted(str(tp) for tp in assigned))
 
         self._consumer.subscribe([topic], listener=_Listener())

@@ -1,21 +1,27 @@
-"""The writer: a batch of classified rows -> ClickHouse, each record landing at most once.
+"""The writer: a batch of classified rows -> ClickHouse, each record landing exactly once.
 
-How a record counts once (at-least-once delivery + idempotent landing):
-1. duplicates inside the batch are dropped (first one wins);
-2. keys already in `usage_keys` are dropped: that table is filled by the same INSERT as
-   `usage_raw` (materialized view), so a key exists only once its record was durably written,
-   and a record retried after a failure is never counted zero times;
-3. the insert carries a deduplication token derived from its keys, with
-   `deduplicate_blocks_in_dependent_materialized_views`, so an insert retried after an
-   ambiguous failure (written, but the answer was lost) is dropped by ClickHouse itself from the
-   raw table and from every rollup alike.
-Rollups are fed by materialized views from the deduplicated insert, so they stay exact without
-FINAL on the read path.
+Delivery is at-least-once (gateway retries, redelivery after a crash or rebalance), so landing
+is idempotent, keyed by (gateway_id, record_id). A batch lands in four steps, each idempotent
+under a deduplication token derived from the batch id:
+  1. raw rows -> usage_raw            (token raw-B; one atomic part)
+  2. keys     -> usage_keys           (INSERT ... SELECT from step 1's rows, token keys-B)
+  3. rollup   -> usage_hourly         (INSERT ... SELECT ... GROUP BY, token hourly-B)
+  4. ledger   -> landed_batches
+Before a batch is written, records whose key is already in usage_keys are dropped, and so are
+duplicates inside the batch. A crash between steps leaves a batch in usage_raw but not in
+landed_batches; `repair()` finishes steps 2-4 for every such batch, and runs before any new
+work (start-up, and every partition assignment), so the key check always sees every landed
+record. Hence a dedup mark is set only after the durable write (a retried record is never
+counted zero times), and a record delivered twice never counts twice, in the raw table or in
+the rollup, without FINAL on the read path.
 """
 
 from __future__ import annotations
 
-import hashlib
+import logging
+import secrets
+import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,10 +30,40 @@ from clickhouse_connect.driver.client import Client
 
 from pipeline.processor import COLUMNS, KEY_GATEWAY, KEY_RECORD, Rejection
 
+log = logging.getLogger(__name__)
+
 _KEY_CHUNK = 5_000
-_INSERT_SETTINGS = {
-    "deduplicate_blocks_in_dependent_materialized_views": 1,
-}
+RAW_COLUMNS = [*COLUMNS, "batch_id"]
+
+_KEYS_FROM_BATCH = """
+INSERT INTO usage_keys (gateway_id, record_id, occurred_at)
+SELECT gateway_id, record_id, occurred_at FROM usage_raw WHERE batch_id = {b:UInt64}
+"""
+
+# The rollup's one definition: dimensions and measures of usage_hourly from raw rows.
+_ROLLUP_FROM_BATCH = """
+INSERT INTO usage_hourly
+SELECT
+    toStartOfHour(occurred_at) AS hour,
+    agency_id, sector, channel, provider, model, region, tier, operator, facility_country,
+    operation, status, registry_version,
+    count() AS records,
+    sum(request_count) AS requests,
+    sum(input_tokens) AS input_tokens,
+    sum(output_tokens) AS output_tokens,
+    sum(cost_reporting) AS cost_reporting,
+    countIf(isNotNull(cost) AND cost_converted = 0) AS cost_unconverted,
+    sum(ifNull(energy_wh, 0)) AS energy_wh,
+    sum(ifNull(latency_ms, 0)) AS latency_ms_sum,
+    countIf(isNotNull(latency_ms)) AS latency_count
+FROM usage_raw
+WHERE batch_id = {b:UInt64}
+GROUP BY hour, agency_id, sector, channel, provider, model, region, tier, operator,
+         facility_country, operation, status, registry_version
+"""
+
+# A repair pass at a rebalance looks back this far; start-up looks at everything.
+REPAIR_LOOKBACK_NS = 24 * 3600 * 10**9
 
 
 @dataclass(frozen=True)
@@ -36,7 +72,17 @@ class WriteResult:
     duplicates: int
 
 
+def new_batch_id() -> int:
+    # Grows with time (the minmax index relies on it); random low digits keep two processes
+    # that start a batch in the same microsecond apart.
+    return time.time_ns() // 1000 * 1000 + secrets.randbelow(1000)
+
+
 class Writer:
+    # One writer per process lands at a time: the key check and the insert must not interleave
+    # with another landing of the same records (e.g. two HTTP retries at once, embedded).
+    _lock = threading.Lock()
+
     def __init__(self, client: Client) -> None:
         self.client = client
 
@@ -55,22 +101,52 @@ class Writer:
     def write(self, rows: list[tuple[Any, ...]]) -> WriteResult:
         if not rows:
             return WriteResult(0, 0)
-        unique: dict[tuple[str, str], tuple[Any, ...]] = {}
-        for row in rows:
-            unique.setdefault((row[KEY_GATEWAY], row[KEY_RECORD]), row)
-        existing = self._existing(list(unique))
-        fresh = [row for key, row in unique.items() if key not in existing]
-        if fresh:
-            digest = hashlib.sha256()
-            for row in fresh:
-                digest.update(f"{row[KEY_GATEWAY]}\x00{row[KEY_RECORD]}\x01".encode())
-            self.client.insert(
-                "usage_raw",
-                fresh,
-                column_names=list(COLUMNS),
-                settings={**_INSERT_SETTINGS, "insert_deduplication_token": digest.hexdigest()},
-            )
+        with self._lock:
+            unique: dict[tuple[str, str], tuple[Any, ...]] = {}
+            for row in rows:
+                unique.setdefault((row[KEY_GATEWAY], row[KEY_RECORD]), row)
+            existing = self._existing(list(unique))
+            fresh = [row for key, row in unique.items() if key not in existing]
+            if fresh:
+                batch = new_batch_id()
+                self.client.insert(
+                    "usage_raw",
+                    [(*row, batch) for row in fresh],
+                    column_names=RAW_COLUMNS,
+                    settings={"insert_deduplication_token": f"raw-{batch}"},
+                )
+                self._complete(batch, len(fresh))
         return WriteResult(inserted=len(fresh), duplicates=len(rows) - len(fresh))
+
+    def _complete(self, batch: int, count: int) -> None:
+        """Steps 2-4 for a batch whose raw rows are in; safe to run any number of times."""
+        params = {"b": batch}
+        self.client.command(
+            _KEYS_FROM_BATCH,
+            parameters=params,
+            settings={"insert_deduplication_token": f"keys-{batch}"},
+        )
+        self.client.command(
+            _ROLLUP_FROM_BATCH,
+            parameters=params,
+            settings={"insert_deduplication_token": f"hourly-{batch}"},
+        )
+        self.client.insert("landed_batches", [[batch, count]], column_names=["batch_id", "rows"])
+
+    def repair(self, *, lookback_ns: int | None = None) -> int:
+        """Finish every interrupted batch; returns how many were completed."""
+        since = 0 if lookback_ns is None else max(0, time.time_ns() - lookback_ns)
+        with self._lock:
+            pending = self.client.query(
+                "SELECT batch_id, count() FROM usage_raw WHERE batch_id >= {since:UInt64} "
+                "AND batch_id NOT IN (SELECT batch_id FROM landed_batches "
+                "WHERE batch_id >= {since:UInt64}) GROUP BY batch_id ORDER BY batch_id",
+                parameters={"since": since},
+            ).result_rows
+            for batch, count in pending:
+                log.warning("completing interrupted batch %s (%s rows)", batch, count)
+                self._complete(int(batch), int(count))
+        return len(pending)
 
     def write_rejections(
         self, rejections: list[Rejection], topic: str, partition: int, offset: int

@@ -79,3 +79,29 @@ def test_record_counts_once_in_raw_and_rollup(pool: ClientPool) -> None:
         sum(r.request_count for r in [make(i) for i in range(1000, 1100)]) + make(0).request_count
     )
     assert totals(pool) == (1101, expected_requests + extra, 1101, expected_requests + extra)
+
+
+def test_interrupted_batch_is_completed_by_repair(pool: ClientPool) -> None:
+    """A crash after the raw insert, before keys/rollup/ledger: repair finishes the batch, and
+    redelivery of the same records afterwards counts nothing twice."""
+    from pipeline.writer import RAW_COLUMNS, new_batch_id
+
+    client = pool.get()
+    processor = Processor(Classifier(load()[0]))
+    writer = Writer(client)
+    before = totals(pool)
+    records = [make(i, gateway="gw-crash") for i in range(50)]
+    rows = processor.process_records(records).rows
+    batch = new_batch_id()
+    client.insert("usage_raw", [(*r, batch) for r in rows], column_names=RAW_COLUMNS)
+    requests = sum(r.request_count for r in records)
+    raw_only = totals(pool)
+    assert raw_only[:2] == (before[0] + 50, before[1] + requests)
+    assert raw_only[2:] == before[2:]  # not rolled up yet: the state a crash leaves
+
+    assert writer.repair() == 1
+    assert writer.repair() == 0
+    after = totals(pool)
+    assert after == (before[0] + 50, before[1] + requests, before[2] + 50, before[3] + requests)
+    assert writer.write(rows).inserted == 0  # redelivery after the restart
+    assert totals(pool) == after

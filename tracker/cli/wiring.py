@@ -54,6 +54,8 @@ def open_core(settings: CommonSettings) -> Core:
     migrate(client)
     registry, text = registry_mod.load(settings.registry_path)
     registry_mod.record_version(client, registry, text, author="system", reason="loaded at start")
+    # Finish any batch a crash interrupted before this process lands anything new.
+    Writer(client).repair()
     return Core(pool, registry, Processor(Classifier(registry)))
 
 

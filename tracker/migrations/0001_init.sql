@@ -1,4 +1,5 @@
--- 0001: raw usage, idempotency keys, hourly rollup, gateways, rejects, registry versions.
+-- 0001: raw usage, idempotency keys, landed batches, hourly rollup, gateways, rejects,
+-- registry versions.
 -- Frozen once released: change the schema with a new numbered file, never by editing this one.
 
 -- Raw usage as landed, one row per record, classification added by the pipeline.
@@ -38,16 +39,19 @@ CREATE TABLE IF NOT EXISTS usage_raw
     registry_version    LowCardinality(String),
     source_partition    Int32,
     source_offset       Int64,
-    ingested_at         DateTime64(3, 'UTC') DEFAULT now64(3)
+    batch_id            UInt64,
+    ingested_at         DateTime64(3, 'UTC') DEFAULT now64(3),
+    -- batch_id grows with time, so a minmax index finds one batch's rows in its own part.
+    INDEX idx_batch batch_id TYPE minmax GRANULARITY 1
 )
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(occurred_at)
 ORDER BY (agency_id, occurred_at, gateway_id, record_id)
 SETTINGS non_replicated_deduplication_window = 10000;
 
--- Idempotency keys of landed records, filled by the same INSERT as usage_raw (through the view
--- below), so a key exists only once its record is durably written. ORDER BY the key itself: the
--- writer's "already landed?" check is a primary-key lookup.
+-- Idempotency keys of landed records. ORDER BY the key itself: the writer's "already landed?"
+-- check is a primary-key lookup. Filled by the writer from usage_raw after each raw insert,
+-- under the batch's deduplication token (see pipeline/writer.py for the full protocol).
 CREATE TABLE IF NOT EXISTS usage_keys
 (
     gateway_id  LowCardinality(String),
@@ -58,11 +62,22 @@ ENGINE = ReplacingMergeTree
 ORDER BY (gateway_id, record_id)
 SETTINGS non_replicated_deduplication_window = 10000;
 
-CREATE MATERIALIZED VIEW IF NOT EXISTS usage_keys_mv TO usage_keys AS
-SELECT gateway_id, record_id, occurred_at FROM usage_raw;
+-- One row per batch whose raw rows, keys and rollup rows are all written. A batch in usage_raw
+-- but not here was interrupted, and is completed by the writer's repair step before any new
+-- work, so the rollups never miss nor double-count a landed record.
+CREATE TABLE IF NOT EXISTS landed_batches
+(
+    batch_id  UInt64,
+    rows      UInt64,
+    landed_at DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+ORDER BY batch_id;
 
 -- Hourly rollup behind the headline and every breakdown. SummingMergeTree: sum() over it is
--- exact whether or not parts have merged, so no FINAL on the hot path. Dimensions are the ones
+-- exact whether or not parts have merged, so no FINAL on the hot path. Filled by the writer
+-- from each landed batch (not by a materialized view, whose insert is not atomic with the
+-- raw insert: a crash between the two would leave a record landed but never rolled up). Dimensions are the ones
 -- the API filters and groups by; registry_version keeps "as classified then" answerable.
 CREATE TABLE IF NOT EXISTS usage_hourly
 (
@@ -94,24 +109,6 @@ PARTITION BY toYYYYMM(hour)
 ORDER BY (hour, agency_id, provider, model, region, tier, sector, channel, operator,
           facility_country, operation, status, registry_version)
 SETTINGS non_replicated_deduplication_window = 10000;
-
-CREATE MATERIALIZED VIEW IF NOT EXISTS usage_hourly_mv TO usage_hourly AS
-SELECT
-    toStartOfHour(occurred_at) AS hour,
-    agency_id, sector, channel, provider, model, region, tier, operator, facility_country,
-    operation, status, registry_version,
-    count() AS records,
-    sum(request_count) AS requests,
-    sum(input_tokens) AS input_tokens,
-    sum(output_tokens) AS output_tokens,
-    sum(cost_reporting) AS cost_reporting,
-    countIf(cost IS NOT NULL AND cost_converted = 0) AS cost_unconverted,
-    sum(ifNull(energy_wh, 0)) AS energy_wh,
-    sum(ifNull(latency_ms, 0)) AS latency_ms_sum,
-    countIf(latency_ms IS NOT NULL) AS latency_count
-FROM usage_raw
-GROUP BY hour, agency_id, sector, channel, provider, model, region, tier, operator,
-         facility_country, operation, status, registry_version;
 
 -- Gateways and their API keys. Only a SHA-256 of the key is stored: keys are 256-bit random,
 -- so a slow password hash would add latency to every ingest call without adding safety.
