@@ -35,7 +35,20 @@ def dashboard(uid: str) -> dict[str, Any]:
     if data.get("uid") != uid:
         raise ValueError(f"dashboard registered as {uid!r} has uid {data.get('uid')!r}")
     _number_panels(data)
+    _drop_interval_fields(data)
     return data
+
+
+# The SDK writes the interval variable's auto-step settings on every variable; Grafana's
+# published types (@grafana/schema) have them on no variable type but "interval".
+INTERVAL_ONLY = ("auto", "auto_count", "auto_min")
+
+
+def _drop_interval_fields(data: dict[str, Any]) -> None:
+    for variable in data.get("templating", {}).get("list", []):
+        if variable.get("type") != "interval":
+            for key in INTERVAL_ONLY:
+                variable.pop(key, None)
 
 
 def _number_panels(data: dict[str, Any]) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import common as cb
 from grafana_foundation_sdk.builders import dashboard as db
-from grafana_foundation_sdk.builders import piechart
+from grafana_foundation_sdk.builders import piechart as pb
+from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
+from grafana_foundation_sdk.models import piechart as pc
 
 from dashboards.clickhouse import DATASOURCE, Query
 from dashboards.panels import (
@@ -159,7 +161,7 @@ def build() -> db.Dashboard:
         )
         .with_row(db.Row("Breakdowns"))
         .with_panel(
-            piechart.Panel()
+            pb.Panel()
             .title("Requests by tier")
             .description("The headline's per-tier sums.")
             .datasource(DATASOURCE)
@@ -169,6 +171,18 @@ def build() -> db.Dashboard:
                 .values(False)
                 .calcs(["sum"])
                 .fields("/^(sovereign|onshore|offshore|unknown)$/")
+            )
+            .pie_type(pc.PieChartType.DONUT)
+            .display_labels([pc.PieChartLabels.PERCENT])
+            .legend(
+                pb.PieChartLegendOptions()
+                .display_mode(cm.LegendDisplayMode.LIST)
+                .placement(cm.LegendPlacement.RIGHT)
+                .show_legend(True)
+                .values([pc.PieChartLegendValues.VALUE])
+            )
+            .tooltip(
+                cb.VizTooltipOptions().mode(cm.TooltipDisplayMode.SINGLE).sort(cm.SortOrder.NONE)
             )
             .unit("short")
             .span(8)

@@ -117,12 +117,24 @@ def series(
         .interval("1h")  # the rollup's resolution: finer buckets would only be empty
         .line_width(2)
         .fill_opacity(10)
+        .legend(legend())
+        .tooltip(cb.VizTooltipOptions().mode(cm.TooltipDisplayMode.MULTI).sort(cm.SortOrder.NONE))
         .span(12)
         .height(8)
     )
     if stacked:
         panel = panel.stacking(cb.StackingConfig().mode(cm.StackingMode.NORMAL)).fill_opacity(60)
     return panel
+
+
+def legend() -> cb.VizLegendOptions:
+    return (
+        cb.VizLegendOptions()
+        .display_mode(cm.LegendDisplayMode.LIST)
+        .placement(cm.LegendPlacement.BOTTOM)
+        .show_legend(True)
+        .calcs([])
+    )
 
 
 def hide_fields(*names: str) -> dm.DataTransformerConfig:
@@ -143,6 +155,9 @@ def grid(title: str, sql: str, description: str, *, height: int = 9, span: int =
         .description(description)
         .datasource(DATASOURCE)
         .with_target(Query(sql))
+        .frame_index(0)
+        .show_header(True)
+        .cell_options(cm.TableAutoCellOptions())
         .filterable(True)
         .span(span)
         .height(height)
