@@ -17,10 +17,12 @@ from typing import Any
 import orjson
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata, TopicPartition
-from tenacity import Retrying, retry_if_exception_type, stop_never, wait_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_never, wait_exponential
 
-from pipeline.processor import Processor, Rejection
+from pipeline.metrics import PipelineMetrics
+from pipeline.processor import Processed, Processor, Rejection
 from pipeline.writer import REPAIR_LOOKBACK_NS, Writer
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ class PipelineConsumer:
         writer: Writer,
         batch_max_rows: int = 50_000,
         batch_max_seconds: float = 1.0,
+        metrics: PipelineMetrics | None = None,
     ) -> None:
         self.topic = topic
         self.dlq_topic = dlq_topic
@@ -67,6 +70,7 @@ class PipelineConsumer:
         self.batch_max_rows = batch_max_rows
         self.batch_max_seconds = batch_max_seconds
         self.stats = Stats()
+        self.metrics = metrics or PipelineMetrics()
         self.stopping = threading.Event()
         self._batch = Batch()
         self._consumer = KafkaConsumer(
@@ -77,6 +81,9 @@ class PipelineConsumer:
             max_poll_records=2_000,
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=16 * 1024 * 1024,
+            # A ClickHouse outage stalls the loop while writes are retried; stay in the group
+            # for ten minutes of it before the batch is handed to another member.
+            max_poll_interval_ms=600_000,
             client_id="tracker-pipeline",
         )
         self._dlq = KafkaProducer(
@@ -115,8 +122,23 @@ class PipelineConsumer:
     def stop(self) -> None:
         self.stopping.set()
 
-    def _add(self, tp: TopicPartition, offset: int, value: bytes) -> None:
-        processed = self.processor.process_message(value, tp.partition, offset)
+    def _add(self, tp: TopicPartition, offset: int, value: bytes | None) -> None:
+        try:
+            processed = self.processor.process_message(value or b"", tp.partition, offset)
+        except Exception as exc:  # a poison message must never stop its partition
+            log.exception("processor failed on %s@%d", tp, offset)
+            reason = f"processor error: {type(exc).__name__}: {exc}"
+            processed = Processed(
+                rejections=[
+                    Rejection(
+                        -1,
+                        "",
+                        "message",
+                        reason,
+                        (value or b"")[:65536].decode("utf-8", errors="replace"),
+                    )
+                ]
+            )
         self._batch.rows.extend(processed.rows)
         self._batch.rejections.extend((r, tp.partition, offset) for r in processed.rejections)
         self._batch.offsets[tp] = offset + 1
@@ -139,23 +161,49 @@ class PipelineConsumer:
             retry=retry_if_exception_type((ClickHouseError, OSError)),
             wait=wait_exponential(multiplier=0.5, max=30),
             stop=stop_never,
-            before_sleep=lambda state: log.warning(
-                "ClickHouse write failed, retrying (attempt %d): %s",
-                state.attempt_number,
-                state.outcome.exception() if state.outcome else "",
-            ),
+            before_sleep=self._write_failed,
             reraise=True,
         )
+        started = time.monotonic()
         result = retry(self.writer.write, batch.rows)
         self._dead_letter(batch.rejections, retry)
-        self._consumer.commit(
-            {tp: OffsetAndMetadata(off, None, -1) for tp, off in batch.offsets.items()}
+        self.metrics.write_seconds.observe(time.monotonic() - started)
+        try:
+            self._consumer.commit(
+                {tp: OffsetAndMetadata(off, None, -1) for tp, off in batch.offsets.items()}
+            )
+        except CommitFailedError:
+            # The group moved on (we were too slow): these partitions belong to another member,
+            # which re-reads from the last commit; what we landed is dropped there as duplicate.
+            log.warning("offset commit refused after a rebalance; the new owner will re-read")
+        m = self.metrics
+        m.messages.inc(batch.messages)
+        m.records.labels("landed").inc(result.inserted)
+        m.records.labels("duplicate").inc(result.duplicates)
+        m.records.labels("rejected").inc(
+            len({(p, o, r.record_index) for r, p, o in batch.rejections})
         )
+        m.batches.inc()
+        m.batch_rows.observe(len(batch.rows))
+        self._update_lag(batch.offsets)
         self.stats.messages += batch.messages
         self.stats.rows_written += result.inserted
         self.stats.duplicates += result.duplicates
         self.stats.rejected += len(batch.rejections)
         self.stats.batches += 1
+
+    def _write_failed(self, state: RetryCallState) -> None:
+        self.metrics.write_failures.inc()
+        error = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "ClickHouse write failed, retrying (attempt %d): %s", state.attempt_number, error
+        )
+
+    def _update_lag(self, offsets: dict[TopicPartition, int]) -> None:
+        for tp, position in offsets.items():
+            end = self._consumer.highwater(tp)
+            if end is not None:
+                self.metrics.lag.labels(str(tp.partition)).set(max(0, end - position))
 
     def _dead_letter(self, rejections: list[tuple[Rejection, int, int]], retry: Retrying) -> None:
         if not rejections:

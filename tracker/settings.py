@@ -84,10 +84,19 @@ class PipelineSettings(CommonSettings, KafkaSettings):
     batch_max_rows: int = Field(default=50_000, ge=1)
     batch_max_seconds: float = Field(default=1.0, gt=0, le=60)
     metrics_port: int = Field(default=0, ge=0, le=65535, description="0 disables /metrics")
+    metrics_host: str = "127.0.0.1"
 
 
 class ApiSettings(CommonSettings, HttpSettings):
     """`tracker api`: the read API and transparency page."""
+
+    # Public answers hide any cell built from fewer records than this (docs/api.md).
+    min_cell_records: int = Field(default=10, ge=1, le=1_000_000)
+    # Token buckets: sustained requests per minute, with bursts of a sixth of a minute's worth.
+    rate_limit_public_per_minute: int = Field(default=600, ge=1, description="per client IP")
+    rate_limit_key_per_minute: int = Field(default=3000, ge=1, description="per API key")
+    # Upper bound of one export (rows); pages are capped separately (api/routes/usage.py).
+    max_export_rows: int = Field(default=100_000_000, ge=1)
 
 
 class EmbeddedSettings(CommonSettings, HttpSettings, IngestLimits):

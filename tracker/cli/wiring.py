@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from clickhouse_connect.driver.client import Client
 from fastapi import FastAPI
+from prometheus_client import start_http_server
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from api.app import create_app as create_api_app
@@ -19,6 +20,7 @@ from collector.ingest import ingest_router
 from collector.routes_sources import source_routers
 from collector.sink import KafkaSink
 from pipeline.consumer import PipelineConsumer
+from pipeline.metrics import PipelineMetrics
 from pipeline.processor import Processor
 from pipeline.writer import Writer
 from tracker import registry as registry_mod
@@ -35,6 +37,7 @@ from tracker.settings import (
     EmbeddedSettings,
     PipelineSettings,
 )
+from tracker.topics import ensure_topics
 
 log = logging.getLogger("tracker")
 
@@ -94,6 +97,7 @@ def embedded_app(settings: EmbeddedSettings, core: Core) -> FastAPI:
 
 
 def collector_app(settings: CollectorSettings, client: Client) -> tuple[FastAPI, KafkaSink]:
+    ensure_topics(settings.kafka_bootstrap, settings.kafka_topic, settings.kafka_dlq_topic)
     sink = KafkaSink(
         settings.kafka_bootstrap,
         settings.kafka_topic,
@@ -113,6 +117,12 @@ def api_app(settings: ApiSettings) -> FastAPI:
 
 
 def run_pipeline(settings: PipelineSettings, core: Core) -> PipelineConsumer:
+    ensure_topics(settings.kafka_bootstrap, settings.kafka_topic, settings.kafka_dlq_topic)
+    metrics = PipelineMetrics()
+    if settings.metrics_port:
+        start_http_server(
+            settings.metrics_port, addr=settings.metrics_host, registry=metrics.registry
+        )
     consumer = PipelineConsumer(
         bootstrap=settings.kafka_bootstrap,
         topic=settings.kafka_topic,
@@ -122,6 +132,7 @@ def run_pipeline(settings: PipelineSettings, core: Core) -> PipelineConsumer:
         writer=Writer(core.pool.get()),
         batch_max_rows=settings.batch_max_rows,
         batch_max_seconds=settings.batch_max_seconds,
+        metrics=metrics,
     )
     return consumer
 
