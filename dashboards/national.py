@@ -128,9 +128,16 @@ def build() -> db.Dashboard:
                 "Domestic and sovereign share per interval; the dashed line is the target.",
             )
             .with_transformation(
-                hide_fields("sovereign", "onshore", "offshore", "unknown", "total", *helpers)
+                hide_fields(
+                    "sovereign",
+                    "onshore",
+                    "offshore",
+                    "unknown",
+                    "total",
+                    "unknown_share",
+                    *helpers,
+                )
             )
-            .with_transformation(hide_fields("unknown_share"))
             .override_by_name(
                 "target",
                 [

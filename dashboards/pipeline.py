@@ -74,10 +74,12 @@ ORDER BY partition
 """.strip()
 
 PROMETHEUS_NOTE = (
-    "Not yet shown: **consumer lag** (Kafka end offset minus committed offset per "
-    "partition), **collector spool depth** (bytes and batches waiting while Kafka is down), "
-    "**503s for a full spool**, and **ClickHouse insert latency**. They are process metrics "
-    "(prometheus-client) and arrive with a Prometheus data source; see docs/dashboards.md."
+    "Not shown yet, because they live in process memory, not in ClickHouse: **consumer lag** "
+    "per partition (`tracker_pipeline_lag`), **batch write time** and failures "
+    "(`tracker_pipeline_write_seconds`, `tracker_pipeline_write_failures_total`), records by "
+    "outcome (`tracker_pipeline_records_total`) and the collector's **spool depth**. They are "
+    "exported with prometheus-client and arrive with a Prometheus data source; see "
+    "docs/dashboards.md."
 )
 
 
