@@ -75,6 +75,14 @@ def _binary_event(request: Request, body: bytes) -> dict[str, Any]:
 def formats_router(sink: Sink, limits: Limits) -> APIRouter:
     router = APIRouter(tags=["sources"])
 
+    # POST, not GET: in the embedded app every GET with a bearer token is a read-API call and
+    # its key an API key; gateway keys are only ever checked on ingest's POSTs.
+    @router.post("/v1/gateway/whoami", responses={401: RESPONSES[401]})
+    async def whoami(gateway: Annotated[Gateway, Depends(GatewayDep)]) -> dict[str, Any]:
+        """The authenticated gateway and the agencies it may report for (used by importers
+        to check their key and to fall back on a single agency, as push endpoints do)."""
+        return {"gateway_id": gateway.gateway_id, "agencies": sorted(gateway.agencies)}
+
     @router.post("/v1/litellm", response_model=IngestResult, responses=RESPONSES)
     async def post_litellm(
         request: Request, gateway: Annotated[Gateway, Depends(GatewayDep)]

@@ -227,3 +227,7 @@ def main() -> None:
     except RegistryError as exc:
         typer.echo(f"tracker: {exc}", err=True)
         sys.exit(2)
+
+
+from tracker.cli import import_cmd as _import_cmd  # noqa: E402, F401  (registers `tracker import`)
+from tracker.cli import keys_cmd as _keys_cmd  # noqa: E402, F401  (registers `tracker key`)

@@ -1,0 +1,176 @@
+"""`tracker import`: log files, CSV exports and LiteLLM spend logs -> a running tracker.
+
+Records go through the running server's HTTP ingest (`--url`, `--key`), never straight into
+ClickHouse: `tracker up` holds the embedded chdb path and a second process cannot open it.
+Exit codes: 0 everything imported, 1 some lines refused or the server stayed unavailable,
+2 unusable arguments (nothing to import, missing file, no key, key refused).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from tracker.cli import DataDir, _settings, app, fail
+
+MAX_ERRORS_SHOWN = 50
+
+
+def _print_report(console: Console, report: object) -> None:
+    from collector.imports import FileReport
+
+    assert isinstance(report, FileReport)
+    for err in report.errors[:MAX_ERRORS_SHOWN]:
+        console.print(str(err), markup=False, highlight=False, soft_wrap=True)
+    if len(report.errors) > MAX_ERRORS_SHOWN:
+        more = len(report.errors) - MAX_ERRORS_SHOWN
+        console.print(f"{report.path}: ... and {more} more", markup=False, soft_wrap=True)
+    if report.ignored_columns:
+        ignored = ", ".join(report.ignored_columns)
+        console.print(f"{report.path}: ignored columns: {ignored}", markup=False, soft_wrap=True)
+    resumed = f" (resumed at byte {report.resumed_from})" if report.resumed_from else ""
+    console.print(
+        f"{report.path}: {report.accepted} imported, {report.rejected} refused{resumed}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command("import")
+def import_(
+    files: Annotated[list[Path] | None, typer.Argument(help="JSONL logs or CSV exports")] = None,
+    watch: Annotated[
+        Path | None, typer.Option("--watch", help="Import new and growing files in DIR")
+    ] = None,
+    url: Annotated[
+        str, typer.Option("--url", envvar="TRACKER_URL", help="Running tracker or collector")
+    ] = "http://127.0.0.1:8000",
+    key: Annotated[
+        str | None, typer.Option("--key", envvar="TRACKER_GATEWAY_KEY", help="Gateway key")
+    ] = None,
+    agency: Annotated[
+        str | None, typer.Option("--agency", help="Agency for lines that name none")
+    ] = None,
+    provider: Annotated[
+        str | None, typer.Option("--provider", help="Provider for lines that name none")
+    ] = None,
+    endpoint_host: Annotated[str | None, typer.Option("--endpoint-host")] = None,
+    region: Annotated[str | None, typer.Option("--region")] = None,
+    currency: Annotated[str | None, typer.Option("--currency", help="For costs without")] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="auto (by extension), jsonl or csv")
+    ] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=10_000)] = 1000,
+    interval: Annotated[float, typer.Option("--interval", min=0.1, help="Poll seconds")] = 2.0,
+    litellm_url: Annotated[
+        str | None, typer.Option("--litellm-url", help="Pull a LiteLLM proxy's spend logs")
+    ] = None,
+    litellm_key: Annotated[
+        str | None, typer.Option("--litellm-key", envvar="TRACKER_LITELLM_KEY")
+    ] = None,
+    follow: Annotated[bool, typer.Option("--follow", help="Keep pulling LiteLLM")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Import usage from files (resumable), a watched directory, or a LiteLLM proxy."""
+    from collector.adapters.common import Context
+    from collector.adapters.litellm_pull import Puller, state_path
+    from collector.imports import (
+        Checkpoints,
+        FileReport,
+        ImportAborted,
+        Importer,
+        Sender,
+        UnusableArguments,
+    )
+    from collector.imports import (
+        watch as watch_dir,
+    )
+    from tracker.settings import CommonSettings
+
+    paths = list(files or [])
+    if not paths and watch is None and litellm_url is None:
+        fail("nothing to import: give FILE..., --watch DIR or --litellm-url URL")
+    for path in paths:
+        if not path.is_file():
+            fail(f"{path}: no such file")
+    if watch is not None and not watch.is_dir():
+        fail(f"--watch {watch}: not a directory")
+    if fmt not in ("auto", "jsonl", "csv"):
+        fail(f"--format {fmt!r}: use auto, jsonl or csv")
+    if not url.startswith(("http://", "https://")):
+        fail(f"--url {url!r}: give the running server's http(s) address")
+    if not key:
+        fail("no gateway key: pass --key or set TRACKER_GATEWAY_KEY (tracker gateway add)")
+    if litellm_url is not None and not litellm_key:
+        fail("--litellm-url needs --litellm-key (or TRACKER_LITELLM_KEY)")
+    root = _settings(CommonSettings, data_dir=data_dir).data_dir
+    defaults = {"provider": provider, "endpoint_host": endpoint_host, "region": region,
+                "currency": currency}  # fmt: skip
+    console = Console(stderr=True)
+    sender = Sender(url, key)
+    refused = 0
+    try:
+        # As on push: a gateway reporting for one agency needs no --agency.
+        _, agencies = sender.gateway()
+        if agency is None and len(agencies) == 1:
+            agency = next(iter(agencies))
+        ctx = Context(default_agency=agency, agencies=agencies,
+                      defaults={k: v for k, v in defaults.items() if v})  # fmt: skip
+        importer = Importer(sender, Checkpoints(root / "import" / "checkpoints.json"), ctx,
+                            batch_size=batch_size, declared_format=fmt)  # fmt: skip
+        columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                   TimeElapsedColumn())  # fmt: skip
+        for path in paths:
+            with Progress(*columns, console=console, transient=True) as progress:
+                task = progress.add_task(path.name, total=path.stat().st_size)
+                progress.advance(task, importer.checkpoints.resume(path)[0])
+
+                def advance(n: int, t: TaskID = task) -> None:
+                    progress.advance(t, n)
+
+                report = importer.import_file(path, advance)
+            _print_report(console, report)
+            refused += report.rejected
+        if litellm_url is not None:
+            assert litellm_key is not None
+            puller = Puller(litellm_url, litellm_key, sender, ctx, state_path(root, litellm_url))
+            while True:
+                report = FileReport(f"{litellm_url.rstrip('/')}/spend/logs")
+                puller.pull_once(report)
+                _print_report(console, report)
+                refused += report.rejected
+                if not follow:
+                    break
+                time.sleep(interval)
+        if watch is not None:
+            stop = threading.Event()
+            console.print(f"watching {watch} every {interval}s (Ctrl-C to stop)")
+            try:
+                watch_dir(watch, importer, stop, lambda r: _print_report(console, r), interval)
+            except KeyboardInterrupt:
+                stop.set()
+    except UnusableArguments as exc:
+        fail(str(exc))
+    except ImportAborted as exc:
+        console.print(
+            f"tracker: import stopped: {exc}; run again to resume", markup=False, soft_wrap=True
+        )
+        raise typer.Exit(1) from exc
+    finally:
+        sender.close()
+    if refused:
+        raise typer.Exit(1)
