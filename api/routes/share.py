@@ -5,27 +5,56 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, HTTPException, Query
+from pydantic import BaseModel, ConfigDict, Field
 
+from api.auth import Caller
 from api.deps import ClickHouse
+from api.params import CurrentRegistry, Filters, Settings, min_records, visible_filters
+from tracker.disclosure import hidden
 from tracker.metrics import Basis, headline
 
 router = APIRouter(tags=["share"])
 
 MAX_RANGE = timedelta(days=3660)
-MAX_FILTER_VALUES = 100
 
 
 class TierTotals(BaseModel):
-    sovereign: float
-    onshore: float
-    offshore: float
-    unknown: float
-    total: float
+    """The basis measure per tier; null when withheld from the public (too few records)."""
+
+    sovereign: float | None
+    onshore: float | None
+    offshore: float | None
+    unknown: float | None
+    total: float | None
 
 
 class ShareResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "basis": "requests",
+                    "from": "2026-06-01T00:00:00Z",
+                    "to": "2026-07-01T00:00:00Z",
+                    "domestic_share": 0.41,
+                    "sovereign_share": 0.22,
+                    "unknown_share": 0.05,
+                    "totals": {
+                        "sovereign": 2200.0,
+                        "onshore": 1900.0,
+                        "offshore": 5400.0,
+                        "unknown": 500.0,
+                        "total": 10000.0,
+                    },
+                    "records": 812,
+                    "cost_unconverted_records": 0,
+                    "suppressed": False,
+                }
+            ]
+        }
+    )
+
     basis: Basis
     from_: datetime = Field(serialization_alias="from")
     to: datetime
@@ -33,9 +62,13 @@ class ShareResponse(BaseModel):
     sovereign_share: float | None
     unknown_share: float | None
     totals: TierTotals = Field(description="The basis measure summed per tier")
-    records: int
-    cost_unconverted_records: int = Field(
+    records: int | None
+    cost_unconverted_records: int | None = Field(
         description="records whose cost currency has no rate in the registry (cost basis only)"
+    )
+    suppressed: bool = Field(
+        default=False,
+        description="public answers built from fewer records than the threshold are withheld",
     )
 
 
@@ -66,19 +99,37 @@ def resolve_range(start: datetime | None, end: datetime | None) -> tuple[datetim
 @router.get("/v1/share", response_model=ShareResponse, response_model_by_alias=True)
 def get_share(
     client: ClickHouse,
+    identity: Caller,
+    registry: CurrentRegistry,
+    settings: Settings,
+    filters: Annotated[Filters, Depends()],
     from_: Annotated[
         datetime | None,
-        Query(alias="from", description="Start (inclusive), ISO 8601; default: to - 30 days"),
+        Query(
+            alias="from",
+            description="Start (inclusive), ISO 8601; default: to - 30 days",
+            examples=["2026-06-01"],
+        ),
     ] = None,
-    to: Annotated[datetime | None, Query(description="End (exclusive); default: now")] = None,
+    to: Annotated[
+        datetime | None,
+        Query(description="End (exclusive); default: now", examples=["2026-07-01"]),
+    ] = None,
     basis: Basis = Basis.requests,
-    agency: Annotated[
-        list[str] | None, Query(max_length=MAX_FILTER_VALUES, description="Agency ids")
-    ] = None,
 ) -> ShareResponse:
+    """The headline domestic share over [from, to) at the hourly rollup's resolution, with the
+    per-tier sums behind it. Public answers built from fewer records than the configured
+    threshold are withheld (`suppressed`); an agency key sees only its own agency."""
     start, end = resolve_range(from_, to)
-    filters = {"agency_id": agency} if agency else {}
-    share = headline(client, basis, start, end, filters)
+    scoped = visible_filters(identity, registry, filters.values)
+    share = headline(client, basis, start, end, scoped)
+    if hidden(share.records, min_records(identity, settings)):
+        return ShareResponse(
+            basis=basis, from_=start, to=end, domestic_share=None, sovereign_share=None,
+            unknown_share=None, totals=TierTotals(sovereign=None, onshore=None, offshore=None,
+            unknown=None, total=None), records=None, cost_unconverted_records=None,
+            suppressed=True,
+        )  # fmt: skip
     return ShareResponse(
         basis=basis,
         from_=start,

@@ -1,0 +1,199 @@
+"""Who is calling, how often, and the trace of every keyed look.
+
+One ASGI middleware in front of every read (GET/HEAD) request, in this order:
+1. identity: no Authorization header is the public; `Bearer <key>` must be a live API key
+   (401 otherwise, never a silent fall-back to public);
+2. rate limit: a token bucket per key, or per client IP for the public (429 + Retry-After);
+3. audit (keyed callers): a `begin` row before the route runs (503 if it cannot be written:
+   no trace, no data), and an `end` row with status and row count after the last byte, also for
+   streamed exports and for requests that fail.
+Ingest (POST, gateway keys) passes through untouched: it has its own authentication.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated
+
+import anyio.to_thread
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tracker import audit
+from tracker.access import PUBLIC, Identity, KeyAuth, Role
+from tracker.clickhouse import ClientPool
+
+_MAX_BUCKETS = 100_000
+
+
+class RateLimiter:
+    """Token buckets: `per_minute` sustained, bursts up to a sixth of that (at least 5).
+    In-process: behind several API replicas each enforces its own share (docs/api.md)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last refill)
+
+    def take(self, key: str, per_minute: int, now: float | None = None) -> float:
+        """Spend one token; returns 0 when allowed, else the seconds until one is available."""
+        now = time.monotonic() if now is None else now
+        rate = per_minute / 60.0
+        burst = max(5.0, per_minute / 6.0)
+        with self._lock:
+            tokens, last = self._buckets.get(key, (burst, now))
+            tokens = min(burst, tokens + (now - last) * rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            if len(self._buckets) > _MAX_BUCKETS:
+                # Forget the idle: a full bucket carries no state worth keeping.
+                self._buckets = {
+                    k: (t, ts) for k, (t, ts) in self._buckets.items() if now - ts < 60.0
+                }
+            return (1.0 - tokens) / rate
+
+
+def _problem(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+class AccessMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        pool: ClientPool,
+        keys: KeyAuth,
+        limiter: RateLimiter,
+        public_per_minute: int,
+        key_per_minute: int,
+    ) -> None:
+        self.app = app
+        self.pool = pool
+        self.keys = keys
+        self.limiter = limiter
+        self.public_per_minute = public_per_minute
+        self.key_per_minute = key_per_minute
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        client_ip = scope["client"][0] if scope.get("client") else ""
+        identity = PUBLIC
+        authorization = headers.get("authorization")
+        if authorization is not None:
+            scheme, _, token = authorization.partition(" ")
+            found = None
+            if scheme.lower() == "bearer" and token.strip():
+                found = await anyio.to_thread.run_sync(self.keys.authenticate, token.strip())
+            if found is None:
+                bearer = {"WWW-Authenticate": "Bearer"}
+                await _problem(401, "invalid or revoked API key", bearer)(scope, receive, send)
+                return
+            identity = found
+        if identity.role is Role.public:
+            wait = self.limiter.take(f"ip:{client_ip}", self.public_per_minute)
+        else:
+            wait = self.limiter.take(f"key:{identity.key_id}", self.key_per_minute)
+        if wait > 0:
+            retry = {"Retry-After": str(max(1, math.ceil(wait)))}
+            await _problem(429, "rate limit exceeded", retry)(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        state["identity"] = identity
+        state["rows"] = [0]
+        if not identity.audited:
+            await self.app(scope, receive, send)
+            return
+        await self._audited(scope, receive, send, identity, client_ip, state["rows"])
+
+    async def _audited(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        identity: Identity,
+        client_ip: str,
+        rows: list[int],
+    ) -> None:
+        request_id = uuid.uuid4().hex
+        started = time.monotonic()
+        query = scope.get("query_string", b"").decode("latin-1")
+
+        def entry(phase: str, status: int) -> audit.AuditEntry:
+            return audit.AuditEntry(
+                at=datetime.now(UTC), request_id=request_id, phase=phase,
+                key_id=identity.key_id, role=identity.role.value, agency_id=identity.agency_id,
+                client_ip=client_ip, method=scope["method"], path=scope["path"], query=query,
+                status=status, rows=rows[0], duration_ms=int((time.monotonic() - started) * 1000),
+            )  # fmt: skip
+
+        def write(e: audit.AuditEntry) -> None:
+            audit.write(self.pool.get(), e)
+
+        try:
+            await anyio.to_thread.run_sync(write, entry("begin", 0))
+        except Exception:  # fail closed: a look that cannot be traced is not served
+            await _problem(503, "audit log unavailable; try again later", {"Retry-After": "5"})(
+                scope, receive, send
+            )
+            return
+        status = [500]
+
+        async def send_and_watch(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_watch)
+        finally:
+            # Shielded: a client that disconnects mid-export still leaves its `end` row.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(write, entry("end", status[0]))
+
+
+# Declared on every read route so the OpenAPI schema documents the optional bearer key; the
+# middleware has already checked it.
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="API key of an agency, auditor or admin (`tracker key add`); none for public",
+)
+
+
+def _caller(
+    request: Request,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Identity:
+    identity: Identity = getattr(request.state, "identity", PUBLIC)
+    return identity
+
+
+Caller = Annotated[Identity, Depends(_caller)]
+
+
+def require(identity: Identity, *roles: Role) -> None:
+    """401 for the public where a key is needed, 403 for a key of another role."""
+    if identity.role in roles:
+        return
+    needed = " or ".join(r.value for r in roles)
+    if identity.role is Role.public:
+        raise HTTPException(401, f"needs an API key ({needed})", {"WWW-Authenticate": "Bearer"})
+    raise HTTPException(403, f"a {identity.role.value} key cannot read this (needs {needed})")
+
+
+def count_rows(request: Request, n: int) -> None:
+    """Record how many rows this response carries (the audit log's `rows`)."""
+    rows = getattr(request.state, "rows", None)
+    if isinstance(rows, list):
+        rows[0] = n

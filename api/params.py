@@ -1,0 +1,170 @@
+"""Query parameters shared by the read routes: time range, filters, and what the caller may see.
+
+Every value is bounded here (lengths, counts, ranges) and checked against the registry where
+the registry defines the vocabulary (agencies, sectors, channels); tiers, operations and
+statuses are enums. An unknown value is a 422 that names it, never an empty answer that looks
+like "no usage".
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Query, Request
+from pydantic import StringConstraints
+
+from api.deps import ClickHouse
+from tracker.access import Identity, Role
+from tracker.capacity import registry_in_force
+from tracker.contract import Operation, Status, Tier
+from tracker.registry import Registry
+from tracker.settings import ApiSettings
+
+MAX_VALUES = 100
+MAX_RANGE = timedelta(days=3660)
+
+Value = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$"),
+]
+Values = list[Value] | None
+Start = Annotated[
+    datetime | None,
+    Query(alias="from", description="Start (inclusive), ISO 8601", examples=["2026-01-01"]),
+]
+End = Annotated[
+    datetime | None, Query(description="End (exclusive), ISO 8601", examples=["2026-07-01"])
+]
+
+
+def settings(request: Request) -> ApiSettings:
+    s: ApiSettings = request.app.state.api_settings
+    return s
+
+
+Settings = Annotated[ApiSettings, Depends(settings)]
+
+
+class RegistryCache:
+    """The registry in force, re-read at most once a minute: filter validation runs on every
+    request, and parsing the registry's YAML each time would dominate a headline's latency."""
+
+    def __init__(self, fixed: Registry | None = None, ttl_seconds: float = 60.0) -> None:
+        self._fixed = fixed
+        self._ttl = ttl_seconds
+        self._lock = threading.Lock()
+        self._cached: Registry | None = None
+        self._at = -1e18
+
+    def get(self, client: ClickHouse) -> Registry:
+        if self._fixed is not None:
+            return self._fixed
+        with self._lock:
+            if self._cached is None or time.monotonic() - self._at > self._ttl:
+                self._cached = registry_in_force(client)
+                self._at = time.monotonic()
+            found = self._cached
+        if found is None:
+            raise HTTPException(503, "no registry has been loaded yet; start the tracker first")
+        return found
+
+
+def registry(request: Request, client: ClickHouse) -> Registry:
+    cache: RegistryCache = request.app.state.registry_cache
+    return cache.get(client)
+
+
+CurrentRegistry = Annotated[Registry, Depends(registry)]
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def exact_range(
+    start: datetime | None, end: datetime | None, default: timedelta
+) -> tuple[datetime, datetime]:
+    """[from, to) as given (raw records are millisecond-precise); default the last `default`."""
+    end_t = _utc(end) if end is not None else datetime.now(UTC)
+    start_t = _utc(start) if start is not None else end_t - default
+    if start_t >= end_t:
+        raise HTTPException(422, "from: must be before to")
+    if end_t - start_t > MAX_RANGE:
+        raise HTTPException(422, f"from/to: range over {MAX_RANGE.days} days")
+    return start_t, end_t
+
+
+class Filters:
+    """IN-filters over the rollup's dimensions, as FastAPI query parameters."""
+
+    def __init__(
+        self,
+        agency: Annotated[Values, Query(max_length=MAX_VALUES, description="Agency ids")] = None,
+        sector: Annotated[Values, Query(max_length=MAX_VALUES, description="Sectors")] = None,
+        channel: Annotated[
+            Values, Query(max_length=MAX_VALUES, description="Procurement channels")
+        ] = None,
+        provider: Annotated[Values, Query(max_length=MAX_VALUES, description="Providers")] = None,
+        model: Annotated[Values, Query(max_length=MAX_VALUES, description="Models")] = None,
+        region: Annotated[
+            Values, Query(max_length=MAX_VALUES, description="Cloud region codes")
+        ] = None,
+        tier: Annotated[list[Tier] | None, Query(max_length=4, description="Tiers")] = None,
+        operation: Annotated[list[Operation] | None, Query(max_length=7)] = None,
+        status: Annotated[list[Status] | None, Query(max_length=2)] = None,
+    ) -> None:
+        self.values: dict[str, list[str]] = {
+            k: sorted(set(map(str, v)))
+            for k, v in {
+                "agency_id": agency,
+                "sector": sector,
+                "channel": channel,
+                "provider": provider,
+                "model": model,
+                "region": region,
+                "tier": tier,
+                "operation": operation,
+                "status": status,
+            }.items()
+            if v
+        }
+
+
+def check_vocabulary(registry: Registry, filters: dict[str, list[str]]) -> None:
+    known = {
+        "agency_id": ("agency", {a.id for a in registry.agencies}),
+        "sector": ("sector", {a.sector for a in registry.agencies}),
+        "channel": ("channel", {a.channel for a in registry.agencies}),
+    }
+    for name, (label, allowed) in known.items():
+        unknown = sorted(set(filters.get(name, [])) - allowed)
+        if unknown:
+            raise HTTPException(
+                422, f"{label}: not in the registry: {', '.join(unknown)} (see /v1/registry)"
+            )
+
+
+def scope(identity: Identity, filters: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Restrict an agency key to its own agency: asking for another one is 403, and every
+    query (totals, breakdowns, exports) is filtered to the key's agency."""
+    if identity.role is not Role.agency:
+        return filters
+    asked = filters.get("agency_id")
+    if asked and set(asked) != {identity.agency_id}:
+        raise HTTPException(403, f"this key reads only agency {identity.agency_id}")
+    return {**filters, "agency_id": [identity.agency_id]}
+
+
+def visible_filters(
+    identity: Identity, registry: Registry, filters: dict[str, list[str]]
+) -> dict[str, list[str]]:
+    check_vocabulary(registry, filters)
+    return scope(identity, filters)
+
+
+def min_records(identity: Identity, settings: ApiSettings) -> int:
+    """The suppression threshold for this caller: only public answers are suppressed."""
+    return settings.min_cell_records if identity.role is Role.public else 0

@@ -1,0 +1,57 @@
+"""`GET /v1/registry`, `/v1/freshness`, `/v1/me`: the rules that classify, how current the data
+is, and who the caller is."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from api.auth import Caller
+from api.deps import ClickHouse
+from api.params import CurrentRegistry, scope
+from tracker.access import Role
+from tracker.queries import freshness
+
+router = APIRouter(tags=["registry"])
+
+
+class RegistryOut(BaseModel):
+    version: str = Field(description="hash of the registry's canonical content")
+    registry: dict[str, Any] = Field(
+        description="operators, facilities, regions, endpoints, providers, agencies, targets"
+    )
+
+
+@router.get("/v1/registry", response_model=RegistryOut)
+def get_registry(registry: CurrentRegistry) -> RegistryOut:
+    """The infrastructure registry in force: public, since it is the policy every figure
+    follows from."""
+    return RegistryOut(version=registry.version, registry=registry.model_dump(mode="json"))
+
+
+class FreshnessOut(BaseModel):
+    latest_hour: datetime | None = Field(description="newest hour with any usage")
+    latest_ingested_at: datetime | None = Field(description="when that usage was landed")
+
+
+@router.get("/v1/freshness", response_model=FreshnessOut)
+def get_freshness(client: ClickHouse, identity: Caller) -> FreshnessOut:
+    """How current the figures are (an agency key: its own agency's data)."""
+    f = freshness(client, scope(identity, {}))
+    return FreshnessOut(latest_hour=f.latest_hour, latest_ingested_at=f.latest_ingested_at)
+
+
+class MeOut(BaseModel):
+    role: Role
+    key_id: str | None
+    agency_id: str | None = Field(description="the one agency an agency key reads")
+
+
+@router.get("/v1/me", response_model=MeOut)
+def get_me(identity: Caller) -> MeOut:
+    return MeOut(
+        role=identity.role, key_id=identity.key_id or None, agency_id=identity.agency_id or None
+    )

@@ -1,0 +1,228 @@
+"""`GET /v1/usage`: raw usage records for auditors (and an agency's own), paged with a keyset
+cursor, or streamed whole as CSV, JSON lines or Parquet (tracker/usage_export.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.auth import Caller, count_rows, require
+from api.deps import ClickHouse
+from api.params import (
+    MAX_VALUES,
+    CurrentRegistry,
+    End,
+    Settings,
+    Start,
+    Values,
+    exact_range,
+    visible_filters,
+)
+from tracker.access import Role
+from tracker.clickhouse import ClientPool
+from tracker.contract import Status, Tier
+from tracker.usage_export import MEDIA_TYPE, Cursor, CursorError, ExportFormat, page, stream
+
+router = APIRouter(tags=["usage"])
+
+MAX_PAGE = 10_000
+DEFAULT_PAGE = 1000
+DEFAULT_RANGE = timedelta(days=1)
+# Chunks in flight between the producing thread and the response: bounds memory per export.
+QUEUE_CHUNKS = 8
+
+
+class UsageFormat(StrEnum):
+    json = "json"
+    csv = "csv"
+    jsonl = "jsonl"
+    parquet = "parquet"
+
+
+class UsagePage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "from": "2026-06-01T00:00:00Z",
+                    "to": "2026-06-02T00:00:00Z",
+                    "order": ["agency_id", "occurred_at", "gateway_id", "record_id"],
+                    "rows": [
+                        {
+                            "record_id": "req-1",
+                            "gateway_id": "gw-in-sbi",
+                            "agency_id": "in-sbi",
+                            "occurred_at": "2026-06-01T10:00:00.000Z",
+                            "provider": "azure_openai",
+                            "model": "gpt-4o",
+                            "tier": "onshore",
+                            "request_count": 1,
+                            "cost": "0.0061",
+                            "status": "ok",
+                        }
+                    ],
+                    "next_cursor": "WyJpbi1zYmkiLCIyMDI2LTA2LTAx...",
+                }
+            ]
+        }
+    )
+
+    from_: datetime = Field(serialization_alias="from")
+    to: datetime
+    order: list[str] = Field(description="the stable sort key the cursor walks")
+    rows: list[dict[str, Any]] = Field(
+        description="usage_raw columns; timestamps ISO 8601 UTC, decimals as strings"
+    )
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null: done")
+
+
+_EXPORT_CONTENT: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {
+            "text/csv": {"schema": {"type": "string"}},
+            "application/x-ndjson": {"schema": {"type": "string"}},
+            "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
+        },
+        "description": "a page (format=json) or a streamed export",
+    }
+}
+
+
+@router.get(
+    "/v1/usage",
+    response_model=UsagePage,
+    response_model_by_alias=True,
+    responses=_EXPORT_CONTENT,
+)
+def get_usage(
+    request: Request,
+    client: ClickHouse,
+    identity: Caller,
+    registry: CurrentRegistry,
+    settings: Settings,
+    from_: Start = None,
+    to: End = None,
+    agency: Annotated[Values, Query(max_length=MAX_VALUES, description="Agency ids")] = None,
+    gateway: Annotated[Values, Query(max_length=MAX_VALUES, description="Gateway ids")] = None,
+    provider: Annotated[Values, Query(max_length=MAX_VALUES)] = None,
+    model: Annotated[Values, Query(max_length=MAX_VALUES)] = None,
+    tier: Annotated[list[Tier] | None, Query(max_length=4)] = None,
+    status: Annotated[list[Status] | None, Query(max_length=2)] = None,
+    format: UsageFormat = UsageFormat.json,
+    limit: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=1_000_000_000,
+            description="Page size (json: default 1000, at most "
+            "10000); for exports, the most rows streamed (default: the configured cap)",
+        ),
+    ] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=2048, description="next_cursor of the previous page")
+    ] = None,
+) -> Response:
+    """Raw records in the stable order (agency_id, occurred_at, gateway_id, record_id) over
+    [from, to) (default: the last day). Auditors and admins see every agency; an agency key
+    its own. format=json pages with a cursor; csv, jsonl and parquet stream the whole result."""
+    require(identity, Role.auditor, Role.admin, Role.agency)
+    start, end = exact_range(from_, to, DEFAULT_RANGE)
+    raw = {"agency_id": agency, "gateway_id": gateway, "provider": provider, "model": model,
+           "tier": tier, "status": status}  # fmt: skip
+    filters = {k: sorted(set(map(str, v))) for k, v in raw.items() if v}
+    filters = visible_filters(identity, registry, filters)
+    try:
+        after = Cursor.decode(cursor) if cursor else None
+    except CursorError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    if format is UsageFormat.json:
+        size = limit or DEFAULT_PAGE
+        if size > MAX_PAGE:
+            raise HTTPException(
+                422, f"limit: pages hold at most {MAX_PAGE} rows; export with format=csv, "
+                "jsonl or parquet for more",
+            )  # fmt: skip
+        found = page(client, start, end, filters, after, size)
+        count_rows(request, len(found.rows))
+        body = UsagePage(from_=start, to=end, order=["agency_id", "occurred_at", "gateway_id",
+                         "record_id"], rows=found.rows, next_cursor=found.next_cursor)  # fmt: skip
+        return JSONResponse(body.model_dump(mode="json", by_alias=True))
+    fmt = ExportFormat(format.value)
+    rows_cap = min(limit or settings.max_export_rows, settings.max_export_rows)
+    counter: list[int] = getattr(request.state, "rows", [0])
+    pool: ClientPool = request.app.state.clickhouse
+    chunks = _produce(pool, fmt, start, end, filters, after, rows_cap, counter)
+    name = f"usage-{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}.{fmt.value}"
+    return StreamingResponse(
+        chunks,
+        media_type=MEDIA_TYPE[fmt],
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+_END = object()
+
+
+def _produce(
+    pool: ClientPool,
+    fmt: ExportFormat,
+    start: datetime,
+    end: datetime,
+    filters: dict[str, list[str]],
+    after: Cursor | None,
+    limit: int,
+    counter: list[int],
+) -> AsyncIterator[bytes]:
+    """Run the export on a thread of its own with its own ClickHouse client: a chdb stream
+    holds its client's handle until exhausted, and response chunks are pulled from arbitrary
+    worker threads. A bounded queue between the two is the backpressure."""
+    chunks: queue.Queue[object] = queue.Queue(maxsize=QUEUE_CHUNKS)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                chunks.put(item, timeout=0.25)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for chunk in stream(pool.get(), fmt, start, end, filters, after, limit, counter):
+                if not put(chunk):
+                    return
+            put(_END)
+        except Exception as exc:  # handed to the response, which aborts the transfer
+            put(exc)
+
+    threading.Thread(target=work, name="usage-export", daemon=True).start()
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            while True:
+                item = await anyio.to_thread.run_sync(chunks.get)
+                if item is _END:
+                    return
+                if isinstance(item, Exception):
+                    raise item
+                assert isinstance(item, bytes)
+                yield item
+        finally:
+            stop.set()
+            # Wake a worker thread still waiting in chunks.get() after a client went away.
+            with contextlib.suppress(queue.Full):
+                chunks.put_nowait(_END)
+
+    return body()

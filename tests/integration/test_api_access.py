@@ -1,0 +1,171 @@
+"""Roles, scoping, audit log and rate limits of the read API, on a seeded chdb database."""
+
+from __future__ import annotations
+
+import csv as csv_module
+import io
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.integration.test_api_support import Seeded, app, bearer, seed
+from tracker.access import hash_key, revoke_key
+from tracker.clickhouse import ClientPool
+from tracker.settings import CommonSettings
+
+WINDOW = {"from": "2026-06-01", "to": "2026-07-01"}
+
+
+@pytest.fixture(scope="module")
+def seeded(pool: ClientPool) -> Seeded:
+    return seed(pool)
+
+
+@pytest.fixture(scope="module")
+def client(pool: ClientPool, settings: CommonSettings, seeded: Seeded) -> Iterator[TestClient]:
+    with TestClient(app(pool, settings)) as c:
+        yield c
+
+
+def audit_rows(pool: ClientPool, key_id: str) -> list[Sequence[Any]]:
+    return list(
+        pool.get()
+        .query(
+            "SELECT phase, path, query, status, rows FROM audit_log WHERE key_id = {k:String} "
+            "ORDER BY at",
+            parameters={"k": key_id},
+        )
+        .result_rows
+    )
+
+
+def test_keys_stored_only_as_hashes(pool: ClientPool, seeded: Seeded) -> None:
+    stored = pool.get().query("SELECT key_id, key_hash FROM api_keys FINAL").result_rows
+    hashes = {h for _, h in stored}
+    for key in seeded.keys.values():
+        assert hash_key(key) in hashes
+        assert all(key not in str(row) for row in stored)
+
+
+def test_me_reports_role(client: TestClient, seeded: Seeded) -> None:
+    assert client.get("/v1/me").json()["role"] == "public"
+    me = client.get("/v1/me", headers=bearer(seeded.keys["agency"])).json()
+    assert me == {"role": "agency", "key_id": "test-sbi", "agency_id": "in-sbi"}
+
+
+@pytest.mark.parametrize("header", ["Bearer tka_nope", "Basic abc", "Bearer "])
+def test_bad_key_is_401_not_public(client: TestClient, header: str) -> None:
+    r = client.get("/v1/share", headers={"Authorization": header})
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == "Bearer"
+
+
+def test_raw_usage_needs_a_key(client: TestClient) -> None:
+    r = client.get("/v1/usage", params=WINDOW)
+    assert r.status_code == 401
+
+
+def test_agency_key_cannot_ask_for_another_agency(client: TestClient, seeded: Seeded) -> None:
+    h = bearer(seeded.keys["agency"])
+    for path in ("/v1/share", "/v1/breakdown/sector", "/v1/timeseries", "/v1/cost", "/v1/usage"):
+        r = client.get(path, params={**WINDOW, "agency": "in-cbse"}, headers=h)
+        assert r.status_code == 403, path
+        assert "in-sbi" in r.json()["detail"]
+
+
+def test_agency_key_sees_only_its_agency_everywhere(client: TestClient, seeded: Seeded) -> None:
+    h = bearer(seeded.keys["agency"])
+    cells = client.get("/v1/breakdown/agency", params=WINDOW, headers=h).json()["cells"]
+    assert [c["key"] for c in cells] == ["in-sbi"]
+    own = sum(r.request_count for r in seeded.records
+              if r.agency_id == "in-sbi" and r.occurred_at.month == 6)  # fmt: skip
+    share = client.get("/v1/share", params=WINDOW, headers=h).json()
+    assert share["totals"]["total"] == own
+    assert sum(c["total"] for c in cells) == own
+    csv = client.get("/v1/usage", params={**WINDOW, "format": "csv"}, headers=h).text
+    agencies = {row["agency_id"] for row in csv_module.DictReader(io.StringIO(csv))}
+    assert agencies == {"in-sbi"}
+    parquet = client.get("/v1/usage", params={**WINDOW, "format": "parquet"}, headers=h)
+    table = pq.read_table(io.BytesIO(parquet.content))
+    assert set(table.column("agency_id").to_pylist()) == {"in-sbi"}
+
+
+def test_public_cannot_read_the_audit_log_nor_can_auditors(
+    client: TestClient, seeded: Seeded
+) -> None:
+    assert client.get("/v1/audit").status_code == 401
+    assert client.get("/v1/audit", headers=bearer(seeded.keys["auditor"])).status_code == 403
+    assert client.get("/v1/audit", headers=bearer(seeded.keys["agency"])).status_code == 403
+
+
+def test_every_auditor_request_is_traced_with_rows(
+    client: TestClient, pool: ClientPool, seeded: Seeded
+) -> None:
+    h = bearer(seeded.keys["auditor"])
+    before = len(audit_rows(pool, "test-auditor"))
+    page = client.get("/v1/usage", params={**WINDOW, "limit": 7, "tier": "sovereign"}, headers=h)
+    assert page.status_code == 200 and len(page.json()["rows"]) == 7
+    export = client.get("/v1/usage", params={**WINDOW, "format": "jsonl"}, headers=h)
+    n_export = len(export.text.splitlines())
+    bad = client.get("/v1/usage", params={"limit": 0}, headers=h)
+    assert bad.status_code == 422
+    rows = audit_rows(pool, "test-auditor")[before:]
+    assert [r[0] for r in rows] == ["begin", "end"] * 3
+    ends = [r for r in rows if r[0] == "end"]
+    assert ends[0][1] == "/v1/usage" and "tier=sovereign" in str(ends[0][2])
+    assert (ends[0][3], ends[0][4]) == (200, 7)
+    assert (ends[1][3], ends[1][4]) == (200, n_export) and n_export > 1000
+    assert ends[2][3] == 422
+
+
+def test_admin_reads_the_audit_log_pages(client: TestClient, seeded: Seeded) -> None:
+    h = bearer(seeded.keys["admin"])
+    client.get("/v1/share", headers=bearer(seeded.keys["auditor"]))
+    first = client.get("/v1/audit", params={"limit": 2}, headers=h).json()
+    assert len(first["entries"]) == 2 and first["next_cursor"]
+    second = client.get(
+        "/v1/audit", params={"limit": 2, "cursor": first["next_cursor"]}, headers=h
+    ).json()
+    seen = {(e["request_id"], e["phase"]) for e in first["entries"]}
+    assert not seen & {(e["request_id"], e["phase"]) for e in second["entries"]}
+    ats = [e["at"] for e in first["entries"] + second["entries"]]
+    assert ats == sorted(ats, reverse=True)
+    only = client.get("/v1/audit", params={"key": "test-auditor"}, headers=h).json()
+    assert only["entries"] and {e["key_id"] for e in only["entries"]} == {"test-auditor"}
+
+
+def test_audit_log_has_no_write_route(client: TestClient, seeded: Seeded) -> None:
+    h = bearer(seeded.keys["admin"])
+    for method in ("POST", "PUT", "PATCH", "DELETE"):
+        assert client.request(method, "/v1/audit", headers=h).status_code == 405
+
+
+def test_revoked_key_stops_working(pool: ClientPool, settings: CommonSettings) -> None:
+    from api.app import create_app
+    from tests.integration.test_api_support import api_settings
+    from tracker import registry as registry_mod
+    from tracker.access import Role, add_key
+
+    registry = registry_mod.load()[0]
+    _, key = add_key(pool.get(), registry, "test-revoke", Role.auditor)
+    with TestClient(create_app(pool, api_settings(settings))) as c:
+        assert c.get("/v1/me", headers=bearer(key)).status_code == 200
+        assert revoke_key(pool.get(), "test-revoke")
+    with TestClient(create_app(pool, api_settings(settings))) as c:  # fresh key cache
+        assert c.get("/v1/me", headers=bearer(key)).status_code == 401
+
+
+def test_rate_limits_answer_429_with_retry_after(
+    pool: ClientPool, settings: CommonSettings, seeded: Seeded
+) -> None:
+    limited = app(pool, settings, rate_limit_public_per_minute=6, rate_limit_key_per_minute=6)
+    with TestClient(limited) as c:
+        codes = [c.get("/v1/health").status_code for _ in range(8)]
+        assert codes[:5] == [200] * 5 and 429 in codes
+        r = c.get("/v1/health")
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        # A key has its own bucket, independent of the public one of the same address.
+        assert c.get("/v1/me", headers=bearer(seeded.keys["admin"])).status_code == 200

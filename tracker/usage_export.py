@@ -1,0 +1,290 @@
+"""Raw usage records for auditors: filtered pages with a keyset cursor, and streamed exports.
+
+Order is the table's sort key (agency_id, occurred_at, gateway_id, record_id): unique per record
+(idempotent landing keeps (gateway_id, record_id) unique), so the order is total and stable, and
+ClickHouse reads in that order from the primary key and stops at the LIMIT instead of sorting.
+A cursor is the sort key of the last row of a page; the next page is "after that key", which
+stays correct while records keep landing (no OFFSET drift).
+
+Exports never hold the result: ClickHouse streams CSV (block by block, on chdb and on a server
+alike), which is passed through as is, converted row-free to JSON lines by ClickHouse itself, or
+parsed by pyarrow's streaming CSV reader into record batches that a ParquetWriter flushes as
+row groups. Memory is a few blocks whatever the export's size (bench/api.py measures it).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import IO, Any, cast
+
+import orjson
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from clickhouse_connect.driver.client import Client
+
+# (column, Arrow type) in export order; the Arrow types drive the Parquet schema.
+COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
+    ("record_id", pa.string()),
+    ("gateway_id", pa.string()),
+    ("agency_id", pa.string()),
+    ("occurred_at", pa.timestamp("ms", tz="UTC")),
+    ("provider", pa.string()),
+    ("model", pa.string()),
+    ("operation", pa.string()),
+    ("endpoint_host", pa.string()),
+    ("region", pa.string()),
+    ("request_count", pa.uint64()),
+    ("input_tokens", pa.uint64()),
+    ("output_tokens", pa.uint64()),
+    ("cost", pa.decimal128(38, 9)),
+    ("currency", pa.string()),
+    ("cost_reporting", pa.decimal128(38, 9)),
+    ("cost_converted", pa.uint8()),
+    ("latency_ms", pa.uint32()),
+    ("status", pa.string()),
+    ("energy_wh", pa.float64()),
+    ("use_case", pa.string()),
+    ("schema_version", pa.uint8()),
+    ("tier", pa.string()),
+    ("facility_id", pa.string()),
+    ("facility_country", pa.string()),
+    ("operator", pa.string()),
+    ("sector", pa.string()),
+    ("channel", pa.string()),
+    ("classification_rule", pa.string()),
+    ("registry_version", pa.string()),
+    ("source_partition", pa.int32()),
+    ("source_offset", pa.int64()),
+    ("ingested_at", pa.timestamp("ms", tz="UTC")),
+)
+COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
+SCHEMA = pa.schema(list(COLUMNS))
+
+# Filters of the raw endpoint -> ClickHouse parameter type (IN lists, like the rollup's).
+RAW_FILTERS: dict[str, str] = {
+    "agency_id": "Array(String)",
+    "gateway_id": "Array(String)",
+    "provider": "Array(String)",
+    "model": "Array(String)",
+    "tier": "Array(String)",
+    "status": "Array(String)",
+}
+
+# ISO 8601 timestamps everywhere; counts as JSON numbers; decimals as strings so no JSON parser
+# rounds a cost. Set in the SQL text: per-call settings would make chdb materialize the stream.
+_OUTPUT_SETTINGS = (
+    "SETTINGS date_time_output_format = 'iso', output_format_json_quote_64bit_integers = 0, "
+    "output_format_json_quote_decimals = 1, output_format_decimal_trailing_zeros = 0"
+)
+
+
+class ExportFormat(StrEnum):
+    csv = "csv"
+    jsonl = "jsonl"
+    parquet = "parquet"
+
+
+MEDIA_TYPE = {
+    ExportFormat.csv: "text/csv; charset=utf-8",
+    ExportFormat.jsonl: "application/x-ndjson",
+    ExportFormat.parquet: "application/vnd.apache.parquet",
+}
+
+
+class CursorError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Cursor:
+    agency_id: str
+    occurred_at: datetime
+    gateway_id: str
+    record_id: str
+
+    def encode(self) -> str:
+        raw = orjson.dumps(
+            [self.agency_id, self.occurred_at.isoformat(), self.gateway_id, self.record_id]
+        )
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> Cursor:
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            a, t, g, r = orjson.loads(raw)
+            when = datetime.fromisoformat(t)
+            if not all(isinstance(x, str) for x in (a, g, r)):
+                raise TypeError("cursor fields must be strings")
+        except (binascii.Error, orjson.JSONDecodeError, ValueError, TypeError) as exc:
+            raise CursorError("cursor: not a cursor returned by this API") from exc
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+        return cls(a, when.astimezone(UTC), g, r)
+
+    @classmethod
+    def of_row(cls, row: dict[str, Any]) -> Cursor:
+        when = datetime.fromisoformat(str(row["occurred_at"]))
+        return cls(str(row["agency_id"]), when, str(row["gateway_id"]), str(row["record_id"]))
+
+
+def select_sql(filters: dict[str, list[str]], after: Cursor | None, limited: bool) -> str:
+    where = [
+        "occurred_at >= {from_:DateTime64(3, 'UTC')}",
+        "occurred_at < {to:DateTime64(3, 'UTC')}",
+    ]
+    for name in sorted(filters):
+        if name not in RAW_FILTERS:
+            raise ValueError(f"unknown filter {name!r}")
+        where.append(f"{name} IN {{{name}:{RAW_FILTERS[name]}}}")
+    if after is not None:
+        # Expanded rather than a tuple comparison so the primary-key analysis can use it.
+        where.append(
+            "agency_id >= {c_a:String} AND (agency_id > {c_a:String} "
+            "OR (occurred_at > {c_t:DateTime64(3, 'UTC')} "
+            "OR (occurred_at = {c_t:DateTime64(3, 'UTC')} "
+            "AND (gateway_id > {c_g:String} "
+            "OR (gateway_id = {c_g:String} AND record_id > {c_r:String})))))"
+        )
+    limit = " LIMIT {limit:UInt64}" if limited else ""
+    return (
+        f"SELECT {', '.join(COLUMN_NAMES)} FROM usage_raw WHERE {' AND '.join(where)} "
+        f"ORDER BY agency_id, occurred_at, gateway_id, record_id{limit} {_OUTPUT_SETTINGS}"
+    )
+
+
+def select_params(
+    start: datetime,
+    end: datetime,
+    filters: dict[str, list[str]],
+    after: Cursor | None,
+    limit: int | None,
+) -> dict[str, Any]:
+    p: dict[str, Any] = {"from_": _ch_time(start), "to": _ch_time(end), **filters}
+    if after is not None:
+        p.update(c_a=after.agency_id, c_t=_ch_time(after.occurred_at), c_g=after.gateway_id,
+                 c_r=after.record_id)  # fmt: skip
+    if limit is not None:
+        p["limit"] = limit
+    return p
+
+
+def _ch_time(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def page(
+    client: Client,
+    start: datetime,
+    end: datetime,
+    filters: dict[str, list[str]],
+    after: Cursor | None,
+    limit: int,
+) -> Page:
+    """One page of at most `limit` records, and the cursor of the next page if there is one."""
+    sql = select_sql(filters, after, limited=True)
+    body = client.raw_query(
+        sql, parameters=select_params(start, end, filters, after, limit + 1), fmt="JSONEachRow"
+    )
+    rows = [orjson.loads(line) for line in body.splitlines() if line]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, Cursor.of_row(rows[-1]).encode() if more and rows else None)
+
+
+CHUNK = 1 << 20
+
+
+def stream(
+    client: Client,
+    fmt: ExportFormat,
+    start: datetime,
+    end: datetime,
+    filters: dict[str, list[str]],
+    after: Cursor | None,
+    limit: int,
+    counter: list[int],
+) -> Iterator[bytes]:
+    """The export as byte chunks; `counter[0]` is kept at the number of rows produced so far
+    (for the audit log). The caller must exhaust or close the iterator on this thread."""
+    sql = select_sql(filters, after, limited=True)
+    p = select_params(start, end, filters, after, limit)
+    ch_fmt = "JSONEachRow" if fmt is ExportFormat.jsonl else "CSV"
+    source = cast(IO[bytes], client.raw_stream(sql, parameters=p, fmt=ch_fmt))
+    try:
+        if fmt is ExportFormat.parquet:
+            yield from _parquet(source, counter)
+            return
+        if fmt is ExportFormat.csv:
+            yield (",".join(COLUMN_NAMES) + "\n").encode()
+        while True:
+            chunk = source.read(CHUNK)
+            if not chunk:
+                return
+            # Every record is one line in both formats (CSV quotes embedded newlines, but our
+            # string columns are identifiers, hostnames and codes, never free text with
+            # line breaks; the JSON lines form has none by construction).
+            counter[0] += chunk.count(b"\n")
+            yield chunk
+    finally:
+        source.close()
+
+
+class _Sink:
+    """A write-only file the ParquetWriter writes into, drained after every row group."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.closed = True
+
+    def drain(self) -> bytes:
+        out = b"".join(self.parts)
+        self.parts.clear()
+        return out
+
+
+def _parquet(source: IO[bytes], counter: list[int]) -> Iterator[bytes]:
+    reader = pacsv.open_csv(
+        source,
+        read_options=pacsv.ReadOptions(column_names=list(COLUMN_NAMES), block_size=8 << 20),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(
+            column_types=dict(COLUMNS),
+            null_values=["\\N"],
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+            timestamp_parsers=["%Y-%m-%dT%H:%M:%S%z", pacsv.ISO8601],
+        ),
+    )
+    sink = _Sink()
+    with pq.ParquetWriter(sink, SCHEMA, compression="zstd") as writer:
+        for batch in reader:
+            writer.write_batch(batch)
+            counter[0] += batch.num_rows
+            data = sink.drain()
+            if data:
+                yield data
+    tail = sink.drain()
+    if tail:
+        yield tail
