@@ -1,0 +1,255 @@
+"""Aggregate endpoints checked against sums computed independently, in Python, from the very
+records that were landed; small-cell suppression; parameter validation."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.integration.test_api_support import SMALL_DAY, Seeded, app, bearer, seed
+from tracker.classify import Classifier
+from tracker.clickhouse import ClientPool
+from tracker.contract import UsageRecord
+from tracker.settings import CommonSettings
+
+JUNE = {"from": "2026-06-01", "to": "2026-07-01"}
+JUNE_START, JUNE_END = datetime(2026, 6, 1, tzinfo=UTC), datetime(2026, 7, 1, tzinfo=UTC)
+SMALL = {"from": SMALL_DAY.isoformat(), "to": (SMALL_DAY + timedelta(days=1)).isoformat()}
+
+
+@pytest.fixture(scope="module")
+def seeded(pool: ClientPool) -> Seeded:
+    return seed(pool)
+
+
+@pytest.fixture(scope="module")
+def client(pool: ClientPool, settings: CommonSettings, seeded: Seeded) -> Iterator[TestClient]:
+    with TestClient(app(pool, settings)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def auditor(seeded: Seeded) -> dict[str, str]:
+    return bearer(seeded.keys["auditor"])
+
+
+def june(seeded: Seeded) -> list[UsageRecord]:
+    return [r for r in seeded.records if JUNE_START <= r.occurred_at < JUNE_END]
+
+
+def tier_of(seeded: Seeded) -> Callable[[UsageRecord], str]:
+    classifier = Classifier(seeded.registry)
+    return lambda r: classifier.classify(r.provider, r.region, r.endpoint_host).tier.value
+
+
+def close(a: float | None, b: float, rel: float = 1e-9) -> bool:
+    return a is not None and abs(a - b) <= rel * max(1.0, abs(b))
+
+
+def test_daily_series_matches_independent_sums(
+    client: TestClient, seeded: Seeded, auditor: dict[str, str]
+) -> None:
+    tier = tier_of(seeded)
+    total: dict[str, float] = defaultdict(float)
+    domestic: dict[str, float] = defaultdict(float)
+    for r in june(seeded):
+        day = r.occurred_at.replace(hour=0, minute=0, second=0, microsecond=0).isoformat()
+        total[day] += r.request_count
+        if tier(r) in ("sovereign", "onshore"):
+            domestic[day] += r.request_count
+    body = client.get("/v1/timeseries", params={**JUNE, "interval": "day"}, headers=auditor)
+    buckets = body.json()["buckets"]
+    assert [b["key"] for b in buckets] == sorted(total)
+    for b in buckets:
+        assert b["total"] == total[b["key"]]
+        assert close(b["domestic_share"], domestic[b["key"]] / total[b["key"]])
+
+
+@pytest.mark.parametrize("interval", ["hour", "week", "month"])
+def test_every_interval_adds_up_to_the_headline(
+    client: TestClient, auditor: dict[str, str], interval: str
+) -> None:
+    for basis in ("requests", "tokens", "cost", "energy"):
+        params = {**JUNE, "interval": interval, "basis": basis}
+        buckets = client.get("/v1/timeseries", params=params, headers=auditor).json()["buckets"]
+        head = client.get("/v1/share", params={**JUNE, "basis": basis}, headers=auditor).json()
+        assert close(sum(b["total"] for b in buckets), head["totals"]["total"], 1e-9)
+        if interval == "week":
+            assert all(datetime.fromisoformat(b["key"]).weekday() == 0 for b in buckets)
+
+
+def test_sector_breakdown_by_tokens(
+    client: TestClient, seeded: Seeded, auditor: dict[str, str]
+) -> None:
+    sector = {a.id: a.sector for a in seeded.registry.agencies}
+    expected: dict[str, float] = defaultdict(float)
+    for r in june(seeded):
+        expected[sector[r.agency_id]] += r.input_tokens + r.output_tokens
+    body = client.get("/v1/breakdown/sector", params={**JUNE, "basis": "tokens"}, headers=auditor)
+    cells = {c["key"]: c["total"] for c in body.json()["cells"]}
+    assert cells == expected
+
+
+@pytest.mark.parametrize(
+    "dimension", ["agency", "sector", "channel", "provider", "model", "region", "tier"]
+)
+def test_every_breakdown_adds_up(
+    client: TestClient, auditor: dict[str, str], dimension: str
+) -> None:
+    head = client.get("/v1/share", params=JUNE, headers=auditor).json()
+    r = client.get(f"/v1/breakdown/{dimension}", params={**JUNE, "limit": 1000}, headers=auditor)
+    cells = r.json()["cells"]
+    assert sum(c["total"] for c in cells) == head["totals"]["total"]
+    assert [c["total"] for c in cells] == sorted((c["total"] for c in cells), reverse=True)
+
+
+def test_cost_of_the_cognitive_layer(
+    client: TestClient, seeded: Seeded, auditor: dict[str, str]
+) -> None:
+    fx = seeded.registry.fx_to_reporting
+    rows = june(seeded)
+    cost = sum(float(r.cost * fx[r.currency]) for r in rows if r.cost is not None and r.currency)
+    requests = sum(r.request_count for r in rows)
+    energy = sum(r.energy_wh or 0.0 for r in rows)
+    body = client.get("/v1/cost", params={**JUNE, "group_by": "tier"}, headers=auditor).json()
+    total = body["total"]
+    assert body["days"] == 30 and body["currency"] == "INR"
+    assert close(total["cost"], cost, 1e-9) and total["requests"] == requests
+    assert close(total["cost_per_inference"], cost / requests)
+    assert close(total["inferences_per_day"], requests / 30)
+    assert close(total["operating_cost_per_day"], cost / 30)
+    assert close(total["energy_wh"], energy, 1e-9)
+    assert sum(g["requests"] for g in body["groups"]) == requests
+    # Only domestic demo routes report energy: energy per inference is over those requests.
+    tier = tier_of(seeded)
+    reported = sum(r.request_count for r in rows if r.energy_wh)
+    assert total["energy_reported_requests"] == reported
+    assert {g["key"] for g in body["groups"] if g["energy_wh"]} <= {"sovereign", "onshore"}
+    assert any(tier(r) == "offshore" for r in rows)
+
+
+def weighted_quantile(pairs: list[tuple[int, int]], q: float) -> float:
+    pairs = sorted(pairs)
+    total = sum(w for _, w in pairs)
+    acc = 0
+    for v, w in pairs:
+        acc += w
+        if acc >= q * total:
+            return float(v)
+    return float(pairs[-1][0])
+
+
+def test_provider_comparison(client: TestClient, seeded: Seeded, auditor: dict[str, str]) -> None:
+    tier = tier_of(seeded)
+    origin = {"sovereign": "domestic", "onshore": "domestic", "offshore": "foreign"}
+    groups: dict[tuple[str, str], list[UsageRecord]] = defaultdict(list)
+    for r in june(seeded):
+        groups[(r.provider, origin.get(tier(r), "unknown"))].append(r)
+    body = client.get("/v1/providers", params=JUNE, headers=auditor).json()
+    got = {(p["provider"], p["origin"]): p for p in body["providers"]}
+    assert set(got) == set(groups)
+    for key, rows in groups.items():
+        p = got[key]
+        req = sum(r.request_count for r in rows)
+        ok = sum(r.request_count for r in rows if r.status.value == "ok")
+        tokens = sum(r.input_tokens + r.output_tokens for r in rows)
+        assert p["requests"] == req and close(p["success_rate"], ok / req)
+        assert p["tokens"] == tokens
+        lat = [(r.latency_ms, r.request_count) for r in rows if r.latency_ms is not None]
+        # t-digest is approximate: within 5% of the exact weighted percentile.
+        assert close(p["latency_p50_ms"], weighted_quantile(lat, 0.5), 0.05)
+        assert close(p["latency_p95_ms"], weighted_quantile(lat, 0.95), 0.05)
+    origins = {o["origin"]: o for o in body["origins"]}
+    assert set(origins) == {"domestic", "foreign", "unknown"}
+    for name, o in origins.items():
+        assert o["requests"] == sum(v["requests"] for (_, og), v in got.items() if og == name)
+
+
+def test_public_small_cells_are_withheld_with_a_complement(
+    client: TestClient, auditor: dict[str, str]
+) -> None:
+    public = client.get("/v1/breakdown/agency", params=SMALL).json()["cells"]
+    shown = {c["key"]: c for c in public}
+    assert set(shown) == {"in-sbi", "in-cbse", "in-aiims-delhi"}
+    assert shown["in-aiims-delhi"]["suppressed"] and shown["in-aiims-delhi"]["total"] is None
+    # 12 records would pass the threshold, but with the national total published it would
+    # give away the 3-record cell by subtraction: withheld too.
+    assert shown["in-cbse"]["suppressed"] and shown["in-cbse"]["records"] is None
+    assert not shown["in-sbi"]["suppressed"] and shown["in-sbi"]["records"] == 30
+    full = client.get("/v1/breakdown/agency", params=SMALL, headers=auditor).json()["cells"]
+    assert not any(c["suppressed"] for c in full)
+    assert {c["key"]: c["records"] for c in full} == {
+        "in-sbi": 30,
+        "in-cbse": 12,
+        "in-aiims-delhi": 3,
+    }
+
+
+def test_public_headline_and_series_withhold_small_answers(client: TestClient) -> None:
+    one = client.get("/v1/share", params={**SMALL, "agency": "in-aiims-delhi"}).json()
+    assert one["suppressed"] and one["domestic_share"] is None and one["records"] is None
+    everyone = client.get("/v1/share", params=SMALL).json()
+    assert not everyone["suppressed"] and everyone["records"] == 45
+    hours = client.get("/v1/timeseries", params={**SMALL, "interval": "hour"}).json()["buckets"]
+    assert all(b["suppressed"] or b["records"] >= 10 for b in hours)
+    cost = client.get("/v1/cost", params={**SMALL, "agency": "in-aiims-delhi"}).json()
+    assert cost["total"]["suppressed"] and cost["total"]["cost"] is None
+    prov = client.get("/v1/providers", params={**SMALL, "agency": "in-aiims-delhi"}).json()
+    assert all(p["suppressed"] for p in prov["providers"] + prov["origins"])
+
+
+def test_threshold_is_configurable(
+    pool: ClientPool, settings: CommonSettings, seeded: Seeded
+) -> None:
+    with TestClient(app(pool, settings, min_cell_records=2)) as c:
+        cells = c.get("/v1/breakdown/agency", params=SMALL).json()["cells"]
+        assert not any(cell["suppressed"] for cell in cells)
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "reason"),
+    [
+        ("/v1/share", {"sector": "astrology"}, "astrology"),
+        ("/v1/share", {"agency": "in-nowhere"}, "in-nowhere"),
+        ("/v1/share", {"tier": "lunar"}, "tier"),
+        ("/v1/share", {"agency": "bad value!"}, "agency"),
+        ("/v1/share", {"agency": [f"a{i}" for i in range(101)]}, "agency"),
+        ("/v1/breakdown/planet", {}, "dimension"),
+        ("/v1/breakdown/sector", {"limit": 0}, "limit"),
+        ("/v1/breakdown/sector", {"limit": 1001}, "limit"),
+        (
+            "/v1/timeseries",
+            {"interval": "hour", "from": "2020-01-01", "to": "2026-01-01"},
+            "buckets",
+        ),
+        ("/v1/timeseries", {"interval": "fortnight"}, "interval"),
+        ("/v1/cost", {"group_by": "planet"}, "group_by"),
+        ("/v1/providers", {"from": "2024-01-01", "to": "2026-01-01"}, "366"),
+        ("/v1/share", {"from": "2026-02-01", "to": "2026-01-01"}, "before"),
+        ("/v1/usage", {"limit": 20000}, "10000"),
+        ("/v1/usage", {"cursor": "not-a-cursor"}, "cursor"),
+        ("/v1/usage", {"format": "xlsx"}, "format"),
+        ("/v1/audit", {"limit": 5000}, "limit"),
+    ],
+)
+def test_bad_parameters_are_422_with_the_reason(
+    client: TestClient, seeded: Seeded, path: str, params: dict[str, Any], reason: str
+) -> None:
+    r = client.get(path, params=params, headers=bearer(seeded.keys["admin"]))
+    assert r.status_code == 422, r.text
+    assert reason in r.text
+
+
+def test_registry_and_freshness(client: TestClient, seeded: Seeded) -> None:
+    body = client.get("/v1/registry").json()
+    assert body["version"] == seeded.registry.version
+    assert len(body["registry"]["agencies"]) == len(seeded.registry.agencies)
+    fresh = client.get("/v1/freshness").json()
+    newest = max(r.occurred_at for r in seeded.records).replace(minute=0)
+    assert datetime.fromisoformat(fresh["latest_hour"]) == newest
+    assert datetime.fromisoformat(fresh["latest_ingested_at"]) > datetime(2026, 1, 1, tzinfo=UTC)

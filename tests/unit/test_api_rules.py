@@ -1,0 +1,94 @@
+"""Pure rules behind the read API: suppression, rate limiting, cursors, scoping, SQL shape."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from fastapi import HTTPException
+
+from api.auth import RateLimiter
+from api.params import check_vocabulary, min_records, scope
+from tracker import registry as registry_mod
+from tracker.access import PUBLIC, Identity, Role, hash_key, new_key
+from tracker.disclosure import hidden, suppressed
+from tracker.metrics import Basis
+from tracker.queries import Dimension, Interval, breakdown_sql, series_sql
+from tracker.settings import ApiSettings
+from tracker.usage_export import Cursor, CursorError, select_sql
+
+
+def test_primary_suppression() -> None:
+    assert suppressed([30, 40, 50], 10) == set()
+    assert suppressed([3, 4, 30, 50], 10) == {0, 1}
+    assert hidden(9, 10) and not hidden(10, 10) and not hidden(0, 10)
+
+
+def test_a_lone_small_cell_takes_the_next_smallest_with_it() -> None:
+    assert suppressed([30, 3, 12, 50], 10) == {1, 2}
+    # Nothing to pair with: the table is the cell itself.
+    assert suppressed([3], 10) == {0}
+    assert suppressed([3, 0], 10) == {0}
+
+
+def test_rate_limiter_bursts_then_refills() -> None:
+    limiter = RateLimiter()
+    t = 1000.0
+    # 12/minute: bursts of max(5, 12 / 6) = 5, then one token every 5 seconds.
+    allowed = [limiter.take("ip:a", 12, now=t) == 0 for _ in range(7)]
+    assert allowed == [True] * 5 + [False] * 2
+    wait = limiter.take("ip:a", 12, now=t)
+    assert 4.9 < wait <= 5.0
+    assert limiter.take("ip:a", 12, now=t + 4.0) > 0
+    assert limiter.take("ip:a", 12, now=t + 5.01) == 0
+    assert limiter.take("ip:b", 12, now=t) == 0  # buckets are per key
+    big = RateLimiter()
+    assert sum(big.take("k", 600, now=t) == 0 for _ in range(200)) == 100  # 600 / 6
+
+
+def test_cursor_round_trip_and_garbage() -> None:
+    c = Cursor("in-sbi", datetime(2026, 6, 1, 9, 30, 0, 123000, tzinfo=UTC), "gw", "r,1")
+    assert Cursor.decode(c.encode()) == c
+    for bad in ("", "!!!", "W10", "WyJhIiwiYiIsImMiLCJkIl0"):  # [], ["a","b","c","d"]
+        with pytest.raises(CursorError):
+            Cursor.decode(bad)
+
+
+def test_agency_scope() -> None:
+    agency = Identity(Role.agency, "k", "in-sbi")
+    assert scope(agency, {}) == {"agency_id": ["in-sbi"]}
+    assert scope(agency, {"agency_id": ["in-sbi"], "tier": ["onshore"]})["agency_id"] == ["in-sbi"]
+    with pytest.raises(HTTPException) as exc:
+        scope(agency, {"agency_id": ["in-sbi", "in-cbse"]})
+    assert exc.value.status_code == 403
+    assert scope(PUBLIC, {"tier": ["x"]}) == {"tier": ["x"]}
+
+
+def test_only_public_answers_are_suppressed() -> None:
+    s = ApiSettings(min_cell_records=7)
+    assert min_records(PUBLIC, s) == 7
+    for role in (Role.agency, Role.auditor, Role.admin):
+        assert min_records(Identity(role, "k"), s) == 0
+    assert PUBLIC.audited is False and Identity(Role.agency, "k", "a").audited
+
+
+def test_vocabulary_is_the_registry() -> None:
+    registry = registry_mod.load()[0]
+    check_vocabulary(registry, {"sector": ["health"], "agency_id": ["in-sbi"]})
+    with pytest.raises(HTTPException) as exc:
+        check_vocabulary(registry, {"channel": ["carrier_pigeon"]})
+    assert exc.value.status_code == 422 and "carrier_pigeon" in str(exc.value.detail)
+
+
+def test_sql_binds_values_and_rejects_unknown_names() -> None:
+    sql = breakdown_sql(Basis.tokens, Dimension.sector, {"agency_id": ["x' OR 1=1 --"]})
+    assert "x' OR" not in sql and "{agency_id:Array(String)}" in sql
+    assert "toMonday" in series_sql(Basis.requests, Interval.week, {})
+    with pytest.raises(ValueError):
+        select_sql({"payload": ["x"]}, None, limited=True)
+
+
+def test_keys_are_random_and_hashed() -> None:
+    a, b = new_key(), new_key()
+    assert a != b and a.startswith("tka_") and len(a) > 40
+    assert hash_key(a) != a and len(hash_key(a)) == 64
