@@ -1,17 +1,26 @@
 """Sovereignty classification: where was an inference served, and by whom?
 
-Precedence (most specific evidence first): explicit cloud region of the provider > endpoint
-hostname pattern > the provider's default facility > unknown. The tier follows from the
-facility's country and its operator's jurisdiction against the registry's country:
+Precedence (most specific evidence first), each tested in tests/unit/test_classify*.py:
+  1. explicit cloud region of the provider      rule `region:<provider>/<code>`
+  2. endpoint IP range, when endpoint_host is an IP literal (longest prefix wins)
+                                                 rule `ip:<cidr>`
+  3. endpoint hostname pattern (exact, then the longest `*.suffix`)
+                                                 rule `host:<pattern>`
+  4. the provider's default facility             rule `provider-default:<provider>`
+  5. nothing matched: unknown                    rule `none`
+The tier follows from the facility's country and its operator's jurisdiction against the
+registry's country:
   sovereign  domestic operator, facility on domestic soil
   onshore    foreign operator, facility on domestic soil
   offshore   facility abroad
   unknown    no evidence matched; counted in the denominator, reported on its own
 Only provider, region and endpoint_host are read, so no other field can change a tier.
+External sovereignty grades (registry `grade:`) are carried beside the tier, never into it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from tracker.contract import Tier
@@ -26,89 +35,157 @@ class Classification:
     operator: str
     rule: str  # which rule matched, e.g. "region:aws_bedrock/ap-south-1"
     registry_version: str
+    facility_grade: str = ""  # e.g. "eu-csf:SEAL-3"; "" when none is registered
+    operator_grade: str = ""
 
 
 UNKNOWN_AGENCY = Agency(id="unknown", name="unknown", sector="unknown", channel="unknown")
+_CACHE_LIMIT = 100_000  # bounded: hosts are caller-controlled
+
+
+def ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address when endpoint_host is an IP literal (`10.0.0.1`, `::1`, `[::1]`)."""
+    text = host.strip().removeprefix("[").removesuffix("]")
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+class _Index:
+    """Every lookup of one registry version, built once and then read-only, so a classifier can
+    switch versions by replacing one reference (see Classifier.swap)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.version = registry.version
+        self.facilities = {f.id: f for f in registry.facilities}
+        self.operators = {o.id: o for o in registry.operators}
+        self.provider = {}
+        for p in registry.providers:
+            for name in (p.id, *p.aliases):
+                self.provider[name.lower()] = p
+        self.regions: dict[tuple[str, str], str] = {}
+        for r in registry.regions:
+            for provider in r.providers:
+                self.regions[(provider.lower(), r.code.lower())] = r.facility
+        hosts = [e for e in registry.endpoints if e.host is not None]
+        self.exact_hosts = {e.host: e.facility for e in hosts if e.host and "*" not in e.host}
+        # Longest suffix first, so a more specific pattern wins over a broader one.
+        self.suffixes = sorted(
+            ((e.host[1:], e.facility) for e in hosts if e.host and e.host.startswith("*.")),
+            key=lambda pair: -len(pair[0]),
+        )
+        # IP ranges per (IP version, prefix length): a lookup masks the address once per
+        # distinct prefix length, longest first, so the most specific range wins.
+        self.nets: dict[int, list[tuple[int, dict[int, tuple[str, str]]]]] = {4: [], 6: []}
+        by_len: dict[tuple[int, int], dict[int, tuple[str, str]]] = {}
+        for e in registry.endpoints:
+            net = e.network()
+            if net is not None:
+                table = by_len.setdefault((net.version, net.prefixlen), {})
+                table[int(net.network_address)] = (str(net), e.facility)
+        for (ipv, plen), table in sorted(by_len.items(), key=lambda kv: -kv[0][1]):
+            self.nets[ipv].append((plen, table))
+        self.agencies = {a.id: a for a in registry.agencies}
+        self.cache: dict[tuple[str, str | None, str | None], Classification] = {}
 
 
 class Classifier:
     """Pre-indexed registry lookups; built once per registry version, then pure and fast."""
 
     def __init__(self, registry: Registry) -> None:
-        self.registry = registry
-        self.version = registry.version
-        self._facilities = {f.id: f for f in registry.facilities}
-        self._jurisdiction = {o.id: o.jurisdiction for o in registry.operators}
-        self._provider = {}
-        for p in registry.providers:
-            for name in (p.id, *p.aliases):
-                self._provider[name.lower()] = p
-        self._regions: dict[tuple[str, str], str] = {}
-        for r in registry.regions:
-            for provider in r.providers:
-                self._regions[(provider.lower(), r.code.lower())] = r.facility
-        self._exact_hosts = {e.host: e.facility for e in registry.endpoints if "*" not in e.host}
-        # Longest suffix first, so a more specific pattern wins over a broader one.
-        self._suffixes = sorted(
-            ((e.host[1:], e.facility) for e in registry.endpoints if e.host.startswith("*.")),
-            key=lambda pair: -len(pair[0]),
-        )
-        self._agencies = {a.id: a for a in registry.agencies}
-        self._cache: dict[tuple[str, str | None, str | None], Classification] = {}
+        self._ix = _Index(registry)
+
+    @property
+    def registry(self) -> Registry:
+        return self._ix.registry
+
+    @property
+    def version(self) -> str:
+        return self._ix.version
+
+    def swap(self, registry: Registry) -> None:
+        """Classify by another registry version from now on. The new index is built first and
+        published by one reference assignment, so a classification in flight on another
+        thread sees either the old version or the new one, never a mix."""
+        self._ix = _Index(registry)
 
     def agency(self, agency_id: str) -> Agency | None:
-        return self._agencies.get(agency_id)
+        return self._ix.agencies.get(agency_id)
 
     def classify(
         self, provider: str, region: str | None, endpoint_host: str | None
     ) -> Classification:
+        ix = self._ix
         key = (provider, region, endpoint_host)
-        hit = self._cache.get(key)
+        hit = ix.cache.get(key)
         if hit is None:
-            hit = self._classify(provider, region, endpoint_host)
-            if len(self._cache) < 100_000:  # bounded: hosts are caller-controlled
-                self._cache[key] = hit
+            hit = _classify(ix, provider, region, endpoint_host)
+            if len(ix.cache) < _CACHE_LIMIT:
+                ix.cache[key] = hit
         return hit
 
-    def _classify(self, provider: str, region: str | None, host: str | None) -> Classification:
-        prov = provider.lower()
-        known = self._provider.get(prov)
-        # A region code is named per provider; aliases share their provider's regions.
-        if region:
-            # The canonical id first, so the recorded rule does not depend on the alias used.
-            for name in dict.fromkeys([known.id.lower() if known else prov, prov]):
-                facility = self._regions.get((name, region.lower()))
-                if facility is not None:
-                    return self._of(facility, f"region:{name}/{region.lower()}")
-        if host:
-            h = host.lower().rstrip(".")
-            facility = self._exact_hosts.get(h)
-            if facility is not None:
-                return self._of(facility, f"host:{h}")
-            for suffix, fac in self._suffixes:
-                if h.endswith(suffix):
-                    return self._of(fac, f"host:*{suffix}")
-        if known is not None and known.default_facility is not None:
-            return self._of(known.default_facility, f"provider-default:{known.id}")
-        return Classification(
-            Tier.unknown, "", "", known.operator if known else "", "none", self.version
-        )
-
-    def _of(self, facility_id: str, rule: str) -> Classification:
-        facility: Facility = self._facilities[facility_id]
-        return Classification(
-            tier=self.tier_of(facility),
-            facility_id=facility.id,
-            facility_country=facility.country,
-            operator=facility.operator,
-            rule=rule,
-            registry_version=self.version,
-        )
-
     def tier_of(self, facility: Facility) -> Tier:
-        home = self.registry.country
-        if facility.country != home:
-            return Tier.offshore
-        if self._jurisdiction[facility.operator] == home:
-            return Tier.sovereign
-        return Tier.onshore
+        return _tier_of(self._ix, facility)
+
+
+def _classify(ix: _Index, provider: str, region: str | None, host: str | None) -> Classification:
+    prov = provider.lower()
+    known = ix.provider.get(prov)
+    # A region code is named per provider; aliases share their provider's regions.
+    if region:
+        # The canonical id first, so the recorded rule does not depend on the alias used.
+        for name in dict.fromkeys([known.id.lower() if known else prov, prov]):
+            facility = ix.regions.get((name, region.lower()))
+            if facility is not None:
+                return _of(ix, facility, f"region:{name}/{region.lower()}")
+    if host:
+        address = ip_literal(host)
+        if address is not None:
+            value = int(address)
+            bits = address.max_prefixlen
+            for plen, table in ix.nets[address.version]:
+                found = table.get(value >> (bits - plen) << (bits - plen))
+                if found is not None:
+                    return _of(ix, found[1], f"ip:{found[0]}")
+        else:
+            h = host.lower().rstrip(".")
+            facility = ix.exact_hosts.get(h)
+            if facility is not None:
+                return _of(ix, facility, f"host:{h}")
+            for suffix, fac in ix.suffixes:
+                if h.endswith(suffix):
+                    return _of(ix, fac, f"host:*{suffix}")
+    if known is not None and known.default_facility is not None:
+        return _of(ix, known.default_facility, f"provider-default:{known.id}")
+    operator = known.operator if known else ""
+    op = ix.operators.get(operator)
+    return Classification(
+        Tier.unknown, "", "", operator, "none", ix.version,
+        operator_grade=op.grade.label() if op and op.grade else "",
+    )  # fmt: skip
+
+
+def _of(ix: _Index, facility_id: str, rule: str) -> Classification:
+    facility: Facility = ix.facilities[facility_id]
+    operator = ix.operators[facility.operator]
+    return Classification(
+        tier=_tier_of(ix, facility),
+        facility_id=facility.id,
+        facility_country=facility.country,
+        operator=facility.operator,
+        rule=rule,
+        registry_version=ix.version,
+        facility_grade=facility.grade.label() if facility.grade else "",
+        operator_grade=operator.grade.label() if operator.grade else "",
+    )
+
+
+def _tier_of(ix: _Index, facility: Facility) -> Tier:
+    home = ix.registry.country
+    if facility.country != home:
+        return Tier.offshore
+    if ix.operators[facility.operator].jurisdiction == home:
+        return Tier.sovereign
+    return Tier.onshore

@@ -19,7 +19,18 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from tracker import reclassify
+
 ROLLUP = "usage_hourly"
+
+
+class AsClassified(StrEnum):
+    """Which classification a figure uses: each row's own tier, given by the registry version
+    in force when it landed (`then`, the published figure), or every row re-classified by the
+    version in force now (`now`, tracker/reclassify.py)."""
+
+    then = "then"
+    now = "now"
 
 
 class Basis(StrEnum):
@@ -93,15 +104,33 @@ FROM (
     return sql + order
 
 
-def share_sql(basis: Basis, filters: dict[str, list[str]], *, source: str = ROLLUP) -> str:
-    """The headline: per-tier sums of the basis measure and the three shares."""
+def share_sql(
+    basis: Basis,
+    filters: dict[str, list[str]],
+    *,
+    source: str = ROLLUP,
+    as_classified: AsClassified = AsClassified.then,
+) -> str:
+    """The headline: per-tier sums of the basis measure and the three shares. `now` reads the
+    re-classified rows instead of `source` and needs `registry_now` and `covered` bound (see
+    share_parameters and tracker.reclassify.prepare_now)."""
+    if as_classified is AsClassified.now:
+        source = reclassify.now_source()
     return _share_select(basis, source, where_clause(filters))
 
 
 def share_parameters(
-    start: datetime, end: datetime, filters: dict[str, list[str]]
+    start: datetime,
+    end: datetime,
+    filters: dict[str, list[str]],
+    registry_now: str | None = None,
+    covered: list[int] | None = None,
 ) -> dict[str, Any]:
-    return {"from_": start, "to": end, **filters}
+    params: dict[str, Any] = {"from_": start, "to": end, **filters}
+    if registry_now is not None:
+        params["registry_now"] = registry_now
+        params["covered"] = covered or []
+    return params
 
 
 @dataclass(frozen=True)
@@ -125,11 +154,18 @@ def headline(
     start: datetime,
     end: datetime,
     filters: dict[str, list[str]] | None = None,
+    *,
+    as_classified: AsClassified = AsClassified.then,
 ) -> Share:
     filters = filters or {}
-    row = client.query(
-        share_sql(basis, filters), parameters=share_parameters(start, end, filters)
-    ).result_rows[0]
+    sql, params = share_sql(basis, filters), share_parameters(start, end, filters)
+    if as_classified is AsClassified.now:
+        prepared = reclassify.prepare_now(client, start, end)
+        if prepared is not None:  # no registry ever loaded: nothing to re-classify by
+            version, covered = prepared
+            sql = share_sql(basis, filters, as_classified=as_classified)
+            params = share_parameters(start, end, filters, registry_now=version, covered=covered)
+    row = client.query(sql, parameters=params).result_rows[0]
     sov, on, off, unk, total, records, dom, sov_share, unk_share, unconverted = row
     return Share(
         basis=basis,

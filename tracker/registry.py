@@ -8,7 +8,9 @@ content, so the same rules always carry the same version, wherever they are load
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import ipaddress
 import itertools
 import json
 from datetime import UTC, date, datetime
@@ -59,10 +61,34 @@ def _omit_when_none(data: Any, model: BaseModel, names: tuple[str, ...]) -> Any:
     return data
 
 
+class Grade(_Strict):
+    """An external sovereignty grade, where one exists, shown beside the tier and never used to
+    compute it: e.g. the EU Cloud Sovereignty Framework's SEAL levels (scheme `eu-csf`, level
+    `SEAL-3`), or a national empanelment."""
+
+    scheme: Code
+    level: str = Field(min_length=1, max_length=64)
+    assessed_on: date | None = None
+    reference: str | None = Field(default=None, max_length=500)
+    note: str | None = Field(default=None, max_length=500)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return _omit_when_none(handler(self), self, ("assessed_on", "reference", "note"))
+
+    def label(self) -> str:
+        return f"{self.scheme}:{self.level}"
+
+
 class Operator(_Strict):
     id: Code
-    name: str = Field(min_length=1)
-    jurisdiction: Country
+    name: str = Field(min_length=1, description="Legal name")
+    jurisdiction: Country = Field(description="Home jurisdiction (ISO 3166-1 alpha-2)")
+    grade: Grade | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return _omit_when_none(handler(self), self, ("grade",))
 
 
 class Facility(_Strict):
@@ -73,10 +99,11 @@ class Facility(_Strict):
     # Declared serving capacity for public-sector inference, in requests per hour: the C layer
     # of the capacity index (tracker/capacity.py). Unset means "not declared", counted as 0.
     serving_capacity_rph: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    grade: Grade | None = None
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> Any:
-        return _omit_when_none(handler(self), self, ("serving_capacity_rph",))
+        return _omit_when_none(handler(self), self, ("serving_capacity_rph", "grade"))
 
 
 class Region(_Strict):
@@ -88,10 +115,33 @@ class Region(_Strict):
 
 
 class Endpoint(_Strict):
-    """A hostname pattern: exact host, or `*.suffix` for any subdomain of suffix."""
+    """Where a facility is reached: a hostname pattern (exact host, or `*.suffix` for any
+    subdomain of suffix) or an IP range in CIDR notation (for endpoint_host IP literals);
+    exactly one of the two."""
 
-    host: str = Field(min_length=1, max_length=253, pattern=r"^(\*\.)?[a-z0-9.-]+$")
+    host: str | None = Field(
+        default=None, min_length=1, max_length=253, pattern=r"^(\*\.)?[a-z0-9.-]+$"
+    )
+    cidr: str | None = Field(default=None, min_length=2, max_length=43)
     facility: Code
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Endpoint:
+        if (self.host is None) == (self.cidr is None):
+            raise ValueError("give exactly one of host (hostname pattern) or cidr (IP range)")
+        if self.cidr is not None:
+            try:
+                ipaddress.ip_network(self.cidr, strict=True)
+            except ValueError as exc:
+                raise ValueError(f"cidr: not an IP range in CIDR notation: {exc}") from exc
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return _omit_when_none(handler(self), self, ("host", "cidr"))
+
+    def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+        return None if self.cidr is None else ipaddress.ip_network(self.cidr)
 
 
 class Provider(_Strict):
@@ -155,32 +205,9 @@ class Registry(_Strict):
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Registry:
-        problems: list[str] = []
-        operators = _unique("operators", [o.id for o in self.operators], problems)
-        facilities = _unique("facilities", [f.id for f in self.facilities], problems)
-        _unique("agencies", [a.id for a in self.agencies], problems)
-        names = [p.id for p in self.providers] + [a for p in self.providers for a in p.aliases]
-        _unique("providers (ids and aliases)", names, problems)
-        for i, f in enumerate(self.facilities):
-            if f.operator not in operators:
-                problems.append(f"facilities[{i}].operator: unknown operator {f.operator!r}")
-        for i, r in enumerate(self.regions):
-            if r.facility not in facilities:
-                problems.append(f"regions[{i}].facility: unknown facility {r.facility!r}")
-        for i, e in enumerate(self.endpoints):
-            if e.facility not in facilities:
-                problems.append(f"endpoints[{i}].facility: unknown facility {e.facility!r}")
-        for i, p in enumerate(self.providers):
-            if p.operator not in operators:
-                problems.append(f"providers[{i}].operator: unknown operator {p.operator!r}")
-            if p.default_facility is not None and p.default_facility not in facilities:
-                problems.append(
-                    f"providers[{i}].default_facility: unknown facility {p.default_facility!r}"
-                )
-        if self.reporting_currency not in self.fx_to_reporting:
-            problems.append("fx_to_reporting: must include the reporting currency itself (1)")
+        problems = reference_problems(self.model_dump(mode="json"))
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("; ".join(f"{path}: {reason}" for path, reason in problems))
         return self
 
     @property
@@ -189,13 +216,73 @@ class Registry(_Strict):
         return "r-" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def _unique(what: str, ids: list[str], problems: list[str]) -> set[str]:
-    seen: set[str] = set()
-    for ident in ids:
-        if ident in seen:
-            problems.append(f"{what}: duplicate id {ident!r}")
-        seen.add(ident)
-    return seen
+def _items(data: dict[str, Any], section: str) -> list[tuple[int, dict[str, Any]]]:
+    value = data.get(section)
+    if not isinstance(value, list):
+        return []
+    return [(i, item) for i, item in enumerate(value) if isinstance(item, dict)]
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def reference_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """Cross-references and uniqueness, as (path, reason). Tolerant of malformed entries, so it
+    also runs on a file that failed field validation and every error is listed in one pass."""
+    problems: list[tuple[str, str]] = []
+
+    def unique(section: str, what: str, keys: list[tuple[int, str | None]]) -> set[str]:
+        seen: set[str] = set()
+        for i, key in keys:
+            if key is None:
+                continue
+            if key in seen:
+                problems.append((f"{section}.{i}", f"duplicate {what} {key!r}"))
+            seen.add(key)
+        return seen
+
+    def ids(section: str) -> set[str]:
+        return unique(section, "id", [(i, _str(x.get("id"))) for i, x in _items(data, section)])
+
+    operators, facilities = ids("operators"), ids("facilities")
+    ids("agencies")
+    names: list[tuple[int, str | None]] = []
+    for i, p in _items(data, "providers"):
+        names.append((i, _str(p.get("id"))))
+        aliases = p.get("aliases")
+        names.extend((i, _str(a)) for a in (aliases if isinstance(aliases, list) else []))
+    unique("providers", "id or alias", names)
+    # The same evidence mapped twice would make the answer depend on the order of the file.
+    endpoints = _items(data, "endpoints")
+    unique("endpoints", "host", [(i, _str(e.get("host"))) for i, e in endpoints])
+    nets: list[tuple[int, str | None]] = []
+    for i, e in endpoints:
+        with contextlib.suppress(ValueError):  # a malformed range is reported by its field
+            nets.append((i, str(ipaddress.ip_network(str(e["cidr"]))) if "cidr" in e else None))
+    unique("endpoints", "cidr range", nets)
+    pairs: list[tuple[int, str | None]] = []
+    for i, r in _items(data, "regions"):
+        provs, code = r.get("providers"), _str(r.get("code"))
+        for p in provs if isinstance(provs, list) and code else []:
+            pairs.append((i, f"{p}/{code}".lower()))
+    unique("regions", "provider/code pair", pairs)
+
+    def resolve(section: str, field: str, known: set[str], what: str) -> None:
+        for i, item in _items(data, section):
+            value = item.get(field)
+            if value is not None and isinstance(value, str) and value not in known:
+                problems.append((f"{section}.{i}.{field}", f"unknown {what} {value!r}"))
+
+    resolve("facilities", "operator", operators, "operator")
+    resolve("regions", "facility", facilities, "facility")
+    resolve("endpoints", "facility", facilities, "facility")
+    resolve("providers", "operator", operators, "operator")
+    resolve("providers", "default_facility", facilities, "facility")
+    fx, currency = data.get("fx_to_reporting"), data.get("reporting_currency")
+    if isinstance(currency, str) and (not isinstance(fx, dict) or currency not in fx):
+        problems.append(("fx_to_reporting", "must include the reporting currency itself (1)"))
+    return problems
 
 
 def parse(text: str, source: str) -> Registry:
@@ -211,11 +298,14 @@ def parse(text: str, source: str) -> Registry:
     try:
         return Registry.model_validate(data)
     except ValidationError as exc:
-        errors = []
+        errors: list[tuple[str, str]] = []
         for err in exc.errors(include_url=False, include_input=False):
-            path = ".".join(str(p) for p in err["loc"]) or "document"
+            if not err["loc"]:
+                continue  # the registry-wide reference check: listed below with exact paths
+            path = ".".join(str(p) for p in err["loc"])
             for reason in err["msg"].removeprefix("Value error, ").split("; "):
                 errors.append((path, reason))
+        errors.extend(reference_problems(data))
         raise RegistryError(source, errors) from exc
 
 

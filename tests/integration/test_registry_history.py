@@ -1,0 +1,201 @@
+"""Effective-dated registry on chdb: ledger, scheduled changes, watcher, "as classified then/now",
+and `tracker reclassify` re-deriving the route rollup idempotently."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.processor import Processor
+from pipeline.writer import Writer
+from tracker import reclassify, registry_store
+from tracker.capacity import registry_in_force
+from tracker.classify import Classifier
+from tracker.clickhouse import ClientPool
+from tracker.contract import UsageRecord, parse_record
+from tracker.metrics import AsClassified, Basis, headline
+from tracker.registry import Registry, RegistryError, load, parse
+
+START = datetime(2026, 3, 30, tzinfo=UTC)  # the data spans two months (March and April)
+END = datetime(2026, 5, 1, tzinfo=UTC)
+
+
+def india() -> tuple[Registry, str]:
+    return load()
+
+
+def variant(text: str) -> tuple[Registry, str]:
+    """India, where the NIC now serves api.openai.com from Delhi (a sovereign facility)."""
+    data = yaml.safe_load(text)
+    data["endpoints"].append({"host": "gw.openai-proxy.nic.in", "facility": "nic-meghraj-delhi"})
+    for e in data["endpoints"]:
+        if e.get("host") == "api.openai.com":
+            e["facility"] = "nic-meghraj-delhi"
+    new_text = yaml.safe_dump(data, sort_keys=False)
+    return parse(new_text, "variant.yaml"), new_text
+
+
+def make(i: int, **patch: object) -> UsageRecord:
+    body = {
+        "record_id": f"h{i}", "agency_id": "in-cbse", "provider": "openai", "model": "gpt-4o",
+        "endpoint_host": "api.openai.com",
+        "occurred_at": (START + timedelta(hours=7 * (i % 100))).isoformat(), "request_count": 2,
+        **patch,
+    }  # fmt: skip
+    return parse_record(body, gateway_id="gw-h")
+
+
+def land(pool: ClientPool, registry: Registry, records: list[UsageRecord]) -> None:
+    rows = Processor(Classifier(registry)).process_records(records).rows
+    Writer(pool.get()).write(rows)
+
+
+def test_ledger_records_every_change_and_refuses_backdating(pool: ClientPool) -> None:
+    client = pool.get()
+    assert registry_store.current(client) is None
+    a, a_text = india()
+    first = registry_store.activate(client, a, a_text, author="ana", reason="initial",
+                                    source="india.yaml")  # fmt: skip
+    assert first is not None and first.previous == ""
+    # Loading the version already in force is not a change.
+    assert (
+        registry_store.activate(client, a, a_text, author="ana", reason="again", source="x") is None
+    )
+    b, b_text = variant(a_text)
+    second = registry_store.activate(client, b, b_text, author="bo", reason="NIC proxy", source="v")
+    assert second is not None and second.previous == a.version
+    found = registry_store.in_force(client)
+    assert found is not None and found[0].version == b.version
+    assert found[1].author == "bo" and found[1].reason == "NIC proxy"
+    # What was in force just before the second change is still answerable.
+    before = registry_store.current(client, second.effective_from - timedelta(milliseconds=1))
+    assert before is not None and before.version == a.version
+    with pytest.raises(registry_store.ChangeError, match="backdated"):
+        registry_store.activate(client, a, a_text, author="x", reason="y", source="z",
+                                effective_from=datetime.now(UTC) - timedelta(days=1))  # fmt: skip
+    # Revert to a known version: a new change, and capacity's reader agrees.
+    revert = registry_store.activate(client, a, a_text, author="ana", reason="revert", source="i")
+    assert revert is not None and revert.previous == b.version
+    in_force = registry_in_force(client)
+    assert in_force is not None and in_force.version == a.version
+    assert [c.version for c in registry_store.history(client)][-3:] == [a.version, b.version,
+                                                                          a.version]  # fmt: skip
+
+
+def test_malformed_file_refused_whole_previous_stays(pool: ClientPool, tmp_path: Path) -> None:
+    client = pool.get()
+    before = registry_store.current(client)
+    bad = tmp_path / "bad.yaml"
+    data = yaml.safe_load(india()[1])
+    data["country"] = "India"
+    data["facilities"][0]["operator"] = "ghost"
+    data["endpoints"].append({"cidr": "10.0.0.1/8", "facility": "nic-meghraj-delhi"})
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(RegistryError) as info:
+        registry_store.load_file(client, bad, author="a", reason="r")
+    paths = {p for p, _ in info.value.errors}
+    assert {"country", "facilities.0.operator"} <= paths
+    assert any(p.startswith("endpoints.") for p in paths)
+    assert info.value.source == str(bad)
+    assert registry_store.current(client) == before
+
+
+def test_scheduled_change_and_watcher(pool: ClientPool) -> None:
+    client = pool.get()
+    a, a_text = india()
+    b, b_text = variant(a_text)
+    registry_store.activate(client, a, a_text, author="t", reason="base", source="t")
+    classifier = Classifier(a)
+    watcher = registry_store.RegistryWatcher(pool.get, [classifier], interval=0.05)
+    when = datetime.now(UTC) + timedelta(seconds=1.5)
+    registry_store.activate(client, b, b_text, author="t", reason="scheduled", source="t",
+                            effective_from=when)  # fmt: skip
+    assert watcher.check() is False  # not due yet
+    assert classifier.classify("openai", None, "api.openai.com").tier.value == "offshore"
+    future = registry_store.current(client, when + timedelta(seconds=1))
+    assert future is not None and future.version == b.version
+    watcher.start()
+    try:
+        deadline = datetime.now(UTC) + timedelta(seconds=10)
+        while classifier.version != b.version and datetime.now(UTC) < deadline:
+            watcher._stop.wait(0.05)
+    finally:
+        watcher.stop()
+    assert classifier.version == b.version
+    assert classifier.classify("openai", None, "api.openai.com").tier.value == "sovereign"
+    registry_store.activate(client, a, a_text, author="t", reason="restore", source="t")
+
+
+def test_as_classified_then_and_now(pool: ClientPool) -> None:
+    client = pool.get()
+    a, a_text = india()
+    b, b_text = variant(a_text)
+    registry_store.activate(client, a, a_text, author="t", reason="base", source="t")
+    land(pool, a, [make(i) for i in range(100)])  # all offshore under a
+    land(pool, a, [make(1000 + i, provider="sarvam", endpoint_host=None) for i in range(10)])
+    then = headline(client, Basis.requests, START, END)
+    assert (then.offshore, then.sovereign) == (200.0, 20.0)
+    registry_store.activate(client, b, b_text, author="t", reason="NIC proxy", source="t")
+    # Landed later, under b: these are sovereign then and now.
+    land(pool, b, [make(2000 + i) for i in range(5)])
+    then = headline(client, Basis.requests, START, END)
+    now = headline(client, Basis.requests, START, END, as_classified=AsClassified.now)
+    assert (then.offshore, then.sovereign, then.total) == (200.0, 30.0, 230.0)
+    assert (now.offshore, now.sovereign, now.total) == (0.0, 230.0, 230.0)
+    assert now.domestic_share == 1.0
+    # A tier filter applies to the re-classified tier.
+    sov = headline(client, Basis.requests, START, END, {"tier": ["sovereign"]},
+                   as_classified=AsClassified.now)  # fmt: skip
+    assert sov.total == 230.0
+    # No month is derived yet: every row was re-classified from usage_raw.
+    assert reclassify.covered_months(client, START, END) == []
+
+
+def test_reclassify_rederives_months_idempotently(pool: ClientPool) -> None:
+    client = pool.get()
+    found = registry_store.in_force(client)
+    assert found is not None
+    registry = found[0]
+    expected = {b: headline(client, b, START, END, as_classified=AsClassified.now) for b in Basis}
+    seen: list[reclassify.MonthResult] = []
+    results = reclassify.run(client, registry, START, END, author="t", progress=seen.append)
+    assert [r.month.month for r in results] == [3, 4] and seen == results
+    assert sum(r.raw_records for r in results) == 115
+    assert all(r.raw_records == r.rollup_records == r.hourly_records for r in results)
+    assert sum(r.changed_records for r in results) == 100  # the openai rows landed under a
+    assert reclassify.covered_months(client, START, END) == [202603, 202604]
+    # From the derived route rollup, the figures are the ones re-classified from usage_raw.
+    for basis in Basis:
+        got = headline(client, basis, START, END, as_classified=AsClassified.now)
+        assert got == expected[basis], basis
+    # Running it again changes nothing (the month partitions are replaced whole).
+    again = reclassify.run(client, registry, START, END, author="t")
+    assert [(r.raw_records, r.changed_records) for r in again] == [
+        (r.raw_records, r.changed_records) for r in results
+    ]
+    assert (
+        headline(client, Basis.tokens, START, END, as_classified=AsClassified.now)
+        == expected[Basis.tokens]
+    )
+    runs = client.query("SELECT count(), uniqExact(run_id) FROM reclassify_runs").result_rows[0]
+    assert tuple(runs) == (4, 2)
+    leftovers = client.query(
+        "SELECT count() FROM system.tables WHERE database = currentDatabase() "
+        "AND name LIKE 'usage_hourly_routes_stage_%'"
+    ).result_rows[0][0]
+    assert leftovers == 0
+
+
+def test_records_landed_after_a_run_still_count_now(pool: ClientPool) -> None:
+    """A month that received records after it was derived is read from usage_raw again."""
+    client = pool.get()
+    a = india()[0]
+    land(pool, a, [make(3000 + i, occurred_at="2026-04-20T12:00:00Z") for i in range(4)])
+    assert reclassify.covered_months(client, START, END) == [202603]
+    now = headline(client, Basis.requests, START, END, as_classified=AsClassified.now)
+    then = headline(client, Basis.requests, START, END)
+    assert now.total == then.total == 238.0
+    assert (now.sovereign, then.offshore) == (238.0, 208.0)

@@ -1,0 +1,307 @@
+"""The effective-dated registry in ClickHouse: which version is in force from when, who changed
+it and why, proposals made through the API, and how running processes follow a change.
+
+- `registry_versions` (0001) keeps the full text of every version, keyed by its content hash.
+- `registry_changes` (0002) is the append-only ledger: one row per change with author, reason,
+  source and effective_from. The version in force at time t is the row with the greatest
+  (effective_from, seq) whose effective_from <= t; nothing is ever updated or deleted.
+- A change takes effect in a running process within `RegistryWatcher.interval` seconds: the
+  watcher re-reads the pointer (one small query) and swaps the classifier's index in place.
+
+A version that fails validation never reaches either table: `activate` takes a parsed
+`Registry`, and the only way to get one from text is `registry.parse`, which refuses a file
+whole with every error listed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from tracker import registry as registry_mod
+from tracker.classify import Classifier
+from tracker.registry import Registry, RegistryError, parse
+
+log = logging.getLogger(__name__)
+
+# A change may be scheduled ahead, never backdated: records already landed were classified by
+# the version then in force, and the ledger must keep saying so. Clock skew is tolerated.
+BACKDATE_TOLERANCE = timedelta(seconds=60)
+
+
+class ChangeError(ValueError):
+    """A change that cannot be recorded (backdated, conflicting proposal, unknown id)."""
+
+
+@dataclass(frozen=True)
+class Change:
+    version: str
+    previous: str
+    effective_from: datetime
+    recorded_at: datetime
+    author: str
+    reason: str
+    source: str
+    seq: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "previous": self.previous,
+            "effective_from": self.effective_from,
+            "recorded_at": self.recorded_at,
+            "author": self.author,
+            "reason": self.reason,
+            "source": self.source,
+        }
+
+
+_CHANGE_COLUMNS = "version, previous, effective_from, recorded_at, author, reason, source, seq"
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _change(row: Any) -> Change:
+    v, p, eff, rec, author, reason, source, seq = row
+    return Change(str(v), str(p), _utc(eff), _utc(rec), str(author), str(reason), str(source),
+                  int(seq))  # fmt: skip
+
+
+def current(client: Client, at: datetime | None = None) -> Change | None:
+    """The ledger entry in force at `at` (default now); None before any change was recorded."""
+    rows = client.query(
+        f"SELECT {_CHANGE_COLUMNS} FROM registry_changes "
+        "WHERE effective_from <= {at:DateTime64(3, 'UTC')} "
+        "ORDER BY effective_from DESC, seq DESC LIMIT 1",
+        parameters={"at": _utc(at or datetime.now(UTC))},
+    ).result_rows
+    return _change(rows[0]) if rows else None
+
+
+def history(client: Client) -> list[Change]:
+    """Every change, oldest first (scheduled ones included)."""
+    rows = client.query(
+        f"SELECT {_CHANGE_COLUMNS} FROM registry_changes ORDER BY effective_from, seq"
+    ).result_rows
+    return [_change(r) for r in rows]
+
+
+def content(client: Client, version: str) -> str | None:
+    """The full text of a known version, exactly as it was loaded."""
+    rows = client.query(
+        "SELECT content FROM registry_versions WHERE version = {v:String} LIMIT 1",
+        parameters={"v": version},
+    ).result_rows
+    return str(rows[0][0]) if rows else None
+
+
+def versions(client: Client) -> list[tuple[str, datetime]]:
+    """Every version whose text is kept, with when it was first recorded."""
+    rows = client.query(
+        "SELECT version, min(loaded_at) FROM registry_versions GROUP BY version ORDER BY 2"
+    ).result_rows
+    return [(str(v), _utc(at)) for v, at in rows]
+
+
+_PARSED: dict[str, Registry] = {}
+_PARSED_LOCK = threading.Lock()
+
+
+def registry_of(client: Client, version: str) -> Registry | None:
+    """A stored version, parsed (cached per process: a version's content never changes)."""
+    with _PARSED_LOCK:
+        hit = _PARSED.get(version)
+    if hit is not None:
+        return hit
+    text = content(client, version)
+    if text is None:
+        return None
+    parsed = parse(text, f"registry_versions:{version}")
+    if parsed.version != version:  # the content hash is the version: never trust a mismatch
+        raise RegistryError(version, [("content", f"hashes to {parsed.version}, not {version}")])
+    with _PARSED_LOCK:
+        _PARSED[version] = parsed
+    return parsed
+
+
+def in_force(client: Client, at: datetime | None = None) -> tuple[Registry, Change] | None:
+    """The registry in force at `at` with its ledger entry; None when the ledger is empty."""
+    change = current(client, at)
+    if change is None:
+        return None
+    found = registry_of(client, change.version)
+    if found is None:
+        raise RegistryError(change.version, [("registry_versions", "text of version missing")])
+    return found, change
+
+
+def effective(client: Client, at: datetime | None = None) -> tuple[Registry, Change] | None:
+    """`in_force`, or while the ledger is still empty (processes started before any change was
+    recorded), the version most recently loaded at a process start, as an entry by `system`."""
+    found = in_force(client, at)
+    if found is not None:
+        return found
+    rows = client.query(
+        "SELECT version, loaded_at, author, reason FROM registry_versions "
+        "ORDER BY loaded_at DESC LIMIT 1"
+    ).result_rows
+    if not rows:
+        return None
+    version, loaded_at, author, reason = rows[0]
+    registry = registry_of(client, str(version))
+    if registry is None:
+        return None
+    change = Change(str(version), "", _utc(loaded_at), _utc(loaded_at), str(author), str(reason),
+                    "process start (no ledger entry yet)", 0)  # fmt: skip
+    return registry, change
+
+
+def activate(
+    client: Client,
+    registry: Registry,
+    text: str,
+    *,
+    author: str,
+    reason: str,
+    source: str,
+    effective_from: datetime | None = None,
+) -> Change | None:
+    """Record `registry` as in force from `effective_from` (default now). Returns the change, or
+    None when that version is already in force and nothing was scheduled (a no-op reload)."""
+    if not author.strip() or not reason.strip():
+        raise ChangeError("a registry change needs an author and a reason")
+    now = datetime.now(UTC)
+    effective = _utc(effective_from) if effective_from is not None else now
+    if effective < now - BACKDATE_TOLERANCE:
+        raise ChangeError(
+            f"effective_from {effective.isoformat()} is in the past: a change can be scheduled "
+            "ahead but never backdated (records already landed keep the version then in force)"
+        )
+    in_force_now = current(client, now)
+    previous = in_force_now.version if in_force_now else ""
+    if effective_from is None and previous == registry.version:
+        return None
+    if registry_mod.record_version(client, registry, text, author=author, reason=reason) is False:
+        # Known text, put back in force: re-insert it with a new loaded_at, so readers that take
+        # the most recently loaded row of registry_versions (tracker.capacity) agree.
+        client.insert(
+            "registry_versions",
+            [[registry.version, now, author, reason, text]],
+            column_names=["version", "loaded_at", "author", "reason", "content"],
+        )
+    change = Change(registry.version, previous, effective, now, author, reason, source,
+                    time.time_ns())  # fmt: skip
+    client.insert(
+        "registry_changes",
+        [[change.version, change.previous, change.effective_from, change.recorded_at,
+          change.author, change.reason, change.source, change.seq]],
+        column_names=[c.strip() for c in _CHANGE_COLUMNS.split(",")],
+    )  # fmt: skip
+    return change
+
+
+def load_file(
+    client: Client,
+    path: Path,
+    *,
+    author: str,
+    reason: str,
+    effective_from: datetime | None = None,
+) -> tuple[Registry, Change | None]:
+    """`tracker registry load FILE`: validate whole (RegistryError lists every problem, nothing
+    is recorded), then record it as a new version in force."""
+    registry, text = registry_mod.load(path)
+    change = activate(client, registry, text, author=author, reason=reason, source=path.name,
+                      effective_from=effective_from)  # fmt: skip
+    return registry, change
+
+
+def bootstrap(client: Client, path: Path | None) -> tuple[Registry, str]:
+    """What a process classifies with at start-up: the version in force in ClickHouse; if the
+    ledger is still empty, the configured file (default: the shipped example), recorded as the
+    first version. A configured file that differs from the version in force is not applied
+    silently (that is `tracker registry load`'s job, with an author and a reason)."""
+    found = in_force(client)
+    if found is not None:
+        registry, change = found
+        if path is not None:
+            on_disk, _ = registry_mod.load(path)
+            if on_disk.version != registry.version:
+                log.warning(
+                    "registry file %s (%s) is not the version in force (%s since %s); "
+                    "classifying with the version in force: use `tracker registry load` to change",
+                    path, on_disk.version, registry.version, change.effective_from.isoformat(),
+                )  # fmt: skip
+        return registry, content(client, registry.version) or ""
+    registry, text = registry_mod.load(path)
+    activate(client, registry, text, author="system", reason="first start: no version in force",
+             source=path.name if path else registry_mod.DEFAULT_REGISTRY)  # fmt: skip
+    return registry, text
+
+
+class RegistryWatcher:
+    """Keeps classifiers on the version in force: every `interval` seconds it reads the ledger
+    pointer and, when the version changed (a load, an applied proposal, or a scheduled change
+    coming due), parses that version and swaps it into each classifier."""
+
+    def __init__(
+        self,
+        client_factory: Callable[[], Client],
+        classifiers: list[Classifier],
+        interval: float = 10.0,
+        on_change: Callable[[Registry], None] | None = None,
+    ) -> None:
+        self._client = client_factory
+        self._classifiers = classifiers
+        self.interval = interval
+        self._on_change = on_change
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def check(self) -> bool:
+        """One poll; True when the classifiers were switched to another version."""
+        found = in_force(self._client())
+        if found is None:
+            return False
+        registry, change = found
+        stale = [c for c in self._classifiers if c.version != registry.version]
+        for classifier in stale:
+            classifier.swap(registry)
+        if stale:
+            log.info("registry %s in force (since %s, %s: %s)", registry.version,
+                     change.effective_from.isoformat(), change.author, change.reason)  # fmt: skip
+            if self._on_change is not None:
+                self._on_change(registry)
+        return bool(stale)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.check()
+            except Exception:  # keep classifying with the version in hand; retry next tick
+                log.exception("could not re-read the registry in force")
+
+    def start(self) -> RegistryWatcher:
+        self._thread = threading.Thread(target=self._run, name="registry-watcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+def new_proposal_id() -> str:
+    return "p-" + uuid.uuid4().hex[:12]
