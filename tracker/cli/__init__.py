@@ -231,3 +231,4 @@ def main() -> None:
 
 from tracker.cli import import_cmd as _import_cmd  # noqa: E402, F401  (registers `tracker import`)
 from tracker.cli import keys_cmd as _keys_cmd  # noqa: E402, F401  (registers `tracker key`)
+from tracker.cli import registry_cmd as _registry_cmd  # noqa: E402, F401  (`registry`, `reclassify`)

@@ -1,0 +1,106 @@
+"""`tracker registry load|show|history|classify` and `tracker reclassify` against chdb."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner, Result
+
+from pipeline.processor import Processor
+from pipeline.writer import Writer
+from tracker import registry_store
+from tracker.classify import Classifier
+from tracker.cli import app
+from tracker.clickhouse import ClientPool
+from tracker.contract import parse_record
+from tracker.registry import load
+from tracker.settings import CommonSettings
+
+Invoke = Callable[..., Result]
+REGISTRY_DATA = Path(__file__).resolve().parents[2] / "tracker" / "registry_data"
+
+
+@pytest.fixture(scope="module")
+def run(settings: CommonSettings, pool: ClientPool) -> Invoke:
+    env = {
+        "TRACKER_DATA_DIR": str(settings.data_dir),
+        "TRACKER_CLICKHOUSE_DATABASE": settings.clickhouse_database,
+    }
+
+    def invoke(*args: str) -> Result:
+        return CliRunner().invoke(app, list(args), env=env)
+
+    return invoke
+
+
+def test_load_show_history(run: Invoke, pool: ClientPool, tmp_path: Path) -> None:
+    invoke = run
+    india = REGISTRY_DATA / "india.yaml"
+    first = invoke("registry", "load", str(india), "--reason", "initial", "--author", "ana")
+    assert first.exit_code == 0, first.output
+    assert f"{load()[0].version} in force" in first.stdout
+    again = invoke("registry", "load", str(india), "--reason", "again", "--author", "ana")
+    assert again.exit_code == 0 and "already in force" in again.stdout
+
+    bad = tmp_path / "bad.yaml"
+    data = yaml.safe_load(india.read_text())
+    data["country"] = "India"
+    data["facilities"][0]["operator"] = "ghost"
+    data["endpoints"].append({"cidr": "not-a-range", "facility": "e2e-mumbai"})
+    bad.write_text(yaml.safe_dump(data))
+    refused = invoke("registry", "load", str(bad), "--reason", "typo", "--author", "bo")
+    assert refused.exit_code == 2
+    lines = [ln for ln in refused.stderr.splitlines() if ln.startswith(f"{bad}: ")]
+    assert len(lines) == 3, refused.stderr
+    assert f"{bad}: facilities.0.operator: unknown operator 'ghost'" in lines
+    assert any(ln.startswith(f"{bad}: country: ") for ln in lines)
+    shown = invoke("registry", "show")
+    assert shown.exit_code == 0 and load()[0].version in shown.stdout  # still in force
+
+    lux = REGISTRY_DATA / "luxembourg.yaml"
+    switched = invoke("registry", "load", str(lux), "--reason", "second country", "--author", "cy")
+    assert switched.exit_code == 0, switched.output
+    history = invoke("registry", "history").stdout.strip().splitlines()
+    assert [ln.split("\t")[3:5] for ln in history] == [["ana", "initial"], ["cy", "second country"]]
+    text = invoke("registry", "show", "--yaml").stdout
+    assert text == lux.read_text()
+    past = invoke("registry", "show", "--yaml", "--version", load()[0].version).stdout
+    assert past == india.read_text()
+
+    out = invoke("registry", "classify", "mistral", "--host", "10.42.7.20").stdout
+    assert "tier=sovereign rule=ip:10.42.7.0/24" in out and "eu-csf:SEAL-3" in out
+    scheduled = invoke("registry", "load", str(india), "--reason", "back", "--author", "d",
+                       "--effective-from", "2020-01-01")  # fmt: skip
+    assert scheduled.exit_code == 2 and "backdated" in scheduled.stderr
+
+
+def test_reclassify_command(run: Invoke, pool: ClientPool) -> None:
+    invoke = run
+    india = load()[0]
+    start = datetime(2026, 2, 1, 9, tzinfo=UTC)
+    records = [
+        parse_record(
+            {"record_id": f"c{i}", "agency_id": "in-sbi", "provider": "mistral", "model": "m",
+             "endpoint_host": "10.42.7.5", "occurred_at": (start + timedelta(days=i)).isoformat()},
+            gateway_id="gw",
+        )
+        for i in range(40)
+    ]  # fmt: skip
+    Writer(pool.get()).write(Processor(Classifier(india)).process_records(records).rows)
+    # Under India the IP is unknown to the registry: Mistral's default facility, offshore. Under
+    # Luxembourg (in force), the range is POST's domestic cloud.
+    result = invoke("reclassify", "--from", "2026-02", "--to", "2026-04")
+    assert result.exit_code == 0, result.output
+    assert "2026-02" in result.stdout and "2026-03" in result.stdout
+    rows = pool.query_rows(
+        "SELECT month, raw_records, changed_records FROM reclassify_runs ORDER BY month"
+    )
+    assert [(r[0].month, r[1], r[2]) for r in rows] == [(2, 28, 28), (3, 12, 12)]
+    found = registry_store.in_force(pool.get())
+    assert found is not None and found[0].country == "LU"
+    bad = invoke("reclassify", "--from", "2026-04-01", "--to", "2026-03-01")
+    assert bad.exit_code == 2

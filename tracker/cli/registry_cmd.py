@@ -1,0 +1,224 @@
+"""`tracker registry ...` and `tracker reclassify`: the effective-dated registry from the shell.
+
+A malformed file is refused whole: every error is printed as `file: path: reason` and the
+command exits with code 2; nothing is recorded, and the version in force stays in force.
+"""
+
+from __future__ import annotations
+
+import getpass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tracker.cli import DataDir, app
+from tracker.registry import RegistryError
+
+registry_app = typer.Typer(
+    help="The infrastructure registry: check, load (a new version in force), show, history.",
+    no_args_is_help=True,
+)
+app.add_typer(registry_app, name="registry")
+When = Annotated[
+    datetime | None,
+    typer.Option(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]),
+]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"tracker: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _refused(exc: RegistryError) -> typer.Exit:
+    """Every error of a refused registry file, one per line: file: path: reason."""
+    typer.echo(f"tracker: registry {exc.source} refused, {len(exc.errors)} error(s):", err=True)
+    for path, reason in exc.errors:
+        typer.echo(f"{exc.source}: {path}: {reason}", err=True)
+    return typer.Exit(2)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _client(data_dir: Path | None) -> Any:
+    from tracker.cli import _settings
+    from tracker.clickhouse import ClientPool
+    from tracker.migrate import migrate
+    from tracker.settings import CommonSettings
+
+    client = ClientPool(_settings(CommonSettings, data_dir=data_dir)).get()
+    migrate(client)
+    return client
+
+
+@registry_app.command("check")
+def check_cmd(file: Annotated[Path, typer.Argument(help="Registry YAML")]) -> None:
+    """Validate a registry file without storing anything (exit 2 with every error)."""
+    from tracker.registry import load
+
+    try:
+        registry, _ = load(file)
+    except RegistryError as exc:
+        raise _refused(exc) from exc
+    counts = f"{len(registry.facilities)} facilities, {len(registry.agencies)} agencies"
+    typer.echo(f"{file}: valid, version {registry.version} ({registry.country_name}, {counts})")
+
+
+@registry_app.command("load")
+def load_cmd(
+    file: Annotated[Path, typer.Argument(help="Registry YAML")],
+    reason: Annotated[str, typer.Option("--reason", help="Why this change (kept in the ledger)")],
+    author: Annotated[str | None, typer.Option(help="Who (default: the OS user)")] = None,
+    effective_from: When = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Store a registry file as a new version in force (now, or from --effective-from)."""
+    from tracker import registry_store
+
+    client = _client(data_dir)
+    try:
+        registry, change = registry_store.load_file(
+            client, file, author=author or getpass.getuser(), reason=reason,
+            effective_from=_utc(effective_from),
+        )  # fmt: skip
+    except RegistryError as exc:
+        raise _refused(exc) from exc
+    except registry_store.ChangeError as exc:
+        raise _fail(str(exc)) from exc
+    if change is None:
+        typer.echo(f"{registry.version} is already in force; nothing changed")
+        return
+    typer.echo(f"{registry.version} in force from {change.effective_from.isoformat()} "
+               f"(was {change.previous or 'none'}); running processes follow within their "
+               "registry refresh interval")  # fmt: skip
+
+
+@registry_app.command("show")
+def show_cmd(
+    version: Annotated[str | None, typer.Option(help="A version (default: in force)")] = None,
+    at: When = None,
+    yaml_text: Annotated[bool, typer.Option("--yaml", help="Print the stored YAML text")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """The version in force (now, or --at a time), or any stored version."""
+    from tracker import registry_store
+
+    client = _client(data_dir)
+    if version is None:
+        found = registry_store.effective(client, _utc(at))
+        if found is None:
+            raise _fail("no registry version is in force yet")
+        version = found[1].version
+        c = found[1]
+        # On stderr, so `--yaml > file` is byte-for-byte the stored text (same version hash).
+        typer.echo(f"# {version} in force since {c.effective_from.isoformat()} by {c.author}: "
+                   f"{c.reason}", err=True)  # fmt: skip
+    text = registry_store.content(client, version)
+    if text is None:
+        raise _fail(f"unknown registry version {version}")
+    if yaml_text:
+        typer.echo(text, nl=False)
+        return
+    registry = registry_store.registry_of(client, version)
+    assert registry is not None
+    typer.echo(f"{version}: {registry.country_name} ({registry.country}), "
+               f"{len(registry.operators)} operators, {len(registry.facilities)} facilities, "
+               f"{len(registry.regions)} regions, {len(registry.endpoints)} endpoints, "
+               f"{len(registry.agencies)} agencies")  # fmt: skip
+
+
+@registry_app.command("history")
+def history_cmd(data_dir: DataDir = None) -> None:
+    """Every change: effective from, version, previous, author, reason, source."""
+    from tracker import registry_store
+
+    for c in registry_store.history(_client(data_dir)):
+        typer.echo(f"{c.effective_from.isoformat()}\t{c.version}\t{c.previous or '-'}\t"
+                   f"{c.author}\t{c.reason}\t{c.source}")  # fmt: skip
+
+
+@registry_app.command("classify")
+def classify_cmd(
+    provider: Annotated[str, typer.Argument()],
+    region: Annotated[str | None, typer.Option()] = None,
+    host: Annotated[str | None, typer.Option(help="endpoint_host: a name or an IP literal")] = None,
+    file: Annotated[Path | None, typer.Option(help="Classify by this file, not storage")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Classify one route as the pipeline would, with the rule and any grade: reproducible."""
+    from tracker import registry_store
+    from tracker.classify import Classifier
+    from tracker.registry import load
+
+    if file is not None:
+        try:
+            registry = load(file)[0]
+        except RegistryError as exc:
+            raise _refused(exc) from exc
+    else:
+        found = registry_store.effective(_client(data_dir))
+        if found is None:
+            raise _fail("no registry version is in force yet; use --file")
+        registry = found[0]
+    c = Classifier(registry).classify(provider, region, host)
+    grades = ", ".join(g for g in (c.facility_grade, c.operator_grade) if g) or "none"
+    typer.echo(f"tier={c.tier.value} rule={c.rule} facility={c.facility_id or '-'} "
+               f"country={c.facility_country or '-'} operator={c.operator or '-'} "
+               f"grade={grades} registry={c.registry_version}")  # fmt: skip
+
+
+@app.command("reclassify")
+def reclassify_cmd(
+    from_: Annotated[datetime, typer.Option("--from", formats=["%Y-%m-%d", "%Y-%m"])],
+    to: Annotated[datetime, typer.Option("--to", formats=["%Y-%m-%d", "%Y-%m"])],
+    version: Annotated[
+        str | None, typer.Option(help="Registry version (default: in force)")
+    ] = None,
+    author: Annotated[str | None, typer.Option(help="Who (default: the OS user)")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Re-derive the route rollup of every month overlapping [--from, --to) from usage_raw and
+    re-classify it by the registry in force (or --version); "as classified then" is untouched."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.table import Table
+
+    from tracker import reclassify, registry_store
+
+    start, end = _utc(from_), _utc(to)
+    assert start is not None and end is not None
+    if start >= end:
+        raise _fail("--from must be before --to")
+    client = _client(data_dir)
+    if version is None:
+        found = registry_store.effective(client)
+        if found is None:
+            raise _fail("no registry version is in force yet")
+        registry = found[0]
+    else:
+        registry_or_none = registry_store.registry_of(client, version)
+        if registry_or_none is None:
+            raise _fail(f"unknown registry version {version}")
+        registry = registry_or_none
+    months = reclassify.months(start, end)
+    table = Table("month", "records", "re-classified differently", "attempts")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()) as bar:
+        task = bar.add_task(f"re-classifying by {registry.version}", total=len(months))
+
+        def done(r: reclassify.MonthResult) -> None:
+            table.add_row(f"{r.month:%Y-%m}", str(r.raw_records), str(r.changed_records),
+                          str(r.attempts))  # fmt: skip
+            bar.advance(task)
+
+        try:
+            reclassify.run(client, registry, start, end, author=author or getpass.getuser(),
+                           progress=done)  # fmt: skip
+        except reclassify.ReclassifyError as exc:
+            raise _fail(str(exc)) from exc
+    Console().print(table)
