@@ -8,6 +8,7 @@ from fastapi.staticfiles import StaticFiles
 from api.auth import AccessMiddleware, RateLimiter
 from api.params import RegistryCache
 from api.routes import audit, capacity, cost, health, meta, outlook, page, providers, series, share
+from api.routes import registry as registry_routes
 from api.routes import usage as usage_routes
 from tracker import __version__
 from tracker.access import KeyAuth
@@ -46,6 +47,8 @@ def create_app(
     app.include_router(providers.router)
     app.include_router(usage_routes.router)
     app.include_router(audit.router)
+    # Before meta: the effective-dated registry routes answer GET /v1/registry (a superset).
+    app.include_router(registry_routes.router)
     app.include_router(meta.router)
     app.include_router(page.router)
     app.mount("/static", StaticFiles(directory=page.STATIC), name="static")

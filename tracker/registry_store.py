@@ -152,9 +152,12 @@ def effective(client: Client, at: datetime | None = None) -> tuple[Registry, Cha
     found = in_force(client, at)
     if found is not None:
         return found
+    if client.query("SELECT count() FROM registry_changes").result_rows[0][0]:
+        return None  # the ledger exists and nothing was in force at `at`
     rows = client.query(
         "SELECT version, loaded_at, author, reason FROM registry_versions "
-        "ORDER BY loaded_at DESC LIMIT 1"
+        "WHERE loaded_at <= {at:DateTime64(3, 'UTC')} ORDER BY loaded_at DESC LIMIT 1",
+        parameters={"at": _utc(at or datetime.now(UTC))},
     ).result_rows
     if not rows:
         return None

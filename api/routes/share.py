@@ -12,7 +12,7 @@ from api.auth import Caller
 from api.deps import ClickHouse
 from api.params import CurrentRegistry, Filters, Settings, min_records, visible_filters
 from tracker.disclosure import hidden
-from tracker.metrics import Basis, headline
+from tracker.metrics import AsClassified, Basis, headline
 
 router = APIRouter(tags=["share"])
 
@@ -116,13 +116,17 @@ def get_share(
         Query(description="End (exclusive); default: now", examples=["2026-07-01"]),
     ] = None,
     basis: Basis = Basis.requests,
+    as_classified: Annotated[
+        AsClassified,
+        Query(description="then: each record's tier when it landed; now: by today's registry"),
+    ] = AsClassified.then,
 ) -> ShareResponse:
     """The headline domestic share over [from, to) at the hourly rollup's resolution, with the
     per-tier sums behind it. Public answers built from fewer records than the configured
     threshold are withheld (`suppressed`); an agency key sees only its own agency."""
     start, end = resolve_range(from_, to)
     scoped = visible_filters(identity, registry, filters.values)
-    share = headline(client, basis, start, end, scoped)
+    share = headline(client, basis, start, end, scoped, as_classified=as_classified)
     if hidden(share.records, min_records(identity, settings)):
         return ShareResponse(
             basis=basis, from_=start, to=end, domestic_share=None, sovereign_share=None,

@@ -1,0 +1,216 @@
+"""The infrastructure registry and its history (public reads), and changes to it (admins).
+
+GET  /v1/registry                          the version in force (or ?at= a time), with each
+                                           facility's tier beside its external grade
+GET  /v1/registry/versions                 the change ledger and every stored version
+GET  /v1/registry/versions/{version}       one version (?format=yaml: the stored text, byte for
+                                           byte, so anyone can re-hash it to the version)
+POST /v1/registry/proposals                admin; YAML body -> validated exactly like
+                                           `tracker registry load` (422 lists every error)
+GET  /v1/registry/proposals/{id}           admin
+POST /v1/registry/proposals/{id}/apply     admin; the proposal comes into force (or is
+                                           scheduled, ?effective_from=); 409 if the registry
+                                           moved since it was proposed, or it was applied
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import anyio.to_thread
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from api.auth import require
+from api.deps import ClickHouse
+from tracker import registry_proposals, registry_store
+from tracker.access import PUBLIC, Identity, KeyAuth, Role
+from tracker.classify import Classifier
+from tracker.clickhouse import ClientPool
+from tracker.registry import Registry, RegistryError
+
+router = APIRouter(tags=["registry"])
+
+MAX_PROPOSAL_BYTES = 2 * 1024 * 1024
+VERSION_PATTERN = r"^r-[0-9a-f]{16}$"
+
+
+def _admin(request: Request) -> Identity:
+    """An admin API key (`tracker key add NAME --role admin`). Writes are not seen by the read
+    middleware, so the key is checked here, against the same key table."""
+    header = request.headers.get("authorization")
+    identity = PUBLIC
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        keys: KeyAuth | None = getattr(request.app.state, "registry_admin_keys", None)
+        if keys is None:
+            pool: ClientPool = request.app.state.clickhouse
+            keys = KeyAuth(pool.get)
+            request.app.state.registry_admin_keys = keys
+        found = keys.authenticate(token.strip()) if scheme.lower() == "bearer" else None
+        if found is None:
+            raise HTTPException(401, "invalid or revoked API key", {"WWW-Authenticate": "Bearer"})
+        identity = found
+    require(identity, Role.admin)
+    return identity
+
+
+Admin = Annotated[Identity, Depends(_admin)]
+
+
+def registry_view(registry: Registry, change: registry_store.Change | None) -> dict[str, Any]:
+    """The registry as JSON, each facility's tier beside its grade, each operator's status."""
+    body: dict[str, Any] = registry.model_dump(mode="json")
+    classifier = Classifier(registry)
+    by_id = {f.id: f for f in registry.facilities}
+    for f in body["facilities"]:
+        f["tier"] = classifier.tier_of(by_id[f["id"]]).value
+        f.setdefault("grade", None)
+    for o in body["operators"]:
+        o["domestic"] = o["jurisdiction"] == registry.country
+        o.setdefault("grade", None)
+    return {
+        "version": registry.version,
+        "in_force": change.as_dict() if change is not None else None,
+        "registry": body,
+    }
+
+
+@router.get("/v1/registry")
+def get_registry(
+    client: ClickHouse,
+    at: Annotated[datetime | None, Query(description="The version in force then")] = None,
+) -> dict[str, Any]:
+    found = registry_store.effective(client, at)
+    if found is None:
+        raise HTTPException(404, "no registry version was in force then")
+    return registry_view(*found)
+
+
+@router.get("/v1/registry/versions")
+def get_versions(client: ClickHouse) -> dict[str, Any]:
+    found = registry_store.effective(client)
+    return {
+        "in_force": found[1].version if found else None,
+        "changes": [c.as_dict() for c in registry_store.history(client)],
+        "versions": [
+            {"version": v, "first_loaded_at": at} for v, at in registry_store.versions(client)
+        ],
+    }
+
+
+@router.get("/v1/registry/versions/{version}", response_model=None)
+def get_version(
+    client: ClickHouse,
+    version: Annotated[str, Path(pattern=VERSION_PATTERN)],
+    format: Literal["json", "yaml"] = "json",
+) -> dict[str, Any] | Response:
+    text = registry_store.content(client, version)
+    if text is None:
+        raise HTTPException(404, f"unknown registry version {version}")
+    if format == "yaml":
+        return PlainTextResponse(text, media_type="application/yaml")
+    registry = registry_store.registry_of(client, version)
+    assert registry is not None
+    changes = [c.as_dict() for c in registry_store.history(client) if c.version == version]
+    return {**registry_view(registry, None), "changes": changes}
+
+
+def _refusal(exc: RegistryError) -> JSONResponse:
+    return JSONResponse(
+        {
+            "valid": False,
+            "errors": [{"file": exc.source, "path": p, "reason": r} for p, r in exc.errors],
+        },
+        status_code=422,
+    )
+
+
+@router.post(
+    "/v1/registry/proposals",
+    status_code=201,
+    response_model=None,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/yaml": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def post_proposal(
+    request: Request,
+    admin: Admin,
+    reason: Annotated[str, Query(min_length=1, max_length=1000, description="Why")],
+) -> dict[str, Any] | JSONResponse:
+    body = await request.body()
+    if len(body) > MAX_PROPOSAL_BYTES:
+        raise HTTPException(413, f"registry over {MAX_PROPOSAL_BYTES} bytes")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HTTPException(422, "body must be UTF-8 YAML") from exc
+    pool: ClientPool = request.app.state.clickhouse
+
+    def work() -> dict[str, Any]:
+        client = pool.get()
+        proposal, registry = registry_proposals.propose(
+            client, text, author=admin.key_id, reason=reason
+        )
+        base = None
+        if proposal.base_version:
+            base = registry_store.registry_of(client, proposal.base_version)
+        return {
+            "valid": True,
+            "errors": [],
+            "proposal_id": proposal.proposal_id,
+            "version": proposal.version,
+            "base_version": proposal.base_version or None,
+            "changes": registry_proposals.diff(base, registry),
+        }
+
+    try:
+        return await anyio.to_thread.run_sync(work)
+    except RegistryError as exc:
+        return _refusal(exc)
+
+
+def _proposal_body(p: registry_proposals.Proposal) -> dict[str, Any]:
+    return {
+        "proposal_id": p.proposal_id, "status": p.status, "version": p.version,
+        "base_version": p.base_version or None, "author": p.author, "reason": p.reason,
+        "created_at": p.created_at, "applied_at": p.applied_at, "applied_by": p.applied_by or None,
+    }  # fmt: skip
+
+
+@router.get("/v1/registry/proposals/{proposal_id}")
+def get_proposal(client: ClickHouse, admin: Admin, proposal_id: str) -> dict[str, Any]:
+    found = registry_proposals.get(client, proposal_id)
+    if found is None:
+        raise HTTPException(404, f"no proposal {proposal_id}")
+    return {**_proposal_body(found), "content": found.content}
+
+
+@router.post("/v1/registry/proposals/{proposal_id}/apply", response_model=None)
+def apply_proposal(
+    client: ClickHouse,
+    admin: Admin,
+    proposal_id: str,
+    effective_from: Annotated[
+        datetime | None, Query(description="Schedule ahead (default: now); never backdated")
+    ] = None,
+) -> dict[str, Any] | JSONResponse:
+    try:
+        proposal, change = registry_proposals.apply(
+            client, proposal_id, applied_by=admin.key_id, effective_from=effective_from
+        )
+    except LookupError as exc:
+        raise HTTPException(404, str(exc)) from exc
+    except registry_store.ChangeError as exc:
+        raise HTTPException(409, str(exc)) from exc
+    except RegistryError as exc:  # the rules tightened since it was proposed
+        return _refusal(exc)
+    return {
+        **_proposal_body(proposal),
+        "change": change.as_dict() if change is not None else None,
+    }

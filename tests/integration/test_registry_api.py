@@ -1,0 +1,168 @@
+"""Registry API: public reads of the registry and its history; admin-only proposals validated
+exactly like the YAML loader, then applied (and "as classified now" through GET /v1/share)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from tracker import registry_store
+from tracker.access import Role, add_key
+from tracker.clickhouse import ClientPool
+from tracker.registry import RegistryError, load, parse
+
+
+@pytest.fixture(scope="module")
+def admin(pool: ClientPool) -> dict[str, str]:
+    key = add_key(pool.get(), load()[0], "reg-admin", Role.admin)[1]
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture(scope="module")
+def auditor(pool: ClientPool) -> dict[str, str]:
+    key = add_key(pool.get(), load()[0], "reg-auditor", Role.auditor)[1]
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture(scope="module")
+def api(pool: ClientPool, admin: dict[str, str], auditor: dict[str, str]) -> Iterator[TestClient]:
+    """Keys are made first: the key cache answers from what it loaded for a few seconds."""
+    registry, text = load()
+    registry_store.activate(pool.get(), registry, text, author="t", reason="base", source="t")
+    with TestClient(create_app(pool)) as c:
+        yield c
+
+
+def proposal_text(**changes: object) -> str:
+    data = yaml.safe_load(load()[1])
+    data["facilities"].append(
+        {"id": "nic-bhubaneswar", "operator": "nic", "country": "IN", "name": "NIC Bhubaneswar",
+         "grade": {"scheme": "meity-empanelment", "level": "empanelled"}}
+    )  # fmt: skip
+    data["endpoints"].append({"cidr": "10.77.0.0/16", "facility": "nic-bhubaneswar"})
+    data.update(changes)
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def test_public_reads(api: TestClient) -> None:
+    body = api.get("/v1/registry").json()
+    registry = load()[0]
+    assert body["version"] == registry.version
+    assert body["in_force"]["author"] == "t"
+    facilities = {f["id"]: f for f in body["registry"]["facilities"]}
+    assert facilities["azure-centralindia"]["tier"] == "onshore"
+    assert facilities["yotta-navi-mumbai"]["tier"] == "sovereign"
+    assert facilities["yotta-navi-mumbai"]["grade"]["level"] == "empanelled"
+    assert (
+        facilities["openai-us"]["tier"] == "offshore" and facilities["openai-us"]["grade"] is None
+    )
+    operators = {o["id"]: o for o in body["registry"]["operators"]}
+    assert operators["nic"]["domestic"] and not operators["microsoft"]["domestic"]
+    text = api.get(f"/v1/registry/versions/{registry.version}", params={"format": "yaml"}).text
+    assert parse(text, "downloaded").version == registry.version
+    assert api.get("/v1/registry/versions/r-0000000000000000").status_code == 404
+    assert api.get("/v1/registry/versions/nonsense").status_code == 422
+    before = api.get("/v1/registry", params={"at": "2000-01-01T00:00:00Z"})
+    assert before.status_code == 404
+
+
+def test_changes_need_an_admin_key(api: TestClient, auditor: dict[str, str]) -> None:
+    url = "/v1/registry/proposals"
+    assert api.post(url, params={"reason": "x"}, content=proposal_text()).status_code == 401
+    wrong = {"Authorization": "Bearer tka_not-a-key"}
+    assert api.post(url, params={"reason": "x"}, content="a: 1", headers=wrong).status_code == 401
+    denied = api.post(url, params={"reason": "x"}, content=proposal_text(), headers=auditor)
+    assert denied.status_code == 403
+    assert api.post(f"{url}/p-000000000000/apply", headers=auditor).status_code == 403
+
+
+def test_invalid_proposal_lists_every_error_like_the_loader(
+    api: TestClient, admin: dict[str, str]
+) -> None:
+    data = yaml.safe_load(proposal_text(country="India"))
+    data["providers"][0]["operator"] = "ghost"
+    text = yaml.safe_dump(data)
+    r = api.post("/v1/registry/proposals", params={"reason": "bad"}, content=text, headers=admin)
+    assert r.status_code == 422
+    with pytest.raises(RegistryError) as info:
+        parse(text, "proposal")
+    expected = [{"file": "proposal", "path": p, "reason": m} for p, m in info.value.errors]
+    assert r.json() == {"valid": False, "errors": expected}
+    assert len(expected) == 2
+    bad_yaml = api.post("/v1/registry/proposals", params={"reason": "x"}, content="a: [",
+                        headers=admin)  # fmt: skip
+    assert (
+        bad_yaml.status_code == 422 and "not valid YAML" in bad_yaml.json()["errors"][0]["reason"]
+    )
+
+
+def test_propose_apply_and_reread_as_classified_now(
+    api: TestClient, admin: dict[str, str], pool: ClientPool
+) -> None:
+    # Records served from 10.77.x.x landed under the shipped registry: unknown then.
+    key_resp = api.get("/v1/share", params={"from": "2026-01-01", "to": "2026-02-01"})
+    assert key_resp.status_code == 200
+    from pipeline.processor import Processor
+    from pipeline.writer import Writer
+    from tracker.classify import Classifier
+    from tracker.contract import parse_record
+
+    start = datetime(2026, 1, 5, tzinfo=UTC)
+    records = [
+        parse_record({"record_id": f"a{i}", "agency_id": "in-moe", "provider": "llama_local",
+                      "model": "llama", "endpoint_host": "10.77.3.4", "request_count": 3,
+                      "occurred_at": (start + timedelta(hours=i)).isoformat()}, gateway_id="gw")
+        for i in range(30)
+    ]  # fmt: skip
+    Writer(pool.get()).write(Processor(Classifier(load()[0])).process_records(records).rows)
+    window = {"from": "2026-01-01", "to": "2026-02-01"}
+    then = api.get("/v1/share", params=window, headers=admin).json()
+    assert then["totals"]["unknown"] == 90.0 and then["domestic_share"] == 0.0
+
+    text = proposal_text()
+    r = api.post("/v1/registry/proposals", params={"reason": "new NIC site"}, content=text,
+                 headers=admin)  # fmt: skip
+    assert r.status_code == 201, r.text
+    proposal = r.json()
+    assert proposal["valid"] and proposal["base_version"] == load()[0].version
+    assert proposal["changes"]["facilities"]["added"] == ["nic-bhubaneswar"]
+    assert proposal["changes"]["endpoints"]["added"] == ["10.77.0.0/16"]
+    pid = proposal["proposal_id"]
+    got = api.get(f"/v1/registry/proposals/{pid}", headers=admin).json()
+    assert got["status"] == "proposed" and got["content"] == text
+    # Proposing changes nothing in force.
+    assert api.get("/v1/registry").json()["version"] == load()[0].version
+
+    applied = api.post(f"/v1/registry/proposals/{pid}/apply", headers=admin)
+    assert applied.status_code == 200, applied.text
+    change = applied.json()["change"]
+    assert change["author"] == "reg-admin" and change["source"] == f"proposal:{pid}"
+    assert "new NIC site" in change["reason"]
+    assert api.get("/v1/registry").json()["version"] == proposal["version"]
+    again = api.post(f"/v1/registry/proposals/{pid}/apply", headers=admin)
+    assert again.status_code == 409
+    assert api.post("/v1/registry/proposals/p-nope/apply", headers=admin).status_code == 404
+
+    # A proposal made against the old version cannot be applied over the new one.
+    stale = api.post("/v1/registry/proposals", params={"reason": "x"}, content=load()[1],
+                     headers=admin).json()  # fmt: skip
+    assert stale["base_version"] == proposal["version"]
+    other = api.post("/v1/registry/proposals", params={"reason": "y"},
+                     content=proposal_text(country_name="Bharat"), headers=admin).json()  # fmt: skip
+    assert api.post(f"/v1/registry/proposals/{other['proposal_id']}/apply",
+                    headers=admin).status_code == 200  # fmt: skip
+    conflict = api.post(f"/v1/registry/proposals/{stale['proposal_id']}/apply", headers=admin)
+    assert conflict.status_code == 409 and "moved" in conflict.json()["detail"]
+
+    history = api.get("/v1/registry/versions").json()
+    assert [c["version"] for c in history["changes"]][-2:] == [proposal["version"],
+                                                                 other["version"]]  # fmt: skip
+    now = api.get("/v1/share", params={**window, "as_classified": "now"}, headers=admin).json()
+    assert now["totals"]["sovereign"] == 90.0 and now["domestic_share"] == 1.0
+    then_again = api.get("/v1/share", params=window, headers=admin).json()
+    assert then_again["totals"] == then["totals"]  # "then" is what was published
