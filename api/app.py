@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
 
-from api.auth import AccessMiddleware, RateLimiter
+from api.auth import ERRORS, AccessMiddleware, Problem, RateLimiter
 from api.params import RegistryCache
 from api.routes import audit, capacity, cost, health, meta, outlook, page, providers, series, share
 from api.routes import registry as registry_routes
@@ -38,18 +41,46 @@ def create_app(
         public_per_minute=settings.rate_limit_public_per_minute,
         key_per_minute=settings.rate_limit_key_per_minute,
     )
-    app.include_router(share.router)
-    app.include_router(capacity.router)
-    app.include_router(outlook.router)
-    app.include_router(health.router)
-    app.include_router(series.router)
-    app.include_router(cost.router)
-    app.include_router(providers.router)
-    app.include_router(usage_routes.router)
-    app.include_router(audit.router)
+    app.include_router(share.router, responses=ERRORS)
+    app.include_router(capacity.router, responses=ERRORS)
+    app.include_router(outlook.router, responses=ERRORS)
+    app.include_router(health.router, responses=ERRORS)
+    app.include_router(series.router, responses=ERRORS)
+    app.include_router(cost.router, responses=ERRORS)
+    app.include_router(providers.router, responses=ERRORS)
+    app.include_router(usage_routes.router, responses=ERRORS)
+    app.include_router(audit.router, responses=ERRORS)
     # Before meta: the effective-dated registry routes answer GET /v1/registry (a superset).
-    app.include_router(registry_routes.router)
-    app.include_router(meta.router)
+    app.include_router(registry_routes.router, responses=ERRORS)
+    app.include_router(meta.router, responses=ERRORS)
     app.include_router(page.router)
     app.mount("/static", StaticFiles(directory=page.STATIC), name="static")
+    _document_422(app)
     return app
+
+
+def _document_422(app: FastAPI) -> None:
+    """A 422 is either FastAPI's list of field errors or a route's own reason (a range too
+    long, an unknown agency): say so in the schema, so clients and schemathesis expect both."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description,
+                routes=app.routes,
+            )  # fmt: skip
+            schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = (
+                Problem.model_json_schema()
+            )
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    content = operation.get("responses", {}).get("422", {}).get("content", {})
+                    body = content.get("application/json")
+                    if body is not None:
+                        body["schema"] = {
+                            "anyOf": [body["schema"], {"$ref": "#/components/schemas/Problem"}]
+                        }
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override hook

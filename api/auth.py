@@ -17,11 +17,12 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -31,6 +32,23 @@ from tracker.access import PUBLIC, Identity, KeyAuth, Role
 from tracker.clickhouse import ClientPool
 
 _MAX_BUCKETS = 100_000
+
+
+class Problem(BaseModel):
+    detail: str = Field(examples=["rate limit exceeded"])
+
+
+# Answers any read route can give besides its own, declared once for the OpenAPI schema.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "invalid or revoked API key, or a key is needed"},
+    403: {"model": Problem, "description": "the key's role or agency does not allow this"},
+    429: {
+        "model": Problem,
+        "description": "rate limit exceeded; retry after the Retry-After header's seconds",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    },
+    503: {"model": Problem, "description": "storage or audit log unavailable"},
+}
 
 
 class RateLimiter:

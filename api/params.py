@@ -25,6 +25,9 @@ from tracker.settings import ApiSettings
 
 MAX_VALUES = 100
 MAX_RANGE = timedelta(days=3660)
+# Within ClickHouse's DateTime range with room to round to periods; nothing is recorded earlier.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 
 Value = Annotated[
     str,
@@ -84,10 +87,20 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def check_bounds(*values: datetime | None) -> None:
+    for value in values:
+        if value is not None and not EARLIEST <= _utc(value) < LATEST:
+            raise HTTPException(
+                422,
+                f"from/to: {value.isoformat()} is outside {EARLIEST:%Y-%m-%d}..{LATEST:%Y-%m-%d}",
+            )
+
+
 def exact_range(
     start: datetime | None, end: datetime | None, default: timedelta
 ) -> tuple[datetime, datetime]:
     """[from, to) as given (raw records are millisecond-precise); default the last `default`."""
+    check_bounds(start, end)
     end_t = _utc(end) if end is not None else datetime.now(UTC)
     start_t = _utc(start) if start is not None else end_t - default
     if start_t >= end_t:

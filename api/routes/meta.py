@@ -1,35 +1,20 @@
-"""`GET /v1/registry`, `/v1/freshness`, `/v1/me`: the rules that classify, how current the data
-is, and who the caller is."""
+"""`GET /v1/freshness`, `/v1/me`: how current the data is, and who the caller is. (The registry
+is read at `GET /v1/registry`, api/routes/registry.py.)"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from api.auth import Caller
 from api.deps import ClickHouse
-from api.params import CurrentRegistry, scope
+from api.params import scope
 from tracker.access import Role
 from tracker.queries import freshness
 
-router = APIRouter(tags=["registry"])
-
-
-class RegistryOut(BaseModel):
-    version: str = Field(description="hash of the registry's canonical content")
-    registry: dict[str, Any] = Field(
-        description="operators, facilities, regions, endpoints, providers, agencies, targets"
-    )
-
-
-@router.get("/v1/registry", response_model=RegistryOut)
-def get_registry(registry: CurrentRegistry) -> RegistryOut:
-    """The infrastructure registry in force: public, since it is the policy every figure
-    follows from."""
-    return RegistryOut(version=registry.version, registry=registry.model_dump(mode="json"))
+router = APIRouter(tags=["meta"])
 
 
 class FreshnessOut(BaseModel):

@@ -10,7 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import Caller
 from api.deps import ClickHouse
-from api.params import CurrentRegistry, Filters, Settings, min_records, visible_filters
+from api.params import (
+    CurrentRegistry,
+    Filters,
+    Settings,
+    check_bounds,
+    min_records,
+    visible_filters,
+)
 from tracker.disclosure import hidden
 from tracker.metrics import AsClassified, Basis, headline
 
@@ -87,6 +94,7 @@ def hour_ceil(value: datetime) -> datetime:
 
 def resolve_range(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
     """[from, to) at the rollup's hour resolution: from rounded down, to rounded up."""
+    check_bounds(start, end)
     end_h = hour_ceil(end or datetime.now(UTC))
     start_h = hour_floor(start) if start is not None else end_h - timedelta(days=30)
     if start_h >= end_h:
