@@ -9,6 +9,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
 
 from api.auth import ERRORS, AccessMiddleware, Problem, RateLimiter
+from api.cache import TtlCache
 from api.params import RegistryCache
 from api.routes import audit, capacity, cost, health, meta, outlook, page, providers, series, share
 from api.routes import registry as registry_routes
@@ -16,6 +17,7 @@ from api.routes import usage as usage_routes
 from tracker import __version__
 from tracker.access import KeyAuth
 from tracker.clickhouse import ClientPool
+from tracker.metrics import Share
 from tracker.registry import Registry
 from tracker.settings import ApiSettings
 
@@ -33,6 +35,7 @@ def create_app(
     app.state.clickhouse = pool
     app.state.api_settings = settings
     app.state.registry_cache = RegistryCache(registry)
+    app.state.headline_cache = TtlCache[Share](settings.public_cache_seconds)
     app.add_middleware(
         AccessMiddleware,
         pool=pool,

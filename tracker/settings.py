@@ -72,9 +72,11 @@ class IngestLimits(BaseSettings):
 
 
 class CollectorSettings(CommonSettings, KafkaSettings, HttpSettings, IngestLimits):
-    """`tracker collector`: HTTP ingest -> Kafka."""
+    """`tracker collector`: HTTP ingest -> Kafka, spooling to disk while Kafka is down."""
 
     port: int = Field(default=8001, ge=0, le=65535)
+    spool_max_bytes: int = Field(default=1024**3, ge=1024, description="503 when full")
+    kafka_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
 
 
 class PipelineSettings(CommonSettings, KafkaSettings):
@@ -83,6 +85,8 @@ class PipelineSettings(CommonSettings, KafkaSettings):
     consumer_group: str = "tracker-pipeline"
     batch_max_rows: int = Field(default=50_000, ge=1)
     batch_max_seconds: float = Field(default=1.0, gt=0, le=60)
+    # A crashed member's partitions wait this long before the group hands them to another.
+    consumer_session_timeout_ms: int = Field(default=10_000, ge=6_000, le=300_000)
     metrics_port: int = Field(default=0, ge=0, le=65535, description="0 disables /metrics")
     metrics_host: str = "127.0.0.1"
 
@@ -97,6 +101,8 @@ class ApiSettings(CommonSettings, HttpSettings):
     rate_limit_key_per_minute: int = Field(default=3000, ge=1, description="per API key")
     # Upper bound of one export (rows); pages are capped separately (api/routes/usage.py).
     max_export_rows: int = Field(default=100_000_000, ge=1)
+    # Seconds a public headline answer is reused (api/cache.py); 0 = always read through.
+    public_cache_seconds: float = Field(default=0.0, ge=0, le=3600)
 
 
 class EmbeddedSettings(CommonSettings, HttpSettings, IngestLimits):

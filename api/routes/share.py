@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import Caller
@@ -106,6 +106,7 @@ def resolve_range(start: datetime | None, end: datetime | None) -> tuple[datetim
 
 @router.get("/v1/share", response_model=ShareResponse, response_model_by_alias=True)
 def get_share(
+    request: Request,
     client: ClickHouse,
     identity: Caller,
     registry: CurrentRegistry,

@@ -126,3 +126,22 @@ def test_exports_hold_the_same_records_as_the_pages(
 def test_export_limit_caps_rows(client: TestClient, auditor: dict[str, str]) -> None:
     r = client.get("/v1/usage", params={**WEEK, "format": "jsonl", "limit": 5}, headers=auditor)
     assert len(r.content.splitlines()) == 5
+
+
+def test_export_across_months_and_from_a_cursor_keeps_the_global_order(
+    client: TestClient, auditor: dict[str, str]
+) -> None:
+    span = {"from": "2026-05-01", "to": "2026-08-31"}  # three partitions, every agency
+    pages = walk(client, auditor, {**span, "limit": 10000})
+    assert len({r["occurred_at"][:7] for r in pages}) == 3
+    r = client.get("/v1/usage", params={**span, "format": "jsonl"}, headers=auditor)
+    rows = [orjson.loads(line) for line in r.content.splitlines()]
+    assert [key(x) for x in rows] == [key(x) for x in pages]
+    first = client.get("/v1/usage", params={**span, "limit": 1234}, headers=auditor).json()
+    rest = client.get(
+        "/v1/usage",
+        params={**span, "format": "csv", "cursor": first["next_cursor"], "limit": 2000},
+        headers=auditor,
+    )
+    tail = list(csv.DictReader(io.StringIO(rest.text)))
+    assert [x["record_id"] for x in tail] == [x["record_id"] for x in pages[1234:3234]]

@@ -1,0 +1,1 @@
+"""Benchmarks (run as scripts: `python bench/api.py run`); results in bench/RESULTS.md."""
