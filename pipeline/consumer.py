@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
-from kafka.errors import CommitFailedError
+from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_never, wait_exponential
 
@@ -62,6 +62,7 @@ class PipelineConsumer:
         batch_max_rows: int = 50_000,
         batch_max_seconds: float = 1.0,
         metrics: PipelineMetrics | None = None,
+        session_timeout_ms: int = 10_000,
     ) -> None:
         self.topic = topic
         self.dlq_topic = dlq_topic
@@ -72,6 +73,7 @@ class PipelineConsumer:
         self.stats = Stats()
         self.metrics = metrics or PipelineMetrics()
         self.stopping = threading.Event()
+        self._halted = False
         self._batch = Batch()
         self._consumer = KafkaConsumer(
             bootstrap_servers=bootstrap.split(","),
@@ -84,6 +86,9 @@ class PipelineConsumer:
             # A ClickHouse outage stalls the loop while writes are retried; stay in the group
             # for ten minutes of it before the batch is handed to another member.
             max_poll_interval_ms=600_000,
+            # How long a crashed member holds its partitions before the group reassigns them.
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=max(500, session_timeout_ms // 4),
             client_id="tracker-pipeline",
         )
         self._dlq = KafkaProducer(
@@ -94,8 +99,10 @@ class PipelineConsumer:
         class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped base
             def on_partitions_revoked(self, revoked: Any) -> None:
                 # Land and commit what we hold before another member takes these partitions,
-                # so it does not re-read (harmless, but wasted) work.
-                outer.flush()
+                # so it does not re-read (harmless, but wasted) work. A halted member lands
+                # nothing more, as a crashed one would not.
+                if not outer._halted:
+                    outer.flush()
 
             def on_partitions_assigned(self, assigned: Any) -> None:
                 # A member that died mid-batch may have left a batch half-landed; finish it
@@ -112,14 +119,26 @@ class PipelineConsumer:
                 for tp, messages in polled.items():
                     for message in messages:
                         self._add(tp, message.offset, message.value)
-                if self._due():
+                        # Row bound per message, not per poll: a poll may return thousands.
+                        if len(self._batch.rows) >= self.batch_max_rows and not self._halted:
+                            self.flush()
+                if self._due() and not self._halted:
                     self.flush()
-            self.flush()
+            if not self._halted:
+                self.flush()
         finally:
             self._consumer.close(autocommit=False)
             self._dlq.close(timeout=10)
 
     def stop(self) -> None:
+        """Finish the batch in hand (land, then commit) and leave the group."""
+        self.stopping.set()
+
+    def halt(self) -> None:
+        """Leave at once, dropping the batch in hand uncommitted: what a crash looks like to
+        the consumer group (its partitions are re-read by another member from the last commit).
+        """
+        self._halted = True
         self.stopping.set()
 
     def _add(self, tp: TopicPartition, offset: int, value: bytes | None) -> None:
@@ -168,14 +187,7 @@ class PipelineConsumer:
         result = retry(self.writer.write, batch.rows)
         self._dead_letter(batch.rejections, retry)
         self.metrics.write_seconds.observe(time.monotonic() - started)
-        try:
-            self._consumer.commit(
-                {tp: OffsetAndMetadata(off, None, -1) for tp, off in batch.offsets.items()}
-            )
-        except CommitFailedError:
-            # The group moved on (we were too slow): these partitions belong to another member,
-            # which re-reads from the last commit; what we landed is dropped there as duplicate.
-            log.warning("offset commit refused after a rebalance; the new owner will re-read")
+        self._commit({tp: OffsetAndMetadata(off, None, -1) for tp, off in batch.offsets.items()})
         m = self.metrics
         m.messages.inc(batch.messages)
         m.records.labels("landed").inc(result.inserted)
@@ -191,6 +203,27 @@ class PipelineConsumer:
         self.stats.duplicates += result.duplicates
         self.stats.rejected += len(batch.rejections)
         self.stats.batches += 1
+
+    def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        """Commit after landing. While the broker is away the commit is retried; if it never
+        succeeds the batch is simply re-read later, and its records are dropped as duplicates."""
+        deadline = time.monotonic() + 120
+        delay = 0.5
+        while True:
+            try:
+                self._consumer.commit(offsets)
+                return
+            except CommitFailedError:
+                # The group moved on: these partitions belong to another member now, which
+                # re-reads from the last commit; what we landed is dropped there as duplicate.
+                log.warning("offset commit refused after a rebalance; the new owner re-reads")
+                return
+            except KafkaError as exc:
+                if time.monotonic() > deadline or self.stopping.is_set():
+                    log.warning("offsets not committed (%s); the batch will be re-read", exc)
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, 10)
 
     def _write_failed(self, state: RetryCallState) -> None:
         self.metrics.write_failures.inc()
@@ -211,7 +244,7 @@ class PipelineConsumer:
         by_source: dict[tuple[int, int], list[Rejection]] = {}
         for rejection, partition, offset in rejections:
             by_source.setdefault((partition, offset), []).append(rejection)
-        futures = []
+        bodies: list[bytes] = []
         for (partition, offset), items in by_source.items():
             retry(self.writer.write_rejections, items, self.topic, partition, offset)
             for r in items:
@@ -225,6 +258,16 @@ class PipelineConsumer:
                     "reason": r.reason,
                     "payload": r.payload,
                 }
-                futures.append(self._dlq.send(self.dlq_topic, value=orjson.dumps(body)))
-        for future in futures:
-            future.get(timeout=30)
+                bodies.append(orjson.dumps(body))
+        # Dead letters are already in usage_rejects; the topic copy feeds `tracker dlq replay`
+        # and is retried until the broker takes it (the commit waits for it).
+        for attempt in Retrying(
+            retry=retry_if_exception_type(KafkaError),
+            wait=wait_exponential(multiplier=0.5, max=10),
+            stop=stop_never,
+            reraise=True,
+        ):
+            with attempt:
+                sends = [self._dlq.send(self.dlq_topic, value=v) for v in bodies]
+                for future in sends:
+                    future.get(timeout=30)

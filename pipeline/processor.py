@@ -49,15 +49,24 @@ class Processed:
 class Processor:
     def __init__(self, classifier: Classifier) -> None:
         self.classifier = classifier
-        registry = classifier.registry
-        self._fx = {k.upper(): v for k, v in registry.fx_to_reporting.items()}
+        self._fx_version = ""
+        self._fx: dict[str, Decimal] = {}
+
+    def _rates(self) -> dict[str, Decimal]:
+        # Conversion rates are part of the registry: follow the classifier when it is swapped
+        # to a newer version, so cost and tier always come from the same version.
+        registry = self.classifier.registry
+        if self._fx_version != registry.version:
+            self._fx = {k.upper(): v for k, v in registry.fx_to_reporting.items()}
+            self._fx_version = registry.version
+        return self._fx
 
     def row(self, record: UsageRecord, partition: int = -1, offset: int = -1) -> tuple[Any, ...]:
         c = self.classifier.classify(record.provider, record.region, record.endpoint_host)
         agency = self.classifier.agency(record.agency_id) or UNKNOWN_AGENCY
         cost_reporting, converted = _ZERO, 0
         if record.cost is not None and record.currency is not None:
-            rate = self._fx.get(record.currency)
+            rate = self._rates().get(record.currency)
             if rate is not None:
                 cost_reporting, converted = record.cost * rate, 1
         return (

@@ -24,7 +24,8 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from tracker.metrics import ROLLUP, where_clause
-from tracker.registry import Registry, Targets, parse
+from tracker.registry import Registry, Targets
+from tracker.registry_store import effective
 
 DOMESTIC_TIERS = ("sovereign", "onshore")
 LAYERS = ("C", "S", "D")
@@ -343,9 +344,7 @@ def capacity_series(
 
 
 def registry_in_force(client: Client) -> Registry | None:
-    """The registry most recently loaded by a tracker process (every process records the one
-    it loads, with its full text, in registry_versions)."""
-    found = client.query(
-        "SELECT content FROM registry_versions ORDER BY loaded_at DESC LIMIT 1"
-    ).result_rows
-    return parse(str(found[0][0]), "registry_versions") if found else None
+    """The registry version in force now (the ledger's pointer; before any recorded change,
+    the version most recently loaded at a process start)."""
+    found = effective(client)
+    return found[0] if found is not None else None

@@ -10,6 +10,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
+from tracker.access import Role, add_key
 from tracker.cli.wiring import Core, embedded_app, open_core
 from tracker.gateways import add
 from tracker.settings import CommonSettings, EmbeddedSettings
@@ -37,6 +38,13 @@ def key(core: Core) -> str:
     return add(core.pool.get(), core.registry, "gw-embedded", ["in-sbi", "in-pnb"])[1]
 
 
+@pytest.fixture(scope="module")
+def auditor(core: Core) -> dict[str, str]:
+    """These checks count single records, which public answers rightly withhold."""
+    key = add_key(core.pool.get(), core.registry, "auditor-embedded", Role.auditor)[1]
+    return {"Authorization": f"Bearer {key}"}
+
+
 def rec(i: int, agency: str = "in-sbi", **patch: object) -> dict[str, object]:
     return {"record_id": f"e{i}", "agency_id": agency, "occurred_at": "2026-06-01T09:30:00Z",
             "provider": "openai", "model": "gpt-4o-mini", "request_count": 2, **patch}  # fmt: skip
@@ -48,14 +56,18 @@ def post(client: TestClient, key: str, body: object) -> tuple[int, dict[str, Any
     return r.status_code, r.json()
 
 
-def test_partial_batch_lands_good_records(client: TestClient, key: str) -> None:
+def test_partial_batch_lands_good_records(
+    client: TestClient, key: str, auditor: dict[str, str]
+) -> None:
     body = [rec(1), rec(2, agency="in-cbse"), rec(3, input_tokens=-1), rec(4, gateway_id="x")]
     code, result = post(client, key, body)
     assert code == 200
     assert (result["accepted"], result["rejected"]) == (2, 2)
     errors = {(e["index"], e["field"]) for e in result["errors"]}
     assert errors == {(1, "agency_id"), (2, "input_tokens")}
-    share = client.get("/v1/share", params={"from": "2026-06-01", "to": "2026-06-02"}).json()
+    share = client.get(
+        "/v1/share", params={"from": "2026-06-01", "to": "2026-06-02"}, headers=auditor
+    ).json()
     assert share["records"] == 2
     assert share["totals"] == {
         "sovereign": 0,
@@ -67,11 +79,15 @@ def test_partial_batch_lands_good_records(client: TestClient, key: str) -> None:
     assert share["domestic_share"] == 0.0
 
 
-def test_resend_counts_once(client: TestClient, key: str) -> None:
+def test_resend_counts_once(client: TestClient, key: str, auditor: dict[str, str]) -> None:
     assert post(client, key, [rec(10), rec(11)])[0] == 200
     assert post(client, key, [rec(10), rec(11), rec(12)])[1]["accepted"] == 3
-    share = client.get("/v1/share", params={"from": "2026-06-01", "to": "2026-06-02"}).json()
+    share = client.get(
+        "/v1/share", params={"from": "2026-06-01", "to": "2026-06-02"}, headers=auditor
+    ).json()
     assert share["records"] == 5  # e1, e4 from before + e10, e11, e12
+    public = client.get("/v1/share", params={"from": "2026-06-01", "to": "2026-06-02"}).json()
+    assert public["suppressed"] is True and public["records"] is None
 
 
 @pytest.mark.parametrize(

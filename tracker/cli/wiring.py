@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from clickhouse_connect.driver.client import Client
 from fastapi import FastAPI
+from kafka.errors import KafkaError
 from prometheus_client import start_http_server
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -18,18 +19,21 @@ from api.app import create_app as create_api_app
 from collector.app import create_app as create_collector_app
 from collector.ingest import ingest_router
 from collector.routes_sources import source_routers
-from collector.sink import KafkaSink
+from collector.sink import KafkaSink, SpoolingSink
+from collector.spool import Spool
 from pipeline.consumer import PipelineConsumer
 from pipeline.metrics import PipelineMetrics
 from pipeline.processor import Processor
 from pipeline.writer import Writer
 from tracker import registry as registry_mod
+from tracker import registry_store
 from tracker.classify import Classifier
 from tracker.clickhouse import ClientPool
 from tracker.contract import UsageRecord
 from tracker.gateways import GatewayAuth
 from tracker.migrate import migrate
 from tracker.registry import Registry
+from tracker.registry_store import RegistryWatcher
 from tracker.settings import (
     ApiSettings,
     CollectorSettings,
@@ -51,15 +55,19 @@ class Core:
     processor: Processor
 
 
-def open_core(settings: CommonSettings) -> Core:
+def open_core(settings: CommonSettings, *, watch: bool = True) -> Core:
     pool = ClientPool(settings)
     client = pool.get()
     migrate(client)
-    registry, text = registry_mod.load(settings.registry_path)
+    # The version in force in ClickHouse (the file only seeds an empty ledger), followed live.
+    registry, text = registry_store.bootstrap(client, settings.registry_path)
     registry_mod.record_version(client, registry, text, author="system", reason="loaded at start")
     # Finish any batch a crash interrupted before this process lands anything new.
     Writer(client).repair()
-    return Core(pool, registry, Processor(Classifier(registry)))
+    classifier = Classifier(registry)
+    if watch:
+        RegistryWatcher(pool.get, [classifier]).start()
+    return Core(pool, registry, Processor(classifier))
 
 
 class DirectSink:
@@ -96,13 +104,18 @@ def embedded_app(settings: EmbeddedSettings, core: Core) -> FastAPI:
     return app
 
 
-def collector_app(settings: CollectorSettings, client: Client) -> tuple[FastAPI, KafkaSink]:
-    ensure_topics(settings.kafka_bootstrap, settings.kafka_topic, settings.kafka_dlq_topic)
-    sink = KafkaSink(
+def collector_app(settings: CollectorSettings, client: Client) -> tuple[FastAPI, SpoolingSink]:
+    try:
+        ensure_topics(settings.kafka_bootstrap, settings.kafka_topic, settings.kafka_dlq_topic)
+    except KafkaError as exc:  # start anyway: records spool until Kafka is back
+        log.warning("Kafka unavailable at start (%s); accepting into the spool", exc)
+    kafka = KafkaSink(
         settings.kafka_bootstrap,
         settings.kafka_topic,
         records_per_message=settings.kafka_records_per_message,
+        timeout_seconds=settings.kafka_timeout_seconds,
     )
+    sink = SpoolingSink(kafka, Spool(settings.data_dir / "spool", settings.spool_max_bytes))
     app = create_collector_app(
         sink,
         GatewayAuth(client),
@@ -133,6 +146,7 @@ def run_pipeline(settings: PipelineSettings, core: Core) -> PipelineConsumer:
         batch_max_rows=settings.batch_max_rows,
         batch_max_seconds=settings.batch_max_seconds,
         metrics=metrics,
+        session_timeout_ms=settings.consumer_session_timeout_ms,
     )
     return consumer
 

@@ -1,0 +1,125 @@
+"""A bounded on-disk spool in front of Kafka: nothing accepted is lost while the broker is down.
+
+When Kafka does not acknowledge a batch, its messages are appended to the spool (fsync'ed)
+before the HTTP answer, so the 2xx still means "stored". A drainer thread re-sends spooled
+messages in order once Kafka answers, and only then moves the persisted read position. When the
+spool is full the collector answers 503 with Retry-After and stores nothing.
+
+Format: numbered segment files of entries [u32 length][u32 crc32][u16 key length][key][value];
+`position` holds (segment, offset) of the first entry not yet acknowledged by Kafka. A torn
+entry at the tail (crash while appending, before the HTTP answer) fails its CRC and is
+skipped: its batch was never acknowledged to the gateway, which retries it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import struct
+import threading
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct(">IIH")
+SEGMENT_BYTES = 64 * 1024 * 1024
+
+
+class SpoolFull(RuntimeError):
+    """The spool holds its maximum; the caller must refuse (503) rather than drop."""
+
+
+class Spool:
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        directory.mkdir(parents=True, exist_ok=True)
+        self._lock_file = (directory / "lock").open("w")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise RuntimeError(f"spool {directory} is in use by another collector") from exc
+        self._lock = threading.Lock()
+        segments = self._segments()
+        self._write_segment = segments[-1] if segments else 1
+
+    def _segments(self) -> list[int]:
+        return sorted(int(p.stem.split("-")[1]) for p in self.directory.glob("seg-*.log"))
+
+    def _path(self, segment: int) -> Path:
+        return self.directory / f"seg-{segment:08d}.log"
+
+    def _position(self) -> tuple[int, int]:
+        try:
+            segment, offset = (self.directory / "position").read_text().split()
+            return int(segment), int(offset)
+        except (FileNotFoundError, ValueError):
+            segments = self._segments()
+            return (segments[0] if segments else self._write_segment), 0
+
+    def _save_position(self, segment: int, offset: int) -> None:
+        tmp = self.directory / "position.tmp"
+        tmp.write_text(f"{segment} {offset}")
+        os.replace(tmp, self.directory / "position")
+
+    def pending_bytes(self) -> int:
+        segment, offset = self._position()
+        total = 0
+        for s in self._segments():
+            if s >= segment:
+                size = self._path(s).stat().st_size
+                total += size - offset if s == segment else size
+        return total
+
+    def empty(self) -> bool:
+        return self.pending_bytes() == 0
+
+    def append(self, messages: list[tuple[bytes, bytes]]) -> None:
+        """Durably append (key, value) messages, all or none."""
+        blob = b"".join(
+            _HEADER.pack(len(key) + len(value), zlib.crc32(key + value), len(key)) + key + value
+            for key, value in messages
+        )
+        with self._lock:
+            if self.pending_bytes() + len(blob) > self.max_bytes:
+                raise SpoolFull(f"spool holds {self.max_bytes} bytes")
+            path = self._path(self._write_segment)
+            if path.exists() and path.stat().st_size + len(blob) > SEGMENT_BYTES:
+                self._write_segment += 1
+                path = self._path(self._write_segment)
+            with path.open("ab") as f:
+                f.write(blob)
+                f.flush()
+                os.fsync(f.fileno())
+
+    def entries(self) -> Iterator[tuple[int, int, bytes, bytes]]:
+        """(segment, offset after entry, key, value) from the read position, in order."""
+        segment, offset = self._position()
+        for s in self._segments():
+            if s < segment:
+                continue
+            data = self._path(s).read_bytes()
+            pos = offset if s == segment else 0
+            while pos + _HEADER.size <= len(data):
+                length, crc, key_len = _HEADER.unpack_from(data, pos)
+                body = data[pos + _HEADER.size : pos + _HEADER.size + length]
+                if len(body) < length or zlib.crc32(body) != crc:
+                    log.warning("spool %s: torn entry at %d skipped", s, pos)
+                    break
+                pos += _HEADER.size + length
+                yield s, pos, body[:key_len], body[key_len:]
+
+    def acknowledge(self, segment: int, offset: int) -> None:
+        """Everything up to (segment, offset) reached Kafka: move on, drop finished segments."""
+        with self._lock:
+            self._save_position(segment, offset)
+            for s in self._segments():
+                done = s < segment or (s == segment and offset >= self._path(s).stat().st_size)
+                if done and s != self._write_segment:
+                    self._path(s).unlink()
+
+    def close(self) -> None:
+        self._lock_file.close()

@@ -1,0 +1,187 @@
+"""Shared pieces of the pipeline fault tests: a stream with duplicates and malformed messages,
+its ground truth computed independently of the pipeline, and waiting on the consumer group."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.errors import CoordinatorNotAvailableError, KafkaConnectionError, NotCoordinatorError
+from kafka.structs import TopicPartition
+
+from tracker.topics import ensure_topics
+
+# provider, region, host -> tier, as written in the registry (independent of the classifier)
+ROUTES = [
+    ("sarvam", None, None, "sovereign"),
+    ("azure_openai", "centralindia", None, "onshore"),
+    ("openai", None, "api.openai.com", "offshore"),
+    ("self_hosted", None, None, "unknown"),
+]
+AGENCIES = ["in-sbi", "in-pnb", "in-iitb", "in-aiims-delhi", "in-cbse", "in-uidai"]
+
+
+@dataclass
+class Stream:
+    messages: list[tuple[bytes, bytes]] = field(default_factory=list)
+    records: int = 0
+    requests: int = 0
+    tokens: int = 0
+    requests_by_tier: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    malformed_records: int = 0
+
+
+def make_stream(n_records: int, *, seed: int, per_message: int = 100) -> Stream:
+    """n unique valid records in messages keyed by agency, then the same 10% of records resent
+    in other messages, and 5% extra malformed messages (unreadable, or with invalid records)."""
+    rng = random.Random(seed)
+    out = Stream()
+    by_agency: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for i in range(n_records):
+        provider, region, host, tier = ROUTES[i % len(ROUTES)]
+        agency = AGENCIES[i % len(AGENCIES)]
+        rec: dict[str, Any] = {
+            "record_id": f"s{seed}-{i}", "gateway_id": "gw-faults", "agency_id": agency,
+            "occurred_at": f"2026-0{1 + i % 9}-{1 + i % 28:02d}T{i % 24:02d}:00:00Z",
+            "provider": provider, "model": "m", "request_count": rng.randint(1, 20),
+            "input_tokens": rng.randint(0, 3000), "output_tokens": rng.randint(0, 900),
+        }  # fmt: skip
+        if region:
+            rec["region"] = region
+        if host:
+            rec["endpoint_host"] = host
+        by_agency[agency].append(rec)
+        out.records += 1
+        out.requests += rec["request_count"]
+        out.tokens += rec["input_tokens"] + rec["output_tokens"]
+        out.requests_by_tier[tier] += rec["request_count"]
+    for agency, recs in by_agency.items():
+        for start in range(0, len(recs), per_message):
+            out.messages.append((agency.encode(), orjson.dumps(recs[start : start + per_message])))
+        resent = [r for r in recs if rng.random() < 0.10]
+        rng.shuffle(resent)  # resent in different batches than the originals
+        for start in range(0, len(resent), per_message // 2):
+            chunk = resent[start : start + per_message // 2]
+            out.messages.append((agency.encode(), orjson.dumps(chunk)))
+    for _ in range(max(1, len(out.messages) // 20)):
+        agency = rng.choice(AGENCIES)
+        if rng.random() < 0.5:
+            out.messages.append((agency.encode(), b"\xff{not json"))
+            out.malformed_records += 1
+        else:
+            bad = {"record_id": f"bad-{rng.random()}", "agency_id": agency, "gateway_id": "gw-faults",
+                   "occurred_at": "2026-01-01T00:00:00Z", "provider": "p", "model": "m",
+                   "input_tokens": -1}  # fmt: skip
+            out.messages.append((agency.encode(), orjson.dumps([bad])))
+            out.malformed_records += 1
+    rng.shuffle(out.messages)
+    return out
+
+
+def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+    ensure_topics(bootstrap, topic, topic + ".dlq", partitions=4)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+                             linger_ms=5)  # fmt: skip
+    for key, value in messages:
+        producer.send(topic, key=key, value=value)
+    producer.flush(timeout=60)
+    producer.close()
+
+
+def group_lag(bootstrap: str, topic: str, group: str) -> int:
+    """Messages of `topic` not yet committed by `group` (retried while the broker's group
+    coordinator is still loading, as it is for a few seconds after a (re)start)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return _group_lag(bootstrap, topic, group)
+        except (CoordinatorNotAvailableError, NotCoordinatorError, KafkaConnectionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+class LagProbe:
+    """Reads a group's lag repeatedly over one pair of connections (cheap enough to poll)."""
+
+    def __init__(self, bootstrap: str, topic: str, group: str) -> None:
+        self.topic, self.group = topic, group
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+        self.admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        self.parts = [
+            TopicPartition(topic, p) for p in self.consumer.partitions_for_topic(topic) or []
+        ]
+
+    def lag(self) -> int:
+        ends = self.consumer.end_offsets(self.parts)
+        committed = self.admin.list_group_offsets({self.group: self.parts}).get(self.group, {})
+        done = {tp: m.offset for tp, m in committed.items() if m is not None and m.offset >= 0}
+        return sum(ends[tp] - done.get(tp, 0) for tp in self.parts)
+
+    def close(self) -> None:
+        self.consumer.close()
+        self.admin.close()
+
+
+def _group_lag(bootstrap: str, topic: str, group: str) -> int:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        ends = consumer.end_offsets(parts)
+        committed = admin.list_group_offsets({group: parts}).get(group, {})
+
+        def done(tp: TopicPartition) -> int:
+            meta = committed.get(tp)
+            return meta.offset if meta is not None and meta.offset >= 0 else 0
+
+        return sum(ends[tp] - done(tp) for tp in parts)
+    finally:
+        consumer.close()
+        admin.close()
+
+
+def wait_caught_up(bootstrap: str, topic: str, group: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    lag = -1
+    while time.monotonic() < deadline:
+        lag = group_lag(bootstrap, topic, group)
+        if lag == 0:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"group {group} still {lag} messages behind after {timeout}s")
+
+
+def truth_rows(stream: Stream) -> dict[str, int]:
+    return {
+        "raw_records": stream.records,
+        "raw_requests": stream.requests,
+        "raw_tokens": stream.tokens,
+        "rollup_records": stream.records,
+        "rollup_requests": stream.requests,
+        "rollup_tokens": stream.tokens,
+        **{f"tier_{t}": v for t, v in stream.requests_by_tier.items()},
+        "rejected_records": stream.malformed_records,
+    }
+
+
+COUNT_SQL = """
+SELECT
+    (SELECT count() FROM usage_raw) AS raw_records,
+    (SELECT sum(request_count) FROM usage_raw) AS raw_requests,
+    (SELECT sum(input_tokens + output_tokens) FROM usage_raw) AS raw_tokens,
+    (SELECT sum(records) FROM usage_hourly) AS rollup_records,
+    (SELECT sum(requests) FROM usage_hourly) AS rollup_requests,
+    (SELECT sum(input_tokens + output_tokens) FROM usage_hourly) AS rollup_tokens,
+    (SELECT sumIf(requests, tier = 'sovereign') FROM usage_hourly) AS tier_sovereign,
+    (SELECT sumIf(requests, tier = 'onshore') FROM usage_hourly) AS tier_onshore,
+    (SELECT sumIf(requests, tier = 'offshore') FROM usage_hourly) AS tier_offshore,
+    (SELECT sumIf(requests, tier = 'unknown') FROM usage_hourly) AS tier_unknown,
+    (SELECT uniqExact(source_partition, source_offset, record_index) FROM usage_rejects)
+        AS rejected_records
+"""

@@ -1,0 +1,130 @@
+"""Nothing accepted is lost: with the real broker stopped during ingest, the collector spools
+to disk, answers 2xx, and drains when the broker is back; a full spool answers 503."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.integration.faults import wait_caught_up
+from tracker.cli.wiring import Core, collector_app, open_core, run_pipeline
+from tracker.clickhouse import ClientPool
+from tracker.gateways import add
+from tracker.settings import CollectorSettings, CommonSettings, PipelineSettings
+
+AGENCIES = ["in-sbi", "in-cbse"]
+
+
+def batch(start: int, n: int) -> list[dict[str, Any]]:
+    return [{"record_id": f"sp{i}", "agency_id": AGENCIES[i % 2], "provider": "sarvam", "model": "m",
+             "occurred_at": "2026-07-01T10:00:00Z", "request_count": 1 + i % 3}
+            for i in range(start, start + n)]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def core(settings: CommonSettings, pool: ClientPool) -> Core:
+    return open_core(settings)
+
+
+@pytest.fixture(scope="module")
+def key(core: Core) -> str:
+    return add(core.pool.get(), core.registry, "gw-spool", AGENCIES)[1]
+
+
+def common(settings: CommonSettings, bootstrap: str, topic: str, data_dir: Path) -> dict[str, Any]:
+    return {"data_dir": data_dir, "clickhouse_database": settings.clickhouse_database,
+            "kafka_bootstrap": bootstrap, "kafka_topic": topic, "kafka_dlq_topic": topic + ".dlq"}  # fmt: skip
+
+
+@pytest.fixture()
+def spool_dir(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path
+
+
+def test_broker_down_during_ingest_loses_nothing(
+    core: Core, key: str, settings: CommonSettings, kafka_bootstrap: str,
+    broker_module: ModuleType, kafka_dir: Path, spool_dir: Path,
+) -> None:  # fmt: skip
+    topic = f"spool-{uuid.uuid4().hex[:6]}"
+    cfg = common(settings, kafka_bootstrap, topic, settings.data_dir)
+    app, sink = collector_app(
+        CollectorSettings(**{**cfg, "data_dir": spool_dir}, kafka_timeout_seconds=2.0),
+        core.pool.get(),
+    )
+    consumer = run_pipeline(PipelineSettings(**cfg, consumer_group=f"g-{topic}",
+                                             batch_max_seconds=0.3), core)  # fmt: skip
+    thread = threading.Thread(target=consumer.run, daemon=True)
+    thread.start()
+    auth = {"Authorization": f"Bearer {key}"}
+    sent = 0
+    try:
+        with TestClient(app) as client:
+
+            def post(n: int) -> None:
+                nonlocal sent
+                r = client.post("/v1/records", content=orjson.dumps(batch(sent, n)), headers=auth)
+                assert r.status_code == 200, r.text
+                assert r.json()["accepted"] == n
+                sent += n
+
+            for _ in range(5):
+                post(200)
+            broker_module.stop(kafka_dir)
+            for _ in range(5):  # accepted while the broker is down: spooled, fsync'ed
+                post(200)
+            assert not sink.spool.empty()
+            assert broker_module.start(kafka_dir) == kafka_bootstrap
+            for _ in range(5):
+                post(200)
+            deadline = time.monotonic() + 120
+            while not sink.spool.empty() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert sink.spool.empty(), "spool never drained"
+            wait_caught_up(kafka_bootstrap, topic, f"g-{topic}")
+    finally:
+        consumer.stop()
+        thread.join(timeout=60)
+        sink.close()
+    landed = core.pool.query_rows(
+        "SELECT count(), sum(request_count) FROM usage_raw WHERE gateway_id = 'gw-spool'"
+    )[0]
+    assert (int(landed[0]), int(landed[1])) == (sent, sum(1 + i % 3 for i in range(sent)))
+
+
+def test_full_spool_answers_503_with_retry_after(
+    core: Core, key: str, settings: CommonSettings, spool_dir: Path
+) -> None:
+    with socket.socket() as s:  # a port with no broker behind it: Kafka is down
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    cfg = common(settings, dead, "spool-full", spool_dir)
+    app, sink = collector_app(
+        CollectorSettings(**cfg, kafka_timeout_seconds=1.0, spool_max_bytes=4096), core.pool.get()
+    )
+    auth = {"Authorization": f"Bearer {key}"}
+    try:
+        with TestClient(app) as client:
+            first = client.post("/v1/records", content=orjson.dumps(batch(10_000, 5)), headers=auth)
+            assert first.status_code == 200  # spooled
+            codes = []
+            for i in range(5):
+                r = client.post("/v1/records", content=orjson.dumps(batch(20_000 + i * 20, 20)),
+                                headers=auth)  # fmt: skip
+                codes.append(r.status_code)
+                if r.status_code == 503:
+                    assert r.headers["Retry-After"]
+                    assert "spool" in r.json()["detail"]
+            assert 503 in codes
+            assert sink.spool.pending_bytes() <= 4096
+    finally:
+        sink.close()

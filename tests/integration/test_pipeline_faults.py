@@ -1,0 +1,213 @@
+"""Fault tests of the pipeline with the real broker. Each ends with every count and sum in
+ClickHouse equal to the ground truth computed from the stream itself. Every stream carries the
+same 10% of records sent twice and 5% malformed messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from pipeline.consumer import PipelineConsumer
+from tests.integration.faults import (
+    COUNT_SQL,
+    LagProbe,
+    group_lag,
+    make_stream,
+    produce,
+    truth_rows,
+    wait_caught_up,
+)
+from tracker.cli.wiring import Core, open_core, run_pipeline
+from tracker.clickhouse import ClientPool
+from tracker.settings import CommonSettings, PipelineSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+OUTAGE_SECONDS = float(os.environ.get("TRACKER_FAULT_OUTAGE_SECONDS", "60"))
+
+
+def counts(pool: ClientPool) -> dict[str, int]:
+    result = pool.get().query(COUNT_SQL)
+    return {
+        name: int(v or 0)
+        for name, v in zip(result.column_names, result.result_rows[0], strict=True)
+    }
+
+
+@pytest.fixture()
+def core(settings: CommonSettings, pool: ClientPool) -> Core:
+    # A fresh database per test: each test checks totals against its own stream only.
+    pool.get().command("TRUNCATE TABLE usage_raw")
+    for table in ("usage_keys", "usage_hourly", "usage_rejects", "landed_batches"):
+        pool.get().command(f"TRUNCATE TABLE {table}")
+    return open_core(settings)
+
+
+def pipeline_settings(
+    settings: CommonSettings, bootstrap: str, topic: str, group: str
+) -> PipelineSettings:
+    return PipelineSettings(
+        data_dir=settings.data_dir, clickhouse_database=settings.clickhouse_database,
+        kafka_bootstrap=bootstrap, kafka_topic=topic, kafka_dlq_topic=topic + ".dlq",
+        consumer_group=group, batch_max_rows=2_000, batch_max_seconds=0.2,
+    )  # fmt: skip
+
+
+def start(consumer: PipelineConsumer) -> threading.Thread:
+    thread = threading.Thread(target=consumer.run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_kill_9_mid_batch_and_restart(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """`tracker pipeline` as its own process, killed with SIGKILL while landing, twice."""
+    topic, group = f"faults-kill-{uuid.uuid4().hex[:6]}", f"g-{uuid.uuid4().hex[:6]}"
+    stream = make_stream(60_000, seed=1)
+    produce(kafka_bootstrap, topic, stream.messages)
+    group_lag(kafka_bootstrap, topic, group)  # waits until the group coordinator answers
+    env = {
+        **os.environ, "TRACKER_DATA_DIR": str(tmp_path / "pipe"), "TRACKER_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "TRACKER_KAFKA_TOPIC": topic, "TRACKER_KAFKA_DLQ_TOPIC": topic + ".dlq",
+        "TRACKER_CONSUMER_GROUP": group, "TRACKER_BATCH_MAX_ROWS": "300",
+        "TRACKER_CONSUMER_SESSION_TIMEOUT_MS": "6000",
+        "TRACKER_BATCH_MAX_SECONDS": "0.1", "TRACKER_LOG_LEVEL": "WARNING",
+    }  # fmt: skip
+    rng = random.Random(5)
+    kills = 0
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def launch() -> subprocess.Popen[bytes]:
+        procs.append(
+            subprocess.Popen([sys.executable, "-m", "tracker", "pipeline"], env=env, cwd=ROOT)
+        )
+        return procs[-1]
+
+    probe = LagProbe(kafka_bootstrap, topic, group)
+    try:
+        for _ in range(3):
+            proc = launch()
+            # Kill at a random moment once it is landing (lag falling), well before the end.
+            start_lag = probe.lag()
+            deadline = time.monotonic() + 90
+            while probe.lag() >= start_lag:
+                assert proc.poll() is None, "pipeline exited on its own"
+                assert time.monotonic() < deadline, "pipeline made no progress"
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 0.5))
+            if probe.lag() == 0:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=60)
+                break
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+            proc.wait(timeout=30)
+        assert kills >= 2
+        proc = launch()
+        wait_caught_up(kafka_bootstrap, topic, group)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        probe.close()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    # The pipeline's chdb directory can be opened by one process at a time, and this test
+    # process already holds its own: read the figures from a fresh interpreter.
+    script = (
+        "import json, sys, clickhouse_connect\n"
+        f"c = clickhouse_connect.get_client(dsn='chdb://{tmp_path / 'pipe' / 'chdb'}', database='tracker')\n"
+        f"r = c.query('''{COUNT_SQL}''')\n"
+        "print(json.dumps({k: int(v or 0) for k, v in zip(r.column_names, r.result_rows[0])}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == truth_rows(stream)
+
+
+def test_rebalance_when_one_of_two_members_crashes(
+    core: Core, settings: CommonSettings, pool: ClientPool, kafka_bootstrap: str
+) -> None:
+    """Two members of one group; one leaves abruptly mid-stream, dropping its batch in hand
+    uncommitted; the survivor takes its partitions over and re-reads them."""
+    topic, group = f"faults-rebal-{uuid.uuid4().hex[:6]}", f"g-{uuid.uuid4().hex[:6]}"
+    stream = make_stream(30_000, seed=2)
+    ps = pipeline_settings(settings, kafka_bootstrap, topic, group)
+    first, second = run_pipeline(ps, core), run_pipeline(ps, core)
+    threads = [start(first), start(second)]
+    half = len(stream.messages) // 2
+    produce(kafka_bootstrap, topic, stream.messages[:half])
+    deadline = time.monotonic() + 60
+    while first.stats.batches < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first.halt()
+    threads[0].join(timeout=30)
+    produce(kafka_bootstrap, topic, stream.messages[half:])
+    wait_caught_up(kafka_bootstrap, topic, group)
+    second.stop()
+    threads[1].join(timeout=30)
+    assert first.stats.batches >= 2 and second.stats.batches >= 1
+    assert counts(pool) == truth_rows(stream)
+
+
+def test_broker_stopped_and_restarted(
+    core: Core, settings: CommonSettings, pool: ClientPool, kafka_bootstrap: str,
+    broker_module: ModuleType, kafka_dir: Path,
+) -> None:  # fmt: skip
+    topic, group = f"faults-broker-{uuid.uuid4().hex[:6]}", f"g-{uuid.uuid4().hex[:6]}"
+    stream = make_stream(20_000, seed=3)
+    half = len(stream.messages) // 2
+    produce(kafka_bootstrap, topic, stream.messages[:half])
+    consumer = run_pipeline(pipeline_settings(settings, kafka_bootstrap, topic, group), core)
+    thread = start(consumer)
+    time.sleep(1.0)
+    broker_module.stop(kafka_dir)
+    time.sleep(5)
+    assert broker_module.start(kafka_dir) == kafka_bootstrap
+    produce(kafka_bootstrap, topic, stream.messages[half:])
+    wait_caught_up(kafka_bootstrap, topic, group)
+    consumer.stop()
+    thread.join(timeout=60)
+    assert counts(pool) == truth_rows(stream)
+
+
+def test_clickhouse_unavailable_during_ingest(
+    core: Core, settings: CommonSettings, pool: ClientPool, kafka_bootstrap: str
+) -> None:
+    """usage_raw detached (inserts fail) for OUTAGE_SECONDS while records keep arriving: the
+    pipeline retries without committing or dead-lettering, and lands everything once back."""
+    topic, group = f"faults-ch-{uuid.uuid4().hex[:6]}", f"g-{uuid.uuid4().hex[:6]}"
+    stream = make_stream(20_000, seed=4)
+    consumer = run_pipeline(pipeline_settings(settings, kafka_bootstrap, topic, group), core)
+    thread = start(consumer)
+    third = len(stream.messages) // 3
+    produce(kafka_bootstrap, topic, stream.messages[:third])
+    deadline = time.monotonic() + 60
+    while consumer.stats.batches < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client = pool.get()
+    client.command("DETACH TABLE usage_raw")
+    try:
+        produce(kafka_bootstrap, topic, stream.messages[third:])
+        time.sleep(OUTAGE_SECONDS)
+        lag_during = group_lag(kafka_bootstrap, topic, group)
+        failures = consumer.metrics.write_failures._value.get()
+    finally:
+        client.command("ATTACH TABLE usage_raw")
+    assert lag_during > 0, "nothing was held back while ClickHouse was down"
+    assert failures >= 1
+    wait_caught_up(kafka_bootstrap, topic, group)
+    consumer.stop()
+    thread.join(timeout=60)
+    figures: dict[str, Any] = counts(pool)
+    assert figures == truth_rows(stream)
