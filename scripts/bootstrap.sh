@@ -22,6 +22,16 @@ if ! command -v mvn >/dev/null 2>&1; then
   apt_install maven
 fi
 
+# Headless Chromium for the transparency page test, Node.js for the dashboards' type check.
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "bootstrap: installing Chromium (Debian package)"
+  apt_install chromium
+fi
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "bootstrap: installing Node.js and npm"
+  apt_install nodejs npm
+fi
+
 PYTHON=${PYTHON:-python3}
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
   echo "bootstrap: Python 3.11+ is required (found: $("$PYTHON" --version 2>&1))" >&2

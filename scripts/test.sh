@@ -8,4 +8,6 @@ export PATH="$PWD/.venv/bin:$PATH"
 
 echo "== ruff"; ruff check . && ruff format --check .
 echo "== mypy --strict"; mypy .
+echo "== dashboards: generated JSON against Grafana's published types (tsc)"
+bash dashboards/typecheck/run.sh
 echo "== pytest"; pytest -q "$@"
