@@ -13,6 +13,7 @@ import typer
 from pydantic import ValidationError
 
 from tracker.cli.dashboards_cmd import dashboards_app
+from tracker.cli.replay_cmd import dlq_app, replay
 from tracker.clickhouse import StorageUnavailable
 from tracker.registry import RegistryError
 
@@ -25,6 +26,8 @@ app = typer.Typer(
 gateway_app = typer.Typer(help="Gateways allowed to push usage.", no_args_is_help=True)
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(dashboards_app, name="dashboards")
+app.add_typer(dlq_app, name="dlq")
+app.command()(replay)
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Local state (default ./var)")]
 Host = Annotated[str | None, typer.Option("--host", help="Listen address (default 127.0.0.1)")]
