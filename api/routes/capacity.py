@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from api.deps import ClickHouse
+from api.params import check_bounds
 from tracker.capacity import (
     Period,
     PeriodScore,
@@ -53,6 +54,7 @@ def resolve_periods(
 ) -> tuple[datetime, datetime]:
     """Whole periods: from rounded down, to rounded up to a period boundary; default the last
     DEFAULT_PERIODS periods up to and including the current one."""
+    check_bounds(start, end)
     end_p = period_ceil(_utc(end or now or datetime.now(UTC)), period)
     if start is not None:
         start_p = period_floor(_utc(start), period)

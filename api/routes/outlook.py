@@ -11,6 +11,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from api.deps import ClickHouse
+from api.params import check_bounds
 from api.routes.capacity import RegistryInForce, check_sector
 from tracker.capacity import Period, period_ceil, period_floor
 from tracker.outlook import (
@@ -111,6 +112,7 @@ def resolve_months(
     start: datetime | None, end: datetime | None, *, now: datetime | None = None
 ) -> tuple[datetime, datetime]:
     """Whole months; default: the last DEFAULT_MONTHS complete months."""
+    check_bounds(start, end)
     if end is not None:
         end_m = period_ceil(end, Period.month)
     else:

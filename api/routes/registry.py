@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from api.auth import require
 from api.deps import ClickHouse
+from api.params import check_bounds
 from tracker import registry_proposals, registry_store
 from tracker.access import PUBLIC, Identity, KeyAuth, Role
 from tracker.classify import Classifier
@@ -77,11 +78,12 @@ def registry_view(registry: Registry, change: registry_store.Change | None) -> d
     }
 
 
-@router.get("/v1/registry")
+@router.get("/v1/registry", responses={404: {"description": "no version in force at `at`"}})
 def get_registry(
     client: ClickHouse,
     at: Annotated[datetime | None, Query(description="The version in force then")] = None,
 ) -> dict[str, Any]:
+    check_bounds(at)
     found = registry_store.effective(client, at)
     if found is None:
         raise HTTPException(404, "no registry version was in force then")
@@ -100,7 +102,11 @@ def get_versions(client: ClickHouse) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/registry/versions/{version}", response_model=None)
+@router.get(
+    "/v1/registry/versions/{version}",
+    response_model=None,
+    responses={404: {"description": "no such registry version"}},
+)
 def get_version(
     client: ClickHouse,
     version: Annotated[str, Path(pattern=VERSION_PATTERN)],
@@ -183,7 +189,9 @@ def _proposal_body(p: registry_proposals.Proposal) -> dict[str, Any]:
     }  # fmt: skip
 
 
-@router.get("/v1/registry/proposals/{proposal_id}")
+@router.get(
+    "/v1/registry/proposals/{proposal_id}", responses={404: {"description": "no such proposal"}}
+)
 def get_proposal(client: ClickHouse, admin: Admin, proposal_id: str) -> dict[str, Any]:
     found = registry_proposals.get(client, proposal_id)
     if found is None:

@@ -105,11 +105,6 @@ def test_admin_requests_conform(api_schema: Any, client: TestClient, seeded: See
     assert failures == [], "\n\n".join(failures)
 
 
-@pytest.mark.xfail(
-    reason="other issues' routes: /v1/capacity and /v1/outlook answer 500 for a year-999 `from` "
-    "(ClickHouse CANNOT_PARSE_DATETIME); /v1/registry/* answer undocumented 404s",
-    strict=False,
-)
 def test_other_issues_routes_conform(api_schema: Any, client: TestClient) -> None:
     failures = run_operations(api_schema, client, {}, 40, others=True)
     assert failures == [], "\n\n".join(failures)
