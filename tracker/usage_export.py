@@ -6,17 +6,16 @@ ClickHouse reads in that order from the primary key and stops at the LIMIT inste
 A cursor is the sort key of the last row of a page; the next page is "after that key", which
 stays correct while records keep landing (no OFFSET drift).
 
-Exports never hold the result: ClickHouse streams CSV (block by block, on chdb and on a server
-alike), which is passed through as is, converted row-free to JSON lines by ClickHouse itself, or
-parsed by pyarrow's streaming CSV reader into record batches that a ParquetWriter flushes as
-row groups. Memory is a few blocks whatever the export's size (bench/api.py measures it).
+Exports never hold the result. They run as one ordered query per (agency, month) (see _plan):
+CSV and JSON lines are produced by ClickHouse and streamed block by block (on chdb and on a
+server alike); Parquet is written one row group per chunk, read as Arrow. Memory is a few blocks
+(CSV, JSON lines) or one agency-month (Parquet), whatever the export's size (bench/api.py).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,7 +24,6 @@ from typing import IO, Any, cast
 
 import orjson
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from clickhouse_connect.driver.client import Client
 
@@ -221,16 +219,25 @@ def stream(
 ) -> Iterator[bytes]:
     """The export as byte chunks; `counter[0]` is kept at the number of rows produced so far
     (for the audit log). The caller must exhaust or close the iterator on this thread."""
-    ch_fmt = "JSONEachRow" if fmt is ExportFormat.jsonl else "CSV"
-    chunks = _ordered_chunks(client, ch_fmt, start, end, filters, after, limit)
     if fmt is ExportFormat.parquet:
-        yield from _parquet(_ChainReader(chunks), counter)
+        yield from _parquet(client, start, end, filters, after, limit, counter)
         return
     if fmt is ExportFormat.csv:
         yield (",".join(COLUMN_NAMES) + "\n").encode()
-    for chunk in chunks:
-        counter[0] += chunk.count(b"\n")
-        yield chunk
+    ch_fmt = "JSONEachRow" if fmt is ExportFormat.jsonl else "CSV"
+    for sql, params in _plan(client, start, end, filters, after, limit, counter):
+        source = cast(IO[bytes], client.raw_stream(sql, parameters=params, fmt=ch_fmt))
+        try:
+            while True:
+                chunk = source.read(CHUNK)
+                if not chunk:
+                    break
+                # One record is one line in both formats: CSV would quote an embedded newline,
+                # but no exported string column carries free text.
+                counter[0] += chunk.count(b"\n")
+                yield chunk
+        finally:
+            source.close()
 
 
 def _months(start: datetime, end: datetime) -> Iterator[tuple[datetime, datetime]]:
@@ -244,20 +251,21 @@ def _months(start: datetime, end: datetime) -> Iterator[tuple[datetime, datetime
         lo = nxt
 
 
-def _ordered_chunks(
+def _plan(
     client: Client,
-    ch_fmt: str,
     start: datetime,
     end: datetime,
     filters: dict[str, list[str]],
     after: Cursor | None,
     limit: int,
-) -> Iterator[bytes]:
-    """The whole ordered result as one query per (agency, month), concatenated in that order,
-    which is exactly the global (agency_id, occurred_at, ...) order. One ordered query over the
-    whole range merges every part of every month at once, and that merge's read buffers grew
-    to 1.3 GB for 10M rows on chdb; one agency in one month reads one or two parts, so memory
-    stays flat (bench/RESULTS.md)."""
+    counter: list[int],
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The whole ordered result as one query per (agency, month), in that order, which is
+    exactly the global (agency_id, occurred_at, ...) order. One ordered query over the whole
+    range merges every part of every month at once, and that merge's read buffers grew to
+    1.3 GB for 10M rows on chdb; one agency in one month reads one or two parts, so memory
+    stays flat (bench/RESULTS.md). Each query's LIMIT is what remains of `limit`, judged by
+    `counter` (rows already produced), so the caller must update it before the next step."""
     listing = {k: v for k, v in filters.items() if k != "gateway_id"}
     where = [
         "occurred_at >= {from_:DateTime64(3, 'UTC')}",
@@ -270,49 +278,15 @@ def _ordered_chunks(
         params["c_a"] = after.agency_id
     sql = f"SELECT DISTINCT agency_id FROM usage_raw WHERE {' AND '.join(where)} ORDER BY 1"
     agencies = [str(r[0]) for r in client.query(sql, parameters=params).result_rows]
-    remaining = limit
+    first = counter[0]
     for agency in agencies:
         scoped = {**filters, "agency_id": [agency]}
-        sql = select_sql(scoped, after, limited=True)
+        chunk_sql = select_sql(scoped, after, limited=True)
         for lo, hi in _months(start, end):
+            remaining = limit - (counter[0] - first)
             if remaining <= 0:
                 return
-            params = select_params(lo, hi, scoped, after, remaining)
-            source = cast(IO[bytes], client.raw_stream(sql, parameters=params, fmt=ch_fmt))
-            try:
-                while True:
-                    chunk = source.read(CHUNK)
-                    if not chunk:
-                        break
-                    # One record is one line in both formats: CSV would quote an embedded
-                    # newline, but no exported string column carries free text.
-                    remaining -= chunk.count(b"\n")
-                    yield chunk
-            finally:
-                source.close()
-
-
-class _ChainReader(io.RawIOBase):
-    """A readable file over an iterator of byte chunks, for pyarrow's streaming CSV reader."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        super().__init__()
-        self._chunks = chunks
-        self._buf = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        while not self._buf:
-            nxt = next(self._chunks, None)
-            if nxt is None:
-                return 0
-            self._buf = nxt
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
+            yield chunk_sql, select_params(lo, hi, scoped, after, remaining)
 
 
 class _Sink:
@@ -338,24 +312,25 @@ class _Sink:
         return out
 
 
-def _parquet(source: _ChainReader, counter: list[int]) -> Iterator[bytes]:
-    reader = pacsv.open_csv(
-        source,
-        read_options=pacsv.ReadOptions(column_names=list(COLUMN_NAMES), block_size=8 << 20),
-        parse_options=pacsv.ParseOptions(newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(
-            column_types=dict(COLUMNS),
-            null_values=["\\N"],
-            strings_can_be_null=False,
-            quoted_strings_can_be_null=False,
-            timestamp_parsers=["%Y-%m-%dT%H:%M:%S%z", pacsv.ISO8601],
-        ),
-    )
+def _parquet(
+    client: Client,
+    start: datetime,
+    end: datetime,
+    filters: dict[str, list[str]],
+    after: Cursor | None,
+    limit: int,
+    counter: list[int],
+) -> Iterator[bytes]:
+    """One row group per (agency, month) chunk, read as Arrow (the chunk is bounded by one
+    agency's month; parsing a CSV stream with pyarrow instead kept growing with the export)."""
     sink = _Sink()
     with pq.ParquetWriter(sink, SCHEMA, compression="zstd") as writer:
-        for batch in reader:
-            writer.write_batch(batch)
-            counter[0] += batch.num_rows
+        for sql, params in _plan(client, start, end, filters, after, limit, counter):
+            table = client.query_arrow(sql, parameters=params, use_strings=True)
+            if table.num_rows == 0:
+                continue
+            writer.write_table(table.cast(SCHEMA))
+            counter[0] += table.num_rows
             data = sink.drain()
             if data:
                 yield data
