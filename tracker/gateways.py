@@ -2,6 +2,12 @@
 
 A gateway's key is shown once at creation and stored only as SHA-256: keys carry 256 bits of
 randomness, so a fast hash is safe, and ingest pays no password-hashing cost per batch.
+
+A gateway added with `signed=True` also gets a signing secret (HMAC of each request body,
+collector/signing.py). Unlike the key it must be readable to verify, so it is stored as is
+(`gateways.signing_secret`, migration 0004), shown once at creation and never logged, listed
+or returned afterwards (`Gateway.signing_secret` is left out of repr). docs/collectors.md says
+why it is stored rather than derived from a server key.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import re
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from clickhouse_connect.driver.client import Client
@@ -19,6 +25,7 @@ from clickhouse_connect.driver.client import Client
 from tracker.registry import Registry
 
 KEY_PREFIX = "tk_"
+SIGNING_PREFIX = "tks_"
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
@@ -31,6 +38,8 @@ class Gateway:
     gateway_id: str
     name: str
     agencies: frozenset[str]
+    # Set only for gateways that must sign their requests; never in repr (logs, tracebacks).
+    signing_secret: str | None = field(default=None, repr=False, compare=False)
 
 
 def hash_key(key: str) -> str:
@@ -41,8 +50,17 @@ def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def add(client: Client, registry: Registry, name: str, agencies: list[str]) -> tuple[Gateway, str]:
-    """Register a gateway for the given agencies; returns it with its new key (shown once)."""
+def new_signing_secret() -> str:
+    return SIGNING_PREFIX + secrets.token_urlsafe(32)
+
+
+def add(
+    client: Client, registry: Registry, name: str, agencies: list[str], *, signed: bool = False
+) -> tuple[Gateway, str]:
+    """Register a gateway for the given agencies; returns it with its new key (shown once).
+
+    With `signed`, requests must also carry an HMAC signature: the returned gateway's
+    `signing_secret` holds the secret, to be shown once like the key."""
     if not _NAME_RE.match(name):
         raise GatewayError(
             f"gateway name {name!r}: use 1-64 lowercase letters, digits, '.', '_' or '-'"
@@ -59,10 +77,14 @@ def add(client: Client, registry: Registry, name: str, agencies: list[str]) -> t
     if exists:
         raise GatewayError(f"gateway {name!r} already exists")
     key = new_key()
+    secret = new_signing_secret() if signed else ""
     now = datetime.now(UTC)
+    # Any later row version of a gateway (revocation, agency change) must carry
+    # signing_secret over: ReplacingMergeTree keeps the newest row whole, and an empty secret
+    # means "unsigned".
     client.insert(
         "gateways",
-        [[name, name, sorted(set(agencies)), hash_key(key), now, 0, time.time_ns()]],
+        [[name, name, sorted(set(agencies)), hash_key(key), now, 0, time.time_ns(), secret]],
         column_names=[
             "gateway_id",
             "name",
@@ -71,9 +93,10 @@ def add(client: Client, registry: Registry, name: str, agencies: list[str]) -> t
             "created_at",
             "revoked",
             "version",
+            "signing_secret",
         ],
     )
-    return Gateway(name, name, frozenset(agencies)), key
+    return Gateway(name, name, frozenset(agencies), secret or None), key
 
 
 def list_all(client: Client) -> list[Gateway]:
@@ -97,9 +120,10 @@ class GatewayAuth:
 
     def _refresh(self) -> None:
         rows = self._client.query(
-            "SELECT gateway_id, name, agencies, key_hash FROM gateways FINAL WHERE revoked = 0"
+            "SELECT gateway_id, name, agencies, key_hash, signing_secret "
+            "FROM gateways FINAL WHERE revoked = 0"
         ).result_rows
-        self._by_hash = {h: Gateway(g, n, frozenset(a)) for g, n, a, h in rows}
+        self._by_hash = {h: Gateway(g, n, frozenset(a), s or None) for g, n, a, h, s in rows}
         self._loaded_at = time.monotonic()
 
     def authenticate(self, key: str) -> Gateway | None:

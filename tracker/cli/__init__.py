@@ -92,6 +92,9 @@ def gateway_add(
     name: Annotated[str, typer.Argument(help="Gateway id, e.g. moh-litellm")],
     agency: Annotated[list[str], typer.Option("--agency", help="Agency id (repeatable)")],
     data_dir: DataDir = None,
+    signed: Annotated[
+        bool, typer.Option("--signed", help="Require HMAC-signed requests; prints the secret")
+    ] = False,
 ) -> None:
     """Register a gateway for agencies and print its new API key (shown once)."""
     from tracker.cli.wiring import open_core
@@ -100,13 +103,15 @@ def gateway_add(
 
     core = open_core(_settings(CommonSettings, data_dir=data_dir))
     try:
-        gateway, key = add(core.pool.get(), core.registry, name, agency)
+        gateway, key = add(core.pool.get(), core.registry, name, agency, signed=signed)
     except GatewayError as exc:
         fail(str(exc))
     typer.echo(
         f"gateway {gateway.gateway_id} may report for: {', '.join(sorted(gateway.agencies))}"
     )
     typer.echo(f"key (shown once, store it now): {key}")
+    if gateway.signing_secret:
+        typer.echo(f"signing secret (shown once, store it now): {gateway.signing_secret}")
 
 
 @gateway_app.command("list")

@@ -1,0 +1,170 @@
+"""Optional request signing for push endpoints: HMAC-SHA256 over a timestamp and the raw body.
+
+A gateway registered with `tracker gateway add --signed` must send, besides its bearer key,
+
+    X-Tracker-Timestamp: <unix seconds>
+    X-Tracker-Signature: sha256=<hex of HMAC-SHA256(secret, timestamp + "." + body)>
+
+where `body` is the exact bytes on the wire (before any gzip/deflate decoding) and `secret`
+the gateway's signing secret as printed, UTF-8 encoded. The timestamp bounds how long a
+captured request stays usable (the tolerance, 300 s by default, either way), and a bounded
+cache refuses the same signature twice within that window. Records are idempotent anyway
+(record_id), so a replay could not double-count; refusing it is defence in depth, and makes
+"sign every attempt, including retries" the rule for clients.
+
+This module is pure (no web framework): `collector.auth` calls `SignatureVerifier.verify`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import hmac
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+TIMESTAMP_HEADER = "X-Tracker-Timestamp"
+SIGNATURE_HEADER = "X-Tracker-Signature"
+SCHEME = "sha256="
+DEFAULT_TOLERANCE_SECONDS = 300
+# A signature is remembered until its timestamp + tolerance, about 300 s after it arrives: room
+# for ~330 signed requests/s per process. When full, the entries closest to expiry are dropped
+# first (and a warning logged once).
+DEFAULT_REPLAY_CACHE_SIZE = 100_000
+
+_TIMESTAMP_RE = re.compile(r"^[0-9]{1,12}$")
+_SIGNATURE_RE = re.compile(r"^sha256=([0-9a-fA-F]{64})$")
+
+
+class SignatureError(Exception):
+    """The request's signature is missing, malformed, out of its time window, wrong or
+    replayed; `reason` is the answer's detail (it never contains the secret)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    """`sha256=<hex>` of HMAC-SHA256(secret, timestamp + "." + body)."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return SCHEME + mac.hexdigest()
+
+
+def sign(secret: str, body: bytes, *, now: float | None = None) -> dict[str, str]:
+    """The two headers a client adds to a request carrying `body` (for tests, the bench and
+    Python clients; any language's HMAC library does the same in three lines)."""
+    timestamp = str(int(time.time() if now is None else now))
+    return {TIMESTAMP_HEADER: timestamp, SIGNATURE_HEADER: signature(secret, timestamp, body)}
+
+
+class ReplayCache:
+    """Signatures seen, each remembered until its timestamp leaves the tolerance window.
+
+    Bounded: a dict for membership plus a heap ordered by expiry, so expired entries are
+    dropped in O(log n) and, when full, the entry closest to expiry makes room."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._expiry: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+        self._lock = threading.Lock()
+        self._warned = False
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+    def _purge(self, now: float) -> None:
+        while self._heap and self._heap[0][0] <= now:
+            _, key = heapq.heappop(self._heap)
+            self._expiry.pop(key, None)
+
+    def first_use(self, key: str, expires_at: float, now: float) -> bool:
+        """Record `key`; False if it was already recorded and has not expired."""
+        with self._lock:
+            self._purge(now)
+            if key in self._expiry:
+                return False
+            while len(self._expiry) >= self.max_entries and self._heap:
+                _, dropped = heapq.heappop(self._heap)
+                self._expiry.pop(dropped, None)
+                if not self._warned:
+                    self._warned = True
+                    log.warning(
+                        "replay cache full (%d signatures): dropping those closest to expiry",
+                        self.max_entries,
+                    )
+            self._expiry[key] = expires_at
+            heapq.heappush(self._heap, (expires_at, key))
+            return True
+
+
+class SignatureVerifier:
+    """Checks the two headers against the raw body; raises SignatureError with the reason.
+
+    `replay_cache_size=0` turns replay refusal off (the time window still applies)."""
+
+    def __init__(
+        self,
+        *,
+        tolerance_seconds: int = DEFAULT_TOLERANCE_SECONDS,
+        replay_cache_size: int = DEFAULT_REPLAY_CACHE_SIZE,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if tolerance_seconds < 1:
+            raise ValueError("tolerance_seconds must be at least 1")
+        self.tolerance_seconds = tolerance_seconds
+        self._clock = clock
+        self._replays = ReplayCache(replay_cache_size) if replay_cache_size > 0 else None
+
+    def verify(
+        self,
+        gateway_id: str,
+        secret: str,
+        timestamp: str | None,
+        signature_header: str | None,
+        body: bytes,
+    ) -> None:
+        if not timestamp or not signature_header:
+            headers = ((TIMESTAMP_HEADER, timestamp), (SIGNATURE_HEADER, signature_header))
+            missing = [name for name, value in headers if not value]
+            raise SignatureError(
+                f"this gateway must sign its requests: missing {' and '.join(missing)}"
+            )
+        timestamp = timestamp.strip()
+        if not _TIMESTAMP_RE.match(timestamp):
+            raise SignatureError(f"{TIMESTAMP_HEADER} must be a Unix time in whole seconds")
+        match = _SIGNATURE_RE.match(signature_header.strip())
+        if match is None:
+            raise SignatureError(f"{SIGNATURE_HEADER} must be sha256=<64 hex digits>")
+        now = self._clock()
+        skew = now - int(timestamp)
+        if skew > self.tolerance_seconds:
+            raise SignatureError(
+                f"request timestamp is {int(skew)} s old, over the {self.tolerance_seconds} s "
+                "tolerance: sign each request when sending it, and check the clock"
+            )
+        if -skew > self.tolerance_seconds:
+            raise SignatureError(
+                f"request timestamp is {int(-skew)} s in the future, over the "
+                f"{self.tolerance_seconds} s tolerance: check the gateway's clock"
+            )
+        given = match[1].lower()
+        expected = signature(secret, timestamp, body).removeprefix(SCHEME)
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise SignatureError(
+                "signature does not match the body and timestamp (sign the exact bytes sent, "
+                "after compression, with this gateway's signing secret)"
+            )
+        if self._replays is not None:
+            expires_at = int(timestamp) + self.tolerance_seconds
+            if not self._replays.first_use(f"{gateway_id}\x00{given}", expires_at, now):
+                raise SignatureError(
+                    "signature already used: a replayed request (sign every attempt anew, "
+                    "retries included)"
+                )
