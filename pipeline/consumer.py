@@ -110,6 +110,13 @@ class PipelineConsumer:
                 outer.writer.repair(lookback_ns=REPAIR_LOOKBACK_NS)
                 log.info("assigned %s", sorted(str(tp) for tp in assigned))
 
+        # Know the topic's partitions before joining: a member that joins first may be given
+        # nothing and not rejoin when the metadata arrives.
+        deadline = time.monotonic() + 60
+        while not self._consumer.partitions_for_topic(topic):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"topic {topic!r} has no partitions (does it exist?)")
+            time.sleep(0.5)
         self._consumer.subscribe([topic], listener=_Listener())
 
     def run(self) -> None:

@@ -49,16 +49,18 @@ class Processed:
 class Processor:
     def __init__(self, classifier: Classifier) -> None:
         self.classifier = classifier
-        self._fx_version = ""
+        self._fx_registry: object = None
         self._fx: dict[str, Decimal] = {}
 
     def _rates(self) -> dict[str, Decimal]:
         # Conversion rates are part of the registry: follow the classifier when it is swapped
-        # to a newer version, so cost and tier always come from the same version.
+        # to a newer version, so cost and tier always come from the same version. Compared by
+        # identity, not by `registry.version`: that property hashes the whole registry
+        # (~1.5 ms), which on every record capped the processor at a few hundred records/s.
         registry = self.classifier.registry
-        if self._fx_version != registry.version:
+        if registry is not self._fx_registry:
             self._fx = {k.upper(): v for k, v in registry.fx_to_reporting.items()}
-            self._fx_version = registry.version
+            self._fx_registry = registry
         return self._fx
 
     def row(self, record: UsageRecord, partition: int = -1, offset: int = -1) -> tuple[Any, ...]:

@@ -22,6 +22,7 @@ import logging
 import secrets
 import threading
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +34,8 @@ from pipeline.processor import COLUMNS, KEY_GATEWAY, KEY_RECORD, Rejection
 log = logging.getLogger(__name__)
 
 _KEY_CHUNK = 5_000
+# How ClickHouse string literals escape, as clickhouse-connect's binding does it.
+_ESCAPES = str.maketrans({c: "\\" + c for c in ("\\", "'", "`", "\t", "\n")})
 RAW_COLUMNS = [*COLUMNS, "batch_id"]
 
 _KEYS_FROM_BATCH = """
@@ -85,23 +88,34 @@ class Writer:
 
     def __init__(self, client: Client) -> None:
         self.client = client
+        # Batches this writer started but did not see through (an error between steps): they
+        # are finished before anything else, or the key check would skip their records while
+        # their rollup is still missing.
+        self._unfinished: list[int] = []
 
     def _existing(self, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        by_gateway: dict[str, list[str]] = defaultdict(list)
+        for gateway, record in keys:
+            by_gateway[gateway].append(record)
         found: set[tuple[str, str]] = set()
-        for start in range(0, len(keys), _KEY_CHUNK):
-            chunk = keys[start : start + _KEY_CHUNK]
-            rows = self.client.query(
-                "SELECT gateway_id, record_id FROM usage_keys "
-                "WHERE (gateway_id, record_id) IN {keys:Array(Tuple(String, String))}",
-                parameters={"keys": chunk},
-            ).result_rows
-            found.update((str(g), str(r)) for g, r in rows)
+        for gateway, records in by_gateway.items():
+            for start in range(0, len(records), _KEY_CHUNK):
+                chunk = records[start : start + _KEY_CHUNK]
+                # Literals, not bound parameters: clickhouse-connect escapes bound strings one
+                # character at a time in Python, which made this check a third of the
+                # pipeline's time (bench/RESULTS.md). Same escaping, one str.translate each.
+                rows = self.client.query(
+                    f"SELECT record_id FROM usage_keys WHERE gateway_id = {_literal(gateway)} "
+                    f"AND record_id IN ({','.join(map(_literal, chunk))})"
+                ).result_rows
+                found.update((gateway, str(r)) for (r,) in rows)
         return found
 
     def write(self, rows: list[tuple[Any, ...]]) -> WriteResult:
         if not rows:
             return WriteResult(0, 0)
         with self._lock:
+            self._finish_unfinished()
             unique: dict[tuple[str, str], tuple[Any, ...]] = {}
             for row in rows:
                 unique.setdefault((row[KEY_GATEWAY], row[KEY_RECORD]), row)
@@ -109,14 +123,31 @@ class Writer:
             fresh = [row for key, row in unique.items() if key not in existing]
             if fresh:
                 batch = new_batch_id()
+                self._unfinished.append(batch)
+                # Column-oriented: one C-level transpose instead of clickhouse-connect's
+                # per-row Python loop over 32 columns.
+                columns = [list(c) for c in zip(*fresh, strict=True)]
+                columns.append([batch] * len(fresh))
                 self.client.insert(
                     "usage_raw",
-                    [(*row, batch) for row in fresh],
+                    columns,
                     column_names=RAW_COLUMNS,
+                    column_oriented=True,
                     settings={"insert_deduplication_token": f"raw-{batch}"},
                 )
                 self._complete(batch, len(fresh))
+                self._unfinished.remove(batch)
         return WriteResult(inserted=len(fresh), duplicates=len(rows) - len(fresh))
+
+    def _finish_unfinished(self) -> None:
+        while self._unfinished:
+            batch = self._unfinished[0]
+            count = int(self.client.query(
+                "SELECT count() FROM usage_raw WHERE batch_id = {b:UInt64}", parameters={"b": batch}
+            ).result_rows[0][0])  # fmt: skip
+            if count:  # the raw part is in: finish steps 2-4 (each idempotent by its token)
+                self._complete(batch, count)
+            self._unfinished.pop(0)
 
     def _complete(self, batch: int, count: int) -> None:
         """Steps 2-4 for a batch whose raw rows are in; safe to run any number of times."""
@@ -166,3 +197,7 @@ class Writer:
                 "record_index", "gateway_id", "field", "reason", "payload",
             ],
         )  # fmt: skip
+
+
+def _literal(value: str) -> str:
+    return "'" + value.translate(_ESCAPES) + "'"

@@ -146,7 +146,7 @@ def _group_lag(bootstrap: str, topic: str, group: str) -> int:
         admin.close()
 
 
-def wait_caught_up(bootstrap: str, topic: str, group: str, timeout: float = 180) -> None:
+def wait_caught_up(bootstrap: str, topic: str, group: str, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     lag = -1
     while time.monotonic() < deadline:

@@ -105,3 +105,25 @@ def test_interrupted_batch_is_completed_by_repair(pool: ClientPool) -> None:
     assert after == (before[0] + 50, before[1] + requests, before[2] + 50, before[3] + requests)
     assert writer.write(rows).inserted == 0  # redelivery after the restart
     assert totals(pool) == after
+
+
+def test_failure_between_steps_is_finished_by_the_retry(pool: ClientPool) -> None:
+    """The rollup table is unavailable after the raw rows and keys went in: the write fails;
+    the consumer's retry of the same rows must finish that batch, not skip its records."""
+    client = pool.get()
+    processor = Processor(Classifier(load()[0]))
+    writer = Writer(client)
+    before = totals(pool)
+    records = [make(i, gateway="gw-midway") for i in range(40)]
+    rows = processor.process_records(records).rows
+    requests = sum(r.request_count for r in records)
+    client.command("DETACH TABLE usage_hourly")
+    try:
+        with pytest.raises(Exception, match="usage_hourly"):
+            writer.write(rows)
+    finally:
+        client.command("ATTACH TABLE usage_hourly")
+    assert totals(pool)[:2] == (before[0] + 40, before[1] + requests)  # raw in, rollup not
+    retried = writer.write(rows)
+    assert (retried.inserted, retried.duplicates) == (0, 40)
+    assert totals(pool) == (before[0] + 40, before[1] + requests, before[2] + 40, before[3] + requests)

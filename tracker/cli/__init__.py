@@ -140,7 +140,7 @@ def up(data_dir: DataDir = None, host: Host = None, port: Port = None) -> None:
 
     settings = _settings(EmbeddedSettings, data_dir=data_dir, host=host, port=port)
     _logging(settings.log_level)
-    core = open_core(settings)
+    core = open_core(settings, watch=True)
     typer.echo(f"tracker up: http://{settings.host}:{settings.port}  (data in {settings.data_dir})")
     _serve(embedded_app(settings, core), settings.host, settings.port)
 
@@ -161,7 +161,7 @@ def demo(
 
     settings = _settings(EmbeddedSettings, data_dir=data_dir, host=host, port=port)
     _logging(settings.log_level)
-    core = open_core(settings)
+    core = open_core(settings, watch=True)
     client = core.pool.get()
     existing = client.query("SELECT count() FROM usage_raw").result_rows[0][0]
     if existing:
@@ -188,7 +188,7 @@ def collector(host: Host = None, port: Port = None) -> None:
 
     settings = _settings(CollectorSettings, host=host, port=port)
     _logging(settings.log_level)
-    core = open_core(settings)
+    core = open_core(settings, watch=True)
     application, sink = collector_app(settings, core.pool.get())
     try:
         _serve(application, settings.host, settings.port)
@@ -204,7 +204,7 @@ def pipeline() -> None:
 
     settings = _settings(PipelineSettings)
     _logging(settings.log_level)
-    consumer = run_pipeline(settings, open_core(settings))
+    consumer = run_pipeline(settings, open_core(settings, watch=True))
     # SIGTERM/SIGINT finish the batch in hand (write, then commit) before exiting.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: consumer.stop())

@@ -55,7 +55,7 @@ class Core:
     processor: Processor
 
 
-def open_core(settings: CommonSettings, *, watch: bool = True) -> Core:
+def open_core(settings: CommonSettings, *, watch: bool = False) -> Core:
     pool = ClientPool(settings)
     client = pool.get()
     migrate(client)
