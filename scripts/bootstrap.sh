@@ -32,6 +32,12 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   apt_install nodejs npm
 fi
 
+# docker-compose only parses deploy/docker-compose.yml in the tests (no engine runs here).
+if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1; then
+  echo "bootstrap: installing docker-compose (to check deploy/ files)"
+  apt_install docker-compose
+fi
+
 PYTHON=${PYTHON:-python3}
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
   echo "bootstrap: Python 3.11+ is required (found: $("$PYTHON" --version 2>&1))" >&2
