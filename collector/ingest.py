@@ -77,6 +77,32 @@ def validate_batch(
     return good, errors, forbidden
 
 
+async def deliver_and_report(
+    sink: Sink, good: list[UsageRecord], errors: list[FieldError], forbidden: int, considered: int
+) -> tuple[IngestResult, int]:
+    """Deliver the valid records (503, nothing stored, if the sink does not confirm) and build
+    the answer: 200 when anything was accepted or nothing was a usage item, 403 when every
+    refusal was about the agency, 422 otherwise."""
+    if good:
+        try:
+            await run_in_threadpool(sink.deliver, good)
+        except DeliveryFailed as exc:
+            raise HTTPException(
+                503, f"not stored, retry later: {exc}", headers={"Retry-After": "5"}
+            ) from exc
+    rejected = len({e.index for e in errors})
+    result = IngestResult(
+        accepted=len(good),
+        rejected=rejected,
+        errors=errors[:MAX_REJECTIONS_LISTED],
+        errors_truncated=len(errors) > MAX_REJECTIONS_LISTED,
+    )
+    code = 200
+    if not good and considered:
+        code = 403 if forbidden == rejected else 422
+    return result, code
+
+
 def ingest_router(sink: Sink, *, max_body_bytes: int, max_batch_records: int) -> APIRouter:
     router = APIRouter(tags=["ingest"])
 
@@ -106,23 +132,7 @@ def ingest_router(sink: Sink, *, max_body_bytes: int, max_batch_records: int) ->
                 413, f"batch of {len(items)} records is over the limit of {max_batch_records}"
             )
         good, errors, forbidden = await run_in_threadpool(validate_batch, items, gateway)
-        if good:
-            try:
-                await run_in_threadpool(sink.deliver, good)
-            except DeliveryFailed as exc:
-                raise HTTPException(
-                    503, f"not stored, retry later: {exc}", headers={"Retry-After": "5"}
-                ) from exc
-        rejected = len({e.index for e in errors})
-        result = IngestResult(
-            accepted=len(good),
-            rejected=rejected,
-            errors=errors[:MAX_REJECTIONS_LISTED],
-            errors_truncated=len(errors) > MAX_REJECTIONS_LISTED,
-        )
-        code = 200
-        if not good and items:
-            code = 403 if forbidden == rejected else 422
+        result, code = await deliver_and_report(sink, good, errors, forbidden, len(items))
         return JSONResponse(result.model_dump(mode="json"), status_code=code)
 
     return router

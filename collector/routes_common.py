@@ -12,8 +12,8 @@ from fastapi import HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 
 from collector.adapters.common import Mapped, Rejected
-from collector.ingest import MAX_REJECTIONS_LISTED, IngestResult, read_body, validate_batch
-from collector.sink import DeliveryFailed, Sink
+from collector.ingest import IngestResult, deliver_and_report, read_body, validate_batch
+from collector.sink import Sink
 from tracker.contract import FieldError
 from tracker.gateways import Gateway
 
@@ -110,21 +110,4 @@ async def accept(mapped: list[Mapped], gateway: Gateway, sink: Sink) -> tuple[In
     was accepted (or nothing was a usage item), 403 when every refusal was about the agency,
     422 otherwise. Raises 503 when the sink did not confirm: nothing was stored."""
     good, errors, forbidden, considered = await run_in_threadpool(_validate, mapped, gateway)
-    if good:
-        try:
-            await run_in_threadpool(sink.deliver, good)
-        except DeliveryFailed as exc:
-            raise HTTPException(
-                503, f"not stored, retry later: {exc}", headers={"Retry-After": "5"}
-            ) from exc
-    rejected = len({e.index for e in errors})
-    result = IngestResult(
-        accepted=len(good),
-        rejected=rejected,
-        errors=errors[:MAX_REJECTIONS_LISTED],
-        errors_truncated=len(errors) > MAX_REJECTIONS_LISTED,
-    )
-    code = 200
-    if not good and considered:
-        code = 403 if forbidden == rejected else 422
-    return result, code
+    return await deliver_and_report(sink, good, errors, forbidden, considered)
