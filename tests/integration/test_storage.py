@@ -126,4 +126,9 @@ def test_failure_between_steps_is_finished_by_the_retry(pool: ClientPool) -> Non
     assert totals(pool)[:2] == (before[0] + 40, before[1] + requests)  # raw in, rollup not
     retried = writer.write(rows)
     assert (retried.inserted, retried.duplicates) == (0, 40)
-    assert totals(pool) == (before[0] + 40, before[1] + requests, before[2] + 40, before[3] + requests)
+    assert totals(pool) == (
+        before[0] + 40,
+        before[1] + requests,
+        before[2] + 40,
+        before[3] + requests,
+    )
