@@ -14,7 +14,9 @@ from pydantic import ValidationError
 
 from tracker.cli.dashboards_cmd import dashboards_app
 from tracker.cli.replay_cmd import dlq_app, replay
+from tracker.cli.share_cmd import share
 from tracker.clickhouse import StorageUnavailable
+from tracker.migrate import MigrationError
 from tracker.registry import RegistryError
 
 app = typer.Typer(
@@ -28,6 +30,7 @@ app.add_typer(gateway_app, name="gateway")
 app.add_typer(dashboards_app, name="dashboards")
 app.add_typer(dlq_app, name="dlq")
 app.command()(replay)
+app.command()(share)
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Local state (default ./var)")]
 Host = Annotated[str | None, typer.Option("--host", help="Listen address (default 127.0.0.1)")]
@@ -232,7 +235,7 @@ def main() -> None:
     except StorageUnavailable as exc:
         typer.echo(f"tracker: {exc}", err=True)
         sys.exit(2)
-    except RegistryError as exc:
+    except (RegistryError, MigrationError) as exc:
         typer.echo(f"tracker: {exc}", err=True)
         sys.exit(2)
 

@@ -1,0 +1,52 @@
+"""`tracker share`: the headline from the CLI, as classified then and now, same SQL as the API."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.processor import Processor
+from pipeline.writer import Writer
+from tracker.classify import Classifier
+from tracker.cli import app
+from tracker.clickhouse import ClientPool
+from tracker.demo import generate
+from tracker.metrics import Basis, headline
+from tracker.registry import load
+from tracker.settings import CommonSettings
+
+
+def test_cli_share_then_and_now(
+    settings: CommonSettings, pool: ClientPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = load()[0]
+    records = list(generate(registry, days=20, end=datetime(2026, 3, 1, tzinfo=UTC).date()))
+    Writer(pool.get()).write(Processor(Classifier(registry)).process_records(records).rows)
+    monkeypatch.setenv("TRACKER_CLICKHOUSE_DATABASE", settings.clickhouse_database)
+    runner = CliRunner()
+    args = [
+        "share",
+        "--from",
+        "2026-02-01",
+        "--to",
+        "2026-03-01",
+        "--data-dir",
+        str(settings.data_dir),
+    ]
+    then = runner.invoke(app, [*args, "--basis", "tokens"])
+    assert then.exit_code == 0, then.output
+    figure = json.loads(then.output)
+    api = headline(
+        pool.get(), Basis.tokens, datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC)
+    )
+    assert figure["domestic_share"] == pytest.approx(api.domestic_share)
+    assert figure["records"] == api.records > 0
+    now = runner.invoke(app, [*args, "--basis", "tokens", "--as-classified", "now"])
+    assert now.exit_code == 0, now.output
+    # Same registry version in force: re-classifying changes nothing.
+    assert json.loads(now.output)["domestic_share"] == pytest.approx(figure["domestic_share"])
+    bad = runner.invoke(app, [*args, "--basis", "vibes"])
+    assert bad.exit_code == 2 and "not a valid Basis" in bad.output

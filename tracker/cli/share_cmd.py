@@ -1,0 +1,44 @@
+"""`tracker share`: the headline figure from the command line, as classified then or now."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def share(
+    from_: Annotated[datetime, typer.Option("--from", help="Start (inclusive), UTC")],
+    to: Annotated[
+        datetime | None, typer.Option("--to", help="End (exclusive); default now")
+    ] = None,
+    basis: Annotated[str, typer.Option(help="requests | tokens | cost | energy")] = "requests",
+    as_classified: Annotated[
+        str, typer.Option("--as-classified", help="then (as landed) | now (current registry)")
+    ] = "then",
+    agency: Annotated[list[str] | None, typer.Option("--agency", help="Agency id (repeat)")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
+) -> None:
+    """Print the domestic share and the sums behind it as JSON."""
+    from tracker.cli.registry_cmd import _client
+    from tracker.metrics import AsClassified, Basis, headline
+
+    try:
+        chosen_basis, mode = Basis(basis), AsClassified(as_classified)
+    except ValueError as exc:
+        typer.echo(f"tracker: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    start = from_.replace(tzinfo=from_.tzinfo or UTC)
+    end = (to or datetime.now(UTC) + timedelta(hours=1)).replace(tzinfo=(to or from_).tzinfo or UTC)
+    if start >= end:
+        typer.echo("tracker: --from must be before --to", err=True)
+        raise typer.Exit(2)
+    filters = {"agency_id": agency} if agency else {}
+    figure = headline(_client(data_dir), chosen_basis, start, end, filters, as_classified=mode)
+    body = {"from": start.isoformat(), "to": end.isoformat(), "as_classified": mode.value,
+            **dataclasses.asdict(figure)}  # fmt: skip
+    typer.echo(json.dumps(body, indent=2, default=str))
