@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from fastapi import FastAPI
 
 from collector.ingest import ingest_router
@@ -28,4 +30,8 @@ def create_app(
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    # Everything allocated so far (modules, app, clients) lives as long as the process: move it
+    # to the permanent generation, so the full collections that each 1,000-record batch's
+    # allocations keep triggering do not re-scan it (bench/RESULTS.md: ~10% less CPU per batch).
+    gc.freeze()
     return app
