@@ -18,6 +18,7 @@ def create_app(
 ) -> FastAPI:
     app = FastAPI(title="Inference Sovereignty Tracker: collector", version=__version__)
     app.state.gateway_auth = gateway_auth
+    app.state.max_body_bytes = max_body_bytes  # signature checks read the body under this limit
     app.include_router(
         ingest_router(sink, max_body_bytes=max_body_bytes, max_batch_records=max_batch_records)
     )

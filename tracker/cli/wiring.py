@@ -89,6 +89,7 @@ class DirectSink:
 def embedded_app(settings: EmbeddedSettings, core: Core) -> FastAPI:
     app = create_api_app(core.pool)
     app.state.gateway_auth = GatewayAuth(core.pool.get())
+    app.state.max_body_bytes = settings.max_body_bytes  # signature checks read under this limit
     sink = DirectSink(core.pool, core.processor)
     app.include_router(
         ingest_router(
