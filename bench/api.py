@@ -229,7 +229,7 @@ def run(data_dir: Path, rows: int, export_rows: int, cache_seconds: float) -> di
 
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
-            for fmt in ("csv", "parquet"):
+            for fmt in ("csv", "parquet") if export_rows > 0 else ():
                 before = _rss_mb(server.pid)
                 peak[0] = before
                 t = time.perf_counter()

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import Caller
+from api.cache import TtlCache
 from api.deps import ClickHouse
 from api.params import (
     CurrentRegistry,
@@ -18,8 +19,9 @@ from api.params import (
     min_records,
     visible_filters,
 )
+from tracker.access import Role
 from tracker.disclosure import hidden
-from tracker.metrics import AsClassified, Basis, headline
+from tracker.metrics import AsClassified, Basis, Share, headline
 
 router = APIRouter(tags=["share"])
 
@@ -135,7 +137,16 @@ def get_share(
     threshold are withheld (`suppressed`); an agency key sees only its own agency."""
     start, end = resolve_range(from_, to)
     scoped = visible_filters(identity, registry, filters.values)
-    share = headline(client, basis, start, end, scoped, as_classified=as_classified)
+    if identity.role is Role.public:
+        # Public answers may be reused for a few seconds (api/cache.py; off by default).
+        cache: TtlCache[Share] = request.app.state.headline_cache
+        key = (basis, start, end, as_classified,
+               tuple((k, tuple(v)) for k, v in sorted(scoped.items())))  # fmt: skip
+        share = cache.get(
+            key, lambda: headline(client, basis, start, end, scoped, as_classified=as_classified)
+        )
+    else:
+        share = headline(client, basis, start, end, scoped, as_classified=as_classified)
     if hidden(share.records, min_records(identity, settings)):
         return ShareResponse(
             basis=basis, from_=start, to=end, domestic_share=None, sovereign_share=None,
