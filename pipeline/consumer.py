@@ -74,6 +74,7 @@ class PipelineConsumer:
         self.metrics = metrics or PipelineMetrics()
         self.stopping = threading.Event()
         self._halted = False
+        self._rebalanced = threading.Event()
         self._batch = Batch()
         self._consumer = KafkaConsumer(
             bootstrap_servers=bootstrap.split(","),
@@ -97,17 +98,13 @@ class PipelineConsumer:
         outer = self
 
         class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped base
+            # kafka-python runs these on its network thread, where no blocking consumer call
+            # (commit) may be made: they only raise flags that the loop acts on after poll().
             def on_partitions_revoked(self, revoked: Any) -> None:
-                # Land and commit what we hold before another member takes these partitions,
-                # so it does not re-read (harmless, but wasted) work. A halted member lands
-                # nothing more, as a crashed one would not.
-                if not outer._halted:
-                    outer.flush()
+                outer._rebalanced.set()
 
             def on_partitions_assigned(self, assigned: Any) -> None:
-                # A member that died mid-batch may have left a batch half-landed; finish it
-                # before re-reading its partitions, so the key check sees those records.
-                outer.writer.repair(lookback_ns=REPAIR_LOOKBACK_NS)
+                outer._rebalanced.set()
                 log.info("assigned %s", sorted(str(tp) for tp in assigned))
 
         # Know the topic's partitions before joining: a member that joins first may be given
@@ -123,6 +120,8 @@ class PipelineConsumer:
         try:
             while not self.stopping.is_set():
                 polled = self._consumer.poll(timeout_ms=200)
+                if self._rebalanced.is_set():
+                    self._after_rebalance()
                 for tp, messages in polled.items():
                     for message in messages:
                         self._add(tp, message.offset, message.value)
@@ -136,6 +135,17 @@ class PipelineConsumer:
         finally:
             self._consumer.close(autocommit=False)
             self._dlq.close(timeout=10)
+
+    def _after_rebalance(self) -> None:
+        """Land the batch in hand (its commit is refused for partitions now owned by another
+        member, which re-reads them and drops what landed here as duplicates; for the ones kept,
+        the position runs on, so dropping the batch instead would lose it). Then finish any
+        batch a dead member left half-landed, so the key check sees those records before they
+        are read again."""
+        self._rebalanced.clear()
+        if not self._halted:
+            self.flush()
+        self.writer.repair(lookback_ns=REPAIR_LOOKBACK_NS)
 
     def stop(self) -> None:
         """Finish the batch in hand (land, then commit) and leave the group."""
