@@ -22,7 +22,9 @@ class StorageUnavailable(RuntimeError):
 
 def _explain(exc: Exception, redacted_dsn: str) -> StorageUnavailable:
     text = str(exc)
-    if "Cannot lock file" in text or ("status" in text and "lock" in text.lower()):
+    # chdb reports a directory held by another process as a failed "EmbeddedServer" start
+    # (the lock error itself only reaches stderr).
+    if "Cannot lock file" in text or "Error initializing EmbeddedServer" in text:
         return StorageUnavailable(
             f"the embedded store {redacted_dsn} is held by another process "
             "(is `tracker up` running?); stop it, or do this through its HTTP API"
