@@ -107,13 +107,7 @@ class PipelineConsumer:
                 outer._rebalanced.set()
                 log.info("assigned %s", sorted(str(tp) for tp in assigned))
 
-        # Know the topic's partitions before joining: a member that joins first may be given
-        # nothing and not rejoin when the metadata arrives.
-        deadline = time.monotonic() + 60
-        while not self._consumer.partitions_for_topic(topic):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"topic {topic!r} has no partitions (does it exist?)")
-            time.sleep(0.5)
+        # The topic exists with its partitions before this (tracker.topics.ensure_topics).
         self._consumer.subscribe([topic], listener=_Listener())
 
     def run(self) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 
 log = logging.getLogger(__name__)
 
@@ -38,5 +39,20 @@ def ensure_topics(
                 log.info("created topics %s", [t.name for t in missing])
             except TopicAlreadyExistsError:
                 pass  # another process created it first
+        # Return only once the broker serves the topic's partitions: a consumer that joins its
+        # group before then can be assigned nothing and stay idle.
+        deadline = time.monotonic() + 30
+        while not _has_partitions(admin, topic):
+            if time.monotonic() > deadline:
+                raise KafkaTimeoutError(f"topic {topic!r} has no partitions after 30 s")
+            time.sleep(0.2)
     finally:
         admin.close()
+
+
+def _has_partitions(admin: KafkaAdminClient, topic: str) -> bool:
+    for described in admin.describe_topics([topic]):
+        partitions = described.get("partitions") or []
+        if described.get("name") == topic and partitions and not described.get("error_code"):
+            return all(p.get("leader_id", -1) >= 0 for p in partitions)
+    return False
