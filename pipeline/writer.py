@@ -19,6 +19,7 @@ the rollup, without FINAL on the read path.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import threading
 import time
@@ -30,6 +31,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from pipeline.processor import COLUMNS, KEY_GATEWAY, KEY_RECORD, Rejection
+from tracker.contract import ID_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ _KEY_CHUNK = 5_000
 # How ClickHouse string literals escape, as clickhouse-connect's binding does it.
 _ESCAPES = str.maketrans({c: "\\" + c for c in ("\\", "'", "`", "\t", "\n")})
 RAW_COLUMNS = [*COLUMNS, "batch_id"]
+_KEY_RE = re.compile(ID_PATTERN)
 
 _KEYS_FROM_BATCH = """
 INSERT INTO usage_keys (gateway_id, record_id, occurred_at)
@@ -200,4 +203,9 @@ class Writer:
 
 
 def _literal(value: str) -> str:
+    # Keys reach here only through the contract, whose identifier pattern admits no quote or
+    # backslash; refusing anything else keeps this literal safe by construction, not by the
+    # escaping alone.
+    if not _KEY_RE.match(value):
+        raise ValueError(f"not a contract identifier: {value[:40]!r}")
     return "'" + value.translate(_ESCAPES) + "'"

@@ -57,7 +57,8 @@ class _FutureLimit:
 
 _latest_plausible = _FutureLimit()
 
-_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
+ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$"
+_ID_RE: Final = re.compile(ID_PATTERN)
 _CURRENCY_RE: Final = re.compile(r"^[A-Z]{3}$")
 
 

@@ -73,3 +73,12 @@ def test_collector_encoding_is_what_processor_reads(processor: Processor) -> Non
     records = [parse_record(record(record_id=f"r{i}"), gateway_id="gw") for i in range(3)]
     out = processor.process_message(encode_batch(records))
     assert [col(r, "record_id") for r in out.rows] == ["r0", "r1", "r2"]
+
+
+def test_key_literals_admit_only_contract_identifiers() -> None:
+    from pipeline.writer import _literal
+
+    assert _literal("gw-1:req/42@x") == "'gw-1:req/42@x'"
+    for hostile in ("a'b", "a\\b", "x') OR 1=1 --", ""):
+        with pytest.raises(ValueError, match="contract identifier"):
+            _literal(hostile)

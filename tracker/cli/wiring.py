@@ -25,7 +25,6 @@ from pipeline.consumer import PipelineConsumer
 from pipeline.metrics import PipelineMetrics
 from pipeline.processor import Processor
 from pipeline.writer import Writer
-from tracker import registry as registry_mod
 from tracker import registry_store
 from tracker.classify import Classifier
 from tracker.clickhouse import ClientPool
@@ -60,8 +59,8 @@ def open_core(settings: CommonSettings, *, watch: bool = False) -> Core:
     client = pool.get()
     migrate(client)
     # The version in force in ClickHouse (the file only seeds an empty ledger), followed live.
-    registry, text = registry_store.bootstrap(client, settings.registry_path)
-    registry_mod.record_version(client, registry, text, author="system", reason="loaded at start")
+    # bootstrap records the version's text when it first activates it.
+    registry, _ = registry_store.bootstrap(client, settings.registry_path)
     # Finish any batch a crash interrupted before this process lands anything new.
     Writer(client).repair()
     classifier = Classifier(registry)
