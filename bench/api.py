@@ -37,8 +37,7 @@ def _settings_env(data_dir: Path) -> dict[str, str]:
 
 
 def generate(data_dir: Path, rows: int) -> None:
-    from pipeline import writer as writer_mod
-    from tracker import demo
+    from tracker import demo, rollups
     from tracker.access import Role, add_key
     from tracker.classify import Classifier
     from tracker.clickhouse import ClientPool
@@ -99,18 +98,21 @@ FROM (
                 settings={"max_insert_threads": 2},
             )
             print(f"generate: {offset + n} rows ({time.monotonic() - t0:.0f} s)", flush=True)
-        rollup = writer_mod._ROLLUP_FROM_BATCH
+        # The writer's own rollup statements, over a month of raw rows at a time.
         where = "WHERE batch_id = {b:UInt64}"
-        assert where in rollup, "the writer's rollup SQL changed shape; update the bench"
-        client.command("TRUNCATE TABLE usage_hourly")
-        month = start.replace(day=1)
-        while month < end + timedelta(hours=1):
-            nxt = (month + MONTH).replace(day=1)
-            client.command(rollup.replace(
-                where, f"WHERE occurred_at >= '{month:%Y-%m-%d}' AND occurred_at < '{nxt:%Y-%m-%d}'"
-            ))  # fmt: skip
-            month = nxt
-        client.command("OPTIMIZE TABLE usage_hourly FINAL")
+        for table, rollup in (("usage_hourly", rollups.HOURLY_FROM_BATCH),
+                              ("usage_daily", rollups.DAILY_FROM_BATCH)):  # fmt: skip
+            assert where in rollup, "the writer's rollup SQL changed shape; update the bench"
+            client.command(f"TRUNCATE TABLE {table}")
+            month = start.replace(day=1)
+            while month < end + timedelta(hours=1):
+                nxt = (month + MONTH).replace(day=1)
+                client.command(rollup.replace(
+                    where,
+                    f"WHERE occurred_at >= '{month:%Y-%m-%d}' AND occurred_at < '{nxt:%Y-%m-%d}'",
+                ))  # fmt: skip
+                month = nxt
+            client.command(f"OPTIMIZE TABLE {table} FINAL")
         print(f"generate: rollup built ({time.monotonic() - t0:.0f} s)", flush=True)
     keyfile = data_dir / "auditor.key"
     if not keyfile.exists():

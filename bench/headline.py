@@ -4,7 +4,7 @@
 
 Records are generated inside ClickHouse (`INSERT INTO usage_raw SELECT ... FROM numbers(N)`),
 never pushed through Python, then rolled up into usage_hourly with the writer's own rollup SQL
-(pipeline/writer.py `_ROLLUP_FROM_BATCH`, its batch filter swapped for one month at a time).
+(tracker/rollups.py, its batch filter swapped for one month at a time).
 The headline is then timed through `tracker.metrics.headline` -- the function the API calls --
 by requests and tokens, national and for one agency, over the last 30 days and two years.
 
@@ -128,7 +128,7 @@ FROM (
 
 
 def generate(client: Any, rows: int, chunk: int, log: Any) -> dict[str, Any]:
-    from pipeline import writer as writer_mod
+    from tracker import rollups
     from tracker.classify import Classifier
     from tracker.registry import load, record_version
 
@@ -151,25 +151,26 @@ def generate(client: Any, rows: int, chunk: int, log: Any) -> dict[str, Any]:
         log(f"raw: {offset + n:,} rows ({time.monotonic() - t0:.0f} s)")
     raw_seconds = time.monotonic() - t0
 
-    # The writer's rollup, over one month of raw rows at a time instead of one batch.
-    rollup = writer_mod._ROLLUP_FROM_BATCH
+    # The writer's rollups, over one month of raw rows at a time instead of one batch.
     where = "WHERE batch_id = {b:UInt64}"
-    if where not in rollup:
-        raise SystemExit("the writer's rollup SQL changed shape; update bench/headline.py")
     t1 = time.monotonic()
-    month = start.replace(day=1, hour=0)
-    while month < end:
-        nxt = (month + timedelta(days=32)).replace(day=1)
-        window = f"WHERE occurred_at >= '{month:%Y-%m-%d}' AND occurred_at < '{nxt:%Y-%m-%d}'"
-        client.command(rollup.replace(where, window), settings={"max_threads": 2})
-        month = nxt
+    for rollup in (rollups.HOURLY_FROM_BATCH, rollups.DAILY_FROM_BATCH):
+        if where not in rollup:
+            raise SystemExit("the writer's rollup SQL changed shape; update bench/headline.py")
+        month = start.replace(day=1, hour=0)
+        while month < end:
+            nxt = (month + timedelta(days=32)).replace(day=1)
+            window = f"WHERE occurred_at >= '{month:%Y-%m-%d}' AND occurred_at < '{nxt:%Y-%m-%d}'"
+            client.command(rollup.replace(where, window), settings={"max_threads": 2})
+            month = nxt
     rollup_seconds = time.monotonic() - t1
-    log(f"rollup: built in {rollup_seconds:.0f} s")
-    # One part per monthly partition: each month was inserted once already, so this only
-    # merges the few parts a month-boundary insert may have left; cheap, and it is the shape
-    # a long-running deployment's background merges converge to.
+    log(f"rollups: built in {rollup_seconds:.0f} s")
+    # One part per partition: each month was inserted once already, so this only merges the
+    # few parts a month-boundary insert may have left; cheap, and it is the shape a
+    # long-running deployment's background merges converge to.
     t2 = time.monotonic()
     client.command("OPTIMIZE TABLE usage_hourly FINAL")
+    client.command("OPTIMIZE TABLE usage_daily FINAL")
     optimize_seconds = time.monotonic() - t2
     return {
         "start": start.isoformat(),

@@ -5,8 +5,10 @@ is idempotent, keyed by (gateway_id, record_id). A batch lands in four steps, ea
 under a deduplication token derived from the batch id:
   1. raw rows -> usage_raw            (token raw-B; one atomic part)
   2. keys     -> usage_keys           (INSERT ... SELECT from step 1's rows, token keys-B)
-  3. rollup   -> usage_hourly         (INSERT ... SELECT ... GROUP BY, token hourly-B)
+  3. rollups  -> usage_hourly, then usage_daily
+                                      (INSERT ... SELECT ... GROUP BY, tokens hourly-B, daily-B)
   4. ledger   -> landed_batches
+(The statements are in tracker/rollups.py.)
 Before a batch is written, records whose key is already in usage_keys are dropped, and so are
 duplicates inside the batch. A crash between steps leaves a batch in usage_raw but not in
 landed_batches; `repair()` finishes steps 2-4 for every such batch, and runs before any new
@@ -31,6 +33,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from pipeline.processor import COLUMNS, KEY_GATEWAY, KEY_RECORD, Rejection
+from tracker import rollups
 from tracker.contract import ID_PATTERN
 
 log = logging.getLogger(__name__)
@@ -40,33 +43,6 @@ _KEY_CHUNK = 5_000
 _ESCAPES = str.maketrans({c: "\\" + c for c in ("\\", "'", "`", "\t", "\n")})
 RAW_COLUMNS = [*COLUMNS, "batch_id"]
 _KEY_RE = re.compile(ID_PATTERN)
-
-_KEYS_FROM_BATCH = """
-INSERT INTO usage_keys (gateway_id, record_id, occurred_at)
-SELECT gateway_id, record_id, occurred_at FROM usage_raw WHERE batch_id = {b:UInt64}
-"""
-
-# The rollup's one definition: dimensions and measures of usage_hourly from raw rows.
-_ROLLUP_FROM_BATCH = """
-INSERT INTO usage_hourly
-SELECT
-    toStartOfHour(occurred_at) AS hour,
-    agency_id, sector, channel, provider, model, region, tier, operator, facility_country,
-    operation, status, registry_version,
-    count() AS records,
-    sum(request_count) AS requests,
-    sum(input_tokens) AS input_tokens,
-    sum(output_tokens) AS output_tokens,
-    sum(cost_reporting) AS cost_reporting,
-    countIf(isNotNull(cost) AND cost_converted = 0) AS cost_unconverted,
-    sum(ifNull(energy_wh, 0)) AS energy_wh,
-    sum(ifNull(latency_ms, 0)) AS latency_ms_sum,
-    countIf(isNotNull(latency_ms)) AS latency_count
-FROM usage_raw
-WHERE batch_id = {b:UInt64}
-GROUP BY hour, agency_id, sector, channel, provider, model, region, tier, operator,
-         facility_country, operation, status, registry_version
-"""
 
 # A repair pass at a rebalance looks back this far; start-up looks at everything.
 REPAIR_LOOKBACK_NS = 24 * 3600 * 10**9
@@ -155,31 +131,24 @@ class Writer:
     def _complete(self, batch: int, count: int) -> None:
         """Steps 2-4 for a batch whose raw rows are in; safe to run any number of times."""
         params = {"b": batch}
-        self.client.command(
-            _KEYS_FROM_BATCH,
-            parameters=params,
-            settings={"insert_deduplication_token": f"keys-{batch}"},
-        )
-        self.client.command(
-            _ROLLUP_FROM_BATCH,
-            parameters=params,
-            settings={"insert_deduplication_token": f"hourly-{batch}"},
-        )
-        self.client.insert("landed_batches", [[batch, count]], column_names=["batch_id", "rows"])
+        for step, sql in (
+            ("keys", rollups.KEYS_FROM_BATCH),
+            ("hourly", rollups.HOURLY_FROM_BATCH),
+            ("daily", rollups.DAILY_FROM_BATCH),
+        ):
+            self.client.command(
+                sql, parameters=params, settings={"insert_deduplication_token": f"{step}-{batch}"}
+            )
+        self.client.insert("landed_batches", [[batch, count]], column_names=rollups.LEDGER_COLUMNS)
 
     def repair(self, *, lookback_ns: int | None = None) -> int:
         """Finish every interrupted batch; returns how many were completed."""
         since = 0 if lookback_ns is None else max(0, time.time_ns() - lookback_ns)
         with self._lock:
-            pending = self.client.query(
-                "SELECT batch_id, count() FROM usage_raw WHERE batch_id >= {since:UInt64} "
-                "AND batch_id NOT IN (SELECT batch_id FROM landed_batches "
-                "WHERE batch_id >= {since:UInt64}) GROUP BY batch_id ORDER BY batch_id",
-                parameters={"since": since},
-            ).result_rows
+            pending = rollups.unlanded(self.client, since)
             for batch, count in pending:
                 log.warning("completing interrupted batch %s (%s rows)", batch, count)
-                self._complete(int(batch), int(count))
+                self._complete(batch, count)
         return len(pending)
 
     def write_rejections(

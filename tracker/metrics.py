@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from tracker import reclassify
+from tracker import reclassify, rollups
 
 ROLLUP = "usage_hourly"
+DAILY_ROLLUP = "usage_daily"
 
 
 class AsClassified(StrEnum):
@@ -119,6 +120,52 @@ def share_sql(
     return _share_select(basis, source, where_clause(filters))
 
 
+# Filters usage_daily can answer: a headline filtered only by these reads whole days there.
+DAILY_FILTERS = frozenset(rollups.DAILY_DIMENSIONS)
+_MEASURES = (
+    "tier, records, requests, input_tokens, output_tokens, cost_reporting, cost_unconverted, "
+    "energy_wh"
+)
+
+
+def daily_split(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The whole UTC days [day_from, day_to) inside [start, end); empty (both = end) if none.
+    The rest of the range, [start, day_from) and [day_to, end), is read hour by hour."""
+    start, end = _utc(start), _utc(end)
+    day_from = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    if day_from < start:
+        day_from += timedelta(days=1)
+    day_to = end.replace(hour=0, minute=0, second=0, microsecond=0)
+    if day_from >= day_to:
+        return end, end
+    return day_from, day_to
+
+
+def _utc(value: datetime) -> datetime:
+    # A naive datetime is bound as is into DateTime('UTC'), i.e. read as UTC: split it alike.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def fast_share_sql(basis: Basis, filters: dict[str, list[str]]) -> str | None:
+    """The headline's SELECT over usage_daily for whole days plus usage_hourly for the ragged
+    edges: the same sums as `share_sql` (a 2-year national headline reads ~10^5 daily rows
+    instead of ~10^7 hourly ones). None when a filter is not a daily dimension. Needs
+    `day_from`/`day_to` bound besides share_parameters' (see daily_split)."""
+    if not DAILY_FILTERS.issuperset(filters):
+        return None
+    in_filters = "".join(f" AND {name} IN {{{name}:{FILTERS[name]}}}" for name in sorted(filters))
+    source = f"""(
+        SELECT {_MEASURES} FROM {DAILY_ROLLUP}
+        WHERE day >= toDate({{day_from:DateTime('UTC')}}, 'UTC')
+          AND day < toDate({{day_to:DateTime('UTC')}}, 'UTC'){in_filters}
+        UNION ALL
+        SELECT {_MEASURES} FROM {ROLLUP}
+        WHERE ((hour >= {{from_:DateTime('UTC')}} AND hour < {{day_from:DateTime('UTC')}})
+            OR (hour >= {{day_to:DateTime('UTC')}} AND hour < {{to:DateTime('UTC')}})){in_filters}
+    )"""
+    return _share_select(basis, source, "1")
+
+
 def share_parameters(
     start: datetime,
     end: datetime,
@@ -159,6 +206,10 @@ def headline(
 ) -> Share:
     filters = filters or {}
     sql, params = share_sql(basis, filters), share_parameters(start, end, filters)
+    fast = fast_share_sql(basis, filters)
+    if fast is not None:
+        day_from, day_to = daily_split(start, end)
+        sql, params = fast, {**params, "day_from": day_from, "day_to": day_to}
     if as_classified is AsClassified.now:
         prepared = reclassify.prepare_now(client, start, end)
         if prepared is not None:  # no registry ever loaded: nothing to re-classify by

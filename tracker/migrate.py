@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 
 from clickhouse_connect.driver.client import Client
+
+from tracker import rollups
 
 _NAME_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -27,6 +30,12 @@ CREATE TABLE IF NOT EXISTS schema_migrations
 ENGINE = MergeTree
 ORDER BY version
 """
+
+
+# Data steps run after a migration's statements and before it is recorded, so an interrupted
+# migration repeats them; each must be safe to repeat (tracker/rollups.backfill_daily starts
+# from an empty table).
+_DATA_STEPS: dict[int, Callable[[Client], object]] = {5: rollups.backfill_daily}
 
 
 class MigrationError(RuntimeError):
@@ -89,6 +98,9 @@ def migrate(client: Client) -> list[Migration]:
             continue
         for statement in migration.statements():
             client.command(statement)
+        step = _DATA_STEPS.get(migration.version)
+        if step is not None:
+            step(client)
         client.insert(
             "schema_migrations",
             [[migration.version, migration.name, migration.checksum]],

@@ -29,8 +29,12 @@ def make(i: int, gateway: str = "gw") -> UsageRecord:
 
 
 def totals(pool: ClientPool) -> tuple[int, int, int, int]:
+    """(raw records, raw requests, rollup records, rollup requests); the two rollups must agree
+    at every point a test looks, since each step is part of one batch's landing."""
     raw = pool.query_rows("SELECT count(), sum(request_count) FROM usage_raw")[0]
     rollup = pool.query_rows("SELECT sum(records), sum(requests) FROM usage_hourly")[0]
+    daily = pool.query_rows("SELECT sum(records), sum(requests) FROM usage_daily")[0]
+    assert (int(daily[0]), int(daily[1])) == (int(rollup[0]), int(rollup[1]))
     return int(raw[0]), int(raw[1]), int(rollup[0]), int(rollup[1])
 
 
@@ -107,23 +111,26 @@ def test_interrupted_batch_is_completed_by_repair(pool: ClientPool) -> None:
     assert totals(pool) == after
 
 
-def test_failure_between_steps_is_finished_by_the_retry(pool: ClientPool) -> None:
-    """The rollup table is unavailable after the raw rows and keys went in: the write fails;
-    the consumer's retry of the same rows must finish that batch, not skip its records."""
+@pytest.mark.parametrize("missing", ["usage_hourly", "usage_daily"])
+def test_failure_between_steps_is_finished_by_the_retry(pool: ClientPool, missing: str) -> None:
+    """A rollup table is unavailable after the raw rows and keys (and, for the daily one, the
+    hourly rollup) went in: the write fails; the consumer's retry of the same rows must finish
+    that batch, not skip its records nor count the finished steps twice."""
     client = pool.get()
     processor = Processor(Classifier(load()[0]))
     writer = Writer(client)
     before = totals(pool)
-    records = [make(i, gateway="gw-midway") for i in range(40)]
+    records = [make(i, gateway=f"gw-midway-{missing}") for i in range(40)]
     rows = processor.process_records(records).rows
     requests = sum(r.request_count for r in records)
-    client.command("DETACH TABLE usage_hourly")
+    client.command(f"DETACH TABLE {missing}")
     try:
-        with pytest.raises(Exception, match="usage_hourly"):
+        with pytest.raises(Exception, match=missing):
             writer.write(rows)
     finally:
-        client.command("ATTACH TABLE usage_hourly")
-    assert totals(pool)[:2] == (before[0] + 40, before[1] + requests)  # raw in, rollup not
+        client.command(f"ATTACH TABLE {missing}")
+    raw = pool.query_rows("SELECT count(), sum(request_count) FROM usage_raw")[0]
+    assert (int(raw[0]), int(raw[1])) == (before[0] + 40, before[1] + requests)  # raw in
     retried = writer.write(rows)
     assert (retried.inserted, retried.duplicates) == (0, 40)
     assert totals(pool) == (
@@ -132,3 +139,37 @@ def test_failure_between_steps_is_finished_by_the_retry(pool: ClientPool) -> Non
         before[2] + 40,
         before[3] + requests,
     )
+
+
+def test_daily_backfill_derives_history_and_finishes_interrupted_batches(
+    pool: ClientPool,
+) -> None:
+    """Migration 0005's data step on a store that predates usage_daily: the daily rollup is
+    derived from usage_hourly, an interrupted pre-upgrade batch is finished first (counted once
+    in both rollups, and not again by a later repair), and repeating the step changes nothing."""
+    from pipeline.writer import RAW_COLUMNS, new_batch_id
+    from tracker.rollups import backfill_daily
+
+    client = pool.get()
+    processor = Processor(Classifier(load()[0]))
+    writer = Writer(client)
+    writer.write(processor.process_records([make(i, gateway="gw-old") for i in range(300)]).rows)
+    # A batch that crashed after its raw insert, before the upgrade.
+    crashed = [make(i, gateway="gw-old-crash") for i in range(25)]
+    batch = new_batch_id()
+    rows = processor.process_records(crashed).rows
+    client.insert("usage_raw", [(*r, batch) for r in rows], column_names=RAW_COLUMNS)
+    client.command("TRUNCATE TABLE usage_daily")  # the state before migration 0005
+
+    assert backfill_daily(client) >= 1
+    after = totals(pool)  # asserts daily == hourly
+    assert after[0] == after[2]
+    assert backfill_daily(client) >= 1  # repeated (an interrupted migration): same result
+    assert totals(pool) == after
+    assert writer.repair() == 0  # the crashed batch was finished by the backfill
+    assert totals(pool) == after
+    by_day = pool.query_rows("SELECT day, sum(records) FROM usage_daily GROUP BY day ORDER BY day")
+    from_raw = pool.query_rows(
+        "SELECT toDate(occurred_at, 'UTC') AS d, count() FROM usage_raw GROUP BY d ORDER BY d"
+    )
+    assert [(d, int(n)) for d, n in by_day] == [(d, int(n)) for d, n in from_raw]
