@@ -224,8 +224,8 @@ def measure(client: Any, info: dict[str, Any], runs: int) -> dict[str, Any]:
 def sizes(client: Any, data_dir: Path) -> dict[str, Any]:
     rows = client.query(
         "SELECT table, sum(rows), sum(bytes_on_disk), count() FROM system.parts "
-        "WHERE database = currentDatabase() AND active AND table IN ('usage_raw', 'usage_hourly') "
-        "GROUP BY table"
+        "WHERE database = currentDatabase() AND active "
+        "AND table IN ('usage_raw', 'usage_hourly', 'usage_daily') GROUP BY table"
     ).result_rows
     out: dict[str, Any] = {}
     for table, n, size, parts in rows:

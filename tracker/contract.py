@@ -191,6 +191,13 @@ def json_schema() -> dict[str, Any]:
 _BATCH = TypeAdapter(list[UsageRecord])
 
 
+def validate_batch_json(body: bytes) -> list[UsageRecord]:
+    """A whole Kafka message (a JSON array of records) validated from its bytes in one call.
+    Raises ValidationError if anything in it is wrong; callers that must name each bad record
+    then go record by record (parse_record), which accepts exactly the same records."""
+    return _BATCH.validate_json(body)
+
+
 def encode_batch(records: list[UsageRecord]) -> bytes:
     """A Kafka message body: a JSON array of records of one agency. Serialized by pydantic's
     core in one call (same bytes as dumping each record, in ~60% of the time: a hot path)."""

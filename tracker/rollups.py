@@ -1,4 +1,4 @@
-"""The rollups' one definition: how usage_keys, usage_hourly and usage_daily are derived from a
+"""The rollups' one definition: how usage_key_index, usage_hourly and usage_daily are derived from a
 landed batch of usage_raw rows, and the one-off derivation of usage_daily for data that landed
 before it existed.
 
@@ -15,9 +15,12 @@ from clickhouse_connect.driver.client import Client
 
 log = logging.getLogger(__name__)
 
-KEYS_FROM_BATCH = """
-INSERT INTO usage_keys (gateway_id, record_id, occurred_at)
-SELECT gateway_id, record_id, occurred_at FROM usage_raw WHERE batch_id = {b:UInt64}
+# The idempotency key of a record in usage_key_index: a space never occurs in an identifier.
+KEY_EXPR = "concat(gateway_id, ' ', record_id)"
+
+KEYS_FROM_BATCH = f"""
+INSERT INTO usage_key_index (key, occurred_at, batch_id)
+SELECT {KEY_EXPR}, occurred_at, batch_id FROM usage_raw WHERE batch_id = {{b:UInt64}}
 """
 
 # Dimensions and measures of usage_hourly from raw rows.
@@ -118,3 +121,12 @@ def backfill_daily(client: Client) -> int:
     if months:
         log.info("usage_daily derived from usage_hourly for %d months", len(months))
     return len(months)
+
+
+def copy_keys(client: Client) -> None:
+    """Migration 0006's data step: keys landed before the key index existed, copied from
+    usage_keys. An upsert, so an interrupted run is simply repeated."""
+    client.command(
+        f"INSERT INTO usage_key_index (key, occurred_at, batch_id) "
+        f"SELECT {KEY_EXPR}, occurred_at, 0 FROM usage_keys"
+    )

@@ -49,7 +49,13 @@ def counts(pool: ClientPool) -> dict[str, int]:
 def core(settings: CommonSettings, pool: ClientPool) -> Core:
     # A fresh database per test: each test checks totals against its own stream only.
     pool.get().command("TRUNCATE TABLE usage_raw")
-    for table in ("usage_keys", "usage_hourly", "usage_rejects", "landed_batches"):
+    for table in (
+        "usage_key_index",
+        "usage_hourly",
+        "usage_daily",
+        "usage_rejects",
+        "landed_batches",
+    ):
         pool.get().command(f"TRUNCATE TABLE {table}")
     return open_core(settings)
 

@@ -173,3 +173,26 @@ def test_daily_backfill_derives_history_and_finishes_interrupted_batches(
         "SELECT toDate(occurred_at, 'UTC') AS d, count() FROM usage_raw GROUP BY d ORDER BY d"
     )
     assert [(d, int(n)) for d, n in by_day] == [(d, int(n)) for d, n in from_raw]
+
+
+def test_keys_landed_before_the_key_index_still_count_as_landed(pool: ClientPool) -> None:
+    """Migration 0006's data step: keys in the old usage_keys table are copied into the index,
+    so a record landed before the upgrade and redelivered after it is still a duplicate."""
+    from tracker.rollups import copy_keys
+
+    client = pool.get()
+    old = make(7, gateway="gw-pre-0006")
+    client.insert(
+        "usage_keys",
+        [[old.gateway_id, old.record_id, old.occurred_at]],
+        column_names=["gateway_id", "record_id", "occurred_at"],
+    )
+    copy_keys(client)
+    copy_keys(client)  # repeated (an interrupted migration): an upsert, nothing doubles
+    hits = pool.query_rows(
+        "SELECT count() FROM usage_key_index WHERE key = {k:String}",
+        {"k": f"{old.gateway_id} {old.record_id}"},
+    )
+    assert hits[0][0] == 1
+    rows = Processor(Classifier(load()[0])).process_records([old]).rows
+    assert Writer(client).write(rows).duplicates == 1

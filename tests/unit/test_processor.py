@@ -75,10 +75,85 @@ def test_collector_encoding_is_what_processor_reads(processor: Processor) -> Non
     assert [col(r, "record_id") for r in out.rows] == ["r0", "r1", "r2"]
 
 
-def test_key_literals_admit_only_contract_identifiers() -> None:
-    from pipeline.writer import _literal
+def test_key_check_admits_only_contract_identifiers() -> None:
+    from pipeline.writer import _checked
 
-    assert _literal("gw-1:req/42@x") == "'gw-1:req/42@x'"
-    for hostile in ("a'b", "a\\b", "x') OR 1=1 --", ""):
+    assert _checked("gw-1:req/42@x") == "gw-1:req/42@x"
+    # Quotes would end the TSV literal; a space, tab or newline would split or merge keys.
+    for hostile in ("a'b", "a\\b", "x') OR 1=1 --", "", "a\tb", "a\nb", "abc\n", "a b"):
         with pytest.raises(ValueError, match="contract identifier"):
-            _literal(hostile)
+            _checked(hostile)
+
+
+# Variants of one field each, in the shapes a producer other than our collector might write:
+# the one-call fast path (validate_batch_json) must accept exactly what the per-record path
+# accepts, with equal values, or a message's figures would depend on its neighbours.
+VARIANTS: list[dict[str, object]] = [
+    {},
+    {"cost": 0.1},
+    {"cost": 2},
+    {"cost": "0.000000001"},
+    {"cost": 0.0000000001},
+    {"cost": "1e3"},
+    {"cost": 1e13},
+    {"cost": -1},
+    {"cost": None, "currency": None},
+    {"cost": "2", "currency": None},
+    {"currency": "usd"},
+    {"occurred_at": "2026-02-01T05:30:00+05:30"},
+    {"occurred_at": "2026-02-01T00:00:00.123456Z"},
+    {"occurred_at": "2026-02-01T00:00:00"},
+    {"occurred_at": 1769904000},
+    {"occurred_at": "2014-12-31T23:59:59Z"},
+    {"occurred_at": "2999-01-01T00:00:00Z"},
+    {"request_count": "5"},
+    {"request_count": 5.0},
+    {"request_count": 5.5},
+    {"request_count": True},
+    {"request_count": 0},
+    {"input_tokens": 10**12 + 1},
+    {"model": "  padded  "},
+    {"model": ""},
+    {"endpoint_host": ""},
+    {"region": None},
+    {"energy_wh": 1.5},
+    {"energy_wh": "NaN"},
+    {"latency_ms": "12"},
+    {"status": "error"},
+    {"status": "ERROR"},
+    {"operation": "embeddings"},
+    {"record_id": "bad id"},
+    {"record_id": "x" * 129},
+    {"unexpected": 1},
+    {"schema_version": 2},
+]
+
+
+@pytest.mark.parametrize(
+    "patch", VARIANTS, ids=lambda p: ",".join(f"{k}={v!r}" for k, v in p.items())[:60] or "base"
+)
+def test_fast_path_accepts_exactly_what_the_record_path_accepts(patch: dict[str, object]) -> None:
+    from pydantic import ValidationError
+
+    from tracker.contract import validate_batch_json
+
+    item = record(**patch)
+    try:
+        slow: object = parse_record(item)
+    except ValidationError:
+        slow = "refused"
+    try:
+        (fast,) = validate_batch_json(orjson.dumps([item]))
+    except ValidationError:
+        fast = "refused"
+    assert fast == slow
+
+
+def test_one_bad_record_falls_back_to_naming_it(processor: Processor) -> None:
+    good = [record(record_id=f"r{i}") for i in range(5)]
+    bad = record(record_id="r-bad", request_count=0)
+    out = processor.process_message(orjson.dumps([*good[:2], bad, *good[2:]]))
+    assert [col(r, "record_id") for r in out.rows] == [f"r{i}" for i in range(5)]
+    assert [(r.record_index, r.field) for r in out.rejections] == [(2, "request_count")]
+    fast = processor.process_message(orjson.dumps(good))
+    assert fast.rows == out.rows and not fast.rejections
