@@ -14,7 +14,7 @@ from api.params import RegistryCache
 from api.routes import audit, capacity, cost, health, meta, outlook, page, providers, series, share
 from api.routes import registry as registry_routes
 from api.routes import usage as usage_routes
-from tracker import __version__
+from tracker import __version__, data_version
 from tracker.access import KeyAuth
 from tracker.clickhouse import ClientPool
 from tracker.metrics import Share
@@ -35,7 +35,12 @@ def create_app(
     app.state.clickhouse = pool
     app.state.api_settings = settings
     app.state.registry_cache = RegistryCache(registry)
-    app.state.headline_cache = TtlCache[Share](settings.public_cache_seconds)
+    # Exact reuse when every write is in this process (chdb), else the configured TTL.
+    exact = pool.embedded and settings.public_cache
+    app.state.headline_cache = TtlCache[Share](
+        settings.public_cache_seconds if settings.public_cache else 0.0,
+        data_version.current if exact else None,
+    )
     app.add_middleware(
         AccessMiddleware,
         pool=pool,

@@ -144,9 +144,11 @@ def _free_port() -> int:
         return port
 
 
-def _rss_mb(pid: int) -> float:
+def _rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory; field RssAnon: the private part, without the file-backed pages (here
+    mostly the chdb engine's shared library, mapped read-only and shared between processes)."""
     text = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"VmRSS:\s+(\d+) kB", text)
+    match = re.search(field + r":\s+(\d+) kB", text)
     return int(match[1]) / 1024 if match else 0.0
 
 
@@ -168,7 +170,9 @@ def _ab(url: str, n: int, c: int, headers: dict[str, str]) -> dict[str, float]:
             "p95_ms": float(p95[1]) if p95 else -1}  # fmt: skip
 
 
-def run(data_dir: Path, rows: int, export_rows: int, cache_seconds: float) -> dict[str, Any]:
+def run(
+    data_dir: Path, rows: int, export_rows: int, cache_seconds: float, public_cache: bool
+) -> dict[str, Any]:
     import httpx
 
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -178,11 +182,13 @@ def run(data_dir: Path, rows: int, export_rows: int, cache_seconds: float) -> di
     port = _free_port()
     env = {**_settings_env(data_dir), "TRACKER_RATE_LIMIT_PUBLIC_PER_MINUTE": "100000000",
            "TRACKER_RATE_LIMIT_KEY_PER_MINUTE": "100000000",
-           "TRACKER_PUBLIC_CACHE_SECONDS": str(cache_seconds)}  # fmt: skip
+           "TRACKER_PUBLIC_CACHE_SECONDS": str(cache_seconds),
+           "TRACKER_PUBLIC_CACHE": str(public_cache).lower()}  # fmt: skip
     server = subprocess.Popen([sys.executable, __file__, "serve", "--dir", str(data_dir),
                                "--port", str(port)], env=env)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    result: dict[str, Any] = {"rows": rows, "public_cache_seconds": cache_seconds}
+    result: dict[str, Any] = {"rows": rows, "public_cache_seconds": cache_seconds,
+                              "public_cache": public_cache}  # fmt: skip
     try:
         with httpx.Client(base_url=base, timeout=600) as http:
             for _ in range(600):
@@ -193,6 +199,7 @@ def run(data_dir: Path, rows: int, export_rows: int, cache_seconds: float) -> di
                     pass
                 time.sleep(0.2)
             result["rss_idle_mb"] = _rss_mb(server.pid)
+            result["rss_anon_idle_mb"] = _rss_mb(server.pid, "RssAnon")
 
             def timed(
                 path: str, params: dict[str, Any], headers: dict[str, str], n: int
@@ -221,19 +228,21 @@ def run(data_dir: Path, rows: int, export_rows: int, cache_seconds: float) -> di
             result["headline_ab"] = _ab(base + "/v1/share", 5000, 16, {})
 
             # Export: stream export_rows rows while sampling the server's memory.
-            peak = [result["rss_idle_mb"]]
+            peak = [result["rss_idle_mb"], result["rss_anon_idle_mb"]]
             done = threading.Event()
 
             def sample() -> None:
                 while not done.is_set():
                     peak[0] = max(peak[0], _rss_mb(server.pid))
+                    peak[1] = max(peak[1], _rss_mb(server.pid, "RssAnon"))
                     time.sleep(0.05)
 
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
             for fmt in ("csv", "parquet") if export_rows > 0 else ():
                 before = _rss_mb(server.pid)
-                peak[0] = before
+                before_anon = _rss_mb(server.pid, "RssAnon")
+                peak[0], peak[1] = before, before_anon
                 t = time.perf_counter()
                 size = 0
                 export: dict[str, str | int] = {
@@ -251,6 +260,8 @@ def run(data_dir: Path, rows: int, export_rows: int, cache_seconds: float) -> di
                     "rows": export_rows, "bytes": size, "seconds": round(seconds, 1),
                     "rows_per_s": round(export_rows / seconds),
                     "server_rss_before_mb": round(before), "server_rss_peak_mb": round(peak[0]),
+                    "server_anon_before_mb": round(before_anon),
+                    "server_anon_peak_mb": round(peak[1]),
                 }  # fmt: skip
             done.set()
     finally:
@@ -271,13 +282,21 @@ def main() -> None:
         p.add_argument("--port", type=int, default=8765)
         p.add_argument("--export-rows", type=int, default=10_000_000)
         p.add_argument("--cache-seconds", type=float, default=0.0)
+        p.add_argument(
+            "--no-public-cache",
+            action="store_true",
+            help="TRACKER_PUBLIC_CACHE=false: every headline request runs its query",
+        )
     args = parser.parse_args()
     if args.command == "generate":
         generate(args.dir, args.rows)
     elif args.command == "serve":
         serve(args.dir, args.port)
     else:
-        print(json.dumps(run(args.dir, args.rows, args.export_rows, args.cache_seconds), indent=2))
+        result = run(
+            args.dir, args.rows, args.export_rows, args.cache_seconds, not args.no_public_cache
+        )
+        print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -98,8 +98,23 @@ def _templates(agencies: list[str], batch: int, seed: int) -> list[bytes]:
     return bodies
 
 
-def load(url: str, key: str, agencies: list[str], batch: int, connections: int, out: Path) -> None:
-    """Post until SIGTERM; write {posted, accepted, failed} to `out` twice a second."""
+def _anon_mb(pid: int) -> float:
+    """Private (anonymous) resident memory: RSS minus the file-backed pages, which here are
+    mostly the chdb engine's shared library, mapped read-only and shared between processes."""
+    try:
+        match = re.search(r"RssAnon:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+    except OSError:
+        return 0.0
+    return int(match[1]) / 1024 if match else 0.0
+
+
+def load(
+    url: str, key: str, agencies: list[str], batch: int, connections: int, out: Path,
+    rate: float = 0.0,
+) -> None:  # fmt: skip
+    """Post until SIGTERM; write {posted, accepted, failed} to `out` twice a second. With
+    `rate` > 0, post n is not sent before start + n * batch / rate: an offered load of `rate`
+    records/s (less if the collector cannot keep up)."""
     from urllib.parse import urlsplit
 
     target = urlsplit(url)
@@ -111,10 +126,16 @@ def load(url: str, key: str, agencies: list[str], batch: int, connections: int, 
     sequence = iter(range(10**12))  # next() on a range iterator is atomic under the GIL
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 
+    began = time.monotonic()
+
     def worker() -> None:
         conn = HTTPConnection(host, port, timeout=120)
         while not stop.is_set():
             n = next(sequence)
+            if rate > 0:
+                due = began + n * batch / rate
+                if stop.wait(max(0.0, due - time.monotonic())):
+                    break
             body = templates[n % len(templates)].replace(ID_MARK, b"%012d" % n)
             try:
                 conn.request("POST", "/v1/records", body=body, headers=headers)
@@ -215,6 +236,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     logs = {name: (work / f"{name}.log").open("wb") for name in ("collector", "pipeline", "load")}
     result: dict[str, Any] = {
         "seconds": args.seconds, "connections": args.connections, "batch_records": args.batch,
+        "offered_rate": args.rate or "unlimited",
         "uptime_before": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
     }  # fmt: skip
 
@@ -258,6 +280,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         procs["load"] = subprocess.Popen(
             [PY, __file__, "load", "--url", f"http://127.0.0.1:{cport}", "--key", key,
              "--batch", str(args.batch), "--connections", str(args.connections),
+             "--rate", str(args.rate),
              "--out", str(counts_file), "--agencies", ",".join(agencies)],
             env=base, cwd=ROOT, stdout=logs["load"], stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -279,11 +302,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             now, acc = time.monotonic(), accepted()
             landed, lag = _metrics(mport)
             rss = {name: round(_proc(pid)[0]) for name, pid in pids.items()}
+            anon = round(_anon_mb(pids["pipeline"]))
             dt = now - prev[0]
             sample = {
                 "t": round(now - started), "accepted_per_s": round((acc - prev[1]) / dt),
                 "landed_per_s": round((landed - prev[2]) / dt), "backlog_records": acc - landed,
-                "lag_messages": lag, "rss_mb": rss,
+                "lag_messages": lag, "rss_mb": rss, "pipeline_anon_mb": anon,
             }  # fmt: skip
             samples.append(sample)
             log(json.dumps(sample))
@@ -325,6 +349,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "max_lag_messages": max(s["lag_messages"] for s in samples),
             "max_backlog_records": max(s["backlog_records"] for s in samples),
             "max_rss_mb": {n: max(s["rss_mb"][n] for s in samples) for n in pids},
+            "max_pipeline_anon_mb": max(s["pipeline_anon_mb"] for s in samples),
             "cpu_cores_used": cpu,
             "records_per_cpu_second": efficiency,
             "in_window": window,
@@ -364,6 +389,8 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=300)
     p.add_argument("--connections", type=int, default=4)
     p.add_argument("--batch", type=int, default=1000, help="records per HTTP post")
+    p.add_argument("--rate", type=float, default=0, help="offered records/s (0: as fast as "
+                   "the collector answers)")  # fmt: skip
     p.add_argument("--dir", type=Path, default=None, help="work dir (default: a temp dir)")
     p.add_argument(
         "--pipeline-env",
@@ -378,11 +405,13 @@ def main() -> None:
     g.add_argument("--key", required=True)
     g.add_argument("--agencies", required=True)
     g.add_argument("--batch", type=int, default=1000)
+    g.add_argument("--rate", type=float, default=0)
     g.add_argument("--connections", type=int, default=4)
     g.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     if args.command == "load":
-        load(args.url, args.key, args.agencies.split(","), args.batch, args.connections, args.out)
+        load(args.url, args.key, args.agencies.split(","), args.batch, args.connections, args.out,
+             args.rate)  # fmt: skip
         return
     args.pipeline_env = _env_pairs(args.pipeline_env)
     args.collector_env = _env_pairs(args.collector_env)

@@ -81,9 +81,12 @@ class PipelineConsumer:
             group_id=group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_poll_records=2_000,
-            fetch_max_bytes=64 * 1024 * 1024,
-            max_partition_fetch_bytes=16 * 1024 * 1024,
+            # Memory: what is fetched but not yet landed is held here. A message is ~200 KB
+            # (500 records); 200 of them are two default batches, enough to keep the writer
+            # busy, and the fetch caps keep a backlog from being pulled in all at once.
+            max_poll_records=200,
+            fetch_max_bytes=16 * 1024 * 1024,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
             # A ClickHouse outage stalls the loop while writes are retried; stay in the group
             # for ten minutes of it before the batch is handed to another member.
             max_poll_interval_ms=600_000,

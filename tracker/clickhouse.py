@@ -62,6 +62,8 @@ class ClientPool:
         self._database = database
         self._local = threading.local()
         self.database = database or settings.clickhouse_database
+        # chdb: one process per data directory, so every write goes through this process.
+        self.embedded = settings.dsn().startswith("chdb://")
         # Open once now so a bad DSN fails at start-up, not at the first request.
         self._local.client = open_client(settings, database=database)
 

@@ -13,6 +13,8 @@ import logging
 
 from clickhouse_connect.driver.client import Client
 
+from tracker import data_version
+
 log = logging.getLogger(__name__)
 
 # The idempotency key of a record in usage_key_index: a space never occurs in an identifier.
@@ -118,6 +120,7 @@ def backfill_daily(client: Client) -> int:
         client.command(
             _DAILY_FROM_HOURLY, parameters={"m": month}, settings={"insert_deduplicate": 0}
         )
+    data_version.bump()
     if months:
         log.info("usage_daily derived from usage_hourly for %d months", len(months))
     return len(months)

@@ -101,7 +101,11 @@ class ApiSettings(CommonSettings, HttpSettings):
     rate_limit_key_per_minute: int = Field(default=3000, ge=1, description="per API key")
     # Upper bound of one export (rows); pages are capped separately (api/routes/usage.py).
     max_export_rows: int = Field(default=100_000_000, ge=1)
-    # Seconds a public headline answer is reused (api/cache.py); 0 = always read through.
+    # Public headline answers (api/cache.py). With the embedded store they are reused until
+    # the next landing (exact); `public_cache=false` turns that off (e.g. to measure the query).
+    public_cache: bool = True
+    # With a ClickHouse server (another process lands the data): seconds a public headline
+    # answer is reused; 0 = always read through.
     public_cache_seconds: float = Field(default=0.0, ge=0, le=3600)
 
 

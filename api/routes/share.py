@@ -137,8 +137,9 @@ def get_share(
     threshold are withheld (`suppressed`); an agency key sees only its own agency."""
     start, end = resolve_range(from_, to)
     scoped = visible_filters(identity, registry, filters.values)
-    if identity.role is Role.public:
-        # Public answers may be reused for a few seconds (api/cache.py; off by default).
+    if identity.role is Role.public and as_classified is AsClassified.then:
+        # Public answers are reused until the next landing (api/cache.py). Not `now`: the
+        # registry in force can change at a scheduled time without anything being written.
         cache: TtlCache[Share] = request.app.state.headline_cache
         key = (basis, start, end, as_classified,
                tuple((k, tuple(v)) for k, v in sorted(scoped.items())))  # fmt: skip

@@ -132,3 +132,20 @@ def test_share_parameters_validated(client: TestClient) -> None:
     )
     assert r.json()["from"] == "2026-06-01T09:00:00Z" and r.json()["to"] == "2026-06-01T10:00:00Z"
     assert datetime.fromisoformat(r.json()["to"]) > datetime(2026, 6, 1, 9, tzinfo=UTC)
+
+
+def test_public_headline_cache_is_exact(client: TestClient, key: str) -> None:
+    """The public answer is reused between landings and recomputed after each one: a public
+    reader never sees a figure older than the last landed batch."""
+    day = {"from": "2026-07-01", "to": "2026-07-02"}
+    batch = [rec(100 + i, occurred_at="2026-07-01T08:00:00Z") for i in range(12)]
+    assert post(client, key, batch)[1]["accepted"] == 12
+    first = client.get("/v1/share", params=day).json()
+    assert first["records"] == 12 and first["domestic_share"] == 0.0
+    assert client.get("/v1/share", params=day).json() == first  # reused
+    domestic = [rec(200 + i, occurred_at="2026-07-01T09:00:00Z", provider="sarvam",
+                    model="sarvam-m") for i in range(8)]  # fmt: skip
+    assert post(client, key, domestic)[1]["accepted"] == 8
+    after = client.get("/v1/share", params=day).json()
+    assert after["records"] == 20
+    assert after["domestic_share"] == pytest.approx(16 / 40)  # 8 x 2 requests of 40

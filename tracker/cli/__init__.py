@@ -16,6 +16,7 @@ from tracker.cli.dashboards_cmd import dashboards_app
 from tracker.cli.replay_cmd import dlq_app, replay
 from tracker.cli.share_cmd import share
 from tracker.clickhouse import StorageUnavailable
+from tracker.memory import tune_allocator
 from tracker.migrate import MigrationError
 from tracker.registry import RegistryError
 
@@ -143,6 +144,7 @@ def up(data_dir: DataDir = None, host: Host = None, port: Port = None) -> None:
 
     settings = _settings(EmbeddedSettings, data_dir=data_dir, host=host, port=port)
     _logging(settings.log_level)
+    tune_allocator()
     core = open_core(settings, watch=True)
     typer.echo(f"tracker up: http://{settings.host}:{settings.port}  (data in {settings.data_dir})")
     _serve(embedded_app(settings, core), settings.host, settings.port)
@@ -164,6 +166,7 @@ def demo(
 
     settings = _settings(EmbeddedSettings, data_dir=data_dir, host=host, port=port)
     _logging(settings.log_level)
+    tune_allocator()
     core = open_core(settings, watch=True)
     client = core.pool.get()
     existing = client.query("SELECT count() FROM usage_raw").result_rows[0][0]
@@ -191,6 +194,7 @@ def collector(host: Host = None, port: Port = None) -> None:
 
     settings = _settings(CollectorSettings, host=host, port=port)
     _logging(settings.log_level)
+    tune_allocator()
     core = open_core(settings, watch=True)
     application, sink = collector_app(settings, core.pool.get())
     try:
@@ -207,6 +211,7 @@ def pipeline() -> None:
 
     settings = _settings(PipelineSettings)
     _logging(settings.log_level)
+    tune_allocator()
     consumer = run_pipeline(settings, open_core(settings, watch=True))
     # SIGTERM/SIGINT finish the batch in hand (write, then commit) before exiting.
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -225,6 +230,7 @@ def api(host: Host = None, port: Port = None) -> None:
 
     settings = _settings(ApiSettings, host=host, port=port)
     _logging(settings.log_level)
+    tune_allocator()
     open_core(settings)  # migrate and check the registry before serving
     _serve(api_app(settings), settings.host, settings.port)
 
