@@ -82,6 +82,14 @@ GROUP BY day, {", ".join(DAILY_DIMENSIONS)}
 
 LEDGER_COLUMNS = ["batch_id", "rows"]
 
+# The keys step as it was before migration 0006 (usage_keys); used only by backfill_daily,
+# which runs as migration 0005's data step, before the key index exists. 0006 then copies
+# usage_keys into the index.
+_KEYS_BEFORE_0006 = """
+INSERT INTO usage_keys (gateway_id, record_id, occurred_at)
+SELECT gateway_id, record_id, occurred_at FROM usage_raw WHERE batch_id = {b:UInt64}
+"""
+
 
 def unlanded(client: Client, since_batch: int = 0) -> list[tuple[int, int]]:
     """(batch_id, rows) of batches whose raw rows are in but whose landing never finished."""
@@ -106,7 +114,7 @@ def backfill_daily(client: Client) -> int:
     for batch, rows in unlanded(client):
         log.warning("completing interrupted batch %s (%s rows) before the backfill", batch, rows)
         params = {"b": batch}
-        client.command(KEYS_FROM_BATCH, parameters=params,
+        client.command(_KEYS_BEFORE_0006, parameters=params,
                        settings={"insert_deduplication_token": f"keys-{batch}"})  # fmt: skip
         client.command(HOURLY_FROM_BATCH, parameters=params,
                        settings={"insert_deduplication_token": f"hourly-{batch}"})  # fmt: skip

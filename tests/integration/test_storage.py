@@ -13,6 +13,7 @@ from tracker.clickhouse import ClientPool
 from tracker.contract import UsageRecord, parse_record
 from tracker.migrate import MigrationError, available, migrate
 from tracker.registry import load
+from tracker.settings import CommonSettings
 
 START = datetime(2026, 5, 1, tzinfo=UTC)
 
@@ -196,3 +197,52 @@ def test_keys_landed_before_the_key_index_still_count_as_landed(pool: ClientPool
     assert hits[0][0] == 1
     rows = Processor(Classifier(load()[0])).process_records([old]).rows
     assert Writer(client).write(rows).duplicates == 1
+
+
+def test_upgrade_from_a_store_before_the_daily_rollup_and_key_index(
+    settings: CommonSettings, pool: ClientPool
+) -> None:
+    """A store at migration 0004 with landed batches (landed the old way: raw, usage_keys,
+    hourly, ledger) and one batch interrupted after its raw insert: migrating to the latest
+    finishes that batch, derives usage_daily, copies the keys into the index, and afterwards
+    every figure agrees and a redelivered old record is a duplicate."""
+    import uuid
+
+    from pipeline.writer import RAW_COLUMNS, new_batch_id
+    from tracker.migrate import applied
+    from tracker.rollups import _KEYS_BEFORE_0006, HOURLY_FROM_BATCH
+
+    database = f"t_upgrade_{uuid.uuid4().hex[:8]}"
+    client = pool.get()
+    client.command(f"CREATE DATABASE `{database}`")
+    try:
+        old = ClientPool(settings.model_copy(update={"clickhouse_database": database}))
+        c = old.get()
+        applied(c)  # the ledger table
+        for m in available()[:4]:
+            for statement in m.statements():
+                c.command(statement)
+            c.insert("schema_migrations", [[m.version, m.name, m.checksum]],
+                     column_names=["version", "name", "checksum"])  # fmt: skip
+        processor = Processor(Classifier(load()[0]))
+        records = [make(i, gateway="gw-up") for i in range(120)]
+        rows = processor.process_records(records).rows
+        for part, landed in ((rows[:100], True), (rows[100:], False)):
+            batch = new_batch_id()
+            c.insert("usage_raw", [(*r, batch) for r in part], column_names=RAW_COLUMNS)
+            if landed:
+                c.command(_KEYS_BEFORE_0006, parameters={"b": batch})
+                c.command(HOURLY_FROM_BATCH, parameters={"b": batch})
+                c.insert("landed_batches", [[batch, len(part)]], column_names=["batch_id", "rows"])
+
+        assert [m.version for m in migrate(c)] == [m.version for m in available()[4:]]
+        requests = sum(r.request_count for r in records)
+        assert totals(old) == (120, requests, 120, requests)  # daily == hourly == raw
+        assert c.query("SELECT count() FROM usage_key_index").result_rows[0][0] == 120
+        writer = Writer(c)
+        assert writer.repair() == 0
+        again = writer.write(processor.process_records(records[::7]).rows)
+        assert (again.inserted, again.duplicates) == (0, len(records[::7]))
+        assert totals(old) == (120, requests, 120, requests)
+    finally:
+        client.command(f"DROP DATABASE IF EXISTS `{database}`")

@@ -142,6 +142,7 @@ def test_fast_path_accepts_exactly_what_the_record_path_accepts(patch: dict[str,
         slow: object = parse_record(item)
     except ValidationError:
         slow = "refused"
+    fast: object
     try:
         (fast,) = validate_batch_json(orjson.dumps([item]))
     except ValidationError:
