@@ -143,8 +143,10 @@ def serve(data_dir: Path, port: int) -> None:
 
     from api.app import create_app
     from tracker.clickhouse import ClientPool
+    from tracker.memory import tune_allocator
     from tracker.settings import ApiSettings
 
+    tune_allocator()  # as `tracker api` and `tracker up` do, before the engine starts
     settings = ApiSettings(data_dir=data_dir, clickhouse_database="bench")
     uvicorn.run(create_app(ClientPool(settings), settings), host="127.0.0.1", port=port,
                 log_level="warning", access_log=False)  # fmt: skip

@@ -6,19 +6,21 @@ ClickHouse reads in that order from the primary key and stops at the LIMIT inste
 A cursor is the sort key of the last row of a page; the next page is "after that key", which
 stays correct while records keep landing (no OFFSET drift).
 
-Exports never hold the result. They run as one ordered query per (agency, month) (see _plan):
+Exports never hold the result. They run as one ordered query per (agency, time window of about
+WINDOW_ROWS rows) (see _plan):
 CSV and JSON lines are produced by ClickHouse and streamed block by block (on chdb and on a
 server alike); Parquet is written one row group per chunk, read as Arrow. Memory is a few blocks
-(CSV, JSON lines) or one agency-month (Parquet), whatever the export's size (bench/api.py).
+(CSV, JSON lines) or one window (Parquet), whatever the export's size (bench/api.py).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import IO, Any, cast
 
@@ -64,6 +66,9 @@ COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
 )
 COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
 SCHEMA = pa.schema(list(COLUMNS))
+
+# Filters the daily rollup can apply when an export plans its queries (a superset is enough).
+_DAILY_FILTERS = frozenset({"agency_id", "tier", "status"})
 
 # Filters of the raw endpoint -> ClickHouse parameter type (IN lists, like the rollup's).
 RAW_FILTERS: dict[str, str] = {
@@ -240,15 +245,38 @@ def stream(
             source.close()
 
 
-def _months(start: datetime, end: datetime) -> Iterator[tuple[datetime, datetime]]:
-    """[start, end) cut at calendar-month boundaries (UTC), the table's partitions."""
-    lo = start
-    while lo < end:
-        first = lo.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        nxt = first.replace(year=first.year + 1, month=1) if first.month == 12 else (
-            first.replace(month=first.month + 1))  # fmt: skip
-        yield lo, min(nxt, end)
-        lo = nxt
+# Rows per export query, judged from the daily rollup: what one query holds in memory at once
+# (a Parquet row group is this many rows, read as Arrow).
+WINDOW_ROWS = 50_000
+_DAY = timedelta(days=1)
+
+
+def windows(
+    start: datetime, end: datetime, counts: list[tuple[date, int]], budget: int = WINDOW_ROWS
+) -> list[tuple[datetime, datetime]]:
+    """[start, end) cut into consecutive windows of about `budget` rows each, from one
+    agency's (day, rows) counts in ascending order. The windows cover the whole range, days
+    without counts included, so no row is left out whatever the counts say; a day of more than
+    `budget` rows is cut into equal slices of time."""
+    cuts: list[datetime] = []
+    held = 0
+    for day, n in counts:
+        d0 = max(start, datetime(day.year, day.month, day.day, tzinfo=UTC))
+        d1 = min(end, datetime(day.year, day.month, day.day, tzinfo=UTC) + _DAY)
+        if d0 >= d1:
+            continue
+        if (held and held + n > budget) or n > budget:
+            cuts.append(d0)
+            held = 0
+        if n > budget:
+            slices = -(-n // budget)
+            step = (d1 - d0) / slices
+            cuts.extend(d0 + step * i for i in range(1, slices))
+            cuts.append(d1)
+        else:
+            held += n
+    edges = [start, *sorted({c for c in cuts if start < c < end}), end]
+    return list(itertools.pairwise(edges))
 
 
 def _plan(
@@ -260,29 +288,36 @@ def _plan(
     limit: int,
     counter: list[int],
 ) -> Iterator[tuple[str, dict[str, Any]]]:
-    """The whole ordered result as one query per (agency, month), in that order, which is
-    exactly the global (agency_id, occurred_at, ...) order. One ordered query over the whole
-    range merges every part of every month at once, and that merge's read buffers grew to
-    1.3 GB for 10M rows on chdb; one agency in one month reads one or two parts, so memory
-    stays flat (bench/RESULTS.md). Each query's LIMIT is what remains of `limit`, judged by
-    `counter` (rows already produced), so the caller must update it before the next step."""
-    listing = {k: v for k, v in filters.items() if k != "gateway_id"}
+    """The whole ordered result as one query per (agency, time window), in that order, which
+    is exactly the global (agency_id, occurred_at, ...) order. One ordered query over the whole
+    range merges every part at once, and that merge's read buffers grew to 1.3 GB for 10M rows
+    on chdb; a window of ~WINDOW_ROWS rows of one agency reads one or two parts. The agencies
+    and their rows per day come from usage_daily (a few thousand rows): listing them from
+    usage_raw read the whole range and cost ~300 MB at 100M rows (bench/RESULTS.md). Each
+    query's LIMIT is what remains of `limit`, judged by `counter` (rows already produced), so
+    the caller must update it before the next step."""
+    daily = {k: v for k, v in filters.items() if k in _DAILY_FILTERS}
     where = [
-        "occurred_at >= {from_:DateTime64(3, 'UTC')}",
-        "occurred_at < {to:DateTime64(3, 'UTC')}",
-        *(f"{k} IN {{{k}:{RAW_FILTERS[k]}}}" for k in sorted(listing)),
+        "day >= toDate({from_:DateTime64(3, 'UTC')}, 'UTC')",
+        "day <= toDate({to:DateTime64(3, 'UTC')}, 'UTC')",
+        *(f"{k} IN {{{k}:{RAW_FILTERS[k]}}}" for k in sorted(daily)),
     ]
-    params: dict[str, Any] = {"from_": _ch_time(start), "to": _ch_time(end), **listing}
+    params: dict[str, Any] = {"from_": _ch_time(start), "to": _ch_time(end), **daily}
     if after is not None:
         where.append("agency_id >= {c_a:String}")
         params["c_a"] = after.agency_id
-    sql = f"SELECT DISTINCT agency_id FROM usage_raw WHERE {' AND '.join(where)} ORDER BY 1"
-    agencies = [str(r[0]) for r in client.query(sql, parameters=params).result_rows]
+    sql = (
+        f"SELECT agency_id, day, sum(records) FROM usage_daily WHERE {' AND '.join(where)} "
+        "GROUP BY agency_id, day ORDER BY agency_id, day"
+    )
+    by_agency: dict[str, list[tuple[date, int]]] = {}
+    for agency, day, n in client.query(sql, parameters=params).result_rows:
+        by_agency.setdefault(str(agency), []).append((day, int(n)))
     first = counter[0]
-    for agency in agencies:
+    for agency, counts in by_agency.items():
         scoped = {**filters, "agency_id": [agency]}
         chunk_sql = select_sql(scoped, after, limited=True)
-        for lo, hi in _months(start, end):
+        for lo, hi in windows(start, end, counts):
             remaining = limit - (counter[0] - first)
             if remaining <= 0:
                 return
