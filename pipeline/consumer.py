@@ -114,9 +114,20 @@ class PipelineConsumer:
         self._consumer.subscribe([topic], listener=_Listener())
 
     def run(self) -> None:
+        backoff = 0.5
         try:
             while not self.stopping.is_set():
-                polled = self._consumer.poll(timeout_ms=200)
+                try:
+                    polled = self._consumer.poll(timeout_ms=200)
+                except KafkaError as exc:
+                    # The broker or the group's coordinator is unreachable (a restart, a
+                    # network cut): kafka-python raises out of poll(). Keep the batch in hand
+                    # and the membership, and try again; the writer is not involved.
+                    log.warning("Kafka unreachable (%s); retrying in %.1f s", exc, backoff)
+                    self.stopping.wait(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                backoff = 0.5
                 if self._rebalanced.is_set():
                     self._after_rebalance()
                 for tp, messages in polled.items():

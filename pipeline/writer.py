@@ -32,7 +32,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from pipeline.processor import COLUMNS, KEY_GATEWAY, KEY_RECORD, Rejection
-from tracker import rollups
+from tracker import data_version, rollups
 from tracker.contract import ID_PATTERN
 
 log = logging.getLogger(__name__)
@@ -141,6 +141,7 @@ class Writer:
                 sql, parameters=params, settings={"insert_deduplication_token": f"{step}-{batch}"}
             )
         self.client.insert("landed_batches", [[batch, count]], column_names=rollups.LEDGER_COLUMNS)
+        data_version.bump()  # answers cached before this landing are now stale (api/cache.py)
 
     def repair(self, *, lookback_ns: int | None = None) -> int:
         """Finish every interrupted batch; returns how many were completed."""
