@@ -25,24 +25,27 @@ INSERT INTO usage_key_index (key, occurred_at, batch_id)
 SELECT {KEY_EXPR}, occurred_at, batch_id FROM usage_raw WHERE batch_id = {{b:UInt64}}
 """
 
-# Dimensions and measures of usage_hourly from raw rows.
-HOURLY_FROM_BATCH = """
-INSERT INTO usage_hourly
-SELECT
-    toStartOfHour(occurred_at) AS hour,
-    agency_id, sector, channel, provider, model, region, tier, operator, facility_country,
-    operation, status, registry_version,
+# The measures both rollups take from raw rows, named as the rollups' columns.
+_MEASURES_FROM_RAW = """
     count() AS records,
     sum(request_count) AS requests,
     sum(input_tokens) AS input_tokens,
     sum(output_tokens) AS output_tokens,
     sum(cost_reporting) AS cost_reporting,
     countIf(isNotNull(cost) AND cost_converted = 0) AS cost_unconverted,
-    sum(ifNull(energy_wh, 0)) AS energy_wh,
+    sum(ifNull(energy_wh, 0)) AS energy_wh"""
+
+# Dimensions and measures of usage_hourly from raw rows.
+HOURLY_FROM_BATCH = f"""
+INSERT INTO usage_hourly
+SELECT
+    toStartOfHour(occurred_at) AS hour,
+    agency_id, sector, channel, provider, model, region, tier, operator, facility_country,
+    operation, status, registry_version,{_MEASURES_FROM_RAW},
     sum(ifNull(latency_ms, 0)) AS latency_ms_sum,
     countIf(isNotNull(latency_ms)) AS latency_count
 FROM usage_raw
-WHERE batch_id = {b:UInt64}
+WHERE batch_id = {{b:UInt64}}
 GROUP BY hour, agency_id, sector, channel, provider, model, region, tier, operator,
          facility_country, operation, status, registry_version
 """
@@ -56,14 +59,7 @@ DAILY_DIMENSIONS = ("agency_id", "tier", "sector", "channel", "operation", "stat
 DAILY_FROM_BATCH = f"""
 INSERT INTO usage_daily (day, {", ".join(DAILY_DIMENSIONS)}, {_DAILY_MEASURES})
 SELECT
-    toDate(occurred_at, 'UTC') AS day, {", ".join(DAILY_DIMENSIONS)},
-    count() AS records,
-    sum(request_count) AS requests,
-    sum(input_tokens) AS input_tokens,
-    sum(output_tokens) AS output_tokens,
-    sum(cost_reporting) AS cost_reporting,
-    countIf(isNotNull(cost) AND cost_converted = 0) AS cost_unconverted,
-    sum(ifNull(energy_wh, 0)) AS energy_wh
+    toDate(occurred_at, 'UTC') AS day, {", ".join(DAILY_DIMENSIONS)},{_MEASURES_FROM_RAW}
 FROM usage_raw
 WHERE batch_id = {{b:UInt64}}
 GROUP BY day, {", ".join(DAILY_DIMENSIONS)}
