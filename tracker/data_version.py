@@ -1,25 +1,24 @@
 """A process-wide counter of changes to what the read API reports.
 
-Bumped after every landed batch (pipeline/writer.py), every recorded registry version and every
-re-classification run. With the embedded store (chdb: one process per data directory) every
-write happens in this process, so an answer cached under the current value is exact: it is
-recomputed after the next change, never served stale (api/cache.py).
+Bumped after every landed batch (pipeline/writer.py) and the daily rollup's backfill: the writes
+to the rollups that "as classified then" answers read. With the embedded store (chdb: one
+process per data directory) every such write happens in this process, so an answer cached under
+the current value is exact: recomputed after the next landing, never served stale
+(api/cache.py). Registry changes do not bump it; "as classified now" answers are not cached.
 """
 
 from __future__ import annotations
 
-import itertools
 import threading
 
 _lock = threading.Lock()
-_counter = itertools.count(1)
 _current = 0
 
 
 def bump() -> None:
     global _current
     with _lock:
-        _current = next(_counter)
+        _current += 1
 
 
 def current() -> int:

@@ -1,8 +1,9 @@
 """glibc allocator settings for the long-running processes (up, collector, pipeline, api).
 
-Measured in bench/RESULTS.md (pipeline, 30k records/s): with glibc's defaults the pipeline's
-private memory grew from ~300 to ~480 MB over five minutes, with these two settings it stayed
-~250-270 MB. Two defaults cause it:
+Measured in bench/RESULTS.md (pipeline, 30k records/s, five minutes): with glibc's defaults the
+pipeline's private memory went 296 -> 477 MB, with these two settings 248 -> 432 MB (~130 MB less
+at the same point of a run; the rest of the growth is inside the embedded engine). Two defaults
+cause the difference:
 - one malloc arena per thread, up to 8 per core: chdb's engine threads and Python's each
   keep freed memory in their own arena; two arenas bound that;
 - a dynamic mmap threshold that rises after the first large buffer is freed: Kafka messages
@@ -10,7 +11,7 @@ private memory grew from ~300 to ~480 MB over five minutes, with these two setti
   threshold at 128 KiB keeps every such buffer in its own mapping, returned when freed.
 An operator's MALLOC_ARENA_MAX / MALLOC_MMAP_THRESHOLD_ environment wins; other C libraries are
 left alone. pyarrow (Parquet exports) is pointed at the same system allocator instead of its
-bundled mimalloc, which kept ~70 MB more after a 10M-row export (ARROW_DEFAULT_MEMORY_POOL,
+bundled mimalloc, whose peak was ~70 MB higher in a 10M-row export (ARROW_DEFAULT_MEMORY_POOL,
 read when pyarrow first allocates; an operator's value wins).
 """
 

@@ -205,17 +205,20 @@ def headline(
     as_classified: AsClassified = AsClassified.then,
 ) -> Share:
     filters = filters or {}
-    sql, params = share_sql(basis, filters), share_parameters(start, end, filters)
-    fast = fast_share_sql(basis, filters)
-    if fast is not None:
-        day_from, day_to = daily_split(start, end)
-        sql, params = fast, {**params, "day_from": day_from, "day_to": day_to}
+    prepared = None
     if as_classified is AsClassified.now:
+        # None: no registry ever loaded, nothing to re-classify by; read as classified then.
         prepared = reclassify.prepare_now(client, start, end)
-        if prepared is not None:  # no registry ever loaded: nothing to re-classify by
-            version, covered = prepared
-            sql = share_sql(basis, filters, as_classified=as_classified)
-            params = share_parameters(start, end, filters, registry_now=version, covered=covered)
+    if prepared is not None:
+        version, covered = prepared
+        sql = share_sql(basis, filters, as_classified=as_classified)
+        params = share_parameters(start, end, filters, registry_now=version, covered=covered)
+    elif (fast := fast_share_sql(basis, filters)) is not None:
+        day_from, day_to = daily_split(start, end)
+        sql = fast
+        params = {**share_parameters(start, end, filters), "day_from": day_from, "day_to": day_to}
+    else:
+        sql, params = share_sql(basis, filters), share_parameters(start, end, filters)
     row = client.query(sql, parameters=params).result_rows[0]
     sov, on, off, unk, total, records, dom, sov_share, unk_share, unconverted = row
     return Share(

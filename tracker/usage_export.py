@@ -29,6 +29,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from clickhouse_connect.driver.client import Client
 
+from tracker.metrics import DAILY_FILTERS
+
 # (column, Arrow type) in export order; the Arrow types drive the Parquet schema.
 COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("record_id", pa.string()),
@@ -66,9 +68,6 @@ COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
 )
 COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
 SCHEMA = pa.schema(list(COLUMNS))
-
-# Filters the daily rollup can apply when an export plans its queries (a superset is enough).
-_DAILY_FILTERS = frozenset({"agency_id", "tier", "status"})
 
 # Filters of the raw endpoint -> ClickHouse parameter type (IN lists, like the rollup's).
 RAW_FILTERS: dict[str, str] = {
@@ -261,8 +260,8 @@ def windows(
     cuts: list[datetime] = []
     held = 0
     for day, n in counts:
-        d0 = max(start, datetime(day.year, day.month, day.day, tzinfo=UTC))
-        d1 = min(end, datetime(day.year, day.month, day.day, tzinfo=UTC) + _DAY)
+        midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        d0, d1 = max(start, midnight), min(end, midnight + _DAY)
         if d0 >= d1:
             continue
         if (held and held + n > budget) or n > budget:
@@ -293,10 +292,13 @@ def _plan(
     range merges every part at once, and that merge's read buffers grew to 1.3 GB for 10M rows
     on chdb; a window of ~WINDOW_ROWS rows of one agency reads one or two parts. The agencies
     and their rows per day come from usage_daily (a few thousand rows): listing them from
-    usage_raw read the whole range and cost ~300 MB at 100M rows (bench/RESULTS.md). Each
+    usage_raw read the whole range and cost ~300 MB at 100M rows (bench/RESULTS.md). So an
+    export holds the agencies with landed batches: rows of a batch still being landed (raw in,
+    rollups not yet) are in it only if their agency already has landed rows in the range. Each
     query's LIMIT is what remains of `limit`, judged by `counter` (rows already produced), so
     the caller must update it before the next step."""
-    daily = {k: v for k, v in filters.items() if k in _DAILY_FILTERS}
+    # The daily rollup applies what filters it can: its rows are a superset of the export's.
+    daily = {k: v for k, v in filters.items() if k in DAILY_FILTERS}
     where = [
         "day >= toDate({from_:DateTime64(3, 'UTC')}, 'UTC')",
         "day <= toDate({to:DateTime64(3, 'UTC')}, 'UTC')",
@@ -356,8 +358,8 @@ def _parquet(
     limit: int,
     counter: list[int],
 ) -> Iterator[bytes]:
-    """One row group per (agency, month) chunk, read as Arrow (the chunk is bounded by one
-    agency's month; parsing a CSV stream with pyarrow instead kept growing with the export)."""
+    """One row group per (agency, window) chunk, read as Arrow (a chunk is ~WINDOW_ROWS rows;
+    parsing a CSV stream with pyarrow instead kept growing with the export)."""
     sink = _Sink()
     with pq.ParquetWriter(sink, SCHEMA, compression="zstd") as writer:
         for sql, params in _plan(client, start, end, filters, after, limit, counter):

@@ -48,4 +48,7 @@ def test_a_day_over_the_budget_is_sliced() -> None:
 
 def test_no_counts_is_one_window() -> None:
     assert windows(START, END, []) == [(START, END)]
-    assert windows(START, START + timedelta(hours=1), [(START.date(), 10**6)], budget=10) != []
+    hour = START + timedelta(hours=1)
+    sliced = windows(START, hour, [(START.date(), 10**6)], budget=100_000)
+    check_cover(sliced, START, hour)
+    assert len(sliced) == 10  # the day's rows, in a range of one hour of it: still 10 slices
