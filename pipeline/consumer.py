@@ -49,6 +49,36 @@ class Stats:
     batches: int = 0
 
 
+class AssignmentWatch:
+    """Says when a member that has held no partition for too long should rejoin its group.
+
+    kafka-python's group leader assigns from its own metadata, and a leader that lacked the
+    topic's partitions at that moment assigns nothing to anyone. Usually the next metadata
+    refresh notices and the group rebalances, but a CI run after a kill -9 sat with nothing
+    assigned for 240 s with refreshes every 5 s. A member that stays unassigned rejoins, after
+    `first_after` seconds, then twice as long each time up to `longest`. The backoff keeps this
+    cheap when being unassigned is legitimate: more members than partitions."""
+
+    def __init__(self, first_after: float = 20.0, longest: float = 300.0) -> None:
+        self.first_after = first_after
+        self.longest = longest
+        self._after = first_after
+        self._since: float | None = None
+
+    def observe(self, assigned: bool, now: float) -> bool:
+        """Whether to rejoin now, given whether the member holds any partition at `now`."""
+        if assigned:
+            self._since, self._after = None, self.first_after
+            return False
+        if self._since is None:
+            self._since = now
+            return False
+        if now - self._since < self._after:
+            return False
+        self._since, self._after = now, min(self._after * 2, self.longest)
+        return True
+
+
 class PipelineConsumer:
     def __init__(
         self,
@@ -116,7 +146,9 @@ class PipelineConsumer:
                 log.info("assigned %s", sorted(str(tp) for tp in assigned))
 
         # The topic exists with its partitions before this (tracker.topics.ensure_topics).
-        self._consumer.subscribe([topic], listener=_Listener())
+        self._listener = _Listener()
+        self._consumer.subscribe([topic], listener=self._listener)
+        self._watch = AssignmentWatch()
 
     def run(self) -> None:
         backoff = 0.5
@@ -135,6 +167,8 @@ class PipelineConsumer:
                 backoff = 0.5
                 if self._rebalanced.is_set():
                     self._after_rebalance()
+                if self._watch.observe(bool(self._consumer.assignment()), time.monotonic()):
+                    self._rejoin()
                 for tp, messages in polled.items():
                     for message in messages:
                         self._add(tp, message.offset, message.value)
@@ -159,6 +193,22 @@ class PipelineConsumer:
         if not self._halted:
             self.flush()
         self.writer.repair(lookback_ns=REPAIR_LOOKBACK_NS)
+
+    def _rejoin(self) -> None:
+        """Leave the group and join it again (AssignmentWatch), if the topic has partitions."""
+        try:
+            partitions = self._consumer.partitions_for_topic(self.topic) or set()
+        except KafkaError as exc:  # the broker is away: poll() reports it and retries
+            log.warning("cannot read %s's partitions (%s); not rejoining yet", self.topic, exc)
+            return
+        if not partitions:
+            return
+        log.warning(
+            "no partition of %s (%d partitions) assigned to this member for a while; "
+            "rejoining the group", self.topic, len(partitions),
+        )  # fmt: skip
+        self._consumer.unsubscribe()
+        self._consumer.subscribe([self.topic], listener=self._listener)
 
     def stop(self) -> None:
         """Finish the batch in hand (land, then commit) and leave the group."""

@@ -7,7 +7,7 @@ A cursor is the sort key of the last row of a page; the next page is "after that
 stays correct while records keep landing (no OFFSET drift).
 
 Exports never hold the result. They run as one ordered query per (agency, time window of about
-WINDOW_ROWS rows) (see _plan):
+WINDOW_ROWS rows, PARQUET_WINDOW_ROWS for Parquet) (see _plan):
 CSV and JSON lines are produced by ClickHouse and streamed block by block (on chdb and on a
 server alike); Parquet is written one row group per chunk, read as Arrow. Memory is a few blocks
 (CSV, JSON lines) or one window (Parquet), whatever the export's size (bench/api.py).
