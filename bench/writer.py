@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import os
 import shutil
 import sys
 import time
@@ -34,10 +35,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def _status_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    from bench.api import _rss_mb
+
+    return _rss_mb(os.getpid(), field)
 
 
 def run(data_dir: Path, batch: int, batches: int, trim: bool) -> None:

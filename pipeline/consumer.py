@@ -124,10 +124,9 @@ class PipelineConsumer:
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=max(500, session_timeout_ms // 4),
             client_id="tracker-pipeline",
-            # The group leader assigns from its own metadata: if that lacked the topic's
-            # partitions when the group formed (a topic just created), every member is assigned
-            # nothing until the next refresh, 5 minutes by default. Refreshed every 5 s, the
-            # leader notices and the group rebalances at once (a CI run sat idle for 60 s).
+            # A leader that assigned from metadata lacking the topic's partitions usually
+            # notices at its next refresh: 5 s instead of the default 5 minutes. When it does
+            # not, AssignmentWatch makes the member rejoin.
             metadata_max_age_ms=5_000,
         )
         self._dlq = KafkaProducer(
