@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_never, wait_exponential
 
@@ -47,6 +47,8 @@ class Stats:
     duplicates: int = 0
     rejected: int = 0
     batches: int = 0
+    rejoins: int = 0
+    partitions: int = 0  # held now
 
 
 class AssignmentWatch:
@@ -93,6 +95,7 @@ class PipelineConsumer:
         batch_max_seconds: float = 1.0,
         metrics: PipelineMetrics | None = None,
         session_timeout_ms: int = 10_000,
+        assignment_watch: AssignmentWatch | None = None,
     ) -> None:
         self.topic = topic
         self.dlq_topic = dlq_topic
@@ -106,6 +109,9 @@ class PipelineConsumer:
         self._halted = False
         self._rebalanced = threading.Event()
         self._batch = Batch()
+        # Offsets of landed batches whose commit met a rebalance: committed with the next
+        # commit, for the partitions this member still holds then.
+        self._uncommitted: dict[TopicPartition, int] = {}
         self._consumer = KafkaConsumer(
             bootstrap_servers=bootstrap.split(","),
             group_id=group_id,
@@ -139,15 +145,17 @@ class PipelineConsumer:
             # (commit) may be made: they only raise flags that the loop acts on after poll().
             def on_partitions_revoked(self, revoked: Any) -> None:
                 outer._rebalanced.set()
+                outer._held(0)
 
             def on_partitions_assigned(self, assigned: Any) -> None:
                 outer._rebalanced.set()
+                outer._held(len(assigned))
                 log.info("assigned %s", sorted(str(tp) for tp in assigned))
 
         # The topic exists with its partitions before this (tracker.topics.ensure_topics).
         self._listener = _Listener()
         self._consumer.subscribe([topic], listener=self._listener)
-        self._watch = AssignmentWatch()
+        self._watch = assignment_watch or AssignmentWatch()
 
     def run(self) -> None:
         backoff = 0.5
@@ -183,14 +191,18 @@ class PipelineConsumer:
             self._dlq.close(timeout=10)
 
     def _after_rebalance(self) -> None:
-        """Land the batch in hand (its commit is refused for partitions now owned by another
-        member, which re-reads them and drops what landed here as duplicates; for the ones kept,
-        the position runs on, so dropping the batch instead would lose it). Then finish any
+        """Land the batch in hand (committed only for the partitions this member still holds;
+        another member now owning the rest re-reads them and drops what landed here as
+        duplicates; for the ones kept, the position runs on, so dropping the batch instead would
+        lose it), with any offsets a rebalance deferred. Then finish any
         batch a dead member left half-landed, so the key check sees those records before they
         are read again."""
         self._rebalanced.clear()
+        self.metrics.lag.clear()  # no stale figure for a partition another member now holds
         if not self._halted:
             self.flush()
+            if self._uncommitted:
+                self._commit({})
         self.writer.repair(lookback_ns=REPAIR_LOOKBACK_NS)
 
     def _rejoin(self) -> None:
@@ -208,6 +220,12 @@ class PipelineConsumer:
         )  # fmt: skip
         self._consumer.unsubscribe()
         self._consumer.subscribe([self.topic], listener=self._listener)
+        self.stats.rejoins += 1
+        self.metrics.rejoins.inc()
+
+    def _held(self, partitions: int) -> None:
+        self.stats.partitions = partitions
+        self.metrics.partitions.set(partitions)
 
     def stop(self) -> None:
         """Finish the batch in hand (land, then commit) and leave the group."""
@@ -266,7 +284,7 @@ class PipelineConsumer:
         result = retry(self.writer.write, batch.rows)
         self._dead_letter(batch.rejections, retry)
         self.metrics.write_seconds.observe(time.monotonic() - started)
-        self._commit({tp: OffsetAndMetadata(off, None, -1) for tp, off in batch.offsets.items()})
+        self._commit(batch.offsets)
         m = self.metrics
         m.messages.inc(batch.messages)
         m.records.labels("landed").inc(result.inserted)
@@ -283,19 +301,35 @@ class PipelineConsumer:
         self.stats.rejected += len(batch.rejections)
         self.stats.batches += 1
 
-    def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
-        """Commit after landing. While the broker is away the commit is retried; if it never
-        succeeds the batch is simply re-read later, and its records are dropped as duplicates."""
+    def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit after landing, with any offsets left over from a commit that met a rebalance.
+
+        While the broker is away the commit is retried. While the group rebalances it is not:
+        the rebalance completes only inside poll(), so waiting here would hold the whole group
+        (a 120 s stall, twice, in a CI run). Those offsets are kept and committed with the next
+        commit if this member still holds the partitions; if another member holds them it
+        re-reads from the last commit and drops what landed here as duplicates."""
+        pending = dict(self._uncommitted)
+        for tp, off in offsets.items():
+            pending[tp] = max(off, pending.get(tp, off))
+        # Only partitions held now: the broker takes a commit for any partition from a current
+        # member, and one owned by another member is its to commit.
+        held = self._consumer.assignment()
+        pending = {tp: off for tp, off in pending.items() if tp in held}
+        self._uncommitted = {}
+        if not pending:
+            return
         deadline = time.monotonic() + 120
         delay = 0.5
         while True:
             try:
-                self._consumer.commit(offsets)
+                self._consumer.commit(
+                    {tp: OffsetAndMetadata(off, None, -1) for tp, off in pending.items()}
+                )
                 return
-            except CommitFailedError:
-                # The group moved on: these partitions belong to another member now, which
-                # re-reads from the last commit; what we landed is dropped there as duplicate.
-                log.warning("offset commit refused after a rebalance; the new owner re-reads")
+            except (CommitFailedError, RebalanceInProgressError) as exc:
+                log.info("offset commit deferred by a rebalance (%s)", type(exc).__name__)
+                self._uncommitted = pending
                 return
             except KafkaError as exc:
                 if time.monotonic() > deadline or self.stopping.is_set():
@@ -312,7 +346,10 @@ class PipelineConsumer:
         )
 
     def _update_lag(self, offsets: dict[TopicPartition, int]) -> None:
+        held = self._consumer.assignment()
         for tp, position in offsets.items():
+            if tp not in held:  # landed after a rebalance moved it; its new owner reports it
+                continue
             end = self._consumer.highwater(tp)
             if end is not None:
                 self.metrics.lag.labels(str(tp.partition)).set(max(0, end - position))

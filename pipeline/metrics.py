@@ -29,6 +29,16 @@ class PipelineMetrics:
         self.write_failures = Counter(
             "tracker_pipeline_write_failures", "ClickHouse write attempts that failed", registry=r
         )
+        self.rejoins = Counter(
+            "tracker_pipeline_rejoins",
+            "Times this member left and rejoined its group after holding no partition for a while",
+            registry=r,
+        )
+        self.partitions = Gauge(
+            "tracker_pipeline_assigned_partitions",
+            "Partitions this member holds now (0 while unassigned or rebalancing)",
+            registry=r,
+        )
         self.lag = Gauge(
             "tracker_pipeline_lag", "Messages behind the end of the partition", ["partition"],
             registry=r,

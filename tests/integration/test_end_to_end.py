@@ -5,8 +5,10 @@ dataset itself and tiers written down by hand, independently of the classifier a
 from __future__ import annotations
 
 import random
+import socket
 import threading
 import time
+import urllib.request
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -16,7 +18,8 @@ from typing import Any
 import orjson
 import pytest
 from fastapi.testclient import TestClient
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
 from tracker.cli.wiring import Core, collector_app, open_core, run_pipeline
@@ -75,7 +78,7 @@ def expected(records: list[dict[str, Any]], agencies: set[str]) -> dict[str, dic
 @pytest.fixture(scope="module")
 def wired(
     settings: CommonSettings, pool: object, kafka_bootstrap: str
-) -> Iterator[tuple[TestClient, TestClient, Core, str, str]]:
+) -> Iterator[tuple[TestClient, TestClient, Core, str, str, int]]:
     topic = f"usage.v1.{uuid.uuid4().hex[:6]}"
     common: dict[str, Any] = {"data_dir": settings.data_dir, "clickhouse_database": settings.clickhouse_database,
               "kafka_bootstrap": kafka_bootstrap, "kafka_topic": topic,
@@ -85,14 +88,20 @@ def wired(
     app, sink = collector_app(
         CollectorSettings(**common, kafka_records_per_message=100), core.pool.get()
     )
+    with socket.socket() as probe:  # a free port for the pipeline's /metrics
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     consumer = run_pipeline(
-        PipelineSettings(**common, consumer_group=f"g-{topic}", batch_max_seconds=0.3), core
+        PipelineSettings(
+            **common, consumer_group=f"g-{topic}", batch_max_seconds=0.3, metrics_port=port
+        ),
+        core,
     )
     thread = threading.Thread(target=consumer.run, daemon=True)
     thread.start()
     try:
         with TestClient(app) as collector, TestClient(create_app(core.pool)) as api:
-            yield collector, api, core, key, topic
+            yield collector, api, core, key, topic, port
     finally:
         consumer.stop()
         thread.join(timeout=30)
@@ -109,9 +118,9 @@ def wait_for(core: Core, count: int, timeout: float = 90) -> int:
 
 
 def test_known_dataset_through_kafka_matches_independent_sums(
-    wired: tuple[TestClient, TestClient, Core, str, str], kafka_bootstrap: str
+    wired: tuple[TestClient, TestClient, Core, str, str, int], kafka_bootstrap: str
 ) -> None:
-    collector, api, core, key, topic = wired
+    collector, api, core, key, topic, _ = wired
     records = dataset(2_500)
     auth = {"Authorization": f"Bearer {key}"}
     for start in range(0, len(records), 500):
@@ -154,3 +163,58 @@ def test_known_dataset_through_kafka_matches_independent_sums(
             assert body["sovereign_share"] == pytest.approx(t["sovereign"] / total)
             assert body["unknown_share"] == pytest.approx(t["unknown"] / total)
             assert body["records"] == sum(1 for r in records if r["agency_id"] in agencies)
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_prometheus_metrics_count_what_the_pipeline_did(
+    wired: tuple[TestClient, TestClient, Core, str, str, int], kafka_bootstrap: str
+) -> None:
+    """Lag, throughput by outcome, batch sizes, rejects and write latency, scraped over HTTP
+    from the pipeline's /metrics and compared with what the topic and the tables hold. Runs
+    after the dataset test in the same module: its records, its 10% resent, and one malformed
+    message sent here straight to the topic."""
+    _, _, core, _, topic, port = wired
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    producer.send(topic, key=b"in-sbi", value=b"{not json")
+    producer.flush(timeout=30)
+    producer.close()
+    deadline = time.monotonic() + 60
+    while core.pool.query_rows("SELECT count() FROM usage_rejects")[0][0] < 1:
+        assert time.monotonic() < deadline, "the malformed message was never rejected"
+        time.sleep(0.2)
+    time.sleep(1.0)  # the batch's metrics are set right after its rejects land
+    consumer = KafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
+                             consumer_timeout_ms=3000)  # fmt: skip
+    in_topic = sum(1 for _ in consumer)
+    consumer.close()
+    landed = int(core.pool.query_rows("SELECT count() FROM usage_raw")[0][0])
+    m = scrape(port)
+
+    def one(name: str, **labels: str) -> float:
+        return m[(name, tuple(sorted(labels.items())))]
+
+    assert landed == 2_500
+    assert one("tracker_pipeline_messages_total") == in_topic
+    assert one("tracker_pipeline_records_total", outcome="landed") == landed
+    assert one("tracker_pipeline_records_total", outcome="duplicate") == 250  # the resent 10%
+    assert one("tracker_pipeline_records_total", outcome="rejected") == 1
+    batches = one("tracker_pipeline_batches_total")
+    assert batches >= 2
+    assert one("tracker_pipeline_batch_rows_count") == batches
+    assert one("tracker_pipeline_batch_rows_sum") == landed + 250  # before the duplicate drop
+    assert one("tracker_pipeline_write_seconds_count") == batches
+    assert 0 < one("tracker_pipeline_write_seconds_sum") < 60 * batches
+    lags = [v for (name, _), v in m.items() if name == "tracker_pipeline_lag"]
+    assert lags and all(v == 0 for v in lags)  # caught up on every partition it reports
+    assert one("tracker_pipeline_assigned_partitions") == 4
+    assert one("tracker_pipeline_rejoins_total") == 0
+    assert one("tracker_pipeline_write_failures_total") == 0

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.consumer import PipelineConsumer
+from pipeline.consumer import AssignmentWatch, PipelineConsumer
+from pipeline.writer import Writer
 from tests.integration.faults import (
     COUNT_SQL,
     LagProbe,
@@ -32,6 +33,7 @@ from tests.integration.faults import (
 from tracker.cli.wiring import Core, open_core, run_pipeline
 from tracker.clickhouse import ClientPool
 from tracker.settings import CommonSettings, PipelineSettings
+from tracker.topics import ensure_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTAGE_SECONDS = float(os.environ.get("TRACKER_FAULT_OUTAGE_SECONDS", "60"))
@@ -163,6 +165,132 @@ def test_rebalance_when_one_of_two_members_crashes(
     second.stop()
     threads[1].join(timeout=30)
     assert first.stats.batches >= 2 and second.stats.batches >= 1
+    assert counts(pool) == truth_rows(stream)
+
+
+def test_a_member_that_rejoined_takes_over_when_the_holder_crashes(
+    core: Core, settings: CommonSettings, pool: ClientPool, kafka_bootstrap: str
+) -> None:
+    """The AssignmentWatch rejoin against the real group coordinator. One partition, two
+    members: one is always unassigned, so with a 1-2 s watch it keeps leaving and rejoining the
+    group while the other lands, and each rejoin rebalances the group. Then the member holding
+    the partition crashes: the other, rejoined several times, must take over and land the rest,
+    and every record counts once."""
+    topic, group = f"faults-rejoin-{uuid.uuid4().hex[:6]}", f"g-{uuid.uuid4().hex[:6]}"
+    ensure_topics(kafka_bootstrap, topic, topic + ".dlq", partitions=1)
+    stream = make_stream(30_000, seed=4)
+    ps = pipeline_settings(settings, kafka_bootstrap, topic, group)
+
+    def member() -> PipelineConsumer:
+        return PipelineConsumer(
+            bootstrap=kafka_bootstrap, topic=topic, dlq_topic=topic + ".dlq", group_id=group,
+            processor=core.processor, writer=Writer(core.pool.get()),
+            batch_max_rows=ps.batch_max_rows, batch_max_seconds=ps.batch_max_seconds,
+            assignment_watch=AssignmentWatch(first_after=1.0, longest=2.0),
+        )  # fmt: skip
+
+    members = [member(), member()]
+    threads = [start(m) for m in members]
+    # Trickle half the stream in, one chunk a second, until the unassigned member has
+    # rejoined at least three times (each rejoin a rebalance while records flow).
+    half, size = len(stream.messages) // 2, len(stream.messages) // 20
+    sent, deadline = 0, time.monotonic() + 90
+    while sent < half or sum(m.stats.rejoins for m in members) < 3:
+        assert time.monotonic() < deadline, [m.stats.rejoins for m in members]
+        produce(kafka_bootstrap, topic, stream.messages[sent : min(sent + size, half)])
+        sent = min(sent + size, half)
+        time.sleep(1.0)
+    # The holder crashes (its batch in hand dropped uncommitted); the other takes over.
+    deadline = time.monotonic() + 30
+    while not any(m.stats.partitions for m in members):  # not mid-rebalance
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    holder = next(i for i, m in enumerate(members) if m.stats.partitions)
+    survivor = members[1 - holder]
+    landed_before = survivor.stats.batches
+    members[holder].halt()
+    threads[holder].join(timeout=30)
+    produce(kafka_bootstrap, topic, stream.messages[half:])
+    wait_caught_up(kafka_bootstrap, topic, group, timeout=120)
+    survivor.stop()
+    threads[1 - holder].join(timeout=30)
+    rejoins = [m.stats.rejoins for m in members]
+    assert sum(rejoins) >= 3, rejoins
+    exported = [
+        m.metrics.registry.get_sample_value("tracker_pipeline_rejoins_total") for m in members
+    ]
+    assert exported == rejoins
+    assert survivor.stats.batches > landed_before
+    assert survivor.stats.partitions == 0  # it left the group on stop
+    assert counts(pool) == truth_rows(stream)
+
+
+class HeldWriter(Writer):
+    """The real writer, whose first write waits until the test releases it: a slow ClickHouse
+    write during which the group starts to rebalance."""
+
+    def __init__(self, client: Any) -> None:
+        super().__init__(client)
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def write(self, rows: list[tuple[Any, ...]]) -> Any:
+        if not self.entered.is_set():
+            self.entered.set()
+            self.release.wait(60)
+        return super().write(rows)
+
+
+def test_a_commit_that_meets_a_rebalance_is_deferred_not_retried(
+    core: Core, settings: CommonSettings, pool: ClientPool, kafka_bootstrap: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """A member lands its batch in hand when its partitions are revoked, while its rejoin is
+    still in flight: the group waits for a third member stuck in a slow write. Its commit then
+    meets a rebalance that only its own poll() can complete. The offsets are kept, not retried
+    (retrying held the whole group for 120 s in a CI run), and committed after the rebalance
+    for the partitions it still holds; nothing else would commit those, as no record is
+    produced afterwards."""
+    topic, group = f"faults-defer-{uuid.uuid4().hex[:6]}", f"g-{uuid.uuid4().hex[:6]}"
+    stream = make_stream(12_000, seed=6)
+    half = len(stream.messages) // 2
+    produce(kafka_bootstrap, topic, stream.messages[:half])
+    group_lag(kafka_bootstrap, topic, group)  # waits until the group coordinator answers
+
+    def member(writer: Writer, batch_seconds: float) -> PipelineConsumer:
+        return PipelineConsumer(
+            bootstrap=kafka_bootstrap, topic=topic, dlq_topic=topic + ".dlq", group_id=group,
+            processor=core.processor, writer=writer, batch_max_rows=1_000_000,
+            batch_max_seconds=batch_seconds, session_timeout_ms=6_000,
+        )  # fmt: skip
+
+    def wait_for(condition: Any, what: str) -> None:
+        deadline = time.monotonic() + 60
+        while not condition():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.05)
+
+    # The holder lands only when its partitions are revoked (or it stops).
+    holder = member(Writer(core.pool.get()), batch_seconds=3600)
+    threads = [start(holder)]
+    wait_for(lambda: holder.stats.partitions == 4, "the holder was never assigned")
+    slow_writer = HeldWriter(core.pool.get())
+    slow = member(slow_writer, batch_seconds=0.5)
+    threads.append(start(slow))
+    wait_for(lambda: holder.stats.batches >= 1 and slow.stats.partitions, "no first rebalance")
+    produce(kafka_bootstrap, topic, stream.messages[half:])
+    assert slow_writer.entered.wait(60), "the slow member never started to land"
+    caplog.set_level("INFO", logger="pipeline.consumer")
+    third = member(Writer(core.pool.get()), batch_seconds=0.5)
+    threads.append(start(third))
+    wait_for(
+        lambda: any("offset commit deferred" in r.message for r in caplog.records),
+        "the holder's commit never met the rebalance",
+    )
+    slow_writer.release.set()
+    wait_caught_up(kafka_bootstrap, topic, group, timeout=90)
+    for consumer, thread in zip((holder, slow, third), threads, strict=True):
+        consumer.stop()
+        thread.join(timeout=30)
     assert counts(pool) == truth_rows(stream)
 
 
