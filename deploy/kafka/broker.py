@@ -129,6 +129,9 @@ def _write_props(path: Path, port: int, cport: int) -> None:
         "broker.heartbeat.interval.ms": "500",
         "num.partitions": "4",
         "auto.create.topics.enable": "true",
+        # Retention is enforced within a second (default: 5 minutes), so a test can watch
+        # the broker delete what has expired.
+        "log.retention.check.interval.ms": "1000",
     }
     path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
 

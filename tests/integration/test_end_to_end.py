@@ -184,8 +184,7 @@ def test_prometheus_metrics_count_what_the_pipeline_did(
     message sent here straight to the topic."""
     _, _, core, _, topic, port = wired
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    producer.send(topic, key=b"in-sbi", value=b"{not json")
-    producer.flush(timeout=30)
+    poison = producer.send(topic, key=b"in-sbi", value=b"{not json").get(timeout=30)
     producer.close()
     deadline = time.monotonic() + 60
     while core.pool.query_rows("SELECT count() FROM usage_rejects")[0][0] < 1:
@@ -198,6 +197,20 @@ def test_prometheus_metrics_count_what_the_pipeline_did(
     consumer.close()
     landed = int(core.pool.query_rows("SELECT count() FROM usage_raw")[0][0])
     m = scrape(port)
+    # The dead letter names its source, and so does the auditors' table; the partition went on.
+    dlq = KafkaConsumer(topic + ".dlq", bootstrap_servers=kafka_bootstrap,
+                        auto_offset_reset="earliest", consumer_timeout_ms=3000)  # fmt: skip
+    letters = [orjson.loads(message.value) for message in dlq]
+    dlq.close()
+    assert len(letters) == 1
+    letter = letters[0]
+    assert (letter["source_topic"], letter["source_partition"], letter["source_offset"]) == (
+        topic, poison.partition, poison.offset,
+    )  # fmt: skip
+    assert letter["record_index"] == -1 and letter["reason"] and letter["payload"] == "{not json"
+    assert core.pool.query_rows(
+        "SELECT source_partition, source_offset, reason FROM usage_rejects"
+    ) == [(poison.partition, poison.offset, letter["reason"])]
 
     def one(name: str, **labels: str) -> float:
         return m[(name, tuple(sorted(labels.items())))]
