@@ -10,10 +10,18 @@ import threading
 from typing import Any
 
 import clickhouse_connect
+from clickhouse_connect.driver import options as _cc_options
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from tracker.settings import CommonSettings
+
+# clickhouse-connect imports pandas on the first insert, to tell whether the data is a
+# DataFrame (its lazily resolved `options.pd`). The tracker never inserts or reads DataFrames,
+# and importing pandas costs every process ~40 MB of RSS; settled here as "not available".
+# (Arrow, which the Parquet export uses, is resolved separately and not affected.)
+_cc_options.pd = None
+_cc_options.pd_time_test = None
 
 
 class StorageUnavailable(RuntimeError):

@@ -8,19 +8,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from clickhouse_connect.driver.client import Client
-from fastapi import FastAPI
 from kafka.errors import KafkaError
 from prometheus_client import start_http_server
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from api.app import create_app as create_api_app
-from collector.app import create_app as create_collector_app
-from collector.ingest import ingest_router
-from collector.routes_sources import source_routers
-from collector.sink import KafkaSink, SpoolingSink
-from collector.spool import Spool
 from pipeline.consumer import PipelineConsumer
 from pipeline.metrics import PipelineMetrics
 from pipeline.processor import Processor
@@ -41,6 +35,14 @@ from tracker.settings import (
     PipelineSettings,
 )
 from tracker.topics import ensure_topics
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from collector.sink import SpoolingSink
+
+# The API and collector modules (FastAPI, and pyarrow for exports: ~45 MB of RSS) are imported
+# by the functions that build them, so `tracker pipeline` does not carry them.
 
 log = logging.getLogger("tracker")
 
@@ -86,6 +88,10 @@ class DirectSink:
 
 
 def embedded_app(settings: EmbeddedSettings, core: Core) -> FastAPI:
+    from api.app import create_app as create_api_app
+    from collector.ingest import ingest_router
+    from collector.routes_sources import source_routers
+
     app = create_api_app(core.pool)
     app.state.gateway_auth = GatewayAuth(core.pool.get())
     app.state.max_body_bytes = settings.max_body_bytes  # signature checks read under this limit
@@ -105,6 +111,10 @@ def embedded_app(settings: EmbeddedSettings, core: Core) -> FastAPI:
 
 
 def collector_app(settings: CollectorSettings, client: Client) -> tuple[FastAPI, SpoolingSink]:
+    from collector.app import create_app as create_collector_app
+    from collector.sink import KafkaSink, SpoolingSink
+    from collector.spool import Spool
+
     try:
         ensure_topics(settings.kafka_bootstrap, settings.kafka_topic, settings.kafka_dlq_topic)
     except KafkaError as exc:  # start anyway: records spool until Kafka is back
@@ -126,6 +136,8 @@ def collector_app(settings: CollectorSettings, client: Client) -> tuple[FastAPI,
 
 
 def api_app(settings: ApiSettings) -> FastAPI:
+    from api.app import create_app as create_api_app
+
     return create_api_app(ClientPool(settings))
 
 
