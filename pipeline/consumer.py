@@ -112,7 +112,6 @@ class PipelineConsumer:
         # Offsets of landed batches whose commit met a rebalance: committed with the next
         # commit, for the partitions this member still holds then.
         self._uncommitted: dict[TopicPartition, int] = {}
-        self._joined_empty = False  # the last completed join gave this member nothing
         self._consumer = KafkaConsumer(
             bootstrap_servers=bootstrap.split(","),
             group_id=group_id,
@@ -150,7 +149,7 @@ class PipelineConsumer:
 
             def on_partitions_assigned(self, assigned: Any) -> None:
                 outer._rebalanced.set()
-                outer._held(len(assigned), joined=True)
+                outer._held(len(assigned))
                 log.info("assigned %s", sorted(str(tp) for tp in assigned))
 
         # The topic exists with its partitions before this (tracker.topics.ensure_topics).
@@ -175,10 +174,7 @@ class PipelineConsumer:
                 backoff = 0.5
                 if self._rebalanced.is_set():
                     self._after_rebalance()
-                # Only a completed join that gave nothing counts as unassigned: leaving while a
-                # join is in flight would restart it (seen with a join held by a slow member).
-                idle = self._joined_empty and not self._consumer.assignment()
-                if self._watch.observe(not idle, time.monotonic()):
+                if self._watch.observe(bool(self._consumer.assignment()), time.monotonic()):
                     self._rejoin()
                 for tp, messages in polled.items():
                     for message in messages:
@@ -222,15 +218,12 @@ class PipelineConsumer:
             "no partition of %s (%d partitions) assigned to this member for a while; "
             "rejoining the group", self.topic, len(partitions),
         )  # fmt: skip
-        self._joined_empty = False  # a new join starts
         self._consumer.unsubscribe()
         self._consumer.subscribe([self.topic], listener=self._listener)
         self.stats.rejoins += 1
         self.metrics.rejoins.inc()
 
-    def _held(self, partitions: int, *, joined: bool = False) -> None:
-        """Partitions held now; `joined`: a join just completed (and gave these)."""
-        self._joined_empty = joined and partitions == 0
+    def _held(self, partitions: int) -> None:
         self.stats.partitions = partitions
         self.metrics.partitions.set(partitions)
 

@@ -245,7 +245,7 @@ def test_a_commit_that_meets_a_rebalance_is_deferred_not_retried(
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
     """A member lands its batch in hand when its partitions are revoked, while its rejoin is
-    still in flight: the group waits for a member stuck in a slow write. Its commit then
+    still in flight: the group waits for a third member stuck in a slow write. Its commit then
     meets a rebalance that only its own poll() can complete. The offsets are kept, not retried
     (retrying held the whole group for 120 s in a CI run), and committed after the rebalance
     for the partitions it still holds; nothing else would commit those, as no record is
@@ -261,7 +261,6 @@ def test_a_commit_that_meets_a_rebalance_is_deferred_not_retried(
             bootstrap=kafka_bootstrap, topic=topic, dlq_topic=topic + ".dlq", group_id=group,
             processor=core.processor, writer=writer, batch_max_rows=1_000_000,
             batch_max_seconds=batch_seconds, session_timeout_ms=6_000,
-            assignment_watch=AssignmentWatch(first_after=1.0, longest=2.0),
         )  # fmt: skip
 
     def wait_for(condition: Any, what: str) -> None:
@@ -287,15 +286,11 @@ def test_a_commit_that_meets_a_rebalance_is_deferred_not_retried(
         lambda: any("offset commit deferred" in r.message for r in caplog.records),
         "the holder's commit never met the rebalance",
     )
-    # The join stays in flight while the slow member writes. Members waiting in it hold no
-    # partition, but must not leave and rejoin (their 1 s watch would fire): that restarts it.
-    time.sleep(4)
     slow_writer.release.set()
     wait_caught_up(kafka_bootstrap, topic, group, timeout=90)
     for consumer, thread in zip((holder, slow, third), threads, strict=True):
         consumer.stop()
         thread.join(timeout=30)
-    assert [m.stats.rejoins for m in (holder, slow, third)] == [0, 0, 0]
     assert counts(pool) == truth_rows(stream)
 
 
