@@ -137,10 +137,26 @@ def test_kill_9_mid_batch_and_restart(kafka_bootstrap: str, tmp_path: Path) -> N
         "import json, sys, clickhouse_connect\n"
         f"c = clickhouse_connect.get_client(dsn='chdb://{tmp_path / 'pipe' / 'chdb'}', database='tracker')\n"
         f"r = c.query('''{COUNT_SQL}''')\n"
-        "print(json.dumps({k: int(v or 0) for k, v in zip(r.column_names, r.result_rows[0])}))\n"
+        f"m = c.query('''{MONTHS_SQL}''').result_rows\n"
+        "print(json.dumps([{k: int(v or 0) for k, v in zip(r.column_names, r.result_rows[0])},\n"
+        "                  [[int(x) for x in row] for row in m]]))\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == truth_rows(stream)
+    figures, months = json.loads(out.stdout.strip().splitlines()[-1])
+    # On a mismatch, which month of which table is off (raw, hourly, daily records per month).
+    assert figures == truth_rows(stream), [row for row in months if len(set(row[1:])) > 1]
+    assert len(months) == 9 and all(len(set(row[1:])) == 1 for row in months), months  # + daily
+
+
+MONTHS_SQL = """
+SELECT m, r, h, d FROM
+    (SELECT toYYYYMM(occurred_at) AS m, count() AS r FROM usage_raw GROUP BY m) AS raw
+    FULL OUTER JOIN (SELECT toYYYYMM(hour) AS m, sum(records) AS h FROM usage_hourly GROUP BY m)
+        AS hourly USING m
+    FULL OUTER JOIN (SELECT toYYYYMM(day) AS m, sum(records) AS d FROM usage_daily GROUP BY m)
+        AS daily USING m
+ORDER BY m
+"""
 
 
 def test_rebalance_when_one_of_two_members_crashes(
