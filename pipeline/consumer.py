@@ -305,10 +305,11 @@ class PipelineConsumer:
         """Commit after landing, with any offsets left over from a commit that met a rebalance.
 
         While the broker is away the commit is retried. While the group rebalances it is not:
-        the rebalance completes only inside poll(), so waiting here would hold the whole group
-        (a 120 s stall, twice, in a CI run). Those offsets are kept and committed with the next
-        commit if this member still holds the partitions; if another member holds them it
-        re-reads from the last commit and drops what landed here as duplicates."""
+        the rebalance completes only inside poll(), so waiting here can hold the whole group
+        (the rejoin fault test stalled 90-120 s this way in several runs). Those offsets are
+        kept and committed with the next commit if this member still holds the partitions; if
+        another member holds them it re-reads from the last commit and drops what landed here
+        as duplicates."""
         pending = dict(self._uncommitted)
         for tp, off in offsets.items():
             pending[tp] = max(off, pending.get(tp, off))

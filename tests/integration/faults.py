@@ -185,3 +185,14 @@ SELECT
     (SELECT uniqExact(source_partition, source_offset, record_index) FROM usage_rejects)
         AS rejected_records
 """
+
+# Records per month in raw and in both rollups: on a mismatch, which month of which is off.
+MONTHS_SQL = """
+SELECT m, r, h, d FROM
+    (SELECT toYYYYMM(occurred_at) AS m, count() AS r FROM usage_raw GROUP BY m) AS raw
+    FULL OUTER JOIN (SELECT toYYYYMM(hour) AS m, sum(records) AS h FROM usage_hourly GROUP BY m)
+        AS hourly USING m
+    FULL OUTER JOIN (SELECT toYYYYMM(day) AS m, sum(records) AS d FROM usage_daily GROUP BY m)
+        AS daily USING m
+ORDER BY m
+"""

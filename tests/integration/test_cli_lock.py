@@ -3,7 +3,6 @@ code 2 and says why, instead of a trace (chdb: one process per data directory)."
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -11,11 +10,7 @@ from pathlib import Path
 
 import httpx
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.integration.ports import free_port
 
 
 def test_gateway_add_refuses_while_up_holds_the_store(tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ dataset itself and tiers written down by hand, independently of the classifier a
 from __future__ import annotations
 
 import random
-import socket
 import threading
 import time
 import urllib.request
@@ -22,6 +21,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
+from tests.integration.ports import free_port
 from tracker.cli.wiring import Core, collector_app, open_core, run_pipeline
 from tracker.gateways import add
 from tracker.settings import CollectorSettings, CommonSettings, PipelineSettings
@@ -88,9 +88,7 @@ def wired(
     app, sink = collector_app(
         CollectorSettings(**common, kafka_records_per_message=100), core.pool.get()
     )
-    with socket.socket() as probe:  # a free port for the pipeline's /metrics
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # for the pipeline's /metrics
     consumer = run_pipeline(
         PipelineSettings(
             **common, consumer_group=f"g-{topic}", batch_max_seconds=0.3, metrics_port=port

@@ -10,7 +10,6 @@ import base64
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -25,6 +24,7 @@ import uvicorn
 from api.app import create_app
 from pipeline.processor import Processor
 from pipeline.writer import Writer
+from tests.integration.ports import free_port
 from tests.integration.test_api_support import api_settings
 from tracker import demo
 from tracker import registry as registry_mod
@@ -44,9 +44,7 @@ def server(pool: ClientPool, settings: CommonSettings) -> Iterator[str]:
     processor, writer = Processor(Classifier(registry)), Writer(pool.get())
     for i in range(0, len(records), 10_000):
         writer.write(processor.process_records(records[i : i + 10_000]).rows)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     config = uvicorn.Config(
         create_app(pool, api_settings(settings)), host="127.0.0.1", port=port, log_level="warning"
     )

@@ -23,6 +23,7 @@ from pipeline.consumer import AssignmentWatch, PipelineConsumer
 from pipeline.writer import Writer
 from tests.integration.faults import (
     COUNT_SQL,
+    MONTHS_SQL,
     LagProbe,
     group_lag,
     make_stream,
@@ -148,17 +149,6 @@ def test_kill_9_mid_batch_and_restart(kafka_bootstrap: str, tmp_path: Path) -> N
     assert len(months) == 9 and all(len(set(row[1:])) == 1 for row in months), months  # + daily
 
 
-MONTHS_SQL = """
-SELECT m, r, h, d FROM
-    (SELECT toYYYYMM(occurred_at) AS m, count() AS r FROM usage_raw GROUP BY m) AS raw
-    FULL OUTER JOIN (SELECT toYYYYMM(hour) AS m, sum(records) AS h FROM usage_hourly GROUP BY m)
-        AS hourly USING m
-    FULL OUTER JOIN (SELECT toYYYYMM(day) AS m, sum(records) AS d FROM usage_daily GROUP BY m)
-        AS daily USING m
-ORDER BY m
-"""
-
-
 def test_rebalance_when_one_of_two_members_crashes(
     core: Core, settings: CommonSettings, pool: ClientPool, kafka_bootstrap: str
 ) -> None:
@@ -190,8 +180,8 @@ def test_a_member_that_rejoined_takes_over_when_the_holder_crashes(
     """The AssignmentWatch rejoin against the real group coordinator. One partition, two
     members: one is always unassigned, so with a 1-2 s watch it keeps leaving and rejoining the
     group while the other lands, and each rejoin rebalances the group. Then the member holding
-    the partition crashes: the other, rejoined several times, must take over and land the rest,
-    and every record counts once."""
+    the partition crashes: the other must take over and land the rest, and every record
+    counts once."""
     topic, group = f"faults-rejoin-{uuid.uuid4().hex[:6]}", f"g-{uuid.uuid4().hex[:6]}"
     ensure_topics(kafka_bootstrap, topic, topic + ".dlq", partitions=1)
     stream = make_stream(30_000, seed=4)
@@ -262,10 +252,11 @@ def test_a_commit_that_meets_a_rebalance_is_deferred_not_retried(
 ) -> None:  # fmt: skip
     """A member lands its batch in hand when its partitions are revoked, while its rejoin is
     still in flight: the group waits for a third member stuck in a slow write. Its commit then
-    meets a rebalance that only its own poll() can complete. The offsets are kept, not retried
-    (retrying held the whole group for 120 s in a CI run), and committed after the rebalance
-    for the partitions it still holds; nothing else would commit those, as no record is
-    produced afterwards."""
+    meets a rebalance that only its own poll() can complete. The offsets are kept, not retried,
+    and committed after the rebalance for the partitions it still holds; nothing else would
+    commit those, as no record is produced afterwards. (Here kafka-python finished the
+    rebalance on its own, so the old in-place retry passed this test too; the stall it caused
+    shows in the rejoin test above.)"""
     topic, group = f"faults-defer-{uuid.uuid4().hex[:6]}", f"g-{uuid.uuid4().hex[:6]}"
     stream = make_stream(12_000, seed=6)
     half = len(stream.messages) // 2
