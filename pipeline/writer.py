@@ -13,9 +13,12 @@ Before a batch is written, records whose key is already in usage_key_index are d
 duplicates inside the batch. A crash between steps leaves a batch in usage_raw but not in
 landed_batches; `repair()` finishes steps 2-4 for every such batch, and runs before any new
 work (start-up, and every partition assignment), so the key check always sees every landed
-record. Hence a dedup mark is set only after the durable write (a retried record is never
-counted zero times), and a record delivered twice never counts twice, in the raw table or in
-the rollup, without FINAL on the read path.
+record. A re-run step can be lost to the engine itself (a crash between recording a token and
+making its part visible), so a sole writer (embedded) also checks the rollups of every month
+the repaired batches touch against usage_raw, and rebuilds a month that disagrees
+(rollups.reconcile). Hence a dedup mark is set only after the durable write (a retried record
+is never counted zero times), and a record delivered twice never counts twice, in the raw table
+or in the rollup, without FINAL on the read path.
 """
 
 from __future__ import annotations
@@ -62,8 +65,12 @@ class Writer:
     # with another landing of the same records (e.g. two HTTP retries at once, embedded).
     _lock = threading.Lock()
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, *, sole_writer: bool = False) -> None:
         self.client = client
+        # True when nothing but this process writes to the store (embedded chdb: one process
+        # per data directory, and _lock serializes landings inside it). Then a repair can check
+        # the rollups against usage_raw exactly and rebuild what a crash left short (repair()).
+        self.sole_writer = sole_writer
         # Batches this writer started but did not see through (an error between steps): they
         # are finished before anything else, or the key check would skip their records while
         # their rollup is still missing.
@@ -120,6 +127,11 @@ class Writer:
         return WriteResult(inserted=len(fresh), duplicates=len(rows) - len(fresh))
 
     def _finish_unfinished(self) -> None:
+        if self._unfinished and self.sole_writer:
+            # The same path as a start-up repair: every unlanded batch, rollups checked.
+            self._unfinished.clear()
+            self._repair(None)
+            return
         while self._unfinished:
             batch = self._unfinished[0]
             count = int(self.client.query(
@@ -129,8 +141,8 @@ class Writer:
                 self._complete(batch, count)
             self._unfinished.pop(0)
 
-    def _complete(self, batch: int, count: int) -> None:
-        """Steps 2-4 for a batch whose raw rows are in; safe to run any number of times."""
+    def _steps(self, batch: int) -> None:
+        """Steps 2-3 for a batch whose raw rows are in; each deduplicated by its token."""
         params = {"b": batch}
         for step, sql in (
             ("keys", rollups.KEYS_FROM_BATCH),
@@ -140,17 +152,46 @@ class Writer:
             self.client.command(
                 sql, parameters=params, settings={"insert_deduplication_token": f"{step}-{batch}"}
             )
-        self.client.insert("landed_batches", [[batch, count]], column_names=rollups.LEDGER_COLUMNS)
+
+    def _ledger(self, batches: list[tuple[int, int]]) -> None:
+        """Step 4: the batches are landed."""
+        self.client.insert(
+            "landed_batches", [[b, n] for b, n in batches], column_names=rollups.LEDGER_COLUMNS
+        )
         data_version.bump()  # answers cached before this landing are now stale (api/cache.py)
+
+    def _complete(self, batch: int, count: int) -> None:
+        """Steps 2-4 for a batch whose raw rows are in; safe to run any number of times."""
+        self._steps(batch)
+        self._ledger([(batch, count)])
 
     def repair(self, *, lookback_ns: int | None = None) -> int:
         """Finish every interrupted batch; returns how many were completed."""
-        since = 0 if lookback_ns is None else max(0, time.time_ns() - lookback_ns)
         with self._lock:
+            return self._repair(lookback_ns)
+
+    def _repair(self, lookback_ns: int | None) -> int:
+        if not self.sole_writer:
+            # Other members land beside this one, so the rollups cannot be checked against
+            # usage_raw here; the re-run relies on the tokens (README: what a server crash in
+            # the middle of an insert can leave).
+            since = 0 if lookback_ns is None else max(0, time.time_ns() - lookback_ns)
             pending = rollups.unlanded(self.client, since)
             for batch, count in pending:
                 log.warning("completing interrupted batch %s (%s rows)", batch, count)
                 self._complete(batch, count)
+            return len(pending)
+        # Sole writer: every unlanded batch, whatever its age, so that each raw row of the
+        # months checked belongs to a landed batch or to one finished here (rollups.reconcile).
+        # All steps first, then the check, then the ledger: a crash anywhere before the ledger
+        # leaves every one of them unlanded, and the next start-up does all of it again.
+        pending = rollups.unlanded(self.client, 0)
+        for batch, count in pending:
+            log.warning("completing interrupted batch %s (%s rows)", batch, count)
+            self._steps(batch)
+        rollups.reconcile(self.client, [batch for batch, _ in pending])  # logs what it rebuilds
+        if pending:
+            self._ledger(pending)
         return len(pending)
 
     def write_rejections(
