@@ -3,7 +3,7 @@
 Delivery is at-least-once (gateway retries, redelivery after a crash or rebalance), so landing
 is idempotent, keyed by (gateway_id, record_id). A batch lands in four steps, each idempotent
 (under a deduplication token derived from the batch id, or as an upsert):
-  1. raw rows -> usage_raw            (token raw-B; one atomic part)
+  1. raw rows -> usage_raw            (token raw-B; one part per month)
   2. keys     -> usage_key_index      (INSERT ... SELECT from step 1's rows; a key-value upsert)
   3. rollups  -> usage_hourly, then usage_daily
                                       (INSERT ... SELECT ... GROUP BY, tokens hourly-B, daily-B)
@@ -43,6 +43,12 @@ log = logging.getLogger(__name__)
 _KEY_CHUNK = 50_000  # keys per check query (~2 MB of query text)
 RAW_COLUMNS = [*COLUMNS, "batch_id"]
 _KEY_RE = re.compile(ID_PATTERN)
+
+# A batch may span every month since the contract's EARLIEST (~140 of them by now, one part
+# each): the engine's default cap of 100 partitions per insert block would refuse such a batch
+# on every retry and stall its partition, so the cap is raised for the writer's inserts.
+MAX_MONTHS_PER_INSERT = 1200
+_SPAN = {"max_partitions_per_insert_block": MAX_MONTHS_PER_INSERT}
 
 # A repair pass at a rebalance looks back this far; start-up looks at everything.
 REPAIR_LOOKBACK_NS = 24 * 3600 * 10**9
@@ -120,7 +126,7 @@ class Writer:
                     columns,
                     column_names=RAW_COLUMNS,
                     column_oriented=True,
-                    settings={"insert_deduplication_token": f"raw-{batch}"},
+                    settings={**_SPAN, "insert_deduplication_token": f"raw-{batch}"},
                 )
                 self._complete(batch, len(fresh))
                 self._unfinished.remove(batch)
@@ -150,7 +156,9 @@ class Writer:
             ("daily", rollups.DAILY_FROM_BATCH),
         ):
             self.client.command(
-                sql, parameters=params, settings={"insert_deduplication_token": f"{step}-{batch}"}
+                sql,
+                parameters=params,
+                settings={**_SPAN, "insert_deduplication_token": f"{step}-{batch}"},
             )
 
     def _ledger(self, batches: list[tuple[int, int]]) -> None:

@@ -112,6 +112,40 @@ def test_interrupted_batch_is_completed_by_repair(pool: ClientPool) -> None:
     assert totals(pool) == after
 
 
+def test_a_batch_spanning_every_month_since_the_earliest_lands(pool: ClientPool) -> None:
+    """A backfill batch with one record in each of 130 months (the engine refuses more than 100
+    partitions per insert block by default): it lands whole, counted once in every month of the
+    raw table and both rollups, instead of failing on every retry."""
+    from tracker.contract import EARLIEST
+
+    processor = Processor(Classifier(load()[0]))
+    writer = Writer(pool.get())
+    records = [
+        parse_record(
+            {"record_id": f"span{i}", "agency_id": "in-cbse", "provider": "sarvam", "model": "m",
+             "occurred_at": datetime(EARLIEST.year + i // 12, i % 12 + 1, 15, tzinfo=UTC)
+             .isoformat()},
+            gateway_id="gw-span",
+        )
+        for i in range(130)
+    ]  # fmt: skip
+    assert writer.write(processor.process_records(records).rows).inserted == 130
+    per_month = {}
+    for table, time, measure in (
+        ("usage_raw", "occurred_at", "count()"),
+        ("usage_hourly", "hour", "sum(records)"),
+        ("usage_daily", "day", "sum(records)"),
+    ):
+        per_month[table] = pool.query_rows(
+            f"SELECT toYYYYMM({time}) AS m, {measure} FROM {table} "
+            f"WHERE toYYYYMM({time}) < 202511 GROUP BY m ORDER BY m"
+        )
+    assert len(per_month["usage_raw"]) == 130
+    assert {int(n) for _, n in per_month["usage_raw"]} == {1}
+    assert per_month["usage_hourly"] == per_month["usage_raw"]
+    assert per_month["usage_daily"] == per_month["usage_raw"]
+
+
 @pytest.mark.parametrize("missing", ["usage_hourly", "usage_daily"])
 def test_failure_between_steps_is_finished_by_the_retry(pool: ClientPool, missing: str) -> None:
     """A rollup table is unavailable after the raw rows and keys (and, for the daily one, the
