@@ -14,11 +14,13 @@ duplicates inside the batch. A crash between steps leaves a batch in usage_raw b
 landed_batches; `repair()` finishes steps 2-4 for every such batch, and runs before any new
 work (start-up, and every partition assignment), so the key check always sees every landed
 record. A re-run step can be lost to the engine itself (a crash between recording a token and
-making its part visible), so a sole writer (embedded) also checks the rollups of every month
-the repaired batches touch against usage_raw, and rebuilds a month that disagrees
-(rollups.reconcile). Hence a dedup mark is set only after the durable write (a retried record
-is never counted zero times), and a record delivered twice never counts twice, in the raw table
-or in the rollup, without FINAL on the read path.
+making its part visible), so the re-run is checked against usage_raw: a sole writer (embedded)
+compares every month the repaired batches touch and rebuilds one that disagrees
+(rollups.reconcile); a member beside others finds which of its batch's months a rollup lacks,
+allowing for their batches in flight, and inserts those again (rollups.restore_batch).
+Hence a dedup mark is set only after the durable write (a retried record is never counted zero
+times), and a record delivered twice never counts twice, in the raw table or in the rollup,
+without FINAL on the read path.
 """
 
 from __future__ import annotations
@@ -143,8 +145,8 @@ class Writer:
             count = int(self.client.query(
                 "SELECT count() FROM usage_raw WHERE batch_id = {b:UInt64}", parameters={"b": batch}
             ).result_rows[0][0])  # fmt: skip
-            if count:  # the raw part is in: finish steps 2-4 (each idempotent by its token)
-                self._complete(batch, count)
+            if count:  # the raw part is in: finish steps 2-4
+                self._complete_again(batch, count)
             self._unfinished.pop(0)
 
     def _steps(self, batch: int) -> None:
@@ -173,6 +175,13 @@ class Writer:
         self._steps(batch)
         self._ledger([(batch, count)])
 
+    def _complete_again(self, batch: int, count: int) -> None:
+        """Steps 2-4 for a batch whose steps may have run before: the token re-runs, then any
+        rollup month the engine still lacks (a token without its part) restored."""
+        self._steps(batch)
+        rollups.restore_batch(self.client, batch)  # logs what it restores or cannot tell
+        self._ledger([(batch, count)])
+
     def repair(self, *, lookback_ns: int | None = None) -> int:
         """Finish every interrupted batch; returns how many were completed."""
         with self._lock:
@@ -180,14 +189,13 @@ class Writer:
 
     def _repair(self, lookback_ns: int | None) -> int:
         if not self.sole_writer:
-            # Other members land beside this one, so the rollups cannot be checked against
-            # usage_raw here; the re-run relies on the tokens (README: what a server crash in
-            # the middle of an insert can leave).
+            # Other members land beside this one: each batch is checked on its own, allowing
+            # for their batches in flight (rollups.restore_batch).
             since = 0 if lookback_ns is None else max(0, time.time_ns() - lookback_ns)
             pending = rollups.unlanded(self.client, since)
             for batch, count in pending:
                 log.warning("completing interrupted batch %s (%s rows)", batch, count)
-                self._complete(batch, count)
+                self._complete_again(batch, count)
             return len(pending)
         # Sole writer: every unlanded batch, whatever its age, so that each raw row of the
         # months checked belongs to a landed batch or to one finished here (rollups.reconcile).

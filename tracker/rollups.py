@@ -9,7 +9,11 @@ with the same text, so nothing here can drift from what production writes.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
 
 from clickhouse_connect.driver.client import Client
 
@@ -126,10 +130,21 @@ class RollupMismatch(RuntimeError):
     writes to the store while a sole writer repairs it."""
 
 
-def _totals(client: Client, sql: str, month: int) -> tuple[int, int, int, str]:
-    n, requests, tokens, cost = client.query(sql, parameters={"m": month}).result_rows[0]
-    # Decimal compared as text: exact, and an empty month's NULL-free zero reads alike.
-    return int(n or 0), int(requests or 0), int(tokens or 0), f"{cost or 0:f}"
+# (records, requests, tokens, cost): what a rollup month must agree with usage_raw on.
+Totals = tuple[int, int, int, Decimal]
+_NONE: Totals = (0, 0, 0, Decimal(0))
+
+
+def _as_totals(n: object, requests: object, tokens: object, cost: object) -> Totals:
+    return int(str(n or 0)), int(str(requests or 0)), int(str(tokens or 0)), Decimal(str(cost or 0))
+
+
+def _plus(a: Totals, b: Totals) -> Totals:
+    return a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3]
+
+
+def _totals(client: Client, sql: str, month: int) -> Totals:
+    return _as_totals(*client.query(sql, parameters={"m": month}).result_rows[0])
 
 
 def _rebuild_month(client: Client, table: str, month: int) -> None:
@@ -191,6 +206,118 @@ def reconcile(client: Client, batches: list[int]) -> list[tuple[str, int]]:
     if rebuilt:
         data_version.bump()
     return rebuilt
+
+
+# For a member that is not the store's only writer: usage_raw's month split by landing state.
+_LANDED_TOTALS = """SELECT count(), sum(request_count), sum(input_tokens) + sum(output_tokens),
+    sum(cost_reporting) FROM usage_raw WHERE toYYYYMM(occurred_at) = {m:UInt32}
+    AND batch_id IN (SELECT batch_id FROM landed_batches)"""
+_UNLANDED_BY_BATCH = """SELECT batch_id, count(), sum(request_count),
+    sum(input_tokens) + sum(output_tokens), sum(cost_reporting) FROM usage_raw
+    WHERE toYYYYMM(occurred_at) = {m:UInt32}
+    AND batch_id NOT IN (SELECT batch_id FROM landed_batches) GROUP BY batch_id"""
+_ONE_BATCH_MONTH = f"{_ONE_BATCH} AND {_ONE_MONTH}"
+_MAX_IN_FLIGHT = 6  # other unlanded batches in a month: beyond this, wait (2^k combinations)
+
+
+@dataclass
+class Restored:
+    restored: list[tuple[str, int]] = field(default_factory=list)  # (table, YYYYMM) re-inserted
+    undecided: list[tuple[str, int]] = field(default_factory=list)  # could not be told; logged
+
+
+def restore_batch(
+    client: Client, batch: int, *, attempts: int = 20, pause_seconds: float = 0.5
+) -> Restored:
+    """After a batch's rollup steps were re-run under their tokens, find each month whose rows
+    of this batch a rollup still lacks (the engine dropped the re-run: see reconcile) and insert
+    them; exact beside other members landing at the same time.
+
+    Per month M, in this order: L1 = usage_raw's totals of M over landed batches; the rollup's
+    totals R; the unlanded batches of M with their totals (this one included); L2 as L1. Every
+    landed batch is whole in the rollup and lands (ledger) only after its rollup steps, so if
+    L1 == L2, R = L1 + the sum of some unlanded batches of M (those whose part is visible). When
+    every combination that explains R agrees on whether this batch is in it, that is the answer;
+    otherwise (or when L1 != L2) the month is read again. A re-insert carries its own token, so
+    two members restoring the same batch at once insert it once."""
+    out = Restored()
+    months = [int(m) for (m,) in client.query(
+        "SELECT DISTINCT toYYYYMM(occurred_at) AS m FROM usage_raw WHERE batch_id = {b:UInt64} "
+        "ORDER BY m", parameters={"b": batch},
+    ).result_rows]  # fmt: skip
+    for month in months:
+        pending = dict(_ROLLUP_TIME)
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(pause_seconds)
+            before = _totals(client, _LANDED_TOTALS, month)
+            found = {
+                t: _totals(client, _ROLLUP_TOTALS.format(table=t, time=c), month)
+                for t, c in pending.items()
+            }
+            unlanded = {
+                int(b): _as_totals(*rest)
+                for b, *rest in client.query(
+                    _UNLANDED_BY_BATCH, parameters={"m": month}
+                ).result_rows
+            }
+            if _totals(client, _LANDED_TOTALS, month) != before:
+                continue  # a batch of M landed between the reads: read again
+            mine = unlanded.pop(batch, None)
+            if mine is None:
+                pending.clear()  # landed meanwhile by another member's repair: whole by then
+                break
+            if len(unlanded) > _MAX_IN_FLIGHT:
+                continue
+            for table in list(pending):
+                verdicts = _explanations(before, mine, list(unlanded.values()), found[table])
+                if verdicts == {True}:
+                    del pending[table]
+                elif verdicts == {False}:
+                    _reinsert(client, table, batch, month)
+                    out.restored.append((table, month))
+                    del pending[table]
+            if not pending:
+                break
+        for table in pending:
+            log.error(
+                "could not tell whether %s holds batch %s's rows of %d after %d reads (other "
+                "batches landing all the while?); left as the token re-run left it",
+                table, batch, month, attempts,
+            )  # fmt: skip
+            out.undecided.append((table, month))
+    if out.restored:
+        data_version.bump()
+    return out
+
+
+def _explanations(landed: Totals, mine: Totals, others: list[Totals], found: Totals) -> set[bool]:
+    """Whether this batch is in the rollup, for every way of explaining `found` as `landed`
+    plus some of the unlanded batches."""
+    verdicts: set[bool] = set()
+    for k in range(len(others) + 1):
+        for subset in itertools.combinations(others, k):
+            base = landed
+            for t in subset:
+                base = _plus(base, t)
+            if base == found:
+                verdicts.add(False)
+            if _plus(base, mine) == found:
+                verdicts.add(True)
+    return verdicts
+
+
+def _reinsert(client: Client, table: str, batch: int, month: int) -> None:
+    sql = (_hourly_from if table == "usage_hourly" else _daily_from)(_ONE_BATCH_MONTH)
+    log.warning(
+        "%s lacks batch %s's rows of %d (a token without its part); inserting them again",
+        table, batch, month,
+    )  # fmt: skip
+    client.command(
+        sql,
+        parameters={"b": batch, "m": month},
+        settings={"insert_deduplication_token": f"restore-{table}-{batch}-{month}"},
+    )
 
 
 def backfill_daily(client: Client) -> int:

@@ -2,8 +2,11 @@
 store (chdb allows one store per process, and only a new process sees what the engine finds on
 disk at start-up), does its part and prints what it saw as one JSON line.
 
-    python -m tests.integration.engine_store land DIR     batch A landed, batch B cut short
-    python -m tests.integration.engine_store repair DIR B token re-run, then a sole-writer repair
+    python -m tests.integration.engine_store land DIR
+        batch A landed; batch B's steps run, then cut short before the ledger; batch C (another
+        member's, in flight) with its raw rows and hourly rollup only
+    python -m tests.integration.engine_store repair DIR B sole|shared
+        B's hourly token re-run, then the repair of a sole writer, or of a member beside others
 """
 
 from __future__ import annotations
@@ -52,6 +55,10 @@ def batch_b() -> list[UsageRecord]:
     return spread(60, 150, "gw-b")  # end of January to April
 
 
+def batch_c() -> list[UsageRecord]:
+    return spread(118, 10, "gw-c")  # 1-5 March
+
+
 def by_month(pool: ClientPool) -> dict[str, list[list[int]]]:
     """[month, records, requests] per month of usage_raw and of each rollup."""
     sources = {
@@ -91,16 +98,22 @@ def land(pool: ClientPool, processor: Processor) -> dict[str, Any]:
             {"t": table, "p": partition},
         )
         lost.append({"table": table, "path": path, "parts": [p[0] for p in parts]})
+    # Another member's batch in flight: raw rows and hourly rollup in, daily and ledger not.
+    other = new_batch_id()
+    rows = processor.process_records(batch_c()).rows
+    client.insert("usage_raw", [(*r, other) for r in rows], column_names=RAW_COLUMNS)
+    client.command(rollups.HOURLY_FROM_BATCH, parameters={"b": other},
+                   settings={"insert_deduplication_token": f"hourly-{other}"})  # fmt: skip
     return {"batch": batch, "lost": lost, "by_month": by_month(pool)}
 
 
-def repair(pool: ClientPool, processor: Processor, batch: int) -> dict[str, Any]:
+def repair(pool: ClientPool, processor: Processor, batch: int, sole: bool) -> dict[str, Any]:
     client = pool.get()
     # What the engine does with the token of a part it lost: drops the re-run as a duplicate.
     client.command(rollups.HOURLY_FROM_BATCH, parameters={"b": batch},
                    settings={"insert_deduplication_token": f"hourly-{batch}"})  # fmt: skip
     after_rerun = by_month(pool)
-    writer = Writer(client, sole_writer=True)
+    writer = Writer(client, sole_writer=sole)
     repaired = writer.repair()
     healed = by_month(pool)
     again = writer.repair()
@@ -120,7 +133,10 @@ def main(argv: list[str]) -> None:
     pool = ClientPool(CommonSettings(data_dir=data_dir, clickhouse_database="tracker"))
     migrate(pool.get())
     processor = Processor(Classifier(load()[0]))
-    result = land(pool, processor) if phase == "land" else repair(pool, processor, int(argv[2]))
+    if phase == "land":
+        result = land(pool, processor)
+    else:
+        result = repair(pool, processor, int(argv[2]), sole=argv[3] == "sole")
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     sys.stdout.flush()
     os._exit(0)  # no orderly shutdown of the engine: what is on disk now is what a crash leaves

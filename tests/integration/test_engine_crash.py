@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,7 +36,13 @@ def month(rows: list[list[int]], m: int) -> int:
     return next((n for mm, n, _ in rows if mm == m), 0)
 
 
-def test_a_rollup_part_lost_with_its_token_kept_is_rebuilt_by_the_repair(tmp_path: Path) -> None:
+@pytest.mark.parametrize("writer", ["sole", "shared"])
+def test_a_rollup_part_lost_with_its_token_kept_is_restored_by_the_repair(
+    tmp_path: Path, writer: str
+) -> None:
+    """sole: the embedded default (the check and rebuild of whole months); shared: a member
+    beside others (the per-batch check), with another member's batch in flight in the month
+    that lost its part."""
     landed = phase("land", str(tmp_path))
     batch = landed["batch"]
     store = tmp_path / "chdb"
@@ -48,21 +55,22 @@ def test_a_rollup_part_lost_with_its_token_kept_is_rebuilt_by_the_repair(tmp_pat
         assert part_dir.is_dir(), part_dir
         shutil.rmtree(part_dir)
 
-    healed = phase("repair", str(tmp_path), str(batch))
+    healed = phase("repair", str(tmp_path), str(batch), writer)
     # The engine's side: B's March rows stay missing from usage_hourly after the same-token
-    # re-run (A's 32 March records only; B has 62 there), and B's daily rows are all missing.
+    # re-run (A's 32 March records and C's 10; B has 62 there), and B's daily rows are all
+    # missing (C's daily step has not run).
     before = landed["by_month"]
     raw = before["raw"]
-    assert month(healed["after_rerun"]["hourly"], 202503) == 32
-    assert month(raw, 202503) == 32 + 62
+    assert month(healed["after_rerun"]["hourly"], 202503) == 32 + 10
+    assert month(raw, 202503) == 32 + 62 + 10
     assert sum(n for _, n, _ in healed["after_rerun"]["daily"]) == 150  # A's only
 
-    # The sole writer's repair: every month of both rollups equals usage_raw again.
-    assert healed["repaired"] == 1
+    # The repair (B's and C's batches): every month of both rollups equals usage_raw again.
+    assert healed["repaired"] == 2
     assert healed["healed"]["raw"] == raw
     assert healed["healed"]["hourly"] == raw
     assert healed["healed"]["daily"] == raw
-    assert sum(n for _, n, _ in raw) == 300
+    assert sum(n for _, n, _ in raw) == 310
     assert healed["again"] == 0
     assert healed["redelivered"] == [0, 150]  # B's records, read again after the restart
     assert healed["final"] == healed["healed"]
