@@ -14,10 +14,9 @@ duplicates inside the batch. A crash between steps leaves a batch in usage_raw b
 landed_batches; `repair()` finishes steps 2-4 for every such batch, and runs before any new
 work (start-up, and every partition assignment), so the key check always sees every landed
 record. A re-run step can be lost to the engine itself (a crash between recording a token and
-making its part visible), so the re-run is checked against usage_raw: a sole writer (embedded)
-compares every month the repaired batches touch and rebuilds one that disagrees
-(rollups.reconcile); a member beside others finds which of its batch's months a rollup lacks,
-allowing for their batches in flight, and inserts those again (rollups.restore_batch).
+making its part visible), so the re-run is checked against usage_raw: the repair finds which of
+the batch's months a rollup still lacks, allowing for other members' batches in flight, and
+inserts those again (rollups.restore_batch).
 Hence a dedup mark is set only after the durable write (a retried record is never counted zero
 times), and a record delivered twice never counts twice, in the raw table or in the rollup,
 without FINAL on the read path.
@@ -73,12 +72,8 @@ class Writer:
     # with another landing of the same records (e.g. two HTTP retries at once, embedded).
     _lock = threading.Lock()
 
-    def __init__(self, client: Client, *, sole_writer: bool = False) -> None:
+    def __init__(self, client: Client) -> None:
         self.client = client
-        # True when nothing but this process writes to the store (embedded chdb: one process
-        # per data directory, and _lock serializes landings inside it). Then a repair can check
-        # the rollups against usage_raw exactly and rebuild what a crash left short (repair()).
-        self.sole_writer = sole_writer
         # Batches this writer started but did not see through (an error between steps): they
         # are finished before anything else, or the key check would skip their records while
         # their rollup is still missing.
@@ -135,11 +130,6 @@ class Writer:
         return WriteResult(inserted=len(fresh), duplicates=len(rows) - len(fresh))
 
     def _finish_unfinished(self) -> None:
-        if self._unfinished and self.sole_writer:
-            # The same path as a start-up repair: every unlanded batch, rollups checked.
-            self._unfinished.clear()
-            self._repair(None)
-            return
         while self._unfinished:
             batch = self._unfinished[0]
             count = int(self.client.query(
@@ -184,30 +174,12 @@ class Writer:
 
     def repair(self, *, lookback_ns: int | None = None) -> int:
         """Finish every interrupted batch; returns how many were completed."""
+        since = 0 if lookback_ns is None else max(0, time.time_ns() - lookback_ns)
         with self._lock:
-            return self._repair(lookback_ns)
-
-    def _repair(self, lookback_ns: int | None) -> int:
-        if not self.sole_writer:
-            # Other members land beside this one: each batch is checked on its own, allowing
-            # for their batches in flight (rollups.restore_batch).
-            since = 0 if lookback_ns is None else max(0, time.time_ns() - lookback_ns)
             pending = rollups.unlanded(self.client, since)
             for batch, count in pending:
                 log.warning("completing interrupted batch %s (%s rows)", batch, count)
                 self._complete_again(batch, count)
-            return len(pending)
-        # Sole writer: every unlanded batch, whatever its age, so that each raw row of the
-        # months checked belongs to a landed batch or to one finished here (rollups.reconcile).
-        # All steps first, then the check, then the ledger: a crash anywhere before the ledger
-        # leaves every one of them unlanded, and the next start-up does all of it again.
-        pending = rollups.unlanded(self.client, 0)
-        for batch, count in pending:
-            log.warning("completing interrupted batch %s (%s rows)", batch, count)
-            self._steps(batch)
-        rollups.reconcile(self.client, [batch for batch, _ in pending])  # logs what it rebuilds
-        if pending:
-            self._ledger(pending)
         return len(pending)
 
     def write_rejections(

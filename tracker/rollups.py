@@ -117,18 +117,10 @@ def unlanded(client: Client, since_batch: int = 0) -> list[tuple[int, int]]:
     return [(int(b), int(n)) for b, n in rows]
 
 
-# What a rollup must agree with usage_raw on, month by month: records, requests, tokens, cost.
-_RAW_TOTALS = """SELECT count(), sum(request_count), sum(input_tokens) + sum(output_tokens),
-    sum(cost_reporting) FROM usage_raw WHERE toYYYYMM(occurred_at) = {m:UInt32}"""
+# A rollup's totals of one month, named as usage_raw's are below.
 _ROLLUP_TOTALS = """SELECT sum(records), sum(requests), sum(input_tokens) + sum(output_tokens),
     sum(cost_reporting) FROM {table} WHERE toYYYYMM({time}) = {{m:UInt32}}"""
 _ROLLUP_TIME = {"usage_hourly": "hour", "usage_daily": "day"}
-
-
-class RollupMismatch(RuntimeError):
-    """A rollup month still disagrees with usage_raw after it was rebuilt: something else
-    writes to the store while a sole writer repairs it."""
-
 
 # (records, requests, tokens, cost): what a rollup month must agree with usage_raw on.
 Totals = tuple[int, int, int, Decimal]
@@ -147,68 +139,7 @@ def _totals(client: Client, sql: str, month: int) -> Totals:
     return _as_totals(*client.query(sql, parameters={"m": month}).result_rows[0])
 
 
-def _rebuild_month(client: Client, table: str, month: int) -> None:
-    """Replace one month of a rollup with what usage_raw holds for it. Each step may be cut
-    short by a crash: the batches that led here stay unlanded until the month agrees, so the
-    next start-up checks it again and redoes it."""
-    if table == "usage_hourly":  # partitioned by month: drop the whole partition at once
-        client.command(f"ALTER TABLE usage_hourly DROP PARTITION {int(month)}")
-        sql = _hourly_from(_ONE_MONTH)
-    else:  # partitioned by year: delete the month's days, synchronously
-        client.command(
-            f"ALTER TABLE usage_daily DELETE WHERE toYYYYMM(day) = {int(month)}",
-            settings={"mutations_sync": 2},
-        )
-        sql = _daily_from(_ONE_MONTH)
-    # No deduplication: a rebuild repeated after a crash must insert again, and no token of a
-    # batch may be spent on it.
-    client.command(sql, parameters={"m": month}, settings={"insert_deduplicate": 0})
-
-
-def reconcile(client: Client, batches: list[int]) -> list[tuple[str, int]]:
-    """Check, month by month, that usage_hourly and usage_daily hold exactly what usage_raw holds
-    for every month the given batches touch, and rebuild a month that does not; returns the
-    (table, YYYYMM) rebuilt.
-
-    Why: a batch's rollup steps are re-run under their deduplication tokens after a crash, and
-    the engine records a token in its deduplication log *before* it makes the part it names
-    visible (MergeTreeSink). A crash between the two leaves a token without its part, and the
-    re-run is then dropped as a duplicate: the month would stay short for good (seen once in
-    the kill -9 fault test: usage_hourly 34 records short). Comparing with usage_raw is exact
-    only when every raw row of those months belongs to a landed batch or to one of `batches`,
-    i.e. when the caller is the store's only writer and passes every unlanded batch."""
-    if not batches:
-        return []
-    months = [int(m) for (m,) in client.query(
-        "SELECT DISTINCT toYYYYMM(occurred_at) AS m FROM usage_raw "
-        "WHERE batch_id IN {b:Array(UInt64)} ORDER BY m",
-        parameters={"b": batches},
-    ).result_rows]  # fmt: skip
-    rebuilt: list[tuple[str, int]] = []
-    for month in months:
-        raw = _totals(client, _RAW_TOTALS, month)
-        for table, time_column in _ROLLUP_TIME.items():
-            sql = _ROLLUP_TOTALS.format(table=table, time=time_column)
-            found = _totals(client, sql, month)
-            if found == raw:
-                continue
-            log.warning(
-                "%s for %d holds %s (records, requests, tokens, cost) but usage_raw holds %s; "
-                "rebuilding the month from usage_raw", table, month, found, raw,
-            )  # fmt: skip
-            _rebuild_month(client, table, month)
-            found = _totals(client, sql, month)
-            if found != raw:
-                raise RollupMismatch(
-                    f"{table} for {month} still holds {found}, usage_raw {raw}, after a rebuild"
-                )
-            rebuilt.append((table, month))
-    if rebuilt:
-        data_version.bump()
-    return rebuilt
-
-
-# For a member that is not the store's only writer: usage_raw's month split by landing state.
+# usage_raw's totals of one month, split by landing state.
 _LANDED_TOTALS = """SELECT count(), sum(request_count), sum(input_tokens) + sum(output_tokens),
     sum(cost_reporting) FROM usage_raw WHERE toYYYYMM(occurred_at) = {m:UInt32}
     AND batch_id IN (SELECT batch_id FROM landed_batches)"""
@@ -230,8 +161,14 @@ def restore_batch(
     client: Client, batch: int, *, attempts: int = 20, pause_seconds: float = 0.5
 ) -> Restored:
     """After a batch's rollup steps were re-run under their tokens, find each month whose rows
-    of this batch a rollup still lacks (the engine dropped the re-run: see reconcile) and insert
-    them; exact beside other members landing at the same time.
+    of this batch a rollup still lacks, and insert them; exact beside other members landing at
+    the same time.
+
+    Why: the engine records a token in its deduplication log *before* it makes the part it
+    names visible (MergeTreeSink). A crash between the two leaves a token without its part, and
+    the re-run is then dropped as a duplicate: the month would stay short for good (seen once
+    in the kill -9 fault test: usage_hourly 34 records short; tests/integration/
+    test_engine_crash.py builds that state).
 
     Per month M, in this order: L1 = usage_raw's totals of M over landed batches; the rollup's
     totals R; the unlanded batches of M with their totals (this one included); L2 as L1. Every
@@ -239,7 +176,9 @@ def restore_batch(
     L1 == L2, R = L1 + the sum of some unlanded batches of M (those whose part is visible). When
     every combination that explains R agrees on whether this batch is in it, that is the answer;
     otherwise (or when L1 != L2) the month is read again. A re-insert carries its own token, so
-    two members restoring the same batch at once insert it once."""
+    two members restoring the same batch at once insert it once, and is checked like the rest.
+    Nothing else is changed: a month that no combination explains (raw rows dropped by hand,
+    say) is only reported."""
     out = Restored()
     months = [int(m) for (m,) in client.query(
         "SELECT DISTINCT toYYYYMM(occurred_at) AS m FROM usage_raw WHERE batch_id = {b:UInt64} "
@@ -247,6 +186,7 @@ def restore_batch(
     ).result_rows]  # fmt: skip
     for month in months:
         pending = dict(_ROLLUP_TIME)
+        inserted: dict[str, int] = {}  # table -> re-inserts so far
         for attempt in range(attempts):
             if attempt:
                 time.sleep(pause_seconds)
@@ -273,10 +213,14 @@ def restore_batch(
                 verdicts = _explanations(before, mine, list(unlanded.values()), found[table])
                 if verdicts == {True}:
                     del pending[table]
+                    if table in inserted:
+                        out.restored.append((table, month))
                 elif verdicts == {False}:
-                    _reinsert(client, table, batch, month)
-                    out.restored.append((table, month))
-                    del pending[table]
+                    # Checked again on the next read. Should this insert meet the same fate
+                    # (a crash leaving its token without its part), the next one carries the
+                    # next token; members restoring at once go through the same tokens.
+                    inserted[table] = inserted.get(table, 0) + 1
+                    _reinsert(client, table, batch, month, inserted[table])
             if not pending:
                 break
         for table in pending:
@@ -307,7 +251,7 @@ def _explanations(landed: Totals, mine: Totals, others: list[Totals], found: Tot
     return verdicts
 
 
-def _reinsert(client: Client, table: str, batch: int, month: int) -> None:
+def _reinsert(client: Client, table: str, batch: int, month: int, generation: int) -> None:
     sql = (_hourly_from if table == "usage_hourly" else _daily_from)(_ONE_BATCH_MONTH)
     log.warning(
         "%s lacks batch %s's rows of %d (a token without its part); inserting them again",
@@ -316,7 +260,9 @@ def _reinsert(client: Client, table: str, batch: int, month: int) -> None:
     client.command(
         sql,
         parameters={"b": batch, "m": month},
-        settings={"insert_deduplication_token": f"restore-{table}-{batch}-{month}"},
+        settings={
+            "insert_deduplication_token": f"restore-{table}-{batch}-{month}-{generation}",
+        },
     )
 
 

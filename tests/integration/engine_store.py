@@ -5,8 +5,8 @@ disk at start-up), does its part and prints what it saw as one JSON line.
     python -m tests.integration.engine_store land DIR
         batch A landed; batch B's steps run, then cut short before the ledger; batch C (another
         member's, in flight) with its raw rows and hourly rollup only
-    python -m tests.integration.engine_store repair DIR B sole|shared
-        B's hourly token re-run, then the repair of a sole writer, or of a member beside others
+    python -m tests.integration.engine_store repair DIR B
+        B's hourly token re-run, then the writer's repair
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def by_month(pool: ClientPool) -> dict[str, list[list[int]]]:
 
 def land(pool: ClientPool, processor: Processor) -> dict[str, Any]:
     client = pool.get()
-    writer = Writer(client, sole_writer=True)
+    writer = Writer(client)
     writer.write(processor.process_records(batch_a()).rows)
     for table, _ in LOST:  # B's parts stay apart from A's, so they alone can be taken away
         client.command(f"SYSTEM STOP MERGES {table}")
@@ -107,13 +107,13 @@ def land(pool: ClientPool, processor: Processor) -> dict[str, Any]:
     return {"batch": batch, "lost": lost, "by_month": by_month(pool)}
 
 
-def repair(pool: ClientPool, processor: Processor, batch: int, sole: bool) -> dict[str, Any]:
+def repair(pool: ClientPool, processor: Processor, batch: int) -> dict[str, Any]:
     client = pool.get()
     # What the engine does with the token of a part it lost: drops the re-run as a duplicate.
     client.command(rollups.HOURLY_FROM_BATCH, parameters={"b": batch},
                    settings={"insert_deduplication_token": f"hourly-{batch}"})  # fmt: skip
     after_rerun = by_month(pool)
-    writer = Writer(client, sole_writer=sole)
+    writer = Writer(client)
     repaired = writer.repair()
     healed = by_month(pool)
     again = writer.repair()
@@ -133,10 +133,7 @@ def main(argv: list[str]) -> None:
     pool = ClientPool(CommonSettings(data_dir=data_dir, clickhouse_database="tracker"))
     migrate(pool.get())
     processor = Processor(Classifier(load()[0]))
-    if phase == "land":
-        result = land(pool, processor)
-    else:
-        result = repair(pool, processor, int(argv[2]), sole=argv[3] == "sole")
+    result = land(pool, processor) if phase == "land" else repair(pool, processor, int(argv[2]))
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     sys.stdout.flush()
     os._exit(0)  # no orderly shutdown of the engine: what is on disk now is what a crash leaves

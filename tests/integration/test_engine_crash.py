@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,13 +35,9 @@ def month(rows: list[list[int]], m: int) -> int:
     return next((n for mm, n, _ in rows if mm == m), 0)
 
 
-@pytest.mark.parametrize("writer", ["sole", "shared"])
-def test_a_rollup_part_lost_with_its_token_kept_is_restored_by_the_repair(
-    tmp_path: Path, writer: str
-) -> None:
-    """sole: the embedded default (the check and rebuild of whole months); shared: a member
-    beside others (the per-batch check), with another member's batch in flight in the month
-    that lost its part."""
+def test_a_rollup_part_lost_with_its_token_kept_is_restored_by_the_repair(tmp_path: Path) -> None:
+    """With another member's batch in flight in the month that lost its part, so the check
+    must tell the two apart."""
     landed = phase("land", str(tmp_path))
     batch = landed["batch"]
     store = tmp_path / "chdb"
@@ -55,7 +50,7 @@ def test_a_rollup_part_lost_with_its_token_kept_is_restored_by_the_repair(
         assert part_dir.is_dir(), part_dir
         shutil.rmtree(part_dir)
 
-    healed = phase("repair", str(tmp_path), str(batch), writer)
+    healed = phase("repair", str(tmp_path), str(batch))
     # The engine's side: B's March rows stay missing from usage_hourly after the same-token
     # re-run (A's 32 March records and C's 10; B has 62 there), and B's daily rows are all
     # missing (C's daily step has not run).

@@ -33,6 +33,7 @@ def replay(
     """Re-read a topic from an offset or a time up to its current end, landing what is not
     yet landed; safe to repeat. Default: from the beginning."""
     from pipeline.replay import replay_topic
+    from pipeline.writer import Writer
     from tracker.cli.wiring import open_core
     from tracker.settings import PipelineSettings
 
@@ -46,7 +47,7 @@ def replay(
         try:
             result = replay_topic(
                 settings.kafka_bootstrap, topic or settings.kafka_topic, core.processor,
-                core.writer(), from_offset=from_offset, from_time=when,
+                Writer(core.pool.get()), from_offset=from_offset, from_time=when,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )  # fmt: skip
         except ValueError as exc:
@@ -62,6 +63,7 @@ def dlq_replay(
 ) -> None:
     """Re-submit dead letters after a fix (code or registry); safe to repeat."""
     from pipeline.replay import replay_dead_letters
+    from pipeline.writer import Writer
     from tracker.cli.wiring import open_core
     from tracker.settings import PipelineSettings
 
@@ -72,7 +74,7 @@ def dlq_replay(
         try:
             result = replay_dead_letters(
                 settings.kafka_bootstrap, settings.kafka_dlq_topic, core.processor,
-                core.writer(), from_offset=from_offset,
+                Writer(core.pool.get()), from_offset=from_offset,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )  # fmt: skip
         except ValueError as exc:

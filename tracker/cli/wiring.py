@@ -55,11 +55,6 @@ class Core:
     registry: Registry
     processor: Processor
 
-    def writer(self) -> Writer:
-        # Embedded: this process is the store's only writer, so repairs check the rollups
-        # against usage_raw (pipeline/writer.py).
-        return Writer(self.pool.get(), sole_writer=self.pool.embedded)
-
 
 def open_core(settings: CommonSettings, *, watch: bool = False) -> Core:
     pool = ClientPool(settings)
@@ -69,7 +64,7 @@ def open_core(settings: CommonSettings, *, watch: bool = False) -> Core:
     # bootstrap records the version's text when it first activates it.
     registry, _ = registry_store.bootstrap(client, settings.registry_path)
     # Finish any batch a crash interrupted before this process lands anything new.
-    Writer(client, sole_writer=pool.embedded).repair()
+    Writer(client).repair()
     classifier = Classifier(registry)
     if watch:
         RegistryWatcher(pool.get, [classifier]).start()
@@ -80,12 +75,13 @@ class DirectSink:
     """Embedded hand-off: classify and land in ClickHouse before the HTTP answer, so the
     embedded default gives the same "2xx means stored" promise as Kafka with acks=all."""
 
-    def __init__(self, core: Core) -> None:
-        self._core = core
+    def __init__(self, pool: ClientPool, processor: Processor) -> None:
+        self._pool = pool
+        self._processor = processor
 
     def deliver(self, records: list[UsageRecord]) -> None:
-        rows = self._core.processor.process_records(records).rows
-        self._core.writer().write(rows)
+        rows = self._processor.process_records(records).rows
+        Writer(self._pool.get()).write(rows)
 
     def close(self) -> None:
         return None
@@ -99,7 +95,7 @@ def embedded_app(settings: EmbeddedSettings, core: Core) -> FastAPI:
     app = create_api_app(core.pool)
     app.state.gateway_auth = GatewayAuth(core.pool.get())
     app.state.max_body_bytes = settings.max_body_bytes  # signature checks read under this limit
-    sink = DirectSink(core)
+    sink = DirectSink(core.pool, core.processor)
     app.include_router(
         ingest_router(
             sink,
@@ -158,7 +154,7 @@ def run_pipeline(settings: PipelineSettings, core: Core) -> PipelineConsumer:
         dlq_topic=settings.kafka_dlq_topic,
         group_id=settings.consumer_group,
         processor=core.processor,
-        writer=core.writer(),
+        writer=Writer(core.pool.get()),
         batch_max_rows=settings.batch_max_rows,
         batch_max_seconds=settings.batch_max_seconds,
         metrics=metrics,
@@ -169,7 +165,7 @@ def run_pipeline(settings: PipelineSettings, core: Core) -> PipelineConsumer:
 
 def seed(core: Core, records: Iterable[UsageRecord], total: int | None, batch: int = 20_000) -> int:
     """Land records through the same processor and writer as live traffic, with progress."""
-    writer = core.writer()
+    writer = Writer(core.pool.get())
     landed = 0
     pending: list[UsageRecord] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
