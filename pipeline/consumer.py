@@ -22,10 +22,13 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_never, wait_exponential
 
 from pipeline.metrics import PipelineMetrics
-from pipeline.processor import Processed, Processor, Rejection
+from pipeline.processor import COLUMNS, Processed, Processor, Rejection
 from pipeline.writer import REPAIR_LOOKBACK_NS, Writer
 
 log = logging.getLogger(__name__)
+
+
+_SOURCE_PARTITION = COLUMNS.index("source_partition")
 
 
 @dataclass
@@ -34,10 +37,26 @@ class Batch:
     rejections: list[tuple[Rejection, int, int]] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to read
     started: float = field(default_factory=time.monotonic)
-    messages: int = 0
+    counts: dict[TopicPartition, int] = field(default_factory=dict)  # messages per partition
+
+    @property
+    def messages(self) -> int:
+        return sum(self.counts.values())
 
     def empty(self) -> bool:
         return not self.offsets
+
+    def keep_only(self, held: set[TopicPartition]) -> set[TopicPartition]:
+        """Drop what came from partitions not in `held`; returns the partitions dropped."""
+        gone = {tp for tp in self.offsets if tp not in held}
+        if gone:
+            numbers = {tp.partition for tp in gone}  # one topic: a row carries its partition
+            self.rows = [r for r in self.rows if r[_SOURCE_PARTITION] not in numbers]
+            self.rejections = [x for x in self.rejections if x[1] not in numbers]
+            for tp in gone:
+                del self.offsets[tp]
+                self.counts.pop(tp, None)
+        return gone
 
 
 @dataclass
@@ -191,15 +210,22 @@ class PipelineConsumer:
             self._dlq.close(timeout=10)
 
     def _after_rebalance(self) -> None:
-        """Land the batch in hand (committed only for the partitions this member still holds;
-        another member now owning the rest re-reads them and drops what landed here as
-        duplicates; for the ones kept, the position runs on, so dropping the batch instead would
-        lose it), with any offsets a rebalance deferred. Then finish any
-        batch a dead member left half-landed, so the key check sees those records before they
-        are read again."""
+        """Land the part of the batch in hand that came from partitions this member still holds
+        (their position runs on, so dropping it would lose it), with any offsets a rebalance
+        deferred. The rest is dropped, uncommitted: another member now owns those partitions
+        and reads them again from the last commit. Landing it here too would race that member's
+        landing of the same records, and across processes the two key checks could both pass.
+        Then finish any batch a dead member left half-landed, so the key check sees those
+        records before they are read again."""
         self._rebalanced.clear()
         self.metrics.lag.clear()  # no stale figure for a partition another member now holds
         if not self._halted:
+            gone = self._batch.keep_only(self._consumer.assignment())
+            if gone:
+                log.info(
+                    "left the batch in hand's records of %s to their new owner",
+                    sorted(str(tp) for tp in gone),
+                )
             self.flush()
             if self._uncommitted:
                 self._commit({})
@@ -258,7 +284,7 @@ class PipelineConsumer:
         self._batch.rows.extend(processed.rows)
         self._batch.rejections.extend((r, tp.partition, offset) for r in processed.rejections)
         self._batch.offsets[tp] = offset + 1
-        self._batch.messages += 1
+        self._batch.counts[tp] = self._batch.counts.get(tp, 0) + 1
 
     def _due(self) -> bool:
         batch = self._batch

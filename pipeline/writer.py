@@ -136,7 +136,7 @@ class Writer:
                 "SELECT count() FROM usage_raw WHERE batch_id = {b:UInt64}", parameters={"b": batch}
             ).result_rows[0][0])  # fmt: skip
             if count:  # the raw part is in: finish steps 2-4
-                self._complete_again(batch, count)
+                self._complete_again(batch, count, [batch])
             self._unfinished.pop(0)
 
     def _steps(self, batch: int) -> None:
@@ -165,11 +165,12 @@ class Writer:
         self._steps(batch)
         self._ledger([(batch, count)])
 
-    def _complete_again(self, batch: int, count: int) -> None:
+    def _complete_again(self, batch: int, count: int, repairing: list[int]) -> None:
         """Steps 2-4 for a batch whose steps may have run before: the token re-runs, then any
         rollup month the engine still lacks (a token without its part) restored."""
         self._steps(batch)
-        rollups.restore_batch(self.client, batch)  # logs what it restores or cannot tell
+        # Logs what it restores or cannot tell.
+        rollups.restore_batch(self.client, batch, repairing=repairing)
         self._ledger([(batch, count)])
 
     def repair(self, *, lookback_ns: int | None = None) -> int:
@@ -179,7 +180,7 @@ class Writer:
             pending = rollups.unlanded(self.client, since)
             for batch, count in pending:
                 log.warning("completing interrupted batch %s (%s rows)", batch, count)
-                self._complete_again(batch, count)
+                self._complete_again(batch, count, [b for b, _ in pending])
         return len(pending)
 
     def write_rejections(

@@ -12,8 +12,10 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
@@ -107,12 +109,23 @@ SELECT gateway_id, record_id, occurred_at FROM usage_raw WHERE batch_id = {b:UIn
 
 
 def unlanded(client: Client, since_batch: int = 0) -> list[tuple[int, int]]:
-    """(batch_id, rows) of batches whose raw rows are in but whose landing never finished."""
+    """(batch_id, rows) of batches whose raw rows are in but whose landing never finished.
+
+    A batch counts as landed only when the ledger holds as many rows for it as usage_raw does:
+    a member repairing a live member's batch can meet its raw insert half-way (one part per
+    month, made visible one by one) and write the ledger for that half; should the owner then
+    die before its own steps, the rest shows up here, not as landed."""
     rows = client.query(
-        "SELECT batch_id, count() FROM usage_raw WHERE batch_id >= {since:UInt64} "
-        "AND batch_id NOT IN (SELECT batch_id FROM landed_batches "
-        "WHERE batch_id >= {since:UInt64}) GROUP BY batch_id ORDER BY batch_id",
+        "SELECT r.batch_id, r.n FROM ("
+        "  SELECT batch_id, count() AS n FROM usage_raw WHERE batch_id >= {since:UInt64} "
+        "  GROUP BY batch_id) AS r "
+        "LEFT JOIN ("
+        "  SELECT batch_id, max(rows) AS m FROM landed_batches WHERE batch_id >= {since:UInt64} "
+        "  GROUP BY batch_id) AS l ON r.batch_id = l.batch_id "
+        # join_use_nulls is off: a batch without a ledger row reads m = 0
+        "WHERE l.m < r.n ORDER BY r.batch_id",
         parameters={"since": since_batch},
+        settings={"join_use_nulls": 0},
     ).result_rows
     return [(int(b), int(n)) for b, n in rows]
 
@@ -135,18 +148,23 @@ def _plus(a: Totals, b: Totals) -> Totals:
     return a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3]
 
 
-def _totals(client: Client, sql: str, month: int) -> Totals:
-    return _as_totals(*client.query(sql, parameters={"m": month}).result_rows[0])
+def _totals(client: Client, sql: str, month: int, extra: dict[str, Any] | None = None) -> Totals:
+    params = {"m": month, **(extra or {})}
+    return _as_totals(*client.query(sql, parameters=params).result_rows[0])
 
 
 # usage_raw's totals of one month, split by landing state.
+# {p}: batches the ledger lists but that are being repaired all the same (unlanded(): their raw
+# rows outnumber their ledger row), counted as unlanded.
 _LANDED_TOTALS = """SELECT count(), sum(request_count), sum(input_tokens) + sum(output_tokens),
     sum(cost_reporting) FROM usage_raw WHERE toYYYYMM(occurred_at) = {m:UInt32}
-    AND batch_id IN (SELECT batch_id FROM landed_batches)"""
+    AND batch_id IN (SELECT batch_id FROM landed_batches)
+    AND NOT has({p:Array(UInt64)}, batch_id)"""
 _UNLANDED_BY_BATCH = """SELECT batch_id, count(), sum(request_count),
     sum(input_tokens) + sum(output_tokens), sum(cost_reporting) FROM usage_raw
     WHERE toYYYYMM(occurred_at) = {m:UInt32}
-    AND batch_id NOT IN (SELECT batch_id FROM landed_batches) GROUP BY batch_id"""
+    AND (batch_id NOT IN (SELECT batch_id FROM landed_batches) OR has({p:Array(UInt64)}, batch_id))
+    GROUP BY batch_id"""
 _ONE_BATCH_MONTH = f"{_ONE_BATCH} AND {_ONE_MONTH}"
 _MAX_IN_FLIGHT = 6  # other unlanded batches in a month: beyond this, wait (2^k combinations)
 
@@ -158,7 +176,12 @@ class Restored:
 
 
 def restore_batch(
-    client: Client, batch: int, *, attempts: int = 20, pause_seconds: float = 0.5
+    client: Client,
+    batch: int,
+    *,
+    repairing: Sequence[int] = (),
+    attempts: int = 20,
+    pause_seconds: float = 0.5,
 ) -> Restored:
     """After a batch's rollup steps were re-run under their tokens, find each month whose rows
     of this batch a rollup still lacks, and insert them; exact beside other members landing at
@@ -177,9 +200,11 @@ def restore_batch(
     every combination that explains R agrees on whether this batch is in it, that is the answer;
     otherwise (or when L1 != L2) the month is read again. A re-insert carries its own token, so
     two members restoring the same batch at once insert it once, and is checked like the rest.
-    Nothing else is changed: a month that no combination explains (raw rows dropped by hand,
-    say) is only reported."""
+    `repairing`: the batches this repair finishes (this one among them), unlanded whatever the
+    ledger says. Nothing else is changed: a month that no combination explains (raw rows
+    dropped by hand, say) is only reported."""
     out = Restored()
+    marked = {"p": sorted({batch, *repairing})}
     months = [int(m) for (m,) in client.query(
         "SELECT DISTINCT toYYYYMM(occurred_at) AS m FROM usage_raw WHERE batch_id = {b:UInt64} "
         "ORDER BY m", parameters={"b": batch},
@@ -190,7 +215,7 @@ def restore_batch(
         for attempt in range(attempts):
             if attempt:
                 time.sleep(pause_seconds)
-            before = _totals(client, _LANDED_TOTALS, month)
+            before = _totals(client, _LANDED_TOTALS, month, marked)
             found = {
                 t: _totals(client, _ROLLUP_TOTALS.format(table=t, time=c), month)
                 for t, c in pending.items()
@@ -198,10 +223,10 @@ def restore_batch(
             unlanded = {
                 int(b): _as_totals(*rest)
                 for b, *rest in client.query(
-                    _UNLANDED_BY_BATCH, parameters={"m": month}
+                    _UNLANDED_BY_BATCH, parameters={"m": month, **marked}
                 ).result_rows
             }
-            if _totals(client, _LANDED_TOTALS, month) != before:
+            if _totals(client, _LANDED_TOTALS, month, marked) != before:
                 continue  # a batch of M landed between the reads: read again
             mine = unlanded.pop(batch, None)
             if mine is None:
@@ -254,7 +279,7 @@ def _explanations(landed: Totals, mine: Totals, others: list[Totals], found: Tot
 def _reinsert(client: Client, table: str, batch: int, month: int, generation: int) -> None:
     sql = (_hourly_from if table == "usage_hourly" else _daily_from)(_ONE_BATCH_MONTH)
     log.warning(
-        "%s lacks batch %s's rows of %d (a token without its part); inserting them again",
+        "%s lacks batch %s's rows of %d (its token re-run was dropped); inserting them again",
         table, batch, month,
     )  # fmt: skip
     client.command(

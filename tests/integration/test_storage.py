@@ -146,6 +146,42 @@ def test_a_batch_spanning_every_month_since_the_earliest_lands(pool: ClientPool)
     assert per_month["usage_daily"] == per_month["usage_raw"]
 
 
+def test_a_batch_repaired_half_way_through_its_raw_insert_is_finished_later(
+    pool: ClientPool,
+) -> None:
+    """Another member's repair meets a live batch while its raw insert is half-way (its months
+    become visible one part at a time) and ledgers that half; the owner then writes the rest
+    of the raw rows and dies. The next repair must finish the rest, or those records would sit
+    in usage_raw with no key and no rollup, and land a second time when read again."""
+    from pipeline.writer import RAW_COLUMNS, new_batch_id
+
+    client = pool.get()
+    processor = Processor(Classifier(load()[0]))
+    writer = Writer(client)
+    before = totals(pool)
+    start = datetime(2024, 1, 1, tzinfo=UTC)  # months no other test of this module writes to
+    records = [
+        parse_record(
+            {"record_id": f"half{i}", "agency_id": "in-cbse", "provider": "sarvam", "model": "m",
+             "occurred_at": (start + timedelta(days=i)).isoformat(), "request_count": 2},
+            gateway_id="gw-half",
+        )
+        for i in range(90)  # January to March
+    ]  # fmt: skip
+    rows = processor.process_records(records).rows
+    batch = new_batch_id()
+    client.insert("usage_raw", [(*r, batch) for r in rows[:60]], column_names=RAW_COLUMNS)
+    assert writer.repair() == 1  # the other member: January and February only
+    client.insert("usage_raw", [(*r, batch) for r in rows[60:]], column_names=RAW_COLUMNS)
+    assert writer.repair() == 1  # the owner died before its steps: March is finished here
+    assert writer.repair() == 0
+    after = totals(pool)
+    assert after == (before[0] + 90, before[1] + 180, before[2] + 90, before[3] + 180)
+    again = writer.write(rows)  # read again after the owner's death
+    assert (again.inserted, again.duplicates) == (0, 90)
+    assert totals(pool) == after
+
+
 @pytest.mark.parametrize("missing", ["usage_hourly", "usage_daily"])
 def test_failure_between_steps_is_finished_by_the_retry(pool: ClientPool, missing: str) -> None:
     """A rollup table is unavailable after the raw rows and keys (and, for the daily one, the
