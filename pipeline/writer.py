@@ -153,17 +153,15 @@ class Writer:
                 settings={**_SPAN, "insert_deduplication_token": f"{step}-{batch}"},
             )
 
-    def _ledger(self, batches: list[tuple[int, int]]) -> None:
-        """Step 4: the batches are landed."""
-        self.client.insert(
-            "landed_batches", [[b, n] for b, n in batches], column_names=rollups.LEDGER_COLUMNS
-        )
+    def _ledger(self, batch: int, count: int) -> None:
+        """Step 4: the batch is landed, with as many rows as usage_raw holds for it."""
+        self.client.insert("landed_batches", [[batch, count]], column_names=rollups.LEDGER_COLUMNS)
         data_version.bump()  # answers cached before this landing are now stale (api/cache.py)
 
     def _complete(self, batch: int, count: int) -> None:
-        """Steps 2-4 for a batch whose raw rows are in; safe to run any number of times."""
+        """Steps 2-4 for a batch whose raw rows were just written, first time through."""
         self._steps(batch)
-        self._ledger([(batch, count)])
+        self._ledger(batch, count)
 
     def _complete_again(self, batch: int, count: int, repairing: list[int]) -> None:
         """Steps 2-4 for a batch whose steps may have run before: the token re-runs, then any
@@ -171,7 +169,7 @@ class Writer:
         self._steps(batch)
         # Logs what it restores or cannot tell.
         rollups.restore_batch(self.client, batch, repairing=repairing)
-        self._ledger([(batch, count)])
+        self._ledger(batch, count)
 
     def repair(self, *, lookback_ns: int | None = None) -> int:
         """Finish every interrupted batch; returns how many were completed."""
