@@ -165,7 +165,7 @@ class Writer:
 
     def _complete_again(self, batch: int, count: int, repairing: list[int]) -> None:
         """Steps 2-4 for a batch whose steps may have run before: the token re-runs, then any
-        rollup month the engine still lacks (a token without its part) restored."""
+        rollup month whose re-run the engine dropped restored, then the ledger."""
         self._steps(batch)
         # Logs what it restores or cannot tell.
         rollups.restore_batch(self.client, batch, repairing=repairing)
@@ -176,9 +176,10 @@ class Writer:
         since = 0 if lookback_ns is None else max(0, time.time_ns() - lookback_ns)
         with self._lock:
             pending = rollups.unlanded(self.client, since)
+            repairing = [batch for batch, _ in pending]
             for batch, count in pending:
                 log.warning("completing interrupted batch %s (%s rows)", batch, count)
-                self._complete_again(batch, count, [b for b, _ in pending])
+                self._complete_again(batch, count, repairing)
         return len(pending)
 
     def write_rejections(

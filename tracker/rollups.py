@@ -13,7 +13,6 @@ import itertools
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -41,9 +40,10 @@ _MEASURES_FROM_RAW = """
     countIf(isNotNull(cost) AND cost_converted = 0) AS cost_unconverted,
     sum(ifNull(energy_wh, 0)) AS energy_wh"""
 
-# Which raw rows a rollup statement reads: one batch (every landing), or one month (a rebuild).
+# Which raw rows a rollup statement reads: one batch (every landing), or one batch's rows of one
+# month (restore_batch).
 _ONE_BATCH = "batch_id = {b:UInt64}"
-_ONE_MONTH = "toYYYYMM(occurred_at) = {m:UInt32}"
+_ONE_BATCH_MONTH = f"{_ONE_BATCH} AND toYYYYMM(occurred_at) = {{m:UInt32}}"
 
 
 def _hourly_from(where: str) -> str:
@@ -130,14 +130,13 @@ def unlanded(client: Client, since_batch: int = 0) -> list[tuple[int, int]]:
     return [(int(b), int(n)) for b, n in rows]
 
 
-# A rollup's totals of one month, named as usage_raw's are below.
+# A rollup's totals of one month, in the order of usage_raw's below.
 _ROLLUP_TOTALS = """SELECT sum(records), sum(requests), sum(input_tokens) + sum(output_tokens),
     sum(cost_reporting) FROM {table} WHERE toYYYYMM({time}) = {{m:UInt32}}"""
 _ROLLUP_TIME = {"usage_hourly": "hour", "usage_daily": "day"}
 
 # (records, requests, tokens, cost): what a rollup month must agree with usage_raw on.
 Totals = tuple[int, int, int, Decimal]
-_NONE: Totals = (0, 0, 0, Decimal(0))
 
 
 def _as_totals(n: object, requests: object, tokens: object, cost: object) -> Totals:
@@ -165,14 +164,7 @@ _UNLANDED_BY_BATCH = """SELECT batch_id, count(), sum(request_count),
     WHERE toYYYYMM(occurred_at) = {m:UInt32}
     AND (batch_id NOT IN (SELECT batch_id FROM landed_batches) OR has({p:Array(UInt64)}, batch_id))
     GROUP BY batch_id"""
-_ONE_BATCH_MONTH = f"{_ONE_BATCH} AND {_ONE_MONTH}"
 _MAX_IN_FLIGHT = 6  # other unlanded batches in a month: beyond this, wait (2^k combinations)
-
-
-@dataclass
-class Restored:
-    restored: list[tuple[str, int]] = field(default_factory=list)  # (table, YYYYMM) re-inserted
-    undecided: list[tuple[str, int]] = field(default_factory=list)  # could not be told; logged
 
 
 def restore_batch(
@@ -182,7 +174,7 @@ def restore_batch(
     repairing: Sequence[int] = (),
     attempts: int = 20,
     pause_seconds: float = 0.5,
-) -> Restored:
+) -> None:
     """After a batch's rollup steps were re-run under their tokens, find each month whose rows
     of this batch a rollup still lacks, and insert them; exact beside other members landing at
     the same time.
@@ -201,9 +193,9 @@ def restore_batch(
     otherwise (or when L1 != L2) the month is read again. A re-insert carries its own token, so
     two members restoring the same batch at once insert it once, and is checked like the rest.
     `repairing`: the batches this repair finishes (this one among them), unlanded whatever the
-    ledger says. Nothing else is changed: a month that no combination explains (raw rows
-    dropped by hand, say) is only reported."""
-    out = Restored()
+    ledger says. The caller's ledger step, which follows, makes cached answers stale. Nothing
+    else is changed: a month that no combination explains (raw rows dropped by hand, say) is
+    only reported."""
     marked = {"p": sorted({batch, *repairing})}
     months = [int(m) for (m,) in client.query(
         "SELECT DISTINCT toYYYYMM(occurred_at) AS m FROM usage_raw WHERE batch_id = {b:UInt64} "
@@ -228,9 +220,9 @@ def restore_batch(
             }
             if _totals(client, _LANDED_TOTALS, month, marked) != before:
                 continue  # a batch of M landed between the reads: read again
-            mine = unlanded.pop(batch, None)
+            mine = unlanded.pop(batch, None)  # listed whatever the ledger says (`marked`)
             if mine is None:
-                pending.clear()  # landed meanwhile by another member's repair: whole by then
+                pending.clear()  # its raw rows of M are gone (dropped by hand): nothing to do
                 break
             if len(unlanded) > _MAX_IN_FLIGHT:
                 continue
@@ -238,8 +230,6 @@ def restore_batch(
                 verdicts = _explanations(before, mine, list(unlanded.values()), found[table])
                 if verdicts == {True}:
                     del pending[table]
-                    if table in inserted:
-                        out.restored.append((table, month))
                 elif verdicts == {False}:
                     # Checked again on the next read. Should this insert meet the same fate
                     # (a crash leaving its token without its part), the next one carries the
@@ -254,10 +244,6 @@ def restore_batch(
                 "batches landing all the while?); left as the token re-run left it",
                 table, batch, month, attempts,
             )  # fmt: skip
-            out.undecided.append((table, month))
-    if out.restored:
-        data_version.bump()
-    return out
 
 
 def _explanations(landed: Totals, mine: Totals, others: list[Totals], found: Totals) -> set[bool]:
