@@ -1,5 +1,7 @@
 """Integration fixtures: one chdb directory per pytest run (chdb allows one path per process),
-a fresh database per test module, and a real Kafka broker started by deploy/kafka/broker.py."""
+a fresh database per test module, a real Kafka broker started by deploy/kafka/broker.py, and,
+for the tests of the `http://` DSN path, the engine behind an HTTP front in its own process
+(tests/integration/chdb_http.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from types import ModuleType
 
 import pytest
 
+from tests.integration import chdb_http
 from tracker.clickhouse import ClientPool
 from tracker.migrate import migrate
 from tracker.settings import CommonSettings
@@ -45,6 +48,17 @@ def pool(settings: CommonSettings) -> Iterator[ClientPool]:
     migrate(p.get())
     yield p
     p.get().command(f"DROP DATABASE IF EXISTS `{settings.clickhouse_database}`")
+
+
+@pytest.fixture(scope="session")
+def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An `http://` DSN: the engine in a process of its own, as a ClickHouse server would be."""
+    proc, dsn = chdb_http.start(str(tmp_path_factory.mktemp("chdb-server") / "store"))
+    try:
+        yield dsn
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from pipeline.processor import Processor
 from pipeline.writer import Writer
+from tests.integration.stores import either_store
 from tests.integration.test_api_support import SMALL_DAY, Seeded, app, bearer, seed
 from tracker.classify import Classifier
 from tracker.clickhouse import ClientPool
@@ -23,6 +24,11 @@ from tracker.settings import CommonSettings
 
 WEEK = {"from": "2026-06-10", "to": "2026-06-17"}
 ORDER = ("agency_id", "occurred_at", "gateway_id", "record_id")
+
+
+@pytest.fixture(scope="module", params=["embedded", "server"])
+def pool(request: pytest.FixtureRequest, settings: CommonSettings) -> Iterator[ClientPool]:
+    yield from either_store(request, settings)
 
 
 @pytest.fixture(scope="module")
