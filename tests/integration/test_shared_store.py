@@ -1,0 +1,108 @@
+"""Two `tracker pipeline` processes in one consumer group landing into one store, as they do
+with a ClickHouse server (here the engine behind tests/integration/chdb_http.py): one is killed
+with SIGKILL mid-stream, the other takes its partitions over. Every count must equal the
+ground truth. This is where the races between members meet for real: a member landing records
+of a partition it just lost, a member's start-up or rebalance repair meeting the other's live
+batch, two key checks at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from tests.integration.faults import (
+    COUNT_SQL,
+    MONTHS_SQL,
+    LagProbe,
+    make_stream,
+    produce,
+    truth_rows,
+    wait_caught_up,
+)
+from tests.integration.stores import server_settings
+from tracker.cli.wiring import open_core
+from tracker.settings import CommonSettings
+from tracker.topics import ensure_topics
+
+ROOT = Path(__file__).resolve().parents[2]
+ASSIGNED = re.compile(r"assigned \[[^\]]")  # a non-empty assignment
+
+
+def assigned(log: Path) -> bool:
+    return bool(ASSIGNED.search(log.read_text(errors="replace")))
+
+
+def test_two_processes_on_one_store_one_killed_mid_stream(
+    kafka_bootstrap: str, server_dsn: str, tmp_path: Path
+) -> None:
+    topic, group = f"shared-{uuid.uuid4().hex[:6]}", f"g-{uuid.uuid4().hex[:6]}"
+    database = f"t_shared_{uuid.uuid4().hex[:8]}"
+    settings = server_settings(
+        CommonSettings(data_dir=tmp_path / "unused", clickhouse_database=database), server_dsn
+    )
+    # The deploy's one-off `tracker migrate` job, before any pipeline starts.
+    pool = open_core(settings).pool
+    ensure_topics(kafka_bootstrap, topic, topic + ".dlq", partitions=4)
+    stream = make_stream(60_000, seed=11)
+    half = len(stream.messages) // 2
+    env = {
+        **os.environ, "TRACKER_CLICKHOUSE_DSN": server_dsn, "TRACKER_CLICKHOUSE_DATABASE": database,
+        "TRACKER_DATA_DIR": str(tmp_path / "unused"), "TRACKER_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "TRACKER_KAFKA_TOPIC": topic, "TRACKER_KAFKA_DLQ_TOPIC": topic + ".dlq",
+        "TRACKER_CONSUMER_GROUP": group, "TRACKER_BATCH_MAX_ROWS": "500",
+        "TRACKER_BATCH_MAX_SECONDS": "0.1", "TRACKER_CONSUMER_SESSION_TIMEOUT_MS": "6000",
+        "TRACKER_LOG_LEVEL": "INFO",
+    }  # fmt: skip
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+
+    def launch(log: Path) -> subprocess.Popen[bytes]:
+        with log.open("wb") as err:  # the child keeps its own descriptor
+            return subprocess.Popen([sys.executable, "-m", "tracker", "pipeline"], env=env,
+                                    cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
+
+    procs = [launch(log) for log in logs]
+    probe = LagProbe(kafka_bootstrap, topic, group)
+    try:
+        # Both members hold partitions before the first record arrives (AssignmentWatch
+        # rejoins an empty-handed member within 20 s).
+        deadline = time.monotonic() + 150
+        while not all(assigned(log) for log in logs):
+            assert all(p.poll() is None for p in procs), "a pipeline exited on its own"
+            assert time.monotonic() < deadline, [log.read_text()[-2000:] for log in logs]
+            time.sleep(0.2)
+        produce(kafka_bootstrap, topic, stream.messages[:half])
+        start_lag = probe.lag()
+        deadline = time.monotonic() + 120
+        while probe.lag() > start_lag * 0.7:  # both landing, well before the end
+            assert time.monotonic() < deadline, "the pipelines made no progress"
+            time.sleep(0.05)
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait(timeout=30)
+        produce(kafka_bootstrap, topic, stream.messages[half:])
+        wait_caught_up(kafka_bootstrap, topic, group)
+        procs[1].send_signal(signal.SIGTERM)
+        assert procs[1].wait(timeout=60) == 0
+    finally:
+        probe.close()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    survivor = logs[1].read_text(errors="replace")
+    # The survivor was given the dead member's partitions: all four.
+    assert re.search(r"assigned \[(?:[^\]]*partition=\d[^\]]*){4}\]", survivor), survivor[-3000:]
+    result = pool.get().query(COUNT_SQL)
+    figures = {
+        k: int(v or 0) for k, v in zip(result.column_names, result.result_rows[0], strict=True)
+    }
+    months = [[int(x) for x in row] for row in pool.get().query(MONTHS_SQL).result_rows]
+    assert figures == truth_rows(stream), json.dumps(months)
+    assert all(len(set(row[1:])) == 1 for row in months), months  # raw = hourly = daily
+    pool.get().command(f"DROP DATABASE IF EXISTS `{database}`")
