@@ -9,6 +9,12 @@ registered agency and the demo's provider routes with their real classification)
 hourly rollup with the writer's own rollup SQL; `serve` runs the API under uvicorn; `run` does
 both and measures from outside with ApacheBench (`ab`, apt package apache2-utils) and httpx,
 sampling the server's resident memory from /proc. Results are printed as JSON.
+
+`--server`: the deploy's shape, where the engine is a ClickHouse server and the API process
+reaches it through an `http://` DSN. No ClickHouse server can be installed here, so the engine
+runs in a fourth process behind tests/integration/chdb_http.py (the same chdb engine, answering
+clickhouse-connect's HTTP requests); the API process then holds no engine, and its memory is
+what an operator sizes for the API. The front's own memory is reported beside it.
 """
 
 from __future__ import annotations
@@ -192,6 +198,7 @@ def run(
     cache_seconds: float,
     public_cache: bool,
     export_only: bool = False,
+    through_server: bool = False,
 ) -> dict[str, Any]:
     import httpx
 
@@ -204,11 +211,18 @@ def run(
            "TRACKER_RATE_LIMIT_KEY_PER_MINUTE": "100000000",
            "TRACKER_PUBLIC_CACHE_SECONDS": str(cache_seconds),
            "TRACKER_PUBLIC_CACHE": str(public_cache).lower()}  # fmt: skip
+    front = None
+    if through_server:
+        from tests.integration import chdb_http
+
+        front, dsn = chdb_http.start(str((data_dir / "chdb").resolve()))  # settings.dsn()
+        env["TRACKER_CLICKHOUSE_DSN"] = dsn
     server = subprocess.Popen([sys.executable, __file__, "serve", "--dir", str(data_dir),
                                "--port", str(port)], env=env)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     result: dict[str, Any] = {"rows": rows, "public_cache_seconds": cache_seconds,
-                              "public_cache": public_cache}  # fmt: skip
+                              "public_cache": public_cache,
+                              "through_server": through_server}  # fmt: skip
     try:
         with httpx.Client(base_url=base, timeout=600) as http:
             for _ in range(600):
@@ -220,6 +234,8 @@ def run(
                 time.sleep(0.2)
             result["rss_idle_mb"] = _rss_mb(server.pid)
             result["rss_anon_idle_mb"] = _rss_mb(server.pid, "RssAnon")
+            if front is not None:
+                result["engine_front_rss_idle_mb"] = _rss_mb(front.pid)
 
             def timed(
                 path: str, params: dict[str, Any], headers: dict[str, str], n: int
@@ -257,18 +273,22 @@ def run(
             peak = [result["rss_idle_mb"], result["rss_anon_idle_mb"]]
             done = threading.Event()
 
+            front_peak = [0.0]
+
             def sample() -> None:
                 while not done.is_set():
                     peak[0] = max(peak[0], _rss_mb(server.pid))
                     peak[1] = max(peak[1], _rss_mb(server.pid, "RssAnon"))
+                    if front is not None:
+                        front_peak[0] = max(front_peak[0], _rss_mb(front.pid))
                     time.sleep(0.05)
 
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
-            for fmt in ("csv", "parquet") if export_rows > 0 else ():
+            for fmt in ("csv", "jsonl", "parquet") if export_rows > 0 else ():
                 before = _rss_mb(server.pid)
                 before_anon = _rss_mb(server.pid, "RssAnon")
-                peak[0], peak[1] = before, before_anon
+                peak[0], peak[1], front_peak[0] = before, before_anon, 0.0
                 t = time.perf_counter()
                 size = 0
                 export: dict[str, str | int] = {
@@ -289,10 +309,15 @@ def run(
                     "server_anon_before_mb": round(before_anon),
                     "server_anon_peak_mb": round(peak[1]),
                 }  # fmt: skip
+                if front is not None:
+                    result[f"export_{fmt}"]["engine_front_rss_peak_mb"] = round(front_peak[0])
             done.set()
     finally:
         server.terminate()
         server.wait(30)
+        if front is not None:
+            front.terminate()
+            front.wait(30)
     return result
 
 
@@ -318,6 +343,11 @@ def main() -> None:
             action="store_true",
             help="measure only the exports, on a freshly started server",
         )
+        p.add_argument(
+            "--server",
+            action="store_true",
+            help="the API reaches the engine through an http:// DSN (see the docstring)",
+        )
     args = parser.parse_args()
     if args.command == "generate":
         generate(args.dir, args.rows)
@@ -331,6 +361,7 @@ def main() -> None:
             args.cache_seconds,
             not args.no_public_cache,
             args.export_only,
+            args.server,
         )
         print(json.dumps(result, indent=2))
 
