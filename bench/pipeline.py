@@ -14,6 +14,12 @@ generator's count of `accepted` in 2xx answers), landed records and lag (the pip
 /metrics), and the resident memory and CPU time of each process (/proc). At the end the load
 stops, the pipeline drains to lag 0 and exits, and a fresh interpreter counts what landed in
 the pipeline's chdb: it must equal what the collector accepted. Prints one JSON document.
+
+`--server`: the deploy's shape, where the pipeline reaches a ClickHouse server through an
+`http://` DSN. No ClickHouse server can be installed here, so the pipeline's engine runs in a
+process of its own behind tests/integration/chdb_http.py (the same chdb engine), sampled as
+"engine"; the pipeline process then holds no engine. `--members N` (with --server) runs N
+pipeline processes in one consumer group on that one store, as the deploy scales out.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from typing import Any
 import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tests.integration.chdb_http, for --server
 PY = sys.executable
 BROKER = ROOT / "deploy" / "kafka" / "broker.py"
 SAMPLE_SECONDS = 5.0
@@ -210,11 +217,12 @@ def _wait_http(port: int, path: str, timeout: float, proc: subprocess.Popen[byte
     raise SystemExit(f"nothing answered on port {port} after {timeout} s")
 
 
-def _count_landed(data_dir: Path) -> dict[str, int]:
+def _count_landed(data_dir: Path, dsn: str | None = None) -> dict[str, int]:
     """Counted by a fresh interpreter: chdb lets only one process open a data dir."""
+    dsn = dsn or f"chdb://{data_dir / 'chdb'}"
     code = (
         "import json, clickhouse_connect\n"
-        f"c = clickhouse_connect.get_client(dsn='chdb://{data_dir / 'chdb'}', database='tracker')\n"
+        f"c = clickhouse_connect.get_client(dsn='{dsn}', database='tracker')\n"
         "r = c.query('SELECT (SELECT count() FROM usage_raw), (SELECT uniqExact(gateway_id, "
         "record_id) FROM usage_raw), (SELECT sum(records) FROM usage_hourly), "
         "(SELECT count() FROM usage_rejects)').result_rows[0]\n"
@@ -233,10 +241,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     agencies = [a.id for a in load_registry()[0].agencies]
     procs: dict[str, subprocess.Popen[bytes]] = {}
-    logs = {name: (work / f"{name}.log").open("wb") for name in ("collector", "pipeline", "load")}
+    members = [f"pipeline{i + 1}" if i else "pipeline" for i in range(args.members)]
+    logs = {name: (work / f"{name}.log").open("wb")
+            for name in ("collector", *members, "load", "engine")}  # fmt: skip
     result: dict[str, Any] = {
         "seconds": args.seconds, "connections": args.connections, "batch_records": args.batch,
-        "offered_rate": args.rate or "unlimited",
+        "offered_rate": args.rate or "unlimited", "server": args.server, "members": args.members,
         "uptime_before": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
     }  # fmt: skip
 
@@ -260,21 +270,40 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             env=env_c, capture_output=True, text=True, check=True, cwd=ROOT,
         ).stdout  # fmt: skip
         key = re.search(r"key \(shown once[^)]*\): (\S+)", added)[1]  # type: ignore[index]
-        cport, mport = _free_port(), _free_port()
+        cport = _free_port()
+        mports = {name: _free_port() for name in members}
         procs["collector"] = subprocess.Popen(
             [PY, "-m", "tracker", "collector", "--port", str(cport)],
             env=env_c, cwd=ROOT, stdout=logs["collector"], stderr=subprocess.STDOUT,
         )  # fmt: skip
-        env_p = {**base, "TRACKER_DATA_DIR": str(work / "pipeline"),
-                 "TRACKER_METRICS_PORT": str(mport), **dict(args.pipeline_env)}  # fmt: skip
-        procs["pipeline"] = subprocess.Popen(
-            [PY, "-m", "tracker", "pipeline"],
-            env=env_p, cwd=ROOT, stdout=logs["pipeline"], stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        env_p = {**base, "TRACKER_DATA_DIR": str(work / "pipeline"), **dict(args.pipeline_env)}
+        if args.server:
+            from tests.integration import chdb_http
+
+            (work / "pipeline").mkdir(exist_ok=True)
+            procs["engine"], dsn = chdb_http.start(str((work / "pipeline" / "chdb").resolve()))
+            env_p["TRACKER_CLICKHOUSE_DSN"] = dsn
+            # The deploy's one-off migrate job: members starting together must not race it.
+            subprocess.run([PY, "-m", "tracker", "migrate"], env=env_p, cwd=ROOT, check=True,
+                           stdout=logs["engine"], stderr=subprocess.STDOUT)  # fmt: skip
+        for name in members:
+            procs[name] = subprocess.Popen(
+                [PY, "-m", "tracker", "pipeline"],
+                env={**env_p, "TRACKER_METRICS_PORT": str(mports[name])},
+                cwd=ROOT, stdout=logs[name], stderr=subprocess.STDOUT,
+            )  # fmt: skip
         _wait_http(cport, "/healthz", 120, procs["collector"])
-        _wait_http(mport, "/metrics", 120, procs["pipeline"])
-        log(f"collector :{cport} (pid {procs['collector'].pid}), "
-            f"pipeline metrics :{mport} (pid {procs['pipeline'].pid})")  # fmt: skip
+        for name in members:
+            _wait_http(mports[name], "/metrics", 120, procs[name])
+        log(
+            f"collector :{cport} (pid {procs['collector'].pid}), pipelines "
+            + ", ".join(f"{n} :{mports[n]} (pid {procs[n].pid})" for n in members)
+        )
+
+        def metrics() -> tuple[float, float]:
+            """(landed, lag) summed over the members: each reports its own partitions."""
+            got = [_metrics(port) for port in mports.values()]
+            return sum(g[0] for g in got), sum(g[1] for g in got)
 
         counts_file = work / "load.json"
         procs["load"] = subprocess.Popen(
@@ -284,8 +313,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
              "--out", str(counts_file), "--agencies", ",".join(agencies)],
             env=base, cwd=ROOT, stdout=logs["load"], stderr=subprocess.STDOUT,
         )  # fmt: skip
-        pids = {"pipeline": procs["pipeline"].pid, "collector": procs["collector"].pid,
-                "load": procs["load"].pid, "broker": broker_pid}  # fmt: skip
+        pids = {**{name: procs[name].pid for name in members},
+                "collector": procs["collector"].pid, "load": procs["load"].pid,
+                "broker": broker_pid}  # fmt: skip
+        if "engine" in procs:
+            pids["engine"] = procs["engine"].pid
         cpu0 = {name: _proc(pid)[1] for name, pid in pids.items()}
 
         def accepted() -> int:
@@ -300,7 +332,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         while time.monotonic() - started < args.seconds:
             time.sleep(SAMPLE_SECONDS)
             now, acc = time.monotonic(), accepted()
-            landed, lag = _metrics(mport)
+            landed, lag = metrics()
             rss = {name: round(_proc(pid)[0]) for name, pid in pids.items()}
             anon = round(_anon_mb(pids["pipeline"]))
             dt = now - prev[0]
@@ -315,11 +347,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         elapsed = time.monotonic() - started
         cpu_s = {name: _proc(pid)[1] - cpu0[name] for name, pid in pids.items()}
         cpu = {name: round(seconds / elapsed, 2) for name, seconds in cpu_s.items()}
-        window = {"accepted": accepted(), "landed": _metrics(mport)[0]}
+        window = {"accepted": accepted(), "landed": metrics()[0]}
         # Records per CPU-second of each stage: what a run on a shared machine can still say
         # about cores needed, when the stage got only a slice of the CPUs.
         efficiency = {
-            "pipeline": round(window["landed"] / max(cpu_s["pipeline"], 1e-9)),
+            "pipeline": round(window["landed"] / max(sum(cpu_s[n] for n in members), 1e-9)),
+            **(
+                {"engine": round(window["landed"] / max(cpu_s["engine"], 1e-9))}
+                if "engine" in cpu_s
+                else {}
+            ),
             "collector": round(window["accepted"] / max(cpu_s["collector"], 1e-9)),
             "broker": round(window["accepted"] / max(cpu_s["broker"], 1e-9)),
         }
@@ -329,13 +366,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         log(f"load stopped: {total}")
 
         drain_started = time.monotonic()
-        landed, lag = _metrics(mport)
+        landed, lag = metrics()
         while (landed < total["accepted"] or lag > 0) and time.monotonic() - drain_started < 600:
             time.sleep(1)
-            landed, lag = _metrics(mport)
+            landed, lag = metrics()
         drain = time.monotonic() - drain_started
-        procs["pipeline"].send_signal(signal.SIGTERM)
-        procs["pipeline"].wait(120)
+        for name in members:
+            procs[name].send_signal(signal.SIGTERM)
+        for name in members:
+            procs[name].wait(120)
         procs["collector"].send_signal(signal.SIGTERM)
         procs["collector"].wait(60)
         steady = samples[1:] or samples  # the first window includes start-up
@@ -358,7 +397,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "uptime_after": subprocess.run(["uptime"], capture_output=True,
                                            text=True).stdout.strip(),
         })  # fmt: skip
-        result["verify"] = _count_landed(work / "pipeline")
+        result["verify"] = _count_landed(work / "pipeline", env_p.get("TRACKER_CLICKHOUSE_DSN"))
         result["verify"]["accepted"] = total["accepted"]
         result["verify"]["equal"] = (
             result["verify"]["raw"] == total["accepted"] == result["verify"]["rollup_records"]
@@ -400,6 +439,17 @@ def main() -> None:
         help="extra environment of the pipeline, e.g. TRACKER_BATCH_MAX_ROWS=100000",
     )
     p.add_argument("--collector-env", action="append", default=[], metavar="K=V")  # fmt: skip
+    p.add_argument(
+        "--server",
+        action="store_true",
+        help="the pipeline reaches its engine through an http:// DSN (see above)",
+    )
+    p.add_argument(
+        "--members",
+        type=int,
+        default=1,
+        help="pipeline processes in the group (more than 1 needs --server)",
+    )
     g = sub.add_parser("load")
     g.add_argument("--url", required=True)
     g.add_argument("--key", required=True)
@@ -413,6 +463,8 @@ def main() -> None:
         load(args.url, args.key, args.agencies.split(","), args.batch, args.connections, args.out,
              args.rate)  # fmt: skip
         return
+    if args.members < 1 or (args.members > 1 and not args.server):
+        parser.error("--members must be at least 1, and more than 1 needs --server")
     args.pipeline_env = _env_pairs(args.pipeline_env)
     args.collector_env = _env_pairs(args.collector_env)
     print(json.dumps(run(args), indent=2))

@@ -74,19 +74,33 @@ def _quote(text: str) -> str:
 
 
 def _decompress(data: bytes, encoding: str | None) -> bytes:
+    """The whole body. A streamed insert arrives as one compressed frame (or gzip member, or
+    deflate stream) per block, one after another: every one of them is decoded, not only the
+    first (lz4.frame.decompress alone stops after the first frame)."""
     if not encoding or not data:
         return data
-    if encoding == "lz4":
-        return bytes(lz4.frame.decompress(data))
+    if encoding == "gzip":
+        return gzip.decompress(data)  # reads every member
     if encoding == "zstd":
         from compression import zstd  # type: ignore[import-not-found]  # Python 3.14+
 
-        return bytes(zstd.decompress(data))
-    if encoding == "gzip":
-        return gzip.decompress(data)
-    if encoding == "deflate":
-        return zlib.decompress(data)
-    raise BadRequest(f"unsupported Content-Encoding {encoding!r}")
+        return bytes(zstd.decompress(data))  # reads every frame
+    if encoding not in ("lz4", "deflate"):
+        raise BadRequest(f"unsupported Content-Encoding {encoding!r}")
+    out: list[bytes] = []
+    rest = data
+    while rest:
+        if encoding == "lz4":
+            lz4_frame = lz4.frame.LZ4FrameDecompressor()
+            out.append(lz4_frame.decompress(rest))
+            done, rest = lz4_frame.eof, lz4_frame.unused_data
+        else:
+            stream = zlib.decompressobj()
+            out.append(stream.decompress(rest))
+            done, rest = stream.eof, stream.unused_data
+        if not done:
+            raise BadRequest(f"truncated {encoding} body")
+    return b"".join(out)
 
 
 class _Server(ThreadingHTTPServer):
