@@ -4,6 +4,7 @@ its ground truth computed independently of the pipeline, and waiting on the cons
 from __future__ import annotations
 
 import random
+import subprocess
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -144,6 +145,14 @@ def _group_lag(bootstrap: str, topic: str, group: str) -> int:
     finally:
         consumer.close()
         admin.close()
+
+
+def kill_left(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Kill whichever of a test's processes are still running (the test failed half-way)."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
 
 
 def wait_caught_up(bootstrap: str, topic: str, group: str, timeout: float = 300) -> None:

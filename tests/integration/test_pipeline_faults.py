@@ -26,6 +26,7 @@ from tests.integration.faults import (
     MONTHS_SQL,
     LagProbe,
     group_lag,
+    kill_left,
     make_stream,
     produce,
     truth_rows,
@@ -128,10 +129,7 @@ def test_kill_9_mid_batch_and_restart(kafka_bootstrap: str, tmp_path: Path) -> N
         assert proc.wait(timeout=60) == 0
     finally:
         probe.close()
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        kill_left(procs)
     # The pipeline's chdb directory can be opened by one process at a time, and this test
     # process already holds its own: read the figures from a fresh interpreter.
     script = (

@@ -21,6 +21,7 @@ from tests.integration.faults import (
     COUNT_SQL,
     MONTHS_SQL,
     LagProbe,
+    kill_left,
     make_stream,
     produce,
     truth_rows,
@@ -91,10 +92,7 @@ def test_two_processes_on_one_store_one_killed_mid_stream(
         assert procs[1].wait(timeout=60) == 0
     finally:
         probe.close()
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        kill_left(procs)
     survivor = logs[1].read_text(errors="replace")
     # The survivor was given the dead member's partitions: all four.
     assert re.search(r"assigned \[(?:[^\]]*partition=\d[^\]]*){4}\]", survivor), survivor[-3000:]
