@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from pipeline.processor import Processor
 from pipeline.writer import Writer
+from tests.integration.stores import either_store
 from tracker.classify import Classifier
 from tracker.clickhouse import ClientPool
 from tracker.contract import UsageRecord, parse_record
 from tracker.migrate import MigrationError, available, migrate
 from tracker.registry import load
 from tracker.settings import CommonSettings
+
+
+@pytest.fixture(scope="module", params=["embedded", "server"])
+def pool(request: pytest.FixtureRequest, settings: CommonSettings) -> Iterator[ClientPool]:
+    """Every test here on the embedded store and through the http:// DSN."""
+    yield from either_store(request, settings)
+
 
 START = datetime(2026, 5, 1, tzinfo=UTC)
 
