@@ -3,6 +3,7 @@ and `tracker reclassify` re-deriving the route rollup idempotently."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import yaml
 
 from pipeline.processor import Processor
 from pipeline.writer import Writer
+from tests.integration.stores import either_store
 from tracker import reclassify, registry_store
 from tracker.capacity import registry_in_force
 from tracker.classify import Classifier
@@ -18,6 +20,14 @@ from tracker.clickhouse import ClientPool
 from tracker.contract import UsageRecord, parse_record
 from tracker.metrics import AsClassified, Basis, headline
 from tracker.registry import Registry, RegistryError, load, parse
+from tracker.settings import CommonSettings
+
+
+@pytest.fixture(scope="module", params=["embedded", "server"])
+def pool(request: pytest.FixtureRequest, settings: CommonSettings) -> Iterator[ClientPool]:
+    """Every test here on the embedded store and through the http:// DSN."""
+    yield from either_store(request, settings)
+
 
 START = datetime(2026, 3, 30, tzinfo=UTC)  # the data spans two months (March and April)
 END = datetime(2026, 5, 1, tzinfo=UTC)
