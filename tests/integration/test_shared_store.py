@@ -14,8 +14,12 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
+
+import orjson
+import pytest
 
 from tests.integration.faults import (
     COUNT_SQL,
@@ -27,8 +31,11 @@ from tests.integration.faults import (
     truth_rows,
     wait_caught_up,
 )
+from tests.integration.ports import free_port
 from tests.integration.stores import server_settings
+from tests.integration.test_end_to_end import AGENCIES, dataset, expected
 from tracker.cli.wiring import open_core
+from tracker.gateways import add
 from tracker.settings import CommonSettings
 from tracker.topics import ensure_topics
 
@@ -104,3 +111,88 @@ def test_two_processes_on_one_store_one_killed_mid_stream(
     assert figures == truth_rows(stream), json.dumps(months)
     assert all(len(set(row[1:])) == 1 for row in months), months  # raw = hourly = daily
     pool.get().command(f"DROP DATABASE IF EXISTS `{database}`")
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, f"{proc.args!r} exited with {proc.returncode}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"nothing answered at {url}"
+        time.sleep(0.3)
+
+
+def test_the_deploy_shape_collector_pipeline_and_api_as_processes(
+    kafka_bootstrap: str, server_dsn: str, tmp_path: Path
+) -> None:
+    """`tracker collector`, `tracker pipeline` and `tracker api`, each its own process on one
+    store, as deploy/docker-compose.yml runs them: a known dataset posted to the collector (10%
+    of it resent) reads back from the API's headline with every figure equal to sums computed
+    here from the dataset and tiers written down by hand (test_end_to_end.py's)."""
+    topic, group = f"deploy-{uuid.uuid4().hex[:6]}", f"g-{uuid.uuid4().hex[:6]}"
+    database = f"t_deploy_{uuid.uuid4().hex[:8]}"
+    settings = server_settings(
+        CommonSettings(data_dir=tmp_path / "unused", clickhouse_database=database), server_dsn
+    )
+    core = open_core(settings)  # the deploy's one-off migrate job
+    _, key = add(core.pool.get(), core.registry, "gw-deploy", AGENCIES)
+    ensure_topics(kafka_bootstrap, topic, topic + ".dlq", partitions=4)
+    cport, aport = free_port(), free_port()
+    env = {
+        **os.environ, "TRACKER_CLICKHOUSE_DSN": server_dsn, "TRACKER_CLICKHOUSE_DATABASE": database,
+        "TRACKER_DATA_DIR": str(tmp_path / "unused"), "TRACKER_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "TRACKER_KAFKA_TOPIC": topic, "TRACKER_KAFKA_DLQ_TOPIC": topic + ".dlq",
+        "TRACKER_CONSUMER_GROUP": group, "TRACKER_BATCH_MAX_SECONDS": "0.3",
+        "TRACKER_KAFKA_RECORDS_PER_MESSAGE": "100", "TRACKER_LOG_LEVEL": "WARNING",
+    }  # fmt: skip
+    commands = {
+        "collector": ["collector", "--port", str(cport)],
+        "pipeline": ["pipeline"],
+        "api": ["api", "--port", str(aport)],
+    }
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "tracker", *args], env=env, cwd=ROOT)
+        for args in commands.values()
+    ]
+    try:
+        wait_http(f"http://127.0.0.1:{cport}/healthz", procs[0])
+        wait_http(f"http://127.0.0.1:{aport}/v1/health", procs[2])
+        records = dataset(2_500)
+        auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        for batch in [records[i : i + 500] for i in range(0, len(records), 500)] + [records[::10]]:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{cport}/v1/records", data=orjson.dumps(batch), headers=auth
+            )
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                assert json.loads(answer.read())["accepted"] == len(batch)
+        deadline = time.monotonic() + 120
+        while core.pool.query_rows("SELECT count() FROM usage_raw")[0][0] < len(records):
+            assert time.monotonic() < deadline, "the pipeline did not land the dataset"
+            time.sleep(0.3)
+        wait_caught_up(kafka_bootstrap, topic, group)  # the resent 10% read too
+        assert core.pool.query_rows("SELECT count() FROM usage_raw")[0][0] == len(records)
+        window = "from=2026-04-01T00:00:00Z&to=2026-05-01T00:00:00Z"
+        for basis in ("requests", "tokens", "cost"):
+            url = f"http://127.0.0.1:{aport}/v1/share?{window}&basis={basis}"
+            with urllib.request.urlopen(url, timeout=30) as answer:
+                body = json.loads(answer.read())
+            truth = expected(records, set(AGENCIES))[basis]
+            for tier in ("sovereign", "onshore", "offshore", "unknown"):
+                assert body["totals"][tier] == pytest.approx(truth[tier], rel=1e-9), (basis, tier)
+            assert body["domestic_share"] == pytest.approx(
+                (truth["sovereign"] + truth["onshore"]) / sum(truth.values())
+            )
+            assert body["records"] == len(records)
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        # The pipeline exits 0 after its last commit; uvicorn (collector, API) shuts down
+        # cleanly and then exits by the signal it caught, as its own handler re-raises it.
+        assert [proc.wait(timeout=60) for proc in procs] == [-signal.SIGTERM, 0, -signal.SIGTERM]
+    finally:
+        kill_left(procs)
+    core.pool.get().command(f"DROP DATABASE IF EXISTS `{database}`")
