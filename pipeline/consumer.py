@@ -171,15 +171,7 @@ class PipelineConsumer:
                 outer._held(len(assigned))
                 log.info("assigned %s", sorted(str(tp) for tp in assigned))
 
-        # The topic exists with its partitions before this (tracker.topics.ensure_topics). Read
-        # them into this client's metadata before joining: a member that becomes the group's
-        # leader before its first metadata answer assigns from metadata without the topic, so
-        # every member gets nothing until a refresh or a rejoin (seen once in CI, where the
-        # first rejoin came too late for a test's wait).
-        try:
-            self._consumer.partitions_for_topic(topic)
-        except KafkaError as exc:  # the broker went away since ensure_topics: poll() retries
-            log.warning("cannot read %s's partitions before joining (%s)", topic, exc)
+        # The topic exists with its partitions before this (tracker.topics.ensure_topics).
         self._listener = _Listener()
         self._consumer.subscribe([topic], listener=self._listener)
         self._watch = assignment_watch or AssignmentWatch()

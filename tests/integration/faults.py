@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import random
 import subprocess
+import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,11 +102,35 @@ def group_lag(bootstrap: str, topic: str, group: str) -> int:
     deadline = time.monotonic() + 60
     while True:
         try:
-            return _group_lag(bootstrap, topic, group)
-        except (CoordinatorNotAvailableError, NotCoordinatorError, KafkaConnectionError):
+            return _bounded(lambda: _group_lag(bootstrap, topic, group), seconds=30)
+        except (CoordinatorNotAvailableError, NotCoordinatorError, KafkaConnectionError,
+                TimeoutError):  # fmt: skip
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+def _bounded(call: Callable[[], int], *, seconds: float) -> int:
+    """`call()` in a thread of its own, given up after `seconds`: kafka-python 3.0's blocking
+    metadata fetch waits without a timeout, and once hung for good in a full-suite run (a fresh
+    client's partitions_for_topic). A hung attempt is left behind and the caller retries."""
+    result: list[int] = []
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(call())
+        except BaseException as exc:  # handed to the caller's thread
+            error.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if error:
+        raise error[0]
+    if not result:
+        raise TimeoutError(f"no answer from Kafka within {seconds} s")
+    return result[0]
 
 
 class LagProbe:

@@ -94,7 +94,13 @@ def test_two_processes_on_one_store_one_killed_mid_stream(
         procs[0].send_signal(signal.SIGKILL)
         procs[0].wait(timeout=30)
         produce(kafka_bootstrap, topic, stream.messages[half:])
-        wait_caught_up(kafka_bootstrap, topic, group)
+        try:
+            wait_caught_up(kafka_bootstrap, topic, group, timeout=150)
+        except AssertionError as exc:
+            # Where the survivor is stuck: `tracker` writes every thread's stack on SIGUSR1.
+            procs[1].send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            raise AssertionError(f"{exc}\n{logs[1].read_text(errors='replace')[-8000:]}") from exc
         procs[1].send_signal(signal.SIGTERM)
         assert procs[1].wait(timeout=60) == 0
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
 import signal
@@ -236,6 +237,9 @@ def api(host: Host = None, port: Port = None) -> None:
 
 
 def main() -> None:
+    # `kill -USR1 <pid>` writes every thread's stack to stderr: how an operator (or a fault
+    # test) sees where a process that makes no progress is stuck, without stopping it.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         app()
     except StorageUnavailable as exc:
