@@ -225,7 +225,19 @@ class _SpendLogs(BaseHTTPRequestHandler):
 
 def test_litellm_spend_log_pull(url: str, keys: Keys, pool: ClientPool, tmp_path: Path) -> None:
     rows = json.loads((FIXTURES / "litellm/spend_logs.json").read_text())
-    rows = [{**r, "request_id": f"pull-{r['request_id']}"} for r in rows]
+    # The recorded calls moved to an hour ago, keeping their spacing: the pull's first window
+    # is "a day back from now", and this test compares the second window against it.
+    shift = (
+        datetime.now(UTC)
+        - timedelta(hours=1)
+        - max(datetime.fromisoformat(r["startTime"]) for r in rows)
+    )
+    rows = [
+        {**r, "request_id": f"pull-{r['request_id']}",
+         **{k: (datetime.fromisoformat(r[k]) + shift).isoformat()
+            for k in ("startTime", "endTime", "completionStartTime") if r.get(k)}}
+        for r in rows
+    ]  # fmt: skip
     _SpendLogs.rows = rows
     proxy = ThreadingHTTPServer(("127.0.0.1", 0), _SpendLogs)
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
