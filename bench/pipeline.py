@@ -242,8 +242,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     agencies = [a.id for a in load_registry()[0].agencies]
     procs: dict[str, subprocess.Popen[bytes]] = {}
     members = [f"pipeline{i + 1}" if i else "pipeline" for i in range(args.members)]
-    logs = {name: (work / f"{name}.log").open("wb")
-            for name in ("collector", *members, "load", "engine")}  # fmt: skip
+    names = ["collector", *members, "load"] + (["engine"] if args.server else [])
+    logs = {name: (work / f"{name}.log").open("wb") for name in names}
     result: dict[str, Any] = {
         "seconds": args.seconds, "connections": args.connections, "batch_records": args.batch,
         "offered_rate": args.rate or "unlimited", "server": args.server, "members": args.members,

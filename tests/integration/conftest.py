@@ -15,6 +15,7 @@ from types import ModuleType
 import pytest
 
 from tests.integration import chdb_http
+from tests.integration.stores import server_settings
 from tracker.clickhouse import ClientPool
 from tracker.migrate import migrate
 from tracker.settings import CommonSettings
@@ -42,8 +43,24 @@ def settings(chdb_dir: Path, request: pytest.FixtureRequest) -> CommonSettings:
     return CommonSettings(data_dir=chdb_dir, clickhouse_database=database)
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module that sets BOTH_STORES = True runs each of its tests that open the store twice:
+    on the embedded engine and through the `http://` DSN path."""
+    if getattr(metafunc.module, "BOTH_STORES", False) and "store" in metafunc.fixturenames:
+        metafunc.parametrize("store", ["embedded", "server"], indirect=True, scope="module")
+
+
 @pytest.fixture(scope="module")
-def pool(settings: CommonSettings) -> Iterator[ClientPool]:
+def store(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "embedded"))
+
+
+@pytest.fixture(scope="module")
+def pool(
+    settings: CommonSettings, store: str, request: pytest.FixtureRequest
+) -> Iterator[ClientPool]:
+    if store == "server":
+        settings = server_settings(settings, request.getfixturevalue("server_dsn"))
     p = ClientPool(settings)
     migrate(p.get())
     yield p

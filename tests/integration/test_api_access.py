@@ -11,17 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.integration.stores import either_store
 from tests.integration.test_api_support import Seeded, app, bearer, seed
 from tracker.access import hash_key, revoke_key
 from tracker.clickhouse import ClientPool
 from tracker.settings import CommonSettings
 
-
-@pytest.fixture(scope="module", params=["embedded", "server"])
-def pool(request: pytest.FixtureRequest, settings: CommonSettings) -> Iterator[ClientPool]:
-    """Every test here on the embedded store and through the http:// DSN."""
-    yield from either_store(request, settings)
+# Every test here runs on the embedded store and through the http:// DSN (conftest.py).
+BOTH_STORES = True
 
 
 WINDOW = {"from": "2026-06-01", "to": "2026-07-01"}

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.integration.stores import either_store
 from tests.integration.test_api_support import SMALL_DAY, Seeded, app, bearer, seed
 from tracker.classify import Classifier
 from tracker.clickhouse import ClientPool
@@ -23,9 +22,8 @@ JUNE_START, JUNE_END = datetime(2026, 6, 1, tzinfo=UTC), datetime(2026, 7, 1, tz
 SMALL = {"from": SMALL_DAY.isoformat(), "to": (SMALL_DAY + timedelta(days=1)).isoformat()}
 
 
-@pytest.fixture(scope="module", params=["embedded", "server"])
-def pool(request: pytest.FixtureRequest, settings: CommonSettings) -> Iterator[ClientPool]:
-    yield from either_store(request, settings)
+# Every test here runs on the embedded store and through the http:// DSN (conftest.py).
+BOTH_STORES = True
 
 
 @pytest.fixture(scope="module")

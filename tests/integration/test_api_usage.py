@@ -16,7 +16,6 @@ from fastapi.testclient import TestClient
 
 from pipeline.processor import Processor
 from pipeline.writer import Writer
-from tests.integration.stores import either_store
 from tests.integration.test_api_support import SMALL_DAY, Seeded, app, bearer, seed
 from tracker.classify import Classifier
 from tracker.clickhouse import ClientPool
@@ -26,9 +25,8 @@ WEEK = {"from": "2026-06-10", "to": "2026-06-17"}
 ORDER = ("agency_id", "occurred_at", "gateway_id", "record_id")
 
 
-@pytest.fixture(scope="module", params=["embedded", "server"])
-def pool(request: pytest.FixtureRequest, settings: CommonSettings) -> Iterator[ClientPool]:
-    yield from either_store(request, settings)
+# Every test here runs on the embedded store and through the http:// DSN (conftest.py).
+BOTH_STORES = True
 
 
 @pytest.fixture(scope="module")

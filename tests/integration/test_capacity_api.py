@@ -13,19 +13,14 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from pipeline.processor import Processor
 from pipeline.writer import Writer
-from tests.integration.stores import either_store
 from tracker import demo
 from tracker.classify import Classifier
 from tracker.clickhouse import ClientPool
 from tracker.contract import Status, UsageRecord
 from tracker.registry import Registry, load, record_version
-from tracker.settings import CommonSettings
 
-
-@pytest.fixture(scope="module", params=["embedded", "server"])
-def pool(request: pytest.FixtureRequest, settings: CommonSettings) -> Iterator[ClientPool]:
-    """Every test here on the embedded store and through the http:// DSN."""
-    yield from either_store(request, settings)
+# Every test here runs on the embedded store and through the http:// DSN (conftest.py).
+BOTH_STORES = True
 
 
 def rec(

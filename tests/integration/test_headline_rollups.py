@@ -4,14 +4,12 @@ same figures as the hourly rollup alone, for every basis, filter and kind of ran
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
 from pipeline.processor import Processor
 from pipeline.writer import Writer
-from tests.integration.stores import either_store
 from tracker import demo
 from tracker.classify import Classifier
 from tracker.clickhouse import ClientPool
@@ -25,13 +23,9 @@ from tracker.metrics import (
     share_sql,
 )
 from tracker.registry import load
-from tracker.settings import CommonSettings
 
-
-@pytest.fixture(scope="module", params=["embedded", "server"])
-def pool(request: pytest.FixtureRequest, settings: CommonSettings) -> Iterator[ClientPool]:
-    """Every test here on the embedded store and through the http:// DSN."""
-    yield from either_store(request, settings)
+# Every test here runs on the embedded store and through the http:// DSN (conftest.py).
+BOTH_STORES = True
 
 
 END_DAY = date(2026, 4, 1)

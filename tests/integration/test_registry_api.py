@@ -11,18 +11,13 @@ import yaml
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from tests.integration.stores import either_store
 from tracker import registry_store
 from tracker.access import Role, add_key
 from tracker.clickhouse import ClientPool
 from tracker.registry import RegistryError, load, parse
-from tracker.settings import CommonSettings
 
-
-@pytest.fixture(scope="module", params=["embedded", "server"])
-def pool(request: pytest.FixtureRequest, settings: CommonSettings) -> Iterator[ClientPool]:
-    """Every test here on the embedded store and through the http:// DSN."""
-    yield from either_store(request, settings)
+# Every test here runs on the embedded store and through the http:// DSN (conftest.py).
+BOTH_STORES = True
 
 
 @pytest.fixture(scope="module")

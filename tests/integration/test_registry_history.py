@@ -3,7 +3,6 @@ and `tracker reclassify` re-deriving the route rollup idempotently."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,7 +11,6 @@ import yaml
 
 from pipeline.processor import Processor
 from pipeline.writer import Writer
-from tests.integration.stores import either_store
 from tracker import reclassify, registry_store
 from tracker.capacity import registry_in_force
 from tracker.classify import Classifier
@@ -20,13 +18,9 @@ from tracker.clickhouse import ClientPool
 from tracker.contract import UsageRecord, parse_record
 from tracker.metrics import AsClassified, Basis, headline
 from tracker.registry import Registry, RegistryError, load, parse
-from tracker.settings import CommonSettings
 
-
-@pytest.fixture(scope="module", params=["embedded", "server"])
-def pool(request: pytest.FixtureRequest, settings: CommonSettings) -> Iterator[ClientPool]:
-    """Every test here on the embedded store and through the http:// DSN."""
-    yield from either_store(request, settings)
+# Every test here runs on the embedded store and through the http:// DSN (conftest.py).
+BOTH_STORES = True
 
 
 START = datetime(2026, 3, 30, tzinfo=UTC)  # the data spans two months (March and April)

@@ -4,26 +4,20 @@ month and change nothing (tests/integration/test_engine_crash.py covers the mont
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from pipeline.processor import Processor
 from pipeline.writer import Writer
-from tests.integration.stores import either_store
 from tracker import rollups
 from tracker.classify import Classifier
 from tracker.clickhouse import ClientPool
 from tracker.contract import parse_record
 from tracker.registry import load
-from tracker.settings import CommonSettings
 
-
-@pytest.fixture(scope="module", params=["embedded", "server"])
-def pool(request: pytest.FixtureRequest, settings: CommonSettings) -> Iterator[ClientPool]:
-    """Every test here on the embedded store and through the http:// DSN."""
-    yield from either_store(request, settings)
+# Every test here runs on the embedded store and through the http:// DSN (conftest.py).
+BOTH_STORES = True
 
 
 JUNE = datetime(2023, 6, 1, tzinfo=UTC)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from pipeline.processor import Processor
 from pipeline.writer import Writer
-from tests.integration.stores import either_store
 from tracker.classify import Classifier
 from tracker.clickhouse import ClientPool
 from tracker.contract import UsageRecord, parse_record
@@ -17,11 +15,8 @@ from tracker.migrate import MigrationError, available, migrate
 from tracker.registry import load
 from tracker.settings import CommonSettings
 
-
-@pytest.fixture(scope="module", params=["embedded", "server"])
-def pool(request: pytest.FixtureRequest, settings: CommonSettings) -> Iterator[ClientPool]:
-    """Every test here on the embedded store and through the http:// DSN."""
-    yield from either_store(request, settings)
+# Every test here runs on the embedded store and through the http:// DSN (conftest.py).
+BOTH_STORES = True
 
 
 START = datetime(2026, 5, 1, tzinfo=UTC)
