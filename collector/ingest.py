@@ -17,7 +17,13 @@ from pydantic import BaseModel, ValidationError
 
 from collector.auth import GatewayDep
 from collector.sink import DeliveryFailed, Sink
-from tracker.contract import FieldError, UsageRecord, parse_record, validation_errors
+from tracker.contract import (
+    FieldError,
+    UsageRecord,
+    parse_record,
+    validate_submitted_json,
+    validation_errors,
+)
 from tracker.gateways import Gateway
 
 MAX_REJECTIONS_LISTED = 1_000
@@ -64,17 +70,57 @@ def validate_batch(
             continue
         if record.agency_id not in gateway.agencies:
             forbidden += 1
-            errors.append(
-                FieldError(
-                    index=index,
-                    field="agency_id",
-                    reason=f"gateway {gateway.gateway_id!r} may not report for "
-                    f"agency {record.agency_id!r}",
-                )
-            )
+            errors.append(_forbidden(index, gateway, record.agency_id))
             continue
         good.append(record)
     return good, errors, forbidden
+
+
+def _forbidden(index: int, gateway: Gateway, agency: str) -> FieldError:
+    return FieldError(
+        index=index,
+        field="agency_id",
+        reason=f"gateway {gateway.gateway_id!r} may not report for agency {agency!r}",
+    )
+
+
+def validate_body(
+    body: bytes, gateway: Gateway, max_records: int
+) -> tuple[list[UsageRecord], list[FieldError], int, int]:
+    """A `/v1/records` body -> (valid records, errors, refused for the agency, records).
+
+    A batch whose every record is valid (what gateways send) is validated from its bytes in
+    one call (validate_submitted_json). Anything else is parsed and checked record by record,
+    which names each refusal and accepts exactly the same records."""
+    try:
+        records = validate_submitted_json(body, gateway.gateway_id)
+    except ValueError:  # ValidationError included: not JSON, not an array, a bad record
+        pass
+    else:
+        if len(records) > max_records:
+            raise _too_many(len(records), max_records)
+        good: list[UsageRecord] = []
+        errors: list[FieldError] = []
+        for index, record in enumerate(records):
+            if record.agency_id in gateway.agencies:
+                good.append(record)
+            else:
+                errors.append(_forbidden(index, gateway, record.agency_id))
+        return good, errors, len(errors), len(records)
+    try:
+        items = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise HTTPException(422, f"body is not valid JSON: {exc}") from exc
+    if not isinstance(items, list):
+        raise HTTPException(422, "body must be a JSON array of records")
+    if len(items) > max_records:
+        raise _too_many(len(items), max_records)
+    good, errors, forbidden = validate_batch(items, gateway)
+    return good, errors, forbidden, len(items)
+
+
+def _too_many(count: int, limit: int) -> HTTPException:
+    return HTTPException(413, f"batch of {count} records is over the limit of {limit}")
 
 
 async def deliver_and_report(
@@ -121,18 +167,10 @@ def ingest_router(sink: Sink, *, max_body_bytes: int, max_batch_records: int) ->
         request: Request, gateway: Annotated[Gateway, Depends(GatewayDep)]
     ) -> JSONResponse:
         body = await read_body(request, max_body_bytes)
-        try:
-            items = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise HTTPException(422, f"body is not valid JSON: {exc}") from exc
-        if not isinstance(items, list):
-            raise HTTPException(422, "body must be a JSON array of records")
-        if len(items) > max_batch_records:
-            raise HTTPException(
-                413, f"batch of {len(items)} records is over the limit of {max_batch_records}"
-            )
-        good, errors, forbidden = await run_in_threadpool(validate_batch, items, gateway)
-        result, code = await deliver_and_report(sink, good, errors, forbidden, len(items))
+        good, errors, forbidden, considered = await run_in_threadpool(
+            validate_body, body, gateway, max_batch_records
+        )
+        result, code = await deliver_and_report(sink, good, errors, forbidden, considered)
         return JSONResponse(result.model_dump(mode="json"), status_code=code)
 
     return router

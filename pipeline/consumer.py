@@ -21,6 +21,7 @@ from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_never, wait_exponential
 
+from pipeline.gc_pacing import CollectionPacer
 from pipeline.metrics import PipelineMetrics
 from pipeline.processor import COLUMNS, Processed, Processor, Rejection
 from pipeline.writer import REPAIR_LOOKBACK_NS, Writer
@@ -177,9 +178,17 @@ class PipelineConsumer:
         self._watch = assignment_watch or AssignmentWatch()
 
     def run(self) -> None:
+        with CollectionPacer() as pacer:
+            self._run(pacer)
+
+    def _run(self, pacer: CollectionPacer) -> None:
         backoff = 0.5
+        landed_before = 0
         try:
             while not self.stopping.is_set():
+                # At the top of every turn, the turns that `continue` included.
+                pacer.collect(landed=self.stats.batches != landed_before)
+                landed_before = self.stats.batches
                 try:
                     polled = self._consumer.poll(timeout_ms=200)
                 except KafkaError as exc:

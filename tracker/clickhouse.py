@@ -23,6 +23,12 @@ from tracker.settings import CommonSettings
 _cc_options.pd = None
 _cc_options.pd_time_test = None
 
+# The Native format is encoded and decoded by clickhouse-connect's compiled codec
+# (clickhouse-connect-core), not its Python one: the pipeline's 50k-row inserts spent ~1.2 us
+# of Python per row building LowCardinality dictionaries and Decimal bytes (bench/RESULTS.md).
+# "rust", not "rust_strict": a type the codec lacks falls back to the Python codec.
+NATIVE_CODEC = "rust"
+
 
 class StorageUnavailable(RuntimeError):
     """ClickHouse cannot be opened or reached; the message says why and what to do."""
@@ -54,9 +60,9 @@ def open_client(settings: CommonSettings, *, database: str | None = None) -> Cli
             # chdb creates the leaf directory itself but not its parents.
             settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        bootstrap = clickhouse_connect.get_client(dsn=dsn)
+        bootstrap = clickhouse_connect.get_client(dsn=dsn, native_codec=NATIVE_CODEC)
         bootstrap.command(f"CREATE DATABASE IF NOT EXISTS `{db}`")
-        return clickhouse_connect.get_client(dsn=dsn, database=db)
+        return clickhouse_connect.get_client(dsn=dsn, database=db, native_codec=NATIVE_CODEC)
     except (ClickHouseError, OSError) as exc:
         raise _explain(exc, settings.redacted_dsn()) from exc
 
@@ -78,7 +84,9 @@ class ClientPool:
     def get(self) -> Client:
         client: Client | None = getattr(self._local, "client", None)
         if client is None:
-            client = clickhouse_connect.get_client(dsn=self._settings.dsn(), database=self.database)
+            client = clickhouse_connect.get_client(
+                dsn=self._settings.dsn(), database=self.database, native_codec=NATIVE_CODEC
+            )
             self._local.client = client
         return client
 

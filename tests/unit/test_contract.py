@@ -9,7 +9,14 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from tracker.contract import UsageRecord, encode_batch, json_schema, parse_record, validation_errors
+from tracker.contract import (
+    UsageRecord,
+    encode_batch,
+    json_schema,
+    parse_record,
+    validate_submitted_json,
+    validation_errors,
+)
 
 GOOD = {
     "record_id": "req-1",
@@ -86,6 +93,51 @@ def test_batch_encoding_round_trips() -> None:
     again = UsageRecord.model_validate(decoded[0])
     assert again == record
     assert again.cost == Decimal("0.000123")
+
+
+# Submitted items as gateways send them, valid and not: the one-call path must accept exactly
+# what parse_record accepts, with the same values, and always the credential's gateway_id.
+SUBMITTED = [
+    GOOD,
+    {**GOOD, "gateway_id": "spoofed"},
+    {**GOOD, "gateway_id": "not an id!"},
+    {**GOOD, "gateway_id": 42},
+    {**GOOD, "occurred_at": "2026-03-01T12:15:00.123456+02:00", "record_id": "  padded  "},
+    {**GOOD, "cost": "1.5", "currency": "EUR", "region": "", "endpoint_host": "h.example"},
+    {**GOOD, "energy_wh": 0.25, "use_case": "tax", "status": "error", "operation": "audio"},
+    {**GOOD, "occurred_at": "2026-03-01T10:15:00"},
+    {**GOOD, "cost": "1.5"},
+    {**GOOD, "unexpected": 1},
+    {**GOOD, "record_id": "x" * 129},
+    {**GOOD, "schema_version": 2},
+    {"record_id": "r"},
+    [1, 2],
+]
+
+
+@pytest.mark.parametrize("item", SUBMITTED, ids=range(len(SUBMITTED)))
+def test_submitted_batch_path_accepts_what_the_record_path_accepts(item: object) -> None:
+    try:
+        expected = parse_record(item, gateway_id="real-gw")
+    except (TypeError, ValidationError):
+        with pytest.raises(ValidationError):
+            validate_submitted_json(orjson.dumps([GOOD, item]), "real-gw")
+        return
+    got = validate_submitted_json(orjson.dumps([GOOD, item]), "real-gw")
+    assert [r.gateway_id for r in got] == ["real-gw", "real-gw"]
+    assert got[1].model_dump() == expected.model_dump()
+    assert encode_batch(got) == encode_batch([parse_record(GOOD, gateway_id="real-gw"), expected])
+
+
+@pytest.mark.parametrize("body", [b"{}", b"not json", b'{"record_id": "r"}', b"[1]"])
+def test_submitted_batch_path_refuses_what_is_not_an_array_of_records(body: bytes) -> None:
+    with pytest.raises(ValidationError):
+        validate_submitted_json(body, "gw")
+
+
+def test_submitted_batch_path_refuses_a_gateway_id_that_is_no_identifier() -> None:
+    with pytest.raises(ValueError, match="not an identifier"):
+        validate_submitted_json(orjson.dumps([GOOD]), "bad gw")
 
 
 def test_committed_json_schema_is_generated_from_model() -> None:
