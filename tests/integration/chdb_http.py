@@ -56,6 +56,22 @@ _TRAILING_FORMAT = re.compile(r"\bFORMAT\s+(\w+)\s*;?\s*$", re.IGNORECASE)
 # An INSERT whose data follows it in the body: the statement ends at its FORMAT clause's line.
 _INSERT_HEAD = re.compile(rb"^\s*(INSERT\s+INTO\s+.+?\bFORMAT\s+(\w+))[ \t]*\r?\n", re.I | re.S)
 _INSERT_WITH_DATA = re.compile(r"^\s*(INSERT\s+INTO\s+.+?)\s+FORMAT\s+(\w+)\s*$", re.I | re.S)
+
+
+def _trailing_format(sql: str, tail: int = 256) -> str | None:
+    """The statement's closing `FORMAT name`, if any, read from its last `tail` characters: a
+    search over the whole text cost the front more than the engine's own work on the writer's
+    key check (a 2 MB statement). Exact: a match at the tail's start counts only where the
+    statement has a word boundary there too."""
+    found = _TRAILING_FORMAT.search(sql[-tail:])
+    if found is None:
+        return None
+    at = len(sql) - min(tail, len(sql)) + found.start()
+    if at > 0 and (sql[at - 1].isalnum() or sql[at - 1] == "_"):
+        return None
+    return found[1]
+
+
 _READS = re.compile(r"^\s*(SELECT|WITH)\b", re.IGNORECASE)  # what the engine can stream
 _CODE = re.compile(r"Code: (\d+)")
 _TRACE = os.environ.get("CHDB_HTTP_TRACE") == "1"  # one line per request on stderr
@@ -197,8 +213,7 @@ class _Handler(BaseHTTPRequestHandler):
                 with os.fdopen(fd, "wb") as out:
                     out.write(data)
                 sql = f"{insert[1]} FROM INFILE {_quote(spooled)} FORMAT {insert[2]}"
-            found = _TRAILING_FORMAT.search(sql)
-            fmt = found[1] if found else params.get("default_format", "TabSeparated")
+            fmt = _trailing_format(sql) or params.get("default_format", "TabSeparated")
             headers = {
                 "X-ClickHouse-Query-Id": query_id, "X-ClickHouse-Format": fmt,
                 "X-ClickHouse-Timezone": "UTC", "X-ClickHouse-Server-Display-Name": "chdb-http",

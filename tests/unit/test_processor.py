@@ -76,13 +76,17 @@ def test_collector_encoding_is_what_processor_reads(processor: Processor) -> Non
 
 
 def test_key_check_admits_only_contract_identifiers() -> None:
-    from pipeline.writer import _checked
+    from pipeline.writer import _key_lines
 
-    assert _checked("gw-1:req/42@x") == "gw-1:req/42@x"
+    good = [("gw-1", "req/42@x"), ("gw.2", "r:1_a")]
+    assert _key_lines(good) == "gw-1 req/42@x\ngw.2 r:1_a"
     # Quotes would end the TSV literal; a space, tab or newline would split or merge keys.
-    for hostile in ("a'b", "a\\b", "x') OR 1=1 --", "", "a\tb", "a\nb", "abc\n", "a b"):
-        with pytest.raises(ValueError, match="contract identifier"):
-            _checked(hostile)
+    # (An empty identifier, or one starting with a symbol, is harmless here; the contract
+    # refuses it before a record gets this far.)
+    for hostile in ("a'b", "a\\b", "x') OR 1=1 --", "a\tb", "a\nb", "abc\n", "a b", "\nx", "é"):
+        for keys in ([("gw", hostile)], [(hostile, "r")], [*good, ("gw", hostile)]):
+            with pytest.raises(ValueError, match="contract identifier"):
+                _key_lines(keys)
 
 
 # Variants of one field each, in the shapes a producer other than our collector might write:
