@@ -54,6 +54,7 @@ class KafkaSink:
         *,
         records_per_message: int = 500,
         timeout_seconds: float = 10.0,
+        compression: str = "lz4",
     ) -> None:
         self.topic = topic
         self.records_per_message = records_per_message
@@ -63,7 +64,9 @@ class KafkaSink:
             acks="all",
             enable_idempotence=True,
             linger_ms=5,
-            compression_type=None,
+            # lz4: a 500-record message shrinks ~4x, which the broker then writes, keeps and
+            # serves (bench/RESULTS.md); kafka-python compresses in C (the lz4 package).
+            compression_type=None if compression == "none" else compression,
             max_request_size=16 * 1024 * 1024,
             request_timeout_ms=int(timeout_seconds * 1000),
             # Bounded wait for metadata/buffer space, so a dead broker is noticed in seconds.

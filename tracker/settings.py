@@ -7,6 +7,7 @@ One class per process, built once by the CLI (never at import time) and passed d
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr
@@ -77,6 +78,10 @@ class CollectorSettings(CommonSettings, KafkaSettings, HttpSettings, IngestLimit
     port: int = Field(default=8001, ge=0, le=65535)
     spool_max_bytes: int = Field(default=1024**3, ge=1024, description="503 when full")
     kafka_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    kafka_compression: Literal["none", "lz4"] = Field(
+        default="lz4",
+        description="compression of the messages the collector produces (consumers read either)",
+    )
 
 
 class PipelineSettings(CommonSettings, KafkaSettings):

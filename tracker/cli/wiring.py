@@ -124,6 +124,7 @@ def collector_app(settings: CollectorSettings, client: Client) -> tuple[FastAPI,
         settings.kafka_topic,
         records_per_message=settings.kafka_records_per_message,
         timeout_seconds=settings.kafka_timeout_seconds,
+        compression=settings.kafka_compression,
     )
     sink = SpoolingSink(kafka, Spool(settings.data_dir / "spool", settings.spool_max_bytes))
     app = create_collector_app(
