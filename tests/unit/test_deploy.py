@@ -30,7 +30,7 @@ DOCKERFILE = ROOT / "Dockerfile"
 TRACKER_IMAGE = "inference-sovereignty-tracker"
 
 # Which settings class each process command builds (tracker/cli/__init__.py).
-COMMAND_SETTINGS = {
+COMMAND_SETTINGS: dict[str, type[BaseSettings]] = {
     "collector": settings_mod.CollectorSettings,
     "pipeline": settings_mod.PipelineSettings,
     "api": settings_mod.ApiSettings,
