@@ -90,6 +90,18 @@ def test_record_counts_once_in_raw_and_rollup(pool: ClientPool) -> None:
     assert totals(pool) == (1101, expected_requests + extra, 1101, expected_requests + extra)
 
 
+def test_of_a_key_repeated_inside_one_batch_the_first_lands(pool: ClientPool) -> None:
+    processor = Processor(Classifier(load()[0]))
+    first, second = make(5000), make(5000).model_copy(update={"input_tokens": 7})
+    rows = processor.process_records([make(5001), first, make(5002), second, first]).rows
+    result = Writer(pool.get()).write(rows)
+    assert (result.inserted, result.duplicates) == (3, 2)
+    landed = pool.query_rows(
+        "SELECT input_tokens FROM usage_raw WHERE record_id = 'r5000' AND gateway_id = 'gw'"
+    )
+    assert landed == [(first.input_tokens,)]
+
+
 def test_interrupted_batch_is_completed_by_repair(pool: ClientPool) -> None:
     """A crash after the raw insert, before keys/rollup/ledger: repair finishes the batch, and
     redelivery of the same records afterwards counts nothing twice."""
