@@ -47,6 +47,16 @@ def test_timestamp_normalised_to_utc_milliseconds() -> None:
     assert record.occurred_at == datetime(2026, 3, 1, 10, 15, 0, 123000, tzinfo=UTC)
 
 
+@pytest.mark.parametrize("stamp", ["2026-03-01T10:15:00Z", "2026-03-01T10:15:00+00:00"])
+def test_utc_timestamps_carry_the_standard_utc_zone(stamp: str) -> None:
+    # pydantic parses these into a zone object of its own; later hops compare and encode
+    # faster with the standard one, so the validator swaps it in on both paths.
+    record = parse_record({**GOOD, "occurred_at": stamp}, gateway_id="g")
+    assert record.occurred_at.tzinfo is UTC
+    body = orjson.dumps([{**GOOD, "occurred_at": stamp}])
+    assert validate_submitted_json(body, "g")[0].occurred_at.tzinfo is UTC
+
+
 @pytest.mark.parametrize(
     ("patch", "field", "fragment"),
     [
