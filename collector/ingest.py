@@ -107,16 +107,27 @@ def validate_body(
             else:
                 errors.append(_forbidden(index, gateway, record.agency_id))
         return good, errors, len(errors), len(records)
-    try:
-        items = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise HTTPException(422, f"body is not valid JSON: {exc}") from exc
-    if not isinstance(items, list):
-        raise HTTPException(422, "body must be a JSON array of records")
+    items = json_array(body, "body must be a JSON array of records")
     if len(items) > max_records:
         raise _too_many(len(items), max_records)
     good, errors, forbidden = validate_batch(items, gateway)
     return good, errors, forbidden, len(items)
+
+
+def parse_json(body: bytes, what: str = "body") -> Any:
+    """`body` parsed, or 422 naming `what` and where the JSON broke."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise HTTPException(422, f"{what} is not valid JSON: {exc}") from exc
+
+
+def json_array(body: bytes, refusal: str) -> list[Any]:
+    """`body` parsed as a JSON array, or 422 (`refusal` when it is JSON but no array)."""
+    items = parse_json(body)
+    if not isinstance(items, list):
+        raise HTTPException(422, refusal)
+    return items
 
 
 def _too_many(count: int, limit: int) -> HTTPException:

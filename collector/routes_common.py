@@ -53,13 +53,11 @@ async def read_decoded(request: Request, limit: int) -> bytes:
     raise HTTPException(415, f"unsupported Content-Encoding {encoding!r}: use gzip or identity")
 
 
-def json_items(body: bytes, *, allow_ndjson: bool = True) -> list[Any]:
-    """A JSON array, a single JSON object, or (optionally) JSON lines, as a list of items."""
+def json_items(body: bytes) -> list[Any]:
+    """A JSON array, a single JSON object, or JSON lines, as a list of items."""
     try:
         data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        if not allow_ndjson:
-            raise HTTPException(422, f"body is not valid JSON: {exc}") from exc
+    except orjson.JSONDecodeError:
         items: list[Any] = []
         for number, line in enumerate(body.splitlines(), start=1):
             if not line.strip():

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from collector.adapters import cloudevents, litellm, opengatellm
 from collector.adapters.common import Context, Mapped, run
 from collector.auth import GatewayDep
-from collector.ingest import IngestResult
+from collector.ingest import IngestResult, json_array, parse_json
 from collector.routes_common import Limits, accept, check_batch, json_items, media_type
 from collector.routes_common import read_decoded as read
 from collector.sink import Sink
@@ -63,10 +63,7 @@ def _binary_event(request: Request, body: bytes) -> dict[str, Any]:
     if content_type:
         event["datacontenttype"] = content_type
     if content_type == "application/json" or content_type.endswith("+json"):
-        try:
-            event["data"] = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise HTTPException(422, f"event data is not valid JSON: {exc}") from exc
+        event["data"] = parse_json(body, "event data")
     else:
         raise HTTPException(415, "binary-mode usage events must carry JSON data")
     return event
@@ -111,17 +108,9 @@ def formats_router(sink: Sink, limits: Limits) -> APIRouter:
         if "ce-specversion" in request.headers:
             items: list[Any] = [_binary_event(request, body)]
         elif content_type == "application/cloudevents+json":
-            try:
-                items = [orjson.loads(body)]
-            except orjson.JSONDecodeError as exc:
-                raise HTTPException(422, f"body is not valid JSON: {exc}") from exc
+            items = [parse_json(body)]
         elif content_type == "application/cloudevents-batch+json":
-            try:
-                items = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
-                raise HTTPException(422, f"body is not valid JSON: {exc}") from exc
-            if not isinstance(items, list):
-                raise HTTPException(422, "a CloudEvents batch must be a JSON array of events")
+            items = json_array(body, "a CloudEvents batch must be a JSON array of events")
         else:
             raise HTTPException(
                 415,

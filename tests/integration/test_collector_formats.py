@@ -217,3 +217,41 @@ def test_all_refused_and_bounds(settings: CommonSettings, core: Core, keys: Keys
         no_key = httpx.post(f"{base}/v1/events", content=b"[]")
         assert no_key.status_code == 401
     assert SINGLE_AGENCY == "in-mohfw"
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "body", "detail"),
+    [
+        ("/v1/records", "application/json", b"[{nope", "body is not valid JSON"),
+        ("/v1/records", "application/json", b'{"a": 1}', "body must be a JSON array of records"),
+        ("/v1/events", "application/cloudevents+json", b"{nope", "body is not valid JSON"),
+        ("/v1/events", "application/cloudevents-batch+json", b"{nope", "body is not valid JSON"),
+        (
+            "/v1/events",
+            "application/cloudevents-batch+json",
+            b'{"id": "e"}',
+            "a CloudEvents batch must be a JSON array of events",
+        ),
+        (
+            "/v1/opengatellm",
+            "application/json",
+            b'{"id": 1}\n{nope',
+            "body is neither JSON nor JSON lines (line 2: ",
+        ),
+    ],
+)
+def test_broken_json_is_refused_with_where_it_broke(
+    url: str, keys: Keys, path: str, content_type: str, body: bytes, detail: str
+) -> None:
+    reply = _post(f"{url}{path}", keys.multi, body, content_type)
+    assert reply.status_code == 422, reply.text
+    assert reply.json()["detail"].startswith(detail)
+
+
+def test_binary_event_data_that_is_no_json_is_refused(url: str, keys: Keys) -> None:
+    reply = httpx.post(f"{url}/v1/events", content=b"{nope", timeout=30, headers={
+        "Authorization": f"Bearer {keys.multi}", "Content-Type": "application/json",
+        "ce-specversion": "1.0", "ce-id": "e-x", "ce-source": "/gateways/moe-edu",
+        "ce-type": "org.sovereignty-tracker.usage.v1", "ce-agencyid": "in-moe"})  # fmt: skip
+    assert reply.status_code == 422
+    assert reply.json()["detail"].startswith("event data is not valid JSON: ")
