@@ -64,6 +64,10 @@ class KafkaSink:
             acks="all",
             enable_idempotence=True,
             linger_ms=5,
+            # Room for several 500-record messages of a partition in one record batch (the
+            # default, 16 KiB, is less than one): fewer produce requests, checksums and
+            # compression calls. Collector bench: +6% records per CPU-second (bench/RESULTS.md).
+            batch_size=1024 * 1024,
             # lz4: a 500-record message shrinks ~4x, which the broker then writes, keeps and
             # serves (bench/RESULTS.md); kafka-python compresses in C (the lz4 package).
             compression_type=None if compression == "none" else compression,
