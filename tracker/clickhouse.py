@@ -26,8 +26,16 @@ _cc_options.pd_time_test = None
 # The Native format is encoded and decoded by clickhouse-connect's compiled codec
 # (clickhouse-connect-core), not its Python one: the pipeline's 50k-row inserts spent ~1.2 us
 # of Python per row building LowCardinality dictionaries and Decimal bytes (bench/RESULTS.md).
-# "rust", not "rust_strict": a type the codec lacks falls back to the Python codec.
+# "rust", not "rust_strict": a type the codec lacks falls back to the Python codec. Only the
+# HTTP client has the option: the embedded (chdb) client has no Native codec to choose, and
+# logs a warning for every client given one.
 NATIVE_CODEC = "rust"
+
+
+def _connect(dsn: str, **kwargs: Any) -> Client:
+    if not dsn.startswith("chdb://"):
+        kwargs["native_codec"] = NATIVE_CODEC
+    return clickhouse_connect.get_client(dsn=dsn, **kwargs)
 
 
 class StorageUnavailable(RuntimeError):
@@ -60,9 +68,9 @@ def open_client(settings: CommonSettings, *, database: str | None = None) -> Cli
             # chdb creates the leaf directory itself but not its parents.
             settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        bootstrap = clickhouse_connect.get_client(dsn=dsn, native_codec=NATIVE_CODEC)
+        bootstrap = _connect(dsn)
         bootstrap.command(f"CREATE DATABASE IF NOT EXISTS `{db}`")
-        return clickhouse_connect.get_client(dsn=dsn, database=db, native_codec=NATIVE_CODEC)
+        return _connect(dsn, database=db)
     except (ClickHouseError, OSError) as exc:
         raise _explain(exc, settings.redacted_dsn()) from exc
 
@@ -84,9 +92,7 @@ class ClientPool:
     def get(self) -> Client:
         client: Client | None = getattr(self._local, "client", None)
         if client is None:
-            client = clickhouse_connect.get_client(
-                dsn=self._settings.dsn(), database=self.database, native_codec=NATIVE_CODEC
-            )
+            client = _connect(self._settings.dsn(), database=self.database)
             self._local.client = client
         return client
 

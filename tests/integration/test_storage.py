@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -332,3 +333,19 @@ def test_upgrade_from_a_store_before_the_daily_rollup_and_key_index(
         assert totals(old) == (120, requests, 120, requests)
     finally:
         client.command(f"DROP DATABASE IF EXISTS `{database}`")
+
+
+def test_every_client_opens_with_the_options_its_engine_has(
+    pool: ClientPool, store: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A client per thread: a fresh thread opens a fresh one.
+    opened: list[object] = []
+    with caplog.at_level("WARNING", logger="clickhouse_connect"):
+        worker = threading.Thread(target=lambda: opened.append(pool.get()))
+        worker.start()
+        worker.join()
+    assert opened and opened[0] is not pool.get()
+    assert not [r for r in caplog.records if "Ignoring arguments" in r.getMessage()]
+    # Over HTTP, Native data goes through the compiled codec (clickhouse-connect-core).
+    transform = type(getattr(opened[0], "_transform", None)).__name__
+    assert (transform == "_RustNativeTransform") == (store == "server"), transform
