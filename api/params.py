@@ -18,6 +18,7 @@ from pydantic import StringConstraints
 
 from api.deps import ClickHouse
 from tracker.access import Identity, Role
+from tracker.bounds import EARLIEST, LATEST
 from tracker.capacity import registry_in_force
 from tracker.contract import Operation, Status, Tier
 from tracker.registry import Registry
@@ -25,9 +26,6 @@ from tracker.settings import ApiSettings
 
 MAX_VALUES = 100
 MAX_RANGE = timedelta(days=3660)
-# Within ClickHouse's DateTime range with room to round to periods; nothing is recorded earlier.
-EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 
 Value = Annotated[
     str,
@@ -87,12 +85,12 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def check_bounds(*values: datetime | None) -> None:
+def check_bounds(*values: datetime | None, name: str = "from/to") -> None:
     for value in values:
         if value is not None and not EARLIEST <= _utc(value) < LATEST:
             raise HTTPException(
                 422,
-                f"from/to: {value.isoformat()} is outside {EARLIEST:%Y-%m-%d}..{LATEST:%Y-%m-%d}",
+                f"{name}: {value.isoformat()} is outside {EARLIEST:%Y-%m-%d}..{LATEST:%Y-%m-%d}",
             )
 
 

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from clickhouse_connect.driver.client import Client
 
+from tracker.bounds import cursor_time
 from tracker.metrics import DAILY_FILTERS
 
 # (column, Arrow type) in export order; the Arrow types drive the Parquet schema.
@@ -129,13 +130,12 @@ class Cursor:
         try:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
             a, t, g, r = orjson.loads(raw)
-            when = datetime.fromisoformat(t)
+            when = cursor_time(t)
             if not all(isinstance(x, str) for x in (a, g, r)):
                 raise TypeError("cursor fields must be strings")
         except (binascii.Error, orjson.JSONDecodeError, ValueError, TypeError) as exc:
             raise CursorError("cursor: not a cursor returned by this API") from exc
-        when = when if when.tzinfo else when.replace(tzinfo=UTC)
-        return cls(a, when.astimezone(UTC), g, r)
+        return cls(a, when, g, r)
 
     @classmethod
     def of_row(cls, row: dict[str, Any]) -> Cursor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 import orjson
@@ -17,6 +17,7 @@ from api.deps import ClickHouse
 from api.params import End, Start, exact_range
 from tracker import audit
 from tracker.access import Role
+from tracker.bounds import cursor_time
 
 router = APIRouter(tags=["audit"])
 
@@ -74,12 +75,12 @@ def _cursor(e: audit.AuditEntry) -> str:
 def _decode(text: str) -> tuple[datetime, str, str]:
     try:
         at, req, phase = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-        when = datetime.fromisoformat(at)
+        when = cursor_time(at)
         if not isinstance(req, str) or not isinstance(phase, str):
             raise TypeError("cursor fields must be strings")
     except (binascii.Error, orjson.JSONDecodeError, ValueError, TypeError) as exc:
         raise HTTPException(422, "cursor: not a cursor returned by this API") from exc
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)), req, phase
+    return when, req, phase
 
 
 @router.get("/v1/audit", response_model=AuditPage, response_model_by_alias=True)

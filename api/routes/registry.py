@@ -83,7 +83,7 @@ def get_registry(
     client: ClickHouse,
     at: Annotated[datetime | None, Query(description="The version in force then")] = None,
 ) -> dict[str, Any]:
-    check_bounds(at)
+    check_bounds(at, name="at")
     found = registry_store.effective(client, at)
     if found is None:
         raise HTTPException(404, "no registry version was in force then")
@@ -147,7 +147,10 @@ def _refusal(exc: RegistryError) -> JSONResponse:
 async def post_proposal(
     request: Request,
     admin: Admin,
-    reason: Annotated[str, Query(min_length=1, max_length=1000, description="Why")],
+    reason: Annotated[
+        # At least one character that is not a space: a blank reason explains nothing.
+        str, Query(min_length=1, max_length=1000, pattern=r"\S", description="Why")
+    ],
 ) -> dict[str, Any] | JSONResponse:
     body = await request.body()
     if len(body) > MAX_PROPOSAL_BYTES:
@@ -179,6 +182,8 @@ async def post_proposal(
         return await anyio.to_thread.run_sync(work)
     except RegistryError as exc:
         return _refusal(exc)
+    except registry_store.ChangeError as exc:
+        raise HTTPException(422, str(exc)) from exc
 
 
 def _proposal_body(p: registry_proposals.Proposal) -> dict[str, Any]:
@@ -208,6 +213,8 @@ def apply_proposal(
         datetime | None, Query(description="Schedule ahead (default: now); never backdated")
     ] = None,
 ) -> dict[str, Any] | JSONResponse:
+    # A date past the read routes' range could be applied but never looked up (`?at=`).
+    check_bounds(effective_from, name="effective_from")
     try:
         proposal, change = registry_proposals.apply(
             client, proposal_id, applied_by=admin.key_id, effective_from=effective_from

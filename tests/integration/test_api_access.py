@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import csv as csv_module
 import io
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import orjson
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
@@ -139,6 +141,16 @@ def test_admin_reads_the_audit_log_pages(client: TestClient, seeded: Seeded) -> 
     assert ats == sorted(ats, reverse=True)
     only = client.get("/v1/audit", params={"key": "test-auditor"}, headers=h).json()
     assert only["entries"] and {e["key_id"] for e in only["entries"]} == {"test-auditor"}
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+14:00", "0001-01-01T00:00:00"])
+def test_a_crafted_audit_cursor_is_a_422_not_a_500(
+    client: TestClient, seeded: Seeded, when: str
+) -> None:
+    cursor = base64.urlsafe_b64encode(orjson.dumps([when, "r", "p"])).decode().rstrip("=")
+    r = client.get("/v1/audit", params={"cursor": cursor}, headers=bearer(seeded.keys["admin"]))
+    assert r.status_code == 422, r.text
+    assert "cursor" in r.json()["detail"]
 
 
 def test_audit_log_has_no_write_route(client: TestClient, seeded: Seeded) -> None:

@@ -3,6 +3,7 @@ holding the same records as the pages."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 from collections.abc import Iterator
@@ -100,6 +101,19 @@ def test_a_cursor_stays_valid_while_records_land(
     ids = [r["record_id"] for r in first["rows"] + rest]
     assert len(ids) == len(set(ids)) == 45  # the late record sorts before the cursor
     assert "late-arrival" not in ids
+
+
+@pytest.mark.parametrize("export", [None, "csv"])
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+14:00", "0001-01-01T00:00:00"])
+def test_a_crafted_cursor_is_a_422_not_a_500(
+    client: TestClient, auditor: dict[str, str], export: str | None, when: str
+) -> None:
+    # Found in review: year 1 at +14:00 overflowed in Python, naive year 1 reached the engine.
+    cursor = base64.urlsafe_b64encode(orjson.dumps(["a", when, "g", "r"])).decode().rstrip("=")
+    params = {**WEEK, "cursor": cursor, **({"format": export} if export else {})}
+    r = client.get("/v1/usage", params=params, headers=auditor)
+    assert r.status_code == 422, r.text
+    assert "cursor" in r.json()["detail"]
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])

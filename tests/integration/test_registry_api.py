@@ -104,6 +104,23 @@ def test_invalid_proposal_lists_every_error_like_the_loader(
     )
 
 
+def test_a_blank_reason_or_an_unreachable_date_is_refused_with_the_field(
+    api: TestClient, admin: dict[str, str]
+) -> None:
+    # Found in review: a reason of spaces passed the length check and ended in a 500.
+    url = "/v1/registry/proposals"
+    for reason in ("  ", "\t\n"):
+        r = api.post(url, params={"reason": reason}, content=proposal_text(), headers=admin)
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"][0]["loc"] == ["query", "reason"]
+    # A change scheduled past the range `?at=` reads could never be looked up.
+    far = api.post(f"{url}/p-000000000000/apply", params={"effective_from": "9999-12-31"},
+                   headers=admin)  # fmt: skip
+    assert far.status_code == 422 and far.json()["detail"].startswith("effective_from: ")
+    at = api.get("/v1/registry", params={"at": "2100-01-01T00:00:00Z"})
+    assert at.status_code == 422 and at.json()["detail"].startswith("at: ")
+
+
 def test_propose_apply_and_reread_as_classified_now(
     api: TestClient, admin: dict[str, str], pool: ClientPool
 ) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 from fastapi import HTTPException
 
@@ -52,6 +54,34 @@ def test_cursor_round_trip_and_garbage() -> None:
     for bad in ("", "!!!", "W10", "WyJhIiwiYiIsImMiLCJkIl0"):  # [], ["a","b","c","d"]
         with pytest.raises(CursorError):
             Cursor.decode(bad)
+
+
+def crafted(*fields: object) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(list(fields))).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        "0001-01-01T00:00:00+14:00",  # cannot even be converted to UTC (OverflowError)
+        "0001-01-01T00:00:00",  # converts, but the engine refuses the literal
+        "1999-12-31T23:59:59Z",
+        "2100-01-01T00:00:00Z",
+        "9999-12-31T23:59:59-14:00",
+        "2026-13-01T00:00:00Z",
+    ],
+)
+def test_a_crafted_cursor_time_outside_the_query_years_is_not_a_cursor(when: str) -> None:
+    with pytest.raises(CursorError, match="not a cursor returned by this API"):
+        Cursor.decode(crafted("in-sbi", when, "gw", "r1"))
+
+
+def test_a_cursor_time_is_read_as_utc() -> None:
+    naive = Cursor.decode(crafted("in-sbi", "2026-06-01T09:30:00", "gw", "r1"))
+    assert naive.occurred_at == datetime(2026, 6, 1, 9, 30, tzinfo=UTC)
+    shifted = Cursor.decode(crafted("in-sbi", "2026-06-01T15:00:00+05:30", "gw", "r1"))
+    assert shifted.occurred_at == datetime(2026, 6, 1, 9, 30, tzinfo=UTC)
+    assert shifted.occurred_at.tzinfo is UTC
 
 
 def test_agency_scope() -> None:
