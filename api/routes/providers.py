@@ -14,7 +14,7 @@ from api.auth import Caller, count_rows
 from api.deps import ClickHouse
 from api.params import CurrentRegistry, End, Filters, Settings, Start, min_records, visible_filters
 from api.routes.share import resolve_range
-from tracker.disclosure import suppressed
+from tracker.disclosure import suppressed, suppressed_nested
 from tracker.queries import ProviderCell, providers
 
 router = APIRouter(tags=["providers"])
@@ -72,9 +72,21 @@ def _out(c: ProviderCell, hide: bool) -> ProviderOut:
                        cost_per_1k_tokens=c.cost_per_1k_tokens)  # fmt: skip
 
 
-def _table(found: list[ProviderCell], k: int) -> list[ProviderOut]:
-    hide = suppressed([c.records for c in found], k) if k else set()
-    return [_out(c, i in hide) for i, c in enumerate(found)]
+def _tables(
+    origins: list[ProviderCell], per: list[ProviderCell], k: int
+) -> tuple[list[ProviderOut], list[ProviderOut]]:
+    """The origins table, and the providers nested in it: each origin's providers are a table
+    whose total (the origin's) is published beside them, so they are suppressed origin by
+    origin (disclosure.suppressed_nested)."""
+    if not k:
+        return [_out(c, False) for c in origins], [_out(c, False) for c in per]
+    hide_o = suppressed([c.records for c in origins], k)
+    hidden_origins = {origins[i].origin for i in hide_o}
+    hide_p = suppressed_nested([c.records for c in per], [c.origin for c in per], k, hidden_origins)
+    return (
+        [_out(c, i in hide_o) for i, c in enumerate(origins)],
+        [_out(c, i in hide_p) for i, c in enumerate(per)],
+    )
 
 
 class ProvidersResponse(BaseModel):
@@ -105,8 +117,11 @@ def get_providers(
         )
     scoped = visible_filters(identity, registry, filters.values)
     k = min_records(identity, settings)
-    origins = _table(providers(client, start, end, scoped, by_provider=False), k)
-    per = _table(providers(client, start, end, scoped), k)
+    origins, per = _tables(
+        providers(client, start, end, scoped, by_provider=False),
+        providers(client, start, end, scoped),
+        k,
+    )
     count_rows(request, len(origins) + len(per))
     return ProvidersResponse(
         from_=start, to=end, currency=registry.reporting_currency, origins=origins, providers=per

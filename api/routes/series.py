@@ -63,10 +63,14 @@ class Cell(BaseModel):
     suppressed: bool = False
 
 
-def cells(found: list[ShareCell], k: int) -> list[Cell]:
-    hide = suppressed([c.records for c in found], k) if k > 0 else set()
+def cells(found: list[ShareCell], k: int, shown: int | None = None) -> list[Cell]:
+    """The first `shown` cells of `found` (all by default), small ones withheld for the public;
+    cells past `shown` count as withheld (disclosure.suppressed)."""
+    shown = len(found) if shown is None else min(shown, len(found))
+    rest = range(shown, len(found))
+    hide = suppressed([c.records for c in found], k, rest) if k > 0 else set()
     out = []
-    for i, c in enumerate(found):
+    for i, c in enumerate(found[:shown]):
         if i in hide:
             out.append(Cell(key=c.key, sovereign=None, onshore=None, offshore=None, unknown=None,
                             total=None, records=None, domestic_share=None, sovereign_share=None,
@@ -168,7 +172,10 @@ def get_breakdown(
     An agency key sees its own agency only, whatever the dimension."""
     start, end = resolve_range(from_, to)
     scoped = visible_filters(identity, registry, filters.values)
-    found = breakdown(client, basis, dimension, start, end, scoped, limit)
-    out = cells(found, min_records(identity, settings))
+    k = min_records(identity, settings)
+    # Two cells past the limit tell whether one cell or several are left out: one small cell
+    # left out alone would be the published total minus the cells shown.
+    found = breakdown(client, basis, dimension, start, end, scoped, limit + 2 if k else limit)
+    out = cells(found, k, shown=limit)
     count_rows(request, len(out))
     return BreakdownResponse(basis=basis, dimension=dimension, from_=start, to=end, cells=out)

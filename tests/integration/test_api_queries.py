@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from pipeline.processor import Processor
+from pipeline.writer import Writer
 from tests.integration.test_api_support import SMALL_DAY, Seeded, app, bearer, seed
 from tracker.classify import Classifier
 from tracker.clickhouse import ClientPool
@@ -205,6 +207,50 @@ def test_public_headline_and_series_withhold_small_answers(client: TestClient) -
     assert cost["total"]["suppressed"] and cost["total"]["cost"] is None
     prov = client.get("/v1/providers", params={**SMALL, "agency": "in-aiims-delhi"}).json()
     assert all(p["suppressed"] for p in prov["providers"] + prov["origins"])
+
+
+def test_a_limit_does_not_undo_the_complement(client: TestClient) -> None:
+    # Found in review: limit=2 left the 3-record cell out, showed the 12-record one, and the
+    # published total minus the two shown gave the hidden one.
+    cut = client.get("/v1/breakdown/agency", params={**SMALL, "limit": 2}).json()["cells"]
+    assert [c["key"] for c in cut] == ["in-sbi", "in-cbse"]
+    assert not cut[0]["suppressed"] and cut[1]["suppressed"] and cut[1]["records"] is None
+    one = client.get("/v1/breakdown/agency", params={**SMALL, "limit": 1}).json()["cells"]
+    assert len(one) == 1 and not one[0]["suppressed"]  # two cells left out: 36 in all
+
+
+NESTED_DAY = datetime(2026, 9, 14, tzinfo=UTC)
+
+
+def test_providers_are_withheld_within_their_origin(
+    client: TestClient, pool: ClientPool, seeded: Seeded
+) -> None:
+    # Found in review: sarvam 30 and krutrim 3 (domestic), openai 12 (foreign). The complement
+    # of krutrim fell on openai, and domestic (published) - sarvam gave krutrim back.
+    served = [("sarvam", None, None, 30), ("krutrim", None, None, 3),
+              ("openai", None, "api.openai.com", 12)]  # fmt: skip
+    records = [
+        UsageRecord(
+            record_id=f"nested-{p}-{i}",
+            gateway_id="gw-nested",
+            agency_id="in-sbi",
+            occurred_at=NESTED_DAY + timedelta(minutes=i),
+            provider=p,
+            model="m",
+            region=region,
+            endpoint_host=host,
+        )
+        for p, region, host, n in served
+        for i in range(n)
+    ]
+    Writer(pool.get()).write(Processor(Classifier(seeded.registry)).process_records(records).rows)
+    day = {"from": NESTED_DAY.isoformat(), "to": (NESTED_DAY + timedelta(days=1)).isoformat()}
+    body = client.get("/v1/providers", params=day).json()
+    origins = {o["origin"]: o for o in body["origins"]}
+    assert origins["domestic"]["records"] == 33 and origins["foreign"]["records"] == 12
+    per = {p["provider"]: p for p in body["providers"]}
+    assert per["krutrim"]["suppressed"] and per["sarvam"]["suppressed"]
+    assert not per["openai"]["suppressed"] and per["openai"]["records"] == 12
 
 
 def test_threshold_is_configurable(

@@ -13,7 +13,7 @@ from api.auth import RateLimiter
 from api.params import check_vocabulary, min_records, scope
 from tracker import registry as registry_mod
 from tracker.access import PUBLIC, Identity, Role, hash_key, new_key
-from tracker.disclosure import hidden, suppressed
+from tracker.disclosure import hidden, suppressed, suppressed_nested
 from tracker.metrics import Basis
 from tracker.queries import Dimension, Interval, breakdown_sql, series_sql
 from tracker.settings import ApiSettings
@@ -31,6 +31,26 @@ def test_a_lone_small_cell_takes_the_next_smallest_with_it() -> None:
     # Nothing to pair with: the table is the cell itself.
     assert suppressed([3], 10) == {0}
     assert suppressed([3, 0], 10) == {0}
+
+
+def test_cells_left_out_past_a_limit_count_as_hidden() -> None:
+    # Found in review: with limit=2 a 3-record cell left out alone was total - the two shown.
+    assert suppressed([30, 12, 3], 10, withheld=[2]) == {1, 2}
+    # Several left out, or one that is not small: nothing more to hide.
+    assert suppressed([30, 12, 3, 11], 10, withheld=[2, 3]) == {2, 3}
+    assert suppressed([30, 12, 11], 10, withheld=[2]) == {2}
+    assert suppressed([30, 3, 11], 10, withheld=[2]) == {1, 2}
+
+
+def test_nested_tables_are_suppressed_group_by_group() -> None:
+    # Found in review: sarvam 30 and krutrim 3 domestic, openai 12 foreign, with the origins'
+    # totals published: hiding openai beside krutrim left krutrim = domestic - sarvam.
+    records, groups = [30, 3, 12], ["domestic", "domestic", "foreign"]
+    assert suppressed_nested(records, groups, 10) == {0, 1}
+    # A group hidden in its own table keeps a cell hidden, or its cells would add up to it.
+    assert suppressed_nested([20, 20, 3], ["domestic", "domestic", "foreign"], 10,
+                             hidden_groups={"domestic", "foreign"}) == {0, 2}  # fmt: skip
+    assert suppressed_nested([20, 20], ["domestic", "domestic"], 10) == set()
 
 
 def test_rate_limiter_bursts_then_refills() -> None:
