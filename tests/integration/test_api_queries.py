@@ -219,7 +219,7 @@ def test_a_limit_does_not_undo_the_complement(client: TestClient) -> None:
     assert len(one) == 1 and not one[0]["suppressed"]  # two cells left out: 36 in all
 
 
-NESTED_DAY = datetime(2026, 9, 14, tzinfo=UTC)
+NESTED_DAY = datetime(2026, 7, 14, tzinfo=UTC)  # between the demo days and SMALL_DAY
 
 
 def test_providers_are_withheld_within_their_origin(
