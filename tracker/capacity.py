@@ -189,6 +189,7 @@ class PeriodFacts:
     domestic_within_objective: float
     domestic_latency_unmeasured: float  # domestic requests in rows without any latency
     agencies: tuple[tuple[str, float, float], ...]  # (agency_id, requests, domestic requests)
+    records: int = 0  # usage records in scope (public answers withhold small ones)
 
 
 @dataclass(frozen=True)
@@ -200,11 +201,11 @@ class PeriodScore:
 
 
 def demand_sql(period: Period, filters: dict[str, list[str]]) -> str:
-    """Per period: total requests and the peak hourly total."""
+    """Per period: total requests, the peak hourly total, and the records behind them."""
     return f"""
-SELECT bucket, sum(req) AS requests, max(req) AS peak
+SELECT bucket, sum(req) AS requests, max(req) AS peak, sum(rec) AS records
 FROM (
-    SELECT hour, {PERIOD_SQL[period]} AS bucket, sum(requests) AS req
+    SELECT hour, {PERIOD_SQL[period]} AS bucket, sum(requests) AS req, sum(records) AS rec
     FROM {ROLLUP}
     WHERE {where_clause(filters)}
     GROUP BY hour
@@ -272,12 +273,16 @@ def period_facts(
         return list(client.query(sql, parameters={**base, **extra}).result_rows)
 
     demand = {
-        _bucket(b): (float(r), float(p)) for b, r, p in rows(demand_sql(period, scope), scope)
+        _bucket(b): (float(r), float(p), int(n))
+        for b, r, p, n in rows(demand_sql(period, scope), scope)
     }
     national = (
         demand
         if not sector
-        else {_bucket(b): (float(r), float(p)) for b, r, p in rows(demand_sql(period, {}), {})}
+        else {
+            _bucket(b): (float(r), float(p), int(n))
+            for b, r, p, n in rows(demand_sql(period, {}), {})
+        }
     )
     service_params = {
         **scope,
@@ -296,7 +301,7 @@ def period_facts(
 
     facts: list[PeriodFacts] = []
     for p_start in periods_between(start, end, period):
-        req, peak = demand.get(p_start, (0.0, 0.0))
+        req, peak, records = demand.get(p_start, (0.0, 0.0, 0))
         seen = per_agency.get(p_start, {})
         dom, within, unmeasured = service.get(p_start, (0.0, 0.0, 0.0))
         facts.append(
@@ -305,11 +310,12 @@ def period_facts(
                 end=period_next(p_start, period),
                 requests=req,
                 peak_hour_requests=peak,
-                national_requests=national.get(p_start, (0.0, 0.0))[0],
+                national_requests=national.get(p_start, (0.0, 0.0, 0))[0],
                 domestic_requests=dom,
                 domestic_within_objective=within,
                 domestic_latency_unmeasured=unmeasured,
                 agencies=tuple((a, *seen.get(a, (0.0, 0.0))) for a in registered),
+                records=records,
             )
         )
     return facts

@@ -140,6 +140,7 @@ class MonthShare:
     month: date  # first day of the month
     requests: float
     domestic: float
+    records: int = 0  # usage records behind it (public answers withhold small months)
 
     @property
     def share(self) -> float:
@@ -257,11 +258,13 @@ def outlook(history: Sequence[MonthShare], targets: Targets | None) -> Outlook:
 
 
 def monthly_share_sql(filters: dict[str, list[str]]) -> str:
-    """Per calendar month: all requests and domestic (sovereign + onshore) requests."""
+    """Per calendar month: all requests, domestic (sovereign + onshore) requests, and the
+    records behind them."""
     return f"""
 SELECT toStartOfMonth(hour) AS month,
        sum(requests) AS total_requests,
-       sumIf(requests, tier IN {{domestic_tiers:Array(String)}}) AS domestic_requests
+       sumIf(requests, tier IN {{domestic_tiers:Array(String)}}) AS domestic_requests,
+       sum(records) AS records
 FROM {ROLLUP}
 WHERE {where_clause(filters)}
 GROUP BY month
@@ -281,4 +284,4 @@ def monthly_shares(
         **filters,
     }
     rows = client.query(monthly_share_sql(filters), parameters=params).result_rows
-    return [MonthShare(m, float(r), float(d)) for m, r, d in rows]
+    return [MonthShare(m, float(r), float(d), int(n)) for m, r, d, n in rows]

@@ -10,8 +10,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
+from api.auth import Caller
 from api.deps import ClickHouse
-from api.params import check_bounds
+from api.params import Settings, check_bounds, min_records
 from tracker.capacity import (
     Period,
     PeriodScore,
@@ -22,6 +23,7 @@ from tracker.capacity import (
     periods_between,
     registry_in_force,
 )
+from tracker.disclosure import hidden
 from tracker.registry import Registry, Targets
 
 router = APIRouter(tags=["capacity"])
@@ -108,7 +110,11 @@ class PeriodOut(BaseModel):
     balanced_index: float | None = Field(description="m^3, m = (C + S + D) / 3")
     asynchrony_penalty: float | None = Field(description="1 - I / m^3 (0 when m = 0)")
     binding: str | None = Field(description="the lowest layer: C, S or D")
-    inputs: Inputs
+    inputs: Inputs | None = Field(description="null when suppressed")
+    suppressed: bool = Field(
+        default=False,
+        description="public answers: a period built from too few records is withheld whole",
+    )
 
 
 class CapacityResponse(BaseModel):
@@ -125,8 +131,15 @@ class CapacityResponse(BaseModel):
     latest: PeriodOut | None = Field(description="the last period with an index")
 
 
-def _out(p: PeriodScore) -> PeriodOut:
+def _out(p: PeriodScore, k: int) -> PeriodOut:
     f, x = p.facts, p.layers
+    if hidden(f.records, k):
+        # The layers are ratios of the same small counts (S: one agency's latency record).
+        return PeriodOut(
+            start=f.start, end=f.end, layers=Layers(C=None, S=None, D=None), index=None,
+            balanced_index=None, asynchrony_penalty=None, binding=None, inputs=None,
+            suppressed=True,
+        )  # fmt: skip
     return PeriodOut(
         start=f.start,
         end=f.end,
@@ -152,6 +165,8 @@ def _out(p: PeriodScore) -> PeriodOut:
 def get_capacity(
     client: ClickHouse,
     registry: RegistryInForce,
+    identity: Caller,
+    settings: Settings,
     from_: Annotated[
         datetime | None,
         Query(alias="from", description="Start, rounded down to its period; default: 12 periods"),
@@ -166,7 +181,8 @@ def get_capacity(
 ) -> CapacityResponse:
     start, end = resolve_periods(from_, to, period)
     check_sector(registry, sector)
-    scores = [_out(p) for p in capacity_series(client, registry, start, end, period, sector)]
+    k = min_records(identity, settings)
+    scores = [_out(p, k) for p in capacity_series(client, registry, start, end, period, sector)]
     latest = next((p for p in reversed(scores) if p.index is not None), None)
     return CapacityResponse(
         from_=start,

@@ -10,10 +10,12 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
+from api.auth import Caller
 from api.deps import ClickHouse
-from api.params import check_bounds
+from api.params import Settings, check_bounds, min_records
 from api.routes.capacity import RegistryInForce, check_sector
 from tracker.capacity import Period, period_ceil, period_floor
+from tracker.disclosure import hidden
 from tracker.outlook import (
     HORIZON_MONTHS,
     LEVEL,
@@ -91,6 +93,10 @@ class OutlookResponse(BaseModel):
     window: BandOut | None = Field(description="projected share at the window's close")
     trajectory: list[TargetOut]
     history: list[HistoryOut]
+    withheld_months: int = Field(
+        description="public answers: months built from too few records, left out of the "
+        "history and the fit"
+    )
     projection: list[BandOut]
 
 
@@ -133,6 +139,8 @@ def resolve_months(
 def get_outlook(
     client: ClickHouse,
     registry: RegistryInForce,
+    identity: Caller,
+    settings: Settings,
     from_: Annotated[
         datetime | None,
         Query(alias="from", description="First month of history; default: 36 months back"),
@@ -147,7 +155,11 @@ def get_outlook(
 ) -> OutlookResponse:
     start, end = resolve_months(from_, to)
     check_sector(registry, sector)
-    history = monthly_shares(client, start, end, sector)
+    k = min_records(identity, settings)
+    everything = monthly_shares(client, start, end, sector)
+    # A small month is withheld from the fit too: a trend through one agency's months would
+    # publish that agency's months in all but name.
+    history = [m for m in everything if not hidden(m.records, k)]
     result = outlook(history, registry.targets)
     fit = result.fit
     fitted = {b.month: b.value for b in result.fitted}
@@ -192,4 +204,5 @@ def get_outlook(
             for m in history
         ],
         projection=[b for b in map(_band, result.projection) if b is not None],
+        withheld_months=len(everything) - len(history),
     )

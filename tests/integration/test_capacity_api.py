@@ -14,6 +14,7 @@ from api.app import create_app
 from pipeline.processor import Processor
 from pipeline.writer import Writer
 from tracker import demo
+from tracker.access import Role, add_key
 from tracker.classify import Classifier
 from tracker.clickhouse import ClientPool
 from tracker.contract import Status, UsageRecord
@@ -104,12 +105,17 @@ def api(pool: ClientPool) -> Iterator[TestClient]:
 
 
 @pytest.fixture(scope="module")
-def seeded(pool: ClientPool, registry: Registry, api: TestClient) -> TestClient:
+def seeded(pool: ClientPool, registry: Registry, api: TestClient) -> Iterator[TestClient]:
+    """An auditor's client on the seeded store: the hand-built months are smaller than the
+    public answers' record threshold, and these tests check the arithmetic, not withholding
+    (test_public_answers_withhold_small_periods does)."""
     registry_obj, text = load()
     record_version(pool.get(), registry_obj, text, author="test", reason="capacity tests")
     land(pool, registry, HAND + TREND)
     land(pool, registry, list(demo.generate(registry, days=92, end=DEMO_END)))
-    return api
+    key = add_key(pool.get(), registry_obj, "capacity-auditor", Role.auditor)[1]
+    with TestClient(create_app(pool), headers={"Authorization": f"Bearer {key}"}) as client:
+        yield client
 
 
 def get(api: TestClient, path: str, **params: Any) -> dict[str, Any]:
@@ -235,6 +241,25 @@ def test_outlook_single_month(seeded: TestClient) -> None:
     body = get(seeded, "/v1/outlook", **{"from": "2023-02-01", "to": "2023-03-01"})
     assert body["status"] == "insufficient_history"
     assert body["fit"] is None
+
+
+def test_public_answers_withhold_small_periods(seeded: TestClient, api: TestClient) -> None:
+    # Found in review: a sector's month of 3 records went out whole (requests, peak hour), and
+    # so did the outlook's history, though /v1/share withheld the same figures.
+    march = {"from": "2024-03-01", "to": "2024-04-01"}
+    public = get(api, "/v1/capacity", **march)
+    assert public["periods"][0]["suppressed"] and public["periods"][0]["inputs"] is None
+    assert public["periods"][0]["index"] is None and public["latest"] is None
+    full = get(seeded, "/v1/capacity", **march)["periods"][0]  # 7 records
+    assert not full["suppressed"] and full["inputs"]["requests"] == 270_000
+    demo_months = get(api, "/v1/capacity", **{"from": "2025-07-01", "to": "2025-10-01"})
+    assert not any(p["suppressed"] for p in demo_months["periods"])
+    trend = {"from": "2023-01-01", "to": "2023-05-01"}  # 2 records a month
+    withheld = get(api, "/v1/outlook", **trend)
+    assert withheld["history"] == [] and withheld["withheld_months"] == 4
+    assert withheld["status"] == "no_history" and withheld["fit"] is None
+    shown = get(seeded, "/v1/outlook", **trend)
+    assert len(shown["history"]) == 4 and shown["withheld_months"] == 0
 
 
 @pytest.mark.parametrize(
