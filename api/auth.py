@@ -67,16 +67,24 @@ class RateLimiter:
         with self._lock:
             tokens, last = self._buckets.get(key, (burst, now))
             tokens = min(burst, tokens + (now - last) * rate)
-            if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
-                return 0.0
-            self._buckets[key] = (tokens, now)
+            allowed = tokens >= 1.0
+            self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
+            # Checked on every new key, allowed or not: callers choose their keys (one per
+            # address of an IPv6 range), so the table is bounded here or not at all.
             if len(self._buckets) > _MAX_BUCKETS:
-                # Forget the idle: a full bucket carries no state worth keeping.
-                self._buckets = {
-                    k: (t, ts) for k, (t, ts) in self._buckets.items() if now - ts < 60.0
-                }
-            return (1.0 - tokens) / rate
+                self._prune(now)
+            return 0.0 if allowed else (1.0 - tokens) / rate
+
+    def _prune(self, now: float) -> None:
+        # Forget the idle first: a bucket untouched for a minute has refilled to its burst, so
+        # it carries no state worth keeping.
+        kept = {k: v for k, v in self._buckets.items() if now - v[1] < 60.0}
+        room = _MAX_BUCKETS * 9 // 10  # pruned below the cap, so not again on the next call
+        if len(kept) > room:
+            # Still too many clients at once: keep the most recently seen. Forgetting a bucket
+            # only refills it, which a caller with that many addresses had anyway.
+            kept = dict(sorted(kept.items(), key=lambda kv: kv[1][1])[-room:])
+        self._buckets = kept
 
 
 def _problem(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -9,6 +9,7 @@ import orjson
 import pytest
 from fastapi import HTTPException
 
+from api import auth as auth_module
 from api.auth import RateLimiter
 from api.params import check_vocabulary, min_records, scope
 from tracker import registry as registry_mod
@@ -66,6 +67,22 @@ def test_rate_limiter_bursts_then_refills() -> None:
     assert limiter.take("ip:b", 12, now=t) == 0  # buckets are per key
     big = RateLimiter()
     assert sum(big.take("k", 600, now=t) == 0 for _ in range(200)) == 100  # 600 / 6
+
+
+def test_rate_limiter_table_stays_bounded_whatever_the_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Found in review: the table was pruned only on a refusal, so one allowed request from
+    # each of many addresses grew it without bound.
+    monkeypatch.setattr(auth_module, "_MAX_BUCKETS", 1000)
+    limiter = RateLimiter()
+    t = 1000.0
+    for i in range(5000):  # all within one second: none idle
+        assert limiter.take(f"ip:{i}", 60, now=t + i / 5000) == 0
+        assert len(limiter._buckets) <= 1000
+    assert "ip:4999" in limiter._buckets and "ip:0" not in limiter._buckets  # newest kept
+    # Limiting still works for a key seen since the prune: a burst of 10, then refused.
+    assert [limiter.take("ip:busy", 60, now=t + 2) == 0 for _ in range(11)][-2:] == [True, False]
 
 
 def test_cursor_round_trip_and_garbage() -> None:
