@@ -140,7 +140,10 @@ class UsageRecord(BaseModel):
         if zone is not UTC:
             if zone is None:
                 raise ValueError("timestamp must carry a timezone (UTC, e.g. 2026-01-01T00:00:00Z)")
-            value = value.astimezone(UTC)
+            try:
+                value = value.astimezone(UTC)
+            except OverflowError:  # year 1 east of UTC, year 9999 west of it
+                raise ValueError("timestamp is out of range") from None
         if value.microsecond % 1000:
             value = value.replace(microsecond=value.microsecond // 1000 * 1000)
         if value < EARLIEST:

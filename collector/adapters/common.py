@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,9 @@ from tracker.gateways import Gateway
 
 T = TypeVar("T")
 _ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
+# Decimal exponent above which a source number is refused before conversion: every count and
+# cost the contract takes is far smaller (tokens <= 10**12, cost <= 10**12).
+_MAX_DIGITS: Final = 18
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +116,12 @@ def as_int(value: Any) -> int | None:
             number = Decimal(value.strip())
         except InvalidOperation as exc:
             raise ValueError(f"expected a number, got {value!r}") from exc
+        if not number.is_finite():
+            raise ValueError(f"expected a number, got {value!r}")
+        # Before int(): "1e1000000" is a short string and a million-digit integer (~22 s of
+        # CPU). Every count the contract takes is far below 10**18.
+        if number.adjusted() > _MAX_DIGITS:
+            raise ValueError(f"number out of range: {value[:40]!r}")
         if number != number.to_integral_value():
             raise ValueError(f"expected a whole number, got {value!r}")
         return int(number)
@@ -140,25 +150,37 @@ def as_time(value: Any, *, assume_utc: bool = False) -> datetime:
                 if not assume_utc:
                     raise ValueError("timestamp has no timezone (write it in UTC with Z)")
                 parsed = parsed.replace(tzinfo=UTC)
-            return parsed.astimezone(UTC)
+            return _utc(parsed)
         value = number
     if isinstance(value, int | float):
         seconds = float(value)
+        if not math.isfinite(seconds):
+            raise ValueError(f"timestamp out of range: {value!r}")
         if seconds > 1e17:  # nanoseconds
             seconds /= 1e9
         elif seconds > 1e14:  # microseconds
             seconds /= 1e6
         elif seconds > 1e11:  # milliseconds
             seconds /= 1e3
-        return datetime.fromtimestamp(seconds, tz=UTC)
+        try:
+            return datetime.fromtimestamp(seconds, tz=UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise ValueError(f"timestamp out of range: {value!r}") from exc
     if isinstance(value, datetime):
         moment: datetime = value
         if moment.tzinfo is None:
             if not assume_utc:
                 raise ValueError("timestamp has no timezone")
             moment = moment.replace(tzinfo=UTC)
-        return moment.astimezone(UTC)
+        return _utc(moment)
     raise ValueError(f"unsupported timestamp {type(value).__name__}")
+
+
+def _utc(moment: datetime) -> datetime:
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:  # year 1 east of UTC, year 9999 west of it
+        raise ValueError(f"timestamp out of range: {moment.isoformat()}") from exc
 
 
 def drop_none(record: dict[str, Any]) -> dict[str, Any]:
@@ -180,8 +202,8 @@ def coerce(field_name: str, func: Callable[..., T], value: Any, **kwargs: Any) -
         return func(value, **kwargs)
     except SourceError:
         raise
-    except ValueError as exc:
-        raise SourceError(field_name, str(exc)) from exc
+    except (ValueError, ArithmeticError) as exc:  # ArithmeticError: overflow, bad Decimal
+        raise SourceError(field_name, str(exc) or type(exc).__name__) from exc
 
 
 def run(mapper: Callable[[Any, Context], dict[str, Any] | None], item: Any, ctx: Context) -> Mapped:
@@ -190,6 +212,10 @@ def run(mapper: Callable[[Any, Context], dict[str, Any] | None], item: Any, ctx:
         return mapper(item, ctx)
     except SourceError as exc:
         return Rejected(exc.field, exc.reason)
+    except (ArithmeticError, TypeError, ValueError) as exc:
+        # A value no coercion named (e.g. nesting too deep to hash): this item is refused,
+        # and the good items beside it still land; never a 500 for the whole request.
+        return Rejected("record", f"unreadable item: {str(exc)[:200] or type(exc).__name__}")
 
 
 def require_object(item: Any) -> dict[str, Any]:
@@ -214,6 +240,8 @@ def as_cost(value: Any) -> Decimal | None:
         raise ValueError(f"expected a number, got {value!r}") from exc
     if not number.is_finite():
         raise ValueError("cost must be a finite number")
+    if number.adjusted() > _MAX_DIGITS:  # quantize would overflow the context's precision
+        raise ValueError(f"cost out of range: {value!r}"[:80])
     return number.quantize(_NANO)
 
 

@@ -15,6 +15,7 @@ call none) are ignored.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Final
 
 from collector.adapters.common import (
@@ -52,7 +53,11 @@ def is_usage_row(item: Any) -> bool:
 
 def _tokens(field: str, value: Any) -> int | None:
     number = coerce(field, as_float, value)  # completion_tokens is a Float column
-    return None if number is None else round(number)
+    if number is None:
+        return None
+    if not math.isfinite(number):
+        raise SourceError(field, f"expected a finite number, got {value!r}"[:80])
+    return round(number)
 
 
 def _energy_wh(low: Any, high: Any) -> float | None:

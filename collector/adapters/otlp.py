@@ -104,16 +104,21 @@ def _hex_ids_to_base64(data: dict[str, Any]) -> None:
                 except ValueError as exc:
                     raise OtlpDecodeError(f"{key} is not hex: {value[:40]!r}") from exc
 
-    for rs in data.get("resourceSpans") or data.get("resource_spans") or []:
+    def items(value: Any) -> list[Any]:
+        # Only lists are walked; anything else is left for the protobuf parser to refuse
+        # with its own message (a number here once ended in a TypeError and a 500).
+        return value if isinstance(value, list) else []
+
+    for rs in items(data.get("resourceSpans") or data.get("resource_spans")):
         if not isinstance(rs, dict):
             continue
-        for ss in rs.get("scopeSpans") or rs.get("scope_spans") or []:
+        for ss in items(rs.get("scopeSpans") or rs.get("scope_spans")):
             if not isinstance(ss, dict):
                 continue
-            for span in ss.get("spans") or []:
+            for span in items(ss.get("spans")):
                 if isinstance(span, dict):
                     fix(span)
-                    for link in span.get("links") or []:
+                    for link in items(span.get("links")):
                         if isinstance(link, dict):
                             fix(link)
 

@@ -255,3 +255,39 @@ def test_binary_event_data_that_is_no_json_is_refused(url: str, keys: Keys) -> N
         "ce-type": "org.sovereignty-tracker.usage.v1", "ce-agencyid": "in-moe"})  # fmt: skip
     assert reply.status_code == 422
     assert reply.json()["detail"].startswith("event data is not valid JSON: ")
+
+
+# Found in review: each of these was a 500 that lost the good record beside it, and
+# "1e1000000" cost ~22 s of CPU in int() before the contract's bound refused it.
+HOSTILE = [
+    ("startTime", "inf"), ("startTime", -1e20), ("startTime", "9999-12-31T23:59:59-01:00"),
+    ("startTime", "0001-01-01T00:00:00+01:00"), ("prompt_tokens", "Infinity"),
+    ("prompt_tokens", "sNaN"), ("prompt_tokens", "1e1000000"), ("spend", "1e20"),
+]  # fmt: skip
+
+
+def test_hostile_values_refuse_their_item_only(url: str, keys: Keys, pool: ClientPool) -> None:
+    good = json.loads((FIXTURES / "litellm/spend_logs.json").read_text())[0]
+    for i, (name, value) in enumerate(HOSTILE):
+        pair = [{**good, "request_id": f"hostile-ok-{i}"},
+                {**good, "request_id": f"hostile-{i}", name: value}]  # fmt: skip
+        reply = _post(f"{url}/v1/litellm", keys.single, pair)
+        assert reply.status_code == 200, (name, value, reply.text)
+        body = reply.json()
+        assert (body["accepted"], body["rejected"]) == (1, 1), (name, value, body)
+        assert body["errors"][0]["index"] == 1, body
+    assert raw_count(pool, keys.single_id, "startsWith(record_id, 'hostile-ok-')") == len(HOSTILE)
+    assert raw_count(pool, keys.single_id, "startsWith(record_id, 'hostile-') AND "
+                     "NOT startsWith(record_id, 'hostile-ok-')") == 0  # fmt: skip
+    ogl = {**_ogl_rows()[0], "id": 9100, "completion_tokens": "nan"}
+    reply = _post(f"{url}/v1/opengatellm", keys.single, [{**_ogl_rows()[0], "id": 9101}, ogl])
+    assert reply.status_code == 200 and reply.json()["rejected"] == 1, reply.text
+    assert reply.json()["errors"][0]["field"] == "completion_tokens"
+    record = {"record_id": "hostile-native-ok", "agency_id": SINGLE_AGENCY, "provider": "sarvam",
+              "model": "m", "occurred_at": datetime.now(UTC).isoformat()}  # fmt: skip
+    far = {**record, "record_id": "hostile-native", "occurred_at": "9999-12-31T23:59:59-01:00"}
+    reply = _post(f"{url}/v1/records", keys.single, [record, far])
+    assert reply.status_code in (200, 207), reply.text
+    assert reply.json()["accepted"] == 1 and reply.json()["errors"][0]["field"] == "occurred_at"
+    spans = _post(f"{url}/v1/traces", keys.single, {"resourceSpans": 5})
+    assert spans.status_code == 400, spans.text
