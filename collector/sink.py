@@ -125,6 +125,8 @@ class SpoolingSink:
                 self.spool.append(messages)
             except SpoolFull as full:
                 raise DeliveryFailed(f"{exc}; {full}") from full
+            except OSError as disk:  # e.g. the disk is full: stored nowhere, so refused (503)
+                raise DeliveryFailed(f"{exc}; spool write failed: {disk}") from disk
             log.warning("Kafka unavailable (%s): %d message(s) spooled", exc, len(messages))
             self._wake.set()
 

@@ -7,8 +7,9 @@ spool is full the collector answers 503 with Retry-After and stores nothing.
 
 Format: numbered segment files of entries [u32 length][u32 crc32][u16 key length][key][value];
 `position` holds (segment, offset) of the first entry not yet acknowledged by Kafka. A torn
-entry at the tail (crash while appending, before the HTTP answer) fails its CRC and is
-skipped: its batch was never acknowledged to the gateway, which retries it.
+entry at the tail (crash while appending, before the HTTP answer) fails its CRC and is cut
+when the spool is next opened: its batch was never acknowledged to the gateway, which retries
+it, and later appends must not land behind it.
 """
 
 from __future__ import annotations
@@ -45,6 +46,29 @@ class Spool:
         self._lock = threading.Lock()
         segments = self._segments()
         self._write_segment = segments[-1] if segments else 1
+        self._repair_tail()
+
+    def _repair_tail(self) -> None:
+        """Cut the write segment back to its last whole entry. A crash mid-append leaves a torn
+        entry there (its batch was never acknowledged to the gateway); entries appended after
+        it would sit behind it, unread for ever, though their batches were acknowledged."""
+        path = self._path(self._write_segment)
+        if not path.exists():
+            return
+        data = path.read_bytes()
+        pos = 0
+        while pos + _HEADER.size <= len(data):
+            length, crc, _ = _HEADER.unpack_from(data, pos)
+            body = data[pos + _HEADER.size : pos + _HEADER.size + length]
+            if len(body) < length or zlib.crc32(body) != crc:
+                break
+            pos += _HEADER.size + length
+        if pos < len(data):
+            log.warning("spool %s: torn entry at %d cut (%d bytes)", path, pos, len(data) - pos)
+            with path.open("r+b") as f:
+                f.truncate(pos)
+                f.flush()
+                os.fsync(f.fileno())
 
     def _segments(self) -> list[int]:
         return sorted(int(p.stem.split("-")[1]) for p in self.directory.glob("seg-*.log"))
@@ -91,9 +115,16 @@ class Spool:
                 self._write_segment += 1
                 path = self._path(self._write_segment)
             with path.open("ab") as f:
-                f.write(blob)
-                f.flush()
-                os.fsync(f.fileno())
+                start = f.tell()
+                try:
+                    f.write(blob)
+                    f.flush()
+                    os.fsync(f.fileno())
+                except OSError:
+                    # E.g. the disk filled mid-write: cut the partial entry, or later appends
+                    # would land behind it (see _repair_tail); the caller refuses the batch.
+                    f.truncate(start)
+                    raise
 
     def entries(self) -> Iterator[tuple[int, int, bytes, bytes]]:
         """(segment, offset after entry, key, value) from the read position, in order."""
