@@ -28,16 +28,37 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
+_MAX_MEMBERS = 10_000  # gzip members in one body (a writer appends one per flush at most)
+
+
 def _inflate(body: bytes, wbits: int, limit: int) -> bytes:
-    """Decompress at most `limit` bytes: a small gzip bomb is refused, never expanded whole."""
-    inflater = zlib.decompressobj(wbits)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise HTTPException(400, f"body is not valid compressed data: {exc}") from exc
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise HTTPException(413, f"decompressed body over {limit} bytes")
-    return out
+    """Decompress at most `limit` bytes: a small gzip bomb is refused, never expanded whole.
+
+    Every gzip member is read (concatenated members are one valid gzip body, and reading only
+    the first once dropped the records of the others with a 200), and a stream that ends early
+    or is followed by other bytes is refused: a body is taken whole or not at all."""
+    parts: list[bytes] = []
+    size = 0
+    rest = body
+    while True:
+        if len(parts) >= _MAX_MEMBERS:
+            raise HTTPException(400, f"body has over {_MAX_MEMBERS} gzip members")
+        inflater = zlib.decompressobj(wbits)
+        try:
+            out = inflater.decompress(rest, limit - size + 1)
+        except zlib.error as exc:
+            raise HTTPException(400, f"body is not valid compressed data: {exc}") from exc
+        size += len(out)
+        if size > limit or inflater.unconsumed_tail:
+            raise HTTPException(413, f"decompressed body over {limit} bytes")
+        if not inflater.eof:
+            raise HTTPException(400, "body is not valid compressed data: the stream ends early")
+        parts.append(out)
+        rest = inflater.unused_data
+        if not rest:
+            return b"".join(parts)
+        if wbits != 16 + zlib.MAX_WBITS:  # deflate has no members: trailing bytes are garbage
+            raise HTTPException(400, "body is not valid compressed data: bytes after its end")
 
 
 async def read_decoded(request: Request, limit: int) -> bytes:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import os
 import time
@@ -291,3 +292,24 @@ def test_hostile_values_refuse_their_item_only(url: str, keys: Keys, pool: Clien
     assert reply.json()["accepted"] == 1 and reply.json()["errors"][0]["field"] == "occurred_at"
     spans = _post(f"{url}/v1/traces", keys.single, {"resourceSpans": 5})
     assert spans.status_code == 400, spans.text
+
+
+def test_a_gzip_body_is_read_whole_or_refused(url: str, keys: Keys, pool: ClientPool) -> None:
+    # Found in review: only the first gzip member was read (200 for one record of two), and a
+    # stream cut short or followed by other bytes was taken as far as it went.
+    good = json.loads((FIXTURES / "litellm/spend_logs.json").read_text())[0]
+    lines = [json.dumps({**good, "request_id": f"gz-{i}"}).encode() + b"\n" for i in range(3)]
+
+    def post(body: bytes) -> httpx.Response:
+        return httpx.post(f"{url}/v1/litellm", content=body, timeout=30, headers={
+            "Authorization": f"Bearer {keys.single}", "Content-Type": "application/x-ndjson",
+            "Content-Encoding": "gzip"})  # fmt: skip
+
+    members = post(gzip.compress(lines[0]) + gzip.compress(lines[1]))
+    assert members.status_code == 200 and members.json()["accepted"] == 2, members.text
+    assert raw_count(pool, keys.single_id, "record_id IN ('gz-0', 'gz-1')") == 2
+    whole = gzip.compress(b"".join(lines))
+    for broken in (whole[:-9], gzip.compress(lines[2]) + b"garbage"):
+        reply = post(broken)
+        assert reply.status_code == 400 and "compressed" in reply.text, reply.text
+    assert raw_count(pool, keys.single_id, "record_id = 'gz-2'") == 0
