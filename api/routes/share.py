@@ -94,6 +94,9 @@ def hour_ceil(value: datetime) -> datetime:
     return floor if floor == _utc(value) else floor + timedelta(hours=1)
 
 
+PUBLIC_NOW_RANGE = timedelta(days=366)
+
+
 def resolve_range(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
     """[from, to) at the rollup's hour resolution: from rounded down, to rounded up."""
     check_bounds(start, end)
@@ -136,6 +139,15 @@ def get_share(
     per-tier sums behind it. Public answers built from fewer records than the configured
     threshold are withheld (`suppressed`); an agency key sees only its own agency."""
     start, end = resolve_range(from_, to)
+    # "now" may read raw records (months no `tracker reclassify` covered) and is never cached:
+    # a public caller gets a year of it at a time, as /v1/providers does.
+    public_now = identity.role is Role.public and as_classified is AsClassified.now
+    if public_now and end - start > PUBLIC_NOW_RANGE:
+        raise HTTPException(
+            422,
+            f"from/to: as_classified=now spans at most {PUBLIC_NOW_RANGE.days} days "
+            "without an API key",
+        )
     scoped = visible_filters(identity, registry, filters.values)
     if identity.role is Role.public and as_classified is AsClassified.then:
         # Public answers are reused until the next landing (api/cache.py). Not `now`: the

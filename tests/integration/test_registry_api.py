@@ -121,6 +121,19 @@ def test_a_blank_reason_or_an_unreachable_date_is_refused_with_the_field(
     assert at.status_code == 422 and at.json()["detail"].startswith("at: ")
 
 
+def test_public_as_classified_now_is_bounded_to_a_year(
+    api: TestClient, admin: dict[str, str]
+) -> None:
+    # Found in review: "now" reads raw records for months no reclassify run covered, uncached;
+    # a public caller could ask for ten years of it at a time.
+    decade = {"from": "2016-01-01", "to": "2026-01-01", "as_classified": "now"}
+    refused = api.get("/v1/share", params=decade)
+    assert refused.status_code == 422 and "366 days" in refused.json()["detail"]
+    assert api.get("/v1/share", params=decade, headers=admin).status_code == 200
+    year = {"from": "2025-01-01", "to": "2026-01-01", "as_classified": "now"}
+    assert api.get("/v1/share", params=year).status_code == 200
+
+
 def test_propose_apply_and_reread_as_classified_now(
     api: TestClient, admin: dict[str, str], pool: ClientPool
 ) -> None:
