@@ -56,13 +56,7 @@ class Spool:
         if not path.exists():
             return
         data = path.read_bytes()
-        pos = 0
-        while pos + _HEADER.size <= len(data):
-            length, crc, _ = _HEADER.unpack_from(data, pos)
-            body = data[pos + _HEADER.size : pos + _HEADER.size + length]
-            if len(body) < length or zlib.crc32(body) != crc:
-                break
-            pos += _HEADER.size + length
+        pos = max((after for after, _, _ in _whole_entries(data, 0)), default=0)
         if pos < len(data):
             log.warning("spool %s: torn entry at %d cut (%d bytes)", path, pos, len(data) - pos)
             with path.open("r+b") as f:
@@ -134,14 +128,11 @@ class Spool:
                 continue
             data = self._path(s).read_bytes()
             pos = offset if s == segment else 0
-            while pos + _HEADER.size <= len(data):
-                length, crc, key_len = _HEADER.unpack_from(data, pos)
-                body = data[pos + _HEADER.size : pos + _HEADER.size + length]
-                if len(body) < length or zlib.crc32(body) != crc:
-                    log.warning("spool %s: torn entry at %d skipped", s, pos)
-                    break
-                pos += _HEADER.size + length
+            for after, body, key_len in _whole_entries(data, pos):
+                pos = after
                 yield s, pos, body[:key_len], body[key_len:]
+            if pos < len(data):
+                log.warning("spool %s: torn entry at %d skipped", s, pos)
 
     def acknowledge(self, segment: int, offset: int) -> None:
         """Everything up to (segment, offset) reached Kafka: move on, drop finished segments."""
@@ -154,3 +145,15 @@ class Spool:
 
     def close(self) -> None:
         self._lock_file.close()
+
+
+def _whole_entries(data: bytes, pos: int) -> Iterator[tuple[int, bytes, int]]:
+    """(offset after the entry, body, key length) of each whole entry of a segment from `pos`,
+    stopping at the first torn one (short or failing its CRC)."""
+    while pos + _HEADER.size <= len(data):
+        length, crc, key_len = _HEADER.unpack_from(data, pos)
+        body = data[pos + _HEADER.size : pos + _HEADER.size + length]
+        if len(body) < length or zlib.crc32(body) != crc:
+            return
+        pos += _HEADER.size + length
+        yield pos, body, key_len

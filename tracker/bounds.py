@@ -1,7 +1,7 @@
 """The years a query may span, and times read back from page cursors (callers may craft those).
 
 A cursor is opaque to callers but not tamper-proof (base64 JSON), so a time inside it is caller
-input like any other: parsed strictly, taken as UTC when it has no zone, and kept within the
+input like any other: parsed as ISO 8601, taken as UTC when it has no zone, and kept within the
 years a query range may span. Outside them the engine refuses the literal (year 1), or Python
 cannot even convert it (year 1 at +14:00 overflows), and either would surface as a 500.
 """
