@@ -128,3 +128,28 @@ def test_full_spool_answers_503_with_retry_after(
             assert sink.spool.pending_bytes() <= 4096
     finally:
         sink.close()
+
+
+def test_a_spool_that_cannot_write_answers_503(
+    core: Core, key: str, settings: CommonSettings, spool_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Kafka down and the spool's disk failing: nothing is stored, so the gateway is told to
+    # retry (503), not handed a 500.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    cfg = common(settings, dead, "spool-disk", spool_dir)
+    app, sink = collector_app(CollectorSettings(**cfg, kafka_timeout_seconds=1.0), core.pool.get())
+
+    def disk_full(messages: list[tuple[bytes, bytes]]) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sink.spool, "append", disk_full)
+    try:
+        with TestClient(app) as client:
+            r = client.post("/v1/records", content=orjson.dumps(batch(30_000, 3)),
+                            headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+            assert r.status_code == 503, r.text
+            assert r.headers["Retry-After"] and "spool write failed" in r.json()["detail"]
+    finally:
+        sink.close()
