@@ -34,6 +34,7 @@ from collector.adapters.common import Context, Mapped, Rejected, run
 
 HEAD_BYTES: Final = 4096
 PATTERNS: Final = ("*.jsonl", "*.ndjson", "*.log", "*.csv")
+MAX_ERRORS_KEPT: Final = 1_000  # refusals a report lists; the rest are counted
 
 
 class ImportAborted(RuntimeError):
@@ -67,6 +68,16 @@ class FileReport:
     resumed_from: int = 0
     ignored_columns: list[str] = field(default_factory=list)
     errors: list[LineError] = field(default_factory=list)
+    # Refusals past MAX_ERRORS_KEPT are counted, not kept: a file of millions of bad lines
+    # must not hold them all in memory. `errors_incomplete`: the server listed only some.
+    errors_unlisted: int = 0
+    errors_incomplete: bool = False
+
+    def add_error(self, line: int, field_name: str, reason: str) -> None:
+        if len(self.errors) < MAX_ERRORS_KEPT:
+            self.errors.append(LineError(self.path, line, field_name, reason))
+        else:
+            self.errors_unlisted += 1
 
 
 @dataclass(frozen=True)
@@ -255,11 +266,25 @@ class Sender:
             first, second = self.send(records[:half]), self.send(records[half:])
             shifted = [{**e, "index": e["index"] + half} for e in second["errors"]]
             return {"accepted": first["accepted"] + second["accepted"],
-                    "errors": first["errors"] + shifted}  # fmt: skip
+                    "rejected": first["rejected"] + second["rejected"],
+                    "errors": first["errors"] + shifted,
+                    "errors_truncated": first.get("errors_truncated", False)
+                    or second.get("errors_truncated", False)}  # fmt: skip
         if reply.status_code not in (200, 403, 422):
             raise ImportAborted(f"server answered {reply.status_code}: {reply.text[:300]}")
         result: dict[str, Any] = reply.json()
         return result
+
+
+def tally(report: FileReport, result: dict[str, Any], lines: list[int]) -> None:
+    """Add the server's answer for one batch to the report; `lines[i]` is the source line of
+    the batch's i-th record. The count is the server's own: its error list stops at 1,000
+    entries (and may name a record more than once), so counting the list under-reports."""
+    report.accepted += int(result["accepted"])
+    report.rejected += int(result["rejected"])
+    report.errors_incomplete |= bool(result.get("errors_truncated"))
+    for err in result["errors"]:
+        report.add_error(lines[err["index"]], err["field"], err["reason"])
 
 
 class Importer:
@@ -295,15 +320,7 @@ class Importer:
         def flush() -> None:
             nonlocal batch, lines
             if batch:
-                result = self.sender.send(batch)
-                report.accepted += int(result["accepted"])
-                refused = set()
-                for err in result["errors"]:
-                    refused.add(err["index"])
-                    report.errors.append(
-                        LineError(str(path), lines[err["index"]], err["field"], err["reason"])
-                    )
-                report.rejected += len(refused)
+                tally(report, self.sender.send(batch), lines)
             batch, lines = [], []
             self.checkpoints.save(path, reached, last_line)
 
@@ -313,9 +330,7 @@ class Importer:
             reached, last_line = item.end, item.line
             if isinstance(item.mapped, Rejected):
                 report.rejected += 1
-                report.errors.append(
-                    LineError(str(path), item.line, item.mapped.field, item.mapped.reason)
-                )
+                report.add_error(item.line, item.mapped.field, item.mapped.reason)
             elif item.mapped is not None:
                 batch.append(item.mapped)
                 lines.append(item.line)

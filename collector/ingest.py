@@ -10,12 +10,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
 from collector.auth import GatewayDep
+from collector.bodies import read_decoded
 from collector.sink import DeliveryFailed, Sink
 from tracker.contract import (
     FieldError,
@@ -34,22 +35,6 @@ class IngestResult(BaseModel):
     rejected: int
     errors: list[FieldError]
     errors_truncated: bool = False
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """Read the body, refusing (413) as soon as it passes the limit: a declared or streamed
-    body over the limit is never held in memory whole."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body over {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def validate_batch(
@@ -177,7 +162,7 @@ def ingest_router(sink: Sink, *, max_body_bytes: int, max_batch_records: int) ->
     async def post_records(
         request: Request, gateway: Annotated[Gateway, Depends(GatewayDep)]
     ) -> JSONResponse:
-        body = await read_body(request, max_body_bytes)
+        body = await read_decoded(request, max_body_bytes)
         good, errors, forbidden, considered = await run_in_threadpool(
             validate_body, body, gateway, max_batch_records
         )

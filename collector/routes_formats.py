@@ -19,11 +19,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from collector.adapters import cloudevents, litellm, opengatellm
-from collector.adapters.common import Context, Mapped, run
+from collector.adapters.common import Context, Mapped, Rejected, run
 from collector.auth import GatewayDep
+from collector.bodies import json_items
+from collector.bodies import read_decoded as read
 from collector.ingest import IngestResult, json_array, parse_json
-from collector.routes_common import Limits, accept, check_batch, json_items, media_type
-from collector.routes_common import read_decoded as read
+from collector.routes_common import Limits, accept, check_batch, media_type
 from collector.sink import Sink
 from tracker.gateways import Gateway
 
@@ -40,7 +41,8 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def _map_all(items: list[Any], mapper: Mapper, ctx: Context) -> list[Mapped]:
-    return [run(mapper, item, ctx) for item in items]
+    # A Rejected item is a JSON line that did not parse: refused at its place, never mapped.
+    return [item if isinstance(item, Rejected) else run(mapper, item, ctx) for item in items]
 
 
 async def _ingest(

@@ -17,7 +17,8 @@ from google.rpc import status_pb2  # type: ignore[import-untyped]
 from collector.adapters import otlp
 from collector.adapters.common import Context, Mapped, Rejected, SourceError
 from collector.auth import GatewayDep
-from collector.routes_common import Limits, accept, check_batch, media_type, read_decoded
+from collector.bodies import read_decoded
+from collector.routes_common import Limits, accept, check_batch, media_type
 from collector.sink import Sink
 from tracker.gateways import Gateway
 

@@ -22,7 +22,7 @@ import orjson
 
 from collector.adapters import litellm
 from collector.adapters.common import Context, Rejected, as_time, run
-from collector.imports import FileReport, ImportAborted, LineError, Sender
+from collector.imports import FileReport, ImportAborted, Sender, tally
 
 PAGE_SIZE: Final = 500
 
@@ -110,17 +110,12 @@ class Puller:
                     newest = seen
             if isinstance(mapped, Rejected):
                 report.rejected += 1
-                report.errors.append(LineError(report.path, number, mapped.field, mapped.reason))
+                report.add_error(number, mapped.field, mapped.reason)
             elif mapped is not None:
                 batch.append(mapped)
                 numbers.append(number)
         for first in range(0, len(batch), 1000):
             result = self.sender.send(batch[first : first + 1000])
-            report.accepted += int(result["accepted"])
-            refused = {e["index"] for e in result["errors"]}
-            report.rejected += len(refused)
-            for err in result["errors"]:
-                report.errors.append(LineError(report.path, numbers[first + err["index"]],
-                                               err["field"], err["reason"]))  # fmt: skip
+            tally(report, result, numbers[first : first + 1000])
         if newest is not None:
             self._save(newest)

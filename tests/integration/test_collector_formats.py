@@ -8,6 +8,7 @@ import gzip
 import json
 import os
 import time
+import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -236,8 +237,8 @@ def test_all_refused_and_bounds(settings: CommonSettings, core: Core, keys: Keys
         (
             "/v1/opengatellm",
             "application/json",
-            b'{"id": 1}\n{nope',
-            "body is neither JSON nor JSON lines (line 2: ",
+            b"{nope\n{nope",
+            "body is neither JSON nor JSON lines: ",
         ),
     ],
 )
@@ -313,3 +314,58 @@ def test_a_gzip_body_is_read_whole_or_refused(url: str, keys: Keys, pool: Client
         reply = post(broken)
         assert reply.status_code == 400 and "compressed" in reply.text, reply.text
     assert raw_count(pool, keys.single_id, "record_id = 'gz-2'") == 0
+
+
+def test_a_broken_json_line_refuses_that_line_only(url: str, keys: Keys, pool: ClientPool) -> None:
+    # Found in review: one torn line in an NDJSON body refused the whole body (422), so the good
+    # lines beside it were lost to a logger that does not resend refused bodies.
+    good = json.loads((FIXTURES / "litellm/spend_logs.json").read_text())[0]
+    body = b"\n".join([json.dumps({**good, "request_id": "nd-0"}).encode(), b'{"request_id": "nd-',
+                       b"", json.dumps({**good, "request_id": "nd-2"}).encode()])  # fmt: skip
+    reply = _post(f"{url}/v1/litellm", keys.single, body, "application/x-ndjson")
+    assert reply.status_code == 200, reply.text
+    answer = reply.json()
+    assert (answer["accepted"], answer["rejected"]) == (2, 1), answer
+    (error,) = answer["errors"]
+    assert (error["index"], error["field"]) == (1, "record"), error
+    assert error["reason"].startswith("line 2 is not valid JSON"), error
+    assert raw_count(pool, keys.single_id, "record_id IN ('nd-0', 'nd-2')") == 2
+
+
+@pytest.mark.parametrize("path", ["/v1/litellm", "/v1/opengatellm"])
+@pytest.mark.parametrize("body", [b"", b" \n\n "])
+def test_an_empty_body_is_refused_not_accepted_as_nothing(
+    url: str, keys: Keys, path: str, body: bytes
+) -> None:
+    # Found in review: an empty body answered 200 with nothing accepted, so a gateway whose
+    # logger sent an empty flush (or lost its payload) was told all was well.
+    reply = _post(f"{url}{path}", keys.single, body)
+    assert reply.status_code == 422, reply.text
+    assert reply.json()["detail"].startswith("body is empty"), reply.text
+
+
+def test_native_records_read_their_content_encoding(url: str, keys: Keys, pool: ClientPool) -> None:
+    # Found in review: /v1/records ignored Content-Encoding; a gzip body was a 422 about UTF-8.
+    stamp = datetime.now(UTC).isoformat()
+
+    def records(tag: str) -> bytes:
+        return json.dumps([{"record_id": f"enc-{tag}", "agency_id": SINGLE_AGENCY,
+                            "provider": "sarvam", "model": "m", "occurred_at": stamp}]).encode()  # fmt: skip
+
+    def post(body: bytes, encoding: str) -> httpx.Response:
+        return httpx.post(f"{url}/v1/records", content=body, timeout=30, headers={
+            "Authorization": f"Bearer {keys.single}", "Content-Type": "application/json",
+            "Content-Encoding": encoding})  # fmt: skip
+
+    deflate = zlib.compressobj(wbits=zlib.MAX_WBITS)
+    deflated = deflate.compress(records("deflate")) + deflate.flush()
+    for encoding, body in (("gzip", gzip.compress(records("gzip"))), ("deflate", deflated),
+                           ("identity", records("identity"))):  # fmt: skip
+        reply = post(body, encoding)
+        assert reply.status_code == 200 and reply.json()["accepted"] == 1, (encoding, reply.text)
+    assert raw_count(pool, keys.single_id, "startsWith(record_id, 'enc-')") == 3
+    unknown = post(records("br"), "br")
+    assert unknown.status_code == 415 and "Content-Encoding" in unknown.text, unknown.text
+    torn = post(gzip.compress(records("torn"))[:-9], "gzip")
+    assert torn.status_code == 400, torn.text
+    assert raw_count(pool, keys.single_id, "record_id IN ('enc-br', 'enc-torn')") == 0

@@ -259,3 +259,28 @@ def test_litellm_spend_log_pull(url: str, keys: Keys, pool: ClientPool, tmp_path
         assert second_start > first_start + timedelta(hours=12)
     finally:
         proxy.shutdown()
+
+
+def test_refusals_are_counted_past_the_answers_error_list(
+    url: str, keys: Keys, pool: ClientPool, tmp_path: Path
+) -> None:
+    # Found in review: the importer counted refusals from the answer's error list, which stops
+    # at 1,000 entries; 600 records with two refused fields each were reported as 500.
+    log = tmp_path / "twice_wrong.jsonl"
+    twice = [{**_chat(2000 + i), "usage": {"prompt_tokens": -1, "completion_tokens": -1}}
+             for i in range(600)]  # fmt: skip
+    log.write_text("\n".join(json.dumps(r) for r in [*twice, _chat(2999)]) + "\n")
+    result = _run(str(log), "--url", url, "--key", keys.single, "--agency", SINGLE_AGENCY,
+                  "--data-dir", str(tmp_path / "state"))  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "1 imported, 600 refused" in result.output, result.output[-500:]
+    # 1,200 refusals, of which the server listed 1,000 and the command shows 50.
+    assert "... and at least 950 more" in result.output, result.output[-500:]
+    assert raw_count(pool, keys.single_id, "record_id = 'chatcmpl-imp2999'") == 1
+    # A report keeps 1,000 refusals and counts the rest: millions of bad lines stay small.
+    torn = tmp_path / "torn.jsonl"
+    torn.write_text("{torn\n" * 1_100)
+    result = _run(str(torn), "--url", url, "--key", keys.single, "--agency", SINGLE_AGENCY,
+                  "--data-dir", str(tmp_path / "state"))  # fmt: skip
+    assert "0 imported, 1100 refused" in result.output, result.output[-500:]
+    assert "... and 1050 more" in result.output, result.output[-500:]

@@ -35,9 +35,11 @@ def _print_report(console: Console, report: object) -> None:
     assert isinstance(report, FileReport)
     for err in report.errors[:MAX_ERRORS_SHOWN]:
         console.print(str(err), markup=False, highlight=False, soft_wrap=True)
-    if len(report.errors) > MAX_ERRORS_SHOWN:
-        more = len(report.errors) - MAX_ERRORS_SHOWN
-        console.print(f"{report.path}: ... and {more} more", markup=False, soft_wrap=True)
+    more = max(0, len(report.errors) - MAX_ERRORS_SHOWN) + report.errors_unlisted
+    if more or report.errors_incomplete:
+        # The server lists at most 1,000 refusals a batch: past that only its count is known.
+        at_least = "at least " if report.errors_incomplete else ""
+        console.print(f"{report.path}: ... and {at_least}{more} more", markup=False, soft_wrap=True)
     if report.ignored_columns:
         ignored = ", ".join(report.ignored_columns)
         console.print(f"{report.path}: ignored columns: {ignored}", markup=False, soft_wrap=True)
