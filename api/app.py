@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
 
@@ -14,6 +14,7 @@ from api.params import RegistryCache
 from api.routes import audit, capacity, cost, health, meta, outlook, page, providers, series, share
 from api.routes import registry as registry_routes
 from api.routes import usage as usage_routes
+from api.strict_query import known_query_only
 from tracker import __version__, data_version
 from tracker.access import KeyAuth
 from tracker.clickhouse import ClientPool
@@ -49,18 +50,19 @@ def create_app(
         public_per_minute=settings.rate_limit_public_per_minute,
         key_per_minute=settings.rate_limit_key_per_minute,
     )
-    app.include_router(share.router, responses=ERRORS)
-    app.include_router(capacity.router, responses=ERRORS)
-    app.include_router(outlook.router, responses=ERRORS)
-    app.include_router(health.router, responses=ERRORS)
-    app.include_router(series.router, responses=ERRORS)
-    app.include_router(cost.router, responses=ERRORS)
-    app.include_router(providers.router, responses=ERRORS)
-    app.include_router(usage_routes.router, responses=ERRORS)
-    app.include_router(audit.router, responses=ERRORS)
+    strict = [Depends(known_query_only)]  # a misspelt filter is a 422, never ignored
+    app.include_router(share.router, responses=ERRORS, dependencies=strict)
+    app.include_router(capacity.router, responses=ERRORS, dependencies=strict)
+    app.include_router(outlook.router, responses=ERRORS, dependencies=strict)
+    app.include_router(health.router, responses=ERRORS, dependencies=strict)
+    app.include_router(series.router, responses=ERRORS, dependencies=strict)
+    app.include_router(cost.router, responses=ERRORS, dependencies=strict)
+    app.include_router(providers.router, responses=ERRORS, dependencies=strict)
+    app.include_router(usage_routes.router, responses=ERRORS, dependencies=strict)
+    app.include_router(audit.router, responses=ERRORS, dependencies=strict)
     # Before meta: the effective-dated registry routes answer GET /v1/registry (a superset).
-    app.include_router(registry_routes.router, responses=ERRORS)
-    app.include_router(meta.router, responses=ERRORS)
+    app.include_router(registry_routes.router, responses=ERRORS, dependencies=strict)
+    app.include_router(meta.router, responses=ERRORS, dependencies=strict)
     app.include_router(page.router)
     app.mount("/static", StaticFiles(directory=page.STATIC), name="static")
     _document_422(app)

@@ -1,0 +1,56 @@
+"""Unknown query parameters are refused (422 naming each), not ignored.
+
+FastAPI ignores a query parameter no route declares. For this API that is a wrong answer, not
+a harmless one: `?agencies=in-moe` (for `agency`) or `?form=2026-01-01` (for `from`) would be
+answered with the national total or the default range, as if the filter had been applied.
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+
+_MAX_NAMED = 20  # unknown names listed in one answer; a caller controls how many it sends
+
+# Route -> its declared query names; routes are built once, at start-up, and never freed.
+_declared: dict[int, frozenset[str]] = {}
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    """The route's own query parameters and those of every dependency it uses (Filters)."""
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def _names(route: APIRoute) -> frozenset[str]:
+    names = _declared.get(id(route))
+    if names is None:
+        names = frozenset(_query_names(route.dependant))
+        _declared[id(route)] = names
+    return names
+
+
+def known_query_only(request: Request) -> None:
+    """A router dependency: 422 for any query parameter the matched route does not declare."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    declared = _names(route)
+    unknown = sorted({name for name in request.query_params if name not in declared})
+    if unknown:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "extra_forbidden",
+                    "loc": ("query", name[:100]),
+                    "msg": "unknown query parameter; this endpoint takes "
+                    + (", ".join(sorted(declared)) or "none"),
+                    "input": request.query_params.get(name, "")[:100],
+                }
+                for name in unknown[:_MAX_NAMED]
+            ]
+        )
