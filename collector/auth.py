@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request, status
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from collector.bodies import read_body
 from collector.signing import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -60,17 +61,7 @@ def signature_verifier(app: FastAPI) -> SignatureVerifier:
 async def _raw_body(request: Request, limit: int) -> bytes:
     """The body as received (still compressed if it is), bounded like the routes bound it, and
     kept on the request so the route reads the same bytes again (Starlette's body cache)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body over {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body over {limit} bytes")
-        chunks.append(chunk)
-    body = b"".join(chunks)
+    body = await read_body(request, limit)
     # Starlette's own cache attribute: Request.stream() and .body() serve it from now on.
     request._body = body
     return body
