@@ -37,6 +37,24 @@ PATTERNS: Final = ("*.jsonl", "*.ndjson", "*.log", "*.csv")
 MAX_ERRORS_KEPT: Final = 1_000  # refusals a report lists; the rest are counted
 
 
+def redact_url(url: str) -> str:
+    """`url` as it may be printed: without a user:password part."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return "<unparseable URL>"
+    return str(parsed.copy_with(username=None, password=None)) if parsed.userinfo else url
+
+
+def redact_text(text: str, url: str) -> str:
+    """`text` (an error message) with `url`'s user:password part taken out wherever it shows."""
+    try:
+        userinfo = httpx.URL(url).userinfo.decode("ascii", "replace")
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return text
+    return text.replace(userinfo + "@", "") if userinfo else text
+
+
 class ImportAborted(RuntimeError):
     """The import cannot go on (server refused the key, stayed unreachable)."""
 
@@ -103,8 +121,14 @@ class Checkpoints:
         self._lock = threading.Lock()
         self._marks: dict[str, Mark] = {}
         if path.exists():
-            raw = orjson.loads(path.read_bytes())
-            self._marks = {k: Mark(**v) for k, v in raw.items()}
+            try:
+                raw = orjson.loads(path.read_bytes())
+                self._marks = {k: Mark(**v) for k, v in raw.items()}
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise UnusableArguments(
+                    f"{path}: the checkpoint file is damaged ({str(exc)[:120]}); move it "
+                    "away to import every file from its start"
+                ) from exc
 
     def resume(self, path: Path) -> tuple[int, int]:
         """(offset, line number) to continue from; (0, 0) for a new or changed file."""
@@ -172,7 +196,11 @@ def csv_header(path: Path) -> tuple[list[str], int]:
         first = f.readline()
     if not first.endswith(b"\n"):
         return [], 0
-    header = next(csv.reader([first.decode("utf-8-sig")]))
+    try:
+        text = first.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UnusableArguments(f"{path}: the CSV header is not UTF-8 text ({exc})") from exc
+    header = next(csv.reader([text]))
     return header, len(first)
 
 
@@ -249,8 +277,14 @@ class Sender:
             raise UnusableArguments("the server refused the gateway key (--key)")
         if reply.status_code != 200:
             raise ImportAborted(f"server answered {reply.status_code}: {reply.text[:300]}")
-        body = reply.json()
-        return str(body["gateway_id"]), frozenset(body["agencies"])
+        try:
+            body = reply.json()
+            return str(body["gateway_id"]), frozenset(map(str, body["agencies"]))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise UnusableArguments(
+                "--url: the server there answered /v1/gateway/whoami with no gateway: "
+                "is it a tracker or collector?"
+            ) from exc
 
     def send(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         """The server's IngestResult; splits a batch the server finds too large."""
@@ -272,7 +306,12 @@ class Sender:
                     or second.get("errors_truncated", False)}  # fmt: skip
         if reply.status_code not in (200, 403, 422):
             raise ImportAborted(f"server answered {reply.status_code}: {reply.text[:300]}")
-        result: dict[str, Any] = reply.json()
+        try:
+            result = reply.json()
+        except ValueError as exc:
+            raise ImportAborted(f"server answered {reply.status_code} with no JSON") from exc
+        if not isinstance(result, dict) or not {"accepted", "rejected", "errors"} <= result.keys():
+            raise ImportAborted(f"server answered {reply.status_code} with no ingest result")
         return result
 
 

@@ -58,6 +58,11 @@ def _number_panels(data: dict[str, Any]) -> None:
         panel["id"] = i
 
 
+# Every dashboard uid starts so (test_required_dashboards_with_stable_uids); the files the
+# build owns in an output directory are exactly these.
+OURS = "ist-*.json"
+
+
 def all_dashboards() -> dict[str, dict[str, Any]]:
     return {uid: dashboard(uid) for uid in BUILDERS}
 
@@ -74,7 +79,8 @@ def write(out: Path = GENERATED) -> list[Path]:
         path = out / f"{uid}.json"
         path.write_text(render(data), encoding="utf-8")
         written.append(path)
-    for stale in set(out.glob("*.json")) - set(written):
+    # Only files of ours are stale: --out may name a directory that holds other JSON too.
+    for stale in set(out.glob(OURS)) - set(written):
         stale.unlink()
     return written
 
@@ -82,6 +88,6 @@ def write(out: Path = GENERATED) -> list[Path]:
 def stale(out: Path = GENERATED) -> list[str]:
     """Generated files that differ from a fresh build (missing, changed or extra)."""
     fresh = {f"{uid}.json": render(data) for uid, data in all_dashboards().items()}
-    on_disk = {p.name: p.read_text(encoding="utf-8") for p in out.glob("*.json")}
+    on_disk = {p.name: p.read_text(encoding="utf-8") for p in out.glob(OURS)}
     names = set(fresh) | set(on_disk)
     return sorted(n for n in names if fresh.get(n) != on_disk.get(n))

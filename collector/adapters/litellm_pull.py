@@ -22,9 +22,24 @@ import orjson
 
 from collector.adapters import litellm
 from collector.adapters.common import Context, Rejected, as_time, run
-from collector.imports import FileReport, ImportAborted, Sender, tally
+from collector.imports import (
+    FileReport,
+    ImportAborted,
+    Sender,
+    UnusableArguments,
+    redact_text,
+    redact_url,
+    tally,
+)
 
 PAGE_SIZE: Final = 500
+
+
+def _json(reply: httpx.Response) -> Any:
+    try:
+        return reply.json()
+    except ValueError as exc:
+        raise ImportAborted(f"LiteLLM {reply.url.path} answered no JSON") from exc
 
 
 def state_path(data_dir: Path, proxy_url: str) -> Path:
@@ -46,8 +61,14 @@ class Puller:
     def _watermark(self) -> datetime | None:
         if not self.state_file.exists():
             return None
-        value = orjson.loads(self.state_file.read_bytes()).get("watermark")
-        return datetime.fromisoformat(value) if isinstance(value, str) else None
+        try:
+            value = orjson.loads(self.state_file.read_bytes()).get("watermark")
+            return datetime.fromisoformat(value) if isinstance(value, str) else None
+        except (ValueError, AttributeError) as exc:
+            raise UnusableArguments(
+                f"{self.state_file}: the pull's checkpoint is damaged; move it away to pull "
+                "the last day again (records already landed count once)"
+            ) from exc
 
     def _save(self, watermark: datetime) -> None:
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
@@ -66,7 +87,9 @@ class Puller:
                 yield from self._rows_v1(client, start, end)
                 return
             reply.raise_for_status()
-            body = reply.json()
+            body = _json(reply)
+            if not isinstance(body, dict):
+                raise ImportAborted("LiteLLM /spend/logs/v2 answered no page object")
             yield from body.get("data") or []
             if page >= int(body.get("total_pages") or 1):
                 return
@@ -80,7 +103,7 @@ class Puller:
         }
         reply = client.get("/spend/logs", params=params)
         reply.raise_for_status()
-        body = reply.json()
+        body = _json(reply)
         yield from body if isinstance(body, list) else []
 
     def pull_once(self, report: FileReport) -> None:
@@ -97,8 +120,19 @@ class Puller:
                           timeout=self.timeout) as client:  # fmt: skip
             try:
                 rows = list(self._rows(client, start, end))
+            except httpx.HTTPStatusError as exc:
+                # Not str(exc): it quotes the URL, which may carry user:password.
+                raise ImportAborted(
+                    f"LiteLLM spend-log API answered {exc.response.status_code} "
+                    f"at {exc.request.url.path}"
+                ) from exc
             except httpx.HTTPError as exc:
-                raise ImportAborted(f"LiteLLM spend-log API: {exc}") from exc
+                raise ImportAborted(
+                    f"LiteLLM spend-log API at {redact_url(self.proxy_url)}: "
+                    f"{type(exc).__name__}: {redact_text(str(exc), self.proxy_url)}"
+                ) from exc
+            except (ValueError, TypeError) as exc:  # total_pages that is no number
+                raise ImportAborted(f"LiteLLM spend-log API answered a bad page: {exc}") from exc
         for number, row in enumerate(rows, start=1):
             mapped = run(litellm.map_spend_log, row, self.ctx)
             if isinstance(row, dict) and row.get("startTime"):

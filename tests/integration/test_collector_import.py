@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from typer.testing import CliRunner
 
 from collector.adapters.common import Context
-from collector.imports import Checkpoints, FileReport, Importer, Sender, watch
+from collector.imports import Checkpoints, FileReport, Importer, Sender, redact_url, watch
 from tests.integration.test_collector_support import (
     SINGLE_AGENCY,
     Keys,
@@ -284,3 +284,74 @@ def test_refusals_are_counted_past_the_answers_error_list(
                   "--data-dir", str(tmp_path / "state"))  # fmt: skip
     assert "0 imported, 1100 refused" in result.output, result.output[-500:]
     assert "... and 1050 more" in result.output, result.output[-500:]
+
+
+class _Html(BaseHTTPRequestHandler):
+    """A web server that is not a tracker (a proxy's error page, a wrong port)."""
+
+    def _page(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(b"<html>welcome</html>")
+
+    do_GET = do_POST = _page
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+
+def test_bad_arguments_and_servers_exit_cleanly_without_secrets(
+    url: str, keys: Keys, pool: ClientPool, tmp_path: Path
+) -> None:
+    # Found in review: each of these was a traceback, and a key with a Windows line ending was
+    # printed whole in an "Illegal header value" error.
+    log = tmp_path / "a.jsonl"
+    log.write_text(json.dumps(_chat(3100)) + "\n")
+    state = ["--data-dir", str(tmp_path / "state"), "--agency", SINGLE_AGENCY]
+    crlf = _run(str(log), "--url", url, "--key", keys.single + "\r\n", *state)
+    assert crlf.exit_code == 0 and "1 imported" in crlf.output, crlf.output
+    for bad_key in ("tk_secret part", "ключ-секрет", "tk_secret\x00x"):
+        refused = _run(str(log), "--url", url, "--key", bad_key, *state)
+        assert refused.exit_code == 2, refused.output
+        assert "--key" in refused.output and "secret" not in refused.output, refused.output
+    for bad_url in ("http://[::1", "http://", "ftp://x"):
+        refused = _run(str(log), "--url", bad_url, "--key", "k", *state)
+        assert refused.exit_code == 2 and "--url" in refused.output, (bad_url, refused.output)
+    huge = _run("--watch", str(tmp_path), "--interval", "1e308", "--key", "k", *state)
+    assert huge.exit_code == 2, huge.output
+
+    html = ThreadingHTTPServer(("127.0.0.1", 0), _Html)
+    threading.Thread(target=html.serve_forever, daemon=True).start()
+    try:
+        other = f"http://127.0.0.1:{html.server_address[1]}"
+        wrong = _run(str(log), "--url", other, "--key", "k", *state)
+        assert wrong.exit_code == 2 and "is it a tracker" in wrong.output, wrong.output
+    finally:
+        html.shutdown()
+
+    # A damaged checkpoint file, a CSV whose header is not UTF-8: exit 2 naming the file.
+    checkpoints = tmp_path / "state/import/checkpoints.json"
+    checkpoints.write_text('{"x": {"device": 1}}')
+    damaged = _run(str(log), "--url", url, "--key", keys.single, *state)
+    assert damaged.exit_code == 2 and "checkpoint file is damaged" in damaged.output
+    checkpoints.unlink()
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"timestamp,agenc\xe9\n2026-01-01T00:00:00Z,x\n")
+    csv = _run(str(latin), "--url", url, "--key", keys.single, *state)
+    assert csv.exit_code == 2 and "not UTF-8" in csv.output, csv.output
+
+    # The LiteLLM proxy's user:password never shows, in the report or in an error.
+    _SpendLogs.rows = []
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), _SpendLogs)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        creds = f"http://admin:LLMPASS@127.0.0.1:{proxy.server_address[1]}"
+        # (httpx sends a URL's user:password as Basic auth, which this proxy refuses.)
+        refused = _run("--litellm-url", creds, "--litellm-key", "sk-master", "--url", url,
+                       "--key", keys.single, "--data-dir", str(tmp_path / "pull"))  # fmt: skip
+        assert refused.exit_code == 1 and "answered 401" in refused.output, refused.output
+        assert "LLMPASS" not in refused.output
+        assert redact_url(creds + "/x") == creds.replace("admin:LLMPASS@", "") + "/x"
+    finally:
+        proxy.shutdown()

@@ -32,11 +32,14 @@ def test_stale_detects_an_edited_file(tmp_path: Path) -> None:
     data = json.loads(path.read_text())
     data["title"] = "hand edited"
     path.write_text(json.dumps(data))
-    (tmp_path / "extra.json").write_text("{}")
-    assert build.stale(tmp_path) == ["extra.json", "ist-national.json"]
+    (tmp_path / "ist-retired.json").write_text("{}")
+    # Found in review: --out DIR deleted every other JSON file in DIR (package.json...).
+    (tmp_path / "package.json").write_text("{}")
+    assert build.stale(tmp_path) == ["ist-national.json", "ist-retired.json"]
     build.write(tmp_path)
     assert build.stale(tmp_path) == []
-    assert not (tmp_path / "extra.json").exists()
+    assert not (tmp_path / "ist-retired.json").exists()
+    assert (tmp_path / "package.json").read_text() == "{}"
 
 
 def test_required_dashboards_with_stable_uids() -> None:

@@ -8,6 +8,7 @@ Exit codes: 0 everything imported, 1 some lines refused or the server stayed una
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -52,6 +53,32 @@ def _print_report(console: Console, report: object) -> None:
     )
 
 
+_KEY = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no space: what an HTTP header carries
+
+
+def _check_key(option: str, key: str) -> str:
+    """The key without surrounding whitespace (a key file's line ending), or exit 2. The
+    message never quotes the key: a secret must not reach a terminal or a log."""
+    key = key.strip()
+    if not _KEY.fullmatch(key):
+        fail(f"{option}: the key holds a space, a control or a non-ASCII character (not shown)")
+    return key
+
+
+def _check_url(option: str, url: str) -> None:
+    import httpx
+
+    from collector.imports import redact_url
+
+    shown = redact_url(url)
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError) as exc:
+        fail(f"{option} {shown!r}: not a URL ({str(exc)[:80]})")
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        fail(f"{option} {shown!r}: give the running server's http(s) address")
+
+
 @app.command("import")
 def import_(
     files: Annotated[list[Path] | None, typer.Argument(help="JSONL logs or CSV exports")] = None,
@@ -77,7 +104,9 @@ def import_(
         str, typer.Option("--format", help="auto (by extension), jsonl or csv")
     ] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=10_000)] = 1000,
-    interval: Annotated[float, typer.Option("--interval", min=0.1, help="Poll seconds")] = 2.0,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.1, max=86_400, help="Poll seconds")
+    ] = 2.0,
     litellm_url: Annotated[
         str | None, typer.Option("--litellm-url", help="Pull a LiteLLM proxy's spend logs")
     ] = None,
@@ -97,6 +126,7 @@ def import_(
         Importer,
         Sender,
         UnusableArguments,
+        redact_url,
     )
     from collector.imports import (
         watch as watch_dir,
@@ -113,12 +143,16 @@ def import_(
         fail(f"--watch {watch}: not a directory")
     if fmt not in ("auto", "jsonl", "csv"):
         fail(f"--format {fmt!r}: use auto, jsonl or csv")
-    if not url.startswith(("http://", "https://")):
-        fail(f"--url {url!r}: give the running server's http(s) address")
+    _check_url("--url", url)
+    if litellm_url is not None:
+        _check_url("--litellm-url", litellm_url)
     if not key:
         fail("no gateway key: pass --key or set TRACKER_GATEWAY_KEY (tracker gateway add)")
+    key = _check_key("--key", key)
     if litellm_url is not None and not litellm_key:
         fail("--litellm-url needs --litellm-key (or TRACKER_LITELLM_KEY)")
+    if litellm_key is not None:
+        litellm_key = _check_key("--litellm-key", litellm_key)
     root = _settings(CommonSettings, data_dir=data_dir).data_dir
     defaults = {"provider": provider, "endpoint_host": endpoint_host, "region": region,
                 "currency": currency}  # fmt: skip
@@ -151,7 +185,7 @@ def import_(
             assert litellm_key is not None
             puller = Puller(litellm_url, litellm_key, sender, ctx, state_path(root, litellm_url))
             while True:
-                report = FileReport(f"{litellm_url.rstrip('/')}/spend/logs")
+                report = FileReport(f"{redact_url(litellm_url.rstrip('/'))}/spend/logs")
                 puller.pull_once(report)
                 _print_report(console, report)
                 refused += report.rejected
