@@ -95,7 +95,7 @@ def add_key(
     created_by: str = "cli",
 ) -> tuple[Identity, str]:
     """Create a key; returns the identity it grants and the key itself (shown once)."""
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise AccessError(f"key name {name!r}: use 1-64 lowercase letters, digits, '.', '_', '-'")
     if role is Role.public:
         raise AccessError("the public needs no key")

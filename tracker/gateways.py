@@ -19,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
@@ -61,7 +62,7 @@ def add(
 
     With `signed`, requests must also carry an HMAC signature: the returned gateway's
     `signing_secret` holds the secret, to be shown once like the key."""
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise GatewayError(
             f"gateway name {name!r}: use 1-64 lowercase letters, digits, '.', '_' or '-'"
         )
@@ -85,18 +86,46 @@ def add(
     client.insert(
         "gateways",
         [[name, name, sorted(set(agencies)), hash_key(key), now, 0, time.time_ns(), secret]],
-        column_names=[
-            "gateway_id",
-            "name",
-            "agencies",
-            "key_hash",
-            "created_at",
-            "revoked",
-            "version",
-            "signing_secret",
-        ],
+        column_names=_COLUMNS,
     )
     return Gateway(name, name, frozenset(agencies), secret or None), key
+
+
+_COLUMNS = ["gateway_id", "name", "agencies", "key_hash", "created_at", "revoked", "version",
+            "signing_secret"]  # fmt: skip
+
+
+def _active_row(client: Client, name: str) -> list[Any] | None:
+    rows = client.query(
+        "SELECT gateway_id, name, agencies, key_hash, created_at, revoked, version, "
+        "signing_secret FROM gateways FINAL WHERE gateway_id = {g:String} AND revoked = 0",
+        parameters={"g": name},
+    ).result_rows
+    return list(rows[0]) if rows else None
+
+
+def revoke(client: Client, name: str) -> bool:
+    """Revoke a gateway's key (a newer row version with revoked = 1); False if none is active.
+    Collectors refuse it within their cache's seconds; its records already landed stay."""
+    row = _active_row(client, name)
+    if row is None:
+        return False
+    row[5], row[6] = 1, time.time_ns()
+    client.insert("gateways", [row], column_names=_COLUMNS)
+    return True
+
+
+def rotate(client: Client, name: str) -> str | None:
+    """A new key for an active gateway, the old one refused from then on; None if none is
+    active. The gateway id, agencies and signing secret stay: records keep their idempotency
+    key (gateway_id, record_id), so a resend across the rotation still counts once."""
+    row = _active_row(client, name)
+    if row is None:
+        return None
+    key = new_key()
+    row[3], row[6] = hash_key(key), time.time_ns()
+    client.insert("gateways", [row], column_names=_COLUMNS)
+    return key
 
 
 def list_all(client: Client) -> list[Gateway]:

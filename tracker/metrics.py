@@ -255,7 +255,7 @@ def grafana_where_clause(variables: dict[str, str]) -> str:
         var = variables[name]
         if name not in FILTERS:
             raise ValueError(f"unknown filter {name!r}")
-        if not _VARIABLE_NAME.match(var):
+        if not _VARIABLE_NAME.fullmatch(var):
             raise ValueError(f"not a Grafana variable name: {var!r}")
         parts.append(f"$__conditionalAll({name} IN (${{{var}:singlequote}}), ${var})")
     return " AND ".join(parts)

@@ -250,3 +250,38 @@ def test_cli_gateway_add_signed_prints_secret_once(
     plain = runner.invoke(cli_app, ["gateway", "add", name + "-u", "--agency", SINGLE_AGENCY],
                           env=env)  # fmt: skip
     assert plain.exit_code == 0 and "signing secret" not in plain.output
+
+
+def test_cli_gateway_rotate_and_revoke(settings: CommonSettings, core: Core) -> None:
+    # Found in review: a gateway key could never be revoked, though docs told operators to
+    # retire a leaked one; and a name with a trailing newline passed the name check.
+    runner = CliRunner()
+    env = {"TRACKER_DATA_DIR": str(Path(settings.data_dir)),
+           "TRACKER_CLICKHOUSE_DATABASE": settings.clickhouse_database}  # fmt: skip
+    name = f"gw-rot-{uuid.uuid4().hex[:6]}"
+    added = runner.invoke(cli_app, ["gateway", "add", name, "--agency", SINGLE_AGENCY, "--signed"],
+                          env=env)  # fmt: skip
+    assert added.exit_code == 0, added.output
+    lines = dict(line.split(": ", 1) for line in added.output.splitlines() if ": " in line)
+    old, secret = lines["key (shown once, store it now)"], lines["signing secret (shown once, store it now)"]  # fmt: skip
+    rotated = runner.invoke(cli_app, ["gateway", "rotate", name], env=env)
+    assert rotated.exit_code == 0, rotated.output
+    new = rotated.output.strip().rsplit(": ", 1)[1]
+    assert new.startswith("tk_") and new != old
+    auth = GatewayAuth(core.pool.get(), ttl_seconds=0)
+    assert auth.authenticate(old) is None
+    found = auth.authenticate(new)
+    assert found is not None and found.gateway_id == name and found.signing_secret == secret
+    assert found.agencies == frozenset({SINGLE_AGENCY})
+    revoked = runner.invoke(cli_app, ["gateway", "revoke", name], env=env)
+    assert revoked.exit_code == 0 and f"gateway {name} revoked" in revoked.output
+    assert auth.authenticate(new) is None
+    assert name not in runner.invoke(cli_app, ["gateway", "list"], env=env).output
+    for again in (["revoke", name], ["rotate", name], ["revoke", "gw-never-added"]):
+        refused = runner.invoke(cli_app, ["gateway", *again], env=env)
+        assert refused.exit_code == 2 and "no active gateway" in refused.output, refused.output
+    newline = runner.invoke(cli_app, ["gateway", "add", name + "-x\n", "--agency", SINGLE_AGENCY],
+                            env=env)  # fmt: skip
+    assert newline.exit_code == 2 and "gateway name" in newline.output, newline.output
+    key_newline = runner.invoke(cli_app, ["key", "add", "k2\n", "--role", "auditor"], env=env)
+    assert key_newline.exit_code == 2 and "key name" in key_newline.output, key_newline.output

@@ -131,6 +131,37 @@ def gateway_list(data_dir: DataDir = None) -> None:
         typer.echo(f"{g.gateway_id}\t{','.join(sorted(g.agencies))}")
 
 
+@gateway_app.command("revoke")
+def gateway_revoke(
+    name: Annotated[str, typer.Argument(help="Gateway id")], data_dir: DataDir = None
+) -> None:
+    """Revoke a gateway's key; collectors refuse it within seconds (its records stay)."""
+    from tracker.cli.wiring import open_core
+    from tracker.gateways import revoke
+    from tracker.settings import CommonSettings
+
+    core = open_core(_settings(CommonSettings, data_dir=data_dir))
+    if not revoke(core.pool.get(), name):
+        fail(f"no active gateway {name!r}")
+    typer.echo(f"gateway {name} revoked")
+
+
+@gateway_app.command("rotate")
+def gateway_rotate(
+    name: Annotated[str, typer.Argument(help="Gateway id")], data_dir: DataDir = None
+) -> None:
+    """Give a gateway a new key (shown once); the old key is refused within seconds."""
+    from tracker.cli.wiring import open_core
+    from tracker.gateways import rotate
+    from tracker.settings import CommonSettings
+
+    core = open_core(_settings(CommonSettings, data_dir=data_dir))
+    key = rotate(core.pool.get(), name)
+    if key is None:
+        fail(f"no active gateway {name!r}")
+    typer.echo(f"gateway {name}: new key (shown once, store it now): {key}")
+
+
 def _serve(application: Any, host: str, port: int) -> None:
     import uvicorn
 
