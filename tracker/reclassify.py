@@ -187,9 +187,16 @@ def rederive_month(client: Client, m: date, stage: str, max_attempts: int = 3) -
             # must not be dropped as a replay (that would swap in an empty month).
             settings={"insert_deduplicate": 0},
         )
-        client.command(
-            f"ALTER TABLE {ROUTES_ROLLUP} REPLACE PARTITION {m.year * 100 + m.month} FROM {stage}"
-        )
+        partition = m.year * 100 + m.month
+        if _scalar(client, f"SELECT count() FROM {stage}", {}):
+            client.command(
+                f"ALTER TABLE {ROUTES_ROLLUP} REPLACE PARTITION {partition} FROM {stage}"
+            )
+        else:
+            # A month without raw records: the engine refuses to REPLACE from a partition with
+            # no parts, so the month is emptied instead (the count check below still guards a
+            # record landing meanwhile).
+            client.command(f"ALTER TABLE {ROUTES_ROLLUP} DROP PARTITION {partition}")
         raw = _scalar(client, f"SELECT count() FROM usage_raw WHERE {_RAW_RANGE}", params)
         rolled = _scalar(client, f"SELECT sum(records) FROM {ROUTES_ROLLUP} WHERE {_RANGE}", params)
         if raw == rolled:

@@ -27,12 +27,22 @@ from pydantic import (
     Field,
     SerializerFunctionWrapHandler,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_serializer,
     model_validator,
 )
 
 Code = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 Country = Annotated[str, Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]
+# A registry file or proposal: the shipped ones are ~10 KB; the API and the CLI share the bound.
+MAX_FILE_BYTES = 2 * 1024 * 1024
+# Names are shown on the public page and in every dashboard: bounded like the API's other text.
+LongName = Annotated[str, Field(min_length=1, max_length=500)]
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217")]
+# A conversion rate: how many units of the reporting currency one unit is worth. Zero or less
+# would turn real spending into nothing or a credit.
+Rate = Annotated[Decimal, Field(gt=0, le=Decimal("1e9"))]
 
 DEFAULT_REGISTRY = "india.yaml"
 
@@ -82,7 +92,7 @@ class Grade(_Strict):
 
 class Operator(_Strict):
     id: Code
-    name: str = Field(min_length=1, description="Legal name")
+    name: LongName = Field(description="Legal name")
     jurisdiction: Country = Field(description="Home jurisdiction (ISO 3166-1 alpha-2)")
     grade: Grade | None = None
 
@@ -95,7 +105,7 @@ class Facility(_Strict):
     id: Code
     operator: Code
     country: Country
-    name: str = ""
+    name: str = Field(default="", max_length=500)
     # Declared serving capacity for public-sector inference, in requests per hour: the C layer
     # of the capacity index (tracker/capacity.py). Unset means "not declared", counted as 0.
     serving_capacity_rph: float | None = Field(default=None, ge=0, allow_inf_nan=False)
@@ -153,7 +163,7 @@ class Provider(_Strict):
 
 class Agency(_Strict):
     id: Code
-    name: str = Field(min_length=1)
+    name: LongName
     sector: Code
     channel: Code
 
@@ -187,10 +197,10 @@ class Targets(_Strict):
 
 class Registry(_Strict):
     country: Country
-    country_name: str
+    country_name: LongName
     illustrative: bool = False
-    reporting_currency: str = Field(pattern=r"^[A-Z]{3}$")
-    fx_to_reporting: dict[str, Decimal] = Field(default_factory=dict)
+    reporting_currency: Currency
+    fx_to_reporting: dict[Currency, Rate] = Field(default_factory=dict)
     operators: list[Operator]
     facilities: list[Facility]
     regions: list[Region] = Field(default_factory=list)
@@ -202,6 +212,17 @@ class Registry(_Strict):
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> Any:
         return _omit_when_none(handler(self), self, ("targets",))
+
+    @field_validator("fx_to_reporting")
+    @classmethod
+    def _reporting_rate_is_one(
+        cls, rates: dict[str, Decimal], info: ValidationInfo
+    ) -> dict[str, Decimal]:
+        reporting = info.data.get("reporting_currency")
+        rate = rates.get(reporting) if isinstance(reporting, str) else None
+        if rate is not None and rate != 1:
+            raise ValueError(f"{reporting} is the reporting currency: its rate must be 1")
+        return rates
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Registry:
@@ -315,9 +336,13 @@ def load(path: Path | None = None) -> tuple[Registry, str]:
         text = resources.files("tracker.registry_data").joinpath(DEFAULT_REGISTRY).read_text()
         return parse(text, DEFAULT_REGISTRY), text
     try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise RegistryError(str(path), [("file", f"over {MAX_FILE_BYTES} bytes")])
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RegistryError(str(path), [("file", exc.strerror or str(exc))]) from exc
+    except UnicodeDecodeError as exc:
+        raise RegistryError(str(path), [("file", f"not UTF-8 text ({exc.reason})")]) from exc
     return parse(text, str(path)), text
 
 

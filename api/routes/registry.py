@@ -29,11 +29,11 @@ from tracker import registry_proposals, registry_store
 from tracker.access import PUBLIC, Identity, KeyAuth, Role
 from tracker.classify import Classifier
 from tracker.clickhouse import ClientPool
-from tracker.registry import Registry, RegistryError
+from tracker.registry import MAX_FILE_BYTES, Registry, RegistryError
 
 router = APIRouter(tags=["registry"])
 
-MAX_PROPOSAL_BYTES = 2 * 1024 * 1024
+MAX_PROPOSAL_BYTES = MAX_FILE_BYTES
 VERSION_PATTERN = r"^r-[0-9a-f]{16}$"
 
 

@@ -104,3 +104,52 @@ def test_reclassify_command(run: Invoke, pool: ClientPool) -> None:
     assert found is not None and found[0].country == "LU"
     bad = invoke("reclassify", "--from", "2026-04-01", "--to", "2026-03-01")
     assert bad.exit_code == 2
+    # Found in review: a month without raw records made the engine refuse REPLACE PARTITION,
+    # so no range with a gap could run; and years before 1000 were an engine traceback.
+    gaps = invoke("reclassify", "--from", "2026-02", "--to", "2026-06")
+    assert gaps.exit_code == 0, gaps.output
+    rows = pool.query_rows(
+        "SELECT month, argMax(raw_records, finished_at), argMax(rollup_records, finished_at) "
+        "FROM reclassify_runs GROUP BY month ORDER BY month"
+    )
+    assert [(r[0].month, r[1], r[2]) for r in rows if r[0].year == 2026] == [
+        (2, 28, 28), (3, 12, 12), (4, 0, 0), (5, 0, 0)]  # fmt: skip
+    for args in (["reclassify", "--from", "0999-01", "--to", "2026-01"],
+                 ["share", "--from", "0999-01-01"], ["registry", "show", "--at", "0001-01-01"],
+                 ["registry", "show", "--at", "2200-01-01"]):  # fmt: skip
+        refused = invoke(*args)
+        assert refused.exit_code == 2 and "give a time from 2000" in refused.stderr, refused.output
+
+
+def test_registry_files_and_ledger_texts_are_checked(
+    run: Invoke, pool: ClientPool, tmp_path: Path
+) -> None:
+    # Found in review: rates of zero or less and lower-case currencies passed; a non-UTF-8 file
+    # was a traceback; an author or reason with a newline forged a `registry history` row.
+    india = REGISTRY_DATA / "india.yaml"
+    data = yaml.safe_load(india.read_text())
+    data["fx_to_reporting"] = {"INR": 2, "USD": -84, "usd": 84, "EUR": 0}
+    data["country_name"] = "x" * 600
+    bad = tmp_path / "fx.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    refused = run("registry", "check", str(bad))
+    assert refused.exit_code == 2, refused.output
+    for needle in ("fx_to_reporting.USD", "fx_to_reporting.EUR", "fx_to_reporting.usd",
+                   "country_name"):  # fmt: skip
+        assert needle in refused.stderr, (needle, refused.stderr)
+    data = yaml.safe_load(india.read_text())
+    data["fx_to_reporting"]["INR"] = 2
+    bad.write_text(yaml.safe_dump(data))
+    refused = run("registry", "check", str(bad))
+    assert refused.exit_code == 2 and "INR is the reporting currency" in refused.stderr
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"country: IN\ncountry_name: \xff\xfe\n")
+    assert "not UTF-8" in run("registry", "check", str(binary)).stderr
+    forged = run("registry", "load", str(india), "--reason", "ok", "--author",
+                 "evil\tauthor\n2099-01-01T00:00:00+00:00\tr-fake")  # fmt: skip
+    assert forged.exit_code == 2 and "--author" in forged.stderr, forged.output
+    long = run("registry", "load", str(india), "--reason", "r" * 1001)
+    assert long.exit_code == 2 and "--reason: over 1000" in long.stderr, long.output
+    far = run("registry", "load", str(india), "--reason", "far", "--effective-from", "9999-12-31")
+    assert far.exit_code == 2 and "--effective-from" in far.stderr, far.output
+    assert "r-fake" not in run("registry", "history").stdout

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from tracker.bounds import EARLIEST, LATEST
 from tracker.cli import DataDir, app
 from tracker.registry import RegistryError
 
@@ -40,10 +41,38 @@ def _refused(exc: RegistryError) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _utc(value: datetime | None) -> datetime | None:
+def _utc(value: datetime | None, option: str) -> datetime | None:
+    """`value` in UTC (no zone: UTC), within the years any query may span, or exit 2: outside
+    them the engine refuses the literal, or Python cannot convert it, as a traceback."""
     if value is None:
         return None
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        when = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    except OverflowError:
+        when = None
+    if when is None or not EARLIEST <= when < LATEST:
+        raise _fail(f"{option} {value.isoformat()}: give a time from {EARLIEST.year} to "
+                    f"{LATEST.year - 1}")  # fmt: skip
+    return when
+
+
+def _cell(value: str) -> str:
+    """A ledger text as one cell of a tab-separated line: control characters escaped (older
+    rows, or proposals made through the API, may hold them)."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in value)
+
+
+_TEXT_LIMIT = 1000  # as the API's proposal reason
+
+
+def _text(option: str, value: str) -> str:
+    """An author or reason for the ledger: one line of printable text, bounded. A newline or
+    tab in it would forge a row of `registry history`'s tab-separated output."""
+    if len(value) > _TEXT_LIMIT:
+        raise _fail(f"{option}: over {_TEXT_LIMIT} characters")
+    if not value.isprintable():
+        raise _fail(f"{option}: holds a newline, tab or other control character")
+    return value
 
 
 def _client(data_dir: Path | None) -> Any:
@@ -84,8 +113,9 @@ def load_cmd(
     client = _client(data_dir)
     try:
         registry, change = registry_store.load_file(
-            client, file, author=author or getpass.getuser(), reason=reason,
-            effective_from=_utc(effective_from),
+            client, file, author=_text("--author", author or getpass.getuser()),
+            reason=_text("--reason", reason),
+            effective_from=_utc(effective_from, "--effective-from"),
         )  # fmt: skip
     except RegistryError as exc:
         raise _refused(exc) from exc
@@ -111,7 +141,7 @@ def show_cmd(
 
     client = _client(data_dir)
     if version is None:
-        found = registry_store.effective(client, _utc(at))
+        found = registry_store.effective(client, _utc(at, "--at"))
         if found is None:
             raise _fail("no registry version is in force yet")
         version = found[1].version
@@ -140,7 +170,7 @@ def history_cmd(data_dir: DataDir = None) -> None:
 
     for c in registry_store.history(_client(data_dir)):
         typer.echo(f"{c.effective_from.isoformat()}\t{c.version}\t{c.previous or '-'}\t"
-                   f"{c.author}\t{c.reason}\t{c.source}")  # fmt: skip
+                   f"{_cell(c.author)}\t{_cell(c.reason)}\t{_cell(c.source)}")  # fmt: skip
 
 
 @registry_app.command("classify")
@@ -191,7 +221,7 @@ def reclassify_cmd(
 
     from tracker import reclassify, registry_store
 
-    start, end = _utc(from_), _utc(to)
+    start, end = _utc(from_, "--from"), _utc(to, "--to")
     assert start is not None and end is not None
     if start >= end:
         raise _fail("--from must be before --to")
@@ -217,7 +247,8 @@ def reclassify_cmd(
             bar.advance(task)
 
         try:
-            reclassify.run(client, registry, start, end, author=author or getpass.getuser(),
+            reclassify.run(client, registry, start, end,
+                           author=_text("--author", author or getpass.getuser()),
                            progress=done)  # fmt: skip
         except reclassify.ReclassifyError as exc:
             raise _fail(str(exc)) from exc

@@ -24,7 +24,7 @@ def share(
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
 ) -> None:
     """Print the domestic share and the sums behind it as JSON."""
-    from tracker.cli.registry_cmd import _client
+    from tracker.cli.registry_cmd import _client, _utc
     from tracker.metrics import AsClassified, Basis, headline
 
     try:
@@ -32,8 +32,9 @@ def share(
     except ValueError as exc:
         typer.echo(f"tracker: {exc}", err=True)
         raise typer.Exit(2) from exc
-    start = from_.replace(tzinfo=from_.tzinfo or UTC)
-    end = (to or datetime.now(UTC) + timedelta(hours=1)).replace(tzinfo=(to or from_).tzinfo or UTC)
+    start = _utc(from_, "--from")
+    end = _utc(to or datetime.now(UTC) + timedelta(hours=1), "--to")
+    assert start is not None and end is not None
     if start >= end:
         typer.echo("tracker: --from must be before --to", err=True)
         raise typer.Exit(2)
