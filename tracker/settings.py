@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tracker.contract import DLQ_TOPIC, TOPIC
@@ -31,7 +31,12 @@ class CommonSettings(BaseSettings):
     registry_path: Path | None = Field(
         default=None, description="Registry YAML; default: the shipped example country."
     )
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_capitals(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
 
     def dsn(self) -> str:
         if self.clickhouse_dsn is not None:
@@ -39,29 +44,55 @@ class CommonSettings(BaseSettings):
         return f"chdb://{(self.data_dir / 'chdb').resolve()}"
 
     def redacted_dsn(self) -> str:
-        """The DSN with any password replaced, for logs and error messages."""
-        parts = urlsplit(self.dsn())
-        if parts.password is None:
-            return self.dsn()
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
+        """The DSN with any password replaced and its query string hidden (it may carry an
+        access_token or a password parameter), for logs and error messages."""
+        dsn = self.dsn()
+        try:
+            parts = urlsplit(dsn)
+            password = parts.password
+        except ValueError:  # e.g. an unclosed IPv6 bracket: show nothing of it
+            return "<unparseable DSN>"
+        netloc = parts.netloc
+        if password is not None:
+            netloc = netloc.replace(f":{password}@", ":***@")
+        query = "***" if parts.query else ""
+        if (netloc, query) == (parts.netloc, parts.query):
+            return dsn
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+# Kafka's own rule for topic and group names (legal characters, at most 249).
+KAFKA_NAME = r"^[A-Za-z0-9._-]{1,249}$"
 
 
 class KafkaSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRACKER_", extra="ignore")
 
-    kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="host:port[,host:port]")
-    kafka_topic: str = TOPIC
-    kafka_dlq_topic: str = DLQ_TOPIC
+    kafka_bootstrap: str = Field(
+        default="127.0.0.1:9092",
+        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[^\s,:\[\]]+):\d{1,5}(,(\[[0-9A-Fa-f:.]+\]|[^\s,:\[\]]+):\d{1,5})*$",
+        description="host:port[,host:port]",
+    )
+    kafka_topic: str = Field(default=TOPIC, pattern=KAFKA_NAME)
+    kafka_dlq_topic: str = Field(default=DLQ_TOPIC, pattern=KAFKA_NAME)
     # Records per Kafka message: per-message overhead in kafka-python is what limits throughput,
     # so records of one agency travel together (DESIGN.md, measured facts).
     kafka_records_per_message: int = Field(default=500, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _dead_letters_elsewhere(self) -> KafkaSettings:
+        # Dead letters read back as usage would be refused and dead-lettered again, forever
+        # (seen in review: 67k letters from one in 40 s).
+        if self.kafka_dlq_topic == self.kafka_topic:
+            raise ValueError("TRACKER_KAFKA_DLQ_TOPIC must differ from TRACKER_KAFKA_TOPIC")
+        return self
 
 
 class HttpSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRACKER_", extra="ignore")
 
-    host: str = "127.0.0.1"
+    # Never empty: uvicorn reads "" as every interface, so an unset $HOST would expose it.
+    host: str = Field(default="127.0.0.1", min_length=1, pattern=r"^\S+$")
     port: int = Field(default=8000, ge=0, le=65535)
 
 
@@ -87,13 +118,13 @@ class CollectorSettings(CommonSettings, KafkaSettings, HttpSettings, IngestLimit
 class PipelineSettings(CommonSettings, KafkaSettings):
     """`tracker pipeline`: Kafka -> ClickHouse."""
 
-    consumer_group: str = "tracker-pipeline"
+    consumer_group: str = Field(default="tracker-pipeline", pattern=KAFKA_NAME)
     batch_max_rows: int = Field(default=50_000, ge=1)
     batch_max_seconds: float = Field(default=1.0, gt=0, le=60)
     # A crashed member's partitions wait this long before the group hands them to another.
     consumer_session_timeout_ms: int = Field(default=10_000, ge=6_000, le=300_000)
     metrics_port: int = Field(default=0, ge=0, le=65535, description="0 disables /metrics")
-    metrics_host: str = "127.0.0.1"
+    metrics_host: str = Field(default="127.0.0.1", min_length=1, pattern=r"^\S+$")
 
 
 class ApiSettings(CommonSettings, HttpSettings):

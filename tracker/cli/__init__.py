@@ -53,7 +53,9 @@ def _settings(cls: type[Any], **values: Any) -> Any:
         return cls(**_overrides(**values))
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: "
+            f"{e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
         )
         fail(f"bad configuration: {problems}")
 
@@ -271,6 +273,9 @@ def main() -> None:
     # `kill -USR1 <pid>` writes every thread's stack to stderr: how an operator (or a fault
     # test) sees where a process that makes no progress is stuck, without stopping it.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    from clickhouse_connect.driver.exceptions import ClickHouseError
+    from kafka.errors import KafkaError
+
     try:
         app()
     except StorageUnavailable as exc:
@@ -279,6 +284,16 @@ def main() -> None:
     except (RegistryError, MigrationError) as exc:
         typer.echo(f"tracker: {exc}", err=True)
         sys.exit(2)
+    except KafkaError as exc:
+        # At start-up (a broker that is down or a bootstrap that is wrong): say so, no trace.
+        typer.echo(f"tracker: Kafka: {exc}; check "
+                   "TRACKER_KAFKA_BOOTSTRAP and that the broker is up", err=True)  # fmt: skip
+        sys.exit(2)
+    except ClickHouseError as exc:
+        # Mid-work (replay, reclassify): every command is safe to run again.
+        typer.echo(f"tracker: ClickHouse failed: {str(exc)[:500]}; nothing is counted twice, "
+                   "run the command again to finish", err=True)  # fmt: skip
+        sys.exit(1)
 
 
 from tracker.cli import import_cmd as _import_cmd  # noqa: E402, F401  (registers `tracker import`)

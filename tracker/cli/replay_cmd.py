@@ -34,12 +34,13 @@ def replay(
     yet landed; safe to repeat. Default: from the beginning."""
     from pipeline.replay import replay_topic
     from pipeline.writer import Writer
+    from tracker.cli import _settings
     from tracker.cli.wiring import open_core
     from tracker.settings import PipelineSettings
 
     if from_offset is not None and from_time is not None:
         _fail("give --from-offset or --from-time, not both")
-    settings = PipelineSettings()
+    settings = _settings(PipelineSettings)
     core = open_core(settings, watch=False)
     when = from_time.replace(tzinfo=from_time.tzinfo or UTC) if from_time else None
     with _progress() as bar:
@@ -64,10 +65,11 @@ def dlq_replay(
     """Re-submit dead letters after a fix (code or registry); safe to repeat."""
     from pipeline.replay import replay_dead_letters
     from pipeline.writer import Writer
+    from tracker.cli import _settings
     from tracker.cli.wiring import open_core
     from tracker.settings import PipelineSettings
 
-    settings = PipelineSettings()
+    settings = _settings(PipelineSettings)
     core = open_core(settings, watch=False)
     with _progress() as bar:
         task = bar.add_task(f"re-submitting {settings.kafka_dlq_topic}", total=None)
