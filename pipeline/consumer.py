@@ -324,16 +324,16 @@ class PipelineConsumer:
         m.messages.inc(batch.messages)
         m.records.labels("landed").inc(result.inserted)
         m.records.labels("duplicate").inc(result.duplicates)
-        m.records.labels("rejected").inc(
-            len({(p, o, r.record_index) for r, p, o in batch.rejections})
-        )
+        # Records, not refusals: a record with three bad fields has three rejections.
+        refused = len({(p, o, r.record_index) for r, p, o in batch.rejections})
+        m.records.labels("rejected").inc(refused)
         m.batches.inc()
         m.batch_rows.observe(len(batch.rows))
         self._update_lag(batch.offsets)
         self.stats.messages += batch.messages
         self.stats.rows_written += result.inserted
         self.stats.duplicates += result.duplicates
-        self.stats.rejected += len(batch.rejections)
+        self.stats.rejected += refused
         self.stats.batches += 1
 
     def _commit(self, offsets: dict[TopicPartition, int]) -> None:

@@ -58,8 +58,11 @@ def _read(
     progress: Progress | None,
     batch_messages: int = 500,
 ) -> int:
+    # earliest: a start that retention deleted meanwhile reads what is left, never jumps to
+    # the end (which would skip it all and still report success).
     consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False,
-                             group_id=None, client_id="tracker-replay")  # fmt: skip
+                             group_id=None, client_id="tracker-replay",
+                             auto_offset_reset="earliest")  # fmt: skip
     try:
         ranges = _ranges(consumer, topic, from_offset, from_time)
         total = sum(end - start for start, end in ranges.values())
@@ -80,8 +83,12 @@ def _read(
                 for m in messages:
                     if m.offset < end:
                         batch.append((tp.partition, m.offset, m.value or b""))
-                if messages and messages[-1].offset + 1 >= end:
-                    remaining.pop(tp, None)
+            # Done by position, not by the last message's offset: the offset before the end
+            # may hold no message (a transaction marker, a compacted record), and waiting for
+            # one hung the replay (found in review).
+            for tp in list(remaining):
+                if consumer.position(tp) >= remaining[tp][1]:
+                    remaining.pop(tp)
                     consumer.pause(tp)
             if batch:
                 on_batch(batch)
@@ -132,6 +139,9 @@ def replay_dead_letters(
     """Each dead letter's payload is processed again by today's code and registry: what now
     passes lands (once, however often this runs); what still fails stays in the DLQ topic."""
     result = ReplayResult()
+    # A record refused for three fields has three letters with one payload: it is processed
+    # and counted once. The keys seen are kept for the run (dead letters are the exception).
+    seen: set[tuple[str, int, int, int]] = set()
 
     def land(batch: list[tuple[int, int, bytes]]) -> None:
         rows = []
@@ -140,9 +150,14 @@ def replay_dead_letters(
                 letter = orjson.loads(value)
                 payload = str(letter["payload"]).encode()
                 partition, offset = int(letter["source_partition"]), int(letter["source_offset"])
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                key = (str(letter.get("source_topic", "")), partition, offset,
+                       int(letter.get("record_index", -1)))  # fmt: skip
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
                 result.rejected += 1
                 continue
+            if key in seen:
+                continue
+            seen.add(key)
             processed = processor.process_message(payload, partition, offset)
             rows.extend(processed.rows)
             result.rejected += len({r.record_index for r in processed.rejections})

@@ -62,17 +62,22 @@ def open_client(settings: CommonSettings, *, database: str | None = None) -> Cli
     """A client bound to the tracker database, creating the database when missing."""
     dsn = settings.dsn()
     db = database or settings.clickhouse_database
-    if dsn.startswith("chdb://"):
-        path = dsn.removeprefix("chdb://")
-        if path:
+    try:
+        if dsn.startswith("chdb://") and dsn.removeprefix("chdb://"):
             # chdb creates the leaf directory itself but not its parents.
             settings.data_dir.mkdir(parents=True, exist_ok=True)
-    try:
         bootstrap = _connect(dsn)
         bootstrap.command(f"CREATE DATABASE IF NOT EXISTS `{db}`")
         return _connect(dsn, database=db)
     except (ClickHouseError, OSError) as exc:
         raise _explain(exc, settings.redacted_dsn()) from exc
+    except (ValueError, TypeError) as exc:
+        # A DSN clickhouse-connect cannot read (a port that is no number, an unknown query
+        # parameter): its message may quote the DSN, so only the type is shown.
+        raise StorageUnavailable(
+            f"cannot open ClickHouse at {settings.redacted_dsn()}: the DSN is not usable "
+            f"({type(exc).__name__}); see TRACKER_CLICKHOUSE_DSN in docs/deploy.md"
+        ) from exc
 
 
 class ClientPool:

@@ -16,6 +16,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from tracker.contract import DLQ_TOPIC, TOPIC
 
 
+class SettingError(RuntimeError):
+    """A setting that validated but cannot work here (a port already taken): exit 2."""
+
+
 class CommonSettings(BaseSettings):
     """What every process needs: where data lives and which registry classifies it."""
 

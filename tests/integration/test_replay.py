@@ -58,24 +58,46 @@ def test_dlq_replay_lands_what_now_passes(
                  "request_count": 7}  # fmt: skip
     still_bad = {**now_valid, "record_id": "dl-2", "input_tokens": -3}
 
-    def letter(record: dict[str, object], offset: int) -> bytes:
+    def letter(record: dict[str, object], offset: int, field: str = "x") -> bytes:
         return orjson.dumps({"source_topic": "usage.v1", "source_partition": 0,
                              "source_offset": offset, "record_index": 0, "gateway_id": "gw-dlq",
-                             "field": "x", "reason": "refused by an older release",
+                             "field": field, "reason": "refused by an older release",
                              "payload": orjson.dumps(record).decode()})  # fmt: skip
 
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     for i, rec in enumerate([now_valid, still_bad, now_valid]):
         producer.send(dlq, value=letter(rec, i))
+    # A second letter of the same refused record (another of its fields): counted once (found
+    # in review: a record refused for three fields was "3 still refused").
+    producer.send(dlq, value=letter(still_bad, 1, field="y"))
     producer.send(dlq, value=b"not a dead letter")
     producer.flush()
     producer.close()
     writer = Writer(pool.get())
     first = replay_dead_letters(kafka_bootstrap, dlq, core.processor, writer)
-    assert (first.messages, first.landed, first.duplicates, first.rejected) == (4, 1, 1, 2)
+    assert (first.messages, first.landed, first.duplicates, first.rejected) == (5, 1, 1, 2)
     second = replay_dead_letters(kafka_bootstrap, dlq, core.processor, writer)
     assert (second.landed, second.duplicates) == (0, 2)
     landed = pool.query_rows(
         "SELECT count(), sum(request_count) FROM usage_raw WHERE gateway_id = 'gw-dlq'"
     )[0]
     assert (int(landed[0]), int(landed[1])) == (1, 7)
+
+
+def test_replay_ends_when_the_last_offset_holds_no_message(
+    settings: CommonSettings, pool: ClientPool, kafka_bootstrap: str
+) -> None:
+    # Found in review: a topic written by a transactional producer ends with a commit marker,
+    # an offset no consumer ever sees; replay waited for a message there forever.
+    core = open_core(settings, watch=False)
+    topic = f"txn-{uuid.uuid4().hex[:6]}"
+    record = {"record_id": f"txn-{topic}", "gateway_id": "gw-txn", "agency_id": "in-sbi",
+              "occurred_at": "2026-03-03T03:00:00Z", "provider": "sarvam", "model": "m"}  # fmt: skip
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, transactional_id=topic)
+    producer.init_transactions()
+    producer.begin_transaction()
+    producer.send(topic, value=orjson.dumps([record]))
+    producer.commit_transaction()
+    producer.close()
+    done = replay_topic(kafka_bootstrap, topic, core.processor, Writer(pool.get()))
+    assert (done.messages, done.landed) == (1, 1)

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
+from pipeline.metrics import PipelineMetrics
 from tracker.cli import app
-from tracker.settings import CommonSettings, HttpSettings, KafkaSettings, PipelineSettings
+from tracker.clickhouse import StorageUnavailable, open_client
+from tracker.settings import (
+    CommonSettings,
+    HttpSettings,
+    KafkaSettings,
+    PipelineSettings,
+    SettingError,
+)
 
 
 @pytest.mark.parametrize(
@@ -62,3 +72,23 @@ def test_replay_commands_read_settings_like_every_command(tmp_path: object) -> N
                                                        "TRACKER_DATA_DIR": str(tmp_path)})  # fmt: skip
         assert result.exit_code == 2, result.output
         assert "bad configuration: batch_max_rows" in result.output
+
+
+@pytest.mark.parametrize("dsn", ["http://u:pw@h:notaport", "http://u:pw@127.0.0.1:1/?x=1"])
+def test_an_unusable_dsn_is_named_without_its_password(dsn: str) -> None:
+    # Found in review: a ValueError/TypeError traceback from clickhouse-connect.
+    with pytest.raises(StorageUnavailable, match="the DSN is not usable") as caught:
+        open_client(CommonSettings(clickhouse_dsn=dsn))
+    assert "pw" not in str(caught.value)
+
+
+def test_a_taken_metrics_port_is_a_setting_error(tmp_path: Path) -> None:
+    from tracker.cli.wiring import serve_metrics
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = PipelineSettings(data_dir=tmp_path, metrics_port=port)
+        with pytest.raises(SettingError, match=f"cannot serve /metrics on 127.0.0.1:{port}"):
+            serve_metrics(settings, PipelineMetrics())

@@ -20,6 +20,7 @@ from tracker.clickhouse import StorageUnavailable
 from tracker.memory import tune_allocator
 from tracker.migrate import MigrationError
 from tracker.registry import RegistryError
+from tracker.settings import SettingError
 
 app = typer.Typer(
     name="tracker",
@@ -281,7 +282,7 @@ def main() -> None:
     except StorageUnavailable as exc:
         typer.echo(f"tracker: {exc}", err=True)
         sys.exit(2)
-    except (RegistryError, MigrationError) as exc:
+    except (RegistryError, MigrationError, SettingError) as exc:
         typer.echo(f"tracker: {exc}", err=True)
         sys.exit(2)
     except KafkaError as exc:

@@ -33,6 +33,7 @@ from tracker.settings import (
     CommonSettings,
     EmbeddedSettings,
     PipelineSettings,
+    SettingError,
 )
 from tracker.topics import ensure_topics
 
@@ -142,13 +143,25 @@ def api_app(settings: ApiSettings) -> FastAPI:
     return create_api_app(ClientPool(settings))
 
 
-def run_pipeline(settings: PipelineSettings, core: Core) -> PipelineConsumer:
-    ensure_topics(settings.kafka_bootstrap, settings.kafka_topic, settings.kafka_dlq_topic)
-    metrics = PipelineMetrics()
-    if settings.metrics_port:
+def serve_metrics(settings: PipelineSettings, metrics: PipelineMetrics) -> None:
+    """/metrics on its own port (0: none)."""
+    if not settings.metrics_port:
+        return
+    try:
         start_http_server(
             settings.metrics_port, addr=settings.metrics_host, registry=metrics.registry
         )
+    except OSError as exc:  # the port taken, the host unknown: a setting to correct
+        raise SettingError(
+            f"cannot serve /metrics on {settings.metrics_host}:{settings.metrics_port}: "
+            f"{exc.strerror or exc}; set TRACKER_METRICS_PORT/TRACKER_METRICS_HOST"
+        ) from exc
+
+
+def run_pipeline(settings: PipelineSettings, core: Core) -> PipelineConsumer:
+    ensure_topics(settings.kafka_bootstrap, settings.kafka_topic, settings.kafka_dlq_topic)
+    metrics = PipelineMetrics()
+    serve_metrics(settings, metrics)
     consumer = PipelineConsumer(
         bootstrap=settings.kafka_bootstrap,
         topic=settings.kafka_topic,
