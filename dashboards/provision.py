@@ -69,6 +69,14 @@ def _or_none_if_missing(call: Any, *args: Any) -> Any:
         raise
 
 
+def _object(found: Any, what: str) -> dict[str, Any] | None:
+    """A JSON object from Grafana (None: not there). Anything else means --url is not Grafana's
+    API (a login page, a proxy's HTML): said plainly, not an AttributeError later."""
+    if found is None or isinstance(found, dict):
+        return found
+    raise ProvisionError(f"{what}: the server answered no JSON object; is --url Grafana?")
+
+
 class Grafana:
     """The grafana-client calls this module makes, with types (the library has none)."""
 
@@ -83,10 +91,8 @@ class Grafana:
         return cls(factory(url=url, credential=token, timeout=timeout))
 
     def datasource(self, uid: str) -> dict[str, Any] | None:
-        found: dict[str, Any] | None = _or_none_if_missing(
-            self.api.datasource.get_datasource_by_uid, uid
-        )
-        return found
+        found = _or_none_if_missing(self.api.datasource.get_datasource_by_uid, uid)
+        return _object(found, f"data source {uid}")
 
     def create_datasource(self, body: dict[str, Any]) -> None:
         self.api.datasource.create_datasource(body)
@@ -95,8 +101,7 @@ class Grafana:
         self.api.datasource.update_datasource_by_uid(uid, body)
 
     def folder(self, uid: str) -> dict[str, Any] | None:
-        found: dict[str, Any] | None = _or_none_if_missing(self.api.folder.get_folder, uid)
-        return found
+        return _object(_or_none_if_missing(self.api.folder.get_folder, uid), f"folder {uid}")
 
     def create_folder(self, uid: str, title: str) -> None:
         self.api.folder.create_folder(title, uid=uid)
@@ -105,13 +110,16 @@ class Grafana:
         self.api.folder.update_folder(uid, title=title, overwrite=True)
 
     def search_dashboards(self, uids: list[str]) -> list[dict[str, Any]]:
-        hits: list[dict[str, Any]] = self.api.search.search_dashboards(
-            type_="dash-db", dashboard_uids=uids
-        )
-        return hits or []
+        hits = self.api.search.search_dashboards(type_="dash-db", dashboard_uids=uids)
+        if hits and not (isinstance(hits, list) and all(isinstance(h, dict) for h in hits)):
+            raise ProvisionError("search: the server answered no list of dashboards; is --url "
+                                 "Grafana?")  # fmt: skip
+        return list(hits or [])
 
     def dashboard(self, uid: str) -> dict[str, Any]:
-        found: dict[str, Any] = self.api.dashboard.get_dashboard(uid)
+        found = _object(self.api.dashboard.get_dashboard(uid), f"dashboard {uid}")
+        if found is None:
+            raise ProvisionError(f"dashboard {uid}: the server answered nothing")
         return found
 
     def save_dashboard(self, body: dict[str, Any]) -> None:

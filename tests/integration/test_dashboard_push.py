@@ -328,3 +328,43 @@ def test_unreachable_grafana_is_a_clear_error() -> None:
     result = push(f"http://127.0.0.1:{port}", "--timeout", "2")
     assert result.exit_code == 2
     assert "cannot provision the data source" in result.output
+
+
+class _Html(BaseHTTPRequestHandler):
+    """Not Grafana: a login page or a proxy's HTML, answered 200 to everything."""
+
+    def _page(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(b"<html>sign in</html>")
+
+    do_GET = do_POST = do_PUT = _page
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_bad_arguments_and_a_server_that_is_not_grafana_exit_2(
+    grafana: tuple[FakeGrafana, str],
+) -> None:
+    # Found in review: each was a traceback, or (empty host, user or database) replaced a
+    # working data source with a broken one and exited 0.
+    state, url = grafana
+    for extra in (["--clickhouse-host", ""], ["--clickhouse-user", ""],
+                  ["--clickhouse-database", ""], ["--clickhouse-database", "db; DROP"],
+                  ["--timeout", "inf"]):  # fmt: skip
+        result = push(url, *extra)
+        assert result.exit_code == 2, (extra, result.output)
+    assert state.writes() == []
+    for bad in ("http://[::1", "http://h:port", "http://"):
+        result = push(bad)
+        assert result.exit_code == 2 and "--url" in result.output, (bad, result.output)
+    html = ThreadingHTTPServer(("127.0.0.1", 0), _Html)
+    threading.Thread(target=html.serve_forever, daemon=True).start()
+    try:
+        result = push(f"http://127.0.0.1:{html.server_address[1]}")
+        assert result.exit_code == 2 and "is --url Grafana?" in result.output, result.output
+    finally:
+        html.shutdown()
+        html.server_close()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import typer
 
@@ -43,6 +45,11 @@ def check_cmd(out: Out = None) -> None:
     typer.echo("generated dashboards are up to date")
 
 
+_HOST = re.compile(r"[A-Za-z0-9._-]{1,253}|\[[0-9A-Fa-f:.]+\]")
+_USER = re.compile(r"[A-Za-z0-9_.@-]{1,128}")
+_DATABASE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # as TRACKER_CLICKHOUSE_DATABASE
+
+
 @dashboards_app.command("push")
 def push_cmd(
     url: Annotated[str, typer.Option("--url", envvar="GRAFANA_URL", help="Grafana base URL")],
@@ -67,7 +74,7 @@ def push_cmd(
     rotate_password: Annotated[
         bool, typer.Option(help="Re-send the password even if Grafana has one stored")
     ] = False,
-    timeout: Annotated[float, typer.Option(min=0.1, help="HTTP timeout, seconds")] = 10.0,
+    timeout: Annotated[float, typer.Option(min=0.1, max=600, help="HTTP timeout, seconds")] = 10.0,
 ) -> None:
     """Create or update the ClickHouse data source, the folder and every dashboard.
 
@@ -79,6 +86,21 @@ def push_cmd(
         raise _fail("--clickhouse-protocol: must be native or http")
     if not url.startswith(("http://", "https://")):
         raise _fail("--url: must start with http:// or https://")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises on a port that is no number)
+    except ValueError as exc:
+        raise _fail(f"--url: not a URL ({exc})") from exc
+    if not parts.hostname:
+        raise _fail("--url: names no host")
+    # Each replaces a working data source in Grafana: an empty one would break every panel.
+    for option, value, pattern in (
+        ("--clickhouse-host", clickhouse_host, _HOST),
+        ("--clickhouse-user", clickhouse_user, _USER),
+        ("--clickhouse-database", clickhouse_database, _DATABASE),
+    ):
+        if not pattern.fullmatch(value):
+            raise _fail(f"{option} {value!r}: not a usable value")
     conn = ClickHouseConnection(
         host=clickhouse_host,
         port=clickhouse_port,
