@@ -141,6 +141,11 @@ class Checkpoints:
             return mark.offset, mark.line
         return 0, 0
 
+    def forget(self, path: Path) -> None:
+        """Read `path` from its start next time (its saved offset is dropped, not rewritten)."""
+        with self._lock:
+            self._marks.pop(str(path.resolve()), None)
+
     def save(self, path: Path, offset: int, line: int) -> None:
         st = path.stat()
         head_len = min(HEAD_BYTES, offset)

@@ -112,6 +112,17 @@ def test_jsonl_import_resume_and_idempotent(
     more = _run(str(log), *common)
     assert "2 imported, 0 refused (resumed at byte" in more.output, more.output
     assert raw_count(pool, keys.single_id) == 5
+    # Lines refused for want of an agency were passed by; --from-start sends them again once
+    # the cause is fixed (found in review: only deleting the checkpoint file could).
+    nameless = tmp_path / "nameless.jsonl"
+    nameless.write_text(json.dumps({**_chat(40), "id": "chatcmpl-nameless"}) + "\n")
+    multi = ["--url", url, "--key", keys.multi, "--data-dir", str(tmp_path / "state")]
+    refused = _run(str(nameless), *multi)
+    assert "0 imported, 1 refused" in refused.output, refused.output
+    resumed = _run(str(nameless), *multi, "--agency", "in-moe")
+    assert "0 imported, 0 refused (resumed at byte" in resumed.output, resumed.output
+    again = _run(str(nameless), *multi, "--agency", "in-moe", "--from-start")
+    assert again.exit_code == 0 and "1 imported, 0 refused" in again.output, again.output
     # Checkpoints gone: everything is sent again and still counted once.
     (tmp_path / "state/import/checkpoints.json").unlink()
     _run(str(log), *common)

@@ -114,6 +114,14 @@ def import_(
         str | None, typer.Option("--litellm-key", envvar="TRACKER_LITELLM_KEY")
     ] = None,
     follow: Annotated[bool, typer.Option("--follow", help="Keep pulling LiteLLM")] = False,
+    from_start: Annotated[
+        bool,
+        typer.Option(
+            "--from-start",
+            help="Read FILEs from their first byte, not their checkpoint (e.g. to send lines "
+            "refused before, after fixing --agency); records already landed count once",
+        ),
+    ] = False,
     data_dir: DataDir = None,
 ) -> None:
     """Import usage from files (resumable), a watched directory, or a LiteLLM proxy."""
@@ -171,6 +179,8 @@ def import_(
         columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                    TimeElapsedColumn())  # fmt: skip
         for path in paths:
+            if from_start:
+                importer.checkpoints.forget(path)
             with Progress(*columns, console=console, transient=True) as progress:
                 task = progress.add_task(path.name, total=path.stat().st_size)
                 progress.advance(task, importer.checkpoints.resume(path)[0])
