@@ -92,3 +92,17 @@ def test_a_taken_metrics_port_is_a_setting_error(tmp_path: Path) -> None:
         settings = PipelineSettings(data_dir=tmp_path, metrics_port=port)
         with pytest.raises(SettingError, match=f"cannot serve /metrics on 127.0.0.1:{port}"):
             serve_metrics(settings, PipelineMetrics())
+
+
+def test_schema_and_migrate_refuse_paths_that_cannot_work(tmp_path: Path) -> None:
+    # Found in review: IsADirectoryError and FileExistsError tracebacks.
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    runner = CliRunner()
+    for args in (["schema", "--out", str(tmp_path)], ["schema", "--out", str(afile / "s.json")]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+    # main() turns StorageUnavailable into exit 2 with its message (CliRunner calls app()).
+    result = runner.invoke(app, ["migrate", "--data-dir", str(afile)])
+    assert isinstance(result.exception, StorageUnavailable), result.exception
+    assert "cannot open ClickHouse" in str(result.exception)

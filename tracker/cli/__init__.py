@@ -90,8 +90,13 @@ def schema(
     """Write the record contract's JSON Schema (generated from the pydantic model)."""
     from tracker.contract import json_schema
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(json_schema(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if not out.name or out.is_dir():
+        fail(f"--out {out}: give a file path, not a directory")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(json_schema(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    except OSError as exc:
+        fail(f"--out {out}: {exc.strerror or exc}")
     typer.echo(f"wrote {out}")
 
 
