@@ -47,6 +47,10 @@ class Batch:
     def empty(self) -> bool:
         return not self.offsets
 
+    def starts(self) -> dict[TopicPartition, int]:
+        """Where the batch began, per partition: its messages are not landed until it is."""
+        return {tp: off - self.counts.get(tp, 0) for tp, off in self.offsets.items()}
+
     def keep_only(self, held: set[TopicPartition]) -> set[TopicPartition]:
         """Drop what came from partitions not in `held`; returns the partitions dropped."""
         gone = {tp for tp in self.offsets if tp not in held}
@@ -312,7 +316,7 @@ class PipelineConsumer:
             retry=retry_if_exception_type((ClickHouseError, OSError)),
             wait=wait_exponential(multiplier=0.5, max=30),
             stop=stop_never,
-            before_sleep=self._write_failed,
+            before_sleep=lambda state: self._write_failed(state, batch),
             reraise=True,
         )
         started = time.monotonic()
@@ -374,19 +378,33 @@ class PipelineConsumer:
                 time.sleep(delay)
                 delay = min(delay * 2, 10)
 
-    def _write_failed(self, state: RetryCallState) -> None:
+    def _write_failed(self, state: RetryCallState, batch: Batch) -> None:
         self.metrics.write_failures.inc()
+        # The lag is otherwise set after a landing: during an outage it would go on showing
+        # the lag from before it (found in review). Nothing of the batch in hand has landed,
+        # so it counts from where the batch began, against the partitions' ends asked of the
+        # broker (this member fetches nothing meanwhile, so its own idea of the end is old).
+        self._update_lag(batch.starts(), self._ends(list(batch.offsets)))
         error = state.outcome.exception() if state.outcome else None
         log.warning(
             "ClickHouse write failed, retrying (attempt %d): %s", state.attempt_number, error
         )
 
-    def _update_lag(self, offsets: dict[TopicPartition, int]) -> None:
+    def _ends(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        try:
+            ends: dict[TopicPartition, int] = self._consumer.end_offsets(partitions)
+            return ends
+        except KafkaError:  # the broker is away too: the last known ends will do
+            return {}
+
+    def _update_lag(
+        self, offsets: dict[TopicPartition, int], ends: dict[TopicPartition, int] | None = None
+    ) -> None:
         held = self._consumer.assignment()
         for tp, position in offsets.items():
             if tp not in held:  # landed after a rebalance moved it; its new owner reports it
                 continue
-            end = self._consumer.highwater(tp)
+            end = (ends or {}).get(tp) or self._consumer.highwater(tp)
             if end is not None:
                 self.metrics.lag.labels(str(tp.partition)).set(max(0, end - position))
 

@@ -25,6 +25,8 @@ def test_records_of_partitions_no_longer_held_are_left_to_their_new_owner() -> N
             batch.rows.append(row(partition, offset))
             batch.offsets[tp] = offset + 1
             batch.counts[tp] = batch.counts.get(tp, 0) + 1
+    assert batch.starts() == {TopicPartition(TOPIC, 0): 10, TopicPartition(TOPIC, 1): 40,
+                              TopicPartition(TOPIC, 2): 7}  # fmt: skip
     batch.rejections.append((Rejection(0, "gw", "model", "required", "{}"), 1, 41))
     batch.rejections.append((Rejection(-1, "", "message", "not JSON", "x"), 2, 7))
     assert batch.messages == 6
