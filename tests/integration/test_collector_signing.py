@@ -229,19 +229,26 @@ def test_secret_is_never_listed_nor_in_repr(core: Core, gw: Signed) -> None:
     assert listed[gw.id].signing_secret is None
 
 
-def test_cli_gateway_add_signed_prints_secret_once(
-    settings: CommonSettings, pool: ClientPool, core: Core
-) -> None:
-    runner = CliRunner()
-    env = {"TRACKER_DATA_DIR": str(Path(settings.data_dir)),
-           "TRACKER_CLICKHOUSE_DATABASE": settings.clickhouse_database}  # fmt: skip
-    name = f"gw-cli-{uuid.uuid4().hex[:6]}"
+def _cli_env(settings: CommonSettings) -> dict[str, str]:
+    return {"TRACKER_DATA_DIR": str(Path(settings.data_dir)),
+            "TRACKER_CLICKHOUSE_DATABASE": settings.clickhouse_database}  # fmt: skip
+
+
+def _add_signed(runner: CliRunner, env: dict[str, str], name: str) -> tuple[str, str]:
+    """`tracker gateway add NAME --signed`: its key and signing secret, as printed once."""
     out = runner.invoke(cli_app, ["gateway", "add", name, "--agency", SINGLE_AGENCY, "--signed"],
                         env=env)  # fmt: skip
     assert out.exit_code == 0, out.output
     lines = dict(line.split(": ", 1) for line in out.output.splitlines() if ": " in line)
-    key = lines["key (shown once, store it now)"]
-    secret = lines["signing secret (shown once, store it now)"]
+    return lines["key (shown once, store it now)"], lines["signing secret (shown once, store it now)"]  # fmt: skip
+
+
+def test_cli_gateway_add_signed_prints_secret_once(
+    settings: CommonSettings, pool: ClientPool, core: Core
+) -> None:
+    runner, env = CliRunner(), _cli_env(settings)
+    name = f"gw-cli-{uuid.uuid4().hex[:6]}"
+    key, secret = _add_signed(runner, env, name)
     assert secret.startswith("tks_") and len(secret) > 40
     found = GatewayAuth(core.pool.get()).authenticate(key)
     assert found is not None and found.signing_secret == secret
@@ -255,15 +262,9 @@ def test_cli_gateway_add_signed_prints_secret_once(
 def test_cli_gateway_rotate_and_revoke(settings: CommonSettings, core: Core) -> None:
     # Found in review: a gateway key could never be revoked, though docs told operators to
     # retire a leaked one; and a name with a trailing newline passed the name check.
-    runner = CliRunner()
-    env = {"TRACKER_DATA_DIR": str(Path(settings.data_dir)),
-           "TRACKER_CLICKHOUSE_DATABASE": settings.clickhouse_database}  # fmt: skip
+    runner, env = CliRunner(), _cli_env(settings)
     name = f"gw-rot-{uuid.uuid4().hex[:6]}"
-    added = runner.invoke(cli_app, ["gateway", "add", name, "--agency", SINGLE_AGENCY, "--signed"],
-                          env=env)  # fmt: skip
-    assert added.exit_code == 0, added.output
-    lines = dict(line.split(": ", 1) for line in added.output.splitlines() if ": " in line)
-    old, secret = lines["key (shown once, store it now)"], lines["signing secret (shown once, store it now)"]  # fmt: skip
+    old, secret = _add_signed(runner, env, name)
     rotated = runner.invoke(cli_app, ["gateway", "rotate", name], env=env)
     assert rotated.exit_code == 0, rotated.output
     new = rotated.output.strip().rsplit(": ", 1)[1]

@@ -130,12 +130,9 @@ def gateway_add(
 @gateway_app.command("list")
 def gateway_list(data_dir: DataDir = None) -> None:
     """List active gateways and their agencies (keys are never shown again)."""
-    from tracker.cli.wiring import open_core
     from tracker.gateways import list_all
-    from tracker.settings import CommonSettings
 
-    core = open_core(_settings(CommonSettings, data_dir=data_dir))
-    for g in list_all(core.pool.get()):
+    for g in list_all(_store(data_dir)):
         typer.echo(f"{g.gateway_id}\t{','.join(sorted(g.agencies))}")
 
 
@@ -144,12 +141,9 @@ def gateway_revoke(
     name: Annotated[str, typer.Argument(help="Gateway id")], data_dir: DataDir = None
 ) -> None:
     """Revoke a gateway's key; collectors refuse it within seconds (its records stay)."""
-    from tracker.cli.wiring import open_core
     from tracker.gateways import revoke
-    from tracker.settings import CommonSettings
 
-    core = open_core(_settings(CommonSettings, data_dir=data_dir))
-    if not revoke(core.pool.get(), name):
+    if not revoke(_store(data_dir), name):
         fail(f"no active gateway {name!r}")
     typer.echo(f"gateway {name} revoked")
 
@@ -159,15 +153,20 @@ def gateway_rotate(
     name: Annotated[str, typer.Argument(help="Gateway id")], data_dir: DataDir = None
 ) -> None:
     """Give a gateway a new key (shown once); the old key is refused within seconds."""
-    from tracker.cli.wiring import open_core
     from tracker.gateways import rotate
-    from tracker.settings import CommonSettings
 
-    core = open_core(_settings(CommonSettings, data_dir=data_dir))
-    key = rotate(core.pool.get(), name)
+    key = rotate(_store(data_dir), name)
     if key is None:
         fail(f"no active gateway {name!r}")
     typer.echo(f"gateway {name}: new key (shown once, store it now): {key}")
+
+
+def _store(data_dir: Path | None) -> Any:
+    """A client of the store the gateway commands change (opened, migrated)."""
+    from tracker.cli.wiring import open_core
+    from tracker.settings import CommonSettings
+
+    return open_core(_settings(CommonSettings, data_dir=data_dir)).pool.get()
 
 
 def _serve(application: Any, host: str, port: int) -> None:
