@@ -198,6 +198,16 @@ class Writer:
     ) -> None:
         if not rejections:
             return
+        # A message read again (replay, redelivery after a crash between this insert and the
+        # commit) must not count its refusals twice: one message's rows are one insert, so
+        # any row of it means all of it is in.
+        known = self.client.query(
+            "SELECT count() FROM usage_rejects WHERE source_topic = {t:String} "
+            "AND source_partition = {p:Int32} AND source_offset = {o:Int64}",
+            parameters={"t": topic, "p": partition, "o": offset},
+        ).result_rows[0][0]
+        if known:
+            return
         now = datetime.now(UTC)
         self.client.insert(
             "usage_rejects",

@@ -46,6 +46,13 @@ def test_replay_lands_once_and_repeats_harmlessly(
     again = replay_topic(kafka_bootstrap, topic, core.processor, writer, from_offset=0)
     assert again.landed == 0 and again.duplicates == first.landed + first.duplicates
     assert counts(pool) == figures
+    # Refusals are not written again either (found in review: each replay added a copy).
+    rows, unique = pool.query_rows(
+        "SELECT count(), uniqExact(source_partition, source_offset, record_index, field) "
+        "FROM usage_rejects WHERE source_topic = {t:String}",
+        parameters={"t": topic},
+    )[0]
+    assert rows == unique > 0, (rows, unique)
 
 
 def test_dlq_replay_lands_what_now_passes(
