@@ -414,9 +414,9 @@ class PipelineConsumer:
         by_source: dict[tuple[int, int], list[Rejection]] = {}
         for rejection, partition, offset in rejections:
             by_source.setdefault((partition, offset), []).append(rejection)
+        retry(self.writer.write_rejections, self.topic, by_source)
         bodies: list[bytes] = []
         for (partition, offset), items in by_source.items():
-            retry(self.writer.write_rejections, items, self.topic, partition, offset)
             for r in items:
                 body = {
                     "source_topic": self.topic,

@@ -16,7 +16,7 @@ import orjson
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
-from pipeline.processor import Processor
+from pipeline.processor import Processor, Rejection
 from pipeline.writer import Writer
 
 Progress = Callable[[int, int], None]  # (messages done so far, total messages)
@@ -114,11 +114,13 @@ def replay_topic(
 
     def land(batch: list[tuple[int, int, bytes]]) -> None:
         rows = []
+        refused: dict[tuple[int, int], list[Rejection]] = {}
         for partition, offset, value in batch:
             processed = processor.process_message(value, partition, offset)
             rows.extend(processed.rows)
-            writer.write_rejections(processed.rejections, topic, partition, offset)
+            refused[partition, offset] = processed.rejections
             result.rejected += len({r.record_index for r in processed.rejections})
+        writer.write_rejections(topic, refused)
         written = writer.write(rows)
         result.landed += written.inserted
         result.duplicates += written.duplicates

@@ -29,6 +29,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import itemgetter
@@ -194,28 +195,34 @@ class Writer:
         return len(pending)
 
     def write_rejections(
-        self, rejections: list[Rejection], topic: str, partition: int, offset: int
+        self, topic: str, by_source: Mapping[tuple[int, int], list[Rejection]]
     ) -> None:
-        if not rejections:
+        """The refusals of each source message (partition, offset), in one insert.
+
+        A message read again (replay, redelivery after a crash between this insert and the
+        commit) must not count its refusals twice. One check finds the messages already in;
+        their rows came in one insert, so any row of a message means all of it is in."""
+        by_source = {source: found for source, found in by_source.items() if found}
+        if not by_source:
             return
-        # A message read again (replay, redelivery after a crash between this insert and the
-        # commit) must not count its refusals twice: one message's rows are one insert, so
-        # any row of it means all of it is in.
-        known = self.client.query(
-            "SELECT count() FROM usage_rejects WHERE source_topic = {t:String} "
-            "AND source_partition = {p:Int32} AND source_offset = {o:Int64}",
-            parameters={"t": topic, "p": partition, "o": offset},
-        ).result_rows[0][0]
-        if known:
-            return
+        known = set(self.client.query(
+            "SELECT DISTINCT source_partition, source_offset FROM usage_rejects "
+            "WHERE source_topic = {t:String} AND source_offset IN {o:Array(Int64)}",
+            parameters={"t": topic, "o": sorted({offset for _, offset in by_source})},
+        ).result_rows)  # fmt: skip
         now = datetime.now(UTC)
+        rows = [
+            [now, topic, partition, offset, r.record_index, r.gateway_id, r.field, r.reason,
+             r.payload]
+            for (partition, offset), found in by_source.items()
+            if (partition, offset) not in known
+            for r in found
+        ]  # fmt: skip
+        if not rows:
+            return
         self.client.insert(
             "usage_rejects",
-            [
-                [now, topic, partition, offset, r.record_index, r.gateway_id, r.field, r.reason,
-                 r.payload]
-                for r in rejections
-            ],
+            rows,
             column_names=[
                 "rejected_at", "source_topic", "source_partition", "source_offset",
                 "record_index", "gateway_id", "field", "reason", "payload",

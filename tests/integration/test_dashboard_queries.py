@@ -67,7 +67,7 @@ def seeded(pool: ClientPool) -> ClientPool:
         b'[{"record_id": "x", "agency_id": "in-cbse"}]', partition=0, offset=42
     ).rejections
     assert len(rejected.rejections) >= 2
-    writer.write_rejections(rejected.rejections, "usage.v1", 0, 41)
+    writer.write_rejections("usage.v1", {(0, 41): rejected.rejections})
     record_version(pool.get(), registry, text, "test", "seed")
     return pool
 
