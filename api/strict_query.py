@@ -14,8 +14,9 @@ from fastapi.routing import APIRoute
 
 _MAX_NAMED = 20  # unknown names listed in one answer; a caller controls how many it sends
 
-# Route -> its declared query names; routes are built once, at start-up, and never freed.
-_declared: dict[int, frozenset[str]] = {}
+# A route's declared query names, worked out on its first request and kept on the route (an
+# app built and dropped, as tests do, takes them along; APIRoute is not hashable).
+_NAMES = "_tracker_query_names"
 
 
 def _query_names(dependant: Dependant) -> set[str]:
@@ -27,10 +28,10 @@ def _query_names(dependant: Dependant) -> set[str]:
 
 
 def _names(route: APIRoute) -> frozenset[str]:
-    names = _declared.get(id(route))
+    names: frozenset[str] | None = getattr(route, _NAMES, None)
     if names is None:
         names = frozenset(_query_names(route.dependant))
-        _declared[id(route)] = names
+        setattr(route, _NAMES, names)
     return names
 
 
