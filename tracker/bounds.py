@@ -18,15 +18,19 @@ EARLIEST: Final = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST: Final = datetime(2100, 1, 1, tzinfo=UTC)
 
 
+def within(when: datetime) -> datetime:
+    """`when` in UTC (no zone: UTC); ValueError if it is not within EARLIEST..LATEST."""
+    try:
+        when = (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError as exc:  # year 1 east of UTC, year 9999 west of it
+        raise ValueError("time out of range") from exc
+    if not EARLIEST <= when < LATEST:
+        raise ValueError("time out of range")
+    return when
+
+
 def cursor_time(text: object) -> datetime:
     """The UTC time in a cursor; ValueError if it is not a time within EARLIEST..LATEST."""
     if not isinstance(text, str):
         raise ValueError("cursor time must be a string")
-    when = datetime.fromisoformat(text)
-    try:
-        when = (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
-    except OverflowError as exc:
-        raise ValueError("cursor time out of range") from exc
-    if not EARLIEST <= when < LATEST:
-        raise ValueError("cursor time out of range")
-    return when
+    return within(datetime.fromisoformat(text))

@@ -7,13 +7,13 @@ command exits with code 2; nothing is recorded, and the version in force stays i
 from __future__ import annotations
 
 import getpass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from tracker.bounds import EARLIEST, LATEST
+from tracker.bounds import EARLIEST, LATEST, within
 from tracker.cli import DataDir, app
 from tracker.registry import RegistryError
 
@@ -47,13 +47,10 @@ def _utc(value: datetime | None, option: str) -> datetime | None:
     if value is None:
         return None
     try:
-        when = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-    except OverflowError:
-        when = None
-    if when is None or not EARLIEST <= when < LATEST:
+        return within(value)
+    except ValueError:
         raise _fail(f"{option} {value.isoformat()}: give a time from {EARLIEST.year} to "
-                    f"{LATEST.year - 1}")  # fmt: skip
-    return when
+                    f"{LATEST.year - 1}") from None  # fmt: skip
 
 
 def _cell(value: str) -> str:
