@@ -85,16 +85,14 @@ def json_items(body: bytes) -> list[Any]:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as body_exc:
         items: list[Any] = []
-        parsed = 0
         for number, line in enumerate(body.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
                 items.append(orjson.loads(line))
-                parsed += 1
             except orjson.JSONDecodeError as line_exc:
                 items.append(Rejected("record", f"line {number} is not valid JSON: {line_exc}"))
-        if not parsed:
+        if all(isinstance(item, Rejected) for item in items):
             raise HTTPException(
                 422, f"body is neither JSON nor JSON lines: {body_exc}"
             ) from body_exc

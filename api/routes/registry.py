@@ -33,7 +33,6 @@ from tracker.registry import MAX_FILE_BYTES, Registry, RegistryError
 
 router = APIRouter(tags=["registry"])
 
-MAX_PROPOSAL_BYTES = MAX_FILE_BYTES
 VERSION_PATTERN = r"^r-[0-9a-f]{16}$"
 
 
@@ -153,8 +152,8 @@ async def post_proposal(
     ],
 ) -> dict[str, Any] | JSONResponse:
     body = await request.body()
-    if len(body) > MAX_PROPOSAL_BYTES:
-        raise HTTPException(413, f"registry over {MAX_PROPOSAL_BYTES} bytes")
+    if len(body) > MAX_FILE_BYTES:
+        raise HTTPException(413, f"registry over {MAX_FILE_BYTES} bytes")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
