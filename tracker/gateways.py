@@ -93,12 +93,13 @@ def add(
 
 _COLUMNS = ["gateway_id", "name", "agencies", "key_hash", "created_at", "revoked", "version",
             "signing_secret"]  # fmt: skip
+_KEY_HASH, _REVOKED, _VERSION = map(_COLUMNS.index, ("key_hash", "revoked", "version"))
 
 
 def _active_row(client: Client, name: str) -> list[Any] | None:
     rows = client.query(
-        "SELECT gateway_id, name, agencies, key_hash, created_at, revoked, version, "
-        "signing_secret FROM gateways FINAL WHERE gateway_id = {g:String} AND revoked = 0",
+        f"SELECT {', '.join(_COLUMNS)} FROM gateways FINAL "
+        "WHERE gateway_id = {g:String} AND revoked = 0",
         parameters={"g": name},
     ).result_rows
     return list(rows[0]) if rows else None
@@ -110,7 +111,7 @@ def revoke(client: Client, name: str) -> bool:
     row = _active_row(client, name)
     if row is None:
         return False
-    row[5], row[6] = 1, time.time_ns()
+    row[_REVOKED], row[_VERSION] = 1, time.time_ns()
     client.insert("gateways", [row], column_names=_COLUMNS)
     return True
 
@@ -123,7 +124,7 @@ def rotate(client: Client, name: str) -> str | None:
     if row is None:
         return None
     key = new_key()
-    row[3], row[6] = hash_key(key), time.time_ns()
+    row[_KEY_HASH], row[_VERSION] = hash_key(key), time.time_ns()
     client.insert("gateways", [row], column_names=_COLUMNS)
     return key
 

@@ -15,6 +15,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tracker.contract import DLQ_TOPIC, TOPIC
 
+# A ClickHouse database name the tracker will use (also checked by `dashboards push`).
+DATABASE_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+
 
 class SettingError(RuntimeError):
     """A setting that validated but cannot work here (a port already taken): exit 2."""
@@ -31,7 +34,7 @@ class CommonSettings(BaseSettings):
         description="chdb:///path (embedded) or http(s)://user:pass@host:8123; "
         "default: chdb under data_dir.",
     )
-    clickhouse_database: str = Field(default="tracker", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    clickhouse_database: str = Field(default="tracker", pattern=DATABASE_NAME)
     registry_path: Path | None = Field(
         default=None, description="Registry YAML; default: the shipped example country."
     )
@@ -67,6 +70,8 @@ class CommonSettings(BaseSettings):
 
 # Kafka's own rule for topic and group names (legal characters, at most 249).
 KAFKA_NAME = r"^[A-Za-z0-9._-]{1,249}$"
+# One broker address: a host name or a bracketed IPv6 address, and a port.
+_HOST_PORT = r"(\[[0-9A-Fa-f:.]+\]|[^\s,:\[\]]+):\d{1,5}"
 
 
 class KafkaSettings(BaseSettings):
@@ -74,7 +79,7 @@ class KafkaSettings(BaseSettings):
 
     kafka_bootstrap: str = Field(
         default="127.0.0.1:9092",
-        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[^\s,:\[\]]+):\d{1,5}(,(\[[0-9A-Fa-f:.]+\]|[^\s,:\[\]]+):\d{1,5})*$",
+        pattern=rf"^{_HOST_PORT}(,{_HOST_PORT})*$",
         description="host:port[,host:port]",
     )
     kafka_topic: str = Field(default=TOPIC, pattern=KAFKA_NAME)
@@ -96,7 +101,7 @@ class HttpSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRACKER_", extra="ignore")
 
     # Never empty: uvicorn reads "" as every interface, so an unset $HOST would expose it.
-    host: str = Field(default="127.0.0.1", min_length=1, pattern=r"^\S+$")
+    host: str = Field(default="127.0.0.1", pattern=r"^\S+$")
     port: int = Field(default=8000, ge=0, le=65535)
 
 
@@ -128,7 +133,7 @@ class PipelineSettings(CommonSettings, KafkaSettings):
     # A crashed member's partitions wait this long before the group hands them to another.
     consumer_session_timeout_ms: int = Field(default=10_000, ge=6_000, le=300_000)
     metrics_port: int = Field(default=0, ge=0, le=65535, description="0 disables /metrics")
-    metrics_host: str = Field(default="127.0.0.1", min_length=1, pattern=r"^\S+$")
+    metrics_host: str = Field(default="127.0.0.1", pattern=r"^\S+$")
 
 
 class ApiSettings(CommonSettings, HttpSettings):

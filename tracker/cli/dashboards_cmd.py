@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 
 import typer
 
+from tracker.settings import DATABASE_NAME
+
 dashboards_app = typer.Typer(
     help="Grafana dashboards as code (build the JSON, push through the Grafana HTTP API).",
     no_args_is_help=True,
@@ -47,7 +49,7 @@ def check_cmd(out: Out = None) -> None:
 
 _HOST = re.compile(r"[A-Za-z0-9._-]{1,253}|\[[0-9A-Fa-f:.]+\]")
 _USER = re.compile(r"[A-Za-z0-9_.@-]{1,128}")
-_DATABASE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # as TRACKER_CLICKHOUSE_DATABASE
+_DATABASE = re.compile(DATABASE_NAME)
 
 
 @dashboards_app.command("push")
