@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
 
@@ -15,6 +16,7 @@ from api.routes import audit, capacity, cost, health, meta, outlook, page, provi
 from api.routes import registry as registry_routes
 from api.routes import usage as usage_routes
 from api.strict_query import known_query_only
+from api.validation import invalid_request
 from tracker import __version__, data_version
 from tracker.access import KeyAuth
 from tracker.clickhouse import ClientPool
@@ -50,6 +52,7 @@ def create_app(
         public_per_minute=settings.rate_limit_public_per_minute,
         key_per_minute=settings.rate_limit_key_per_minute,
     )
+    app.add_exception_handler(RequestValidationError, invalid_request)
     strict = [Depends(known_query_only)]  # a misspelt filter is a 422, never ignored
     app.include_router(share.router, responses=ERRORS, dependencies=strict)
     app.include_router(capacity.router, responses=ERRORS, dependencies=strict)

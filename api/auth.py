@@ -32,6 +32,8 @@ from tracker.access import PUBLIC, Identity, KeyAuth, Role
 from tracker.clickhouse import ClientPool
 
 _MAX_BUCKETS = 100_000
+# The audit `end` status of a response cut off before its end (nginx's "client closed request").
+CLIENT_CLOSED = 499
 
 
 class Problem(BaseModel):
@@ -175,15 +177,23 @@ class AccessMiddleware:
             )
             return
         status = [500]
+        whole = [False]  # the response's last body message reached the client
 
         async def send_and_watch(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = int(message["status"])
             await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                whole[0] = True
 
         try:
             await self.app(scope, receive, send_and_watch)
         finally:
+            # A response that started but never ended (the client went away mid-export, or the
+            # stream failed) is 499, not the 200 its first message carried: an auditor reading
+            # the log must not take a cut-off export for a complete one (found in review).
+            if status[0] != 500 and not whole[0]:
+                status[0] = CLIENT_CLOSED
             # Shielded: a client that disconnects mid-export still leaves its `end` row.
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(write, entry("end", status[0]))

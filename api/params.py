@@ -18,7 +18,7 @@ from pydantic import StringConstraints
 
 from api.deps import ClickHouse
 from tracker.access import Identity, Role
-from tracker.bounds import EARLIEST, LATEST
+from tracker.bounds import EARLIEST, LATEST, within
 from tracker.capacity import registry_in_force
 from tracker.contract import Operation, Status, Tier
 from tracker.registry import Registry
@@ -87,11 +87,17 @@ def _utc(value: datetime) -> datetime:
 
 def check_bounds(*values: datetime | None, name: str = "from/to") -> None:
     for value in values:
-        if value is not None and not EARLIEST <= _utc(value) < LATEST:
+        if value is None:
+            continue
+        try:
+            # within(): also a time whose conversion to UTC overflows (year 1 east of UTC,
+            # year 9999 west of it), which was a 500 on every route taking a time.
+            within(value)
+        except ValueError:
             raise HTTPException(
                 422,
                 f"{name}: {value.isoformat()} is outside {EARLIEST:%Y-%m-%d}..{LATEST:%Y-%m-%d}",
-            )
+            ) from None
 
 
 def exact_range(
@@ -179,3 +185,11 @@ def visible_filters(
 def min_records(identity: Identity, settings: ApiSettings) -> int:
     """The suppression threshold for this caller: only public answers are suppressed."""
     return settings.min_cell_records if identity.role is Role.public else 0
+
+
+def min_records_across_agencies(identity: Identity, settings: ApiSettings) -> int:
+    """The threshold for answers that cannot be narrowed to one agency (national or sector
+    figures: capacity, outlook). An agency key sees them as the public does: unsuppressed, a
+    month of one small agency in its sector would be that agency's own usage (found in
+    review: a finance key read a health agency's 6 requests off /v1/capacity)."""
+    return 0 if identity.sees_everything else settings.min_cell_records

@@ -24,6 +24,7 @@ from enum import StrEnum
 
 from clickhouse_connect.driver.client import Client
 
+from tracker import name_claims
 from tracker.registry import Registry
 
 KEY_PREFIX = "tka_"
@@ -114,7 +115,10 @@ def add_key(
     key = new_key()
     row = [name, name, role.value, agency_id or "", hash_key(key), datetime.now(UTC),
            created_by, 0, time.time_ns()]  # fmt: skip
-    client.insert("api_keys", [row], column_names=_COLUMNS)
+    client.insert("api_keys", [row], column_names=_COLUMNS,
+                  settings=name_claims.token("api_keys", name))  # fmt: skip
+    if not name_claims.claimed(client, "api_keys", name, hash_key(key)):
+        raise AccessError(f"key {name!r} already exists (added at the same time elsewhere)")
     return Identity(role, name, agency_id or ""), key
 
 

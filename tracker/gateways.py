@@ -23,6 +23,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from tracker import name_claims
 from tracker.registry import Registry
 
 KEY_PREFIX = "tk_"
@@ -87,13 +88,18 @@ def add(
         "gateways",
         [[name, name, sorted(set(agencies)), hash_key(key), now, 0, time.time_ns(), secret]],
         column_names=_COLUMNS,
+        settings=name_claims.token("gateways", name),
     )
+    if not name_claims.claimed(client, "gateways", name, hash_key(key)):
+        raise GatewayError(f"gateway {name!r} already exists (added at the same time elsewhere)")
     return Gateway(name, name, frozenset(agencies), secret or None), key
 
 
 _COLUMNS = ["gateway_id", "name", "agencies", "key_hash", "created_at", "revoked", "version",
             "signing_secret"]  # fmt: skip
-_KEY_HASH, _REVOKED, _VERSION = map(_COLUMNS.index, ("key_hash", "revoked", "version"))
+_KEY_HASH, _REVOKED, _VERSION, _SECRET = map(
+    _COLUMNS.index, ("key_hash", "revoked", "version", "signing_secret")
+)
 
 
 def _active_row(client: Client, name: str) -> list[Any] | None:
@@ -116,17 +122,37 @@ def revoke(client: Client, name: str) -> bool:
     return True
 
 
-def rotate(client: Client, name: str) -> str | None:
-    """A new key for an active gateway, the old one refused from then on; None if none is
-    active. The gateway id, agencies and signing secret stay: records keep their idempotency
-    key (gateway_id, record_id), so a resend across the rotation still counts once."""
+@dataclass(frozen=True)
+class Rotated:
+    """What a rotation issued, each shown once: a new key, a new signing secret, or both."""
+
+    key: str | None
+    signing_secret: str | None = field(default=None, repr=False)
+
+
+def rotate(client: Client, name: str, *, key: bool = True, secret: bool = False) -> Rotated | None:
+    """A new key and/or signing secret for an active gateway, the old ones refused from then
+    on (within the collectors' cache seconds); None if none is active. The gateway id and
+    agencies stay, and whatever is not rotated: records keep their idempotency key
+    (gateway_id, record_id), so a resend across the rotation still counts once."""
+    if not key and not secret:
+        raise GatewayError("nothing to rotate: rotate the key, the signing secret or both")
     row = _active_row(client, name)
     if row is None:
         return None
-    key = new_key()
-    row[_KEY_HASH], row[_VERSION] = hash_key(key), time.time_ns()
+    if secret and not row[_SECRET]:
+        raise GatewayError(
+            f"gateway {name!r} does not sign its requests: it has no signing secret to rotate"
+        )
+    new_key_text = new_key() if key else None
+    new_secret = new_signing_secret() if secret else None
+    if new_key_text is not None:
+        row[_KEY_HASH] = hash_key(new_key_text)
+    if new_secret is not None:
+        row[_SECRET] = new_secret
+    row[_VERSION] = time.time_ns()
     client.insert("gateways", [row], column_names=_COLUMNS)
-    return key
+    return Rotated(new_key_text, new_secret)
 
 
 def list_all(client: Client) -> list[Gateway]:

@@ -97,19 +97,32 @@ def history(client: Client) -> list[Change]:
     return [_change(r) for r in rows]
 
 
-def content(client: Client, version: str) -> str | None:
-    """The full text of a known version, exactly as it was loaded."""
+# A version's text is written before the ledger row that puts it in force (what refers to it
+# comes second), so a load that fails between the two leaves a text no change refers to. Such a
+# text never came into force and is not published. Before the ledger existed (a store whose
+# ledger is still empty) every loaded text was in force at a process start, so all are.
+_PUBLISHED = (
+    "(version IN (SELECT version FROM registry_changes) "
+    "OR (SELECT count() FROM registry_changes) = 0)"
+)
+
+
+def content(client: Client, version: str, *, published: bool = False) -> str | None:
+    """The full text of a known version, exactly as it was loaded; with `published`, only of
+    a version that was put in force (what the API serves)."""
+    where = f" AND {_PUBLISHED}" if published else ""
     rows = client.query(
-        "SELECT content FROM registry_versions WHERE version = {v:String} LIMIT 1",
+        f"SELECT content FROM registry_versions WHERE version = {{v:String}}{where} LIMIT 1",
         parameters={"v": version},
     ).result_rows
     return str(rows[0][0]) if rows else None
 
 
 def versions(client: Client) -> list[tuple[str, datetime]]:
-    """Every version whose text is kept, with when it was first recorded."""
+    """Every version put in force (scheduled included), with when its text was first recorded."""
     rows = client.query(
-        "SELECT version, min(loaded_at) FROM registry_versions GROUP BY version ORDER BY 2"
+        f"SELECT version, min(loaded_at) FROM registry_versions WHERE {_PUBLISHED} "
+        "GROUP BY version ORDER BY 2"
     ).result_rows
     return [(str(v), _utc(at)) for v, at in rows]
 

@@ -10,9 +10,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
-from api.auth import Caller
+from api.auth import Caller, count_rows
 from api.deps import ClickHouse
-from api.params import Settings, check_bounds, min_records
+from api.params import Settings, check_bounds, min_records_across_agencies
 from tracker.capacity import (
     Period,
     PeriodScore,
@@ -23,7 +23,7 @@ from tracker.capacity import (
     periods_between,
     registry_in_force,
 )
-from tracker.disclosure import hidden
+from tracker.disclosure import suppressed
 from tracker.registry import Registry, Targets
 
 router = APIRouter(tags=["capacity"])
@@ -131,9 +131,9 @@ class CapacityResponse(BaseModel):
     latest: PeriodOut | None = Field(description="the last period with an index")
 
 
-def _out(p: PeriodScore, k: int) -> PeriodOut:
+def _out(p: PeriodScore, hide: bool) -> PeriodOut:
     f, x = p.facts, p.layers
-    if hidden(f.records, k):
+    if hide:
         # The layers are ratios of the same small counts (S: one agency's latency record).
         return PeriodOut(
             start=f.start, end=f.end, layers=Layers(C=None, S=None, D=None), index=None,
@@ -163,6 +163,7 @@ def _out(p: PeriodScore, k: int) -> PeriodOut:
 
 @router.get("/v1/capacity", response_model=CapacityResponse, response_model_by_alias=True)
 def get_capacity(
+    request: Request,
     client: ClickHouse,
     registry: RegistryInForce,
     identity: Caller,
@@ -181,8 +182,13 @@ def get_capacity(
 ) -> CapacityResponse:
     start, end = resolve_periods(from_, to, period)
     check_sector(registry, sector)
-    k = min_records(identity, settings)
-    scores = [_out(p, k) for p in capacity_series(client, registry, start, end, period, sector)]
+    k = min_records_across_agencies(identity, settings)
+    series = capacity_series(client, registry, start, end, period, sector)
+    # The periods are a table whose total is published (the headline over the same range and
+    # sector): one small period hidden alone would be that total minus the others.
+    hide = suppressed([p.facts.records for p in series], k) if k else set()
+    scores = [_out(p, i in hide) for i, p in enumerate(series)]
+    count_rows(request, len(scores))
     latest = next((p for p in reversed(scores) if p.index is not None), None)
     return CapacityResponse(
         from_=start,

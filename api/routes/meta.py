@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from api.auth import Caller
+from api.auth import Caller, count_rows
 from api.deps import ClickHouse
 from api.params import scope
 from tracker.access import Role
@@ -23,9 +23,10 @@ class FreshnessOut(BaseModel):
 
 
 @router.get("/v1/freshness", response_model=FreshnessOut)
-def get_freshness(client: ClickHouse, identity: Caller) -> FreshnessOut:
+def get_freshness(request: Request, client: ClickHouse, identity: Caller) -> FreshnessOut:
     """How current the figures are (an agency key: its own agency's data)."""
     f = freshness(client, scope(identity, {}))
+    count_rows(request, 1)
     return FreshnessOut(latest_hour=f.latest_hour, latest_ingested_at=f.latest_ingested_at)
 
 

@@ -7,15 +7,15 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
-from api.auth import Caller
+from api.auth import Caller, count_rows
 from api.deps import ClickHouse
-from api.params import Settings, check_bounds, min_records
+from api.params import Settings, check_bounds, min_records_across_agencies
 from api.routes.capacity import RegistryInForce, check_sector
 from tracker.capacity import Period, period_ceil, period_floor
-from tracker.disclosure import hidden
+from tracker.disclosure import suppressed
 from tracker.outlook import (
     HORIZON_MONTHS,
     LEVEL,
@@ -137,6 +137,7 @@ def resolve_months(
 
 @router.get("/v1/outlook", response_model=OutlookResponse, response_model_by_alias=True)
 def get_outlook(
+    request: Request,
     client: ClickHouse,
     registry: RegistryInForce,
     identity: Caller,
@@ -155,11 +156,15 @@ def get_outlook(
 ) -> OutlookResponse:
     start, end = resolve_months(from_, to)
     check_sector(registry, sector)
-    k = min_records(identity, settings)
+    k = min_records_across_agencies(identity, settings)
     everything = monthly_shares(client, start, end, sector)
     # A small month is withheld from the fit too: a trend through one agency's months would
-    # publish that agency's months in all but name.
-    history = [m for m in everything if not hidden(m.records, k)]
+    # publish that agency's months in all but name. The months are a table whose total is
+    # published (the headline over the same range and sector), so one small month is never
+    # withheld alone: the total minus the months shown would give it back (found in review).
+    hide = suppressed([m.records for m in everything], k) if k else set()
+    history = [m for i, m in enumerate(everything) if i not in hide]
+    count_rows(request, len(history))
     result = outlook(history, registry.targets)
     fit = result.fit
     fitted = {b.month: b.value for b in result.fitted}

@@ -34,6 +34,9 @@ from tracker.registry import MAX_FILE_BYTES, Registry, RegistryError
 router = APIRouter(tags=["registry"])
 
 VERSION_PATTERN = r"^r-[0-9a-f]{16}$"
+# registry_store.new_proposal_id(); bounded so a path of any length is not echoed back in a 404.
+PROPOSAL_PATTERN = r"^p-[0-9a-f]{12}$"
+ProposalId = Annotated[str, Path(pattern=PROPOSAL_PATTERN, description="p- and 12 hex digits")]
 
 
 def _admin(request: Request) -> Identity:
@@ -111,7 +114,7 @@ def get_version(
     version: Annotated[str, Path(pattern=VERSION_PATTERN)],
     format: Literal["json", "yaml"] = "json",
 ) -> dict[str, Any] | Response:
-    text = registry_store.content(client, version)
+    text = registry_store.content(client, version, published=True)
     if text is None:
         raise HTTPException(404, f"unknown registry version {version}")
     if format == "yaml":
@@ -196,7 +199,7 @@ def _proposal_body(p: registry_proposals.Proposal) -> dict[str, Any]:
 @router.get(
     "/v1/registry/proposals/{proposal_id}", responses={404: {"description": "no such proposal"}}
 )
-def get_proposal(client: ClickHouse, admin: Admin, proposal_id: str) -> dict[str, Any]:
+def get_proposal(client: ClickHouse, admin: Admin, proposal_id: ProposalId) -> dict[str, Any]:
     found = registry_proposals.get(client, proposal_id)
     if found is None:
         raise HTTPException(404, f"no proposal {proposal_id}")
@@ -207,7 +210,7 @@ def get_proposal(client: ClickHouse, admin: Admin, proposal_id: str) -> dict[str
 def apply_proposal(
     client: ClickHouse,
     admin: Admin,
-    proposal_id: str,
+    proposal_id: ProposalId,
     effective_from: Annotated[
         datetime | None, Query(description="Schedule ahead (default: now); never backdated")
     ] = None,

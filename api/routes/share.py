@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.auth import Caller
+from api.auth import Caller, count_rows
 from api.cache import TtlCache
 from api.deps import ClickHouse
 from api.params import (
@@ -160,6 +160,7 @@ def get_share(
         )
     else:
         share = headline(client, basis, start, end, scoped, as_classified=as_classified)
+    count_rows(request, 1)  # one headline (the audit log's `rows`)
     if hidden(share.records, min_records(identity, settings)):
         return ShareResponse(
             basis=basis, from_=start, to=end, domestic_share=None, sovereign_share=None,

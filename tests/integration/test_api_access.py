@@ -5,15 +5,20 @@ from __future__ import annotations
 import base64
 import csv as csv_module
 import io
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import httpx
 import orjson
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
+import api.routes.usage as usage_routes
 from tests.integration.test_api_support import Seeded, app, bearer, seed
+from tests.integration.test_collector_support import ServerThread
+from tracker import usage_export
 from tracker.access import hash_key, revoke_key
 from tracker.clickhouse import ClientPool
 from tracker.settings import CommonSettings
@@ -125,6 +130,54 @@ def test_every_auditor_request_is_traced_with_rows(
     assert (ends[0][3], ends[0][4]) == (200, 7)
     assert (ends[1][3], ends[1][4]) == (200, n_export) and n_export > 1000
     assert ends[2][3] == 422
+
+
+def _last_end(pool: ClientPool, key_id: str, count_before: int) -> Sequence[Any] | None:
+    ends = [r for r in audit_rows(pool, key_id)[count_before:] if r[0] == "end"]
+    return ends[-1] if ends else None
+
+
+def test_an_export_cut_off_is_audited_as_499_not_200(
+    pool: ClientPool, settings: CommonSettings, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found in review: the `end` row kept the 200 of the response's first message, so an
+    # export the client dropped, or one whose stream failed, was logged as complete.
+    h = bearer(seeded.keys["auditor"])
+    export = {**WINDOW, "format": "csv"}
+    before = len(audit_rows(pool, "test-auditor"))
+    with ServerThread(app(pool, settings)) as url:
+        with httpx.stream("GET", f"{url}/v1/usage", params=export, headers=h, timeout=60) as r:
+            assert r.status_code == 200
+            next(r.iter_bytes())  # one chunk of a month's export, then the client goes away
+        deadline = time.monotonic() + 30
+        while (end := _last_end(pool, "test-auditor", before)) is None:
+            assert time.monotonic() < deadline, "no end row for the dropped export"
+            time.sleep(0.2)
+        assert end[3] == 499, end
+        # The whole export, read to its end, is a 200.
+        before = len(audit_rows(pool, "test-auditor"))
+        whole = httpx.get(f"{url}/v1/usage", params=export, headers=h, timeout=120)
+        assert whole.status_code == 200 and len(whole.text.splitlines()) > 1000
+        deadline = time.monotonic() + 30
+        while (end := _last_end(pool, "test-auditor", before)) is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert (end[3], end[4]) == (200, len(whole.text.splitlines()) - 1), end
+
+    # A stream that fails after its first chunks: the client sees a cut-off body, the log 499.
+    real = usage_export.stream
+
+    def failing(*args: Any, **kwargs: Any) -> Iterator[bytes]:
+        chunks = real(*args, **kwargs)
+        yield next(chunks)
+        raise RuntimeError("the engine went away mid-export (injected)")
+
+    monkeypatch.setattr(usage_routes, "stream", failing)
+    before = len(audit_rows(pool, "test-auditor"))
+    with TestClient(app(pool, settings), raise_server_exceptions=False) as c:
+        c.get("/v1/usage", params=export, headers=h)
+    end = _last_end(pool, "test-auditor", before)
+    assert end is not None and end[3] == 499, end
 
 
 def test_admin_reads_the_audit_log_pages(client: TestClient, seeded: Seeded) -> None:

@@ -299,7 +299,7 @@ def test_an_unknown_query_parameter_is_422_naming_it(client: TestClient, seeded:
     # FastAPI ignores an undeclared parameter: `?agencies=` (for `agency`) answered the national
     # total as if filtered. Every GET route of the schema, path parameters filled in.
     fill = {"{dimension}": "agency", "{version}": seeded.registry.version,
-            "{proposal_id}": "00000000-0000-0000-0000-000000000000"}  # fmt: skip
+            "{proposal_id}": "p-000000000000"}  # fmt: skip
     admin = bearer(seeded.keys["admin"])
     spec = client.get("/openapi.json").json()["paths"]
     paths = {p: ops["get"] for p, ops in spec.items() if "get" in ops}
@@ -317,6 +317,29 @@ def test_an_unknown_query_parameter_is_422_naming_it(client: TestClient, seeded:
         assert "unknown query parameter" in errors[0]["msg"], errors
     # The declared parameters still pass, on a route whose filters come from a dependency.
     assert client.get("/v1/share", params={"agency": "in-moe", **JUNE}, headers=admin).is_success
+
+
+def test_a_time_at_the_edge_of_the_calendar_is_422_naming_it(
+    client: TestClient, seeded: Seeded
+) -> None:
+    # Year 1 east of UTC and year 9999 west of it cannot be converted to UTC at all: an
+    # OverflowError, answered 500 by every route taking a time (found in review).
+    admin = bearer(seeded.keys["admin"])
+    spec = client.get("/openapi.json").json()["paths"]
+    checked = 0
+    for path, operations in spec.items():
+        for method, operation in operations.items():
+            names = {p["name"] for p in operation.get("parameters", []) if p["in"] == "query"}
+            for name in sorted(names & {"from", "to", "at", "effective_from"}):
+                for edge in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):
+                    url = path.replace("{proposal_id}", "p-000000000000").replace(
+                        "{dimension}", "agency"
+                    )
+                    reply = client.request(method, url, params={name: edge}, headers=admin)
+                    assert reply.status_code == 422, (method, path, name, reply.text)
+                    assert name in str(reply.json()["detail"]), (path, reply.text)
+                    checked += 1
+    assert checked >= 2 * 12, checked  # every route that takes a time, both edges
 
 
 def test_registry_and_freshness(client: TestClient, seeded: Seeded) -> None:

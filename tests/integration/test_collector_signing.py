@@ -28,7 +28,7 @@ from tests.integration.test_collector_support import (
 from tracker.cli import app as cli_app
 from tracker.cli.wiring import Core
 from tracker.clickhouse import ClientPool
-from tracker.gateways import Gateway, GatewayAuth, add, list_all
+from tracker.gateways import Gateway, GatewayAuth, add, list_all, rotate
 from tracker.settings import CommonSettings
 
 pytestmark = pytest.mark.integration
@@ -286,3 +286,62 @@ def test_cli_gateway_rotate_and_revoke(settings: CommonSettings, core: Core) -> 
     assert newline.exit_code == 2 and "gateway name" in newline.output, newline.output
     key_newline = runner.invoke(cli_app, ["key", "add", "k2\n", "--role", "auditor"], env=env)
     assert key_newline.exit_code == 2 and "key name" in key_newline.output, key_newline.output
+
+
+def test_a_rotated_signing_secret_takes_over_and_the_old_is_refused(
+    url: str, gw: Signed, pool: ClientPool, core: Core
+) -> None:
+    rotated = rotate(core.pool.get(), gw.id, key=False, secret=True)
+    assert rotated is not None and rotated.key is None and rotated.signing_secret is not None
+    body = records(3, prefix="rot")
+    # Collectors follow the table within their cache's seconds (5 s).
+    deadline = time.monotonic() + 20
+    while True:
+        r = post(url, "/v1/records", gw.key, body, sign(rotated.signing_secret, body))
+        if r.status_code != 401 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert r.status_code == 200 and r.json()["accepted"] == 3, r.text
+    refused(post(url, "/v1/records", gw.key, body, sign(gw.secret, body)), "does not match")
+    assert raw_count(pool, gw.id) == 3
+
+
+def test_cli_gateway_rotate_signing_secret(settings: CommonSettings, core: Core) -> None:
+    # Found in review: a leaked signing secret could only be retired with its whole gateway.
+    runner, env = CliRunner(), _cli_env(settings)
+    name = f"gw-sec-{uuid.uuid4().hex[:6]}"
+    key, secret = _add_signed(runner, env, name)
+    auth = GatewayAuth(core.pool.get(), ttl_seconds=0)
+
+    def printed(args: list[str]) -> dict[str, str]:
+        out = runner.invoke(cli_app, ["gateway", "rotate", name, *args], env=env)
+        assert out.exit_code == 0, out.output
+        return dict(line.split(" (shown once, store it now): ") for line in out.output.splitlines())
+
+    only = printed(["--signing-secret", "--keep-key"])
+    assert list(only) == [f"gateway {name}: new signing secret"]
+    second = only[f"gateway {name}: new signing secret"]
+    assert second.startswith("tks_") and second != secret
+    found = auth.authenticate(key)  # the key kept, with the new secret
+    assert found is not None and found.signing_secret == second
+    both = printed(["--signing-secret"])
+    new_key, third = both[f"gateway {name}: new key"], both[f"gateway {name}: new signing secret"]
+    assert auth.authenticate(key) is None
+    found = auth.authenticate(new_key)
+    assert found is not None and found.signing_secret == third and third != second
+    assert found.agencies == frozenset({SINGLE_AGENCY}) and found.gateway_id == name
+
+    plain = f"{name}-plain"
+    assert runner.invoke(cli_app, ["gateway", "add", plain, "--agency", SINGLE_AGENCY],
+                         env=env).exit_code == 0  # fmt: skip
+    for args, reason in (
+        ([plain, "--signing-secret"], "does not sign its requests"),
+        ([name, "--keep-key"], "rotates nothing on its own"),
+        (["gw-never-added", "--signing-secret"], "no active gateway"),
+    ):
+        out = runner.invoke(cli_app, ["gateway", "rotate", *args], env=env)
+        assert out.exit_code == 2 and reason in out.output, out.output
+        assert "tks_" not in out.output and "tk_" not in out.output
+    # Nothing was changed by the refusals.
+    found = auth.authenticate(new_key)
+    assert found is not None and found.signing_secret == third

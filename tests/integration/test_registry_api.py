@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import pytest
 import yaml
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import OperationalError
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -179,7 +182,12 @@ def test_propose_apply_and_reread_as_classified_now(
     assert api.get("/v1/registry").json()["version"] == proposal["version"]
     again = api.post(f"/v1/registry/proposals/{pid}/apply", headers=admin)
     assert again.status_code == 409
-    assert api.post("/v1/registry/proposals/p-nope/apply", headers=admin).status_code == 404
+    assert api.post("/v1/registry/proposals/p-000000000000/apply", headers=admin).status_code == 404
+    # A proposal id is bounded by its pattern: a 20,000-character one was echoed in a 404.
+    for method in ("GET", "POST"):
+        long = api.request(method, "/v1/registry/proposals/p-" + "a" * 20_000
+                           + ("/apply" if method == "POST" else ""), headers=admin)  # fmt: skip
+        assert long.status_code == 422 and len(long.text) < 2_000, (method, long.status_code)
 
     # A proposal made against the old version cannot be applied over the new one.
     stale = api.post("/v1/registry/proposals", params={"reason": "x"}, content=load()[1],
@@ -199,3 +207,41 @@ def test_propose_apply_and_reread_as_classified_now(
     assert now["totals"]["sovereign"] == 90.0 and now["domestic_share"] == 1.0
     then_again = api.get("/v1/share", params=window, headers=admin).json()
     assert then_again["totals"] == then["totals"]  # "then" is what was published
+
+
+class _LedgerWriteFails:
+    """A client whose insert into the change ledger fails (the engine went away between the
+    two inserts of a load); everything else reaches the real store."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def insert(self, table: str, *args: Any, **kwargs: Any) -> Any:
+        if table == "registry_changes":
+            raise OperationalError("connection refused (injected)")
+        return self._client.insert(table, *args, **kwargs)
+
+
+def test_a_load_that_failed_between_its_two_inserts_is_not_published(
+    api: TestClient, pool: ClientPool
+) -> None:
+    text = proposal_text(country_name="Bharat Ganarajya")
+    registry = parse(text, "half-loaded")
+    with pytest.raises(OperationalError):
+        registry_store.activate(cast(Client, _LedgerWriteFails(pool.get())), registry, text, author="t",
+                                reason="half", source="t")  # fmt: skip
+    # The text was kept (it is written first) but never came into force: not published.
+    assert registry_store.content(pool.get(), registry.version) == text
+    listed = [v["version"] for v in api.get("/v1/registry/versions").json()["versions"]]
+    assert registry.version not in listed and len(listed) >= 1
+    assert api.get(f"/v1/registry/versions/{registry.version}").status_code == 404
+    assert api.get("/v1/registry").json()["version"] != registry.version
+    # Loaded again, whole this time: in force and published.
+    registry_store.activate(pool.get(), registry, text, author="t", reason="again", source="t")
+    listed = [v["version"] for v in api.get("/v1/registry/versions").json()["versions"]]
+    assert listed.count(registry.version) == 1
+    assert api.get(f"/v1/registry/versions/{registry.version}").status_code == 200
+    assert api.get("/v1/registry").json()["version"] == registry.version

@@ -150,15 +150,32 @@ def gateway_revoke(
 
 @gateway_app.command("rotate")
 def gateway_rotate(
-    name: Annotated[str, typer.Argument(help="Gateway id")], data_dir: DataDir = None
+    name: Annotated[str, typer.Argument(help="Gateway id")],
+    signing_secret: Annotated[
+        bool, typer.Option("--signing-secret", help="Also give a signed gateway a new secret")
+    ] = False,
+    keep_key: Annotated[
+        bool, typer.Option("--keep-key", help="With --signing-secret: rotate the secret only")
+    ] = False,
+    data_dir: DataDir = None,
 ) -> None:
-    """Give a gateway a new key (shown once); the old key is refused within seconds."""
-    from tracker.gateways import rotate
+    """Give a gateway a new key (and with --signing-secret a new signing secret), each shown
+    once; the old ones are refused within seconds."""
+    from tracker.gateways import GatewayError, rotate
 
-    key = rotate(_store(data_dir), name)
-    if key is None:
+    if keep_key and not signing_secret:
+        fail("--keep-key rotates nothing on its own: add --signing-secret")
+    try:
+        rotated = rotate(_store(data_dir), name, key=not keep_key, secret=signing_secret)
+    except GatewayError as exc:
+        fail(str(exc))
+    if rotated is None:
         fail(f"no active gateway {name!r}")
-    typer.echo(f"gateway {name}: new key (shown once, store it now): {key}")
+    if rotated.key is not None:
+        typer.echo(f"gateway {name}: new key (shown once, store it now): {rotated.key}")
+    if rotated.signing_secret is not None:
+        typer.echo(f"gateway {name}: new signing secret (shown once, store it now): "
+                   f"{rotated.signing_secret}")  # fmt: skip
 
 
 def _store(data_dir: Path | None) -> Any:

@@ -1,0 +1,31 @@
+"""One `add` per name: gateway and API key names are claimed by their first insert.
+
+`tracker gateway add` and `tracker key add` check that a name is free, then insert. On a
+ClickHouse server two adds of one name can both pass the check, and ReplacingMergeTree would
+keep the later row: the earlier command's printed key would never work. So the insert carries
+a deduplication token per name, which the engine honours on these tables (migration 0007): of
+two such inserts only the first is kept. Each add then reads back whose key the row holds.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from clickhouse_connect.driver.client import Client
+
+Table = Literal["gateways", "api_keys"]
+_ID_COLUMN: dict[Table, str] = {"gateways": "gateway_id", "api_keys": "key_id"}
+
+
+def token(table: Table, name: str) -> dict[str, str]:
+    """The insert settings that make the first add of `name` the only one kept."""
+    return {"insert_deduplication_token": f"{table}-add-{name}"}
+
+
+def claimed(client: Client, table: Table, name: str, key_hash: str) -> bool:
+    """Whether the row stored for `name` is the one this add inserted (its key's hash)."""
+    rows = client.query(
+        f"SELECT key_hash FROM {table} FINAL WHERE {_ID_COLUMN[table]} = {{n:String}}",
+        parameters={"n": name},
+    ).result_rows
+    return bool(rows) and rows[0][0] == key_hash
