@@ -219,6 +219,27 @@ def test_a_limit_does_not_undo_the_complement(client: TestClient) -> None:
     assert len(one) == 1 and not one[0]["suppressed"]  # two cells left out: 36 in all
 
 
+def test_cost_groups_left_out_past_the_limit_count_as_withheld(
+    client: TestClient, auditor: dict[str, str]
+) -> None:
+    # Found in review: /v1/cost?group_by= stopped at 1,000 groups without saying so, and the
+    # groups past it were not counted as withheld: the published total minus the groups shown
+    # gave a small group left out alone. The same rule as the breakdown's `limit` now.
+    full = client.get("/v1/cost", params={**SMALL, "group_by": "agency"}, headers=auditor)
+    assert [g["key"] for g in full.json()["groups"]] == ["in-sbi", "in-cbse", "in-aiims-delhi"]
+    cut = client.get("/v1/cost", params={**SMALL, "group_by": "agency", "limit": 2}).json()
+    assert [g["key"] for g in cut["groups"]] == ["in-sbi", "in-cbse"]
+    assert not cut["groups"][0]["suppressed"] and cut["groups"][1]["suppressed"]
+    assert cut["groups"][1]["requests"] is None and not cut["total"]["suppressed"]
+    one = client.get("/v1/cost", params={**SMALL, "group_by": "agency", "limit": 1}).json()
+    assert len(one["groups"]) == 1 and not one["groups"][0]["suppressed"]
+    keyed = client.get("/v1/cost", params={**SMALL, "group_by": "agency", "limit": 2},
+                       headers=auditor).json()  # fmt: skip
+    assert not any(g["suppressed"] for g in keyed["groups"]) and len(keyed["groups"]) == 2
+    too_many = client.get("/v1/cost", params={**SMALL, "group_by": "agency", "limit": 1001})
+    assert too_many.status_code == 422 and "limit" in too_many.text
+
+
 NESTED_DAY = datetime(2026, 7, 14, tzinfo=UTC)  # between the demo days and SMALL_DAY
 
 

@@ -281,3 +281,39 @@ def test_bad_parameters_are_422_with_reason(
     response = seeded.get(path, params=params)
     assert response.status_code == 422, response.text
     assert reason in response.text
+
+
+def test_agency_keys_see_national_figures_as_the_public_does(
+    seeded: TestClient, pool: ClientPool, registry: Registry
+) -> None:
+    # Found in review: an agency key got every capacity period and outlook month unsuppressed,
+    # though they are national or sector figures built from other agencies' records.
+    key = add_key(pool.get(), registry, "capacity-agency-sbi", Role.agency, "in-sbi")[1]
+    with TestClient(create_app(pool), headers={"Authorization": f"Bearer {key}"}) as agency:
+        march = get(agency, "/v1/capacity", **{"from": "2024-03-01", "to": "2024-04-01"})
+        assert march["periods"][0]["suppressed"] and march["periods"][0]["inputs"] is None
+        trend = get(agency, "/v1/outlook", **{"from": "2023-01-01", "to": "2023-05-01"})
+        assert trend["history"] == [] and trend["withheld_months"] == 4
+        demo_months = get(agency, "/v1/capacity", **{"from": "2025-07-01", "to": "2025-10-01"})
+        assert not any(p["suppressed"] for p in demo_months["periods"])
+
+
+def test_a_small_period_is_never_withheld_alone(
+    seeded: TestClient, api: TestClient, pool: ClientPool, registry: Registry
+) -> None:
+    # Found in review: one small month withheld alone was the headline over the same range
+    # minus the months shown. Mid-2022: 3, 20 and 30 records, 10 requests each.
+    months = {6: 3, 7: 20, 8: 30}
+    land(pool, registry, [
+        rec(f"c{m}-{i}", "in-cbse", at(1 + i % 28, 12, month=m, year=2022), "sarvam", 10)
+        for m, n in months.items() for i in range(n)
+    ])  # fmt: skip
+    summer = {"from": "2022-06-01", "to": "2022-09-01"}
+    periods = get(api, "/v1/capacity", **summer)["periods"]
+    assert [p["suppressed"] for p in periods] == [True, True, False]  # July hidden with June
+    assert periods[2]["inputs"]["requests"] == 300
+    outlook_ = get(api, "/v1/outlook", **summer)
+    assert outlook_["withheld_months"] == 2
+    assert [h["month"] for h in outlook_["history"]] == ["2022-08-01"]
+    # Keys that see everything still get every period.
+    assert not any(p["suppressed"] for p in get(seeded, "/v1/capacity", **summer)["periods"])
