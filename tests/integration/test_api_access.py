@@ -180,6 +180,24 @@ def test_an_export_cut_off_is_audited_as_499_not_200(
     assert end is not None and end[3] == 499, end
 
 
+def test_audit_rows_count_what_each_answer_carries(
+    client: TestClient, pool: ClientPool, seeded: Seeded
+) -> None:
+    # Found in review: the headline, capacity, outlook and freshness were logged with 0 rows.
+    h = bearer(seeded.keys["auditor"])
+    before = len(audit_rows(pool, "test-auditor"))
+    capacity = client.get("/v1/capacity", params={**WINDOW, "period": "week"}, headers=h).json()
+    outlook = client.get("/v1/outlook", params={"from": "2026-04-01", "to": "2026-08-01"},
+                         headers=h).json()  # fmt: skip
+    for path in ("/v1/share", "/v1/freshness"):
+        assert client.get(path, headers=h).status_code == 200
+    ends = [(r[1], r[4]) for r in audit_rows(pool, "test-auditor")[before:] if r[0] == "end"]
+    assert ends == [("/v1/capacity", len(capacity["periods"])),
+                    ("/v1/outlook", len(outlook["history"])),
+                    ("/v1/share", 1), ("/v1/freshness", 1)]  # fmt: skip
+    assert len(capacity["periods"]) >= 4 and len(outlook["history"]) >= 1
+
+
 def test_admin_reads_the_audit_log_pages(client: TestClient, seeded: Seeded) -> None:
     h = bearer(seeded.keys["admin"])
     client.get("/v1/share", headers=bearer(seeded.keys["auditor"]))
