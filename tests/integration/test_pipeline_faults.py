@@ -97,6 +97,15 @@ def start(consumer: PipelineConsumer) -> threading.Thread:
     return thread
 
 
+def one_member(
+    settings: CommonSettings, core: Core, bootstrap: str, kind: str
+) -> tuple[str, str, PipelineConsumer, threading.Thread]:
+    """A fresh topic and group, and one pipeline member of that group running on it."""
+    topic, group = f"faults-{kind}-{uuid.uuid4().hex[:6]}", f"g-{uuid.uuid4().hex[:6]}"
+    consumer = run_pipeline(pipeline_settings(settings, bootstrap, topic, group), core)
+    return topic, group, consumer, start(consumer)
+
+
 def test_kill_9_mid_batch_and_restart(kafka_bootstrap: str, tmp_path: Path) -> None:
     """`tracker pipeline` as its own process, killed with SIGKILL while landing, twice."""
     topic, group = f"faults-kill-{uuid.uuid4().hex[:6]}", f"g-{uuid.uuid4().hex[:6]}"
@@ -346,10 +355,8 @@ def test_clickhouse_unavailable_during_ingest(
 ) -> None:
     """usage_raw detached (inserts fail) for OUTAGE_SECONDS while records keep arriving: the
     pipeline retries without committing or dead-lettering, and lands everything once back."""
-    topic, group = f"faults-ch-{uuid.uuid4().hex[:6]}", f"g-{uuid.uuid4().hex[:6]}"
     stream = make_stream(20_000, seed=4)
-    consumer = run_pipeline(pipeline_settings(settings, kafka_bootstrap, topic, group), core)
-    thread = start(consumer)
+    topic, group, consumer, thread = one_member(settings, core, kafka_bootstrap, "ch")
     third = len(stream.messages) // 3
     produce(kafka_bootstrap, topic, stream.messages[:third])
     deadline = time.monotonic() + 60
@@ -387,10 +394,8 @@ def test_a_stop_during_a_clickhouse_outage_leaves_at_once_and_loses_nothing(
 ) -> None:
     """SIGTERM's stop() while writes fail: the member leaves within seconds, not when ClickHouse
     returns, commits nothing of the batch in hand, and the next member lands all of it once."""
-    topic, group = f"faults-stop-{uuid.uuid4().hex[:6]}", f"g-{uuid.uuid4().hex[:6]}"
     stream = make_stream(6_000, seed=9)
-    consumer = run_pipeline(pipeline_settings(settings, kafka_bootstrap, topic, group), core)
-    thread = start(consumer)
+    topic, group, consumer, thread = one_member(settings, core, kafka_bootstrap, "stop")
     half = len(stream.messages) // 2
     produce(kafka_bootstrap, topic, stream.messages[:half])
     wait_caught_up(kafka_bootstrap, topic, group)
