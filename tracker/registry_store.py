@@ -99,11 +99,13 @@ def history(client: Client) -> list[Change]:
 
 # A version's text is written before the ledger row that puts it in force (what refers to it
 # comes second), so a load that fails between the two leaves a text no change refers to. Such a
-# text never came into force and is not published. Before the ledger existed (a store whose
-# ledger is still empty) every loaded text was in force at a process start, so all are.
+# text never came into force and is not published. Texts loaded before the ledger's first entry
+# (a store from before migration 0002, or one whose ledger is still empty) were each in force
+# from a process start, and records landed under them: they are published too.
 _PUBLISHED = (
     "(version IN (SELECT version FROM registry_changes) "
-    "OR (SELECT count() FROM registry_changes) = 0)"
+    "OR (SELECT count() FROM registry_changes) = 0 "
+    "OR loaded_at < (SELECT min(recorded_at) FROM registry_changes))"
 )
 
 
@@ -119,12 +121,22 @@ def content(client: Client, version: str, *, published: bool = False) -> str | N
 
 
 def versions(client: Client) -> list[tuple[str, datetime]]:
-    """Every version put in force (scheduled included), with when its text was first recorded."""
-    rows = client.query(
-        f"SELECT version, min(loaded_at) FROM registry_versions WHERE {_PUBLISHED} "
-        "GROUP BY version ORDER BY 2"
+    """Every version put in force (scheduled included), with when it was first recorded.
+
+    registry_versions keeps one row per version once merged (a version put back in force is
+    re-inserted with a new loaded_at, see activate), so its loaded_at alone would move to the
+    latest re-activation; the append-only ledger keeps when each change was first recorded."""
+    loaded = client.query(
+        f"SELECT version, min(loaded_at) FROM registry_versions WHERE {_PUBLISHED} GROUP BY version"
     ).result_rows
-    return [(str(v), _utc(at)) for v, at in rows]
+    rows = client.query(
+        "SELECT version, min(recorded_at) FROM registry_changes GROUP BY version"
+    ).result_rows
+    recorded: dict[str, datetime] = {str(v): _utc(at) for v, at in rows}
+    first: dict[str, datetime] = {}
+    for v, at in loaded:
+        first[str(v)] = min(_utc(at), recorded.get(str(v), _utc(at)))
+    return sorted(first.items(), key=lambda item: (item[1], item[0]))
 
 
 _PARSED: dict[str, Registry] = {}
@@ -205,6 +217,19 @@ def activate(
             "ahead but never backdated (records already landed keep the version then in force)"
         )
     in_force_now = current(client, now)
+    if in_force_now is None and effective > now:
+        # Nothing would be in force until then, so nothing to classify with; and a process
+        # starting meanwhile would record its configured file as in force now (found in
+        # review: that file was the version scheduled, which so took effect a day early).
+        raise ChangeError(
+            "no registry version is in force now: load one effective now before scheduling "
+            f"another from {effective.isoformat()}"
+        )
+    if in_force_now is not None and effective < in_force_now.effective_from:
+        # Backdated within the clock-skew tolerance, yet before the entry in force: recorded
+        # so, it would never come into force, as that entry starts later (found in review).
+        # It starts with that entry instead; its greater seq puts it ahead.
+        effective = in_force_now.effective_from
     previous = in_force_now.version if in_force_now else ""
     if effective_from is None and previous == registry.version:
         return None

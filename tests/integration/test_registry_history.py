@@ -203,3 +203,73 @@ def test_records_landed_after_a_run_still_count_now(pool: ClientPool) -> None:
     then = headline(client, Basis.requests, START, END)
     assert now.total == then.total == 238.0
     assert (now.sovereign, then.offshore) == (238.0, 208.0)
+
+
+def test_a_change_within_the_skew_tolerance_is_not_shadowed(pool: ClientPool) -> None:
+    # Found in review: B loaded 30 s "ago" (inside the tolerance) after A came into force now
+    # was recorded and reported, yet A, starting later, stayed in force for good.
+    client = pool.get()
+    a, a_text = india()
+    b, b_text = variant(a_text)
+    registry_store.activate(client, b, b_text, author="t", reason="base", source="t")
+    registry_store.activate(client, a, a_text, author="t", reason="a now", source="t")
+    change = registry_store.activate(client, b, b_text, author="t", reason="b, skewed clock",
+                                     source="t", effective_from=datetime.now(UTC) - timedelta(seconds=30))  # fmt: skip
+    assert change is not None
+    for later in (timedelta(0), timedelta(hours=1), timedelta(days=365)):
+        found = registry_store.current(client, datetime.now(UTC) + later)
+        assert found is not None and found.version == b.version, later
+    assert change.effective_from <= datetime.now(UTC)
+
+
+def test_versions_keep_when_they_were_first_recorded_across_merges(pool: ClientPool) -> None:
+    # Found in review: a version put back in force is re-inserted, and once the table merged,
+    # its "first loaded" time was the revert's and the list's order flipped.
+    client = pool.get()
+    a, a_text = india()
+    b, b_text = variant(a_text)
+    registry_store.activate(client, a, a_text, author="t", reason="a", source="t")
+    registry_store.activate(client, b, b_text, author="t", reason="b", source="t")
+    before = dict(registry_store.versions(client))
+    registry_store.activate(client, a, a_text, author="t", reason="a again", source="t")
+    client.command("OPTIMIZE TABLE registry_versions FINAL")
+    after = dict(registry_store.versions(client))
+    assert after[a.version] == before[a.version] < after[b.version] == before[b.version]
+    assert [v for v, _ in registry_store.versions(client)].index(a.version) < [
+        v for v, _ in registry_store.versions(client)
+    ].index(b.version)
+
+
+def test_versions_from_before_the_ledger_stay_published(pool: ClientPool) -> None:
+    # A store from before migration 0002: texts recorded at process starts, no ledger row.
+    client = pool.get()
+    data = yaml.safe_load(india()[1])
+    data["country_name"] = "India (a version from before the ledger)"
+    old = yaml.safe_dump(data, sort_keys=False)
+    registry = parse(old, "pre-ledger.yaml")
+    assert registry.version not in dict(registry_store.versions(client))
+    client.insert("registry_versions",
+                  [[registry.version, datetime(2024, 1, 1, tzinfo=UTC), "system", "start", old]],
+                  column_names=["version", "loaded_at", "author", "reason", "content"])  # fmt: skip
+    assert registry.version in dict(registry_store.versions(client))
+    assert registry_store.content(client, registry.version, published=True) == old
+
+
+def test_nothing_is_scheduled_while_nothing_is_in_force(pool: ClientPool) -> None:
+    # Found in review: on an empty ledger, a version scheduled for tomorrow left nothing in
+    # force, and a process starting with that file then recorded it as in force at once.
+    # (Last in the module: it empties the ledger.)
+    client = pool.get()
+    client.command("TRUNCATE TABLE registry_changes")
+    a, a_text = india()
+    with pytest.raises(registry_store.ChangeError, match="no registry version is in force now"):
+        registry_store.activate(client, a, a_text, author="t", reason="launch", source="t",
+                                effective_from=datetime.now(UTC) + timedelta(days=1))  # fmt: skip
+    assert registry_store.history(client) == []
+    registry_store.activate(client, a, a_text, author="t", reason="now", source="t")
+    b, b_text = variant(a_text)
+    scheduled = registry_store.activate(client, b, b_text, author="t", reason="launch",
+                                        source="t", effective_from=datetime.now(UTC) + timedelta(days=1))  # fmt: skip
+    assert scheduled is not None
+    found = registry_store.current(client)
+    assert found is not None and found.version == a.version
