@@ -21,7 +21,7 @@ from api.params import (
 )
 from tracker.access import Role
 from tracker.disclosure import hidden
-from tracker.metrics import AsClassified, Basis, Share, headline
+from tracker.metrics import AsClassified, Basis, Share, headline, hour_ceil, hour_floor
 
 router = APIRouter(tags=["share"])
 
@@ -79,19 +79,6 @@ class ShareResponse(BaseModel):
         default=False,
         description="public answers built from fewer records than the threshold are withheld",
     )
-
-
-def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def hour_floor(value: datetime) -> datetime:
-    return _utc(value).replace(minute=0, second=0, microsecond=0)
-
-
-def hour_ceil(value: datetime) -> datetime:
-    floor = hour_floor(value)
-    return floor if floor == _utc(value) else floor + timedelta(hours=1)
 
 
 PUBLIC_NOW_RANGE = timedelta(days=366)

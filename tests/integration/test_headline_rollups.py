@@ -19,6 +19,8 @@ from tracker.metrics import (
     daily_split,
     fast_share_sql,
     headline,
+    hour_ceil,
+    hour_floor,
     share_parameters,
     share_sql,
 )
@@ -48,6 +50,9 @@ def seeded(pool: ClientPool) -> ClientPool:
 
 def hourly_only(pool: ClientPool, basis: Basis, start: datetime, end: datetime,
                 filters: dict[str, list[str]]) -> tuple[float, ...]:  # fmt: skip
+    """The hourly rollup alone over the whole hours covering [start, end), as headline() reads
+    every range."""
+    start, end = hour_floor(start), hour_ceil(end)
     row = pool.query_rows(share_sql(basis, filters), share_parameters(start, end, filters))[0]
     return tuple(float(0 if v is None else v) for v in row)
 

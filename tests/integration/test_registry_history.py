@@ -205,6 +205,30 @@ def test_records_landed_after_a_run_still_count_now(pool: ClientPool) -> None:
     assert (now.sovereign, then.offshore) == (238.0, 208.0)
 
 
+def test_a_range_within_hours_reads_whole_hours_on_every_path(pool: ClientPool) -> None:
+    # Found in review: over 10:30-11:30, "then" read 2 records (the 11:00 hour), "now" 1 from
+    # usage_raw (occurred_at within the range), and 2 again once the month was reclassified.
+    client = pool.get()
+    a, a_text = india()
+    b, b_text = variant(a_text)
+    registry_store.activate(client, a, a_text, author="t", reason="base", source="t")
+    base = datetime(2026, 6, 10, 10, tzinfo=UTC)  # a month no other test lands in
+    records = [make(3000 + m, occurred_at=(base + timedelta(minutes=m)).isoformat())
+               for m in (10, 20, 40, 50, 70, 110)]  # fmt: skip
+    land(pool, a, records)
+    registry_store.activate(client, b, b_text, author="t", reason="NIC proxy", source="t")
+    start, end = base + timedelta(minutes=30), base + timedelta(minutes=90)
+    then = headline(client, Basis.requests, start, end)
+    now_raw = headline(client, Basis.requests, start, end, as_classified=AsClassified.now)
+    reclassify.run(client, b, datetime(2026, 6, 1, tzinfo=UTC), datetime(2026, 7, 1, tzinfo=UTC),
+                   author="t")  # fmt: skip
+    now_derived = headline(client, Basis.requests, start, end, as_classified=AsClassified.now)
+    # Whole hours 10:00-12:00: all six records, 2 requests each.
+    assert then.total == now_raw.total == now_derived.total == 12.0
+    assert (then.offshore, now_raw.sovereign, now_derived.sovereign) == (12.0, 12.0, 12.0)
+    registry_store.activate(client, a, a_text, author="t", reason="restore", source="t")
+
+
 def test_a_change_within_the_skew_tolerance_is_not_shadowed(pool: ClientPool) -> None:
     # Found in review: B loaded 30 s "ago" (inside the tolerance) after A came into force now
     # was recorded and reported, yet A, starting later, stayed in force for good.

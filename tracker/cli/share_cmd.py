@@ -25,7 +25,7 @@ def share(
 ) -> None:
     """Print the domestic share and the sums behind it as JSON."""
     from tracker.cli.registry_cmd import _client, _utc
-    from tracker.metrics import AsClassified, Basis, headline
+    from tracker.metrics import AsClassified, Basis, headline, hour_ceil, hour_floor
 
     try:
         chosen_basis, mode = Basis(basis), AsClassified(as_classified)
@@ -35,6 +35,8 @@ def share(
     start = _utc(from_, "--from")
     end = _utc(to or datetime.now(UTC) + timedelta(hours=1), "--to")
     assert start is not None and end is not None
+    # Whole hours, as headline() reads them (the rollups' resolution); printed so.
+    start, end = hour_floor(start), hour_ceil(end)
     if start >= end:
         typer.echo("tracker: --from must be before --to", err=True)
         raise typer.Exit(2)
