@@ -43,13 +43,40 @@ UNKNOWN_AGENCY = Agency(id="unknown", name="unknown", sector="unknown", channel=
 _CACHE_LIMIT = 100_000  # bounded: hosts are caller-controlled
 
 
+def _is_port(text: str) -> bool:
+    return 1 <= len(text) <= 5 and text.isascii() and text.isdigit()
+
+
+def host_part(endpoint_host: str) -> str:
+    """endpoint_host without a port or the brackets of an IPv6 literal: gateways report the
+    authority of the URL they called (`api.sarvam.ai:443`, `10.1.2.3:8443`, `[2001:db8::9]:443`)
+    as often as the bare host, and the port says nothing about where the request was served.
+    An unbracketed IPv6 literal (`2001:db8::1`) has more than one colon and is left whole: only
+    brackets can set a port apart from it."""
+    text = endpoint_host.strip()
+    if text.startswith("["):
+        inside, bracket, rest = text[1:].partition("]")
+        if bracket and (not rest or (rest.startswith(":") and _is_port(rest[1:]))):
+            return inside
+        return text
+    name, colon, port = text.rpartition(":")
+    if colon and ":" not in name and _is_port(port):
+        return name
+    return text
+
+
 def ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The address when endpoint_host is an IP literal (`10.0.0.1`, `::1`, `[::1]`)."""
-    text = host.strip().removeprefix("[").removesuffix("]")
+    """The address when endpoint_host is an IP literal (`10.0.0.1`, `::1`, `[::1]`, with or
+    without a port). An IPv4-mapped IPv6 address (`::ffff:10.0.0.1`, what a dual-stack socket
+    reports for an IPv4 peer) is the IPv4 address it carries, so IPv4 ranges match it (the
+    loader refuses ranges written in the mapped form, which could then never match)."""
     try:
-        return ipaddress.ip_address(text)
+        address = ipaddress.ip_address(host_part(host))
     except ValueError:
         return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 class _Index:
@@ -65,10 +92,17 @@ class _Index:
         for p in registry.providers:
             for name in (p.id, *p.aliases):
                 self.provider[name.lower()] = p
+        # Keyed by the provider's id, whichever of its names the registry lists the region
+        # under, so an alias shares its provider's regions both ways: a region written only
+        # under `gcp` is also google_vertex's and gemini's. (The loader refuses one provider/
+        # code pair mapped to two facilities under two names.) A name that is no provider's is
+        # kept as written.
         self.regions: dict[tuple[str, str], str] = {}
         for r in registry.regions:
-            for provider in r.providers:
-                self.regions[(provider.lower(), r.code.lower())] = r.facility
+            for name in r.providers:
+                owner = self.provider.get(name.lower())
+                key = owner.id.lower() if owner is not None else name.lower()
+                self.regions[(key, r.code.lower())] = r.facility
         hosts = [e for e in registry.endpoints if e.host is not None]
         self.exact_hosts = {e.host: e.facility for e in hosts if e.host and "*" not in e.host}
         # Longest suffix first, so a more specific pattern wins over a broader one.
@@ -135,11 +169,12 @@ def _classify(ix: _Index, provider: str, region: str | None, host: str | None) -
     known = ix.provider.get(prov)
     # A region code is named per provider; aliases share their provider's regions.
     if region:
-        # The canonical id first, so the recorded rule does not depend on the alias used.
-        for name in dict.fromkeys([known.id.lower() if known else prov, prov]):
-            facility = ix.regions.get((name, region.lower()))
-            if facility is not None:
-                return _of(ix, facility, f"region:{name}/{region.lower()}")
+        # Looked up (and recorded) by the canonical id, so the rule does not depend on the
+        # alias used.
+        name = known.id.lower() if known else prov
+        facility = ix.regions.get((name, region.lower()))
+        if facility is not None:
+            return _of(ix, facility, f"region:{name}/{region.lower()}")
     if host:
         address = ip_literal(host)
         if address is not None:
@@ -150,7 +185,7 @@ def _classify(ix: _Index, provider: str, region: str | None, host: str | None) -
                 if found is not None:
                     return _of(ix, found[1], f"ip:{found[0]}")
         else:
-            h = host.lower().rstrip(".")
+            h = host_part(host).lower().rstrip(".")
             facility = ix.exact_hosts.get(h)
             if facility is not None:
                 return _of(ix, facility, f"host:{h}")

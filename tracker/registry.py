@@ -45,6 +45,13 @@ Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217")]
 Rate = Annotated[Decimal, Field(gt=0, le=Decimal("1e9"))]
 
 DEFAULT_REGISTRY = "india.yaml"
+# A registry is at most ~5 levels deep (section, entry, grade, field). PyYAML builds nested
+# collections recursively, so a small file of nothing but brackets ("[" * 20000, 40 KB) would
+# otherwise end in a RecursionError instead of a refusal with a reason.
+MAX_DEPTH = 64
+# Addresses of the form ::ffff:a.b.c.d: the classifier matches them as the IPv4 address a.b.c.d
+# (tracker/classify.py), so a range inside this block could never match anything.
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 
 class RegistryError(ValueError):
@@ -136,15 +143,51 @@ class Endpoint(_Strict):
     facility: Code
 
     @model_validator(mode="after")
-    def _one_of(self) -> Endpoint:
+    def _one_of(self, info: ValidationInfo) -> Endpoint:
         if (self.host is None) == (self.cidr is None):
             raise ValueError("give exactly one of host (hostname pattern) or cidr (IP range)")
         if self.cidr is not None:
             try:
-                ipaddress.ip_network(self.cidr, strict=True)
+                net = ipaddress.ip_network(self.cidr, strict=True)
             except ValueError as exc:
                 raise ValueError(f"cidr: not an IP range in CIDR notation: {exc}") from exc
+            mapped = isinstance(net, ipaddress.IPv6Network) and net.subnet_of(_IPV4_MAPPED)
+            if mapped and not _stored(info):
+                # Written beside the IPv4 form, the same addresses would have two facilities.
+                assert isinstance(net, ipaddress.IPv6Network)
+                v4 = ipaddress.IPv4Network((int(net.network_address) & 0xFFFFFFFF,
+                                            net.prefixlen - 96))  # fmt: skip
+                raise ValueError(
+                    f"cidr: {self.cidr} is an IPv4-mapped IPv6 range, and a mapped endpoint_host "
+                    f"(::ffff:a.b.c.d) is matched as IPv4: write it as {v4}"
+                )
         return self
+
+    @field_validator("host")
+    @classmethod
+    def _host_can_match(cls, host: str | None, info: ValidationInfo) -> str | None:
+        """Refuse patterns that no endpoint_host can ever match: the classifier drops a host's
+        trailing dot and matches IP literals against cidr ranges only, so such a pattern would
+        sit in the registry looking like a rule while classifying nothing (and `a.in` beside
+        `a.in.` would look like two rules for one host)."""
+        if host is None or _stored(info):
+            return host
+        name = host.removeprefix("*.")
+        if "" in name.split("."):
+            raise ValueError(
+                f"{host!r} has an empty label (a leading or trailing dot, or '..'): endpoint "
+                "hosts are matched without their trailing dot, so it could never match"
+            )
+        if name == host:  # an exact pattern: `*.10.0.0.1` still matches `a.10.0.0.1`
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                return host
+            raise ValueError(
+                f"{host!r} is an IP address: an IP literal endpoint_host is matched against "
+                f"cidr ranges only, never host patterns, so write cidr: {host}/32"
+            )
+        return host
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> Any:
@@ -225,8 +268,8 @@ class Registry(_Strict):
         return rates
 
     @model_validator(mode="after")
-    def _references_resolve(self) -> Registry:
-        problems = reference_problems(self.model_dump(mode="json"))
+    def _references_resolve(self, info: ValidationInfo) -> Registry:
+        problems = reference_problems(self.model_dump(mode="json"), stored=_stored(info))
         if problems:
             raise ValueError("; ".join(f"{path}: {reason}" for path, reason in problems))
         return self
@@ -248,20 +291,32 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def reference_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
+def _stored(info: ValidationInfo) -> bool:
+    """Whether a version already stored is being read back (`parse(..., stored=True)`)."""
+    return bool(info.context and info.context.get("stored"))
+
+
+def reference_problems(data: dict[str, Any], *, stored: bool = False) -> list[tuple[str, str]]:
     """Cross-references and uniqueness, as (path, reason). Tolerant of malformed entries, so it
-    also runs on a file that failed field validation and every error is listed in one pass."""
+    also runs on a file that failed field validation and every error is listed in one pass.
+    `stored`: without the checks added after versions were first stored (see parse)."""
     problems: list[tuple[str, str]] = []
 
-    def unique(section: str, what: str, keys: list[tuple[int, str | None]]) -> set[str]:
-        seen: set[str] = set()
+    def unique(
+        section: str, what: str, keys: list[tuple[int, str | None]], *, fold: bool = False
+    ) -> set[str]:
+        seen: dict[str, str] = {}  # compared key -> the first spelling written
         for i, key in keys:
             if key is None:
                 continue
-            if key in seen:
-                problems.append((f"{section}.{i}", f"duplicate {what} {key!r}"))
-            seen.add(key)
-        return seen
+            compared = key.lower() if fold else key
+            first = seen.get(compared)
+            if first is None:
+                seen[compared] = key
+                continue
+            also = "" if first == key else f" (same as {first!r}: compared regardless of case)"
+            problems.append((f"{section}.{i}", f"duplicate {what} {key!r}{also}"))
+        return set(seen.values())
 
     def ids(section: str) -> set[str]:
         return unique(section, "id", [(i, _str(x.get("id"))) for i, x in _items(data, section)])
@@ -273,7 +328,10 @@ def reference_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
         names.append((i, _str(p.get("id"))))
         aliases = p.get("aliases")
         names.extend((i, _str(a)) for a in (aliases if isinstance(aliases, list) else []))
-    unique("providers", "id or alias", names)
+    # The classifier looks provider names up regardless of case (gateways write `OpenAI` as
+    # well as `openai`), so `Anthropic` beside `anthropic` is one name claimed twice: accepted,
+    # the later entry would silently take every record of the earlier one.
+    unique("providers", "id or alias", names, fold=not stored)
     # The same evidence mapped twice would make the answer depend on the order of the file.
     endpoints = _items(data, "endpoints")
     unique("endpoints", "host", [(i, _str(e.get("host"))) for i, e in endpoints])
@@ -282,12 +340,40 @@ def reference_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
         with contextlib.suppress(ValueError):  # a malformed range is reported by its field
             nets.append((i, str(ipaddress.ip_network(str(e["cidr"]))) if "cidr" in e else None))
     unique("endpoints", "cidr range", nets)
-    pairs: list[tuple[int, str | None]] = []
+    # Regions are matched per provider, whichever of its names (id or alias) either the
+    # registry or the record uses, and regardless of case (tracker/classify.py). Listing one
+    # region under both the id and an alias is how the shipped files are written and harmless
+    # when both say the same facility; two facilities for one provider/code would make the
+    # answer depend on the order of the file.
+    provider_of: dict[str, str] = {}
+    for _, p in _items(data, "providers"):
+        pid, aliases = _str(p.get("id")), p.get("aliases")
+        if pid is None:
+            continue
+        for name in [pid, *(aliases if isinstance(aliases, list) else [])]:
+            if isinstance(name, str):
+                provider_of.setdefault(name.lower(), pid.lower())
+    written: set[str] = set()
+    served: dict[tuple[str, str], tuple[int, str, str | None]] = {}
     for i, r in _items(data, "regions"):
-        provs, code = r.get("providers"), _str(r.get("code"))
+        provs, code, facility = r.get("providers"), _str(r.get("code")), _str(r.get("facility"))
         for p in provs if isinstance(provs, list) and code else []:
-            pairs.append((i, f"{p}/{code}".lower()))
-    unique("regions", "provider/code pair", pairs)
+            if not isinstance(p, str) or code is None:
+                continue  # reported by its field
+            pair = f"{p}/{code}".lower()
+            if pair in written:
+                problems.append((f"regions.{i}", f"duplicate provider/code pair {pair!r}"))
+                continue
+            written.add(pair)
+            key = (provider_of.get(p.lower(), p.lower()), code.lower())
+            at, name, other = served.setdefault(key, (i, p, facility))
+            if other != facility and not stored:
+                first = f"{name}/{code}".lower()
+                problems.append((f"regions.{i}", (
+                    f"provider/code pair {pair!r} maps to facility {facility!r}, but {first!r} "
+                    f"(the same provider) maps to {other!r} at regions.{at}: an alias shares "
+                    "its provider's regions"
+                )))  # fmt: skip
 
     def resolve(section: str, field: str, known: set[str], what: str) -> None:
         for i, item in _items(data, section):
@@ -306,10 +392,42 @@ def reference_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
     return problems
 
 
-def parse(text: str, source: str) -> Registry:
-    """Parse and validate registry YAML; every problem is reported, nothing is half-loaded."""
+class _TooDeep(yaml.MarkedYAMLError):
+    pass
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, refusing collections nested deeper than MAX_DEPTH before the
+    recursive composer and constructor can exhaust the interpreter's stack. What it returns
+    for any other document is exactly what safe_load returns, so no version changes."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _TooDeep(problem=f"nested deeper than {MAX_DEPTH} levels",
+                               problem_mark=self.get_mark())  # fmt: skip
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def parse(text: str, source: str, *, stored: bool = False) -> Registry:
+    """Parse and validate registry YAML; every problem is reported, nothing is half-loaded.
+
+    `stored`: the text of a version already recorded (registry_versions), read back to classify
+    or to show history. It was valid when loaded, and refusing it now would stop every process
+    at start and every look at that history, so the checks added since (provider names that
+    differ only in case, a provider/region pair with two facilities, host patterns that can
+    never match, IPv4-mapped ranges) refuse new files only. Its version hash is unaffected."""
     try:
-        data: Any = yaml.safe_load(text)
+        data: Any = yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader
+    except _TooDeep as exc:
+        where = f"line {exc.problem_mark.line + 1}" if exc.problem_mark else "document"
+        reason = f"nested deeper than {MAX_DEPTH} levels: not a registry (one is ~5 deep)"
+        raise RegistryError(source, [(where, reason)]) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "document"
@@ -317,7 +435,7 @@ def parse(text: str, source: str) -> Registry:
     if not isinstance(data, dict):
         raise RegistryError(source, [("document", "must be a mapping at the top level")])
     try:
-        return Registry.model_validate(data)
+        return Registry.model_validate(data, context={"stored": stored})
     except ValidationError as exc:
         errors: list[tuple[str, str]] = []
         for err in exc.errors(include_url=False, include_input=False):
@@ -326,7 +444,7 @@ def parse(text: str, source: str) -> Registry:
             path = ".".join(str(p) for p in err["loc"])
             for reason in err["msg"].removeprefix("Value error, ").split("; "):
                 errors.append((path, reason))
-        errors.extend(reference_problems(data))
+        errors.extend(reference_problems(data, stored=stored))
         raise RegistryError(source, errors) from exc
 
 

@@ -152,7 +152,7 @@ def registry_of(client: Client, version: str) -> Registry | None:
     text = content(client, version)
     if text is None:
         return None
-    parsed = parse(text, f"registry_versions:{version}")
+    parsed = parse(text, f"registry_versions:{version}", stored=True)
     if parsed.version != version:  # the content hash is the version: never trust a mismatch
         raise RegistryError(version, [("content", f"hashes to {parsed.version}, not {version}")])
     with _PARSED_LOCK:

@@ -121,10 +121,20 @@ def unrelated_entry(
     providers = [p.id for p in reg.providers]
     operators = [o.id for o in reg.operators]
     fresh = label.map(lambda s: f"{FRESH_PREFIX}-{s}")
-    region = st.tuples(st.sampled_from(providers), fresh, st.sampled_from(facilities)).map(
-        lambda t: ("regions", {"providers": [t[0]], "code": t[1], "facility": t[2]},
-                   (t[0], t[1], None))
-    )  # fmt: skip
+    # A region is listed under any of a provider's names (id or alias) and carried by a record
+    # under any of them, as aliases share their provider's regions.
+    names = {p.id: [p.id, *p.aliases] for p in reg.providers}
+
+    def region_of(t: tuple[str, str, str]) -> st.SearchStrategy[tuple[Any, ...]]:
+        written, carried = st.sampled_from(names[t[0]]), st.sampled_from(names[t[0]])
+        return st.tuples(written, carried).map(
+            lambda w: ("regions", {"providers": [w[0]], "code": t[1], "facility": t[2]},
+                       (w[1], t[1], None))
+        )  # fmt: skip
+
+    region = st.tuples(st.sampled_from(providers), fresh, st.sampled_from(facilities)).flatmap(
+        region_of
+    )
     host = st.tuples(label, st.sampled_from(facilities)).map(
         lambda t: ("endpoints", {"host": f"{t[0]}{FRESH_HOST_SUFFIX}", "facility": t[1]},
                    ("nobody", None, f"{t[0]}{FRESH_HOST_SUFFIX}"))
