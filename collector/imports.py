@@ -11,6 +11,11 @@ first bytes). A file seen again resumes from its offset when the fingerprint mat
 least that long (an appended log continues); a rotated, replaced or truncated file starts over.
 A crash between a send and its checkpoint resends at most one batch; record ids make that
 harmless.
+
+The last line of a file may lack its line break (RFC 4180 §2.2 and JSON Lines both make the
+final one optional). A one-shot import reads the file as finished, that line included, and the
+checkpoint then ends past it. The watcher holds such a line back while the file may still be
+being written, and reads it once the file has kept the same size for `settle` seconds.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import hashlib
 import io
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +40,9 @@ from collector.adapters.common import Context, Mapped, Rejected, run
 
 HEAD_BYTES: Final = 4096
 PATTERNS: Final = ("*.jsonl", "*.ndjson", "*.log", "*.csv")
+# Seconds a watched file must keep its size before its unterminated last line is read: a writer
+# appends a line in one go, so a line still without its break this long after is complete.
+SETTLE_SECONDS: Final = 30.0
 MAX_ERRORS_KEPT: Final = 1_000  # refusals a report lists; the rest are counted
 
 
@@ -171,27 +180,37 @@ def file_format(path: Path, declared: str = "auto") -> str:
     return "csv" if path.suffix.lower() == ".csv" else "jsonl"
 
 
-def _lines(f: io.BufferedReader, offset: int, line: int) -> Iterator[tuple[int, int, bytes]]:
-    """(line number, end offset, raw line); a last line without newline is left for later:
-    the writer may still be appending to it."""
+def _lines(
+    f: io.BufferedReader, offset: int, line: int, final: bool
+) -> Iterator[tuple[int, int, bytes]]:
+    """(line number, end offset, raw line). A last line without a line break is read when the
+    file is `final` (complete: the break before EOF is optional in CSV and JSON Lines); else it
+    is left for later, since the writer may still be appending to it."""
     f.seek(offset)
     for raw in f:
-        if not raw.endswith(b"\n"):
+        if not raw.endswith(b"\n") and not final:
             return
         offset += len(raw)
         line += 1
         yield line, offset, raw
 
 
-def read_jsonl(path: Path, offset: int, line: int, ctx: Context) -> Iterator[Item]:
+def read_jsonl(
+    path: Path, offset: int, line: int, ctx: Context, *, final: bool = True
+) -> Iterator[Item]:
     with path.open("rb") as f:
-        for number, end, raw in _lines(f, offset, line):
+        for number, end, raw in _lines(f, offset, line, final):
             if not raw.strip():
                 continue
             try:
                 data = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
                 yield Item(number, end, Rejected("line", f"not valid JSON: {exc}"))
+                continue
+            if isinstance(data, list):
+                # Most likely a whole JSON export (one array) rather than JSON Lines: say so.
+                reason = "a JSON array; the importer reads JSON Lines, one JSON object per line"
+                yield Item(number, end, Rejected("line", reason))
                 continue
             yield Item(number, end, run(openai_log.map_line, data, ctx))
 
@@ -209,7 +228,9 @@ def csv_header(path: Path) -> tuple[list[str], int]:
     return header, len(first)
 
 
-def read_csv(path: Path, offset: int, line: int, ctx: Context) -> Iterator[Item]:
+def read_csv(
+    path: Path, offset: int, line: int, ctx: Context, *, final: bool = True
+) -> Iterator[Item]:
     header, header_end = csv_header(path)
     if not header:
         return
@@ -219,7 +240,7 @@ def read_csv(path: Path, offset: int, line: int, ctx: Context) -> Iterator[Item]
         position = {"end": offset, "line": line}
 
         def decoded() -> Iterator[str]:
-            for number, end, raw in _lines(f, offset, line):
+            for number, end, raw in _lines(f, offset, line, final):
                 position["end"], position["line"] = end, number
                 yield raw.decode("utf-8", errors="replace")
 
@@ -347,16 +368,18 @@ class Importer:
         self.batch_size = batch_size
         self.declared_format = declared_format
 
-    def import_file(self, path: Path, on_progress: Callable[[int], None] | None = None
-                    ) -> FileReport:  # fmt: skip
+    def import_file(self, path: Path, on_progress: Callable[[int], None] | None = None,
+                    *, final: bool = True) -> FileReport:  # fmt: skip
+        """Import what `path` holds past its checkpoint. `final`: the file is complete, so an
+        unterminated last line is read too (the watcher passes False while it may grow)."""
         offset, line = self.checkpoints.resume(path)
         report = FileReport(str(path), resumed_from=offset)
         fmt = file_format(path, self.declared_format)
         if fmt == "csv":
             report.ignored_columns = csv_export.ignored_columns(csv_header(path)[0])
-            items = read_csv(path, offset, line, self.ctx)
+            items = read_csv(path, offset, line, self.ctx, final=final)
         else:
-            items = read_jsonl(path, offset, line, self.ctx)
+            items = read_jsonl(path, offset, line, self.ctx, final=final)
         batch: list[dict[str, Any]] = []
         lines: list[int] = []
         reached, last_line = offset, line
@@ -389,23 +412,41 @@ def candidates(directory: Path) -> list[Path]:
     return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))
 
 
+@dataclass
+class _Seen:
+    size: int
+    since: float  # monotonic time the file was first seen at this size
+    finished: bool = False  # read as complete (unterminated last line included) at this size
+
+
 def watch(
     directory: Path,
     importer: Importer,
     stop: threading.Event,
     on_report: Callable[[FileReport], None],
     interval: float = 2.0,
+    settle: float = SETTLE_SECONDS,
 ) -> None:
     """Poll a directory: import new files and what was appended to known ones, until `stop`.
-    Polling (not inotify) works the same on network shares, containers and every OS."""
-    sizes: dict[Path, int] = {}
+    Polling (not inotify) works the same on network shares, containers and every OS.
+
+    A file that changed is read up to its last complete line: the writer may be in the middle
+    of the next one. Once it has kept its size for `settle` seconds it is taken as finished and
+    read once more with its unterminated last line (an export written without a final line
+    break would otherwise never be read); the checkpoint then ends past that line."""
+    seen: dict[Path, _Seen] = {}
     while not stop.is_set():
         for path in candidates(directory):
-            size = path.stat().st_size
-            if sizes.get(path) == size:
+            size, now = path.stat().st_size, time.monotonic()
+            known = seen.get(path)
+            if known is None or known.size != size:
+                seen[path] = _Seen(size, now)
+                report = importer.import_file(path, final=False)
+            elif not known.finished and now - known.since >= settle:
+                known.finished = True
+                report = importer.import_file(path, final=True)
+            else:
                 continue
-            sizes[path] = size
-            report = importer.import_file(path)
             if report.accepted or report.rejected:
                 on_report(report)
         stop.wait(interval)

@@ -35,7 +35,10 @@ OPENGATELLM_TYPE: Final = "org.sovereignty-tracker.opengatellm.v1"
 LITELLM_TYPE: Final = "org.sovereignty-tracker.litellm.v1"
 TYPES: Final = (USAGE_TYPE, OPENGATELLM_TYPE, LITELLM_TYPE)
 
-_EXTENSION_NAME: Final = re.compile(r"^[a-z0-9]{1,20}$")
+# CloudEvents 1.0 (spec.md, "Attribute Naming Convention"): names MUST be lowercase ASCII
+# letters or digits; that they "SHOULD NOT exceed 20 characters" is advice to producers, not a
+# rule, so a longer name is accepted (a refusal would lose the event's usage over a naming style).
+_EXTENSION_NAME: Final = re.compile(r"[a-z0-9]+")
 _URI_SCHEME: Final = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 NonEmpty = Annotated[StrictStr, Field(min_length=1, max_length=2048)]
 
@@ -65,8 +68,8 @@ class CloudEvent(BaseModel):
         if self.data is not None and self.data_base64 is not None:
             raise ValueError("data and data_base64 are mutually exclusive")
         for name, value in (self.model_extra or {}).items():
-            if not _EXTENSION_NAME.match(name):
-                raise ValueError(f"attribute name {name!r}: use 1-20 lowercase letters or digits")
+            if not _EXTENSION_NAME.fullmatch(name):  # fullmatch: "$" would pass "name\n"
+                raise ValueError(f"attribute name {name!r}: use lowercase letters a-z or digits")
             if not isinstance(value, str | int | bool) or isinstance(value, float):
                 raise ValueError(f"extension {name!r} must be a string, integer or boolean")
         return self

@@ -5,13 +5,17 @@ Where the usage is looked for: the line itself (a logged response body), `respon
 (`prompt_tokens`/`completion_tokens`) and Responses API usage (`input_tokens`/`output_tokens`)
 are both read. Lines that are OpenGateLLM usage rows are read with that adapter.
 
-record_id, first present: the response body's `id` (chatcmpl-..., resp_...), the line's
-`request_id` / `x_request_id`, `response.request_id`, the line's `id`; else `oai:` + SHA-256 of
-the line's canonical JSON (keys sorted), so the same line always gets the same id.
-occurred_at: `timestamp`, `time`, `start_time`, `created_at`, else the body's `created` (epoch
-seconds). provider/endpoint_host/region: the line's own fields, else the importer's --provider
-(default `openai`), --endpoint-host, --region. The agency: `agency_id` (or `metadata.agency_id`)
-of the line, else --agency.
+record_id, first present: the line's `request_id` / `x_request_id`, `response.request_id`, the
+line's `id` (a Batch API output line's `batch_req_...`), the response body's `id` (chatcmpl-...,
+resp_...); else `oai:` + SHA-256 of the line's canonical JSON (keys sorted), so the same line
+always gets the same id. Request ids come first because they are unique per request, while some
+servers repeat response ids across distinct calls (Ollama's OpenAI-compatible API answers
+`chatcmpl-<random number below 999>`): two calls sharing a record_id would count once.
+occurred_at: `timestamp`, `time`, `start_time`, `created_at`, else the body's `created` (Chat
+Completions) or `created_at` (a Responses API object) in epoch seconds.
+provider/endpoint_host/region: the line's own fields, else the importer's --provider (default
+`openai`), --endpoint-host, --region. The agency: `agency_id` (or `metadata.agency_id`) of the
+line, else --agency.
 """
 
 from __future__ import annotations
@@ -84,14 +88,19 @@ def map_line(item: Any, ctx: Context) -> dict[str, Any] | None:
                   dig(line, "request", "body", "model"))  # fmt: skip
     if not isinstance(model, str):
         raise SourceError("model", "line names no model")
+    # A nested Responses API object (Batch output of /v1/responses) dates itself `created_at`;
+    # when the body is the line itself, that is the line's own `created_at` read before.
     when = first(line.get("timestamp"), line.get("time"), line.get("start_time"),
-                 line.get("created_at"), body.get("created"), line.get("created"))  # fmt: skip
+                 line.get("created_at"), body.get("created"), body.get("created_at"),
+                 line.get("created"))  # fmt: skip
     status_code = coerce("status_code", as_int, first(line.get("status_code"),
                          dig(line, "response", "status_code")))  # fmt: skip
     failed = (status_code is not None and status_code >= 400) or bool(line.get("error"))
     cost = coerce("cost", as_cost, line.get("cost"))
-    own_id = first(body.get("id"), line.get("request_id"), line.get("x_request_id"),
-                   dig(line, "response", "request_id"), line.get("id"))  # fmt: skip
+    # Unique-per-request ids before the response body's id, which is only a fallback (see the
+    # module docstring). When the body is the line itself, line["id"] is the body's id.
+    own_id = first(line.get("request_id"), line.get("x_request_id"),
+                   dig(line, "response", "request_id"), line.get("id"), body.get("id"))  # fmt: skip
     return drop_none(
         {
             "record_id": source_id("oai", own_id, line),

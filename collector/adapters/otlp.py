@@ -1,9 +1,15 @@
 """OTLP traces -> records, following the OpenTelemetry GenAI semantic conventions.
 
 A span is a usage item when it carries `gen_ai.operation.name`, `gen_ai.provider.name` or the
-older `gen_ai.system`; every other span is ignored (not rejected). Agent and tool spans
-(`invoke_agent`, `create_agent`, `execute_tool`) are ignored too: the model calls they wrap are
-spans of their own, and counting both would count one inference twice.
+older `gen_ai.system`; every other span is ignored (not rejected). Spans whose operation is not a
+model inference are ignored too (NOT_INFERENCES): agent, workflow, planning and tool spans wrap
+model calls that are spans of their own (counting both would count one inference twice), and
+retrieval and memory spans are calls to a vector or memory store, not to a model.
+
+record_id is the span's own identity, `otel:<trace id><span id>`: unique per span and the same
+in every resend of it. `gen_ai.response.id` is only a fallback for a span without ids, because
+some servers repeat it across distinct calls (Ollama's OpenAI-compatible API answers
+`chatcmpl-<random number below 999>`), and two calls sharing an id would count once.
 """
 
 from __future__ import annotations
@@ -47,7 +53,30 @@ OPERATIONS: Final = {
     "audio": "audio",
     "rerank": "rerank",
 }
-NOT_INFERENCES: Final = frozenset({"invoke_agent", "create_agent", "execute_tool"})
+# gen_ai.operation.name values of the GenAI semantic conventions registry
+# (open-telemetry/semantic-conventions-genai, model/gen-ai/registry.yaml and spans.yaml) whose
+# spans are not a model inference. They are ignored (not counted, not refused): agent, workflow
+# and plan spans are parents of the model call spans (the plan span's LLM call "SHOULD be a
+# child of the plan span"), tool spans run tools, `retrieval` queries a vector database or search
+# system, and the memory operations read or write a memory store. A model call any of them makes
+# is reported as a span of its own (chat, embeddings, ...), which is the one counted.
+NOT_INFERENCES: Final = frozenset(
+    {
+        "create_agent",
+        "invoke_agent",
+        "invoke_workflow",
+        "plan",
+        "execute_tool",
+        "retrieval",
+        "search_memory",
+        "create_memory",
+        "update_memory",
+        "upsert_memory",
+        "delete_memory",
+        "create_memory_store",
+        "delete_memory_store",
+    }
+)
 
 # Well-known gen_ai.provider.name values -> the registry's provider ids, so a span classifies
 # like the same call reported by any other gateway. Unlisted names pass through unchanged.
@@ -180,6 +209,18 @@ def _int(attrs: dict[str, Any], name: str, *aliases: str) -> int | None:
     return None
 
 
+def _record_id(span: Span, attrs: dict[str, Any]) -> str | None:
+    """`otel:<trace id><span id>` when the span has both ids (OTLP requires them; the pair is
+    unique per span and resent unchanged), else a stable id from `gen_ai.response.id`, else
+    None (the contract then refuses the span: nothing could recognise its resend)."""
+    if span.trace_id and span.span_id:
+        return f"otel:{span.trace_id.hex()}{span.span_id.hex()}"
+    response_id = attrs.get("gen_ai.response.id")
+    if response_id:
+        return source_id("otel", response_id, response_id)
+    return None
+
+
 def map_span(item: SpanItem, ctx: Context) -> dict[str, Any] | None:
     span = item.span
     attrs = attributes(span.attributes)
@@ -201,21 +242,19 @@ def map_span(item: SpanItem, ctx: Context) -> dict[str, Any] | None:
         latency = (span.end_time_unix_nano - span.start_time_unix_nano) // 1_000_000
     operation = attrs.get("gen_ai.operation.name")
     error = span.status.code == Status.STATUS_CODE_ERROR or "error.type" in attrs
-    span_key = span.trace_id.hex() + span.span_id.hex()
     return drop_none(
         {
-            "record_id": source_id("otel", attrs.get("gen_ai.response.id"), None)
-            if attrs.get("gen_ai.response.id")
-            else f"otel:{span_key}"
-            if span_key
-            else None,
+            "record_id": _record_id(span, attrs),
             "agency_id": ctx.agency(*(merged.get(k) for k in AGENCY_ATTRIBUTES)),
             "occurred_at": started,
             "provider": PROVIDERS.get(provider, provider),
             "model": model,
             "operation": OPERATIONS.get(str(operation), "other") if operation else "chat",
             "endpoint_host": _str(attrs, "server.address"),
-            "region": _str(merged, "cloud.region"),
+            # Span level only: on a client span `cloud.region` is the region of the called
+            # service; on the resource it is where the instrumented application runs, which
+            # says nothing about where the model served the call.
+            "region": _str(attrs, "cloud.region"),
             "input_tokens": _int(attrs, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"),
             "output_tokens": _int(
                 attrs, "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens"

@@ -98,20 +98,25 @@ def test_jsonl_import_resume_and_idempotent(
     got = pool.get().query(
         "SELECT record_id, operation, tier FROM usage_raw WHERE gateway_id = {g:String} "
         "ORDER BY record_id", parameters={"g": keys.single_id}).result_rows  # fmt: skip
-    assert got == [("chatcmpl-b90", "chat", "offshore"), ("chatcmpl-imp0001", "chat", "offshore"),
+    # The Batch output line lands under its request id (req_abc), not its body's chatcmpl-b90.
+    assert got == [("chatcmpl-imp0001", "chat", "offshore"), ("req_abc", "chat", "offshore"),
                    ("resp_77", "chat", "onshore")]  # fmt: skip
 
     # Nothing new: the checkpoint resumes at the end, nothing is sent.
     again = _run(str(log), *common)
     assert again.exit_code == 0, again.output
     assert "0 imported, 0 refused (resumed at byte" in again.output
-    # Appended lines: only they are read.
+    # Appended lines: only they are read; a one-shot import takes the file as finished, so its
+    # last line counts without a line break (optional at the end of JSON Lines).
     with log.open("a") as f:
         f.write(json.dumps(_chat(10)) + "\n" + json.dumps(_chat(11)) + "\n")
-        f.write(json.dumps(_chat(12)))  # no newline yet: still being written, left for later
+        f.write(json.dumps(_chat(12)))
     more = _run(str(log), *common)
-    assert "2 imported, 0 refused (resumed at byte" in more.output, more.output
-    assert raw_count(pool, keys.single_id) == 5
+    assert "3 imported, 0 refused (resumed at byte" in more.output, more.output
+    assert raw_count(pool, keys.single_id) == 6
+    # ... and the checkpoint ends past it: a re-run reads nothing twice.
+    after = _run(str(log), *common)
+    assert f"0 imported, 0 refused (resumed at byte {log.stat().st_size})" in after.output
     # Lines refused for want of an agency were passed by; --from-start sends them again once
     # the cause is fixed (found in review: only deleting the checkpoint file could).
     nameless = tmp_path / "nameless.jsonl"
@@ -126,7 +131,7 @@ def test_jsonl_import_resume_and_idempotent(
     # Checkpoints gone: everything is sent again and still counted once.
     (tmp_path / "state/import/checkpoints.json").unlink()
     _run(str(log), *common)
-    assert raw_count(pool, keys.single_id) == 5
+    assert raw_count(pool, keys.single_id) == 6
 
 
 def test_csv_exports(url: str, keys: Keys, pool: ClientPool, tmp_path: Path) -> None:
@@ -160,6 +165,26 @@ def test_csv_exports(url: str, keys: Keys, pool: ClientPool, tmp_path: Path) -> 
     assert (
         raw_count(pool, keys.single_id, "record_id IN ('opengatellm-501', 'opengatellm-502')") == 2
     )
+
+
+def test_csv_export_without_final_line_break(
+    url: str, keys: Keys, pool: ClientPool, tmp_path: Path
+) -> None:
+    # RFC 4180 §2.2: the last record's line break is optional. Found in review: that record
+    # was neither imported nor reported.
+    export = tmp_path / "no_final_crlf.csv"
+    export.write_bytes(
+        b"record_id,occurred_at,agency_id,provider,model,input_tokens\r\n"
+        + f"crlf-1,{NOW.isoformat()},{SINGLE_AGENCY},sarvam,sarvam-m,10\r\n".encode()
+        + f"crlf-2,{NOW.isoformat()},{SINGLE_AGENCY},sarvam,sarvam-m,20".encode()
+    )
+    common = ["--url", url, "--key", keys.single, "--data-dir", str(tmp_path / "state")]
+    first = _run(str(export), *common)
+    assert first.exit_code == 0 and "2 imported, 0 refused" in first.output, first.output
+    assert raw_count(pool, keys.single_id, "startsWith(record_id, 'crlf-')") == 2
+    again = _run(str(export), *common)
+    size = export.stat().st_size
+    assert f"0 imported, 0 refused (resumed at byte {size})" in again.output, again.output
 
 
 def test_unusable_arguments_exit_2(url: str, keys: Keys, tmp_path: Path) -> None:
@@ -204,6 +229,50 @@ def test_watcher_imports_new_files(url: str, keys: Keys, pool: ClientPool, tmp_p
         sender.close()
     assert raw_count(pool, keys.single_id) == before + 2
     assert [r.accepted for r in reports] == [1, 1]
+
+
+def test_watcher_reads_an_unterminated_last_line_once_the_file_settles(
+    url: str, keys: Keys, pool: ClientPool, tmp_path: Path
+) -> None:
+    # A line without its break may still be being written, so the watcher holds it back; but an
+    # export that simply ends without one must not wait forever: once the file keeps its size
+    # for `settle` seconds, the line is read, and the checkpoint ends past it.
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    marks = Checkpoints(tmp_path / "cp.json")
+    sender = Sender(url, keys.single)
+    importer = Importer(sender, marks, Context(default_agency=SINGLE_AGENCY))
+    reports: list[FileReport] = []
+    stop = threading.Event()
+    settle = 4.0
+    thread = threading.Thread(target=watch, args=(inbox, importer, stop, reports.append, 0.1),
+                              kwargs={"settle": settle})  # fmt: skip
+    before = raw_count(pool, keys.single_id)
+    log = inbox / "export.jsonl"
+    try:
+        log.write_text(json.dumps(_chat(300)) + "\n" + json.dumps(_chat(301)))
+        written = time.monotonic()
+        thread.start()
+        deadline = written + 20
+        while raw_count(pool, keys.single_id) < before + 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if time.monotonic() < written + settle - 1.5:  # well inside the settle window
+            assert raw_count(pool, keys.single_id) == before + 1
+        while raw_count(pool, keys.single_id) < before + 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert time.monotonic() - written >= settle
+    finally:
+        stop.set()
+        if thread.is_alive():
+            thread.join(timeout=10)
+    try:
+        assert raw_count(pool, keys.single_id) == before + 2
+        assert [r.accepted for r in reports] == [1, 1]
+        assert marks.resume(log)[0] == log.stat().st_size
+        # A one-shot import after it finds nothing left to read.
+        assert importer.import_file(log).accepted == 0
+    finally:
+        sender.close()
 
 
 class _SpendLogs(BaseHTTPRequestHandler):

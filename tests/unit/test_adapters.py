@@ -37,10 +37,13 @@ def test_otlp_json_maps_genai_spans_only() -> None:
     chat, embed, agent, http = mapped
     assert agent is None and http is None
     record = _valid(chat)
+    # The span's own ids, not its gen_ai.response.id (chatcmpl-AbC123); the resource's
+    # cloud.region (where the app runs) is not the region that served the call.
     assert (record.record_id, record.agency_id, record.provider, record.model) == (
-        "chatcmpl-AbC123", "in-mohfw", "azure_openai", "gpt-4o-2024-08-06")  # fmt: skip
+        "otel:5b8efff798038103d269b633813fc60ceee19b7ec3c1b174", "in-mohfw", "azure_openai",
+        "gpt-4o-2024-08-06")  # fmt: skip
     assert (record.region, record.endpoint_host, record.latency_ms) == (
-        "centralindia", "moh-prod.openai.azure.com", 1250)  # fmt: skip
+        None, "moh-prod.openai.azure.com", 1250)  # fmt: skip
     assert (record.input_tokens, record.output_tokens, record.status) == (812, 164, "ok")
     errored = _valid(embed)
     assert errored.record_id == "otel:5b8efff798038103d269b633813fc60ceee19b7ec3c1b175"
@@ -109,7 +112,8 @@ def test_openai_jsonl_lines() -> None:
     mapped = [run(openai_log.map_line, json.loads(line), ONE) for line in lines]
     chat, batch, responses, embeddings = (_valid(m) for m in mapped[:4])
     assert (chat.record_id, chat.agency_id, chat.latency_ms) == ("chatcmpl-9xY1", "in-cbse", 412)
-    assert (batch.record_id, batch.input_tokens, batch.provider) == ("chatcmpl-b7", 900, "openai")
+    # A Batch output line: its request id (req_77), not the body's chatcmpl-b7.
+    assert (batch.record_id, batch.input_tokens, batch.provider) == ("req_77", 900, "openai")
     assert responses.record_id.startswith("oai:") and responses.status == "error"
     assert (responses.provider, responses.region, responses.output_tokens) == (
         "azure_openai", "centralindia", 7)  # fmt: skip
@@ -228,7 +232,8 @@ def test_jsonl_reader_lines_offsets_and_partial_last_line(tmp_path: Path) -> Non
     path = tmp_path / "a.jsonl"
     good = (FIXTURES / "openai/access.jsonl").read_text().splitlines()[0]
     path.write_text(f"{good}\n\nnot json\n{good}")
-    items = list(read_jsonl(path, 0, 0, ONE))
+    # While the file may still grow (the watcher), the unterminated last line is left.
+    items = list(read_jsonl(path, 0, 0, ONE, final=False))
     assert [i.line for i in items] == [1, 3]  # blank skipped, unfinished last line left
     assert isinstance(items[1].mapped, Rejected)
     assert items[-1].end == len(f"{good}\n\nnot json\n")
@@ -260,3 +265,199 @@ def test_checkpoints_resume_append_and_rotation(tmp_path: Path) -> None:
     (tmp_path / "b.jsonl").write_text("xxx\nyyy\nzzz\n")
     (tmp_path / "b.jsonl").rename(log)  # another file under the same name
     assert Checkpoints(tmp_path / "cp.json").resume(log) == (0, 0)
+
+
+# --- Defects found in review (tests fail without their fixes) -------------------------------
+
+
+def _otlp_request(resource: dict[str, str], *spans: dict[str, Any]) -> list[otlp.SpanItem]:
+    """An OTLP/JSON ExportTraceServiceRequest (hex ids, string attributes except token counts),
+    decoded the way /v1/traces decodes it."""
+
+    def kv(key: str, value: Any) -> dict[str, Any]:
+        if isinstance(value, int):
+            return {"key": key, "value": {"intValue": str(value)}}
+        return {"key": key, "value": {"stringValue": value}}
+
+    body = {"resourceSpans": [{
+        "resource": {"attributes": [kv(k, v) for k, v in resource.items()]},
+        "scopeSpans": [{"scope": {"name": "test"}, "spans": [
+            {**{k: v for k, v in span.items() if k != "attributes"},
+             "name": "chat", "kind": 3,
+             "startTimeUnixNano": "1767225600000000000", "endTimeUnixNano": "1767225601000000000",
+             "attributes": [kv(k, v) for k, v in span["attributes"].items()]}
+            for span in spans]}]}]}  # fmt: skip
+    return list(otlp.spans(otlp.decode(json.dumps(body).encode(), "application/json")))
+
+
+CHAT_SPAN: dict[str, Any] = {
+    "gen_ai.operation.name": "chat",
+    "gen_ai.provider.name": "aws.bedrock",
+    "gen_ai.request.model": "anthropic.claude-3-5-sonnet",
+    "server.address": "bedrock-runtime.us-east-1.amazonaws.com",
+    "gen_ai.usage.input_tokens": 100,
+}
+
+
+def test_otlp_region_is_the_called_service_s_not_the_application_s() -> None:
+    # OTel semconv: a resource's cloud.region is where the instrumented app runs; on a client
+    # span it "identifies the region where the called destination is deployed". An app in
+    # ap-south-1 calling Bedrock in us-east-1 must not be recorded as served in ap-south-1.
+    app_in_mumbai = {"cloud.provider": "aws", "cloud.region": "ap-south-1"}
+    ids = {"traceId": "0af7651916cd43dd8448eb211c80319c"}
+    unstated, stated = _otlp_request(
+        app_in_mumbai,
+        {**ids, "spanId": "b7ad6b7169203331", "attributes": CHAT_SPAN},
+        {**ids, "spanId": "b7ad6b7169203332",
+         "attributes": {**CHAT_SPAN, "cloud.region": "us-east-1"}},
+    )  # fmt: skip
+    assert _valid(run(otlp.map_span, unstated, ONE)).region is None
+    assert _valid(run(otlp.map_span, stated, ONE)).region == "us-east-1"
+
+
+def test_otlp_record_id_is_the_span_not_a_repeated_response_id() -> None:
+    # Ollama's OpenAI-compatible API names every answer chatcmpl-<rand.Intn(999)>: two distinct
+    # calls may share gen_ai.response.id, and must still count twice.
+    ollama = {**CHAT_SPAN, "gen_ai.provider.name": "openai", "gen_ai.response.id": "chatcmpl-512"}
+    spans = (
+        {"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331",
+         "attributes": ollama},
+        {"traceId": "4bf92f3577b34da6a3ce929d0e0e4736", "spanId": "00f067aa0ba902b7",
+         "attributes": {**ollama, "gen_ai.usage.input_tokens": 900}},
+    )  # fmt: skip
+    first = [_valid(run(otlp.map_span, item, ONE)) for item in _otlp_request({}, *spans)]
+    assert [r.record_id for r in first] == [
+        "otel:0af7651916cd43dd8448eb211c80319cb7ad6b7169203331",
+        "otel:4bf92f3577b34da6a3ce929d0e0e473600f067aa0ba902b7",
+    ]
+    # An exporter's retry resends the same spans: the same ids, so they land once.
+    again = [_valid(run(otlp.map_span, item, ONE)) for item in _otlp_request({}, *spans)]
+    assert [r.record_id for r in again] == [r.record_id for r in first]
+    # Only a span without ids (OTLP requires them) falls back on the response id.
+    (idless,) = _otlp_request({}, {"attributes": ollama})
+    assert _valid(run(otlp.map_span, idless, ONE)).record_id == "chatcmpl-512"
+
+
+# Every gen_ai.operation.name of the current GenAI semantic conventions registry
+# (open-telemetry/semantic-conventions-genai model/gen-ai/registry.yaml) that is not a call to
+# a model, with the attributes its span definition (spans.yaml) gives it.
+NOT_MODEL_CALLS = [
+    ("create_agent", {"gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o"}),
+    ("invoke_agent", {"gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o"}),
+    ("invoke_workflow", {"gen_ai.workflow.name": "multi_agent_rag"}),
+    ("plan", {"gen_ai.agent.name": "triage"}),
+    ("execute_tool", {"gen_ai.tool.name": "Flights"}),
+    ("retrieval", {"gen_ai.provider.name": "openai", "gen_ai.request.model":
+                   "text-embedding-3-small", "gen_ai.data_source.id": "vs_123"}),
+    ("search_memory", {"gen_ai.provider.name": "aws.bedrock", "gen_ai.memory.store.id": "ms_1"}),
+    ("create_memory", {"gen_ai.memory.store.id": "ms_1"}),
+    ("update_memory", {"gen_ai.memory.store.id": "ms_1"}),
+    ("upsert_memory", {"gen_ai.memory.store.id": "ms_1"}),
+    ("delete_memory", {"gen_ai.memory.store.id": "ms_1"}),
+    ("create_memory_store", {"gen_ai.provider.name": "aws.bedrock"}),
+    ("delete_memory_store", {"gen_ai.provider.name": "aws.bedrock"}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("operation", "attributes"), NOT_MODEL_CALLS)
+def test_otlp_ignores_operations_that_are_not_model_calls(
+    operation: str, attributes: dict[str, Any]
+) -> None:
+    (item,) = _otlp_request(
+        {"tracker.agency_id": "in-mohfw"},
+        {"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331",
+         "attributes": {"gen_ai.operation.name": operation, **attributes}},
+    )  # fmt: skip
+    assert run(otlp.map_span, item, NONE) is None  # neither counted nor refused
+
+
+@pytest.mark.parametrize(
+    ("operation", "expected"),
+    [("chat", "chat"), ("generate_content", "chat"), ("text_completion", "completion"),
+     ("embeddings", "embeddings")],
+)  # fmt: skip
+def test_otlp_model_calls_still_count(operation: str, expected: str) -> None:
+    (item,) = _otlp_request(
+        {},
+        {"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331",
+         "attributes": {**CHAT_SPAN, "gen_ai.operation.name": operation}},
+    )  # fmt: skip
+    assert _valid(run(otlp.map_span, item, ONE)).operation == expected
+
+
+def test_openai_log_record_id_is_the_request_s_not_a_repeated_response_id() -> None:
+    def line(request_id: str | None, hour: int, tokens: int) -> dict[str, Any]:
+        logged = {"timestamp": f"2026-01-01T{hour:02d}:00:00Z", "endpoint_host": "ollama.moh.in",
+                  "response": {"id": "chatcmpl-512", "object": "chat.completion",
+                               "created": 1767225600 + 3600 * hour, "model": "llama3.1:8b",
+                               "usage": {"prompt_tokens": tokens, "completion_tokens": 5}}}  # fmt: skip
+        return logged if request_id is None else {"request_id": request_id, **logged}
+
+    a, b = (_valid(run(openai_log.map_line, line(r, h, t), ONE))
+            for r, h, t in (("req-1", 0, 100), ("req-2", 1, 900)))  # fmt: skip
+    assert (a.record_id, b.record_id) == ("req-1", "req-2")
+    resent = _valid(run(openai_log.map_line, json.loads(json.dumps(line("req-1", 0, 100))), ONE))
+    assert resent.record_id == "req-1"
+    # Nothing better on the line: the response id is the fallback.
+    assert _valid(run(openai_log.map_line, line(None, 2, 7), ONE)).record_id == "chatcmpl-512"
+
+
+def test_openai_batch_output_of_responses_api_is_dated_by_created_at() -> None:
+    # One line of an OpenAI Batch output file for /v1/responses: the body is a Response object,
+    # dated `created_at` (a Chat Completion says `created`).
+    batch_line = {"id": "batch_req_1", "custom_id": "r-1", "error": None,
+                  "response": {"status_code": 200, "request_id": "req_abc", "body": {
+                      "id": "resp_67ccd2bed1ec8190", "object": "response",
+                      "created_at": 1741476542, "status": "completed",
+                      "model": "gpt-4o-2024-08-06",
+                      "usage": {"input_tokens": 36, "output_tokens": 87, "total_tokens": 123}}}}  # fmt: skip
+    record = _valid(run(openai_log.map_line, batch_line, ONE))
+    assert record.occurred_at == as_time(1741476542)
+    assert (record.record_id, record.operation, record.input_tokens) == ("req_abc", "chat", 36)
+
+
+def test_a_last_line_without_line_break_is_read_once(tmp_path: Path) -> None:
+    # RFC 4180 §2.2 and JSON Lines make the final line break optional: a finished file's last
+    # record must be read, and the checkpoint must then end past it.
+    jsonl, csv_file = tmp_path / "access.jsonl", tmp_path / "export.csv"
+    jsonl.write_text(
+        '{"id":"chatcmpl-1","created":1767225600,"model":"gpt-4o","usage":{"prompt_tokens":1}}\n'
+        '{"id":"chatcmpl-2","created":1767225660,"model":"gpt-4o","usage":{"prompt_tokens":3}}'
+    )
+    csv_file.write_bytes(b"record_id,occurred_at,provider,model,input_tokens\r\n"
+                         b"r1,2026-01-01T00:00:00Z,openai,gpt-4o,10\r\n"
+                         b"r2,2026-01-01T00:01:00Z,openai,gpt-4o,20")  # fmt: skip
+    marks = Checkpoints(tmp_path / "cp.json")
+    for path, reader, ids in ((jsonl, read_jsonl, ["chatcmpl-1", "chatcmpl-2"]),
+                              (csv_file, read_csv, ["r1", "r2"])):  # fmt: skip
+        items = list(reader(path, 0, 0, ONE))
+        assert [_valid(i.mapped).record_id for i in items] == ids
+        assert items[-1].end == path.stat().st_size
+        marks.save(path, items[-1].end, items[-1].line)
+        offset, line = Checkpoints(tmp_path / "cp.json").resume(path)
+        assert list(reader(path, offset, line, ONE)) == []  # a re-run reads nothing twice
+        # Held back only while the file may still grow (the watcher, before it settles).
+        assert [_valid(i.mapped).record_id for i in reader(path, 0, 0, ONE, final=False)] == (
+            ids[:1])  # fmt: skip
+
+
+def test_a_json_array_file_is_refused_saying_json_lines(tmp_path: Path) -> None:
+    # docs/collectors.md once said an OpenGateLLM usage export in JSON could be imported; only
+    # JSON Lines is read, and a whole-array file says so rather than a bare type error.
+    path = tmp_path / "usage.json"
+    path.write_text('[{"id": 7, "datetime": "2025-10-10 12:00:00", "model": "albert-large"}]\n')
+    (item,) = read_jsonl(path, 0, 0, ONE)
+    assert isinstance(item.mapped, Rejected) and "JSON Lines" in item.mapped.reason
+
+
+def test_cloudevents_extension_names_over_20_characters_are_accepted() -> None:
+    # CloudEvents 1.0: names "SHOULD NOT exceed 20 characters" (advice), but MUST be lowercase
+    # a-z or 0-9 (a rule, still enforced).
+    event = {"specversion": "1.0", "id": "evt-1", "source": "//gw.example/app",
+             "type": cloudevents.USAGE_TYPE, "time": "2026-01-01T00:00:00Z",
+             "deploymentenvironment": "prod", "agencyid": "in-moe",
+             "data": {"provider": "krutrim", "model": "krutrim-2", "input_tokens": 300}}  # fmt: skip
+    assert _valid(run(cloudevents.map_event, event, NONE)).agency_id == "in-moe"
+    for bad in ("deployment_environment", "Deploymentenvironment", "env\n"):
+        refused = run(cloudevents.map_event, {**event, bad: "prod"}, NONE)
+        assert isinstance(refused, Rejected) and "lowercase" in refused.reason, bad
