@@ -86,18 +86,30 @@ def applied(client: Client) -> dict[int, str]:
     return {int(v): str(c) for v, c in rows}
 
 
+def pending(client: Client) -> list[Migration]:
+    """The migrations not applied yet (an edited one is a MigrationError, as in migrate)."""
+    done = applied(client)
+    for migration in available():
+        _check_frozen(migration, done.get(migration.version))
+    return [m for m in available() if m.version not in done]
+
+
+def _check_frozen(migration: Migration, recorded: str | None) -> None:
+    if recorded is not None and recorded != migration.checksum:
+        raise MigrationError(
+            f"migration {migration.version:04d}_{migration.name} was edited after it was "
+            "applied; released migrations are frozen: add a new numbered file instead"
+        )
+
+
 def migrate(client: Client) -> list[Migration]:
     """Apply every pending migration; returns the ones applied by this call."""
     done = applied(client)
     ran: list[Migration] = []
     for migration in available():
         recorded = done.get(migration.version)
+        _check_frozen(migration, recorded)
         if recorded is not None:
-            if recorded != migration.checksum:
-                raise MigrationError(
-                    f"migration {migration.version:04d}_{migration.name} was edited after it was "
-                    "applied; released migrations are frozen: add a new numbered file instead"
-                )
             continue
         for statement in migration.statements():
             client.command(statement)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from typer.testing import CliRunner
 
 from pipeline.processor import Processor
 from pipeline.writer import Writer
 from tracker.classify import Classifier
+from tracker.cli import app as cli_app
 from tracker.clickhouse import ClientPool
 from tracker.contract import UsageRecord, parse_record
 from tracker.migrate import MigrationError, available, migrate
@@ -48,6 +51,24 @@ def test_migrate_twice_is_a_no_op(pool: ClientPool) -> None:
     assert migrate(pool.get()) == []
     recorded = pool.query_rows("SELECT version FROM schema_migrations ORDER BY version")
     assert [r[0] for r in recorded] == [m.version for m in available()]
+
+
+def test_migrate_check_waits_on_pending_migrations(settings: CommonSettings) -> None:
+    # What deploy/k8s's init containers loop on: 1 while the migrate Job has not applied the
+    # schema, 0 once it has, and nothing applied by the check itself.
+    database = f"migcheck_{uuid.uuid4().hex[:8]}"
+    env = {"TRACKER_DATA_DIR": str(settings.data_dir), "TRACKER_CLICKHOUSE_DATABASE": database}
+    runner = CliRunner()
+    first = runner.invoke(cli_app, ["migrate", "--check"], env=env)
+    assert first.exit_code == 1, first.output
+    assert f"{len(available())} migration(s) pending" in first.output
+    assert "pending 0001_init" in first.output
+    again = runner.invoke(cli_app, ["migrate", "--check"], env=env)
+    assert again.exit_code == 1  # the check applied nothing
+    assert runner.invoke(cli_app, ["migrate"], env=env).exit_code == 0
+    done = runner.invoke(cli_app, ["migrate", "--check"], env=env)
+    assert done.exit_code == 0 and "0 migration(s) pending" in done.output, done.output
+    ClientPool(settings, database=database).get().command(f"DROP DATABASE `{database}`")
 
 
 def test_edited_migration_is_refused(pool: ClientPool) -> None:

@@ -139,3 +139,21 @@ def test_kubectl_kustomize_builds_the_manifests() -> None:
     assert done.returncode == 0, done.stderr
     kinds = [d["kind"] for d in yaml.safe_load_all(done.stdout) if d]
     assert "Secret" not in kinds and "StatefulSet" in kinds
+
+
+def test_k8s_workloads_start_only_after_the_migrate_job() -> None:
+    # Found in review: `kubectl apply -k` started the Job and the workloads at once, and every
+    # process also migrates when it opens ClickHouse: two runs of a data step (0005's backfill)
+    # at once double-counted the daily rollup. The workloads now wait for the Job's schema.
+    for name, spec in pod_specs():
+        if name == "tracker-migrate":
+            assert "initContainers" not in spec
+            continue
+        [wait] = spec["initContainers"]
+        assert wait["image"] == spec["containers"][0]["image"], name
+        assert wait["command"][:2] == ["sh", "-c"]
+        assert "until tracker migrate --check;" in wait["command"][2], name
+        assert wait["envFrom"] == spec["containers"][0]["envFrom"], name
+        assert wait["securityContext"]["readOnlyRootFilesystem"] is True
+        mounts = {m["mountPath"] for m in wait["volumeMounts"]}
+        assert {"/tmp", "/var/lib/tracker"} <= mounts, name

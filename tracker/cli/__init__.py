@@ -37,7 +37,10 @@ app.command()(share)
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Local state (default ./var)")]
 Host = Annotated[str | None, typer.Option("--host", help="Listen address (default 127.0.0.1)")]
-Port = Annotated[int | None, typer.Option("--port", help="Listen port (default 8000)")]
+Port = Annotated[
+    int | None,
+    typer.Option("--port", help="Listen port (default: api and up 8000, collector 8001)"),
+]
 
 
 def fail(message: str) -> NoReturn:
@@ -68,13 +71,27 @@ def _logging(level: str) -> None:
 
 
 @app.command()
-def migrate(data_dir: DataDir = None) -> None:
+def migrate(
+    data_dir: DataDir = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Apply nothing: exit 1 while any migration is pending")
+    ] = False,
+) -> None:
     """Apply pending ClickHouse migrations (safe to run again)."""
     from tracker.clickhouse import ClientPool
     from tracker.migrate import migrate as run_migrations
+    from tracker.migrate import pending
     from tracker.settings import CommonSettings
 
     settings = _settings(CommonSettings, data_dir=data_dir)
+    if check:
+        # What a process waits on before it starts (deploy/k8s): the migrate Job applies the
+        # schema alone, so a data step (migration 0005's backfill) never runs twice at once.
+        waiting = pending(ClientPool(settings).get())
+        for m in waiting:
+            typer.echo(f"pending {m.version:04d}_{m.name}")
+        typer.echo(f"{len(waiting)} migration(s) pending in {settings.redacted_dsn()}")
+        raise typer.Exit(1 if waiting else 0)
     ran = run_migrations(ClientPool(settings).get())
     for m in ran:
         typer.echo(f"applied {m.version:04d}_{m.name}")
