@@ -6,10 +6,10 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
-import orjson
 from fastapi import HTTPException, Request, status
 
 from collector.adapters.common import Rejected
+from tracker import json_read
 
 _MAX_MEMBERS = 10_000  # gzip members in one body (a writer appends one per flush at most)
 
@@ -82,15 +82,15 @@ def json_items(body: bytes) -> list[Any]:
     if not body.strip():
         raise HTTPException(422, "body is empty: send a JSON array, a JSON object or JSON lines")
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as body_exc:
+        data = json_read.loads(body)
+    except json_read.JSONError as body_exc:
         items: list[Any] = []
         for number, line in enumerate(body.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
-                items.append(orjson.loads(line))
-            except orjson.JSONDecodeError as line_exc:
+                items.append(json_read.loads(line))
+            except json_read.JSONError as line_exc:
                 items.append(Rejected("record", f"line {number} is not valid JSON: {line_exc}"))
         if all(isinstance(item, Rejected) for item in items):
             raise HTTPException(

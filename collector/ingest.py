@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -18,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from collector.auth import GatewayDep
 from collector.bodies import read_decoded
 from collector.sink import DeliveryFailed, Sink
+from tracker import json_read
 from tracker.contract import (
     FieldError,
     UsageRecord,
@@ -102,8 +102,8 @@ def validate_body(
 def parse_json(body: bytes, what: str = "body") -> Any:
     """`body` parsed, or 422 naming `what` and where the JSON broke."""
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        return json_read.loads(body)
+    except json_read.JSONError as exc:
         raise HTTPException(422, f"{what} is not valid JSON: {exc}") from exc
 
 

@@ -6,6 +6,7 @@ consumer and replay alike.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from tracker import json_read
 from tracker.classify import UNKNOWN_AGENCY, Classifier
 from tracker.contract import (
     Operation,
@@ -132,8 +134,8 @@ class Processor:
             return Processed(rows=[self.row(r, partition, offset) for r in records])
         out = Processed()
         try:
-            data = orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
+            data = json_read.loads(value)
+        except json_read.JSONError as exc:
             out.rejections.append(Rejection(-1, "", "message", f"not JSON: {exc}", _clip(value)))
             return out
         items = data if isinstance(data, list) else [data]
@@ -159,4 +161,7 @@ def _clip(value: bytes, limit: int = 64 * 1024) -> str:
 
 
 def _dump(item: Any) -> str:
-    return _clip(orjson.dumps(item, default=str))
+    try:
+        return _clip(orjson.dumps(item, default=str))
+    except TypeError:  # an integer beyond 64 bits (read by json_read): the standard library
+        return _clip(json.dumps(item, default=str).encode())

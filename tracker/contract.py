@@ -7,6 +7,7 @@ definition every hop validates against; its JSON Schema in docs/ is generated fr
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -85,7 +86,13 @@ class Tier(StrEnum):
 
 
 Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_LEN, pattern=_ID_RE.pattern)]
-Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LEN)]
+# No control characters in names and codes: a line break inside a model name split a CSV export's
+# row in two, and the export counts rows by line (found in review); no gateway names a model so.
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LEN, pattern=_PRINTABLE)]
+# A double holds 15 significant decimal digits exactly: a cost sent as a JSON number with more
+# was rounded on the way in (found in review); sent as a string, it keeps all 21 the column has.
+FLOAT_COST_DIGITS: Final = 15
 
 
 class UsageRecord(BaseModel):
@@ -110,23 +117,27 @@ class UsageRecord(BaseModel):
     provider: Name = Field(description="Provider as the gateway saw it, e.g. azure_openai.")
     model: Name = Field(description="Model as the gateway saw it, e.g. gpt-4o.")
     operation: Operation = Operation.chat
-    endpoint_host: Annotated[str, Field(max_length=253)] | None = Field(
+    endpoint_host: Annotated[str, Field(max_length=253, pattern=_PRINTABLE)] | None = Field(
         default=None, description="Host that served the request (server.address)."
     )
-    region: Annotated[str, Field(max_length=64)] | None = Field(
+    region: Annotated[str, Field(max_length=64, pattern=_PRINTABLE)] | None = Field(
         default=None, description="Cloud region code, e.g. centralindia, ap-south-1."
     )
     request_count: int = Field(default=1, ge=1, le=MAX_REQUEST_COUNT)
     input_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
     output_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
-    cost: Decimal | None = Field(default=None, ge=0, le=MAX_COST, decimal_places=9)
+    cost: Decimal | None = Field(
+        default=None, ge=0, le=MAX_COST, decimal_places=9,
+        description="In `currency`, at most 9 decimals. As a JSON number at most 15 significant "
+        "digits (what a double holds exactly); as a string, all of them.",
+    )  # fmt: skip
     currency: str | None = Field(
         default=None, validate_default=True, description="ISO 4217 code, required with cost."
     )
     latency_ms: int | None = Field(default=None, ge=0, le=86_400_000)
     status: Status = Status.ok
     energy_wh: float | None = Field(default=None, ge=0, le=1e12, allow_inf_nan=False)
-    use_case: Annotated[str, Field(max_length=64)] | None = None
+    use_case: Annotated[str, Field(max_length=64, pattern=_PRINTABLE)] | None = None
     schema_version: int = Field(default=SCHEMA_VERSION, ge=SCHEMA_VERSION, le=SCHEMA_VERSION)
 
     @field_validator("occurred_at")
@@ -150,6 +161,23 @@ class UsageRecord(BaseModel):
             raise ValueError(f"timestamp before {EARLIEST.date()} is not plausible")
         if value > _latest_plausible():
             raise ValueError("timestamp is in the future")
+        return value
+
+    @field_validator("cost", mode="before")
+    @classmethod
+    def _exact_cost(cls, value: Any) -> Any:
+        # A JSON number arrives as a double. Up to 15 significant digits it is exactly the
+        # decimal sent (its shortest form is that decimal); more could have been rounded, and
+        # an altered cost must be refused, not stored.
+        if isinstance(value, float) and math.isfinite(value):
+            text = repr(value)
+            digits = text.split("e")[0].replace("-", "").replace(".", "").strip("0")
+            if len(digits) > FLOAT_COST_DIGITS:
+                raise ValueError(
+                    f"a cost with more than {FLOAT_COST_DIGITS} significant digits cannot be "
+                    'sent exactly as a JSON number: send it as a string (e.g. "12.345678901")'
+                )
+            return Decimal(text)
         return value
 
     @field_validator("currency")

@@ -79,6 +79,21 @@ def test_partial_batch_lands_good_records(
     assert share["domestic_share"] == 0.0
 
 
+def test_a_number_out_of_range_refuses_its_record_only(client: TestClient, key: str) -> None:
+    # Found in review: orjson refused the whole body over one out-of-range number (1e400, a
+    # 400-digit integer, NaN), and the good records beside it with it.
+    elsewhere = "2026-06-20T09:30:00Z"  # a day the other tests here do not count
+    good = orjson.dumps([rec(20, occurred_at=elsewhere), rec(21, occurred_at=elsewhere)])[:-1]
+    for bad in (b'"energy_wh": 1e400', b'"input_tokens": ' + b"9" * 400, b'"energy_wh": NaN'):
+        broken = orjson.dumps(rec(22, occurred_at=elsewhere))[:-1] + b", " + bad + b"}"
+        r = client.post("/v1/records", content=good + b", " + broken + b"]",
+                        headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert (body["accepted"], body["rejected"]) == (2, 1), body
+        assert body["errors"][0]["index"] == 2
+
+
 def test_resend_counts_once(client: TestClient, key: str, auditor: dict[str, str]) -> None:
     assert post(client, key, [rec(10), rec(11)])[0] == 200
     assert post(client, key, [rec(10), rec(11), rec(12)])[1]["accepted"] == 3

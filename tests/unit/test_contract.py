@@ -117,6 +117,10 @@ SUBMITTED = [
     {**GOOD, "energy_wh": 0.25, "use_case": "tax", "status": "error", "operation": "audio"},
     {**GOOD, "occurred_at": "2026-03-01T10:15:00"},
     {**GOOD, "cost": "1.5"},
+    {**GOOD, "cost": 12345678.123456789, "currency": "INR"},  # 16 digits as a double: refused
+    {**GOOD, "cost": 123456.789012345, "currency": "INR"},  # 15 digits: exactly that decimal
+    {**GOOD, "model": "gpt\n4o"},
+    {**GOOD, "model": " gpt-4o\n", "use_case": "tax\tfiling"},
     {**GOOD, "unexpected": 1},
     {**GOOD, "record_id": "x" * 129},
     {**GOOD, "schema_version": 2},
@@ -155,3 +159,32 @@ def test_committed_json_schema_is_generated_from_model() -> None:
     assert json.loads(committed.read_text()) == json_schema(), (
         "docs/usage-record.schema.json is stale: run `tracker schema`"
     )
+
+
+def test_a_cost_is_never_rounded_on_the_way_in() -> None:
+    # Found in review: 12345678.123456789 sent as a JSON number was stored as 12345678.12345679
+    # (a double holds ~16 digits); the contract promises refusal, never silent alteration.
+    body = b'[{"record_id": "c", "agency_id": "in-sbi", "occurred_at": "2026-03-01T10:00:00Z",'
+    body += b' "provider": "p", "model": "m", "currency": "INR", "cost": 12345678.123456789}]'
+    with pytest.raises(ValidationError) as info:
+        validate_submitted_json(body, "gw")
+    assert "send it as a string" in str(info.value)
+    errors = errors_of({**GOOD, "cost": 12345678.123456789, "currency": "INR"})
+    assert "more than 15 significant digits" in errors["cost"]
+    as_text = parse_record({**GOOD, "cost": "12345678.123456789", "currency": "INR"},
+                           gateway_id="gw")  # fmt: skip
+    assert as_text.cost == Decimal("12345678.123456789")
+    fifteen = parse_record({**GOOD, "cost": 123456.789012345, "currency": "INR"}, gateway_id="gw")
+    assert fifteen.cost == Decimal("123456.789012345")
+    assert parse_record({**GOOD, "cost": 0.1, "currency": "INR"}, gateway_id="g").cost == Decimal(
+        "0.1"
+    )
+
+
+@pytest.mark.parametrize("field", ["provider", "model", "endpoint_host", "region", "use_case"])
+def test_names_carry_no_control_characters(field: str) -> None:
+    # Found in review: a model name with a line break split the auditor's CSV export row.
+    assert field in errors_of({**GOOD, field: "a\nb"})
+    assert field in errors_of({**GOOD, field: "a\x00b"})
+    kept = parse_record({**GOOD, field: " a-b \n"}, gateway_id="gw")  # outer spaces stripped
+    assert getattr(kept, field) == "a-b"

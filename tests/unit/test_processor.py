@@ -62,6 +62,24 @@ def test_bad_records_rejected_good_kept(processor: Processor) -> None:
     assert all(r.payload for r in out.rejections)
 
 
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [(b'"energy_wh": 1e400', "energy_wh"), (b'"energy_wh": NaN', "energy_wh"),
+     (b'"input_tokens": ' + b"9" * 400, "input_tokens")],
+)  # fmt: skip
+def test_a_number_orjson_cannot_hold_refuses_its_record_only(
+    processor: Processor, bad: bytes, field: str
+) -> None:
+    # Found in review: orjson refused the whole message over one out-of-range number, and the
+    # good record beside it went to the dead letters with it.
+    good = orjson.dumps(record())
+    other = orjson.dumps(record(record_id="r2"))[:-1] + b", " + bad + b"}"
+    out = processor.process_message(b"[" + good + b", " + other + b"]", partition=0, offset=3)
+    assert [col(r, "record_id") for r in out.rows] == ["r1"]
+    assert [(r.record_index, r.field) for r in out.rejections] == [(1, field)]
+    assert out.rejections[0].payload
+
+
 def test_unreadable_message_is_one_rejection(processor: Processor) -> None:
     out = processor.process_message(b"\x00not json")
     assert not out.rows
