@@ -42,6 +42,12 @@ def variant(text: str) -> tuple[Registry, str]:
     return parse(new_text, "variant.yaml"), new_text
 
 
+def both() -> tuple[tuple[Registry, str], tuple[Registry, str]]:
+    """India and its variant, each with its text."""
+    a = india()
+    return a, variant(a[1])
+
+
 def make(i: int, **patch: object) -> UsageRecord:
     body = {
         "record_id": f"h{i}", "agency_id": "in-cbse", "provider": "openai", "model": "gpt-4o",
@@ -209,8 +215,7 @@ def test_a_range_within_hours_reads_whole_hours_on_every_path(pool: ClientPool) 
     # Found in review: over 10:30-11:30, "then" read 2 records (the 11:00 hour), "now" 1 from
     # usage_raw (occurred_at within the range), and 2 again once the month was reclassified.
     client = pool.get()
-    a, a_text = india()
-    b, b_text = variant(a_text)
+    (a, a_text), (b, b_text) = both()
     registry_store.activate(client, a, a_text, author="t", reason="base", source="t")
     base = datetime(2026, 6, 10, 10, tzinfo=UTC)  # a month no other test lands in
     records = [make(3000 + m, occurred_at=(base + timedelta(minutes=m)).isoformat())
@@ -233,8 +238,7 @@ def test_a_change_within_the_skew_tolerance_is_not_shadowed(pool: ClientPool) ->
     # Found in review: B loaded 30 s "ago" (inside the tolerance) after A came into force now
     # was recorded and reported, yet A, starting later, stayed in force for good.
     client = pool.get()
-    a, a_text = india()
-    b, b_text = variant(a_text)
+    (a, a_text), (b, b_text) = both()
     registry_store.activate(client, b, b_text, author="t", reason="base", source="t")
     registry_store.activate(client, a, a_text, author="t", reason="a now", source="t")
     change = registry_store.activate(client, b, b_text, author="t", reason="b, skewed clock",
@@ -250,8 +254,7 @@ def test_versions_keep_when_they_were_first_recorded_across_merges(pool: ClientP
     # Found in review: a version put back in force is re-inserted, and once the table merged,
     # its "first loaded" time was the revert's and the list's order flipped.
     client = pool.get()
-    a, a_text = india()
-    b, b_text = variant(a_text)
+    (a, a_text), (b, b_text) = both()
     registry_store.activate(client, a, a_text, author="t", reason="a", source="t")
     registry_store.activate(client, b, b_text, author="t", reason="b", source="t")
     before = dict(registry_store.versions(client))
