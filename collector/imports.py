@@ -14,8 +14,10 @@ harmless.
 
 The last line of a file may lack its line break (RFC 4180 §2.2 and JSON Lines both make the
 final one optional). A one-shot import reads the file as finished, that line included, and the
-checkpoint then ends past it. The watcher holds such a line back while the file may still be
-being written, and reads it once the file has kept the same size for `settle` seconds.
+checkpoint then ends past it. The watcher never reads such a line: a buffered writer can leave
+half a line for minutes, and half a CSV line can even parse, with a number cut short (found in
+review). It reads it when its line break arrives, and once the file has kept its size for
+`settle` seconds it reports the line as not read, so nothing is held back silently.
 """
 
 from __future__ import annotations
@@ -40,8 +42,7 @@ from collector.adapters.common import Context, Mapped, Rejected, run
 
 HEAD_BYTES: Final = 4096
 PATTERNS: Final = ("*.jsonl", "*.ndjson", "*.log", "*.csv")
-# Seconds a watched file must keep its size before its unterminated last line is read: a writer
-# appends a line in one go, so a line still without its break this long after is complete.
+# Seconds a watched file must keep its size before an unterminated last line is reported.
 SETTLE_SECONDS: Final = 30.0
 MAX_ERRORS_KEPT: Final = 1_000  # refusals a report lists; the rest are counted
 
@@ -416,7 +417,7 @@ def candidates(directory: Path) -> list[Path]:
 class _Seen:
     size: int
     since: float  # monotonic time the file was first seen at this size
-    finished: bool = False  # read as complete (unterminated last line included) at this size
+    reported: bool = False  # an unterminated last line reported at this size
 
 
 def watch(
@@ -431,9 +432,9 @@ def watch(
     Polling (not inotify) works the same on network shares, containers and every OS.
 
     A file that changed is read up to its last complete line: the writer may be in the middle
-    of the next one. Once it has kept its size for `settle` seconds it is taken as finished and
-    read once more with its unterminated last line (an export written without a final line
-    break would otherwise never be read); the checkpoint then ends past that line."""
+    of the next one. Once it has kept its size for `settle` seconds with such a line left, the
+    line is reported as not read (a finished export without a final line break is read whole
+    by a one-shot `tracker import FILE`)."""
     seen: dict[Path, _Seen] = {}
     while not stop.is_set():
         for path in candidates(directory):
@@ -442,11 +443,24 @@ def watch(
             if known is None or known.size != size:
                 seen[path] = _Seen(size, now)
                 report = importer.import_file(path, final=False)
-            elif not known.finished and now - known.since >= settle:
-                known.finished = True
-                report = importer.import_file(path, final=True)
+            elif not known.reported and now - known.since >= settle:
+                known.reported = True
+                report = _unfinished_line(importer, path, size, settle)
             else:
                 continue
-            if report.accepted or report.rejected:
+            if report.accepted or report.rejected or report.errors:
                 on_report(report)
         stop.wait(interval)
+
+
+def _unfinished_line(importer: Importer, path: Path, size: int, settle: float) -> FileReport:
+    """A report of the line a watched file ends with, left unread for lack of its break."""
+    offset, line = importer.checkpoints.resume(path)
+    report = FileReport(str(path), resumed_from=offset)
+    if size > offset:
+        report.add_error(line + 1, "line", (
+            f"no line break after {settle:.0f} s, so not read: the writer may not have finished "
+            "it; it is read when its break arrives (`tracker import FILE` reads a finished file "
+            "to its end)"
+        ))  # fmt: skip
+    return report

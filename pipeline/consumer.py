@@ -36,8 +36,9 @@ _SOURCE_PARTITION = COLUMNS.index("source_partition")
 
 
 # How long the lag figures of an outage wait for the broker: they are only figures, and the
-# retry loop that asks for them must not stall on a broker that is away too.
-_BROKER_ASK_MS = 5_000
+# retry loop that asks for them must not stall on a broker that is away too. After one call
+# times out, no other is made for that failure (a stop waited ~20 s for them otherwise).
+_BROKER_ASK_MS = 2_000
 
 
 class Stopped(Exception):
@@ -425,33 +426,39 @@ class PipelineConsumer:
         # in the batch in hand (a fault test caught the gauge at half the group's lag so).
         # Against the partitions' ends asked of the broker: this member fetches nothing
         # meanwhile, so its own idea of the end is old.
-        held = list(self._consumer.assignment())
-        self._update_lag(self._unlanded_from(held, batch), self._ends(held))
+        if not self.stopping.is_set():  # leaving: no figure is worth waiting for
+            held = list(self._consumer.assignment())
+            unlanded, broker_answers = self._unlanded_from(held, batch)
+            self._update_lag(unlanded, self._ends(held) if broker_answers else {})
         error = state.outcome.exception() if state.outcome else None
         log.warning(
             "ClickHouse write failed, retrying (attempt %d): %s", state.attempt_number, error
         )
 
-    def _unlanded_from(self, held: list[TopicPartition], batch: Batch) -> dict[TopicPartition, int]:
+    def _unlanded_from(
+        self, held: list[TopicPartition], batch: Batch
+    ) -> tuple[dict[TopicPartition, int], bool]:
         """Where each held partition's messages not yet landed begin: the batch in hand's start,
         else the group's committed offset (or a landed one whose commit a rebalance deferred),
-        else the partition's first offset (nothing committed yet: read from the earliest)."""
+        else the partition's first offset (nothing committed yet: read from the earliest).
+        With whether the broker answered: once it does not, the rest keep their figures."""
         starts = batch.starts()
-        found: dict[TopicPartition, int] = {}
+        found: dict[TopicPartition, int] = {tp: starts[tp] for tp in held if tp in starts}
         for tp in held:
             if tp in starts:
-                found[tp] = starts[tp]
                 continue
+            if self.stopping.is_set():
+                return found, False
             try:
                 committed = self._consumer.committed(tp, timeout_ms=_BROKER_ASK_MS)
                 if committed is None:
                     first = self._consumer.beginning_offsets([tp], timeout_ms=_BROKER_ASK_MS)
                     committed = first.get(tp)
-            except KafkaError:  # the broker is away too: this partition's figure stays
-                continue
+            except KafkaError:  # the broker is away too: the other figures stay as they were
+                return found, False
             if committed is not None:
                 found[tp] = max(committed, self._uncommitted.get(tp, committed))
-        return found
+        return found, not self.stopping.is_set()
 
     def _ends(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         try:

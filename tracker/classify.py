@@ -97,12 +97,21 @@ class _Index:
         # under `gcp` is also google_vertex's and gemini's. (The loader refuses one provider/
         # code pair mapped to two facilities under two names.) A name that is no provider's is
         # kept as written.
+        # A version stored before that check may still hold such a pair: the entry listed under
+        # the provider's id wins, else the first under an alias, so the answer never depends
+        # on the order of the file (as it did not before regions were shared).
         self.regions: dict[tuple[str, str], str] = {}
+        under_id: set[tuple[str, str]] = set()
         for r in registry.regions:
             for name in r.providers:
                 owner = self.provider.get(name.lower())
-                key = owner.id.lower() if owner is not None else name.lower()
-                self.regions[(key, r.code.lower())] = r.facility
+                key = (owner.id.lower() if owner is not None else name.lower(), r.code.lower())
+                by_id = owner is not None and owner.id.lower() == name.lower()
+                if key in under_id or (key in self.regions and not by_id):
+                    continue
+                self.regions[key] = r.facility
+                if by_id:
+                    under_id.add(key)
         hosts = [e for e in registry.endpoints if e.host is not None]
         self.exact_hosts = {e.host: e.facility for e in hosts if e.host and "*" not in e.host}
         # Longest suffix first, so a more specific pattern wins over a broader one.

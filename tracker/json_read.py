@@ -21,11 +21,19 @@ class JSONError(ValueError):
 
 
 def loads(data: bytes | str) -> Any:
-    """`data` parsed: by orjson, else by the standard library when only a number stopped it."""
+    """`data` parsed: by orjson, else by the standard library when only a number stopped it.
+
+    The second reader must not accept what orjson rightly refuses for other reasons: bytes that
+    are not UTF-8 (the standard library would guess UTF-16), or a lone surrogate escape
+    (`"\\ud800"`), which cannot be encoded again and crashed the dead-letter write of the
+    record carrying it (found in review)."""
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         try:
-            return json.loads(data)
-        except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
+            text = data.decode("utf-8") if isinstance(data, bytes) else data
+            parsed = json.loads(text)
+            json.dumps(parsed, ensure_ascii=False).encode("utf-8")  # no lone surrogate in it
+        except (ValueError, RecursionError):  # JSON and Unicode errors are ValueErrors
             raise JSONError(str(exc)) from exc
+        return parsed

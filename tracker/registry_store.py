@@ -277,7 +277,15 @@ def bootstrap(client: Client, path: Path | None) -> tuple[Registry, str]:
     if found is not None:
         registry, change = found
         if path is not None:
-            on_disk, _ = registry_mod.load(path)
+            try:
+                on_disk, _ = registry_mod.load(path)
+            except RegistryError as exc:
+                # Only compared here, never applied: a file this release's checks refuse (an
+                # earlier release accepted it, and it may be the very version in force) must
+                # not stop the process (found in review).
+                log.warning("registry file %s is refused (%s); classifying with the version in "
+                            "force (%s)", path, exc, registry.version)  # fmt: skip
+                return registry, content(client, registry.version) or ""
             if on_disk.version != registry.version:
                 log.warning(
                     "registry file %s (%s) is not the version in force (%s since %s); "

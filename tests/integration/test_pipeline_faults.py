@@ -102,6 +102,13 @@ def one_member(
 ) -> tuple[str, str, PipelineConsumer, threading.Thread]:
     """A fresh topic and group, and one pipeline member of that group running on it."""
     topic, group = f"faults-{kind}-{uuid.uuid4().hex[:6]}", f"g-{uuid.uuid4().hex[:6]}"
+    return one_member_of(settings, core, bootstrap, topic, group)
+
+
+def one_member_of(
+    settings: CommonSettings, core: Core, bootstrap: str, topic: str, group: str
+) -> tuple[str, str, PipelineConsumer, threading.Thread]:
+    """A pipeline member of `group` running on `topic`."""
     consumer = run_pipeline(pipeline_settings(settings, bootstrap, topic, group), core)
     return topic, group, consumer, start(consumer)
 
@@ -421,6 +428,44 @@ def test_a_stop_during_a_clickhouse_outage_leaves_at_once_and_loses_nothing(
         client.command("ATTACH TABLE usage_raw")
     again = run_pipeline(pipeline_settings(settings, kafka_bootstrap, topic, group), core)
     thread = start(again)
+    wait_caught_up(kafka_bootstrap, topic, group)
+    again.stop()
+    thread.join(timeout=60)
+    assert counts(pool) == truth_rows(stream)
+
+
+def test_a_stop_while_clickhouse_and_the_broker_are_both_away_leaves_at_once(
+    core: Core, settings: CommonSettings, pool: ClientPool, kafka_bootstrap: str,
+    broker_module: ModuleType, kafka_dir: Path,
+) -> None:  # fmt: skip
+    """Found in the second review: each failed write first asked the broker for the lag of
+    every held partition, 5 s each when it is away too, and a stop waited ~20 s for them."""
+    stream = make_stream(6_000, seed=11)
+    topic, group, consumer, thread = one_member(settings, core, kafka_bootstrap, "both")
+    half = len(stream.messages) // 2
+    produce(kafka_bootstrap, topic, stream.messages[:half])
+    wait_caught_up(kafka_bootstrap, topic, group)
+    client = pool.get()
+    client.command("DETACH TABLE usage_raw")
+    try:
+        produce(kafka_bootstrap, topic, stream.messages[half:])
+        failures = consumer.metrics.write_failures._value
+        deadline = time.monotonic() + 60
+        while failures.get() < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        broker_module.stop(kafka_dir)
+        seen = failures.get()
+        while failures.get() < seen + 2 and time.monotonic() < deadline + 60:
+            time.sleep(0.05)
+        asked = time.monotonic()
+        consumer.stop()
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "the member waited after stop()"
+        assert time.monotonic() - asked < 5, time.monotonic() - asked
+    finally:
+        client.command("ATTACH TABLE usage_raw")
+        assert broker_module.start(kafka_dir) == kafka_bootstrap
+    _, _, again, thread = one_member_of(settings, core, kafka_bootstrap, topic, group)
     wait_caught_up(kafka_bootstrap, topic, group)
     again.stop()
     thread.join(timeout=60)

@@ -282,6 +282,26 @@ def test_versions_from_before_the_ledger_stay_published(pool: ClientPool) -> Non
     assert registry_store.content(client, registry.version, published=True) == old
 
 
+def test_a_process_starts_with_a_configured_file_this_release_refuses(
+    pool: ClientPool, tmp_path: Path
+) -> None:
+    # Found in the second review: the version in force was read back leniently, but bootstrap
+    # also loaded the configured file strictly, only to compare it, and stopped every process.
+    client = pool.get()
+    data = yaml.safe_load(india()[1])
+    data["endpoints"].append({"host": "llm.gov.in.", "facility": "nic-meghraj-delhi"})
+    text = yaml.safe_dump(data, sort_keys=False)
+    with pytest.raises(RegistryError):
+        parse(text, "new.yaml")
+    earlier = parse(text, "as an earlier release stored it", stored=True)
+    registry_store.activate(client, earlier, text, author="t", reason="earlier", source="t")
+    configured = tmp_path / "india.yaml"
+    configured.write_text(text)
+    registry, kept = registry_store.bootstrap(client, configured)
+    assert registry.version == earlier.version and kept == text
+    registry_store.activate(client, *india(), author="t", reason="restore", source="t")
+
+
 def test_nothing_is_scheduled_while_nothing_is_in_force(pool: ClientPool) -> None:
     # Found in review: on an empty ledger, a version scheduled for tomorrow left nothing in
     # force, and a process starting with that file then recorded it as in force at once.

@@ -199,3 +199,18 @@ def test_valid_additions_are_still_accepted(mutate: Callable[[Data], None]) -> N
     data = india()
     mutate(data)
     assert parse(yaml.safe_dump(data), "ok.yaml").version != load()[0].version
+
+
+@pytest.mark.parametrize("id_first", [True, False])
+def test_a_stored_pair_under_id_and_alias_reads_the_id_entry_in_any_order(id_first: bool) -> None:
+    # A version stored before the pair check may map one code to two facilities under the id
+    # and an alias; found in the second review: the last entry in the file won, for every name.
+    data = india()
+    by_id = {"providers": ["azure_openai"], "code": "zz-9", "facility": "azure-centralindia"}
+    by_alias = {"providers": ["azure"], "code": "zz-9", "facility": "azure-southindia"}
+    data["regions"] += [by_id, by_alias] if id_first else [by_alias, by_id]
+    assert refused(data)  # as a new file: refused
+    stored = parse(yaml.safe_dump(data, sort_keys=False), "registry_versions:r-z", stored=True)
+    classifier = Classifier(stored)
+    for name in ("azure_openai", "azure"):
+        assert classifier.classify(name, "zz-9", None).facility_id == "azure-centralindia", name
