@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -26,6 +27,7 @@ from tests.integration.faults import (
     COUNT_SQL,
     MONTHS_SQL,
     LagProbe,
+    Stream,
     group_lag,
     kill_left,
     make_stream,
@@ -396,20 +398,44 @@ def test_clickhouse_unavailable_during_ingest(
     assert figures == truth_rows(stream)
 
 
+@contextmanager
+def half_landed_then_outage(
+    pool: ClientPool, settings: CommonSettings, core: Core, bootstrap: str, kind: str, seed: int
+) -> Iterator[tuple[Stream, str, str, PipelineConsumer, threading.Thread]]:
+    """A member lands half a stream; then usage_raw is detached (every write fails) and the
+    other half is sent. usage_raw is attached again on exit."""
+    stream = make_stream(6_000, seed=seed)
+    topic, group, consumer, thread = one_member(settings, core, bootstrap, kind)
+    half = len(stream.messages) // 2
+    produce(bootstrap, topic, stream.messages[:half])
+    wait_caught_up(bootstrap, topic, group)
+    client = pool.get()
+    client.command("DETACH TABLE usage_raw")
+    try:
+        produce(bootstrap, topic, stream.messages[half:])
+        yield stream, topic, group, consumer, thread
+    finally:
+        client.command("ATTACH TABLE usage_raw")
+
+
+def a_new_member_lands_the_rest(
+    pool: ClientPool, settings: CommonSettings, core: Core, bootstrap: str, topic: str, group: str
+) -> None:
+    """Another member of `group` reads on from its last commit until caught up, then stops."""
+    _, _, again, thread = one_member_of(settings, core, bootstrap, topic, group)
+    wait_caught_up(bootstrap, topic, group)
+    again.stop()
+    thread.join(timeout=60)
+
+
 def test_a_stop_during_a_clickhouse_outage_leaves_at_once_and_loses_nothing(
     core: Core, settings: CommonSettings, pool: ClientPool, kafka_bootstrap: str
 ) -> None:
     """SIGTERM's stop() while writes fail: the member leaves within seconds, not when ClickHouse
     returns, commits nothing of the batch in hand, and the next member lands all of it once."""
-    stream = make_stream(6_000, seed=9)
-    topic, group, consumer, thread = one_member(settings, core, kafka_bootstrap, "stop")
-    half = len(stream.messages) // 2
-    produce(kafka_bootstrap, topic, stream.messages[:half])
-    wait_caught_up(kafka_bootstrap, topic, group)
-    client = pool.get()
-    client.command("DETACH TABLE usage_raw")
-    try:
-        produce(kafka_bootstrap, topic, stream.messages[half:])
+    with half_landed_then_outage(pool, settings, core, kafka_bootstrap, "stop", 9) as (
+        stream, topic, group, consumer, thread,
+    ):  # fmt: skip
         # Four failures: the backoff has grown to seconds, and would reach 30 s.
         deadline = time.monotonic() + 60
         while consumer.metrics.write_failures._value.get() < 4 and time.monotonic() < deadline:
@@ -424,13 +450,7 @@ def test_a_stop_during_a_clickhouse_outage_leaves_at_once_and_loses_nothing(
         assert left_after < 5, left_after
         # Nothing of the failing batch was committed.
         assert group_lag(kafka_bootstrap, topic, group) == lag_before > 0
-    finally:
-        client.command("ATTACH TABLE usage_raw")
-    again = run_pipeline(pipeline_settings(settings, kafka_bootstrap, topic, group), core)
-    thread = start(again)
-    wait_caught_up(kafka_bootstrap, topic, group)
-    again.stop()
-    thread.join(timeout=60)
+    a_new_member_lands_the_rest(pool, settings, core, kafka_bootstrap, topic, group)
     assert counts(pool) == truth_rows(stream)
 
 
@@ -440,33 +460,24 @@ def test_a_stop_while_clickhouse_and_the_broker_are_both_away_leaves_at_once(
 ) -> None:  # fmt: skip
     """Found in the second review: each failed write first asked the broker for the lag of
     every held partition, 5 s each when it is away too, and a stop waited ~20 s for them."""
-    stream = make_stream(6_000, seed=11)
-    topic, group, consumer, thread = one_member(settings, core, kafka_bootstrap, "both")
-    half = len(stream.messages) // 2
-    produce(kafka_bootstrap, topic, stream.messages[:half])
-    wait_caught_up(kafka_bootstrap, topic, group)
-    client = pool.get()
-    client.command("DETACH TABLE usage_raw")
-    try:
-        produce(kafka_bootstrap, topic, stream.messages[half:])
+    with half_landed_then_outage(pool, settings, core, kafka_bootstrap, "both", 11) as (
+        stream, topic, group, consumer, thread,
+    ):  # fmt: skip
         failures = consumer.metrics.write_failures._value
         deadline = time.monotonic() + 60
         while failures.get() < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         broker_module.stop(kafka_dir)
-        seen = failures.get()
-        while failures.get() < seen + 2 and time.monotonic() < deadline + 60:
-            time.sleep(0.05)
-        asked = time.monotonic()
-        consumer.stop()
-        thread.join(timeout=30)
-        assert not thread.is_alive(), "the member waited after stop()"
-        assert time.monotonic() - asked < 5, time.monotonic() - asked
-    finally:
-        client.command("ATTACH TABLE usage_raw")
-        assert broker_module.start(kafka_dir) == kafka_bootstrap
-    _, _, again, thread = one_member_of(settings, core, kafka_bootstrap, topic, group)
-    wait_caught_up(kafka_bootstrap, topic, group)
-    again.stop()
-    thread.join(timeout=60)
+        try:
+            seen = failures.get()
+            while failures.get() < seen + 2 and time.monotonic() < deadline + 60:
+                time.sleep(0.05)
+            asked = time.monotonic()
+            consumer.stop()
+            thread.join(timeout=30)
+            assert not thread.is_alive(), "the member waited after stop()"
+            assert time.monotonic() - asked < 5, time.monotonic() - asked
+        finally:
+            assert broker_module.start(kafka_dir) == kafka_bootstrap
+    a_new_member_lands_the_rest(pool, settings, core, kafka_bootstrap, topic, group)
     assert counts(pool) == truth_rows(stream)
