@@ -89,9 +89,10 @@ def applied(client: Client) -> dict[int, str]:
 def pending(client: Client) -> list[Migration]:
     """The migrations not applied yet (an edited one is a MigrationError, as in migrate)."""
     done = applied(client)
-    for migration in available():
+    found = available()
+    for migration in found:
         _check_frozen(migration, done.get(migration.version))
-    return [m for m in available() if m.version not in done]
+    return [m for m in found if m.version not in done]
 
 
 def _check_frozen(migration: Migration, recorded: str | None) -> None:

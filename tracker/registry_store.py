@@ -277,26 +277,30 @@ def bootstrap(client: Client, path: Path | None) -> tuple[Registry, str]:
     if found is not None:
         registry, change = found
         if path is not None:
-            try:
-                on_disk, _ = registry_mod.load(path)
-            except RegistryError as exc:
-                # Only compared here, never applied: a file this release's checks refuse (an
-                # earlier release accepted it, and it may be the very version in force) must
-                # not stop the process (found in review).
-                log.warning("registry file %s is refused (%s); classifying with the version in "
-                            "force (%s)", path, exc, registry.version)  # fmt: skip
-                return registry, content(client, registry.version) or ""
-            if on_disk.version != registry.version:
-                log.warning(
-                    "registry file %s (%s) is not the version in force (%s since %s); "
-                    "classifying with the version in force: use `tracker registry load` to change",
-                    path, on_disk.version, registry.version, change.effective_from.isoformat(),
-                )  # fmt: skip
+            _compare_configured(path, registry, change)
         return registry, content(client, registry.version) or ""
     registry, text = registry_mod.load(path)
     activate(client, registry, text, author="system", reason="first start: no version in force",
              source=path.name if path else registry_mod.DEFAULT_REGISTRY)  # fmt: skip
     return registry, text
+
+
+def _compare_configured(path: Path, registry: Registry, change: Change) -> None:
+    """Log a configured file that is not the version in force; it is only compared, never
+    applied, so one this release's checks refuse (an earlier release accepted it, and it may be
+    the very version in force) is logged too, and must not stop the process (found in review)."""
+    try:
+        on_disk, _ = registry_mod.load(path)
+    except RegistryError as exc:
+        log.warning("registry file %s is refused (%s); classifying with the version in force "
+                    "(%s)", path, exc, registry.version)  # fmt: skip
+        return
+    if on_disk.version != registry.version:
+        log.warning(
+            "registry file %s (%s) is not the version in force (%s since %s); "
+            "classifying with the version in force: use `tracker registry load` to change",
+            path, on_disk.version, registry.version, change.effective_from.isoformat(),
+        )  # fmt: skip
 
 
 class RegistryWatcher:
