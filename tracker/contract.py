@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     TypeAdapter,
     ValidationError,
     ValidationInfo,
@@ -93,6 +94,9 @@ Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LEN, pattern=_PRIN
 # A double holds 15 significant decimal digits exactly: a cost sent as a JSON number with more
 # was rounded on the way in (found in review); sent as a string, it keeps all 21 the column has.
 FLOAT_COST_DIGITS: Final = 15
+# Counts are JSON integers written as integers: pydantic's lax mode would also read `true` as 1,
+# "12" as 12 and 12.0 as 12, none of which the schema (`integer`) allows (found in review).
+Count = Annotated[int, Strict()]
 
 
 class UsageRecord(BaseModel):
@@ -123,9 +127,9 @@ class UsageRecord(BaseModel):
     region: Annotated[str, Field(max_length=64, pattern=_PRINTABLE)] | None = Field(
         default=None, description="Cloud region code, e.g. centralindia, ap-south-1."
     )
-    request_count: int = Field(default=1, ge=1, le=MAX_REQUEST_COUNT)
-    input_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
-    output_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
+    request_count: Count = Field(default=1, ge=1, le=MAX_REQUEST_COUNT)
+    input_tokens: Count = Field(default=0, ge=0, le=MAX_TOKENS)
+    output_tokens: Count = Field(default=0, ge=0, le=MAX_TOKENS)
     cost: Decimal | None = Field(
         default=None, ge=0, le=MAX_COST, decimal_places=9,
         description="In `currency`, at most 9 decimals. As a JSON number at most 15 significant "
@@ -134,11 +138,28 @@ class UsageRecord(BaseModel):
     currency: str | None = Field(
         default=None, validate_default=True, description="ISO 4217 code, required with cost."
     )
-    latency_ms: int | None = Field(default=None, ge=0, le=86_400_000)
+    latency_ms: Count | None = Field(default=None, ge=0, le=86_400_000)
     status: Status = Status.ok
-    energy_wh: float | None = Field(default=None, ge=0, le=1e12, allow_inf_nan=False)
+    energy_wh: Annotated[float, Strict()] | None = Field(
+        default=None, ge=0, le=1e12, allow_inf_nan=False
+    )
     use_case: Annotated[str, Field(max_length=64, pattern=_PRINTABLE)] | None = None
-    schema_version: int = Field(default=SCHEMA_VERSION, ge=SCHEMA_VERSION, le=SCHEMA_VERSION)
+    schema_version: Count = Field(default=SCHEMA_VERSION, ge=SCHEMA_VERSION, le=SCHEMA_VERSION)
+
+    @field_validator("occurred_at", mode="before")
+    @classmethod
+    def _date_time_text(cls, value: Any) -> Any:
+        # Lax mode reads a number, or a string of digits, as Unix time, which the schema
+        # (`date-time`) does not allow and no gateway means: a count or a millisecond stamp in
+        # the wrong field would land decades away (found in review).
+        if type(value) is str:
+            if value[4:5] != "-":
+                raise ValueError(
+                    "timestamp must be an RFC 3339 date-time, e.g. 2026-01-01T00:00:00Z"
+                )
+        elif not isinstance(value, datetime):
+            raise ValueError("timestamp must be an RFC 3339 date-time string, not a number")
+        return value
 
     @field_validator("occurred_at")
     @classmethod

@@ -259,13 +259,13 @@ def providers_sql(by_provider: bool, filters: dict[str, list[str]]) -> tuple[str
     rollup = f"""
 SELECT {pk} AS p, {ORIGIN_EXPR} AS o, sum(records), sum(requests),
        sumIf(requests, status = 'ok'), sum(input_tokens + output_tokens),
-       toFloat64(sum(cost_reporting)),
-       if(sum(latency_count) = 0, NULL, sum(latency_ms_sum) / sum(latency_count))
+       toFloat64(sum(cost_reporting))
 FROM {ROLLUP} WHERE {where_clause(filters)}
 GROUP BY p, o ORDER BY o, sum(requests) DESC, p""".strip()
     raw = f"""
 SELECT {pk} AS p, {ORIGIN_EXPR} AS o,
-       quantilesTDigestWeighted(0.5, 0.95)(latency_ms, request_count)
+       quantilesTDigestWeighted(0.5, 0.95)(latency_ms, request_count),
+       sum(toFloat64(latency_ms) * request_count) / sum(request_count)
 FROM usage_raw WHERE {raw_where(filters)} AND latency_ms IS NOT NULL
 GROUP BY p, o""".strip()
     return rollup, raw
@@ -281,17 +281,17 @@ def providers(
 ) -> list[ProviderCell]:
     rollup_sql, raw_sql = providers_sql(by_provider, filters)
     p = params(start, end, filters)
-    quantiles: dict[tuple[str, str], tuple[float, float]] = {}
-    for prov, origin, qs in client.query(raw_sql, parameters=p).result_rows:
-        quantiles[(str(prov), str(origin))] = (float(qs[0]), float(qs[1]))
+    # (mean, p50, p95), all weighted by request_count: a record may stand for many requests.
+    latency: dict[tuple[str, str], tuple[float, float, float]] = {}
+    for prov, origin, qs, mean in client.query(raw_sql, parameters=p).result_rows:
+        latency[(str(prov), str(origin))] = (float(mean), float(qs[0]), float(qs[1]))
     out = []
-    for prov, origin, recs, reqs, ok, tokens, cost_, mean in client.query(
+    for prov, origin, recs, reqs, ok, tokens, cost_ in client.query(
         rollup_sql, parameters=p
     ).result_rows:
-        q = quantiles.get((str(prov), str(origin)))
+        mean, p50, p95 = latency.get((str(prov), str(origin)), (None, None, None))
         out.append(ProviderCell(str(prov), str(origin), int(recs), int(reqs), int(ok),
-                                int(tokens), float(cost_), None if mean is None else float(mean),
-                                q[0] if q else None, q[1] if q else None))  # fmt: skip
+                                int(tokens), float(cost_), mean, p50, p95))  # fmt: skip
     return out
 
 

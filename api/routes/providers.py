@@ -50,7 +50,7 @@ class ProviderOut(BaseModel):
     records: int | None
     requests: int | None
     success_rate: float | None = Field(description="requests with status ok / requests")
-    latency_mean_ms: float | None
+    latency_mean_ms: float | None = Field(description="request-weighted, from raw records")
     latency_p50_ms: float | None = Field(description="request-weighted, from raw records")
     latency_p95_ms: float | None
     tokens: int | None

@@ -167,6 +167,9 @@ def test_provider_comparison(client: TestClient, seeded: Seeded, auditor: dict[s
         assert p["requests"] == req and close(p["success_rate"], ok / req)
         assert p["tokens"] == tokens
         lat = [(r.latency_ms, r.request_count) for r in rows if r.latency_ms is not None]
+        # The mean is weighted by requests as the percentiles are (it was per record before).
+        mean = sum(v * w for v, w in lat) / sum(w for _, w in lat)
+        assert close(p["latency_mean_ms"], mean, 1e-9)
         # t-digest is approximate: within 5% of the exact weighted percentile.
         assert close(p["latency_p50_ms"], weighted_quantile(lat, 0.5), 0.05)
         assert close(p["latency_p95_ms"], weighted_quantile(lat, 0.95), 0.05)

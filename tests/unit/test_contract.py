@@ -81,6 +81,34 @@ def test_bad_fields_are_named_with_reason(
     assert fragment in errors[field]
 
 
+# What pydantic's lax mode would read and the schema does not allow: `true` as a count of 1, a
+# count written as text or as a fraction, a Unix time as `occurred_at` (found in review).
+@pytest.mark.parametrize(
+    ("patch", "field", "fragment"),
+    [
+        ({"input_tokens": True}, "input_tokens", "valid integer"),
+        ({"output_tokens": "12"}, "output_tokens", "valid integer"),
+        ({"request_count": 2.0}, "request_count", "valid integer"),
+        ({"latency_ms": False}, "latency_ms", "valid integer"),
+        ({"schema_version": "1"}, "schema_version", "valid integer"),
+        ({"energy_wh": True}, "energy_wh", "valid number"),
+        ({"energy_wh": "0.5"}, "energy_wh", "valid number"),
+        ({"occurred_at": 1772360100}, "occurred_at", "not a number"),
+        ({"occurred_at": 1772360100.5}, "occurred_at", "not a number"),
+        ({"occurred_at": "1772360100"}, "occurred_at", "RFC 3339"),
+        ({"occurred_at": True}, "occurred_at", "not a number"),
+    ],
+)
+def test_what_lax_parsing_would_read_is_refused(
+    patch: dict[str, object], field: str, fragment: str
+) -> None:
+    errors = errors_of({**GOOD, **patch})
+    assert field in errors, errors
+    assert fragment in errors[field]
+    with pytest.raises(ValidationError):
+        validate_submitted_json(orjson.dumps([{**GOOD, **patch}]), "gw")
+
+
 def test_future_timestamp_refused() -> None:
     future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     assert "future" in errors_of({**GOOD, "occurred_at": future})["occurred_at"]
@@ -124,6 +152,13 @@ SUBMITTED = [
     {**GOOD, "unexpected": 1},
     {**GOOD, "record_id": "x" * 129},
     {**GOOD, "schema_version": 2},
+    {**GOOD, "input_tokens": True},
+    {**GOOD, "output_tokens": "12"},
+    {**GOOD, "request_count": 2.0},
+    {**GOOD, "energy_wh": True},
+    {**GOOD, "energy_wh": 3},
+    {**GOOD, "occurred_at": 1772360100},
+    {**GOOD, "occurred_at": "1772360100"},
     {"record_id": "r"},
     [1, 2],
 ]
