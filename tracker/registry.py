@@ -265,6 +265,14 @@ class Registry(_Strict):
         rate = rates.get(reporting) if isinstance(reporting, str) else None
         if rate is not None and rate != 1:
             raise ValueError(f"{reporting} is the reporting currency: its rate must be 1")
+        if not _stored(info):
+            # The version is the hash of the rates as written: `84.0` and `84` would be two
+            # versions of one registry (found in review). Each rate has one spelling, its
+            # shortest; versions stored before this check keep theirs.
+            for code, value in rates.items():
+                shortest = _shortest(value)
+                if str(value) != str(shortest):
+                    raise ValueError(f"{code}: write the rate {value} as {shortest}")
         return rates
 
     @model_validator(mode="after")
@@ -289,6 +297,14 @@ def _items(data: dict[str, Any], section: str) -> list[tuple[int, dict[str, Any]
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _shortest(value: Decimal) -> Decimal:
+    """`value` without trailing zeros, and in plain digits where normalizing gave an exponent
+    (100, not 1E+2)."""
+    plain = value.normalize()
+    exponent = plain.as_tuple().exponent
+    return plain.quantize(Decimal(1)) if isinstance(exponent, int) and exponent > 0 else plain
 
 
 def _stored(info: ValidationInfo) -> bool:

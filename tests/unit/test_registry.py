@@ -106,3 +106,24 @@ def test_not_yaml_and_missing_file(tmp_path: Path) -> None:
         parse("a: [unclosed", "x.yaml")
     with pytest.raises(RegistryError, match="file"):
         load(tmp_path / "missing.yaml")
+
+
+# As YAML: a float (84.0 is read as 84.0, 84.50 as 84.5), a quoted string, a string YAML does not
+# read as a float.
+@pytest.mark.parametrize(
+    ("yaml_text", "written", "shortest"),
+    [("84.0", "84.0", "84"), ('"84.50"', "84.50", "84.5"), ("1E+2", "1E+2", "100")],
+)
+def test_a_rate_has_one_spelling(text: str, yaml_text: str, written: str, shortest: str) -> None:
+    """`84.0` and `84` were two versions of one registry (found in review): a new registry
+    must write each rate in its shortest form; a version stored before keeps its own."""
+    spelled = text.replace("  USD: 84\n", f"  USD: {yaml_text}\n")
+    assert spelled != text
+    with pytest.raises(RegistryError) as info:
+        parse(spelled, "rates.yaml")
+    assert [(p, r) for p, r in info.value.errors if "USD" in r] == [
+        ("fx_to_reporting", f"USD: write the rate {written} as {shortest}")
+    ]
+    stored = parse(spelled, "stored", stored=True)
+    assert str(stored.fx_to_reporting["USD"]) == written
+    assert stored.version != parse(text, "india.yaml").version
