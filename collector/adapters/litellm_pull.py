@@ -2,9 +2,17 @@
 
 `GET /spend/logs/v2` (paginated, start/end to the second, sorted by startTime ascending); proxies
 without it (404) are read through the older `GET /spend/logs?summarize=false` by whole days.
-The checkpoint (data_dir/import/litellm-<hash of the proxy URL>.json) is the latest startTime
-delivered. Each pull re-reads from `overlap` before it, because the proxy writes spend logs in
-batches, a little after the calls; rows read twice keep their request_id and count once.
+
+The proxy keys a row by the call's start but writes it when the call ends (and a little after,
+in batches), and the API filters on the start only. So no single watermark is safe:
+- each pull re-reads from `overlap` (10 minutes) before the newest start it has seen, which
+  catches every call that ended within a few minutes of its start;
+- every `sweep_every` (30 minutes) a pull reaches back to `max_call` (LiteLLM's default request
+  timeout, 6,000 s) before the previous sweep, which catches every call that ended since that
+  sweep however long it ran, and sends of those only what the short pulls cannot have sent.
+The checkpoint (data_dir/import/litellm-<hash of the proxy URL>.json) holds the newest start
+seen and the time of the last sweep. Rows read twice keep their request_id and count once; a
+following puller does not send again what it has sent.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -47,6 +55,33 @@ def state_path(data_dir: Path, proxy_url: str) -> Path:
     return data_dir / "import" / f"litellm-{digest}.json"
 
 
+# How long after a call ends the proxy may write its row (it writes in batches every few seconds),
+# plus a newest start up to a minute ahead of the pull (a gateway's clock): a margin.
+WRITE_DELAY: Final = timedelta(minutes=3)
+# LiteLLM's default request timeout (litellm.request_timeout): no call runs longer unless the
+# proxy is configured so (then pass its timeout as --litellm-max-call).
+LITELLM_MAX_CALL: Final = timedelta(seconds=6000)
+
+
+@dataclass(frozen=True)
+class _Checkpoint:
+    watermark: datetime | None  # the newest startTime delivered
+    swept_at: datetime | None  # when the last sweep's read began
+
+
+def _duration(row: dict[str, Any], start: datetime) -> timedelta | None:
+    """How long the call ran, if the row says: its endTime, else request_duration_ms."""
+    try:
+        if row.get("endTime"):
+            return as_time(row["endTime"], assume_utc=True) - start
+        ms = row.get("request_duration_ms")
+        if isinstance(ms, int | float) and not isinstance(ms, bool):
+            return timedelta(milliseconds=ms)
+    except (ValueError, OverflowError):
+        pass
+    return None
+
+
 @dataclass
 class Puller:
     proxy_url: str
@@ -55,25 +90,34 @@ class Puller:
     ctx: Context
     state_file: Path
     overlap: timedelta = timedelta(minutes=10)
+    max_call: timedelta = LITELLM_MAX_CALL
+    sweep_every: timedelta = timedelta(minutes=30)
     first_since: timedelta = timedelta(days=1)
     timeout: float = 60.0
+    # request_id -> (startTime, ran longer than the short pulls cover) of rows this puller sent
+    # or refused: a following pull skips them. Kept while a pull may read them again.
+    _sent: dict[str, tuple[datetime, bool]] = field(default_factory=dict)
 
-    def _watermark(self) -> datetime | None:
+    def _checkpoint(self) -> _Checkpoint:
         if not self.state_file.exists():
-            return None
+            return _Checkpoint(None, None)
         try:
-            value = orjson.loads(self.state_file.read_bytes()).get("watermark")
-            return datetime.fromisoformat(value) if isinstance(value, str) else None
+            state = orjson.loads(self.state_file.read_bytes())
+            marks = [state.get(name) for name in ("watermark", "swept_at")]
+            return _Checkpoint(*(datetime.fromisoformat(v) if isinstance(v, str) else None
+                                 for v in marks))  # fmt: skip
         except (ValueError, AttributeError) as exc:
             raise UnusableArguments(
                 f"{self.state_file}: the pull's checkpoint is damaged; move it away to pull "
                 "the last day again (records already landed count once)"
             ) from exc
 
-    def _save(self, watermark: datetime) -> None:
+    def _save(self, checkpoint: _Checkpoint) -> None:
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_bytes(orjson.dumps({"watermark": watermark.isoformat()}))
+        tmp.write_bytes(orjson.dumps({name: value.isoformat() for name, value in (
+            ("watermark", checkpoint.watermark), ("swept_at", checkpoint.swept_at))
+            if value is not None}))  # fmt: skip
         os.replace(tmp, self.state_file)
 
     def _rows(self, client: httpx.Client, start: datetime, end: datetime) -> Iterator[Any]:
@@ -106,20 +150,14 @@ class Puller:
         body = _json(reply)
         yield from body if isinstance(body, list) else []
 
-    def pull_once(self, report: FileReport) -> None:
-        """Fetch, deliver and checkpoint everything since the watermark (minus the overlap)."""
-        now = datetime.now(UTC)
-        watermark = self._watermark()
-        start = (watermark - self.overlap) if watermark else now - self.first_since
-        end = now + timedelta(minutes=1)
-        newest = watermark
-        batch: list[dict[str, Any]] = []
-        numbers: list[int] = []
+    def _fetched(self, start: datetime, end: datetime) -> Iterator[Any]:
+        """The proxy's rows from `start`, page by page (a sweep may read hours of them), its
+        failures as ImportAborted."""
         headers = {"Authorization": f"Bearer {self.proxy_key}"}
         with httpx.Client(base_url=self.proxy_url.rstrip("/"), headers=headers,
                           timeout=self.timeout) as client:  # fmt: skip
             try:
-                rows = list(self._rows(client, start, end))
+                yield from self._rows(client, start, end)
             except httpx.HTTPStatusError as exc:
                 # Not str(exc): it quotes the URL, which may carry user:password.
                 raise ImportAborted(
@@ -133,23 +171,93 @@ class Puller:
                 ) from exc
             except (ValueError, TypeError) as exc:  # total_pages that is no number
                 raise ImportAborted(f"LiteLLM spend-log API answered a bad page: {exc}") from exc
-        for number, row in enumerate(rows, start=1):
+
+    def _window(self, now: datetime, mark: _Checkpoint) -> tuple[datetime, datetime, bool]:
+        """(start of this pull's read, start of what the short pulls cover, is it a sweep)."""
+        if mark.watermark is None:
+            return now - self.first_since, now - self.first_since, True
+        short = mark.watermark - self.overlap
+        if mark.swept_at is not None and now - mark.swept_at < self.sweep_every:
+            return short, short, False
+        # Every call that ended since the last sweep started at most max_call before it.
+        since = mark.swept_at if mark.swept_at is not None else mark.watermark - self.overlap
+        return min(short, since - self.max_call - WRITE_DELAY), short, True
+
+    def _already_covered(self, row: dict[str, Any], start: datetime | None,
+                         short: datetime) -> tuple[bool, bool]:  # fmt: skip
+        """(sent before, ran long): whether a row read again need not be sent again."""
+        rid = row.get("request_id")
+        if isinstance(rid, str) and rid in self._sent:
+            return True, self._sent[rid][1]
+        if start is None:
+            return False, True
+        took = _duration(row, start)
+        long = took is None or took + WRITE_DELAY > self.overlap
+        # A call that ran shorter than the short pulls' reach, started before it: some pull
+        # read it when its row appeared (whichever process made that pull).
+        return start < short and not long, long
+
+    def _remember(self, row: dict[str, Any], start: datetime | None, long: bool) -> None:
+        rid = row.get("request_id")
+        if isinstance(rid, str) and start is not None:
+            self._sent[rid] = (start, long)
+
+    def _forget_before(self, short: datetime, sweep: datetime) -> None:
+        """Drop what no pull will read again: short calls before the short reach, long ones
+        before the next sweep's."""
+        self._sent = {rid: (start, long) for rid, (start, long) in self._sent.items()
+                      if start >= (sweep if long else short)}  # fmt: skip
+
+    def pull_once(self, report: FileReport) -> None:
+        """Fetch and deliver what is new since the checkpoint; then move the checkpoint."""
+        now = datetime.now(UTC)
+        mark = self._checkpoint()
+        start, short, sweep = self._window(now, mark)
+        end = now + timedelta(minutes=1)
+        newest = mark.watermark
+        batch: list[dict[str, Any]] = []
+        numbers: list[int] = []
+        pending: list[tuple[dict[str, Any], datetime | None, bool]] = []
+
+        def send() -> None:
+            result = self.sender.send(batch)
+            tally(report, result, numbers)
+            for row, started, long in pending:
+                self._remember(row, started, long)
+            batch.clear()
+            numbers.clear()
+            pending.clear()
+
+        for number, row in enumerate(self._fetched(start, end), start=1):
+            seen: datetime | None = None
+            long = False
+            if isinstance(row, dict):
+                if row.get("startTime"):
+                    try:
+                        seen = as_time(row["startTime"], assume_utc=True)
+                    except ValueError:
+                        seen = None
+                    if seen is not None and (newest is None or seen > newest):
+                        newest = seen
+                covered, long = self._already_covered(row, seen, short)
+                if covered:
+                    continue
             mapped = run(litellm.map_spend_log, row, self.ctx)
-            if isinstance(row, dict) and row.get("startTime"):
-                try:
-                    seen = as_time(row["startTime"], assume_utc=True)
-                except ValueError:
-                    seen = None
-                if seen is not None and (newest is None or seen > newest):
-                    newest = seen
             if isinstance(mapped, Rejected):
                 report.rejected += 1
                 report.add_error(number, mapped.field, mapped.reason)
+                if isinstance(row, dict):
+                    self._remember(row, seen, long)  # not reported again
             elif mapped is not None:
                 batch.append(mapped)
                 numbers.append(number)
-        for first in range(0, len(batch), 1000):
-            result = self.sender.send(batch[first : first + 1000])
-            tally(report, result, numbers[first : first + 1000])
-        if newest is not None:
-            self._save(newest)
+                pending.append((row, seen, long))
+                if len(batch) >= 1000:
+                    send()
+        if batch:
+            send()
+        swept_at = now if sweep else mark.swept_at
+        if newest is not None and swept_at is not None:
+            self._save(_Checkpoint(newest, swept_at))
+            self._forget_before(newest - self.overlap - WRITE_DELAY,
+                                swept_at - self.max_call - WRITE_DELAY)  # fmt: skip

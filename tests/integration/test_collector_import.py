@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from typer.testing import CliRunner
 
 from collector.adapters.common import Context
+from collector.adapters.litellm_pull import LITELLM_MAX_CALL, Puller
 from collector.imports import Checkpoints, FileReport, Importer, Sender, redact_url, watch
 from tests.integration.test_collector_support import (
     SINGLE_AGENCY,
@@ -340,6 +341,88 @@ def test_litellm_spend_log_pull(url: str, keys: Keys, pool: ClientPool, tmp_path
         second_start = datetime.fromisoformat(_SpendLogs.seen[-1]["start_date"][0])
         first_start = datetime.fromisoformat(_SpendLogs.seen[0]["start_date"][0])
         assert second_start > first_start + timedelta(hours=12)
+    finally:
+        proxy.shutdown()
+
+
+class _WindowedSpendLogs(BaseHTTPRequestHandler):
+    """/spend/logs/v2 as the proxy filters it: rows whose startTime is within [start_date,
+    end_date] (UTC, to the second), oldest first, in pages."""
+
+    rows: ClassVar[list[dict[str, Any]]] = []
+    starts: ClassVar[list[datetime]] = []
+
+    def do_GET(self) -> None:
+        query = parse_qs(urlsplit(self.path).query)
+        lo, hi = (datetime.strptime(query[k][0], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+                  for k in ("start_date", "end_date"))  # fmt: skip
+        self.starts.append(lo)
+        picked = sorted((r for r in self.rows
+                         if lo <= datetime.fromisoformat(r["startTime"]) <= hi + timedelta(seconds=1)),
+                        key=lambda r: r["startTime"])  # fmt: skip
+        page, size = int(query["page"][0]), 2
+        body = json.dumps({"data": picked[(page - 1) * size : page * size],
+                           "total_pages": max(1, (len(picked) + size - 1) // size)}).encode()  # fmt: skip
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+
+def test_a_litellm_call_that_ran_long_is_pulled_and_nothing_is_sent_twice(
+    url: str, keys: Keys, pool: ClientPool, tmp_path: Path
+) -> None:
+    """Found in review: each pull re-read only 10 minutes before the newest start, but the proxy
+    writes a call's row, keyed by its start, when the call ends: a call that ran longer and
+    ended after a pull had moved on was never delivered. And every pull re-sent those 10
+    minutes (with --follow, every 2 s)."""
+    template = json.loads((FIXTURES / "litellm/spend_logs.json").read_text())[0]
+    now = datetime.now(UTC)
+
+    def call(name: str, started_ago: timedelta, ran: timedelta) -> dict[str, Any]:
+        start = now - started_ago
+        return {**template, "request_id": f"long-{name}", "startTime": start.isoformat(),
+                "endTime": (start + ran).isoformat(), "request_duration_ms": None}  # fmt: skip
+
+    short_old = call("a", timedelta(minutes=20), timedelta(seconds=1))
+    short_new = call("b", timedelta(minutes=5), timedelta(seconds=1))
+    _WindowedSpendLogs.rows = [short_old, short_new]
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), _WindowedSpendLogs)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    proxy_url = f"http://127.0.0.1:{proxy.server_address[1]}"
+    sender = Sender(url, keys.single)
+    ctx = Context(default_agency=SINGLE_AGENCY, agencies=frozenset({SINGLE_AGENCY}))
+    state = tmp_path / "litellm.json"
+
+    def pull(puller: Puller) -> FileReport:
+        report = FileReport("pull")
+        puller.pull_once(report)
+        return report
+
+    def landed() -> int:
+        return raw_count(pool, keys.single_id, "startsWith(record_id, 'long-')")
+
+    try:
+        puller = Puller(proxy_url, "sk-master", sender, ctx, state)
+        assert pull(puller).accepted == 2 and landed() == 2
+        # Read again within the short reach, sent again before: not now.
+        assert pull(puller).accepted == 0
+        # A call that started an hour ago ends now: beyond the short pulls' reach.
+        _WindowedSpendLogs.rows.append(call("c", timedelta(minutes=60), timedelta(minutes=59)))
+        assert pull(puller).accepted == 0 and landed() == 2
+        assert _WindowedSpendLogs.starts[-1] > now - timedelta(minutes=16)
+        # The sweep reaches back the longest call before the last sweep, and sends only it.
+        puller.sweep_every = timedelta(0)
+        assert pull(puller).accepted == 1 and landed() == 3
+        assert _WindowedSpendLogs.starts[-1] < now - LITELLM_MAX_CALL
+        # A new process sweeping (nothing in memory) sends again only what the short pulls
+        # may not have sent: the long call and the one within their reach, not the old short.
+        fresh = Puller(proxy_url, "sk-master", sender, ctx, state, sweep_every=timedelta(0))
+        again = pull(fresh)
+        assert (again.accepted, again.rejected) == (2, 0) and landed() == 3
     finally:
         proxy.shutdown()
 

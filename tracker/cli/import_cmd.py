@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -114,6 +115,17 @@ def import_(
         str | None, typer.Option("--litellm-key", envvar="TRACKER_LITELLM_KEY")
     ] = None,
     follow: Annotated[bool, typer.Option("--follow", help="Keep pulling LiteLLM")] = False,
+    litellm_max_call: Annotated[
+        int,
+        typer.Option(
+            "--litellm-max-call",
+            min=1,
+            max=7 * 86_400,
+            help="Seconds the longest LiteLLM call may run (the proxy's request timeout; "
+            "LiteLLM's default is 6000): every 30 minutes a pull reaches back this far for "
+            "long calls, whose rows the proxy writes when they end",
+        ),
+    ] = 6000,
     from_start: Annotated[
         bool,
         typer.Option(
@@ -193,7 +205,8 @@ def import_(
             refused += report.rejected
         if litellm_url is not None:
             assert litellm_key is not None
-            puller = Puller(litellm_url, litellm_key, sender, ctx, state_path(root, litellm_url))
+            puller = Puller(litellm_url, litellm_key, sender, ctx, state_path(root, litellm_url),
+                            max_call=timedelta(seconds=litellm_max_call))  # fmt: skip
             while True:
                 report = FileReport(f"{redact_url(litellm_url.rstrip('/'))}/spend/logs")
                 puller.pull_once(report)
