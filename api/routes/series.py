@@ -14,7 +14,7 @@ from api.auth import Caller, count_rows
 from api.deps import ClickHouse
 from api.params import CurrentRegistry, End, Filters, Settings, Start, min_records, visible_filters
 from api.routes.share import resolve_range
-from tracker.disclosure import suppressed
+from tracker.disclosure import hidden, suppressed
 from tracker.metrics import Basis
 from tracker.queries import Dimension, Interval, ShareCell, breakdown, series
 
@@ -78,6 +78,15 @@ def cells(found: list[ShareCell], k: int, shown: int | None = None) -> list[Cell
         else:
             out.append(Cell(**c.__dict__))
     return out
+
+
+def tier_cells(found: list[ShareCell], k: int, shown: int) -> list[Cell]:
+    """`cells` for the tier breakdown. Its cells are the headline's own tier figures, which
+    /v1/share publishes whenever the whole is built from k records or more (a tier inside a
+    cell is shown: docs/api.md), so they are withheld together or not at all. Withholding a
+    small tier here alone hid nothing the headline did not show (found in review)."""
+    whole = sum(c.records for c in found)
+    return cells(found, k if hidden(whole, k) else 0, shown)
 
 
 class SeriesResponse(BaseModel):
@@ -176,6 +185,9 @@ def get_breakdown(
     # Two cells past the limit tell whether one cell or several are left out: one small cell
     # left out alone would be the published total minus the cells shown.
     found = breakdown(client, basis, dimension, start, end, scoped, limit + 2 if k else limit)
-    out = cells(found, k, shown=limit)
+    if dimension is Dimension.tier:
+        out = tier_cells(found, k, shown=limit)
+    else:
+        out = cells(found, k, shown=limit)
     count_rows(request, len(out))
     return BreakdownResponse(basis=basis, dimension=dimension, from_=start, to=end, cells=out)

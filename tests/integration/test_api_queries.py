@@ -277,6 +277,41 @@ def test_providers_are_withheld_within_their_origin(
     assert not per["openai"]["suppressed"] and per["openai"]["records"] == 12
 
 
+TIER_DAY = datetime(2026, 7, 20, tzinfo=UTC)  # between NESTED_DAY and SMALL_DAY
+
+
+def test_the_tier_breakdown_withholds_what_the_headline_withholds(
+    client: TestClient, pool: ClientPool, seeded: Seeded, auditor: dict[str, str]
+) -> None:
+    # Found in review: the tier breakdown withheld a 3-record tier while /v1/share published
+    # that tier's figure for the same range. A tier inside a cell of k records or more is
+    # shown (docs/api.md), and the tier breakdown's cells are the headline's own tier figures.
+    served = [("sarvam", None, None, 30), ("azure_openai", "centralindia", None, 15),
+              ("openai", None, "api.openai.com", 20), ("unlisted-llm", None, None, 3)]  # fmt: skip
+    second = TIER_DAY + timedelta(days=1)  # 3 records in all
+    records = [
+        UsageRecord(record_id=f"tiers-{day:%d}-{p}-{i}", gateway_id="gw-tiers",
+                    agency_id="in-sbi", occurred_at=day + timedelta(minutes=i), provider=p,
+                    model="m", region=region, endpoint_host=host)
+        for day, tiers in ((TIER_DAY, served), (second, served[3:]))
+        for p, region, host, n in tiers
+        for i in range(n)
+    ]  # fmt: skip
+    Writer(pool.get()).write(Processor(Classifier(seeded.registry)).process_records(records).rows)
+    for start, whole in ((TIER_DAY, 68), (second, 3)):
+        day = {"from": start.isoformat(), "to": (start + timedelta(days=1)).isoformat()}
+        full = client.get("/v1/share", params=day, headers=auditor).json()
+        assert full["records"] == whole
+        headline = client.get("/v1/share", params=day).json()["totals"]
+        cells = client.get("/v1/breakdown/tier", params=day).json()["cells"]
+        assert len(cells) == len({p for p, *_ in (served if whole > 3 else served[3:])})
+        for cell in cells:
+            assert cell["total"] == headline[cell["key"]], (cell, headline)
+            assert cell["suppressed"] == (whole < 10)
+            if whole >= 10:
+                assert cell["total"] == full["totals"][cell["key"]]
+
+
 def test_threshold_is_configurable(
     pool: ClientPool, settings: CommonSettings, seeded: Seeded
 ) -> None:
