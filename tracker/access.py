@@ -124,15 +124,22 @@ def add_key(
 
 def revoke_key(client: Client, name: str) -> bool:
     """Revoke a key by name (a newer row version with revoked = 1); False if unknown."""
-    rows = client.query(
-        "SELECT key_id, name, role, agency_id, key_hash, created_at, created_by "
-        "FROM api_keys FINAL WHERE key_id = {k:String} AND revoked = 0",
-        parameters={"k": name},
-    ).result_rows
-    if not rows:
-        return False
-    client.insert("api_keys", [[*rows[0], 1, time.time_ns()]], column_names=_COLUMNS)
-    return True
+    attempted = False
+    for _ in range(5):  # re-asserted over a change that won at the same moment
+        rows = client.query(
+            "SELECT key_id, name, role, agency_id, key_hash, created_at, created_by, version "
+            "FROM api_keys FINAL WHERE key_id = {k:String} AND revoked = 0",
+            parameters={"k": name},
+        ).result_rows
+        if not rows:
+            return attempted
+        *row, version = rows[0]
+        # The clock alone lost to a row written on a host whose clock ran ahead: the revoke
+        # was reported done and the key kept working (found in review).
+        revoked = [*row, 1, name_claims.next_version(version)]
+        client.insert("api_keys", [revoked], column_names=_COLUMNS)
+        attempted = True
+    raise AccessError(f"key {name!r}: the revoke kept losing to other changes; run it again")
 
 
 def list_keys(client: Client) -> list[tuple[Identity, str, datetime]]:

@@ -111,15 +111,26 @@ def _active_row(client: Client, name: str) -> list[Any] | None:
     return list(rows[0]) if rows else None
 
 
+# How often a revoke re-asserts itself over a change that won at the same moment.
+_REVOKE_ATTEMPTS = 5
+
+
 def revoke(client: Client, name: str) -> bool:
     """Revoke a gateway's key (a newer row version with revoked = 1); False if none is active.
-    Collectors refuse it within their cache's seconds; its records already landed stay."""
+    Collectors refuse it within their cache's seconds; its records already landed stay.
+    Checked after writing: a rotation written at the same moment may have won, and a revoke
+    must not be reported done while a key of the gateway still works."""
     row = _active_row(client, name)
     if row is None:
         return False
-    row[_REVOKED], row[_VERSION] = 1, time.time_ns()
-    client.insert("gateways", [row], column_names=_COLUMNS)
-    return True
+    for _ in range(_REVOKE_ATTEMPTS):
+        row[_REVOKED], row[_VERSION] = 1, name_claims.next_version(row[_VERSION])
+        client.insert("gateways", [row], column_names=_COLUMNS)
+        winner = _active_row(client, name)
+        if winner is None:
+            return True
+        row = winner
+    raise GatewayError(f"gateway {name!r}: the revoke kept losing to other changes; run it again")
 
 
 @dataclass(frozen=True)
@@ -150,8 +161,28 @@ def rotate(client: Client, name: str, *, key: bool = True, secret: bool = False)
         row[_KEY_HASH] = hash_key(new_key_text)
     if new_secret is not None:
         row[_SECRET] = new_secret
-    row[_VERSION] = time.time_ns()
+    read = row[_VERSION]
+    row[_VERSION] = name_claims.next_version(read)
     client.insert("gateways", [row], column_names=_COLUMNS)
+    revoked_meanwhile = client.query(
+        "SELECT count() FROM gateways "
+        "WHERE gateway_id = {g:String} AND revoked = 1 AND version > {v:UInt64}",
+        parameters={"g": name, "v": read},
+    ).result_rows[0][0]
+    if revoked_meanwhile:
+        # A revoke written between this rotation's read and its insert, on a host whose clock
+        # ran behind, would lose to the rotation: the gateway would be active again after a
+        # revoke reported done. The revoke is put back on top.
+        row[_REVOKED], row[_VERSION] = 1, name_claims.next_version(row[_VERSION])
+        client.insert("gateways", [row], column_names=_COLUMNS)
+        raise GatewayError(f"gateway {name!r} was revoked while rotating: nothing was rotated")
+    if _active_row(client, name) != row:
+        # A revoke (or another rotation) written at the same moment won: what was issued
+        # here does not work, and must not be handed out as if it did.
+        raise GatewayError(
+            f"gateway {name!r} changed while rotating (revoked or rotated by someone else): "
+            "nothing was rotated; check it and run again"
+        )
     return Rotated(new_key_text, new_secret)
 
 

@@ -9,6 +9,7 @@ two such inserts only the first is kept. Each add then reads back whose key the 
 
 from __future__ import annotations
 
+import time
 from typing import Literal
 
 from clickhouse_connect.driver.client import Client
@@ -29,3 +30,11 @@ def claimed(client: Client, table: Table, name: str, key_hash: str) -> bool:
         parameters={"n": name},
     ).result_rows
     return bool(rows) and rows[0][0] == key_hash
+
+
+def next_version(previous: int) -> int:
+    """The version of a row replacing one of version `previous` in these ReplacingMergeTree
+    tables, winning over it whatever this host's clock says: the clock's nanoseconds alone lost
+    to a row written on a host whose clock ran ahead, and a revoke was reported done while the
+    key kept working (found in review)."""
+    return max(previous + 1, time.time_ns())

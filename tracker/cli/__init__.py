@@ -158,9 +158,13 @@ def gateway_revoke(
     name: Annotated[str, typer.Argument(help="Gateway id")], data_dir: DataDir = None
 ) -> None:
     """Revoke a gateway's key; collectors refuse it within seconds (its records stay)."""
-    from tracker.gateways import revoke
+    from tracker.gateways import GatewayError, revoke
 
-    if not revoke(_store(data_dir), name):
+    try:
+        revoked = revoke(_store(data_dir), name)
+    except GatewayError as exc:
+        fail(str(exc))
+    if not revoked:
         fail(f"no active gateway {name!r}")
     typer.echo(f"gateway {name} revoked")
 

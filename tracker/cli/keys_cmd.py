@@ -61,11 +61,15 @@ def key_revoke(
     name: Annotated[str, typer.Argument(help="Key id")], data_dir: DataDir = None
 ) -> None:
     """Revoke a key; API servers stop accepting it within seconds."""
-    from tracker.access import revoke_key
+    from tracker.access import AccessError, revoke_key
     from tracker.cli.wiring import open_core
     from tracker.settings import CommonSettings
 
     core = open_core(_settings(CommonSettings, data_dir=data_dir))
-    if not revoke_key(core.pool.get(), name):
+    try:
+        revoked = revoke_key(core.pool.get(), name)
+    except AccessError as exc:
+        fail(str(exc))
+    if not revoked:
         fail(f"no active key {name!r}")
     typer.echo(f"key {name} revoked")
