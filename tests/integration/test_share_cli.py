@@ -15,7 +15,7 @@ from tracker.cli import app
 from tracker.clickhouse import ClientPool
 from tracker.demo import generate
 from tracker.metrics import Basis, headline
-from tracker.registry import load
+from tracker.registry import load, record_version
 from tracker.settings import CommonSettings
 
 
@@ -50,3 +50,18 @@ def test_cli_share_then_and_now(
     assert json.loads(now.output)["domestic_share"] == pytest.approx(figure["domestic_share"])
     bad = runner.invoke(app, [*args, "--basis", "vibes"])
     assert bad.exit_code == 2 and "not a valid Basis" in bad.output
+
+
+def test_cli_share_refuses_an_agency_not_in_the_registry(
+    settings: CommonSettings, pool: ClientPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found in review: a mistyped --agency printed a null share with exit code 0.
+    registry, text = load()
+    record_version(pool.get(), registry, text, author="test", reason="share cli")
+    monkeypatch.setenv("TRACKER_CLICKHOUSE_DATABASE", settings.clickhouse_database)
+    args = ["share", "--from", "2026-02-01", "--to", "2026-03-01",
+            "--data-dir", str(settings.data_dir)]  # fmt: skip
+    typo = CliRunner().invoke(app, [*args, "--agency", "in-sbi", "--agency", "in-nope"])
+    assert typo.exit_code == 2 and "not in the registry: in-nope" in typo.output, typo.output
+    known = CliRunner().invoke(app, [*args, "--agency", registry.agencies[0].id])
+    assert known.exit_code == 0, known.output

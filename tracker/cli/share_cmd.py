@@ -24,6 +24,7 @@ def share(
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
 ) -> None:
     """Print the domestic share and the sums behind it as JSON."""
+    from tracker import registry_store
     from tracker.cli.registry_cmd import _client, _utc
     from tracker.metrics import AsClassified, Basis, headline, hour_ceil, hour_floor
 
@@ -40,8 +41,17 @@ def share(
     if start >= end:
         typer.echo("tracker: --from must be before --to", err=True)
         raise typer.Exit(2)
+    client = _client(data_dir)
+    if agency:
+        # A mistyped id would print a null share and exit 0, as if the agency used nothing.
+        found = registry_store.effective(client)
+        known = {a.id for a in found[0].agencies} if found is not None else set(agency)
+        unknown = sorted(set(agency) - known)
+        if unknown:
+            typer.echo(f"tracker: --agency: not in the registry: {', '.join(unknown)}", err=True)
+            raise typer.Exit(2)
     filters = {"agency_id": agency} if agency else {}
-    figure = headline(_client(data_dir), chosen_basis, start, end, filters, as_classified=mode)
+    figure = headline(client, chosen_basis, start, end, filters, as_classified=mode)
     body = {"from": start.isoformat(), "to": end.isoformat(), "as_classified": mode.value,
             **dataclasses.asdict(figure)}  # fmt: skip
     typer.echo(json.dumps(body, indent=2, default=str))
