@@ -13,44 +13,66 @@ from dashboards.panels import (
     grid,
     hide_fields,
     number_stat,
+    raw_where,
     rename_fields,
     series,
     share_stat,
     variables,
 )
-from tracker.metrics import GRAFANA_TIME_WHERE, Basis, grafana_share_sql, grafana_where_clause
+from tracker.metrics import Basis, grafana_share_sql, grafana_where_clause
 
 UID = "ist-agency"
 TIME_BUCKET = "$__timeInterval(hour)"
 
+SCOPE = variables(AGENCY, PROVIDER)
+WHERE = grafana_where_clause(SCOPE)
+GROUP = "provider, model, region, tier, facility_country"
+
 # Providers of the agency: volume, tokens, cost, latency and where they served it. Not a
-# headline figure, so written here; it reads the same rollup under the same WHERE.
+# headline figure, so written here; it reads the same rollup under the same WHERE. The mean
+# latency is GET /v1/providers' (tracker.queries.providers_sql): weighted by request_count, a
+# record may stand for many requests, over the raw records that report a latency. The rollup
+# keeps only a per-record latency sum, so it is read from usage_raw, same filters and hours.
 PROVIDERS_SQL = f"""
 SELECT
-    provider, model, region, tier, facility_country,
-    sum(requests) AS total_requests,
-    sum(input_tokens + output_tokens) AS tokens,
-    sum(cost_reporting) AS cost,
-    if(sum(latency_count) = 0, NULL, sum(latency_ms_sum) / sum(latency_count)) AS avg_latency_ms,
-    sumIf(requests, status = 'error') / total_requests AS error_rate
-FROM usage_hourly
-WHERE {grafana_where_clause(variables(AGENCY, PROVIDER))}
-GROUP BY provider, model, region, tier, facility_country
-ORDER BY total_requests DESC
+    {GROUP},
+    r.total_requests AS total_requests, r.tokens AS tokens, r.cost AS cost,
+    l.avg_latency_ms AS avg_latency_ms, r.error_rate AS error_rate
+FROM (
+    SELECT
+        {GROUP},
+        sum(requests) AS total_requests,
+        sum(input_tokens + output_tokens) AS tokens,
+        sum(cost_reporting) AS cost,
+        sumIf(requests, status = 'error') / total_requests AS error_rate
+    FROM usage_hourly
+    WHERE {WHERE}
+    GROUP BY {GROUP}
+) AS r
+LEFT JOIN (
+    SELECT
+        {GROUP},
+        CAST(sum(toFloat64(latency_ms) * request_count) / sum(request_count)
+             AS Nullable(Float64)) AS avg_latency_ms
+    FROM usage_raw
+    WHERE {raw_where(WHERE)} AND latency_ms IS NOT NULL
+    GROUP BY {GROUP}
+) AS l USING ({GROUP})
+ORDER BY total_requests DESC, {GROUP}
 """.strip()
 
+# Operations of the agency, under the same filters as every other panel here (provider too).
 USE_CASES_SQL = f"""
 SELECT operation, sum(requests) AS requests, sum(cost_reporting) AS cost
 FROM usage_hourly
-WHERE {GRAFANA_TIME_WHERE}
-  AND agency_id IN (${{{AGENCY}:singlequote}})
+WHERE {WHERE}
 GROUP BY operation
-ORDER BY requests DESC
+ORDER BY requests DESC, operation
 """.strip()
 
 
 def build() -> db.Dashboard:
-    scope = variables(AGENCY, PROVIDER)
+    scope = SCOPE
     headline = grafana_share_sql(Basis.requests, scope)
     cost = grafana_share_sql(Basis.cost, scope)
     helpers = ("records", "cost_unconverted", "unknown_share")
@@ -65,7 +87,7 @@ def build() -> db.Dashboard:
         .readonly()
         .with_variable(filter_variable(AGENCY, multi=False))
         .with_variable(filter_variable(PROVIDER))
-        .with_row(db.Row("${agency}"))
+        .with_row(db.Row("${agency:text}"))
         .with_panel(
             share_stat(
                 "Domestic share (requests)",
@@ -145,7 +167,8 @@ def build() -> db.Dashboard:
             grid(
                 "Providers and models",
                 PROVIDERS_SQL,
-                "Where the agency's requests went, with cost and latency.",
+                "Where the agency's requests went, with cost and mean latency per request "
+                "(weighted by requests, as GET /v1/providers).",
                 span=16,
             ).with_transformation(rename_fields({"facility_country": "country"}))
         )

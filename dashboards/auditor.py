@@ -10,10 +10,12 @@ from dashboards.panels import (
     SECTOR,
     TAGS,
     TIER,
-    VARIABLE_COLUMNS,
     filter_variable,
+    filters_only,
     grid,
     number_stat,
+    raw_where,
+    variables,
 )
 from tracker.metrics import grafana_where_clause
 
@@ -23,13 +25,9 @@ RECORD = "record_id"
 
 # usage_raw carries the same dimension columns as the rollup, so one WHERE serves both once
 # the rollup's `hour` is replaced by the raw record's hour.
-ROLLUP_WHERE = grafana_where_clause({VARIABLE_COLUMNS[n]: n for n in FILTERS})
-RAW_HOUR_WHERE = ROLLUP_WHERE.replace("hour >= ", "toStartOfHour(occurred_at) >= ", 1).replace(
-    "AND hour < ", "AND toStartOfHour(occurred_at) < ", 1
-)
-RAW_FILTERS = " AND ".join(
-    f"$__conditionalAll({VARIABLE_COLUMNS[n]} IN (${{{n}:singlequote}}), ${n})" for n in FILTERS
-)
+ROLLUP_WHERE = grafana_where_clause(variables(*FILTERS))
+RAW_HOUR_WHERE = raw_where(ROLLUP_WHERE)
+RAW_FILTERS = filters_only(ROLLUP_WHERE)
 
 RAW_SQL = f"""
 SELECT
@@ -41,7 +39,7 @@ SELECT
 FROM usage_raw
 WHERE $__timeFilter_ms(occurred_at)
   AND {RAW_FILTERS}
-  AND $__conditionalAll(record_id = ${{{RECORD}:singlequote}}, ${RECORD})
+  AND $__conditionalAll(record_id = decodeURLComponent('${{{RECORD}:percentencode}}'), ${RECORD})
 ORDER BY occurred_at DESC, gateway_id, record_id
 LIMIT 1000
 """.strip()

@@ -3,8 +3,9 @@
 Grafana runs a ClickHouse panel query in three steps, and this module follows each:
 1. the plugin's frontend replaces `$__conditionalAll(condition, $var)` by `1=1` when `$var` is
    "All" (or empty), else by the condition (CHDatasource.applyConditionalAll);
-2. Grafana's template service replaces `$var`, `${var}` and `${var:format}` (formats used here:
-   singlequote, csv, raw; without a format the plugin quotes and joins arrays);
+2. Grafana's template service replaces `$var`, `${var}` and `${var:format}`; the dashboards use
+   `percentencode` only (see `_percent_encode`); singlequote, csv, raw and the plugin's own
+   default (arrays quoted and joined) are kept so tests can show what they would do;
 3. the plugin's backend expands time macros (pkg/macros/macros.go): `$__fromTime` ->
    toDateTime(<unix s>), `$__toTime_ms` -> fromUnixTimestamp64Milli(<unix ms>),
    `$__timeFilter(c)` -> c >= toDateTime(from) AND c <= toDateTime(to) (inclusive), the `_ms`
@@ -20,6 +21,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from urllib.parse import quote
 
 ALL = "$__all"
 
@@ -30,11 +32,15 @@ class ExpansionError(ValueError):
 
 @dataclass(frozen=True)
 class Variable:
-    """A template variable's state: selected values (or [ALL]) and, for "All", every option."""
+    """A template variable's state: selected values (or [ALL]) and, for "All", every option's
+    value. `multi`: Grafana hands a multi-value variable to a format as an array (even with one
+    value selected) and a single-value one (query variable with multi off, textbox) as a
+    string; some formats differ between the two (percentencode wraps arrays in braces)."""
 
     selected: Sequence[str]
     options: Sequence[str] = ()
     all_value: str | None = None
+    multi: bool = True
 
     @property
     def is_all(self) -> bool:
@@ -106,10 +112,40 @@ def conditional_all(sql: str, variables: Mapping[str, Variable]) -> str:
     return sql
 
 
+def _percent_encode(value: str) -> str:
+    """Grafana's encodeURIComponentStrict: encodeURIComponent (UTF-8, upper-case %XX; leaves
+    A-Z a-z 0-9 - _ . ! ~ * ' ( )) with !'()* encoded as well, so only A-Z a-z 0-9 - _ . ~
+    stay. That is Python's quote() with nothing extra marked safe. JavaScript throws on a lone
+    surrogate; so does this (UnicodeEncodeError)."""
+    try:
+        return quote(value, safe="")
+    except UnicodeEncodeError as exc:
+        raise ExpansionError(f"value not encodable as UTF-8: {exc}") from exc
+
+
 def _format(var: Variable, fmt: str | None) -> str:
-    if var.all_value is not None and list(var.selected) == [ALL] and fmt != "text":
-        return var.all_value  # Grafana passes a custom "All" value through unformatted.
+    """One variable in one format, as Grafana's format registry renders it: the templating
+    service's public/app/features/templating/formatRegistry.ts (grafana/grafana) and, for
+    dashboards rendered with Scenes, packages/scenes/src/variables/interpolation/formatRegistry.ts
+    (grafana/scenes); both define percentencode the same way:
+        isArray(value) ? encodeURIComponentStrict('{' + value.join(',') + '}')
+                       : encodeURIComponentStrict(value)
+    A custom "All" value passes unformatted, except through `text` and `percentencode`
+    (TemplateSrv: "skip formatting of custom all values unless format set to text or
+    percentencode"; Scenes' CustomAllValue.formatter does the same)."""
+    is_all = list(var.selected) == [ALL]
+    if var.all_value is not None and is_all:
+        if fmt == "text":
+            return "All"
+        if fmt == "percentencode":
+            return _percent_encode(var.all_value)
+        return var.all_value
     values = var.values()
+    array = var.multi or is_all
+    if not array and len(values) != 1:
+        raise ExpansionError("a single-value variable holds exactly one value")
+    if fmt == "percentencode":
+        return _percent_encode("{" + ",".join(values) + "}" if array else values[0])
     if fmt == "singlequote":
         return ",".join("'" + v.replace("'", "\\'") + "'" for v in values)
     if fmt == "csv":
@@ -117,7 +153,7 @@ def _format(var: Variable, fmt: str | None) -> str:
     if fmt in ("raw", "text"):
         return ",".join(values)
     if fmt is None:  # the plugin's own formatter: arrays quoted and joined, scalars raw
-        return "'" + "','".join(values) + "'" if len(values) != 1 else values[0]
+        return "'" + "','".join(values) + "'" if array else values[0]
     raise ExpansionError(f"variable format {fmt!r} is not supported by the expander")
 
 

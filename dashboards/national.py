@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time
+
 from grafana_foundation_sdk.builders import common as cb
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import piechart as pb
@@ -25,25 +28,64 @@ from dashboards.panels import (
     variables,
 )
 from tracker.metrics import Basis, grafana_share_sql
+from tracker.registry import Registry, TargetPoint
 
 UID = "ist-national"
-TARGETS = ["0.5", "0.6", "0.7", "0.8", "0.9"]
 TIME_BUCKET = "$__timeInterval(hour)"
 
-# A straight line at the chosen target across the dashboard's range.
-TARGET_SQL = (
-    "SELECT $__fromTime AS k, toFloat64(${target:raw}) AS target\n"
-    "UNION ALL\n"
-    "SELECT $__toTime AS k, toFloat64(${target:raw}) AS target\n"
-    "ORDER BY k"
+
+def _midnight_utc(day: date) -> int:
+    return int(datetime.combine(day, time(), UTC).timestamp())
+
+
+def target_sql(points: Sequence[TargetPoint]) -> str | None:
+    """The registry's domestic-share target trajectory (targets.domestic_share) as the public
+    page draws it: straight lines between the points, each at midnight UTC of its date, nothing
+    before the first or after the last. The line's points inside the dashboard's range, plus
+    its value interpolated at each end of the range, so it shows across the whole range even
+    when no target date falls in it. Written from the registry at build time (no variable: the
+    target is the registry's, not a viewer's choice); None when the registry sets none."""
+    if not points:
+        return None
+    times = ", ".join(f"toDateTime({_midnight_utc(p.by)})" for p in points)
+    shares = ", ".join(repr(float(p.domestic_share)) for p in points)
+    return f"""
+SELECT k, target
+FROM (
+    WITH
+        [{times}] AS by_t,
+        [{shares}] AS share,
+        greatest($__fromTime, by_t[1]) AS lo,
+        least($__toTime, by_t[-1]) AS hi
+    SELECT
+        arrayJoin(arraySort(arrayDistinct(
+            arrayConcat([lo, hi], arrayFilter(t -> t > lo AND t < hi, by_t))))) AS k,
+        arrayFirstIndex(t -> t >= k, by_t) AS i,
+        if(i = 1 OR by_t[i] = k, share[i],
+           share[i - 1] + (share[i] - share[i - 1])
+               * (toUnixTimestamp(k) - toUnixTimestamp(by_t[i - 1]))
+               / (toUnixTimestamp(by_t[i]) - toUnixTimestamp(by_t[i - 1]))) AS target
+    WHERE lo <= hi
 )
+ORDER BY k
+""".strip()
 
 
-def build() -> db.Dashboard:
+def build(registry: Registry) -> db.Dashboard:
     scope = variables(SECTOR, PROVIDER, TIER)
     headline = grafana_share_sql(Basis.requests, scope)
     trend = grafana_share_sql(Basis.requests, scope, group_by=TIME_BUCKET)
     helpers = ("records", "cost_unconverted")
+    trend_queries = [Query(trend).time_series().ref_id("A")]
+    target = target_sql(registry.targets.domestic_share if registry.targets else [])
+    if target is None:
+        trend_note = "Domestic and sovereign share per interval (the registry sets no target)."
+    else:
+        trend_queries.append(Query(target).time_series().ref_id("B"))
+        trend_note = (
+            "Domestic and sovereign share per interval; the dashed line is the registry's "
+            "target trajectory (targets.domestic_share), as on the public page."
+        )
 
     d = (
         db.Dashboard("Inference sovereignty: national transparency")
@@ -60,12 +102,6 @@ def build() -> db.Dashboard:
         .with_variable(filter_variable(SECTOR))
         .with_variable(filter_variable(PROVIDER))
         .with_variable(filter_variable(TIER))
-        .with_variable(
-            db.CustomVariable("target")
-            .label("Domestic share target")
-            .values(",".join(TARGETS))
-            .current(dm.VariableOption(selected=True, text="0.7", value="0.7"))
-        )
         .with_row(db.Row("Headline"))
         .with_panel(
             share_stat(
@@ -120,12 +156,9 @@ def build() -> db.Dashboard:
         .with_panel(
             series(
                 "Domestic share vs target",
-                [
-                    Query(trend).time_series().ref_id("A"),
-                    Query(TARGET_SQL).time_series().ref_id("B"),
-                ],
+                trend_queries,
                 "percentunit",
-                "Domestic and sovereign share per interval; the dashed line is the target.",
+                trend_note,
             )
             .with_transformation(
                 hide_fields(

@@ -10,6 +10,7 @@ from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models import text as tm
 
 from dashboards.clickhouse import DATASOURCE, Query
+from tracker.metrics import GRAFANA_OPTION_VALUE, GRAFANA_TIME_WHERE
 
 # Rollup dimension -> dashboard variable. The same names on every dashboard, so links that
 # carry variables (keepTime + includeVars) land on the same selection.
@@ -25,9 +26,14 @@ TAGS = ["inference-sovereignty"]
 
 
 def options_sql(variable: str) -> str:
-    """The values a filter variable offers: what the rollup holds."""
+    """The options a filter variable offers: what the rollup holds. Two columns, which the
+    plugin's metricFindQuery reads as (value, text): the text shown is the dimension value, the
+    value carried (URL, queries) is its URL encoding, which holds no comma or brace, so a
+    multi-value selection encoded by `percentencode` splits back exactly
+    (tracker.metrics.GRAFANA_SELECTED)."""
     column = VARIABLE_COLUMNS[variable]
-    return f"SELECT DISTINCT {column} FROM usage_hourly ORDER BY {column}"
+    value = GRAFANA_OPTION_VALUE.format(column=column)
+    return f"SELECT DISTINCT {value} AS value, {column} AS text FROM usage_hourly ORDER BY text"
 
 
 def filter_variable(variable: str, *, multi: bool = True) -> db.QueryVariable:
@@ -51,6 +57,24 @@ def filter_variable(variable: str, *, multi: bool = True) -> db.QueryVariable:
 def variables(*names: str) -> dict[str, str]:
     """Rollup column -> variable name, the shape tracker.metrics.grafana_share_sql takes."""
     return {VARIABLE_COLUMNS[n]: n for n in names}
+
+
+def raw_where(rollup_where: str) -> str:
+    """A rollup WHERE (tracker.metrics.grafana_where_clause) for usage_raw, which carries the
+    same dimension columns: the rollup's `hour` becomes the record's hour, so both read the
+    same records for a range (the API's raw queries do the same with occurred_at bounds)."""
+    if not rollup_where.startswith(GRAFANA_TIME_WHERE):
+        raise ValueError("not a WHERE of tracker.metrics.grafana_where_clause")
+    time = GRAFANA_TIME_WHERE.replace("hour ", "toStartOfHour(occurred_at) ")
+    return time + rollup_where[len(GRAFANA_TIME_WHERE) :]
+
+
+def filters_only(rollup_where: str) -> str:
+    """The variable filters of a grafana_where_clause without its time clause ("1=1" if none),
+    for queries that bound time on another column."""
+    if not rollup_where.startswith(GRAFANA_TIME_WHERE):
+        raise ValueError("not a WHERE of tracker.metrics.grafana_where_clause")
+    return rollup_where[len(GRAFANA_TIME_WHERE) :].removeprefix(" AND ") or "1=1"
 
 
 def percent_thresholds() -> db.ThresholdsConfig:

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from grafana_client.client import GrafanaClientError, GrafanaException
+from grafana_client.util import as_bool
 from niquests.exceptions import RequestException
 
 from dashboards.build import FOLDER_TITLE, FOLDER_UID
@@ -77,6 +79,22 @@ def _object(found: Any, what: str) -> dict[str, Any] | None:
     raise ProvisionError(f"{what}: the server answered no JSON object; is --url Grafana?")
 
 
+def api_url(url: str) -> str:
+    """The Grafana base URL as grafana-client needs it. The client joins "<path>api" with no
+    separator, so a Grafana served under a sub-path (root_url .../grafana) must be given with a
+    trailing slash or it calls /grafanaapi/...: add it (and drop repeated ones). Its
+    `?verify=false` (no TLS verification) must be a truth value; the client would raise a bare
+    ValueError later. Raises ValueError naming the problem."""
+    parts = urlsplit(url)
+    for value in parse_qs(parts.query, keep_blank_values=True).get("verify", []):
+        try:
+            as_bool(value)
+        except (ValueError, AttributeError):
+            raise ValueError(f"verify={value!r}: must be true or false") from None
+    path = parts.path.rstrip("/")
+    return urlunsplit(parts._replace(path=f"{path}/" if path else ""))
+
+
 class Grafana:
     """The grafana-client calls this module makes, with types (the library has none)."""
 
@@ -88,7 +106,7 @@ class Grafana:
         from grafana_client.api import GrafanaApi
 
         factory: Any = GrafanaApi.from_url
-        return cls(factory(url=url, credential=token, timeout=timeout))
+        return cls(factory(url=api_url(url), credential=token, timeout=timeout))
 
     def datasource(self, uid: str) -> dict[str, Any] | None:
         found = _or_none_if_missing(self.api.datasource.get_datasource_by_uid, uid)
@@ -152,9 +170,18 @@ def push_datasource(
     has_secret = bool((existing.get("secureJsonFields") or {}).get("password"))
     wants_secret = conn.password is not None and (rotate_secret or not has_secret)
     body = datasource_body(conn, with_secret=wants_secret)
-    same = all(existing.get(k) == body[k] for k in ("name", "type", "access", "jsonData"))
+    # jsonData is compared and written on our keys only. Grafana keeps whatever else is there:
+    # the plugin's settings page adds its own on every save (version, logs, traces defaults:
+    # useConfigDefaults in src/views/CHConfigEditorHooks.ts) and an admin may set timeouts or
+    # TLS options we do not manage. A PUT replaces jsonData whole, so those are sent back.
+    stored = existing.get("jsonData")
+    stored = stored if isinstance(stored, dict) else {}
+    same = all(existing.get(k) == body[k] for k in ("name", "type", "access")) and all(
+        stored.get(k) == v for k, v in body["jsonData"].items()
+    )
     if same and not wants_secret:
         return Change("datasource", DATASOURCE_UID, "unchanged", DATASOURCE_NAME)
+    body["jsonData"] = {**stored, **body["jsonData"]}
     api.update_datasource(DATASOURCE_UID, body)
     return Change("datasource", DATASOURCE_UID, "updated", DATASOURCE_NAME)
 
@@ -177,28 +204,47 @@ def _comparable(dashboard: dict[str, Any]) -> dict[str, Any]:
 def push_dashboards(
     api: Grafana, dashboards: dict[str, dict[str, Any]], folder_uid: str = FOLDER_UID
 ) -> list[Change]:
-    """Create or update each dashboard by uid, in the folder; untouched when identical."""
+    """Create or update each dashboard by uid, in the folder; untouched when identical.
+
+    Never with `overwrite: true`: Grafana then also takes over any other dashboard whose title
+    (slug) is the same in the target folder, giving ours its id and uid, so a user's dashboard
+    would be overwritten (getExistingDashboardByTitleAndFolder in
+    pkg/services/dashboards/database/database.go). Instead an update carries the version read
+    just before, and a create none: Grafana refuses a same-title dashboard in the folder
+    ("name-exists") and a change made in between ("version-mismatch"), both reported, nothing
+    of anyone else's overwritten."""
     hits = api.search_dashboards(sorted(dashboards))
     found = {h["uid"]: h for h in hits if h.get("uid") in dashboards}
     changes = []
     for uid in sorted(dashboards):
         ours = dashboards[uid]
         action: Action = "created"
+        sent = {**_comparable(ours), "id": None}
         if uid in found:
             stored = api.dashboard(uid)
+            current = stored.get("dashboard") or {}
             same_folder = (stored.get("meta") or {}).get("folderUid") == folder_uid
-            if same_folder and _comparable(stored.get("dashboard") or {}) == _comparable(ours):
+            if same_folder and _comparable(current) == _comparable(ours):
                 changes.append(Change("dashboard", uid, "unchanged", ours.get("title", "")))
                 continue
             action = "updated"
-        api.save_dashboard(
-            {
-                "dashboard": {**_comparable(ours), "id": None},
-                "folderUid": folder_uid,
-                "overwrite": True,
-                "message": "tracker dashboards push",
-            }
-        )
+            sent["version"] = current.get("version")
+        body = {
+            "dashboard": sent,
+            "folderUid": folder_uid,
+            "overwrite": False,
+            "message": "tracker dashboards push",
+        }
+        try:
+            api.save_dashboard(body)
+        except GrafanaClientError as exc:
+            if getattr(exc, "status_code", None) != 412:
+                raise
+            raise ProvisionError(
+                f"Grafana refused dashboard {uid} ({ours.get('title', '')!r}): {exc}; another "
+                "dashboard of that title in the folder, or an edit made since it was read, is "
+                "left as it is"
+            ) from exc
         changes.append(Change("dashboard", uid, action, ours.get("title", "")))
     return changes
 

@@ -256,11 +256,24 @@ def headline(
 # (grafana-clickhouse-datasource) expands `$__fromTime` to toDateTime(<unix s>) and
 # `$__toTime_ms` to fromUnixTimestamp64Milli(<unix ms>) in its backend; the frontend first
 # replaces `$__conditionalAll(cond, $var)` by 1=1 when the variable is "All", then template
-# variables (`${var:singlequote}` -> 'a','b'). The time clause matches the API's rounding:
-# from is floored to the hour (in UTC, whatever the server's time zone), and `hour < to` on
-# hour-aligned buckets is the same set as `hour < ceil_to_hour(to)`.
+# variables. The time clause matches the API's rounding: from is floored to the hour (in UTC,
+# whatever the server's time zone), and `hour < to` on hour-aligned buckets is the same set as
+# `hour < ceil_to_hour(to)`.
 GRAFANA_TIME_WHERE = "hour >= toStartOfHour($__fromTime, 'UTC') AND hour < $__toTime_ms"
 _VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A filter variable's value never reaches the SQL as text: Grafana's `percentencode` format
+# leaves only [A-Za-z0-9_.~-] and %XX (encodeURIComponent plus !'()*), so no value can end the
+# string literal, escape a quote or name a macro (`singlequote` escapes ' but not \, which
+# ClickHouse reads as an escape). A multi-value selection is encoded as one string
+# "{v1,v2}"; the commas stay unambiguous because each option's value is itself
+# GRAFANA_OPTION_VALUE, the URL encoding of the dimension value (no comma, no brace). So the
+# SQL decodes the whole, drops the braces, splits at commas and decodes each part: exactly the
+# selected dimension values, whatever characters they hold.
+GRAFANA_OPTION_VALUE = "encodeURLComponent({column})"
+GRAFANA_SELECTED = (
+    "arrayMap(v -> decodeURLComponent(v), splitByChar(',', "
+    "trim(BOTH '{}' FROM decodeURLComponent('${<var>:percentencode}'))))"
+)
 
 
 def grafana_where_clause(variables: dict[str, str]) -> str:
@@ -273,7 +286,8 @@ def grafana_where_clause(variables: dict[str, str]) -> str:
             raise ValueError(f"unknown filter {name!r}")
         if not _VARIABLE_NAME.fullmatch(var):
             raise ValueError(f"not a Grafana variable name: {var!r}")
-        parts.append(f"$__conditionalAll({name} IN (${{{var}:singlequote}}), ${var})")
+        selected = GRAFANA_SELECTED.replace("<var>", var)
+        parts.append(f"$__conditionalAll({name} IN (SELECT arrayJoin({selected})), ${var})")
     return " AND ".join(parts)
 
 

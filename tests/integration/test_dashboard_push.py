@@ -3,11 +3,16 @@
 The server below implements the documented endpoints the provisioning client calls (data
 sources by uid, folders, search, dashboards by uid and /api/dashboards/db), refuses bodies
 with unknown fields or a missing token, and records every request so the tests can check
-each body field by field and that a second push writes nothing."""
+each body field by field and that a second push writes nothing. Saving a dashboard follows
+Grafana's rules (pkg/services/dashboards/database/database.go): found by uid, a version
+other than the stored one is refused unless `overwrite`; another dashboard of the same title
+(slug) in the folder is refused ("name-exists"), or with `overwrite` taken over: ours gets
+its id and uid and replaces it."""
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -48,6 +53,8 @@ class FakeGrafana:
     dashboards: dict[str, dict[str, Any]] = field(default_factory=dict)  # uid -> {dashboard, meta}
     log: list[Request] = field(default_factory=list)
     next_id: int = 1
+    prefix: str = ""  # Grafana served under a sub-path (root_url .../grafana)
+    echo_auth: bool = False  # a 401 that quotes the Authorization header back
 
     def writes(self) -> list[Request]:
         return [r for r in self.log if r.method != "GET"]
@@ -58,8 +65,12 @@ class FakeGrafana:
 
     def handle(self, r: Request) -> tuple[int, Any]:
         if r.authorization != f"Bearer {TOKEN}":
+            if self.echo_auth:
+                return 403, {"message": f"invalid API key: {r.authorization}"}
             return 401, {"message": "invalid API key"}
-        parts = r.path.strip("/").split("/")
+        if not r.path.startswith(f"{self.prefix}/api/"):
+            return 404, {"message": f"not under {self.prefix}/api/"}
+        parts = r.path[len(self.prefix) :].strip("/").split("/")
         match (r.method, parts):
             case ("GET", ["api", "datasources", "uid", uid]):
                 if uid not in self.datasources:
@@ -144,21 +155,44 @@ class FakeGrafana:
         dashboard = body.get("dashboard")
         if extra or not isinstance(dashboard, dict) or not dashboard.get("title"):
             return 400, {"message": f"bad dashboard body: {sorted(extra)}"}
-        folder_uid = body.get("folderUid")
+        folder_uid = body.get("folderUid") or ""
         if folder_uid and folder_uid not in self.folders:
             return 400, {"message": "folder not found"}
+        overwrite = bool(body.get("overwrite"))
         uid = dashboard.get("uid") or f"d{self._id()}"
+        version = dashboard.get("version") or 0
+        dash_id: int | None = None
         old = self.dashboards.get(uid)
-        if old and not body.get("overwrite"):
-            return 412, {"message": "version-mismatch", "status": "version-mismatch"}
-        version = old["dashboard"]["version"] + 1 if old else 1
-        dash_id = old["dashboard"]["id"] if old else self._id()
+        if old:  # getExistingDashboardByIDOrUIDForUpdate
+            dash_id = old["dashboard"]["id"]
+            if version != old["dashboard"]["version"]:
+                if not overwrite:
+                    return 412, {"message": "version-mismatch", "status": "version-mismatch"}
+                version = old["dashboard"]["version"]
+        slug = _slug(dashboard["title"])
+        for other_uid, other in self.dashboards.items():  # getExistingDashboardByTitleAndFolder
+            same = (
+                other["meta"]["folderUid"] == folder_uid
+                and _slug(other["dashboard"].get("title", "")) == slug
+            )
+            if same and other["dashboard"]["id"] != dash_id:
+                if not overwrite:
+                    return 412, {"message": "A dashboard with the same name in the folder "
+                                 "already exists", "status": "name-exists"}  # fmt: skip
+                dash_id, uid = other["dashboard"]["id"], other_uid
+                version = other["dashboard"]["version"]
+        dash_id = dash_id or self._id()
+        version += 1
         stored = {**dashboard, "id": dash_id, "uid": uid, "version": version}
         url = f"/d/{uid}/x"
-        self.dashboards[uid] = {"dashboard": stored, "meta": {"folderUid": folder_uid or "",
+        self.dashboards[uid] = {"dashboard": stored, "meta": {"folderUid": folder_uid,
                                 "url": url, "version": version, "slug": "x"}}  # fmt: skip
         return 200, {"id": dash_id, "uid": uid, "url": url, "status": "success",
                      "version": version, "slug": "x"}  # fmt: skip
+
+
+def _slug(title: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
 
 
 def serve(state: FakeGrafana) -> ThreadingHTTPServer:
@@ -200,10 +234,12 @@ def grafana() -> Iterator[tuple[FakeGrafana, str]]:
         server.server_close()
 
 
-def push(url: str, *extra: str, token: str = TOKEN) -> Any:
-    args = ["dashboards", "push", "--url", url, "--token", token,
+def push(
+    url: str, *extra: str, token: str | None = TOKEN, env: dict[str, str] | None = None
+) -> Any:
+    args = ["dashboards", "push", "--url", url, *(["--token", token] if token is not None else []),
             "--clickhouse-host", "ch.internal", "--clickhouse-password", PASSWORD, *extra]  # fmt: skip
-    return CliRunner().invoke(app, args)
+    return CliRunner().invoke(app, args, env=env)
 
 
 def test_first_push_creates_data_source_folder_and_dashboards(
@@ -241,7 +277,8 @@ def test_first_push_creates_data_source_folder_and_dashboards(
     for uid, body in saved.items():
         assert set(body) == DASHBOARD_SAVE_FIELDS
         assert body["folderUid"] == "inference-sovereignty"
-        assert body["overwrite"] is True
+        assert body["overwrite"] is False  # never take over a same-title dashboard
+        assert "version" not in body["dashboard"]
         assert body["message"] == "tracker dashboards push"
         assert body["dashboard"]["id"] is None
         sent = {k: v for k, v in body["dashboard"].items() if k != "id"}
@@ -368,3 +405,125 @@ def test_bad_arguments_and_a_server_that_is_not_grafana_exit_2(
     finally:
         html.shutdown()
         html.server_close()
+
+
+def test_a_same_title_dashboard_of_someone_else_is_never_overwritten(
+    grafana: tuple[FakeGrafana, str],
+) -> None:
+    """Suspected in review, confirmed from Grafana's save rules: with `overwrite: true`, a
+    dashboard of the same title in the folder under another uid is taken over, ours written
+    over it. The push must refuse instead, and leave it as it is."""
+    state, url = grafana
+    state.folders["inference-sovereignty"] = {"id": 1, "uid": "inference-sovereignty",
+        "title": "Inference Sovereignty", "url": "/dashboards/f/x/", "version": 1}  # fmt: skip
+    title = COMMITTED["ist-national"]["title"]
+    users = {"id": 77, "uid": "users-copy", "title": title, "version": 5, "panels": []}
+    state.dashboards["users-copy"] = {"dashboard": dict(users), "meta": {
+        "folderUid": "inference-sovereignty", "url": "/d/users-copy/x", "version": 5}}  # fmt: skip
+    result = push(url)
+    assert result.exit_code == 2, result.output
+    assert "ist-national" in result.output and "same name" in result.output
+    assert state.dashboards["users-copy"]["dashboard"] == users
+    assert "ist-national" not in state.dashboards
+    saves = [r.body for r in state.log if r.path == "/api/dashboards/db"]
+    assert saves and all(b["overwrite"] is False for b in saves)
+
+
+def test_an_update_carries_the_version_it_read(grafana: tuple[FakeGrafana, str]) -> None:
+    state, url = grafana
+    assert push(url).exit_code == 0
+    state.dashboards["ist-agency"]["dashboard"]["title"] = "edited in the UI"
+    version = state.dashboards["ist-agency"]["dashboard"]["version"]
+    state.log.clear()
+    assert push(url).exit_code == 0
+    [save] = [r.body for r in state.writes()]
+    assert save["overwrite"] is False and save["dashboard"]["version"] == version
+    assert state.dashboards["ist-agency"]["dashboard"]["version"] == version + 1
+
+
+def test_data_source_settings_we_do_not_manage_are_kept(grafana: tuple[FakeGrafana, str]) -> None:
+    """Suspected in review, confirmed from the plugin: its settings page writes its own keys
+    into jsonData on every save (version, logs, traces: useConfigDefaults), and an admin may
+    set timeouts. An exact comparison rewrote the data source on every push, dropping them."""
+    state, url = grafana
+    assert push(url).exit_code == 0
+    added = {"version": "4.9.0", "logs": {"defaultTable": "otel_logs"}, "dialTimeout": "20"}
+    state.datasources["tracker-clickhouse"]["jsonData"].update(added)
+    state.log.clear()
+    result = push(url)
+    assert result.exit_code == 0, result.output
+    assert state.writes() == [] and "0 written, 6 unchanged" in result.output
+    state.datasources["tracker-clickhouse"]["jsonData"]["host"] = "old-host"
+    assert push(url).exit_code == 0
+    stored = state.datasources["tracker-clickhouse"]["jsonData"]
+    assert stored["host"] == "ch.internal"
+    assert {k: stored[k] for k in added} == added
+
+
+def test_a_token_with_a_final_line_break_works(grafana: tuple[FakeGrafana, str]) -> None:
+    """Found in review: a token read from a secret file (a final line break) failed with the
+    HTTP library's message, which quoted the whole Authorization header."""
+    state, url = grafana
+    result = push(url, token=None, env={"GRAFANA_TOKEN": f"  {TOKEN}\n"})
+    assert result.exit_code == 0, result.output
+    assert all(r.authorization == f"Bearer {TOKEN}" for r in state.log)
+    assert TOKEN not in result.output
+
+
+@pytest.mark.parametrize(
+    "token", ["glsa_SECRET\nmore", "glsa_SECRET\x00", "glsa_SECRET\x1b[2J", "glsa SECRET", ""]
+)
+def test_a_token_with_control_characters_is_refused_unshown(
+    grafana: tuple[FakeGrafana, str], token: str
+) -> None:
+    state, url = grafana
+    # (a NUL cannot be in an environment variable: given as --token)
+    result = (
+        push(url, token=token)
+        if "\x00" in token
+        else push(url, token=None, env={"GRAFANA_TOKEN": token})
+    )
+    assert result.exit_code == 2, result.output
+    assert "GRAFANA_TOKEN" in result.output and "SECRET" not in result.output
+    assert state.log == []
+
+
+def test_error_text_never_shows_the_token(grafana: tuple[FakeGrafana, str]) -> None:
+    state, url = grafana
+    state.echo_auth = True
+    result = push(url, token="glsa_WRONG_0123456789abcdef")
+    assert result.exit_code == 2
+    assert "invalid API key" in result.output and "<token>" in result.output
+    assert "WRONG_0123456789abcdef" not in result.output
+    # a whole-token match only: a one-letter token does not blank every "a" of the message
+    result = push(url, token="a")
+    assert result.exit_code == 2
+    assert "Grafana refused the data source: Client Error 403: invalid API key: Bearer <token>" in (
+        result.output
+    ), result.output
+
+
+@pytest.mark.parametrize("suffix", ["/grafana", "/grafana/", "/grafana//"])
+def test_grafana_under_a_sub_path(suffix: str) -> None:
+    """Found in review: --url http://h/grafana (no final slash) called /grafanaapi/..."""
+    state = FakeGrafana(prefix="/grafana")
+    server = serve(state)
+    try:
+        result = push(f"http://127.0.0.1:{server.server_address[1]}{suffix}")
+        assert result.exit_code == 0, result.output
+        assert state.log and all(r.path.startswith("/grafana/api/") for r in state.log)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_bad_verify_in_the_url_is_a_url_error(grafana: tuple[FakeGrafana, str]) -> None:
+    """Found in review: --url ...?verify=maybe ended in a traceback."""
+    state, url = grafana
+    for bad in ("maybe", "", "2"):
+        result = push(f"{url}/?verify={bad}")
+        assert result.exit_code == 2, (bad, result.output)
+        assert "--url" in result.output and "verify" in result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert state.log == []
+    assert push(f"{url}/?verify=false").exit_code == 0  # a truth value is taken

@@ -1,13 +1,16 @@
 """Every panel and variable query of the committed dashboards runs on chdb over a seeded
 dataset, expanded as Grafana and the ClickHouse plugin would; headline panels return the
-API's figures for the same filters."""
+API's figures for the same filters. Variables carry what Grafana would: each option's value
+as the dashboard's own variable query gives it, formatted as the panel's SQL asks."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from fastapi.testclient import TestClient
@@ -21,6 +24,7 @@ from tracker import demo
 from tracker.classify import Classifier
 from tracker.clickhouse import ClientPool
 from tracker.metrics import Basis, headline
+from tracker.queries import providers
 from tracker.registry import load, record_version
 
 # Every test here runs on the embedded store and through the http:// DSN (conftest.py).
@@ -33,6 +37,14 @@ SEED_START = datetime(2026, 1, 30, tzinfo=UTC)
 # Deliberately off the hour on both ends: the API rounds from down and to up.
 FROM = datetime(2026, 2, 3, 10, 37, 12, 345000, tzinfo=UTC)
 TO = datetime(2026, 2, 20, 17, 5, 0, 1000, tzinfo=UTC)
+HOUR_FROM = FROM.replace(minute=0, second=0, microsecond=0)
+HOUR_TO = TO.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+# Provider names a gateway may report (any printable text): quotes, backslashes (one at the
+# end), an injection attempt, commas (with "a" and "b" also present, so "a,b" must not read
+# as the two), braces, "$", "%" and an escape-looking text, non-ASCII. Found in review: `acme\`
+# broke every query once selected, and a value could rewrite the SQL.
+ODD_PROVIDERS = ["acme\\", "x\\' OR 1=1 --", "o'brien", "a,b", "a", "b", "{br}", "$provider",
+                 "$__fromTime", "100%", "%41", "é", "\\"]  # fmt: skip
 
 
 def load_dashboards() -> dict[str, dict[str, Any]]:
@@ -69,6 +81,20 @@ def seeded(pool: ClientPool) -> ClientPool:
     assert len(rejected.rejections) >= 2
     writer.write_rejections("usage.v1", {(0, 41): rejected.rejections})
     record_version(pool.get(), registry, text, "test", "seed")
+    # Records of odd providers, inside the range, each with its own request count.
+    template = next(r for r in records if FROM < r.occurred_at < TO)
+    odd = [
+        template.model_copy(
+            update={
+                "provider": name,
+                "record_id": f"odd-{i}",
+                "request_count": 3 + 7 * i,
+                "occurred_at": template.occurred_at + timedelta(hours=i),
+            }
+        )
+        for i, name in enumerate(ODD_PROVIDERS)
+    ]
+    assert writer.write(processor.process_records(odd).rows).inserted == len(odd)
     return pool
 
 
@@ -83,21 +109,50 @@ def options(pool: ClientPool, column: str) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
+FILTER_VARIABLES = ("agency", "sector", "provider", "tier")
+
+
+def variable_model(uid: str, name: str) -> dict[str, Any] | None:
+    found = [v for v in DASHBOARDS[uid].get("templating", {}).get("list", []) if v["name"] == name]
+    return found[0] if found else None
+
+
+def option_values(pool: ClientPool, name: str) -> dict[str, str]:
+    """text -> value of a filter variable's options, from the variable's own query as the
+    plugin reads it (one column: value and text; two: value, then text)."""
+    model = variable_model("ist-auditor", name)  # the auditor defines every filter variable
+    assert model is not None
+    rows = pool.query_rows(str(model["query"]))
+    return {str(r[-1]): str(r[0]) for r in rows}
+
+
 def context(
     pool: ClientPool,
     start: datetime = FROM,
     end: datetime = TO,
     interval: timedelta = timedelta(hours=1),
-    **selected: list[str],
+    *,
+    uid: str = "ist-national",
+    raw: dict[str, list[str]] | None = None,
+    agency: list[str] | None = None,
+    sector: list[str] | None = None,
+    provider: list[str] | None = None,
+    tier: list[str] | None = None,
+    record_id: list[str] | None = None,
 ) -> Context:
-    """Dashboard state: every filter variable on "All" unless selected."""
-    columns = {"agency": "agency_id", "sector": "sector", "provider": "provider", "tier": "tier"}
-    variables = {
-        name: Variable(selected=selected.get(name, [ALL]), options=options(pool, column))
-        for name, column in columns.items()
-    }
-    variables["target"] = Variable(selected=selected.get("target", ["0.7"]))
-    variables["record_id"] = Variable(selected=selected.get("record_id", [""]))
+    """Dashboard state: every filter variable on "All" unless selected. The filters name
+    dimension values (what a viewer picks; the variable then carries the option's value);
+    `raw` gives values as they are, as a hand-made URL (?var-provider=...) would."""
+    selected = {"agency": agency, "sector": sector, "provider": provider, "tier": tier}
+    variables = {}
+    for name in FILTER_VARIABLES:
+        values = option_values(pool, name)
+        model = variable_model(uid, name)
+        multi = bool(model["multi"]) if model else True
+        chosen = (raw or {}).get(name) or [values[t] for t in selected[name] or []] or [ALL]
+        variables[name] = Variable(selected=chosen, options=list(values.values()), multi=multi)
+    typed = (raw or {}).get("record_id") or record_id or [""]
+    variables["record_id"] = Variable(selected=typed, multi=False)
     return Context(start=start, end=end, interval=interval, variables=variables)
 
 
@@ -130,9 +185,9 @@ def test_every_query_runs_and_returns_rows(
 ) -> None:
     # A range covering both the seeded usage and "now", when records and rejects landed.
     # The agency dashboard's agency variable is single-valued: no "All" there.
-    agency = {"agency": options(seeded, "agency_id")[:1]} if uid == "ist-agency" else {}
+    agency = options(seeded, "agency_id")[:1] if uid == "ist-agency" else None
     end = datetime.now(UTC) + timedelta(hours=1)
-    ctx = context(seeded, SEED_START, end, timedelta(days=1), **agency)
+    ctx = context(seeded, SEED_START, end, timedelta(days=1), uid=uid, agency=agency)
     rows = run(seeded, sql, ctx)
     assert rows, f"{uid} / {name} returned no rows on the seeded dataset"
 
@@ -152,6 +207,128 @@ def test_every_query_runs_with_filters_selected(seeded: ClientPool) -> None:
     for uid, name, sql in QUERIES:
         run(seeded, sql, ctx)  # raises on any SQL error
         assert "$" not in expand(sql, ctx), f"{uid} / {name}"
+
+
+def raw_sums(pool: ClientPool, provider: list[str], **more: list[str]) -> tuple[int, int]:
+    """(records, requests) in usage_raw for the hour-rounded range, computed apart from the
+    dashboards: bound parameters, no Grafana text."""
+    where = "".join(f" AND {k} IN {{{k}:Array(String)}}" for k in more)
+    records, requests = pool.query_rows(
+        "SELECT count(), sum(request_count) FROM usage_raw WHERE occurred_at >= {f:DateTime64(3)}"
+        " AND occurred_at < {t:DateTime64(3)} AND provider IN {provider:Array(String)}" + where,
+        {"f": HOUR_FROM, "t": HOUR_TO, "provider": provider, **more},
+    )[0]
+    return int(records), int(requests or 0)
+
+
+@pytest.mark.parametrize(
+    "chosen",
+    [[name] for name in ODD_PROVIDERS]
+    + [
+        ["a", "b"],
+        ["a,b", "a"],
+        ["acme\\", "x\\' OR 1=1 --", "o'brien", "openai"],
+        ["\\", "$provider", "$__fromTime", "%41", "100%", "{br}", "é"],
+        ODD_PROVIDERS,
+    ],
+    ids=lambda chosen: repr(chosen),
+)
+def test_any_provider_names_filter_exactly(seeded: ClientPool, chosen: list[str]) -> None:
+    """Found in review: `${provider:singlequote}` escaped ' as \\' but left \\ alone, which
+    ClickHouse reads as an escape: `acme\\` broke every panel once selected."""
+    records, requests = raw_sums(seeded, chosen)
+    assert records >= len(chosen) - ("openai" in chosen)
+    ctx = context(seeded, provider=chosen)
+    row = share_row(run(seeded, sql_of("ist-national", "Requests"), ctx))
+    assert (row["records"], row["total"]) == (records, requests)
+    audited = share_row(run(seeded, sql_of("ist-auditor", "Raw - rollup"), ctx))
+    assert (audited["raw_records"], audited["difference"]) == (records, 0)
+    for uid, _, sql in QUERIES:  # and nothing else breaks on them
+        agency = options(seeded, "agency_id")[:1] if uid == "ist-agency" else None
+        end = datetime.now(UTC)
+        run(seeded, sql, context(seeded, SEED_START, end, uid=uid, agency=agency, provider=chosen))
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "x\\' OR 1=1 --",
+        "'",
+        "\\",
+        "') OR 1=1 OR provider IN ('",
+        "$__fromTime",
+        "${provider}",
+        "%",
+        "%27",
+        "a,b",
+        "{}",
+        "\\'; DROP TABLE usage_raw; --",
+    ],
+)
+def test_a_value_typed_into_the_url_cannot_change_the_sql(seeded: ClientPool, typed: str) -> None:
+    """A dashboard URL can set any variable to any text (?var-provider=..., ?var-record_id=...).
+    Whatever it holds, every query runs with the structure it was written with: the value
+    filters (decoded from the URL encoding the options carry) and never adds a condition."""
+    for uid, _, sql in QUERIES:
+        one_agency = {"agency": [typed]} if uid == "ist-agency" else {}
+        ctx = context(seeded, SEED_START, datetime.now(UTC) + timedelta(hours=1), uid=uid,
+                      raw={"provider": [typed], "record_id": [typed], **one_agency})  # fmt: skip
+        run(seeded, sql, ctx)  # raises on any SQL error
+    # what the value means: the dimension values its comma-separated parts URL-decode to
+    decoded = [unquote(part) for part in typed.strip("{}").split(",")]
+    ctx = context(seeded, raw={"provider": [typed], "record_id": [typed]})
+    row = share_row(run(seeded, sql_of("ist-national", "Requests"), ctx))
+    assert (row["records"], row["total"] or 0) == raw_sums(seeded, decoded)
+    assert run(seeded, sql_of("ist-auditor", "Raw usage (latest 1000)"), ctx) == []
+
+
+def test_agency_operations_follow_the_provider_filter(seeded: ClientPool) -> None:
+    """Found in review: "By operation" filtered on the agency only."""
+    agency = options(seeded, "agency_id")[0]
+    used = seeded.query_rows(
+        "SELECT DISTINCT provider FROM usage_hourly WHERE agency_id = {a:String} ORDER BY 1",
+        {"a": agency},
+    )
+    chosen = [str(used[0][0])]
+    ctx = context(seeded, uid="ist-agency", agency=[agency], provider=chosen)
+    head = share_row(run(seeded, sql_of("ist-agency", "Requests"), ctx))
+    operations = run(seeded, sql_of("ist-agency", "By operation"), ctx)
+    table = run(seeded, sql_of("ist-agency", "Providers and models"), ctx)
+    _, requests = raw_sums(seeded, chosen, agency_id=[agency])
+    assert head["total"] == requests > 0
+    assert sum(r["requests"] for r in operations) == requests
+    assert sum(r["total_requests"] for r in table) == requests
+
+
+def test_agency_latency_is_weighted_by_requests_like_the_api(seeded: ClientPool) -> None:
+    """Found in review: the table's mean latency was per record, /v1/providers' per request."""
+    checked = 0
+    for agency in options(seeded, "agency_id")[:4]:
+        ctx = context(seeded, uid="ist-agency", agency=[agency])
+        rows = run(seeded, sql_of("ist-agency", "Providers and models"), ctx)
+        for row in rows:
+            keys = ("provider", "model", "region", "tier", "facility_country")
+            [(mean,)] = seeded.query_rows(
+                "SELECT sum(toFloat64(latency_ms) * request_count) / sum(request_count) "
+                "FROM usage_raw WHERE occurred_at >= {f:DateTime64(3)} AND occurred_at < "
+                "{t:DateTime64(3)} AND agency_id = {a:String} AND latency_ms IS NOT NULL AND "
+                + " AND ".join(f"{k} = {{{k}:String}}" for k in keys),
+                {"f": HOUR_FROM, "t": HOUR_TO, "a": agency, **{k: row[k] for k in keys}},
+            )
+            if mean != mean:  # NaN: no record of the group reports a latency
+                assert row["avg_latency_ms"] is None
+            else:
+                assert row["avg_latency_ms"] == pytest.approx(mean, rel=1e-12)
+        # and where a provider's domestic or foreign cell is one row, it is the API's figure
+        origin = {"sovereign": "domestic", "onshore": "domestic", "offshore": "foreign"}
+        for cell in providers(seeded.get(), HOUR_FROM, HOUR_TO, {"agency_id": [agency]}):
+            mine = [r for r in rows if r["provider"] == cell.provider
+                    and origin.get(r["tier"], "unknown") == cell.origin]  # fmt: skip
+            if len(mine) == 1 and cell.latency_mean_ms is not None:
+                assert mine[0]["total_requests"] == cell.requests
+                assert mine[0]["avg_latency_ms"] == pytest.approx(cell.latency_mean_ms, rel=1e-9)
+                checked += 1
+    assert checked > 0
 
 
 def share_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -265,8 +442,45 @@ def test_trend_buckets_equal_headline_per_day(seeded: ClientPool) -> None:
         day = row["k"].replace(tzinfo=UTC)
         share = headline(seeded.get(), Basis.requests, day, day + timedelta(days=1))
         assert row["domestic_share"] == pytest.approx(share.domestic_share, rel=1e-12)
-    target = run(seeded, sql_of("ist-national", "Domestic share vs target", "B"), ctx)
-    assert [r["target"] for r in target] == [0.7, 0.7]
+
+
+def registry_target(at: datetime) -> float:
+    """The shipped registry's target trajectory at an instant, as the public page draws it:
+    straight between the points, each at midnight UTC of its date."""
+    targets = load()[0].targets
+    assert targets is not None
+    points = [(datetime.combine(p.by, datetime.min.time(), UTC), p.domestic_share)
+              for p in targets.domestic_share]  # fmt: skip
+    for (t0, v0), (t1, v1) in itertools.pairwise(points):
+        if t0 <= at <= t1:
+            return v0 + (v1 - v0) * (at - t0).total_seconds() / (t1 - t0).total_seconds()
+    raise AssertionError(f"{at} is outside the trajectory")
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        (datetime(2026, 2, 5, tzinfo=UTC), datetime(2026, 2, 12, tzinfo=UTC)),
+        (datetime(2025, 11, 2, 7, tzinfo=UTC), datetime(2028, 3, 1, 12, 30, tzinfo=UTC)),
+        (datetime(2024, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)),
+        (datetime(2028, 6, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC)),
+    ],
+)
+def test_target_line_is_the_registry_trajectory(
+    seeded: ClientPool, start: datetime, end: datetime
+) -> None:
+    """Found in review: the line was a viewer-picked constant (0.5-0.9, default 0.7) spliced
+    with ${target:raw}, not the registry's targets the public page draws."""
+    targets = load()[0].targets
+    assert targets is not None
+    dates = [datetime.combine(p.by, datetime.min.time(), UTC) for p in targets.domestic_share]
+    ctx = context(seeded, start, end, timedelta(days=1))
+    rows = run(seeded, sql_of("ist-national", "Domestic share vs target", "B"), ctx)
+    lo, hi = max(start, dates[0]), min(end, dates[-1])
+    expected = sorted({lo, hi} | {d for d in dates if lo < d < hi})
+    assert [r["k"].replace(tzinfo=UTC) for r in rows] == expected
+    for row in rows:
+        assert row["target"] == pytest.approx(registry_target(row["k"].replace(tzinfo=UTC)))
 
 
 def test_auditor_reconciles_raw_with_rollup(seeded: ClientPool) -> None:

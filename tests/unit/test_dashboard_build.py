@@ -13,6 +13,7 @@ import pytest
 from dashboards import build
 from dashboards.clickhouse import DATASOURCE_UID, PLUGIN_ID
 from tracker.metrics import Basis, grafana_share_sql, share_sql
+from tracker.registry import Targets, load
 
 DASHBOARDS = build.all_dashboards()
 
@@ -32,7 +33,9 @@ def test_stale_detects_an_edited_file(tmp_path: Path) -> None:
     data = json.loads(path.read_text())
     data["title"] = "hand edited"
     path.write_text(json.dumps(data))
-    (tmp_path / "ist-retired.json").write_text("{}")
+    # A dashboard a build of ours wrote and no build writes any more (retired).
+    retired = {**data, "uid": "ist-retired"}
+    (tmp_path / "ist-retired.json").write_text(json.dumps(retired))
     # Found in review: --out DIR deleted every other JSON file in DIR (package.json...).
     (tmp_path / "package.json").write_text("{}")
     assert build.stale(tmp_path) == ["ist-national.json", "ist-retired.json"]
@@ -40,6 +43,25 @@ def test_stale_detects_an_edited_file(tmp_path: Path) -> None:
     assert build.stale(tmp_path) == []
     assert not (tmp_path / "ist-retired.json").exists()
     assert (tmp_path / "package.json").read_text() == "{}"
+
+
+def test_build_removes_no_file_it_did_not_write(tmp_path: Path) -> None:
+    """Found in review: `build --out DIR` deleted every ist-*.json it had not just written,
+    a user's own among them. Only a dashboard of ours (its uid, our tag) is ours to remove."""
+    ours = build.all_dashboards()["ist-agency"]
+    users = {
+        "ist-mine.json": json.dumps({**ours, "uid": "ist-mine", "tags": ["mine"]}),
+        "ist-other-uid.json": json.dumps({**ours, "uid": "someone-else"}),
+        "ist-empty.json": "{}",
+        "ist-not-json.json": "not json",
+        "ist-list.json": "[]",
+    }
+    for name, text in users.items():
+        (tmp_path / name).write_text(text)
+    build.write(tmp_path)
+    for name, text in users.items():
+        assert (tmp_path / name).read_text() == text, name
+    assert build.stale(tmp_path) == []  # and a check does not call them stale
 
 
 def test_required_dashboards_with_stable_uids() -> None:
@@ -57,7 +79,9 @@ def test_panels_query_the_clickhouse_plugin(uid: str) -> None:
     assert found
     for title, t in found:
         assert t["datasource"] == {"type": PLUGIN_ID, "uid": DATASOURCE_UID}, title
-        assert t["editorType"] == "sql" and t["rawSql"].lstrip().upper().startswith("SELECT")
+        assert t["editorType"] == "sql" and t["rawSql"].lstrip().upper().startswith(
+            ("SELECT", "WITH")
+        )
         assert t["format"] == (0 if t["queryType"] == "timeseries" else 1)
     for v in d.get("templating", {}).get("list", []):
         if v["type"] == "query":
@@ -87,6 +111,12 @@ def panel_sql(uid: str, title: str) -> str:
     return str(sql)
 
 
+def panel_sql_ref(uid: str, title: str, ref: str) -> str:
+    [sql] = [t["rawSql"] for name, t in targets(DASHBOARDS[uid]) if name == title and
+             t["refId"] == ref]  # fmt: skip
+    return str(sql)
+
+
 def test_headline_panels_use_the_metric_definitions() -> None:
     national = {"sector": "sector", "provider": "provider", "tier": "tier"}
     agency = {"agency_id": "agency", "provider": "provider"}
@@ -111,8 +141,67 @@ def test_grafana_share_sql_is_the_api_select(basis: Basis) -> None:
     api = share_sql(basis, {"agency_id": ["a"], "tier": ["t"]})
     grafana = grafana_share_sql(basis, {"agency_id": "agency", "tier": "tier"})
     assert _without_where(api) == _without_where(grafana)
-    assert "{" not in grafana.split("WHERE", 1)[1].replace("${", "")  # no bound parameters
-    assert "$__conditionalAll(agency_id IN (${agency:singlequote}), $agency)" in grafana
+    assert re.search(r"(?<!\$)\{\w+:", grafana.split("WHERE", 1)[1]) is None  # no parameters
+    assert (
+        "$__conditionalAll(agency_id IN (SELECT arrayJoin(arrayMap(v -> decodeURLComponent(v), "
+        "splitByChar(',', trim(BOTH '{}' FROM decodeURLComponent('${agency:percentencode}')))))"
+        "), $agency)"
+    ) in grafana
+
+
+# Grafana's formats that can carry a value into SQL text unchanged enough to end a string
+# literal or escape its quote (singlequote leaves \ alone; raw, csv, text, sqlstring...).
+# `percentencode` leaves only A-Z a-z 0-9 - _ . ~ and %XX.
+_REFERENCE = re.compile(r"\$\{(\w+)(?::([\w:]+))?\}|\$(\w+)|\[\[(\w+)(?::(\w+))?\]\]")
+
+
+@pytest.mark.parametrize("uid", sorted(DASHBOARDS))
+def test_no_variable_reaches_sql_but_percent_encoded(uid: str) -> None:
+    """Found in review: values with a backslash or a quote rewrote the SQL. Every variable a
+    query uses is `${name:percentencode}`, or the bare `$name` that $__conditionalAll only
+    reads (the plugin's frontend tests it for "All" and drops it)."""
+    found = 0
+    for title, t in targets(DASHBOARDS[uid]):
+        sql = re.sub(r", \$\w+\)", ")", t["rawSql"])  # $__conditionalAll's second argument
+        for m in _REFERENCE.finditer(sql):
+            name = m.group(1) or m.group(3) or m.group(4)
+            if name.startswith("__"):
+                continue  # a macro
+            assert m.group(1) and m.group(2) == "percentencode", (title, m.group(0))
+            found += 1
+    assert found or uid == "ist-pipeline"
+
+
+def test_filter_variables_carry_url_encoded_values() -> None:
+    """The options' values hold no comma or brace, so a multi-value selection, encoded as
+    {v1,v2} by percentencode, splits back exactly (tracker.metrics.GRAFANA_SELECTED)."""
+    seen = 0
+    for d in DASHBOARDS.values():
+        for v in d.get("templating", {}).get("list", []):
+            if v["type"] == "query":
+                assert re.fullmatch(
+                    r"SELECT DISTINCT encodeURLComponent\((\w+)\) AS value, \1 AS text "
+                    r"FROM usage_hourly ORDER BY text",
+                    v["query"],
+                ), v["query"]
+                seen += 1
+    assert seen == 9
+
+
+def test_target_line_comes_from_the_registry() -> None:
+    """Found in review: a viewer-picked target (0.5-0.9) spliced with ${target:raw}."""
+    d = DASHBOARDS["ist-national"]
+    assert "target" not in {v["name"] for v in d["templating"]["list"]}
+    sql = panel_sql_ref("ist-national", "Domestic share vs target", "B")
+    targets = load()[0].targets
+    assert targets is not None and targets.domestic_share
+    for point in targets.domestic_share:
+        assert repr(point.domestic_share) in sql
+    other = load()[0].model_copy(update={"targets": Targets(domestic_share=[])})
+    without = build.dashboard("ist-national", other)
+    trend = [p for p in without["panels"] if p.get("title") == "Domestic share vs target"]
+    assert len(trend) == 1 and [t["refId"] for t in trend[0]["targets"]] == ["A"]
+    assert "sets no target" in trend[0]["description"]
 
 
 def test_grafana_share_sql_refuses_unknown_names() -> None:
@@ -128,3 +217,28 @@ def test_grouped_share_keeps_the_select_and_adds_the_key() -> None:
     sql = grafana_share_sql(Basis.energy, {}, group_by="sector")
     assert sql.startswith("SELECT\n    k, sovereign, onshore")
     assert "sector AS k," in sql and "GROUP BY k" in sql and sql.endswith("ORDER BY k")
+
+
+def test_build_and_check_draw_another_registry_s_targets(tmp_path: Path) -> None:
+    """`--registry FILE`: a country's own trajectory; the committed JSON is the shipped one's."""
+    from typer.testing import CliRunner
+
+    from tracker.cli import app
+
+    luxembourg = Path(__file__).resolve().parents[2] / "tracker/registry_data/luxembourg.yaml"
+    runner = CliRunner()
+    built = runner.invoke(app, ["dashboards", "build", "--out", str(tmp_path),
+                                "--registry", str(luxembourg)])  # fmt: skip
+    assert built.exit_code == 0, built.output
+    national = json.loads((tmp_path / "ist-national.json").read_text())
+    [trend] = [p for p in national["panels"] if p.get("title") == "Domestic share vs target"]
+    [line] = [t["rawSql"] for t in trend["targets"] if t["refId"] == "B"]
+    assert "[0.25, 0.5] AS share" in line
+    checked = runner.invoke(app, ["dashboards", "check", "--out", str(tmp_path)])
+    assert checked.exit_code == 1 and "ist-national.json" in checked.output
+    checked = runner.invoke(app, ["dashboards", "check", "--out", str(tmp_path),
+                                  "--registry", str(luxembourg)])  # fmt: skip
+    assert checked.exit_code == 0, checked.output
+    missing = runner.invoke(app, ["dashboards", "build", "--out", str(tmp_path),
+                                  "--registry", str(tmp_path / "nope.yaml")])  # fmt: skip
+    assert missing.exit_code == 2 and "nope.yaml" in missing.output

@@ -48,12 +48,30 @@ def test_all_expands_to_every_option_outside_conditional_all() -> None:
 
 def test_singlequote_escapes_quotes() -> None:
     assert expand("${a:singlequote}", ctx(a=Variable(["o'brien"]))) == "'o\\'brien'"
-    assert expand("${a:raw},$a", ctx(a=Variable(["0.7"]))) == "0.7,0.7"
+    assert expand("${a:raw},$a", ctx(a=Variable(["0.7"], multi=False))) == "0.7,0.7"
+    # the plugin's own default format quotes an array, even of one value
+    assert expand("$a", ctx(a=Variable(["0.7"]))) == "'0.7'"
+
+
+def test_percentencode_as_grafana_formats_it() -> None:
+    """formatRegistry.ts (grafana/grafana public/app/features/templating, and grafana/scenes'
+    interpolation/formatRegistry.ts alike): encodeURIComponentStrict of the value, of
+    '{' + values.join(',') + '}' for an array (a multi-value variable, even with one value)."""
+    odd = ["a b", "o'brien", "x,y", "\\", "é", "$__x", "(1)*!~-_."]
+    assert expand("${a:percentencode}", ctx(a=Variable(odd))) == (
+        "%7Ba%20b%2Co%27brien%2Cx%2Cy%2C%5C%2C%C3%A9%2C%24__x%2C%281%29%2A%21~-_.%7D"
+    )
+    assert expand("${a:percentencode}", ctx(a=Variable(["p"]))) == "%7Bp%7D"
+    assert expand("${a:percentencode}", ctx(a=Variable(["x,y"], multi=False))) == "x%2Cy"
+    assert expand("${a:percentencode}", ctx(a=Variable([ALL], ["p", "q"]))) == "%7Bp%2Cq%7D"
+    # a custom "All" value is formatted by percentencode (and text), passed as is otherwise
+    custom = Variable([ALL], ["p"], all_value="a'b")
+    assert expand("${a:percentencode}|${a:raw}", ctx(a=custom)) == "a%27b|a'b"
 
 
 @pytest.mark.parametrize(
     "sql",
-    ["$__timeGroup(t, '1h')", "$undefined", "${x:percentencode}", "$__conditionalAll(a, $nope)"],
+    ["$__timeGroup(t, '1h')", "$undefined", "${x:lucene}", "$__conditionalAll(a, $nope)"],
 )
 def test_unknown_macros_and_variables_fail_loudly(sql: str) -> None:
     with pytest.raises(ExpansionError):

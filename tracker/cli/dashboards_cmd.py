@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlsplit
 
 import typer
 
 from tracker.settings import DATABASE_NAME
+
+if TYPE_CHECKING:
+    from tracker.registry import Registry
 
 dashboards_app = typer.Typer(
     help="Grafana dashboards as code (build the JSON, push through the Grafana HTTP API).",
@@ -19,6 +22,14 @@ dashboards_app = typer.Typer(
 Out = Annotated[
     Path | None, typer.Option("--out", help="Directory (default: dashboards/generated)")
 ]
+# The national dashboard draws the registry's target trajectory. The committed JSON is built
+# from the shipped registry; build, check or push with another country's file to draw its own.
+RegistryFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--registry", help="Registry YAML for the targets drawn (default: the shipped one)"
+    ),
+]
 
 
 def _fail(message: str) -> typer.Exit:
@@ -26,21 +37,30 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+def _registry(path: Path | None) -> Registry:
+    from tracker.registry import RegistryError, load
+
+    try:
+        return load(path)[0]
+    except RegistryError as exc:
+        raise _fail(str(exc)) from exc
+
+
 @dashboards_app.command("build")
-def build_cmd(out: Out = None) -> None:
+def build_cmd(out: Out = None, registry: RegistryFile = None) -> None:
     """Regenerate the committed dashboard JSON from the builders in dashboards/."""
     from dashboards import build
 
-    for path in build.write(out or build.GENERATED):
+    for path in build.write(out or build.GENERATED, _registry(registry)):
         typer.echo(f"wrote {path}")
 
 
 @dashboards_app.command("check")
-def check_cmd(out: Out = None) -> None:
+def check_cmd(out: Out = None, registry: RegistryFile = None) -> None:
     """Exit 1 when the committed JSON differs from a fresh build."""
     from dashboards import build
 
-    stale = build.stale(out or build.GENERATED)
+    stale = build.stale(out or build.GENERATED, _registry(registry))
     if stale:
         typer.echo(f"out of date: {', '.join(stale)}; run `tracker dashboards build`", err=True)
         raise typer.Exit(1)
@@ -48,6 +68,23 @@ def check_cmd(out: Out = None) -> None:
 
 
 _HOST = re.compile(r"[A-Za-z0-9._-]{1,253}|\[[0-9A-Fa-f:.]+\]")
+# What an HTTP header value may carry of a token: visible ASCII. Grafana's tokens (glsa_...,
+# API keys) are made of it; anything else (a line break from a secret file, a NUL) would be
+# refused by the HTTP library with the header, token included, in its message.
+_TOKEN = re.compile(r"[\x21-\x7e]+")
+
+
+def _redact(message: str, token: str) -> str:
+    """The message with the token (as is, or as Python quotes it) and anything token-like
+    after "Bearer" blanked out. Only whole occurrences: a short token ("t") must not blank
+    every letter t of the message."""
+    if token:
+        for form in {token, repr(token.encode())[2:-1], repr(token)[1:-1]}:
+            whole = rf"(?<![A-Za-z0-9_-]){re.escape(form)}(?![A-Za-z0-9_-])"
+            message = re.sub(whole, "<token>", message)
+    return re.sub(r"\bBearer\s+[A-Za-z0-9._~+/=-]{8,}", "Bearer <token>", message)
+
+
 _USER = re.compile(r"[A-Za-z0-9_.@-]{1,128}")
 _DATABASE = re.compile(DATABASE_NAME)
 
@@ -77,13 +114,34 @@ def push_cmd(
         bool, typer.Option(help="Re-send the password even if Grafana has one stored")
     ] = False,
     timeout: Annotated[float, typer.Option(min=0.1, max=600, help="HTTP timeout, seconds")] = 10.0,
+    registry: Annotated[
+        Path | None,
+        typer.Option(
+            "--registry",
+            envvar="TRACKER_REGISTRY_PATH",
+            help="Registry YAML whose targets the national dashboard draws (default: shipped)",
+        ),
+    ] = None,
 ) -> None:
     """Create or update the ClickHouse data source, the folder and every dashboard.
 
     Idempotent: objects identical to the generated ones are left alone."""
     from dashboards import build
-    from dashboards.provision import ClickHouseConnection, Grafana, ProvisionError, push
+    from dashboards.provision import (
+        ClickHouseConnection,
+        Grafana,
+        ProvisionError,
+        api_url,
+        push,
+    )
 
+    # Surrounding whitespace is no part of a token (a secret file's final line break is).
+    token = token.strip()
+    if not _TOKEN.fullmatch(token):
+        raise _fail(
+            "--token / GRAFANA_TOKEN: empty, or holds control characters, spaces or non-ASCII "
+            "characters (not shown); a Grafana token is printable ASCII"
+        )
     if clickhouse_protocol not in ("native", "http"):
         raise _fail("--clickhouse-protocol: must be native or http")
     if not url.startswith(("http://", "https://")):
@@ -91,8 +149,9 @@ def push_cmd(
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018  (raises on a port that is no number)
+        url = api_url(url)  # raises on a bad ?verify=
     except ValueError as exc:
-        raise _fail(f"--url: not a URL ({exc})") from exc
+        raise _fail(f"--url: not a usable URL ({exc})") from exc
     if not parts.hostname:
         raise _fail("--url: names no host")
     # Each replaces a working data source in Grafana: an empty one would break every panel.
@@ -112,15 +171,15 @@ def push_cmd(
         database=clickhouse_database,
         password=clickhouse_password,
     )
+    dashboards = build.all_dashboards(_registry(registry))
     try:
         changes = push(
-            Grafana.connect(url, token, timeout),
-            build.all_dashboards(),
-            conn,
-            rotate_secret=rotate_password,
+            Grafana.connect(url, token, timeout), dashboards, conn, rotate_secret=rotate_password
         )
     except ProvisionError as exc:
-        raise _fail(str(exc)) from exc
+        raise _fail(_redact(str(exc), token)) from None
+    except Exception as exc:  # its text may hold the token: never shown raw, never a trace
+        raise _fail(f"cannot provision: {type(exc).__name__}: {_redact(str(exc), token)}") from None
     for c in changes:
         typer.echo(f"{c.action:9} {c.kind:10} {c.uid}  {c.title}")
     written = sum(c.action != "unchanged" for c in changes)
