@@ -7,10 +7,13 @@ and idempotency as a push), and reports every refused line as file:line, field a
 
 Resume: after each acknowledged batch the byte offset reached in the file is saved under
 data_dir/import/checkpoints.json with the file's fingerprint (device, inode, and a hash of its
-first bytes). A file seen again resumes from its offset when the fingerprint matches and it is at
-least that long (an appended log continues); a rotated, replaced or truncated file starts over.
-A crash between a send and its checkpoint resends at most one batch; record ids make that
-harmless.
+first bytes), per server and gateway: importing the same file into another server, or with
+another gateway's key, starts at its first byte. A file seen again resumes from its offset when
+the fingerprint matches and it is at least that long (an appended log continues); a replaced or
+truncated file starts over. A file renamed since (a rotated log) is found by its device and
+inode and resumes too. The fingerprint is always taken from the open file, so a file renamed
+while it is read is read to its end. A crash between a send and its checkpoint resends at most
+one batch; record ids make that harmless.
 
 The last line of a file may lack its line break (RFC 4180 §2.2 and JSON Lines both make the
 final one optional). A one-shot import reads the file as finished, that line included, and the
@@ -18,20 +21,27 @@ checkpoint then ends past it. The watcher never reads such a line: a buffered wr
 half a line for minutes, and half a CSV line can even parse, with a number cut short (found in
 review). It reads it when its line break arrives, and once the file has kept its size for
 `settle` seconds it reports the line as not read, so nothing is held back silently.
+
+A CSV row that cannot be parsed (a cell over CSV_FIELD_LIMIT characters, a stray carriage
+return) is refused as a line error and the rows beside it are read. A quoted cell that is never
+closed swallows every line after it, so the file cannot be read further: that file stops (the
+rows before it are imported) with a message naming the line, `FileReport.stopped`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
+import fnmatch
 import hashlib
-import io
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 import httpx
 import orjson
@@ -45,6 +55,14 @@ PATTERNS: Final = ("*.jsonl", "*.ndjson", "*.log", "*.csv")
 # Seconds a watched file must keep its size before an unterminated last line is reported.
 SETTLE_SECONDS: Final = 30.0
 MAX_ERRORS_KEPT: Final = 1_000  # refusals a report lists; the rest are counted
+# The longest CSV cell read, in characters (csv.field_size_limit; Python's default is 128 Ki,
+# and a cell past it was a traceback). No field the contract reads is longer than 256
+# characters, but columns the importer ignores may carry free text (a note, a prompt of a long-
+# context call runs to hundreds of KB) and their rows must still import; 1 Mi keeps those while
+# bounding what one cell holds in memory and how far a quote never closed can swallow the lines
+# after it before it is caught. A row with a longer cell is refused as a line error.
+CSV_FIELD_LIMIT: Final = 1 << 20
+CHECKPOINT_VERSION: Final = 2
 
 
 def redact_url(url: str) -> str:
@@ -77,6 +95,15 @@ class Retryable(Exception):
     """The server asked for a retry (busy or downstream unavailable)."""
 
 
+class FileStopped(Exception):
+    """A file cannot be read (further): its CSV header is unusable, or a quoted cell is never
+    closed. The rows before `line` are imported; the other files go on."""
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(reason)
+        self.line = line
+
+
 @dataclass(frozen=True)
 class LineError:
     path: str
@@ -100,6 +127,9 @@ class FileReport:
     # must not hold them all in memory. `errors_incomplete`: the server listed only some.
     errors_unlisted: int = 0
     errors_incomplete: bool = False
+    # Why the file was not read to its end (it cannot be opened, or cannot be parsed past a
+    # line): `tracker import` exits 2, the watcher reports it and goes on.
+    stopped: str | None = None
 
     def add_error(self, line: int, field_name: str, reason: str) -> None:
         if len(self.errors) < MAX_ERRORS_KEPT:
@@ -118,53 +148,168 @@ class Mark:
     line: int
 
 
-def _head(path: Path, length: int) -> str:
-    with path.open("rb") as f:
-        return hashlib.sha256(f.read(length)).hexdigest()
+_MARK_FIELDS: Final = tuple(f.name for f in fields(Mark))
+# (server URL, gateway id, resolved file path): what a checkpoint is kept per.
+Key = tuple[str, str, str]
+
+
+def _head(fd: int, length: int) -> str:
+    """SHA-256 of the first `length` bytes of the open file `fd` (pread: its position stays)."""
+    chunks, at = [], 0
+    while at < length:
+        chunk = os.pread(fd, length - at, at)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        at += len(chunk)
+    return hashlib.sha256(b"".join(chunks)).hexdigest()
+
+
+def _mark(raw: Any) -> Mark:
+    if not isinstance(raw, dict) or set(raw) - {"server", "gateway", "path"} != set(_MARK_FIELDS):
+        raise ValueError(f"not a checkpoint: {str(raw)[:80]}")
+    mark = Mark(**{k: raw[k] for k in _MARK_FIELDS})
+    numbers = (mark.device, mark.inode, mark.head_len, mark.offset, mark.line)
+    if not all(type(n) is int for n in numbers) or not isinstance(mark.head_sha256, str):
+        raise ValueError(f"not a checkpoint: {str(raw)[:80]}")
+    return mark
+
+
+@contextlib.contextmanager
+def _opened(source: Path | BinaryIO) -> Iterator[BinaryIO]:
+    if isinstance(source, Path):
+        with source.open("rb") as f:
+            yield f
+    else:
+        yield source
 
 
 class Checkpoints:
-    """Byte offsets per file, saved atomically (write a temporary file, then rename)."""
+    """Byte offsets per file, per server and gateway, saved atomically (a temporary file, then a
+    rename) under a lock, merged with what other processes saved meanwhile.
 
-    def __init__(self, path: Path) -> None:
+    Kept per (server, gateway): a file imported into one server, or by one gateway, has not
+    been sent to another; keyed by path alone, a second import read nothing and said "resumed".
+    Files written before (version 1: {path: mark}) stay readable: their marks load under the
+    empty server and gateway, which the command never uses, so after an upgrade each file is
+    read once more from its first byte. Resuming from them could not be right in general: they
+    do not say which server got the file, and taking them for the first server that asks would
+    skip the file for any other. Reading again costs a resend, which record ids make count once.
+    """
+
+    def __init__(self, path: Path, *, server: str = "", gateway: str = "") -> None:
         self.path = path
+        self.scope = (server, gateway)
         self._lock = threading.Lock()
-        self._marks: dict[str, Mark] = {}
-        if path.exists():
-            try:
-                raw = orjson.loads(path.read_bytes())
-                self._marks = {k: Mark(**v) for k, v in raw.items()}
-            except (ValueError, TypeError, AttributeError) as exc:
-                raise UnusableArguments(
-                    f"{path}: the checkpoint file is damaged ({str(exc)[:120]}); move it "
-                    "away to import every file from its start"
-                ) from exc
+        self._all: dict[Key, Mark] = self._load()
+        self._changed: set[Key] = set()  # saved or forgotten here since the file was read
+        self._lock_path = path.with_name(path.name + ".lock")
 
-    def resume(self, path: Path) -> tuple[int, int]:
-        """(offset, line number) to continue from; (0, 0) for a new or changed file."""
-        mark = self._marks.get(str(path.resolve()))
-        if mark is None:
-            return 0, 0
-        st = path.stat()
-        same = (st.st_dev, st.st_ino) == (mark.device, mark.inode) and st.st_size >= mark.offset
-        if same and _head(path, mark.head_len) == mark.head_sha256:
-            return mark.offset, mark.line
-        return 0, 0
+    def _load(self) -> dict[Key, Mark]:
+        if not self.path.exists():
+            return {}
+        try:
+            raw = orjson.loads(self.path.read_bytes())
+            if not isinstance(raw, dict):
+                raise ValueError("not a JSON object")
+            if raw.get("version") == CHECKPOINT_VERSION:
+                return {(str(e["server"]), str(e["gateway"]), str(e["path"])): _mark(e)
+                        for e in raw["marks"]}  # fmt: skip
+            return {("", "", str(k)): _mark(v) for k, v in raw.items()}  # version 1
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            raise UnusableArguments(
+                f"{self.path}: the checkpoint file is damaged ({str(exc)[:120]}); move it "
+                "away to import every file from its start"
+            ) from exc
+
+    def _key(self, path: Path) -> Key:
+        return (*self.scope, str(path.resolve()))
+
+    def marks_in(self, directory: Path) -> list[tuple[Path, Mark]]:
+        """This scope's marks of files that were in `directory` when they were saved."""
+        where = directory.resolve()
+        with self._lock:
+            return [(Path(k[2]), m) for k, m in self._all.items()
+                    if k[:2] == self.scope and Path(k[2]).parent == where]  # fmt: skip
+
+    def resume(self, path: Path, f: BinaryIO | None = None) -> tuple[int, int]:
+        """(offset, line number) to continue from; (0, 0) for a new or changed file. `f`: the
+        file open (its descriptor is what is compared, whatever `path` names by now).
+
+        A mark saved under another name counts when it is this very file (device, inode, head)
+        and the greatest offset wins: a rotated log (app.log renamed app.log.1) is continued
+        where app.log was left, and never read twice."""
+        if f is None:
+            try:
+                with path.open("rb") as opened:
+                    return self.resume(path, opened)
+            except OSError:
+                return 0, 0
+        fd = f.fileno()
+        st = os.fstat(fd)
+        key = self._key(path)
+        with self._lock:
+            own = self._all.get(key)
+            marks = [m for k, m in self._all.items() if k[:2] == self.scope
+                     and (m.device, m.inode) == (st.st_dev, st.st_ino)]  # fmt: skip
+        best: Mark | None = None
+        for mark in sorted(marks, key=lambda m: (m.offset, m is own), reverse=True):
+            if st.st_size >= mark.offset and _head(fd, mark.head_len) == mark.head_sha256:
+                best = mark
+                break
+        return (best.offset, best.line) if best is not None else (0, 0)
 
     def forget(self, path: Path) -> None:
-        """Read `path` from its start next time (its saved offset is dropped, not rewritten)."""
+        """Read `path` from its start next time (its saved offset is dropped, not rewritten),
+        with any mark this file left under an earlier name."""
+        try:
+            st = path.stat()
+        except OSError:
+            ident = None
+        else:
+            ident = (st.st_dev, st.st_ino)
+        key = self._key(path)
         with self._lock:
-            self._marks.pop(str(path.resolve()), None)
+            drop = {key} | {k for k, m in self._all.items()
+                            if k[:2] == self.scope and (m.device, m.inode) == ident}  # fmt: skip
+            for k in drop:
+                self._all.pop(k, None)
+            self._changed |= drop
 
-    def save(self, path: Path, offset: int, line: int) -> None:
-        st = path.stat()
+    def save(self, path: Path, offset: int, line: int, f: BinaryIO | None = None) -> None:
+        """Save `offset` for `path`. The fingerprint comes from `f`, the open file, when given:
+        `path` may name another file by now, or none (found in review: a log rotated while it
+        was read ended the import with FileNotFoundError)."""
+        if f is None:
+            with path.open("rb") as opened:
+                self.save(path, offset, line, opened)
+            return
+        fd = f.fileno()
+        st = os.fstat(fd)
         head_len = min(HEAD_BYTES, offset)
-        mark = Mark(st.st_dev, st.st_ino, head_len, _head(path, head_len), offset, line)
+        mark = Mark(st.st_dev, st.st_ino, head_len, _head(fd, head_len), offset, line)
+        key = self._key(path)
         with self._lock:
-            self._marks[str(path.resolve())] = mark
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_bytes(orjson.dumps({k: asdict(v) for k, v in self._marks.items()}))
+            self._all[key] = mark
+            self._changed.add(key)
+            self._write()
+
+    def _write(self) -> None:
+        """Merge with the file as it is now (another import may have saved meanwhile: a mark
+        this process did not change is taken from it), then replace it. Called under _lock."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock_path.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            current = self._load()
+            for key in self._changed:
+                current.pop(key, None)
+                if key in self._all:
+                    current[key] = self._all[key]
+            self._all = current
+            marks = [{"server": k[0], "gateway": k[1], "path": k[2], **asdict(m)}
+                     for k, m in sorted(current.items())]  # fmt: skip
+            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(orjson.dumps({"version": CHECKPOINT_VERSION, "marks": marks}))
             os.replace(tmp, self.path)
 
 
@@ -181,9 +326,7 @@ def file_format(path: Path, declared: str = "auto") -> str:
     return "csv" if path.suffix.lower() == ".csv" else "jsonl"
 
 
-def _lines(
-    f: io.BufferedReader, offset: int, line: int, final: bool
-) -> Iterator[tuple[int, int, bytes]]:
+def _lines(f: BinaryIO, offset: int, line: int, final: bool) -> Iterator[tuple[int, int, bytes]]:
     """(line number, end offset, raw line). A last line without a line break is read when the
     file is `final` (complete: the break before EOF is optional in CSV and JSON Lines); else it
     is left for later, since the writer may still be appending to it."""
@@ -197,9 +340,9 @@ def _lines(
 
 
 def read_jsonl(
-    path: Path, offset: int, line: int, ctx: Context, *, final: bool = True
+    source: Path | BinaryIO, offset: int, line: int, ctx: Context, *, final: bool = True
 ) -> Iterator[Item]:
-    with path.open("rb") as f:
+    with _opened(source) as f:
         for number, end, raw in _lines(f, offset, line, final):
             if not raw.strip():
                 continue
@@ -216,39 +359,109 @@ def read_jsonl(
             yield Item(number, end, run(openai_log.map_line, data, ctx))
 
 
-def csv_header(path: Path) -> tuple[list[str], int]:
-    with path.open("rb") as f:
+def _csv_reader(lines: Iterable[str]) -> Iterator[list[str]]:
+    # Set here, where it is relied on (the limit is process-wide): see CSV_FIELD_LIMIT.
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    return csv.reader(lines)
+
+
+def _csv_error(exc: csv.Error) -> str:
+    if "field larger than field limit" in str(exc):
+        return (f"a cell longer than {CSV_FIELD_LIMIT:,} characters, the importer's limit (no "
+                "field it reads is longer than 256)")  # fmt: skip
+    return f"not readable as CSV: {exc}"
+
+
+@dataclass
+class _At:
+    end: int  # offset past the last line csv.reader pulled
+    line: int  # its number
+    exhausted: bool = False  # csv.reader has asked past the last line
+
+
+def csv_header(source: Path | BinaryIO) -> tuple[list[str], int]:
+    """The header's cells and the offset past it; ([], 0) while its line is unfinished."""
+    with _opened(source) as f:
+        f.seek(0)
         first = f.readline()
     if not first.endswith(b"\n"):
         return [], 0
     try:
         text = first.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise UnusableArguments(f"{path}: the CSV header is not UTF-8 text ({exc})") from exc
-    header = next(csv.reader([text]))
+        raise FileStopped(1, f"the CSV header is not UTF-8 text ({exc})") from exc
+    fed = _At(len(first), 1)
+
+    def line() -> Iterator[str]:
+        yield text
+        fed.exhausted = True
+
+    try:
+        header = next(_csv_reader(line()))
+    except csv.Error as exc:
+        raise FileStopped(1, f"the CSV header is not readable ({_csv_error(exc)})") from exc
+    if fed.exhausted:  # see read_csv: the row ended inside a quoted cell
+        raise FileStopped(1, "the CSV header is not readable (a quote opened in it is not "
+                             "closed on its line)")  # fmt: skip
+    if not header:
+        raise FileStopped(1, "the first line, the CSV header, is empty")
     return header, len(first)
 
 
 def read_csv(
-    path: Path, offset: int, line: int, ctx: Context, *, final: bool = True
+    source: Path | BinaryIO, offset: int, line: int, ctx: Context, *, final: bool = True
 ) -> Iterator[Item]:
-    header, header_end = csv_header(path)
-    if not header:
-        return
-    if offset < header_end:
-        offset, line = header_end, 1
-    with path.open("rb") as f:
-        position = {"end": offset, "line": line}
+    """Rows past `offset`. A row csv cannot parse is refused (Rejected) and reading goes on at
+    the next line. A quoted cell still open at the end of the file, or running past
+    CSV_FIELD_LIMIT over several lines, raises FileStopped when the file is `final` (lines after
+    it cannot be told from the cell); a file that may still grow is read up to that row."""
+    with _opened(source) as f:
+        header, header_end = csv_header(f)
+        if not header:
+            return
+        if offset < header_end:
+            offset, line = header_end, 1
+        at = _At(offset, line)
 
         def decoded() -> Iterator[str]:
             for number, end, raw in _lines(f, offset, line, final):
-                position["end"], position["line"] = end, number
+                at.end, at.line = end, number
                 yield raw.decode("utf-8", errors="replace")
+            at.exhausted = True
 
-        start = line + 1
         # csv.reader pulls exactly the physical lines of one row (quoted newlines included),
-        # so after each row `position` is that row's end.
-        for cells in csv.reader(decoded()):
+        # so after each row `at` is that row's end. After an error it starts afresh at
+        # the next line.
+        rows = _csv_reader(decoded())
+        start = line + 1
+        while True:
+            try:
+                cells = next(rows)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                if at.line > start:
+                    # A quoted cell ran over several lines past the limit: most likely its
+                    # quote is never closed, and its lines cannot be told from rows.
+                    raise FileStopped(start, (
+                        f"a quoted cell opened in this row runs past {CSV_FIELD_LIMIT:,} "
+                        f"characters (to line {at.line}): is its closing quote "
+                        "missing? The file is not read from here"
+                    )) from exc  # fmt: skip
+                yield Item(start, at.end, Rejected("row", f"{_csv_error(exc)}; row not read"))
+                start = at.line + 1
+                continue
+            if at.exhausted:
+                # csv.reader ends a row at the end of its input only inside a quoted cell: the
+                # cell's closing quote never came.
+                if not final:
+                    return  # the writer may not have written the rest of the row yet
+                span = f"lines {start}-{at.line}" if at.line > start else "it"
+                raise FileStopped(start, (
+                    "a quoted cell opened in this row is not closed by the end of the file "
+                    f"(line {at.line}), so {span} cannot be read as rows: the file is not read "
+                    "from here; close the quote and run again"
+                ))  # fmt: skip
             if cells:
                 if len(cells) != len(header):
                     mapped: Mapped = Rejected(
@@ -256,8 +469,8 @@ def read_csv(
                     )
                 else:
                     mapped = run(csv_export.map_row, dict(zip(header, cells, strict=True)), ctx)
-                yield Item(start, position["end"], mapped)
-            start = position["line"] + 1
+                yield Item(start, at.end, mapped)
+            start = at.line + 1
 
 
 class Sender:
@@ -370,51 +583,121 @@ class Importer:
         self.declared_format = declared_format
 
     def import_file(self, path: Path, on_progress: Callable[[int], None] | None = None,
-                    *, final: bool = True) -> FileReport:  # fmt: skip
+                    *, final: bool = True, on_start: Callable[[int, int], None] | None = None,
+                    expect: tuple[int, int] | None = None) -> FileReport:  # fmt: skip
         """Import what `path` holds past its checkpoint. `final`: the file is complete, so an
-        unterminated last line is read too (the watcher passes False while it may grow)."""
-        offset, line = self.checkpoints.resume(path)
-        report = FileReport(str(path), resumed_from=offset)
-        fmt = file_format(path, self.declared_format)
-        if fmt == "csv":
-            report.ignored_columns = csv_export.ignored_columns(csv_header(path)[0])
-            items = read_csv(path, offset, line, self.ctx, final=final)
-        else:
-            items = read_jsonl(path, offset, line, self.ctx, final=final)
-        batch: list[dict[str, Any]] = []
-        lines: list[int] = []
-        reached, last_line = offset, line
+        unterminated last line is read too (the watcher passes False while it may grow).
+        `on_start(size, offset)`: once the file is open. `expect`: the (device, inode) the
+        watcher listed; another file under the name, or none, is left to its next poll.
 
-        def flush() -> None:
-            nonlocal batch, lines
-            if batch:
-                tally(report, self.sender.send(batch), lines)
-            batch, lines = [], []
-            self.checkpoints.save(path, reached, last_line)
+        The file is opened once and everything (checkpoint fingerprint included) is read from
+        the open file: renamed or removed meanwhile, it is still read to its end. A file that
+        cannot be opened or read further is `report.stopped`, never an exception."""
+        report = FileReport(str(path))
+        try:
+            f = path.open("rb")
+        except FileNotFoundError:
+            if expect is not None:
+                return report  # renamed since listed: the next poll finds it by its inode
+            report.stopped = f"{path}: no longer there (renamed or removed before it was read)"
+            return report
+        except OSError as exc:
+            report.stopped = f"{path}: cannot be opened ({exc.strerror or exc})"
+            return report
+        with f:
+            st = os.fstat(f.fileno())
+            if expect is not None and (st.st_dev, st.st_ino) != expect:
+                return report
+            offset, line = self.checkpoints.resume(path, f)
+            report.resumed_from = offset
+            if on_start is not None:
+                on_start(st.st_size, offset)
+            batch: list[dict[str, Any]] = []
+            lines: list[int] = []
+            reached, last_line = offset, line
 
-        for item in items:
-            if on_progress is not None:
-                on_progress(item.end - reached)
-            reached, last_line = item.end, item.line
-            if isinstance(item.mapped, Rejected):
-                report.rejected += 1
-                report.add_error(item.line, item.mapped.field, item.mapped.reason)
-            elif item.mapped is not None:
-                batch.append(item.mapped)
-                lines.append(item.line)
-            if len(batch) >= self.batch_size:
-                flush()
-        flush()
+            def flush() -> None:
+                nonlocal batch, lines
+                if batch:
+                    tally(report, self.sender.send(batch), lines)
+                batch, lines = [], []
+                self.checkpoints.save(path, reached, last_line, f)
+
+            try:
+                if file_format(path, self.declared_format) == "csv":
+                    report.ignored_columns = csv_export.ignored_columns(csv_header(f)[0])
+                    items = read_csv(f, offset, line, self.ctx, final=final)
+                else:
+                    items = read_jsonl(f, offset, line, self.ctx, final=final)
+                for item in items:
+                    if on_progress is not None:
+                        on_progress(item.end - reached)
+                    reached, last_line = item.end, item.line
+                    if isinstance(item.mapped, Rejected):
+                        report.rejected += 1
+                        report.add_error(item.line, item.mapped.field, item.mapped.reason)
+                    elif item.mapped is not None:
+                        batch.append(item.mapped)
+                        lines.append(item.line)
+                    if len(batch) >= self.batch_size:
+                        flush()
+            except FileStopped as exc:
+                report.stopped = f"{path}:{exc.line}: {exc}"
+            except OSError as exc:
+                report.stopped = f"{path}: reading stopped at line {last_line + 1} ({exc})"
+            flush()  # what was read before a stop is sent, and the checkpoint ends before it
         return report
 
 
+def _files(directory: Path) -> dict[Path, os.stat_result]:
+    """The regular files in `directory`, with their status; one gone meanwhile is left out."""
+    found: dict[Path, os.stat_result] = {}
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return found
+    for entry in entries:
+        try:
+            if entry.is_file():
+                found[directory / entry.name] = entry.stat()
+        except OSError:
+            continue
+    return found
+
+
 def candidates(directory: Path) -> list[Path]:
-    found = {p for pattern in PATTERNS for p in directory.glob(pattern) if p.is_file()}
-    return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))
+    """Files the watcher reads by their name (PATTERNS), oldest first."""
+    files = _files(directory)
+    found = [p for p in files if any(fnmatch.fnmatchcase(p.name, g) for g in PATTERNS)]
+    return sorted(found, key=lambda p: (files[p].st_mtime, p.name))
+
+
+def _to_poll(directory: Path, checkpoints: Checkpoints) -> list[tuple[Path, os.stat_result]]:
+    """The files a poll reads: those matching PATTERNS, and every file in `directory` that was
+    checkpointed under another name (a rotated log: app.log renamed app.log.1, which no
+    pattern matches). Found review: lines appended between a poll and the rotation were lost,
+    the renamed file was never read again and the new app.log started at byte 0. Renamed ones
+    come first, so each is continued under its new name before its old name's checkpoint is
+    taken by the new file; and they stay followed, by their inode, while they are in the
+    directory: a writer keeps appending to the renamed file until it reopens its log."""
+    files = _files(directory)
+    by_id = {(st.st_dev, st.st_ino): p for p, st in files.items()}
+    moved: set[Path] = set()
+    followed: set[Path] = set()
+    for saved, mark in checkpoints.marks_in(directory):
+        now_at = by_id.get((mark.device, mark.inode))
+        if now_at is not None:
+            followed.add(now_at)
+            if now_at.name != saved.name:
+                moved.add(now_at)
+    named = {p for p in files if any(fnmatch.fnmatchcase(p.name, g) for g in PATTERNS)}
+    order = sorted(named | followed, key=lambda p: (p not in moved, files[p].st_mtime, p.name))
+    return [(p, files[p]) for p in order]
 
 
 @dataclass
 class _Seen:
+    ident: tuple[int, int]  # (device, inode): another file under the name is new
     size: int
     since: float  # monotonic time the file was first seen at this size
     reported: bool = False  # an unterminated last line reported at this size
@@ -434,33 +717,38 @@ def watch(
     A file that changed is read up to its last complete line: the writer may be in the middle
     of the next one. Once it has kept its size for `settle` seconds with such a line left, the
     line is reported as not read (a finished export without a final line break is read whole
-    by a one-shot `tracker import FILE`)."""
+    by a one-shot `tracker import FILE`). A log rotated by renaming is followed under its new
+    name (`_to_poll`). A file that cannot be read further is reported, and the watch goes on."""
     seen: dict[Path, _Seen] = {}
     while not stop.is_set():
-        for path in candidates(directory):
-            size, now = path.stat().st_size, time.monotonic()
+        polled = _to_poll(directory, importer.checkpoints)
+        listed = {p for p, _ in polled}
+        seen = {p: s for p, s in seen.items() if p in listed}
+        for path, st in polled:
+            ident, size, now = (st.st_dev, st.st_ino), st.st_size, time.monotonic()
             known = seen.get(path)
-            if known is None or known.size != size:
-                seen[path] = _Seen(size, now)
-                report = importer.import_file(path, final=False)
+            if known is None or (known.ident, known.size) != (ident, size):
+                seen[path] = _Seen(ident, size, now)
+                report = importer.import_file(path, final=False, expect=ident)
             elif not known.reported and now - known.since >= settle:
                 known.reported = True
                 report = _unfinished_line(importer, path, size, settle)
             else:
                 continue
-            if report.accepted or report.rejected or report.errors:
+            if report.accepted or report.rejected or report.errors or report.stopped:
                 on_report(report)
         stop.wait(interval)
 
 
 def _unfinished_line(importer: Importer, path: Path, size: int, settle: float) -> FileReport:
-    """A report of the line a watched file ends with, left unread for lack of its break."""
+    """A report of the line a watched file ends with, left unread for lack of its break (or, in
+    CSV, of the row whose quoted cell is still open at the end of the file)."""
     offset, line = importer.checkpoints.resume(path)
     report = FileReport(str(path), resumed_from=offset)
     if size > offset:
         report.add_error(line + 1, "line", (
-            f"no line break after {settle:.0f} s, so not read: the writer may not have finished "
-            "it; it is read when its break arrives (`tracker import FILE` reads a finished file "
-            "to its end)"
+            f"no line break after {settle:.0f} s (or, in CSV, a quoted cell still open at the "
+            "end of the file), so not read: the writer may not have finished it; it is read "
+            "when its break arrives (`tracker import FILE` reads a finished file to its end)"
         ))  # fmt: skip
     return report

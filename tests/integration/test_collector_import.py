@@ -3,6 +3,7 @@ resume from checkpoints, idempotent re-imports, the directory watcher and the Li
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -19,7 +20,17 @@ from typer.testing import CliRunner
 
 from collector.adapters.common import Context
 from collector.adapters.litellm_pull import LITELLM_MAX_CALL, Puller
-from collector.imports import Checkpoints, FileReport, Importer, Sender, redact_url, watch
+from collector.imports import (
+    CSV_FIELD_LIMIT,
+    Checkpoints,
+    FileReport,
+    FileStopped,
+    Importer,
+    Sender,
+    read_csv,
+    redact_url,
+    watch,
+)
 from tests.integration.test_collector_support import (
     SINGLE_AGENCY,
     Keys,
@@ -521,3 +532,239 @@ def test_bad_arguments_and_servers_exit_cleanly_without_secrets(
         assert redact_url(creds + "/x") == creds.replace("admin:LLMPASS@", "") + "/x"
     finally:
         proxy.shutdown()
+
+
+# --- Found in the review of tracker import (each test fails without its fix) -----------------
+
+
+def _req(rid: str) -> str:
+    """A JSONL access-log line whose record id is `rid`."""
+    return json.dumps({"request_id": rid, "timestamp": NOW.isoformat(), "model": "gpt-4o",
+                       "usage": {"prompt_tokens": 1, "completion_tokens": 1}})  # fmt: skip
+
+
+def _csv_row(rid: str, note: str = "") -> str:
+    return f"{rid},{NOW.isoformat()},{SINGLE_AGENCY},sarvam,sarvam-m,3,{note}\n"
+
+
+CSV_HEAD = "record_id,occurred_at,agency_id,provider,model,input_tokens,note\n"
+
+
+def test_a_csv_cell_over_the_limit_is_refused_and_an_unclosed_quote_stops_its_file(
+    url: str, keys: Keys, pool: ClientPool, tmp_path: Path
+) -> None:
+    """Found in review: a cell over Python's 128 KiB limit, or a quote never closed (which
+    swallows the lines after it until the limit), was a `_csv.Error` traceback, exit 1."""
+    common = ["--url", url, "--key", keys.single, "--data-dir", str(tmp_path / "state")]
+    # A cell over the limit refuses its row, with its line; the rows beside it are imported,
+    # and a long note in a column the importer ignores (200 KB, over Python's default) is fine.
+    big = tmp_path / "bigcell.csv"
+    big.write_text(CSV_HEAD + _csv_row("cell-1") + _csv_row("cell-2", "x" * (CSV_FIELD_LIMIT + 1))
+                   + _csv_row("cell-3", "y" * 200_000) + _csv_row("cell-4"))  # fmt: skip
+    result = _run(str(big), *common)
+    assert result.exit_code == 1, result.output[-800:]
+    assert f"{big}:3: row: a cell longer than 1,048,576 characters" in result.output
+    assert "3 imported, 1 refused" in result.output, result.output[-800:]
+    assert raw_count(pool, keys.single_id, "startsWith(record_id, 'cell-')") == 3
+
+    # A quote never closed: the rows before it are imported, the file stops there (exit 2),
+    # whether the quote runs to the end of the file or past the limit; the other files go on.
+    unclosed = tmp_path / "unclosed.csv"
+    unclosed.write_text(CSV_HEAD + _csv_row("open-1") + _csv_row('"open-2')
+                        + "".join(_csv_row(f"open-{i}") for i in range(3, 50)))  # fmt: skip
+    runaway = tmp_path / "runaway.csv"
+    rows = (CSV_FIELD_LIMIT // len(_csv_row("run-00000"))) + 10
+    runaway.write_text(CSV_HEAD + _csv_row("run-1") + _csv_row('"run-2')
+                       + "".join(_csv_row(f"run-{i:05d}") for i in range(3, rows)))  # fmt: skip
+    after = tmp_path / "after.jsonl"
+    after.write_text(_req("open-after") + "\n")
+    result = _run(str(unclosed), str(runaway), str(after), *common)
+    assert result.exit_code == 2, result.output[-800:]
+    assert "Traceback" not in result.output
+    assert (f"{unclosed}:3: a quoted cell opened in this row is not closed by the end of the "
+            "file (line 50), so lines 3-50") in result.output, result.output[-800:]  # fmt: skip
+    assert f"{runaway}:3: a quoted cell opened in this row runs past 1,048,576" in result.output
+    assert result.output.count("1 imported, 0 refused") == 3, result.output[-800:]
+    assert raw_count(pool, keys.single_id, "record_id IN ('open-1', 'run-1', 'open-after')") == 3
+    # The checkpoint ends before the bad row: a re-run stops there again, sending nothing twice.
+    again = _run(str(unclosed), *common)
+    assert again.exit_code == 2 and "0 imported, 0 refused (resumed at byte" in again.output
+    assert "not closed by the end of the file" in again.output
+
+
+def test_a_csv_row_whose_quote_is_open_at_the_end_is_left_while_the_file_may_grow(
+    tmp_path: Path,
+) -> None:
+    # The watcher reads a growing file (final=False): a row whose quoted cell is still open at
+    # the end may be half written, and was read as it was. A finished file stops there.
+    path = tmp_path / "growing.csv"
+    path.write_text(CSV_HEAD + _csv_row("grow-1") + 'grow-2,x,y,z,m,1,"a note\nstill going\n')
+    ctx = Context(default_agency=SINGLE_AGENCY)
+    assert [i.line for i in read_csv(path, 0, 0, ctx, final=False)] == [2]
+    items = read_csv(path, 0, 0, ctx, final=True)
+    assert next(items).line == 2
+    with pytest.raises(FileStopped) as stopped:
+        next(items)
+    assert stopped.value.line == 3
+
+
+def test_the_watcher_reports_a_csv_it_cannot_read_and_goes_on(
+    url: str, keys: Keys, pool: ClientPool, tmp_path: Path
+) -> None:
+    # Found in review: the same `_csv.Error` ended `--watch`.
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    sender = Sender(url, keys.single)
+    importer = Importer(sender, Checkpoints(tmp_path / "cp.json"),
+                        Context(default_agency=SINGLE_AGENCY))  # fmt: skip
+    reports: list[FileReport] = []
+    stop = threading.Event()
+    thread = threading.Thread(target=watch, args=(inbox, importer, stop, reports.append, 0.1))
+    rows = (CSV_FIELD_LIMIT // len(_csv_row("wrun-00000"))) + 10
+    (inbox / "bad.csv").write_text(
+        CSV_HEAD + _csv_row("wbad-1") + _csv_row("wbad-2", "x" * (CSV_FIELD_LIMIT + 1))
+        + _csv_row("wbad-3") + _csv_row('"wbad-4')
+        + "".join(_csv_row(f"wrun-{i:05d}") for i in range(rows))
+    )  # fmt: skip
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not any(r.stopped for r in reports) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (inbox / "later.jsonl").write_text(_req("wbad-later") + "\n")
+        while (raw_count(pool, keys.single_id, "record_id = 'wbad-later'") < 1
+               and time.monotonic() < deadline and thread.is_alive()):  # fmt: skip
+            time.sleep(0.1)
+        assert thread.is_alive()
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        sender.close()
+    [bad] = [r for r in reports if r.path.endswith("bad.csv")]
+    assert (bad.accepted, bad.rejected) == (2, 1)
+    assert bad.errors[0].line == 3 and "a cell longer than" in bad.errors[0].reason
+    assert bad.stopped is not None and "bad.csv:5: a quoted cell" in bad.stopped
+    assert raw_count(pool, keys.single_id, "startsWith(record_id, 'wbad-')") == 3
+
+
+def test_a_file_renamed_while_it_is_read_is_read_to_its_end(
+    url: str, keys: Keys, pool: ClientPool, tmp_path: Path
+) -> None:
+    """Found in review: logrotate renaming the log during `tracker import` ended it with
+    FileNotFoundError: the checkpoint took the file's fingerprint by its name again."""
+    log, rotated = tmp_path / "app.jsonl", tmp_path / "app.jsonl.1"
+    log.write_text("".join(_req(f"mv-{i}") + "\n" for i in range(5)))
+    marks = Checkpoints(tmp_path / "cp.json")
+    sender = Sender(url, keys.single)
+    importer = Importer(sender, marks, Context(default_agency=SINGLE_AGENCY), batch_size=2)
+
+    def rename_once(_: int) -> None:
+        if log.exists():
+            log.rename(rotated)
+
+    try:
+        report = importer.import_file(log, rename_once)
+        assert (report.accepted, report.rejected, report.stopped) == (5, 0, None)
+        assert raw_count(pool, keys.single_id, "startsWith(record_id, 'mv-')") == 5
+        # The checkpoint is the file's own: found again under its new name, nothing re-read.
+        size = rotated.stat().st_size
+        assert Checkpoints(tmp_path / "cp.json").resume(rotated) == (size, 5)
+        assert importer.import_file(rotated).accepted == 0
+    finally:
+        sender.close()
+
+
+def test_the_watcher_finishes_a_log_rotated_between_two_polls(
+    url: str, keys: Keys, pool: ClientPool, tmp_path: Path
+) -> None:
+    """Found in review: lines appended between the last poll and a rotation (app.log renamed
+    app.log.1, a new app.log) were never imported: the renamed file no longer matched the
+    patterns and the new one started at byte 0."""
+    inbox = tmp_path / "logs"
+    inbox.mkdir()
+    log = inbox / "app.log"
+    sender = Sender(url, keys.single)
+    importer = Importer(sender, Checkpoints(tmp_path / "cp.json"),
+                        Context(default_agency=SINGLE_AGENCY))  # fmt: skip
+    reports: list[FileReport] = []
+    stop = threading.Event()
+    thread = threading.Thread(target=watch, args=(inbox, importer, stop, reports.append, 0.3))
+
+    def landed() -> int:
+        return raw_count(pool, keys.single_id, "startsWith(record_id, 'rot-')")
+
+    def wait_for(n: int) -> None:
+        deadline = time.monotonic() + 15
+        while landed() < n and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # a few more polls: nothing more may land
+
+    def write(path: Path, *names: str, mode: str = "a") -> None:
+        with path.open(mode) as f:
+            f.write("".join(_req(f"rot-{n}") + "\n" for n in names))
+
+    write(log, "a1", "a2", "a3")
+    thread.start()
+    try:
+        wait_for(3)
+        assert landed() == 3
+        # The app logs two lines, logrotate renames the log at once and the app opens a new
+        # one; until it reopens, the app may still write to the renamed file.
+        write(log, "b1", "b2")
+        log.rename(inbox / "app.log.1")
+        write(log, "c1", mode="w")
+        write(inbox / "app.log.1", "b3")
+        wait_for(7)
+        assert landed() == 7
+        # The next rotation shifts both: app.log.1 -> app.log.2, app.log -> app.log.1.
+        write(log, "c2")
+        (inbox / "app.log.1").rename(inbox / "app.log.2")
+        log.rename(inbox / "app.log.1")
+        write(log, "d1", mode="w")
+        wait_for(9)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        sender.close()
+    assert landed() == 9
+    # Each line was read once: none sent twice from a file started over.
+    assert sum(r.accepted for r in reports) == 9 and sum(r.rejected for r in reports) == 0
+
+
+def test_checkpoints_are_kept_per_server_and_gateway(
+    app: FastAPI, url: str, keys: Keys, pool: ClientPool, tmp_path: Path
+) -> None:
+    """Found in review: checkpoints were keyed by the file's path alone, so importing a file
+    again with another gateway's key or into another server sent nothing and exited 0."""
+    log = tmp_path / "shared.jsonl"
+    log.write_text(_req("scope-1") + "\n")
+    state = ["--data-dir", str(tmp_path / "state")]
+    first = _run(str(log), "--url", url, "--key", keys.single, *state)
+    assert first.exit_code == 0 and "1 imported, 0 refused" in first.output, first.output
+    again = _run(str(log), "--url", url + "/", "--key", keys.single, *state)  # same server
+    assert again.exit_code == 0 and "0 imported, 0 refused (resumed at byte" in again.output
+    # Another gateway has not sent this file.
+    other_gateway = _run(str(log), "--url", url, "--key", keys.multi, "--agency", "in-moe", *state)
+    assert other_gateway.exit_code == 0, other_gateway.output
+    assert "1 imported, 0 refused" in other_gateway.output, other_gateway.output
+    assert raw_count(pool, keys.multi_id, "record_id = 'scope-1'") == 1
+    # Nor has another server (here the same store behind a second port: counted once).
+    with ServerThread(app) as other_url:
+        other_server = _run(str(log), "--url", other_url, "--key", keys.single, *state)
+    assert "1 imported, 0 refused" in other_server.output, other_server.output
+    assert "resumed" not in other_server.output
+    assert raw_count(pool, keys.single_id, "record_id = 'scope-1'") == 1
+    # A checkpoint file of the earlier layout ({path: mark}) is read, and its marks, which
+    # name no server, do not make an import skip the file: it is read again from the start.
+    checkpoints = tmp_path / "state/import/checkpoints.json"
+    st = log.stat()
+    old = {str(log.resolve()): {"device": st.st_dev, "inode": st.st_ino,
+                                "head_len": st.st_size, "offset": st.st_size, "line": 1,
+                                "head_sha256": hashlib.sha256(log.read_bytes()).hexdigest()}}  # fmt: skip
+    checkpoints.write_text(json.dumps(old))
+    upgraded = _run(str(log), "--url", url, "--key", keys.single, *state)
+    assert upgraded.exit_code == 0 and "1 imported, 0 refused" in upgraded.output
+    assert "resumed" not in upgraded.output, upgraded.output
+    assert raw_count(pool, keys.single_id, "record_id = 'scope-1'") == 1
+    resumed = _run(str(log), "--url", url, "--key", keys.single, *state)
+    assert "0 imported, 0 refused (resumed at byte" in resumed.output, resumed.output

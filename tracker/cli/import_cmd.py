@@ -3,7 +3,9 @@
 Records go through the running server's HTTP ingest (`--url`, `--key`), never straight into
 ClickHouse: `tracker up` holds the embedded chdb path and a second process cannot open it.
 Exit codes: 0 everything imported, 1 some lines refused or the server stayed unavailable,
-2 unusable arguments (nothing to import, missing file, no key, key refused).
+2 unusable arguments (nothing to import, missing file, no key, key refused) or a file that
+cannot be read to its end (a CSV quote never closed, an unusable header; the other files and
+the rows before are still imported).
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ def _print_report(console: Console, report: object) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    if report.stopped:
+        console.print(f"{report.stopped} (file not read further)", markup=False,
+                      highlight=False, soft_wrap=True)  # fmt: skip
 
 
 _KEY = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no space: what an HTTP header carries
@@ -178,31 +183,40 @@ def import_(
                 "currency": currency}  # fmt: skip
     console = Console(stderr=True)
     sender = Sender(url, key)
-    refused = 0
+    refused = stopped = 0
     try:
         # As on push: a gateway reporting for one agency needs no --agency.
-        _, agencies = sender.gateway()
+        gateway_id, agencies = sender.gateway()
         if agency is None and len(agencies) == 1:
             agency = next(iter(agencies))
         ctx = Context(default_agency=agency, agencies=agencies,
                       defaults={k: v for k, v in defaults.items() if v})  # fmt: skip
-        importer = Importer(sender, Checkpoints(root / "import" / "checkpoints.json"), ctx,
-                            batch_size=batch_size, declared_format=fmt)  # fmt: skip
+        # Offsets are kept per server and gateway: a file sent to one has not reached another.
+        server = redact_url(url).rstrip("/")
+        checkpoints = Checkpoints(root / "import" / "checkpoints.json", server=server,
+                                  gateway=gateway_id)  # fmt: skip
+        importer = Importer(sender, checkpoints, ctx, batch_size=batch_size,
+                            declared_format=fmt)  # fmt: skip
         columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                    TimeElapsedColumn())  # fmt: skip
         for path in paths:
             if from_start:
                 importer.checkpoints.forget(path)
             with Progress(*columns, console=console, transient=True) as progress:
-                task = progress.add_task(path.name, total=path.stat().st_size)
-                progress.advance(task, importer.checkpoints.resume(path)[0])
+                task = progress.add_task(path.name, total=None)
+
+                # Size and offset from the file as opened: it may be renamed meanwhile.
+                def start(size: int, offset: int, t: TaskID = task) -> None:
+                    progress.update(t, total=size, completed=offset)
 
                 def advance(n: int, t: TaskID = task) -> None:
                     progress.advance(t, n)
 
-                report = importer.import_file(path, advance)
+                report = importer.import_file(path, advance, on_start=start)
             _print_report(console, report)
             refused += report.rejected
+            if report.stopped:
+                stopped += 1
         if litellm_url is not None:
             assert litellm_key is not None
             puller = Puller(litellm_url, litellm_key, sender, ctx, state_path(root, litellm_url),
@@ -231,5 +245,7 @@ def import_(
         raise typer.Exit(1) from exc
     finally:
         sender.close()
+    if stopped:
+        raise typer.Exit(2)
     if refused:
         raise typer.Exit(1)
