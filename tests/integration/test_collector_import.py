@@ -3,11 +3,13 @@ resume from checkpoints, idempotent re-imports, the directory watcher and the Li
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -214,17 +216,34 @@ def test_unusable_arguments_exit_2(url: str, keys: Keys, tmp_path: Path) -> None
     assert down.exit_code == 1 and "run again to resume" in down.output
 
 
+@dataclass
+class _Watcher:
+    reports: list[FileReport]
+    thread: threading.Thread
+
+
+@contextlib.contextmanager
+def _watching(url: str, key: str, inbox: Path, state: Path, interval: float = 0.1
+              ) -> Iterator[_Watcher]:  # fmt: skip
+    """`watch` running on `inbox` in a thread until the block ends; what it reported."""
+    sender = Sender(url, key)
+    importer = Importer(sender, Checkpoints(state), Context(default_agency=SINGLE_AGENCY))
+    reports: list[FileReport] = []
+    stop = threading.Event()
+    thread = threading.Thread(target=watch, args=(inbox, importer, stop, reports.append, interval))
+    thread.start()
+    try:
+        yield _Watcher(reports, thread)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        sender.close()
+
+
 def test_watcher_imports_new_files(url: str, keys: Keys, pool: ClientPool, tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    sender = Sender(url, keys.single)
-    importer = Importer(sender, Checkpoints(tmp_path / "cp.json"),
-                        Context(default_agency=SINGLE_AGENCY))  # fmt: skip
-    reports: list[FileReport] = []
-    stop = threading.Event()
-    thread = threading.Thread(target=watch, args=(inbox, importer, stop, reports.append, 0.1))
-    thread.start()
-    try:
+    with _watching(url, keys.single, inbox, tmp_path / "cp.json") as watcher:
         before = raw_count(pool, keys.single_id)
         (inbox / "ignored.txt").write_text("not a log\n")
         (inbox / "new.jsonl").write_text(json.dumps(_chat(200)) + "\n")
@@ -235,12 +254,8 @@ def test_watcher_imports_new_files(url: str, keys: Keys, pool: ClientPool, tmp_p
             f.write(json.dumps(_chat(201)) + "\n")
         while raw_count(pool, keys.single_id) < before + 2 and time.monotonic() < deadline:
             time.sleep(0.1)
-    finally:
-        stop.set()
-        thread.join(timeout=10)
-        sender.close()
     assert raw_count(pool, keys.single_id) == before + 2
-    assert [r.accepted for r in reports] == [1, 1]
+    assert [r.accepted for r in watcher.reports] == [1, 1]
 
 
 def test_watcher_reports_an_unterminated_last_line_and_reads_it_once_finished(
@@ -305,10 +320,12 @@ class _SpendLogs(BaseHTTPRequestHandler):
             self.send_response(404 if parts.path != "/spend/logs/v2" else 401)
             self.end_headers()
             return
-        page, size = int(query["page"][0]), 2
-        data = self.rows[(page - 1) * size : page * size]
-        body = json.dumps({"data": data, "total": len(self.rows), "page": page, "page_size": size,
-                           "total_pages": (len(self.rows) + size - 1) // size}).encode()  # fmt: skip
+        self._send_page(self.rows, int(query["page"][0]))
+
+    def _send_page(self, rows: list[dict[str, Any]], page: int, size: int = 2) -> None:
+        body = json.dumps({"data": rows[(page - 1) * size : page * size], "total": len(rows),
+                           "page": page, "page_size": size,
+                           "total_pages": max(1, (len(rows) + size - 1) // size)}).encode()  # fmt: skip
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
@@ -356,7 +373,7 @@ def test_litellm_spend_log_pull(url: str, keys: Keys, pool: ClientPool, tmp_path
         proxy.shutdown()
 
 
-class _WindowedSpendLogs(BaseHTTPRequestHandler):
+class _WindowedSpendLogs(_SpendLogs):
     """/spend/logs/v2 as the proxy filters it: rows whose startTime is within [start_date,
     end_date] (UTC, to the second), oldest first, in pages."""
 
@@ -371,16 +388,7 @@ class _WindowedSpendLogs(BaseHTTPRequestHandler):
         picked = sorted((r for r in self.rows
                          if lo <= datetime.fromisoformat(r["startTime"]) <= hi + timedelta(seconds=1)),
                         key=lambda r: r["startTime"])  # fmt: skip
-        page, size = int(query["page"][0]), 2
-        body = json.dumps({"data": picked[(page - 1) * size : page * size],
-                           "total_pages": max(1, (len(picked) + size - 1) // size)}).encode()  # fmt: skip
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        return None
+        self._send_page(picked, int(query["page"][0]))
 
 
 def test_a_litellm_call_that_ran_long_is_pulled_and_nothing_is_sent_twice(
@@ -614,32 +622,22 @@ def test_the_watcher_reports_a_csv_it_cannot_read_and_goes_on(
     # Found in review: the same `_csv.Error` ended `--watch`.
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    sender = Sender(url, keys.single)
-    importer = Importer(sender, Checkpoints(tmp_path / "cp.json"),
-                        Context(default_agency=SINGLE_AGENCY))  # fmt: skip
-    reports: list[FileReport] = []
-    stop = threading.Event()
-    thread = threading.Thread(target=watch, args=(inbox, importer, stop, reports.append, 0.1))
     rows = (CSV_FIELD_LIMIT // len(_csv_row("wrun-00000"))) + 10
     (inbox / "bad.csv").write_text(
         CSV_HEAD + _csv_row("wbad-1") + _csv_row("wbad-2", "x" * (CSV_FIELD_LIMIT + 1))
         + _csv_row("wbad-3") + _csv_row('"wbad-4')
         + "".join(_csv_row(f"wrun-{i:05d}") for i in range(rows))
     )  # fmt: skip
-    thread.start()
-    try:
+    with _watching(url, keys.single, inbox, tmp_path / "cp.json") as watcher:
+        reports = watcher.reports
         deadline = time.monotonic() + 20
         while not any(r.stopped for r in reports) and time.monotonic() < deadline:
             time.sleep(0.1)
         (inbox / "later.jsonl").write_text(_req("wbad-later") + "\n")
         while (raw_count(pool, keys.single_id, "record_id = 'wbad-later'") < 1
-               and time.monotonic() < deadline and thread.is_alive()):  # fmt: skip
+               and time.monotonic() < deadline and watcher.thread.is_alive()):  # fmt: skip
             time.sleep(0.1)
-        assert thread.is_alive()
-    finally:
-        stop.set()
-        thread.join(timeout=10)
-        sender.close()
+        assert watcher.thread.is_alive()
     [bad] = [r for r in reports if r.path.endswith("bad.csv")]
     assert (bad.accepted, bad.rejected) == (2, 1)
     assert bad.errors[0].line == 3 and "a cell longer than" in bad.errors[0].reason
@@ -683,12 +681,6 @@ def test_the_watcher_finishes_a_log_rotated_between_two_polls(
     inbox = tmp_path / "logs"
     inbox.mkdir()
     log = inbox / "app.log"
-    sender = Sender(url, keys.single)
-    importer = Importer(sender, Checkpoints(tmp_path / "cp.json"),
-                        Context(default_agency=SINGLE_AGENCY))  # fmt: skip
-    reports: list[FileReport] = []
-    stop = threading.Event()
-    thread = threading.Thread(target=watch, args=(inbox, importer, stop, reports.append, 0.3))
 
     def landed() -> int:
         return raw_count(pool, keys.single_id, "startsWith(record_id, 'rot-')")
@@ -704,8 +696,7 @@ def test_the_watcher_finishes_a_log_rotated_between_two_polls(
             f.write("".join(_req(f"rot-{n}") + "\n" for n in names))
 
     write(log, "a1", "a2", "a3")
-    thread.start()
-    try:
+    with _watching(url, keys.single, inbox, tmp_path / "cp.json", interval=0.3) as watcher:
         wait_for(3)
         assert landed() == 3
         # The app logs two lines, logrotate renames the log at once and the app opens a new
@@ -722,12 +713,9 @@ def test_the_watcher_finishes_a_log_rotated_between_two_polls(
         log.rename(inbox / "app.log.1")
         write(log, "d1", mode="w")
         wait_for(9)
-    finally:
-        stop.set()
-        thread.join(timeout=10)
-        sender.close()
     assert landed() == 9
     # Each line was read once: none sent twice from a file started over.
+    reports = watcher.reports
     assert sum(r.accepted for r in reports) == 9 and sum(r.rejected for r in reports) == 0
 
 
