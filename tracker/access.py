@@ -125,7 +125,7 @@ def add_key(
 def revoke_key(client: Client, name: str) -> bool:
     """Revoke a key by name (a newer row version with revoked = 1); False if unknown."""
     attempted = False
-    for _ in range(5):  # re-asserted over a change that won at the same moment
+    for _ in range(name_claims.REVOKE_ATTEMPTS):
         rows = client.query(
             "SELECT key_id, name, role, agency_id, key_hash, created_at, created_by, version "
             "FROM api_keys FINAL WHERE key_id = {k:String} AND revoked = 0",

@@ -111,10 +111,6 @@ def _active_row(client: Client, name: str) -> list[Any] | None:
     return list(rows[0]) if rows else None
 
 
-# How often a revoke re-asserts itself over a change that won at the same moment.
-_REVOKE_ATTEMPTS = 5
-
-
 def revoke(client: Client, name: str) -> bool:
     """Revoke a gateway's key (a newer row version with revoked = 1); False if none is active.
     Collectors refuse it within their cache's seconds; its records already landed stay.
@@ -123,7 +119,7 @@ def revoke(client: Client, name: str) -> bool:
     row = _active_row(client, name)
     if row is None:
         return False
-    for _ in range(_REVOKE_ATTEMPTS):
+    for _ in range(name_claims.REVOKE_ATTEMPTS):
         row[_REVOKED], row[_VERSION] = 1, name_claims.next_version(row[_VERSION])
         client.insert("gateways", [row], column_names=_COLUMNS)
         winner = _active_row(client, name)

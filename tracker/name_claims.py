@@ -32,6 +32,10 @@ def claimed(client: Client, table: Table, name: str, key_hash: str) -> bool:
     return bool(rows) and rows[0][0] == key_hash
 
 
+# How often a revoke re-asserts itself over a change that won at the same moment.
+REVOKE_ATTEMPTS = 5
+
+
 def next_version(previous: int) -> int:
     """The version of a row replacing one of version `previous` in these ReplacingMergeTree
     tables, winning over it whatever this host's clock says: the clock's nanoseconds alone lost

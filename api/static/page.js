@@ -95,9 +95,7 @@ async function main() {
   if (goals.length) text("target-hint", " · dashed: national target trajectory");
   trend(document.getElementById("trend"), points, goals);
   bars(document.getElementById("by-sector"), sectors.cells, (c) => c.key.replace(/_/g, " "), (c) => c.domestic_share);
-  // Shares of the headline total: withheld tiers still count in it (a total over the shown
-  // tiers only would inflate each of them).
-  const total = share.totals.total || tiers.cells.reduce((s, c) => s + (c.total || 0), 0) || 1;
+  const total = tiers.cells.reduce((s, c) => s + (c.total || 0), 0) || 1;
   bars(document.getElementById("by-tier"), tiers.cells, (c) => c.key, (c) => (c.total || 0) / total, (c) => "tier-" + c.key);
   const latest = fresh.latest_hour ? new Date(fresh.latest_hour).toISOString().replace("T", " ").slice(0, 16) + " UTC" : "no data yet";
   const landed = fresh.latest_ingested_at ? new Date(fresh.latest_ingested_at).toISOString().replace("T", " ").slice(0, 16) + " UTC" : "—";

@@ -180,7 +180,7 @@ class Puller:
         if mark.swept_at is not None and now - mark.swept_at < self.sweep_every:
             return short, short, False
         # Every call that ended since the last sweep started at most max_call before it.
-        since = mark.swept_at if mark.swept_at is not None else mark.watermark - self.overlap
+        since = mark.swept_at if mark.swept_at is not None else short
         return min(short, since - self.max_call - WRITE_DELAY), short, True
 
     def _already_covered(self, row: dict[str, Any], start: datetime | None,
