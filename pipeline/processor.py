@@ -121,39 +121,40 @@ class Processor:
     def process_message(self, value: bytes, partition: int = -1, offset: int = -1) -> Processed:
         """One Kafka message: a JSON array of records (or one object). Each record stands or
         falls on its own; a message that is not JSON at all is one rejection."""
-        # Fast path: a well-formed message (what the collector writes) is validated from its
-        # bytes in one pydantic-core call, ~15% faster than parsing then validating each record
-        # (bench/RESULTS.md).
-        # Any failure (not JSON, not an array, one bad record) falls through to the per-record
-        # path below, which names each refused record and field.
+        records, rejections = read_message(value)
+        return Processed(rows=[self.row(r, partition, offset) for r in records],
+                         rejections=rejections)  # fmt: skip
+
+
+def read_message(value: bytes) -> tuple[list[UsageRecord], list[Rejection]]:
+    """A message's records that pass the contract, and a rejection for each field of each one
+    that does not (no registry needed: replay sorts what it re-submits with this)."""
+    # Fast path: a well-formed message (what the collector writes) is validated from its bytes
+    # in one pydantic-core call, ~15% faster than parsing then validating each record
+    # (bench/RESULTS.md).
+    # Any failure (not JSON, not an array, one bad record) falls through to the per-record
+    # path below, which names each refused record and field.
+    try:
+        return validate_batch_json(value), []
+    except ValidationError:
+        pass
+    records: list[UsageRecord] = []
+    rejections: list[Rejection] = []
+    try:
+        data = json_read.loads(value)
+    except json_read.JSONError as exc:
+        return records, [Rejection(-1, "", "message", f"not JSON: {exc}", _clip(value))]
+    items = data if isinstance(data, list) else [data]
+    for index, item in enumerate(items):
+        gateway = str(item.get("gateway_id", ""))[:128] if isinstance(item, dict) else ""
         try:
-            records = validate_batch_json(value)
-        except ValidationError:
-            pass
-        else:
-            return Processed(rows=[self.row(r, partition, offset) for r in records])
-        out = Processed()
-        try:
-            data = json_read.loads(value)
-        except json_read.JSONError as exc:
-            out.rejections.append(Rejection(-1, "", "message", f"not JSON: {exc}", _clip(value)))
-            return out
-        items = data if isinstance(data, list) else [data]
-        for index, item in enumerate(items):
-            gateway = str(item.get("gateway_id", ""))[:128] if isinstance(item, dict) else ""
-            try:
-                record = parse_record(item)
-            except TypeError as exc:
-                out.rejections.append(Rejection(index, gateway, "record", str(exc), _dump(item)))
-                continue
-            except ValidationError as exc:
-                for err in validation_errors(index, exc):
-                    out.rejections.append(
-                        Rejection(index, gateway, err.field, err.reason, _dump(item))
-                    )
-                continue
-            out.rows.append(self.row(record, partition, offset))
-        return out
+            records.append(parse_record(item))
+        except TypeError as exc:
+            rejections.append(Rejection(index, gateway, "record", str(exc), _dump(item)))
+        except ValidationError as exc:
+            for err in validation_errors(index, exc):
+                rejections.append(Rejection(index, gateway, err.field, err.reason, _dump(item)))
+    return records, rejections
 
 
 def _clip(value: bytes, limit: int = 64 * 1024) -> str:

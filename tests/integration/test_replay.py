@@ -1,19 +1,41 @@
-"""`tracker replay` and `tracker dlq replay`: land what is missing, and are safe to repeat."""
+"""`tracker replay` and `tracker dlq replay`: re-submit to the live topic, where the pipeline's
+group lands what is missing; safe to repeat and to run at the same time, with a real broker."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
+import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
+import pytest
 from kafka import KafkaProducer
 
-from pipeline.replay import replay_dead_letters, replay_topic
-from pipeline.writer import Writer
-from tests.integration.faults import COUNT_SQL, make_stream, produce, truth_rows
-from tracker.cli.wiring import open_core
+from pipeline.consumer import PipelineConsumer
+from pipeline.replay import COPY_HEADER, replay_dead_letters, replay_topic, wait_landed
+from tests.integration.faults import (
+    COUNT_SQL,
+    Stream,
+    make_stream,
+    produce,
+    truth_rows,
+    wait_caught_up,
+)
+from tests.integration.stores import server_settings
+from tracker.cli.wiring import Core, open_core, run_pipeline
 from tracker.clickhouse import ClientPool
-from tracker.settings import CommonSettings
+from tracker.settings import CommonSettings, PipelineSettings
+from tracker.topics import ensure_topics
+
+BOTH_STORES = True
+ROOT = Path(__file__).resolve().parents[2]
+# What a store that lost its usage (restored from an older backup, say) no longer holds.
+USAGE_TABLES = ("usage_raw", "usage_key_index", "usage_hourly", "usage_daily", "landed_batches")
 
 
 def counts(pool: ClientPool) -> dict[str, int]:
@@ -21,32 +43,121 @@ def counts(pool: ClientPool) -> dict[str, int]:
     return {k: int(v or 0) for k, v in zip(r.column_names, r.result_rows[0], strict=True)}
 
 
-def test_replay_lands_once_and_repeats_harmlessly(
-    settings: CommonSettings, pool: ClientPool, kafka_bootstrap: str
-) -> None:
-    core = open_core(settings, watch=False)
-    topic = f"replay-{uuid.uuid4().hex[:6]}"
-    stream = make_stream(5_000, seed=11)
+@pytest.fixture()
+def store_settings(
+    settings: CommonSettings, store: str, request: pytest.FixtureRequest
+) -> CommonSettings:
+    if store == "server":
+        return server_settings(settings, request.getfixturevalue("server_dsn"))
+    return settings
+
+
+@pytest.fixture()
+def core(store_settings: CommonSettings, pool: ClientPool) -> Core:
+    for table in (*USAGE_TABLES, "usage_rejects"):  # each test against its own ground truth
+        pool.get().command(f"TRUNCATE TABLE {table}")
+    return open_core(store_settings)
+
+
+class Member:
+    """One pipeline member of `group` on `topic`, in a thread, stopped at the test's end."""
+
+    def __init__(self, core: Core, settings: CommonSettings, bootstrap: str, topic: str,
+                 group: str) -> None:  # fmt: skip
+        ps = PipelineSettings(
+            data_dir=settings.data_dir, clickhouse_database=settings.clickhouse_database,
+            clickhouse_dsn=settings.clickhouse_dsn, kafka_bootstrap=bootstrap,
+            kafka_topic=topic, kafka_dlq_topic=topic + ".dlq", consumer_group=group,
+            batch_max_rows=2_000, batch_max_seconds=0.2, consumer_session_timeout_ms=6_000,
+        )  # fmt: skip
+        self.consumer: PipelineConsumer = run_pipeline(ps, core)
+        self.thread = threading.Thread(target=self.consumer.run, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.consumer.stop()
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture()
+def members() -> Iterator[list[Member]]:
+    started: list[Member] = []
+    yield started
+    for member in started:
+        if member.thread.is_alive():
+            member.consumer.halt()
+            member.thread.join(timeout=60)
+
+
+def valid_records(stream: Stream) -> int:
+    """Records of the stream that pass the contract, resends included (make_stream's invalid
+    messages are unreadable, or hold one record with negative tokens)."""
+    total = 0
+    for _, value in stream.messages:
+        try:
+            items = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            continue
+        total += sum(1 for item in items if item.get("input_tokens", 0) >= 0)
+    return total
+
+
+def replay_cli(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "tracker", *args], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def finished(proc: subprocess.Popen[str]) -> str:
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, (out, err)
+    return out
+
+
+def test_replays_at_once_beside_the_pipeline_count_every_record_once(
+    core: Core, store_settings: CommonSettings, pool: ClientPool, kafka_bootstrap: str,
+    members: list[Member], tmp_path: Path,
+) -> None:  # fmt: skip
+    """The store loses its usage; replays re-submit the topic, two of them at the same time,
+    while the pipeline runs. Found in review: two replays that landed directly, at the same
+    time, counted 18,721 of 20,000 records twice. Now only the group lands, and every count
+    equals the ground truth. The replays run as processes beside an embedded pipeline that
+    holds the store's directory, which a replay that opened the store could not."""
+    topic, group = f"replay-{uuid.uuid4().hex[:6]}", f"g-{uuid.uuid4().hex[:6]}"
+    stream = make_stream(12_000, seed=11)
     produce(kafka_bootstrap, topic, stream.messages)
-    writer = Writer(pool.get())
-    seen: list[tuple[int, int]] = []
+    members.append(Member(core, store_settings, kafka_bootstrap, topic, group))
+    wait_caught_up(kafka_bootstrap, topic, group, timeout=120)
+    truth = truth_rows(stream)
+    assert counts(pool) == truth
+    members[0].stop()
+    for table in USAGE_TABLES:  # the refusals were recorded and are kept
+        pool.get().command(f"TRUNCATE TABLE {table}")
 
-    future = replay_topic(kafka_bootstrap, topic, core.processor, writer,
-                          from_time=datetime.now(UTC) + timedelta(hours=1))  # fmt: skip
-    assert (future.messages, future.landed) == (0, 0)
+    env = {
+        **os.environ, "TRACKER_DATA_DIR": str(tmp_path), "TRACKER_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "TRACKER_KAFKA_TOPIC": topic, "TRACKER_KAFKA_DLQ_TOPIC": topic + ".dlq",
+        "TRACKER_CONSUMER_GROUP": group,
+    }  # fmt: skip
+    # No member running: the copies wait in the topic, and the command says so.
+    alone = finished(replay_cli(env, "replay", "--wait", "30"))
+    resubmitted = valid_records(stream)
+    refused = stream.malformed_records
+    assert (f"{resubmitted} records re-submitted to {topic}, {refused} refused "
+            "(not re-submitted), 0 copies from earlier replays skipped") in alone  # fmt: skip
+    assert f"no member of group {group!r} is running" in alone
+    assert counts(pool)["raw_records"] == 0
 
-    first = replay_topic(kafka_bootstrap, topic, core.processor, writer,
-                         progress=lambda done, total: seen.append((done, total)))  # fmt: skip
-    assert first.messages == len(stream.messages)
-    assert first.landed == stream.records
-    assert seen[-1] == (len(stream.messages), len(stream.messages))
-    figures = counts(pool)
-    assert figures == truth_rows(stream)
-
-    again = replay_topic(kafka_bootstrap, topic, core.processor, writer, from_offset=0)
-    assert again.landed == 0 and again.duplicates == first.landed + first.duplicates
-    assert counts(pool) == figures
-    # Refusals are not written again either (found in review: each replay added a copy).
+    members.append(Member(core, store_settings, kafka_bootstrap, topic, group))
+    both = [replay_cli(env, "replay", "--from-offset", "0", "--wait", "180") for _ in range(2)]
+    outputs = [finished(proc) for proc in both]
+    for out in outputs:
+        # Each re-submits the originals only: the first replay's copies are skipped.
+        assert f"{resubmitted} records re-submitted" in out, out
+        assert f"group {group!r} has landed them" in out, out
+    wait_caught_up(kafka_bootstrap, topic, group, timeout=120)
+    assert counts(pool) == truth
+    # Refusals were not written again (found in an earlier review: each replay added a copy).
     rows, unique = pool.query_rows(
         "SELECT count(), uniqExact(source_partition, source_offset, record_index, field) "
         "FROM usage_rejects WHERE source_topic = {t:String}",
@@ -55,18 +166,61 @@ def test_replay_lands_once_and_repeats_harmlessly(
     assert rows == unique > 0, (rows, unique)
 
 
-def test_dlq_replay_lands_what_now_passes(
-    settings: CommonSettings, pool: ClientPool, kafka_bootstrap: str
-) -> None:
-    core = open_core(settings, watch=False)
-    dlq = f"dlq-{uuid.uuid4().hex[:6]}"
+def test_a_copy_goes_to_its_originals_partition_and_names_it(kafka_bootstrap: str) -> None:
+    from kafka import KafkaConsumer
+    from kafka.structs import TopicPartition
+
+    topic = f"replay-part-{uuid.uuid4().hex[:6]}"
+    stream = make_stream(2_000, seed=5)
+    produce(kafka_bootstrap, topic, stream.messages)
+    done = replay_topic(kafka_bootstrap, topic, topic)
+    assert done.messages == len(stream.messages) and done.copies_skipped == 0
+    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False)  # fmt: skip
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(parts)
+        ends = consumer.end_offsets(parts)
+        originals: dict[str, tuple[int, bytes]] = {}
+        copies: list[tuple[str, int, bytes]] = []
+        while any(consumer.position(tp) < ends[tp] for tp in parts):
+            for tp, messages in consumer.poll(timeout_ms=1000).items():
+                for m in messages:
+                    named = dict(m.headers or []).get(COPY_HEADER)
+                    if named is None:
+                        originals[f"{topic}/{tp.partition}/{m.offset}"] = (tp.partition, m.value)
+                    else:
+                        copies.append((named.decode(), tp.partition, m.value))
+    finally:
+        consumer.close()
+    assert copies
+    assert done.ends == {tp.partition: end for tp, end in ends.items() if end}
+    for named, partition, value in copies:
+        original_partition, original_value = originals[named]
+        assert partition == original_partition
+        # A message without refusals is copied as it was; one with them, without them.
+        if orjson.loads(original_value)[0].get("input_tokens", 0) >= 0:
+            assert value == original_value
+    # A second replay skips the copies: it re-submits the originals again, no more.
+    again = replay_topic(kafka_bootstrap, topic, topic)
+    assert again.copies_skipped == len(copies)
+    assert again.records == done.records
+
+
+def test_dlq_replay_resubmits_what_now_passes(
+    core: Core, store_settings: CommonSettings, pool: ClientPool, kafka_bootstrap: str,
+    members: list[Member],
+) -> None:  # fmt: skip
+    topic, group = f"live-{uuid.uuid4().hex[:6]}", f"g-{uuid.uuid4().hex[:6]}"
+    dlq = topic + ".dlq"
+    ensure_topics(kafka_bootstrap, topic, dlq)
     now_valid = {"record_id": "dl-1", "gateway_id": "gw-dlq", "agency_id": "in-sbi",
                  "occurred_at": "2026-03-03T03:00:00Z", "provider": "sarvam", "model": "m",
                  "request_count": 7}  # fmt: skip
     still_bad = {**now_valid, "record_id": "dl-2", "input_tokens": -3}
 
     def letter(record: dict[str, object], offset: int, field: str = "x") -> bytes:
-        return orjson.dumps({"source_topic": "usage.v1", "source_partition": 0,
+        return orjson.dumps({"source_topic": topic, "source_partition": 0,
                              "source_offset": offset, "record_index": 0, "gateway_id": "gw-dlq",
                              "field": field, "reason": "refused by an older release",
                              "payload": orjson.dumps(record).decode()})  # fmt: skip
@@ -80,24 +234,27 @@ def test_dlq_replay_lands_what_now_passes(
     producer.send(dlq, value=b"not a dead letter")
     producer.flush()
     producer.close()
-    writer = Writer(pool.get())
-    first = replay_dead_letters(kafka_bootstrap, dlq, core.processor, writer)
-    assert (first.messages, first.landed, first.duplicates, first.rejected) == (5, 1, 1, 2)
-    second = replay_dead_letters(kafka_bootstrap, dlq, core.processor, writer)
-    assert (second.landed, second.duplicates) == (0, 2)
-    landed = pool.query_rows(
-        "SELECT count(), sum(request_count) FROM usage_raw WHERE gateway_id = 'gw-dlq'"
-    )[0]
-    assert (int(landed[0]), int(landed[1])) == (1, 7)
+    members.append(Member(core, store_settings, kafka_bootstrap, topic, group))
+    for _ in range(2):  # safe to repeat: the record lands once
+        done = replay_dead_letters(kafka_bootstrap, dlq, topic)
+        assert (done.messages, done.records, done.refused) == (5, 2, 2)
+        # Both copies of the letter's source partition (the live topic's partition 0).
+        assert set(done.ends) == {0}
+        assert wait_landed(kafka_bootstrap, topic, group, done.ends, timeout_seconds=60) == (
+            "landed"
+        )
+        landed = pool.query_rows(
+            "SELECT count(), sum(request_count) FROM usage_raw WHERE gateway_id = 'gw-dlq'"
+        )[0]
+        assert (int(landed[0]), int(landed[1])) == (1, 7)
 
 
-def test_replay_ends_when_the_last_offset_holds_no_message(
-    settings: CommonSettings, pool: ClientPool, kafka_bootstrap: str
-) -> None:
+def test_replay_ends_when_the_last_offset_holds_no_message(kafka_bootstrap: str) -> None:
     # Found in review: a topic written by a transactional producer ends with a commit marker,
     # an offset no consumer ever sees; replay waited for a message there forever.
-    core = open_core(settings, watch=False)
     topic = f"txn-{uuid.uuid4().hex[:6]}"
+    live = f"live-{uuid.uuid4().hex[:6]}"
+    ensure_topics(kafka_bootstrap, live, live + ".dlq")
     record = {"record_id": f"txn-{topic}", "gateway_id": "gw-txn", "agency_id": "in-sbi",
               "occurred_at": "2026-03-03T03:00:00Z", "provider": "sarvam", "model": "m"}  # fmt: skip
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, transactional_id=topic)
@@ -106,5 +263,23 @@ def test_replay_ends_when_the_last_offset_holds_no_message(
     producer.send(topic, value=orjson.dumps([record]))
     producer.commit_transaction()
     producer.close()
-    done = replay_topic(kafka_bootstrap, topic, core.processor, Writer(pool.get()))
-    assert (done.messages, done.landed) == (1, 1)
+    started = time.monotonic()
+    done = replay_topic(kafka_bootstrap, topic, live)
+    assert (done.messages, done.records) == (1, 1)
+    assert time.monotonic() - started < 60
+    # From another topic, the copy is placed by its key (here the record's agency).
+    assert sum(done.ends.values()) == 1
+
+
+def test_a_missing_topic_is_exit_2_and_a_dlq_is_refused(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    live = f"live-{uuid.uuid4().hex[:6]}"
+    env = {**os.environ, "TRACKER_DATA_DIR": str(tmp_path), "TRACKER_KAFKA_BOOTSTRAP": kafka_bootstrap,
+           "TRACKER_KAFKA_TOPIC": live, "TRACKER_KAFKA_DLQ_TOPIC": live + ".dlq"}  # fmt: skip
+    missing = replay_cli(env, "replay", "--topic", f"nothing-{uuid.uuid4().hex[:6]}")
+    _, err = missing.communicate(timeout=120)
+    assert missing.returncode == 2 and "does not exist" in err and "Traceback" not in err, err
+    dlq = replay_cli(env, "replay", "--topic", live + ".dlq")
+    _, err = dlq.communicate(timeout=120)
+    assert dlq.returncode == 2 and "tracker dlq replay" in err, err

@@ -1,14 +1,29 @@
-"""`tracker replay` and `tracker dlq replay`: re-read the stream, safely repeatable."""
+"""`tracker replay` and `tracker dlq replay`: re-submit to the live topic, safely repeatable."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+if TYPE_CHECKING:
+    from pipeline.replay import ReplayResult
+    from tracker.settings import PipelineSettings
+
 dlq_app = typer.Typer(help="Dead letters (records the pipeline refused).", no_args_is_help=True)
+
+# Past this, the command stops waiting (the copies are in Kafka and land when the group does).
+WAIT_LIMIT_SECONDS = 24 * 3600
+
+Wait = Annotated[
+    float,
+    typer.Option(
+        "--wait", min=0, max=WAIT_LIMIT_SECONDS,
+        help="Seconds to wait for the pipeline group to land the copies (0: do not wait)",
+    ),
+]  # fmt: skip
 
 
 def _progress() -> Progress:
@@ -21,6 +36,43 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _settings() -> PipelineSettings:
+    from tracker.cli import _settings as read
+    from tracker.settings import PipelineSettings
+    from tracker.topics import ensure_topics
+
+    settings: PipelineSettings = read(PipelineSettings)
+    # The live topic with its settings (retention by append time) before a copy is sent to it.
+    ensure_topics(settings.kafka_bootstrap, settings.kafka_topic, settings.kafka_dlq_topic)
+    return settings
+
+
+def _await(settings: PipelineSettings, result: ReplayResult, wait: float) -> None:
+    """Wait for the group to land the copies, with progress; say what became of them."""
+    from pipeline.replay import wait_landed
+
+    group, topic = settings.consumer_group, settings.kafka_topic
+    if not result.ends:
+        return
+    if not wait:
+        typer.echo(f"not waiting: group {group!r} lands the copies as it reaches them")
+        return
+    with _progress() as bar:
+        task = bar.add_task(f"waiting for group {group} to land them (messages)", total=None)
+        outcome = wait_landed(
+            settings.kafka_bootstrap, topic, group, result.ends, timeout_seconds=wait,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )  # fmt: skip
+    if outcome == "landed":
+        typer.echo(f"group {group!r} has landed them (records landed before count once)")
+    elif outcome == "no members":
+        typer.echo(f"no member of group {group!r} is running: the copies are kept in "
+                   f"{topic} and land when `tracker pipeline` runs")  # fmt: skip
+    else:
+        typer.echo(f"group {group!r} has not reached them after {wait:g} s: they are kept in "
+                   f"{topic} and land as it does")  # fmt: skip
+
+
 def replay(
     from_offset: Annotated[
         int | None, typer.Option("--from-offset", min=0, help="Start offset in every partition")
@@ -29,58 +81,58 @@ def replay(
         datetime | None, typer.Option("--from-time", help="Start at this append time (UTC)")
     ] = None,
     topic: Annotated[str | None, typer.Option(help="Topic (default TRACKER_KAFKA_TOPIC)")] = None,
+    wait: Wait = 600,
 ) -> None:
-    """Re-read a topic from an offset or a time up to its current end, landing what is not
-    yet landed; safe to repeat. Default: from the beginning."""
-    from pipeline.replay import replay_topic
-    from pipeline.writer import Writer
-    from tracker.cli import _settings
-    from tracker.cli.wiring import open_core
-    from tracker.settings import PipelineSettings
+    """Re-read a topic from an offset or a time up to its current end and re-submit it to the
+    live topic: the pipeline lands what is not landed yet. Safe to repeat, and to run beside
+    the pipeline and other replays. Default: from the beginning."""
+    from pipeline.replay import ReplayError, replay_topic
 
     if from_offset is not None and from_time is not None:
         _fail("give --from-offset or --from-time, not both")
-    settings = _settings(PipelineSettings)
-    core = open_core(settings, watch=False)
+    settings = _settings()
+    source = topic or settings.kafka_topic
+    if source == settings.kafka_dlq_topic:
+        _fail(f"{source} holds dead letters: use `tracker dlq replay`")
     when = from_time.replace(tzinfo=from_time.tzinfo or UTC) if from_time else None
     with _progress() as bar:
-        task = bar.add_task(f"replaying {topic or settings.kafka_topic}", total=None)
+        task = bar.add_task(f"replaying {source} (messages)", total=None)
         try:
             result = replay_topic(
-                settings.kafka_bootstrap, topic or settings.kafka_topic, core.processor,
-                Writer(core.pool.get()), from_offset=from_offset, from_time=when,
+                settings.kafka_bootstrap, source, settings.kafka_topic,
+                from_offset=from_offset, from_time=when,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )  # fmt: skip
-        except ValueError as exc:
+        except ReplayError as exc:
             _fail(str(exc))
             return
-    typer.echo(f"replayed {result.messages} messages: {result.landed} records landed, "
-               f"{result.duplicates} already landed, {result.rejected} refused")  # fmt: skip
+    typer.echo(f"read {result.messages} messages: {result.records} records re-submitted to "
+               f"{settings.kafka_topic}, {result.refused} refused (not re-submitted), "
+               f"{result.copies_skipped} copies from earlier replays skipped")  # fmt: skip
+    _await(settings, result, wait)
 
 
 @dlq_app.command("replay")
 def dlq_replay(
     from_offset: Annotated[int | None, typer.Option("--from-offset", min=0)] = None,
+    wait: Wait = 600,
 ) -> None:
-    """Re-submit dead letters after a fix (code or registry); safe to repeat."""
-    from pipeline.replay import replay_dead_letters
-    from pipeline.writer import Writer
-    from tracker.cli import _settings
-    from tracker.cli.wiring import open_core
-    from tracker.settings import PipelineSettings
+    """Re-submit dead letters that today's contract accepts to the live topic; the pipeline
+    lands what is not landed yet. Safe to repeat."""
+    from pipeline.replay import ReplayError, replay_dead_letters
 
-    settings = _settings(PipelineSettings)
-    core = open_core(settings, watch=False)
+    settings = _settings()
     with _progress() as bar:
-        task = bar.add_task(f"re-submitting {settings.kafka_dlq_topic}", total=None)
+        task = bar.add_task(f"re-reading {settings.kafka_dlq_topic} (letters)", total=None)
         try:
             result = replay_dead_letters(
-                settings.kafka_bootstrap, settings.kafka_dlq_topic, core.processor,
-                Writer(core.pool.get()), from_offset=from_offset,
+                settings.kafka_bootstrap, settings.kafka_dlq_topic, settings.kafka_topic,
+                from_offset=from_offset,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )  # fmt: skip
-        except ValueError as exc:
+        except ReplayError as exc:
             _fail(str(exc))
             return
-    typer.echo(f"{result.messages} dead letters: {result.landed} records landed now, "
-               f"{result.duplicates} already landed, {result.rejected} still refused")  # fmt: skip
+    typer.echo(f"{result.messages} dead letters: {result.records} records re-submitted to "
+               f"{settings.kafka_topic}, {result.refused} still refused")  # fmt: skip
+    _await(settings, result, wait)
