@@ -10,8 +10,9 @@ in batches), and the API filters on the start only. So no single watermark is sa
 - every `sweep_every` (30 minutes) a pull reaches back to `max_call` (LiteLLM's default request
   timeout, 6,000 s) before the previous sweep, which catches every call that ended since that
   sweep however long it ran, and sends of those only what the short pulls cannot have sent.
-The checkpoint (data_dir/import/litellm-<hash of the proxy URL>.json) holds the newest start
-seen and the time of the last sweep. Rows read twice keep their request_id and count once; a
+The checkpoint (data_dir/import/litellm-<hash of the proxy URL, tracker URL and gateway>.json)
+holds the newest start seen and the time of the last sweep: rows pulled into one tracker, or by
+one gateway, have not reached another. Rows read twice keep their request_id and count once; a
 following puller does not send again what it has sent.
 """
 
@@ -50,7 +51,15 @@ def _json(reply: httpx.Response) -> Any:
         raise ImportAborted(f"LiteLLM {reply.url.path} answered no JSON") from exc
 
 
-def state_path(data_dir: Path, proxy_url: str) -> Path:
+def state_path(data_dir: Path, proxy_url: str, *, server: str, gateway: str) -> Path:
+    """The pull's checkpoint, one per proxy, tracker server and gateway."""
+    scope = "\n".join((proxy_url.rstrip("/"), server.rstrip("/"), gateway))
+    digest = hashlib.sha256(scope.encode()).hexdigest()[:16]
+    return data_dir / "import" / f"litellm-{digest}.json"
+
+
+def legacy_state_path(data_dir: Path, proxy_url: str) -> Path:
+    """Where releases before 2026-11-25 kept the checkpoint: per proxy URL only."""
     digest = hashlib.sha256(proxy_url.rstrip("/").encode()).hexdigest()[:16]
     return data_dir / "import" / f"litellm-{digest}.json"
 
@@ -61,6 +70,10 @@ WRITE_DELAY: Final = timedelta(minutes=3)
 # LiteLLM's default request timeout (litellm.request_timeout): no call runs longer unless the
 # proxy is configured so (then pass its timeout as --litellm-max-call).
 LITELLM_MAX_CALL: Final = timedelta(seconds=6000)
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -94,21 +107,30 @@ class Puller:
     sweep_every: timedelta = timedelta(minutes=30)
     first_since: timedelta = timedelta(days=1)
     timeout: float = 60.0
+    # A checkpoint of the earlier layout, taken up by a scope that has none of its own: it is
+    # what that release would have resumed from, and starting a day back instead would skip
+    # what a puller stopped for longer missed. It is left in place (it names no scope).
+    legacy_state: Path | None = None
     # request_id -> (startTime, ran longer than the short pulls cover) of rows this puller sent
     # or refused: a following pull skips them. Kept while a pull may read them again.
     _sent: dict[str, tuple[datetime, bool]] = field(default_factory=dict)
 
     def _checkpoint(self) -> _Checkpoint:
-        if not self.state_file.exists():
-            return _Checkpoint(None, None)
+        source = self.state_file
+        if not source.exists():
+            if self.legacy_state is None or not self.legacy_state.exists():
+                return _Checkpoint(None, None)
+            source = self.legacy_state
         try:
-            state = orjson.loads(self.state_file.read_bytes())
+            state = orjson.loads(source.read_bytes())
             marks = [state.get(name) for name in ("watermark", "swept_at")]
-            return _Checkpoint(*(datetime.fromisoformat(v) if isinstance(v, str) else None
+            # Written in UTC; a time without its offset (edited by hand) is read as UTC, not
+            # left to fail the first comparison with a trace.
+            return _Checkpoint(*(_utc(datetime.fromisoformat(v)) if isinstance(v, str) else None
                                  for v in marks))  # fmt: skip
         except (ValueError, AttributeError) as exc:
             raise UnusableArguments(
-                f"{self.state_file}: the pull's checkpoint is damaged; move it away to pull "
+                f"{source}: the pull's checkpoint is damaged; move it away to pull "
                 "the last day again (records already landed count once)"
             ) from exc
 

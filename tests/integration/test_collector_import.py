@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from typer.testing import CliRunner
 
 from collector.adapters.common import Context
-from collector.adapters.litellm_pull import LITELLM_MAX_CALL, Puller
+from collector.adapters.litellm_pull import LITELLM_MAX_CALL, Puller, legacy_state_path
 from collector.imports import (
     CSV_FIELD_LIMIT,
     Checkpoints,
@@ -335,7 +335,9 @@ class _SpendLogs(BaseHTTPRequestHandler):
         return None
 
 
-def test_litellm_spend_log_pull(url: str, keys: Keys, pool: ClientPool, tmp_path: Path) -> None:
+def test_litellm_spend_log_pull(
+    app: FastAPI, url: str, keys: Keys, pool: ClientPool, tmp_path: Path
+) -> None:
     rows = json.loads((FIXTURES / "litellm/spend_logs.json").read_text())
     # The recorded calls moved to an hour ago, keeping their spacing: the pull's first window
     # is "a day back from now", and this test compares the second window against it.
@@ -369,6 +371,32 @@ def test_litellm_spend_log_pull(url: str, keys: Keys, pool: ClientPool, tmp_path
         second_start = datetime.fromisoformat(_SpendLogs.seen[-1]["start_date"][0])
         first_start = datetime.fromisoformat(_SpendLogs.seen[0]["start_date"][0])
         assert second_start > first_start + timedelta(hours=12)
+
+        # Found in review: the checkpoint was keyed by the proxy's URL alone, so pulling the
+        # proxy with another gateway (or into another tracker) started from the first one's
+        # checkpoint and sent nothing older. Each starts a day back now.
+        def started_from(*extra: str) -> datetime:
+            _run("--litellm-url", proxy_url, "--litellm-key", "sk-master", *extra,
+                 "--data-dir", str(tmp_path))  # fmt: skip
+            return datetime.fromisoformat(_SpendLogs.seen[-1]["start_date"][0])
+
+        other = started_from("--url", url, "--key", keys.multi, "--agency", "in-moe")
+        assert abs(other - first_start) < timedelta(minutes=5), (other, first_start)
+        assert raw_count(pool, keys.multi_id, "startsWith(record_id, 'pull-')") > 0
+        with ServerThread(app) as other_url:
+            elsewhere = started_from("--url", other_url, "--key", keys.single)
+        assert abs(elsewhere - first_start) < timedelta(minutes=5), (elsewhere, first_start)
+        # A checkpoint of the earlier layout (per proxy URL) is taken up by a scope without
+        # one, as that release would have resumed from it; it is not removed.
+        for mark in (tmp_path / "import").glob("litellm-*.json"):
+            mark.unlink()
+        legacy = legacy_state_path(tmp_path, proxy_url)
+        # (Its watermark without an offset, as if edited by hand: read as UTC.)
+        legacy.write_text(json.dumps({"watermark": second_start.isoformat(),
+                                      "swept_at": datetime.now(UTC).isoformat()}))  # fmt: skip
+        resumed = started_from("--url", url, "--key", keys.single)
+        assert resumed == second_start - timedelta(minutes=10), (resumed, second_start)
+        assert legacy.exists()
     finally:
         proxy.shutdown()
 

@@ -143,7 +143,7 @@ def import_(
 ) -> None:
     """Import usage from files (resumable), a watched directory, or a LiteLLM proxy."""
     from collector.adapters.common import Context
-    from collector.adapters.litellm_pull import Puller, state_path
+    from collector.adapters.litellm_pull import Puller, legacy_state_path, state_path
     from collector.imports import (
         Checkpoints,
         FileReport,
@@ -219,8 +219,11 @@ def import_(
                 stopped += 1
         if litellm_url is not None:
             assert litellm_key is not None
-            puller = Puller(litellm_url, litellm_key, sender, ctx, state_path(root, litellm_url),
-                            max_call=timedelta(seconds=litellm_max_call))  # fmt: skip
+            # Per proxy, server and gateway, like the files' offsets.
+            state = state_path(root, litellm_url, server=server, gateway=gateway_id)
+            puller = Puller(litellm_url, litellm_key, sender, ctx, state,
+                            max_call=timedelta(seconds=litellm_max_call),
+                            legacy_state=legacy_state_path(root, litellm_url))  # fmt: skip
             while True:
                 report = FileReport(f"{redact_url(litellm_url.rstrip('/'))}/spend/logs")
                 puller.pull_once(report)
