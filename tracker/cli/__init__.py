@@ -227,6 +227,10 @@ def up(data_dir: DataDir = None, host: Host = None, port: Port = None) -> None:
     _serve(embedded_app(settings, core), settings.host, settings.port)
 
 
+# The gateway `tracker demo` issues its key to (a new key each run).
+DEMO_GATEWAY = "demo"
+
+
 @app.command()
 def demo(
     data_dir: DataDir = None,
@@ -238,7 +242,7 @@ def demo(
     """Seed a realistic national dataset (once), then run as `tracker up`."""
     from tracker import demo as demo_data
     from tracker.cli.wiring import embedded_app, open_core, seed
-    from tracker.gateways import add
+    from tracker.gateways import GatewayError, add, rotate
     from tracker.settings import EmbeddedSettings
 
     settings = _settings(EmbeddedSettings, data_dir=data_dir, host=host, port=port)
@@ -252,12 +256,20 @@ def demo(
     else:
         landed = seed(core, demo_data.generate(core.registry, days=days), total=None)
         typer.echo(f"seeded {landed} records for {len(core.registry.agencies)} agencies")
-    import secrets
-
-    agencies = [a.id for a in core.registry.agencies]
-    gateway, key = add(client, core.registry, f"demo-{secrets.token_hex(3)}", agencies)
+    # One demo gateway, its key issued anew each run (the previous one stops working):
+    # a gateway per run left every earlier all-agency key valid (found in review).
+    rotated = rotate(client, DEMO_GATEWAY)
+    if rotated is not None and rotated.key is not None:
+        key = rotated.key
+    else:
+        agencies = [a.id for a in core.registry.agencies]
+        try:
+            key = add(client, core.registry, DEMO_GATEWAY, agencies)[1]
+        except GatewayError as exc:  # revoked by its operator: not issued again behind its back
+            fail(f"{exc}; it was revoked, so no demo key is issued "
+                 "(`tracker gateway add NAME --agency ID` adds another)")  # fmt: skip
     url = f"http://{settings.host}:{settings.port}"
-    typer.echo(f"demo gateway {gateway.gateway_id} key: {key}")
+    typer.echo(f"demo gateway {DEMO_GATEWAY} key: {key}")
     typer.echo(f"headline: {url}/v1/share   API docs: {url}/docs")
     if serve:
         _serve(embedded_app(settings, core), settings.host, settings.port)

@@ -1,0 +1,64 @@
+"""`tracker demo`: one demo gateway, whose key is issued anew on every run."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.integration.ports import free_port
+
+
+def _tracker(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tracker", *args], capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+
+
+def _demo_key(data_dir: Path) -> str:
+    run = _tracker("demo", "--no-serve", "--days", "1", "--data-dir", str(data_dir))
+    assert run.returncode == 0, run.stderr
+    found = re.search(r"demo gateway demo key: (\S+)", run.stdout)
+    assert found, run.stdout
+    return found.group(1)
+
+
+def test_each_demo_run_replaces_the_demo_key(tmp_path: Path) -> None:
+    """Found in review: every run registered another all-agency gateway, and every key an
+    earlier run printed stayed valid."""
+    first, second = _demo_key(tmp_path), _demo_key(tmp_path)
+    assert first != second
+    listed = _tracker("gateway", "list", "--data-dir", str(tmp_path))
+    assert [line.split("\t")[0] for line in listed.stdout.splitlines()] == ["demo"]
+    port = free_port()
+    up = subprocess.Popen(
+        [sys.executable, "-m", "tracker", "up", "--data-dir", str(tmp_path), "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+
+        def whoami(key: str) -> int:
+            return httpx.post(f"http://127.0.0.1:{port}/v1/gateway/whoami",
+                              headers={"Authorization": f"Bearer {key}"}, timeout=5).status_code  # fmt: skip
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                answer = whoami(second)
+                break
+            except httpx.HTTPError:
+                assert up.poll() is None and time.monotonic() < deadline, "tracker up did not start"
+                time.sleep(0.3)
+        assert (answer, whoami(first)) == (200, 401)
+    finally:
+        up.terminate()
+        up.wait(timeout=30)
+    # Revoked by its operator, the demo gateway is not brought back: exit 2, no key, no trace.
+    revoked = _tracker("gateway", "revoke", "demo", "--data-dir", str(tmp_path))
+    assert revoked.returncode == 0, revoked.stderr
+    again = _tracker("demo", "--no-serve", "--days", "1", "--data-dir", str(tmp_path))
+    assert again.returncode == 2 and "no demo key is issued" in again.stderr, again.stderr
+    assert "key:" not in again.stdout and "Traceback" not in again.stderr
