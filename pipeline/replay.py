@@ -28,7 +28,13 @@ from typing import Any, Literal
 
 import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import (
+    CoordinatorLoadInProgressError,
+    CoordinatorNotAvailableError,
+    KafkaConnectionError,
+    KafkaError,
+    NotCoordinatorError,
+)
 from kafka.structs import TopicPartition
 
 from pipeline.processor import read_message
@@ -280,6 +286,9 @@ def replay_dead_letters(
 
 
 Outcome = Literal["landed", "no members", "timed out"]
+# What a broker answers for a while after it (re)starts, or while it moves a group.
+_PASSING = (CoordinatorLoadInProgressError, CoordinatorNotAvailableError, NotCoordinatorError,
+            KafkaConnectionError)  # fmt: skip
 
 
 def wait_landed(
@@ -302,7 +311,14 @@ def wait_landed(
     total: int | None = None
     try:
         while True:
-            committed = admin.list_group_offsets({group: parts}).get(group, {})
+            try:
+                committed = admin.list_group_offsets({group: parts}).get(group, {})
+                members = _has_members(admin, group)
+            except _PASSING as exc:  # the broker restarting: ask again until the deadline
+                if time.monotonic() >= deadline:
+                    raise ReplayError(f"Kafka did not answer for group {group!r}: {exc}") from exc
+                time.sleep(interval)
+                continue
             done = {tp.partition: meta.offset for tp, meta in committed.items()
                     if meta is not None and meta.offset >= 0}  # fmt: skip
             remaining = sum(max(0, end - done.get(p, 0)) for p, end in ends.items())
@@ -311,7 +327,7 @@ def wait_landed(
                 progress(total - min(remaining, total), total)
             if remaining == 0:
                 return "landed"
-            if not _has_members(admin, group):
+            if not members:
                 return "no members"
             if time.monotonic() >= deadline:
                 return "timed out"

@@ -49,7 +49,7 @@ def _settings() -> PipelineSettings:
 
 def _await(settings: PipelineSettings, result: ReplayResult, wait: float) -> None:
     """Wait for the group to land the copies, with progress; say what became of them."""
-    from pipeline.replay import wait_landed
+    from pipeline.replay import ReplayError, wait_landed
 
     group, topic = settings.consumer_group, settings.kafka_topic
     if not result.ends:
@@ -59,10 +59,14 @@ def _await(settings: PipelineSettings, result: ReplayResult, wait: float) -> Non
         return
     with _progress() as bar:
         task = bar.add_task(f"waiting for group {group} to land them (messages)", total=None)
-        outcome = wait_landed(
-            settings.kafka_bootstrap, topic, group, result.ends, timeout_seconds=wait,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-        )  # fmt: skip
+        try:
+            outcome = wait_landed(
+                settings.kafka_bootstrap, topic, group, result.ends, timeout_seconds=wait,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )  # fmt: skip
+        except ReplayError as exc:
+            _fail(f"the copies are in {topic}, but waiting for them failed: {exc}")
+            return
     if outcome == "landed":
         typer.echo(f"group {group!r} has landed them (records landed before count once)")
     elif outcome == "no members":
