@@ -210,16 +210,23 @@ def replay_topic(
                 continue
             result.records += len(records)
             original = f"{topic}/{read.partition}/{read.offset}"
-            # Its original's partition: the member that lands that partition lands the copy.
-            # From another topic, the partitioner places it by its key, as the collector's
-            # messages are placed.
-            partition = read.partition if topic == live_topic else None
-            key = read.key or records[0].agency_id.encode()
-            if not refused:  # as it was, byte for byte
-                out.send(partition, key, read.value, original)
+            if topic == live_topic:
+                # Its original's partition: the member that lands that partition lands the
+                # copy, after or before the original, never at the same time.
+                if not refused:  # as it was, byte for byte
+                    out.send(read.partition, read.key, read.value, original)
+                    continue
+                for chunk in _chunks(records):
+                    out.send(read.partition, read.key, encode_batch(chunk), original)
                 continue
-            for chunk in _chunks(records):
-                out.send(partition, key, encode_batch(chunk), original)
+            # From another topic: one message per agency, keyed by it as the collector keys
+            # its messages, so each record goes where that agency's live records go.
+            by_agency: dict[str, list[UsageRecord]] = defaultdict(list)
+            for record in records:
+                by_agency[record.agency_id].append(record)
+            for agency, mine in by_agency.items():
+                for chunk in _chunks(mine):
+                    out.send(None, agency.encode(), encode_batch(chunk), original)
         out.flush()
 
     try:

@@ -283,3 +283,38 @@ def test_a_missing_topic_is_exit_2_and_a_dlq_is_refused(
     dlq = replay_cli(env, "replay", "--topic", live + ".dlq")
     _, err = dlq.communicate(timeout=120)
     assert dlq.returncode == 2 and "tracker dlq replay" in err, err
+
+
+def test_from_another_topic_each_agency_is_copied_under_its_own_key(kafka_bootstrap: str) -> None:
+    """The live topic is keyed by agency; a message read elsewhere may mix agencies and carry no
+    key. Its copies are one per agency, keyed by it, so each lands where that agency's live
+    records land (one member per record)."""
+    from kafka import KafkaConsumer
+    from kafka.structs import TopicPartition
+
+    source, live = f"archive-{uuid.uuid4().hex[:6]}", f"live-{uuid.uuid4().hex[:6]}"
+    ensure_topics(kafka_bootstrap, live, live + ".dlq")
+    base = {"gateway_id": "gw-mix", "occurred_at": "2026-03-03T03:00:00Z", "provider": "sarvam",
+            "model": "m"}  # fmt: skip
+    mixed = [{**base, "record_id": f"mix-{i}", "agency_id": ("in-sbi", "in-pnb")[i % 2]}
+             for i in range(6)]  # fmt: skip
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    producer.send(source, value=orjson.dumps(mixed))
+    producer.flush()
+    producer.close()
+    done = replay_topic(kafka_bootstrap, source, live)
+    assert (done.messages, done.records) == (1, 6)
+    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False)  # fmt: skip
+    try:
+        parts = [TopicPartition(live, p) for p in sorted(consumer.partitions_for_topic(live))]
+        consumer.assign(parts)
+        copies: list[tuple[bytes, list[dict[str, str]]]] = []
+        while any(consumer.position(tp) < end for tp, end in consumer.end_offsets(parts).items()):
+            for messages in consumer.poll(timeout_ms=1000).values():
+                copies.extend((m.key, orjson.loads(m.value)) for m in messages)
+    finally:
+        consumer.close()
+    assert sorted(key for key, _ in copies) == [b"in-pnb", b"in-sbi"]
+    for key, records in copies:
+        assert {r["agency_id"].encode() for r in records} == {key} and len(records) == 3
