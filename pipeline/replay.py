@@ -28,13 +28,7 @@ from typing import Any, Literal
 
 import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.errors import (
-    CoordinatorLoadInProgressError,
-    CoordinatorNotAvailableError,
-    KafkaConnectionError,
-    KafkaError,
-    NotCoordinatorError,
-)
+from kafka.errors import KafkaError, RetriableError
 from kafka.structs import TopicPartition
 
 from pipeline.processor import read_message
@@ -85,6 +79,9 @@ def _ranges(
     begins = consumer.beginning_offsets(parts)
     starts = dict(begins)
     if from_time is not None:
+        if from_time.timestamp() < 0:
+            raise ReplayError(f"--from-time {from_time.isoformat()}: before 1970, when Kafka's "
+                              "clock starts; give a later time or --from-offset")  # fmt: skip
         found = consumer.offsets_for_times({tp: int(from_time.timestamp() * 1000) for tp in parts})
         starts = {tp: (found[tp].offset if found.get(tp) else ends[tp]) for tp in parts}
     elif from_offset is not None:
@@ -100,6 +97,7 @@ def _read(
     on_batch: Callable[[list[_Read]], None],
     progress: Progress | None,
     batch_messages: int = 500,
+    on_ranges: Callable[[dict[int, tuple[int, int]]], None] | None = None,
 ) -> int:
     # earliest: a start that retention deleted meanwhile reads what is left, never jumps to
     # the end (which would skip it all and still report success).
@@ -108,6 +106,8 @@ def _read(
                              auto_offset_reset="earliest")  # fmt: skip
     try:
         ranges = _ranges(consumer, topic, from_offset, from_time)
+        if on_ranges:
+            on_ranges({tp.partition: span for tp, span in ranges.items()})
         total = sum(end - start for start, end in ranges.values())
         if progress:
             progress(0, total)
@@ -161,10 +161,14 @@ class _Resubmitter:
     def send(self, partition: int | None, key: bytes | None, value: bytes, original: str) -> None:
         if partition is not None and partition >= self.partitions:
             partition = None  # the live topic has fewer partitions: its partitioner decides
-        self._pending.append(self._producer.send(
-            self.topic, key=key, value=value, partition=partition,
-            headers=[(COPY_HEADER, original.encode())],
-        ))  # fmt: skip
+        try:
+            self._pending.append(self._producer.send(
+                self.topic, key=key, value=value, partition=partition,
+                headers=[(COPY_HEADER, original.encode())],
+            ))  # fmt: skip
+        except KafkaError as exc:  # refused before sending (too large, say): name the message
+            raise ReplayError(f"the copy of {original} was not sent: {type(exc).__name__}: "
+                              f"{exc}") from exc  # fmt: skip
 
     def flush(self) -> None:
         """Every copy sent so far acknowledged (acks=all), its partition's end noted."""
@@ -199,9 +203,25 @@ def replay_topic(
     result = ReplayResult()
     out = _Resubmitter(bootstrap, live_topic, result)
 
+    spans: dict[int, tuple[int, int]] = {}
+
+    def read_again(read: _Read) -> bool:
+        """Whether `read` is a copy whose original this replay reads too (then it is skipped:
+        the original gives the same records). A copy whose original is elsewhere (another
+        topic, a dead letter, expired, before this replay's start) may be all that is left."""
+        named = next((v for name, v in read.headers if name == COPY_HEADER), None)
+        if named is None:
+            return False
+        source, _, place = named.decode(errors="replace").partition("/")
+        partition, _, offset = place.partition("/")
+        if source != topic or not partition.isdigit() or not offset.isdigit():
+            return False
+        start, end = spans.get(int(partition), (0, 0))
+        return start <= int(offset) < end
+
     def resubmit(batch: list[_Read]) -> None:
         for read in batch:
-            if any(name == COPY_HEADER for name, _ in read.headers):
+            if read_again(read):
                 result.copies_skipped += 1
                 continue
             records, refused = read_message(read.value)
@@ -230,7 +250,8 @@ def replay_topic(
         out.flush()
 
     try:
-        result.messages = _read(bootstrap, topic, from_offset, from_time, resubmit, progress)
+        result.messages = _read(bootstrap, topic, from_offset, from_time, resubmit, progress,
+                                on_ranges=spans.update)  # fmt: skip
     finally:
         out.close()
     return result
@@ -249,38 +270,38 @@ def replay_dead_letters(
     topic. A registry fix needs no re-submission: refusals are the contract's alone."""
     result = ReplayResult()
     out = _Resubmitter(bootstrap, live_topic, result)
-    # A record refused for three fields has three letters with one payload: it is re-submitted
-    # and counted once. The keys seen are kept for the run (dead letters are the exception).
-    seen: set[tuple[str, int, int, int]] = set()
+    # A record refused for three fields has three letters with one payload, and a copy the
+    # pipeline refused again (an older release still running, say) has a letter of its own: the
+    # record is re-submitted and counted once a run, or each run would double the letters. The
+    # identities seen are kept for the run (dead letters are the exception).
+    seen: set[tuple[str, ...]] = set()
 
     def resubmit(batch: list[_Read]) -> None:
-        passing: dict[tuple[int | None, str], list[UsageRecord]] = defaultdict(list)
-        originals: dict[tuple[int | None, str], str] = {}
+        # Per original (live topic partition or none, agency, where the letter came from): a
+        # copy's header names exactly where its records were refused.
+        passing: dict[tuple[int | None, str, str], list[UsageRecord]] = defaultdict(list)
         for read in batch:
             try:
                 letter = orjson.loads(read.value)
                 payload = str(letter["payload"]).encode()
                 source = str(letter.get("source_topic", ""))
                 partition, offset = int(letter["source_partition"]), int(letter["source_offset"])
-                key = (source, partition, offset, int(letter.get("record_index", -1)))
+                index = int(letter.get("record_index", -1))
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
                 result.refused += 1
                 continue
-            if key in seen:
+            identity = _identity(payload) or (source, str(partition), str(offset), str(index))
+            if identity in seen:
                 continue
-            seen.add(key)
+            seen.add(identity)
             records, refused = read_message(payload)
             result.refused += len({r.record_index for r in refused})
-            if not records:
-                continue
             # The partition the refused original came from, when it came from the live topic.
             place = partition if source == live_topic and partition >= 0 else None
             for record in records:
-                passing[place, record.agency_id].append(record)
-            originals.setdefault((place, records[0].agency_id), f"{source}/{partition}/{offset}")
-        for (place, agency), records in passing.items():
+                passing[place, record.agency_id, f"{source}/{partition}/{offset}"].append(record)
+        for (place, agency, original), records in passing.items():
             result.records += len(records)
-            original = originals.get((place, agency), f"{dlq_topic}/-1/-1")
             for chunk in _chunks(records):
                 out.send(place, agency.encode(), encode_batch(chunk), original)
         out.flush()
@@ -292,10 +313,20 @@ def replay_dead_letters(
     return result
 
 
+def _identity(payload: bytes) -> tuple[str, ...] | None:
+    """A dead letter's record as (gateway_id, record_id), if its payload names one."""
+    try:
+        item = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(item, dict):
+        gateway, record = item.get("gateway_id"), item.get("record_id")
+        if isinstance(gateway, str) and isinstance(record, str):
+            return ("record", gateway, record)
+    return None
+
+
 Outcome = Literal["landed", "no members", "timed out"]
-# What a broker answers for a while after it (re)starts, or while it moves a group.
-_PASSING = (CoordinatorLoadInProgressError, CoordinatorNotAvailableError, NotCoordinatorError,
-            KafkaConnectionError)  # fmt: skip
 
 
 def wait_landed(
@@ -312,16 +343,23 @@ def wait_landed(
     landed already), the group has no member left to land them, or the time is up."""
     if not ends:
         return "landed"
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="tracker-replay")
     parts = [TopicPartition(topic, p) for p in sorted(ends)]
     deadline = time.monotonic() + timeout_seconds
     total: int | None = None
+    admin: KafkaAdminClient | None = None
     try:
         while True:
             try:
+                # A new client after a failure: a client keeps the group's coordinator it
+                # found first, which a restarted or re-elected broker may no longer be.
+                admin = admin or KafkaAdminClient(bootstrap_servers=bootstrap.split(","),
+                                                  client_id="tracker-replay")  # fmt: skip
                 committed = admin.list_group_offsets({group: parts}).get(group, {})
                 members = _has_members(admin, group)
-            except _PASSING as exc:  # the broker restarting: ask again until the deadline
+            except RetriableError as exc:  # the broker restarting, the coordinator moving
+                if admin is not None:
+                    admin.close()
+                    admin = None
                 if time.monotonic() >= deadline:
                     raise ReplayError(f"Kafka did not answer for group {group!r}: {exc}") from exc
                 time.sleep(interval)
@@ -340,9 +378,16 @@ def wait_landed(
                 return "timed out"
             time.sleep(interval)
     finally:
-        admin.close()
+        if admin is not None:
+            admin.close()
 
 
 def _has_members(admin: KafkaAdminClient, group: str) -> bool:
     described = admin.describe_groups([group]).get(group) or {}
+    if described.get("error"):  # reported in the answer, not raised: ask again
+        raise _GroupUnreadable(str(described["error"]))
     return bool(described.get("members"))
+
+
+class _GroupUnreadable(RetriableError):  # type: ignore[misc]
+    """describe_groups answered with an error for the group (a coordinator loading, say)."""

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 dlq_app = typer.Typer(help="Dead letters (records the pipeline refused).", no_args_is_help=True)
 
+# Exit code when the copies were sent but the group has not landed them (yet).
+NOT_LANDED_YET = 3
 # Past this, the command stops waiting (the copies are in Kafka and land when the group does).
 WAIT_LIMIT_SECONDS = 24 * 3600
 
@@ -69,12 +71,15 @@ def _await(settings: PipelineSettings, result: ReplayResult, wait: float) -> Non
             return
     if outcome == "landed":
         typer.echo(f"group {group!r} has landed them (records landed before count once)")
-    elif outcome == "no members":
+        return
+    if outcome == "no members":
         typer.echo(f"no member of group {group!r} is running: the copies are kept in "
                    f"{topic} and land when `tracker pipeline` runs")  # fmt: skip
     else:
         typer.echo(f"group {group!r} has not reached them after {wait:g} s: they are kept in "
                    f"{topic} and land as it does")  # fmt: skip
+    # Sent but not landed yet: a script can tell this from done (0) and from a failure (1, 2).
+    raise typer.Exit(NOT_LANDED_YET)
 
 
 def replay(
@@ -89,7 +94,8 @@ def replay(
 ) -> None:
     """Re-read a topic from an offset or a time up to its current end and re-submit it to the
     live topic: the pipeline lands what is not landed yet. Safe to repeat, and to run beside
-    the pipeline and other replays. Default: from the beginning."""
+    the pipeline and other replays. Default: from the beginning. Exit 3: sent, but not landed
+    within --wait (or no pipeline running)."""
     from pipeline.replay import ReplayError, replay_topic
 
     if from_offset is not None and from_time is not None:
@@ -122,7 +128,8 @@ def dlq_replay(
     wait: Wait = 600,
 ) -> None:
     """Re-submit dead letters that today's contract accepts to the live topic; the pipeline
-    lands what is not landed yet. Safe to repeat."""
+    lands what is not landed yet. Safe to repeat. Exit 3: sent, but not landed within --wait
+    (or no pipeline running)."""
     from pipeline.replay import ReplayError, replay_dead_letters
 
     settings = _settings()
