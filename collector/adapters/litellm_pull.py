@@ -107,9 +107,10 @@ class Puller:
     sweep_every: timedelta = timedelta(minutes=30)
     first_since: timedelta = timedelta(days=1)
     timeout: float = 60.0
-    # A checkpoint of the earlier layout, taken up by a scope that has none of its own: it is
-    # what that release would have resumed from, and starting a day back instead would skip
-    # what a puller stopped for longer missed. It is left in place (it names no scope).
+    # A checkpoint of the earlier layout, taken up by the first scope that has none of its
+    # own: it is what that release would have resumed from, and starting a day back instead
+    # would skip what a puller stopped for longer missed. Once that scope saves its own, the
+    # old file is renamed `.adopted`, so no other scope starts from another's watermark.
     legacy_state: Path | None = None
     # request_id -> (startTime, ran longer than the short pulls cover) of rows this puller sent
     # or refused: a following pull skips them. Kept while a pull may read them again.
@@ -141,6 +142,9 @@ class Puller:
             ("watermark", checkpoint.watermark), ("swept_at", checkpoint.swept_at))
             if value is not None}))  # fmt: skip
         os.replace(tmp, self.state_file)
+        legacy = self.legacy_state
+        if legacy is not None and legacy.exists():
+            os.replace(legacy, legacy.with_name(legacy.name + ".adopted"))
 
     def _rows(self, client: httpx.Client, start: datetime, end: datetime) -> Iterator[Any]:
         fmt = "%Y-%m-%d %H:%M:%S"

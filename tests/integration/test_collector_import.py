@@ -386,8 +386,8 @@ def test_litellm_spend_log_pull(
         with ServerThread(app) as other_url:
             elsewhere = started_from("--url", other_url, "--key", keys.single)
         assert abs(elsewhere - first_start) < timedelta(minutes=5), (elsewhere, first_start)
-        # A checkpoint of the earlier layout (per proxy URL) is taken up by a scope without
-        # one, as that release would have resumed from it; it is not removed.
+        # A checkpoint of the earlier layout (per proxy URL) is taken up by the first scope
+        # without one, as that release would have resumed from it, and by no other.
         for mark in (tmp_path / "import").glob("litellm-*.json"):
             mark.unlink()
         legacy = legacy_state_path(tmp_path, proxy_url)
@@ -396,7 +396,9 @@ def test_litellm_spend_log_pull(
                                       "swept_at": datetime.now(UTC).isoformat()}))  # fmt: skip
         resumed = started_from("--url", url, "--key", keys.single)
         assert resumed == second_start - timedelta(minutes=10), (resumed, second_start)
-        assert legacy.exists()
+        assert not legacy.exists() and legacy.with_name(legacy.name + ".adopted").exists()
+        newcomer = started_from("--url", url, "--key", keys.multi, "--agency", "in-moe")
+        assert newcomer < resumed - timedelta(hours=12), (newcomer, resumed)  # a day back
     finally:
         proxy.shutdown()
 

@@ -21,7 +21,7 @@ def _tracker(*args: str) -> subprocess.CompletedProcess[str]:
 def _demo_key(data_dir: Path) -> str:
     run = _tracker("demo", "--no-serve", "--days", "1", "--data-dir", str(data_dir))
     assert run.returncode == 0, run.stderr
-    found = re.search(r"demo gateway demo key: (\S+)", run.stdout)
+    found = re.search(r"demo gateway tracker-demo key: (\S+)", run.stdout)
     assert found, run.stdout
     return found.group(1)
 
@@ -32,7 +32,7 @@ def test_each_demo_run_replaces_the_demo_key(tmp_path: Path) -> None:
     first, second = _demo_key(tmp_path), _demo_key(tmp_path)
     assert first != second
     listed = _tracker("gateway", "list", "--data-dir", str(tmp_path))
-    assert [line.split("\t")[0] for line in listed.stdout.splitlines()] == ["demo"]
+    assert [line.split("\t")[0] for line in listed.stdout.splitlines()] == ["tracker-demo"]
     port = free_port()
     up = subprocess.Popen(
         [sys.executable, "-m", "tracker", "up", "--data-dir", str(tmp_path), "--port", str(port)],
@@ -57,7 +57,7 @@ def test_each_demo_run_replaces_the_demo_key(tmp_path: Path) -> None:
         up.terminate()
         up.wait(timeout=30)
     # Revoked by its operator, the demo gateway is not brought back: exit 2, no key, no trace.
-    revoked = _tracker("gateway", "revoke", "demo", "--data-dir", str(tmp_path))
+    revoked = _tracker("gateway", "revoke", "tracker-demo", "--data-dir", str(tmp_path))
     assert revoked.returncode == 0, revoked.stderr
     again = _tracker("demo", "--no-serve", "--days", "1", "--data-dir", str(tmp_path))
     assert again.returncode == 2 and "no demo key is issued" in again.stderr, again.stderr

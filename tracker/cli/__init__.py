@@ -228,7 +228,7 @@ def up(data_dir: DataDir = None, host: Host = None, port: Port = None) -> None:
 
 
 # The gateway `tracker demo` issues its key to (a new key each run).
-DEMO_GATEWAY = "demo"
+DEMO_GATEWAY = "tracker-demo"
 
 
 @app.command()
@@ -242,7 +242,7 @@ def demo(
     """Seed a realistic national dataset (once), then run as `tracker up`."""
     from tracker import demo as demo_data
     from tracker.cli.wiring import embedded_app, open_core, seed
-    from tracker.gateways import GatewayError, add, rotate
+    from tracker.gateways import GatewayError, Rotated, add, rotate
     from tracker.settings import EmbeddedSettings
 
     settings = _settings(EmbeddedSettings, data_dir=data_dir, host=host, port=port)
@@ -258,16 +258,20 @@ def demo(
         typer.echo(f"seeded {landed} records for {len(core.registry.agencies)} agencies")
     # One demo gateway, its key issued anew each run (the previous one stops working):
     # a gateway per run left every earlier all-agency key valid (found in review).
-    rotated = rotate(client, DEMO_GATEWAY)
-    if rotated is not None and rotated.key is not None:
-        key = rotated.key
-    else:
-        agencies = [a.id for a in core.registry.agencies]
-        try:
+    rotated: Rotated | None = None
+    try:
+        rotated = rotate(client, DEMO_GATEWAY)
+        if rotated is not None and rotated.key is not None:
+            key = rotated.key
+        else:
+            agencies = [a.id for a in core.registry.agencies]
             key = add(client, core.registry, DEMO_GATEWAY, agencies)[1]
-        except GatewayError as exc:  # revoked by its operator: not issued again behind its back
-            fail(f"{exc}; it was revoked, so no demo key is issued "
+    except GatewayError as exc:
+        if rotated is None and "already exists" in str(exc):
+            # Revoked by its operator: not issued a key again behind their back.
+            fail(f"gateway {DEMO_GATEWAY!r} was revoked, so no demo key is issued "
                  "(`tracker gateway add NAME --agency ID` adds another)")  # fmt: skip
+        fail(str(exc))
     url = f"http://{settings.host}:{settings.port}"
     typer.echo(f"demo gateway {DEMO_GATEWAY} key: {key}")
     typer.echo(f"headline: {url}/v1/share   API docs: {url}/docs")
