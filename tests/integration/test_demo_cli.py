@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
-from tests.integration.ports import free_port
+from tests.integration.ports import tracker_up
 
 
 def _tracker(*args: str) -> subprocess.CompletedProcess[str]:
@@ -33,29 +32,13 @@ def test_each_demo_run_replaces_the_demo_key(tmp_path: Path) -> None:
     assert first != second
     listed = _tracker("gateway", "list", "--data-dir", str(tmp_path))
     assert [line.split("\t")[0] for line in listed.stdout.splitlines()] == ["tracker-demo"]
-    port = free_port()
-    up = subprocess.Popen(
-        [sys.executable, "-m", "tracker", "up", "--data-dir", str(tmp_path), "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
+    with tracker_up(tmp_path) as url:
 
         def whoami(key: str) -> int:
-            return httpx.post(f"http://127.0.0.1:{port}/v1/gateway/whoami",
+            return httpx.post(f"{url}/v1/gateway/whoami",
                               headers={"Authorization": f"Bearer {key}"}, timeout=5).status_code  # fmt: skip
 
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                answer = whoami(second)
-                break
-            except httpx.HTTPError:
-                assert up.poll() is None and time.monotonic() < deadline, "tracker up did not start"
-                time.sleep(0.3)
-        assert (answer, whoami(first)) == (200, 401)
-    finally:
-        up.terminate()
-        up.wait(timeout=30)
+        assert (whoami(second), whoami(first)) == (200, 401)
     # Revoked by its operator, the demo gateway is not brought back: exit 2, no key, no trace.
     revoked = _tracker("gateway", "revoke", "tracker-demo", "--data-dir", str(tmp_path))
     assert revoked.returncode == 0, revoked.stderr
