@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import defaultdict
 from typing import Protocol
 
-from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from collector.spool import Spool, SpoolFull
-from tracker.contract import UsageRecord, encode_batch
+from tracker.contract import UsageRecord, by_agency, encode_batch
+from tracker.topics import producer
 
 log = logging.getLogger(__name__)
 
@@ -28,19 +27,6 @@ class Sink(Protocol):
     def deliver(self, records: list[UsageRecord]) -> None: ...
 
     def close(self) -> None: ...
-
-
-def by_agency(records: list[UsageRecord], per_message: int) -> list[tuple[str, list[UsageRecord]]]:
-    """Group records by agency (the topic's key) and cut each group into messages of at most
-    `per_message` records: one agency's records stay ordered within its partition."""
-    groups: dict[str, list[UsageRecord]] = defaultdict(list)
-    for record in records:
-        groups[record.agency_id].append(record)
-    out: list[tuple[str, list[UsageRecord]]] = []
-    for agency, group in groups.items():
-        for start in range(0, len(group), per_message):
-            out.append((agency, group[start : start + per_message]))
-    return out
 
 
 class KafkaSink:
@@ -59,27 +45,10 @@ class KafkaSink:
         self.topic = topic
         self.records_per_message = records_per_message
         self.timeout_seconds = timeout_seconds
-        self._producer = KafkaProducer(
-            bootstrap_servers=bootstrap.split(","),
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
-            # Room for several 500-record messages of a partition in one record batch (the
-            # default, 16 KiB, is less than one): fewer produce requests, checksums and
-            # compression calls. Collector bench: +6% records per CPU-second (bench/RESULTS.md).
-            batch_size=1024 * 1024,
-            # lz4: a 500-record message shrinks ~4x, which the broker then writes, keeps and
-            # serves (bench/RESULTS.md); kafka-python compresses in C (the lz4 package).
-            compression_type=None if compression == "none" else compression,
-            max_request_size=16 * 1024 * 1024,
-            request_timeout_ms=int(timeout_seconds * 1000),
-            # Bounded wait for metadata/buffer space, so a dead broker is noticed in seconds.
-            max_block_ms=int(timeout_seconds * 1000),
-            # Named, so the producer need not probe the broker at start: the collector starts
-            # (and spools) while Kafka is down. Kafka 2.x and later speak this protocol.
-            api_version=(2, 8, 0),
-            client_id="tracker-collector",
-        )
+        self._producer = producer(
+            bootstrap, client_id="tracker-collector", timeout_seconds=timeout_seconds,
+            compression=compression,
+        )  # fmt: skip
 
     def messages(self, records: list[UsageRecord]) -> list[tuple[bytes, bytes]]:
         return [

@@ -5,13 +5,14 @@ Neither lands anything itself: both re-submit what they read to the live topic, 
 pipeline's consumer group lands it like any record delivered twice. The writer's exactly-once
 rests on one lander per partition at a time (it checks the key index, then inserts), which the
 group guarantees and nothing outside it can: two replays that landed directly at the same time
-counted 18,721 of 20,000 records twice (found in review). A copy goes to the partition its
-original was read from, so a record and its copies are landed by one member, one after the
-other, and the key index drops whatever landed before.
+counted 18,721 of 20,000 records twice (found in review). A copy of a live-topic message goes
+to its original's partition, and records from elsewhere under their agency's key, as the
+collector sends them; so a record and its copies are landed by one member, one after the other,
+and the key index drops whatever landed before.
 
 So both are safe to repeat and to run at the same time as each other and the pipeline. Copies
-carry a header naming their original; a replay skips copies (their originals are re-read
-anyway), so repeated replays of the live topic do not re-submit copies of copies. Records the
+carry a header naming their original; a replay skips the copies whose original it also reads,
+so repeated replays of the live topic do not re-submit copies of copies. Records the
 contract refuses are not re-submitted: they were refused, dead-lettered and recorded when first
 read, and re-submitting them would only add new dead letters. Re-submitting needs no store, so
 these commands run beside an embedded pipeline that holds its data directory.
@@ -21,18 +22,19 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 import orjson
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.errors import KafkaError, RetriableError
 from kafka.structs import TopicPartition
 
 from pipeline.processor import read_message
-from tracker.contract import UsageRecord, encode_batch
+from tracker.contract import UsageRecord, by_agency, encode_batch
+from tracker.topics import producer
 
 Progress = Callable[[int, int], None]  # (done so far, total)
 
@@ -50,7 +52,7 @@ class ReplayError(RuntimeError):
 @dataclass
 class ReplayResult:
     messages: int = 0  # read
-    copies_skipped: int = 0  # copies made by an earlier replay (their originals are re-read)
+    copies_skipped: int = 0  # copies of messages this replay reads too
     records: int = 0  # re-submitted
     refused: int = 0  # records the contract refuses: not re-submitted
     # Per partition of the live topic: the offset after the last copy sent there. The group
@@ -150,11 +152,8 @@ class _Resubmitter:
 
     def __init__(self, bootstrap: str, topic: str, result: ReplayResult) -> None:
         self.topic, self.result = topic, result
-        self._producer = KafkaProducer(
-            bootstrap_servers=bootstrap.split(","), acks="all", enable_idempotence=True,
-            linger_ms=5, batch_size=1024 * 1024, compression_type="lz4",
-            max_request_size=16 * 1024 * 1024, client_id="tracker-replay",
-        )  # fmt: skip
+        self._producer = producer(bootstrap, client_id="tracker-replay",
+                                  timeout_seconds=_SEND_TIMEOUT_SECONDS)  # fmt: skip
         self.partitions = len(self._producer.partitions_for(topic))
         self._pending: list[Any] = []
 
@@ -183,11 +182,6 @@ class _Resubmitter:
 
     def close(self) -> None:
         self._producer.close(timeout=10)
-
-
-def _chunks(records: list[UsageRecord]) -> Iterator[list[UsageRecord]]:
-    for start in range(0, len(records), RECORDS_PER_MESSAGE):
-        yield records[start : start + RECORDS_PER_MESSAGE]
 
 
 def replay_topic(
@@ -236,17 +230,13 @@ def replay_topic(
                 if not refused:  # as it was, byte for byte
                     out.send(read.partition, read.key, read.value, original)
                     continue
-                for chunk in _chunks(records):
-                    out.send(read.partition, read.key, encode_batch(chunk), original)
+                for agency, chunk in by_agency(records, RECORDS_PER_MESSAGE):
+                    out.send(read.partition, agency.encode(), encode_batch(chunk), original)
                 continue
             # From another topic: one message per agency, keyed by it as the collector keys
             # its messages, so each record goes where that agency's live records go.
-            by_agency: dict[str, list[UsageRecord]] = defaultdict(list)
-            for record in records:
-                by_agency[record.agency_id].append(record)
-            for agency, mine in by_agency.items():
-                for chunk in _chunks(mine):
-                    out.send(None, agency.encode(), encode_batch(chunk), original)
+            for agency, chunk in by_agency(records, RECORDS_PER_MESSAGE):
+                out.send(None, agency.encode(), encode_batch(chunk), original)
         out.flush()
 
     try:
@@ -277,9 +267,9 @@ def replay_dead_letters(
     seen: set[tuple[str, ...]] = set()
 
     def resubmit(batch: list[_Read]) -> None:
-        # Per original (live topic partition or none, agency, where the letter came from): a
-        # copy's header names exactly where its records were refused.
-        passing: dict[tuple[int | None, str, str], list[UsageRecord]] = defaultdict(list)
+        # Per original (live topic partition or none, where the letter came from): a copy's
+        # header names exactly where its records were refused.
+        passing: dict[tuple[int | None, str], list[UsageRecord]] = defaultdict(list)
         for read in batch:
             try:
                 letter = orjson.loads(read.value)
@@ -298,11 +288,10 @@ def replay_dead_letters(
             result.refused += len({r.record_index for r in refused})
             # The partition the refused original came from, when it came from the live topic.
             place = partition if source == live_topic and partition >= 0 else None
-            for record in records:
-                passing[place, record.agency_id, f"{source}/{partition}/{offset}"].append(record)
-        for (place, agency, original), records in passing.items():
+            passing[place, f"{source}/{partition}/{offset}"].extend(records)
+        for (place, original), records in passing.items():
             result.records += len(records)
-            for chunk in _chunks(records):
+            for agency, chunk in by_agency(records, RECORDS_PER_MESSAGE):
                 out.send(place, agency.encode(), encode_batch(chunk), original)
         out.flush()
 

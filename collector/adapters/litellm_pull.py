@@ -53,14 +53,16 @@ def _json(reply: httpx.Response) -> Any:
 
 def state_path(data_dir: Path, proxy_url: str, *, server: str, gateway: str) -> Path:
     """The pull's checkpoint, one per proxy, tracker server and gateway."""
-    scope = "\n".join((proxy_url.rstrip("/"), server.rstrip("/"), gateway))
-    digest = hashlib.sha256(scope.encode()).hexdigest()[:16]
-    return data_dir / "import" / f"litellm-{digest}.json"
+    return _named(data_dir, "\n".join((proxy_url.rstrip("/"), server.rstrip("/"), gateway)))
 
 
 def legacy_state_path(data_dir: Path, proxy_url: str) -> Path:
     """Where releases before 2026-11-25 kept the checkpoint: per proxy URL only."""
-    digest = hashlib.sha256(proxy_url.rstrip("/").encode()).hexdigest()[:16]
+    return _named(data_dir, proxy_url.rstrip("/"))
+
+
+def _named(data_dir: Path, scope: str) -> Path:
+    digest = hashlib.sha256(scope.encode()).hexdigest()[:16]
     return data_dir / "import" / f"litellm-{digest}.json"
 
 

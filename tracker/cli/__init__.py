@@ -242,7 +242,7 @@ def demo(
     """Seed a realistic national dataset (once), then run as `tracker up`."""
     from tracker import demo as demo_data
     from tracker.cli.wiring import embedded_app, open_core, seed
-    from tracker.gateways import GatewayError, Rotated, add, rotate
+    from tracker.gateways import GatewayError, add, rotate
     from tracker.settings import EmbeddedSettings
 
     settings = _settings(EmbeddedSettings, data_dir=data_dir, host=host, port=port)
@@ -258,20 +258,19 @@ def demo(
         typer.echo(f"seeded {landed} records for {len(core.registry.agencies)} agencies")
     # One demo gateway, its key issued anew each run (the previous one stops working):
     # a gateway per run left every earlier all-agency key valid (found in review).
-    rotated: Rotated | None = None
     try:
         rotated = rotate(client, DEMO_GATEWAY)
-        if rotated is not None and rotated.key is not None:
-            key = rotated.key
-        else:
-            agencies = [a.id for a in core.registry.agencies]
+    except GatewayError as exc:  # changed by someone else meanwhile
+        fail(str(exc))
+    if rotated is not None and rotated.key is not None:
+        key = rotated.key
+    else:
+        agencies = [a.id for a in core.registry.agencies]
+        try:
             key = add(client, core.registry, DEMO_GATEWAY, agencies)[1]
-    except GatewayError as exc:
-        if rotated is None and "already exists" in str(exc):
-            # Revoked by its operator: not issued a key again behind their back.
+        except GatewayError:  # none active, yet the name is taken: revoked by its operator
             fail(f"gateway {DEMO_GATEWAY!r} was revoked, so no demo key is issued "
                  "(`tracker gateway add NAME --agency ID` adds another)")  # fmt: skip
-        fail(str(exc))
     url = f"http://{settings.host}:{settings.port}"
     typer.echo(f"demo gateway {DEMO_GATEWAY} key: {key}")
     typer.echo(f"headline: {url}/v1/share   API docs: {url}/docs")
