@@ -13,7 +13,7 @@ from typing import Protocol
 from kafka.errors import KafkaError
 
 from collector.spool import Spool, SpoolFull
-from tracker.contract import UsageRecord, by_agency, encode_batch
+from tracker.contract import UsageRecord, by_shard, encode_batch, shard_key
 from tracker.topics import producer
 
 log = logging.getLogger(__name__)
@@ -39,11 +39,13 @@ class KafkaSink:
         topic: str,
         *,
         records_per_message: int = 500,
+        shards: int = 4,
         timeout_seconds: float = 10.0,
         compression: str = "lz4",
     ) -> None:
         self.topic = topic
         self.records_per_message = records_per_message
+        self.shards = shards
         self.timeout_seconds = timeout_seconds
         self._producer = producer(
             bootstrap, client_id="tracker-collector", timeout_seconds=timeout_seconds,
@@ -51,9 +53,11 @@ class KafkaSink:
         )  # fmt: skip
 
     def messages(self, records: list[UsageRecord]) -> list[tuple[bytes, bytes]]:
+        """(key, value) pairs, keyed by the shard of their records' identity: the partitioner
+        places them then, so a spooled message goes where it would have gone."""
         return [
-            (agency.encode(), encode_batch(chunk))
-            for agency, chunk in by_agency(records, self.records_per_message)
+            (shard_key(shard), encode_batch(chunk))
+            for shard, chunk in by_shard(records, self.shards, self.records_per_message)
         ]
 
     def send(self, messages: list[tuple[bytes, bytes]]) -> None:

@@ -6,9 +6,9 @@ pipeline's consumer group lands it like any record delivered twice. The writer's
 rests on one lander per partition at a time (it checks the key index, then inserts), which the
 group guarantees and nothing outside it can: two replays that landed directly at the same time
 counted 18,721 of 20,000 records twice (found in review). A copy of a live-topic message goes
-to its original's partition, and records from elsewhere under their agency's key, as the
-collector sends them; so a record and its copies are landed by one member, one after the other,
-and the key index drops whatever landed before.
+to its original's partition, and records from elsewhere (another topic, dead letters) to the
+partition of their identity's shard, as the collector sends them; so a record and its copies are
+landed by one member, one after the other, and the key index drops whatever landed before.
 
 So both are safe to repeat and to run at the same time as each other and the pipeline. Copies
 carry a header naming their original; a replay skips the copies whose original it also reads,
@@ -33,7 +33,7 @@ from kafka.errors import KafkaError, RetriableError
 from kafka.structs import TopicPartition
 
 from pipeline.processor import read_message
-from tracker.contract import UsageRecord, by_agency, encode_batch
+from tracker.contract import UsageRecord, by_shard, encode_batch, shard_key
 from tracker.topics import producer
 
 Progress = Callable[[int, int], None]  # (done so far, total)
@@ -191,9 +191,11 @@ def replay_topic(
     *,
     from_offset: int | None = None,
     from_time: datetime | None = None,
+    shards: int = 4,
     progress: Progress | None = None,
 ) -> ReplayResult:
-    """Re-submit `topic`'s messages in [start, its end now) to `live_topic`."""
+    """Re-submit `topic`'s messages in [start, its end now) to `live_topic`; records from
+    another topic are cut into `shards` shards by identity, as the collector does."""
     result = ReplayResult()
     out = _Resubmitter(bootstrap, live_topic, result)
 
@@ -230,13 +232,15 @@ def replay_topic(
                 if not refused:  # as it was, byte for byte
                     out.send(read.partition, read.key, read.value, original)
                     continue
-                for agency, chunk in by_agency(records, RECORDS_PER_MESSAGE):
-                    out.send(read.partition, agency.encode(), encode_batch(chunk), original)
+                for start in range(0, len(records), RECORDS_PER_MESSAGE):
+                    chunk = records[start : start + RECORDS_PER_MESSAGE]
+                    out.send(read.partition, read.key, encode_batch(chunk), original)
                 continue
-            # From another topic: one message per agency, keyed by it as the collector keys
-            # its messages, so each record goes where that agency's live records go.
-            for agency, chunk in by_agency(records, RECORDS_PER_MESSAGE):
-                out.send(None, agency.encode(), encode_batch(chunk), original)
+            # From another topic: one message per shard of the records' identities, keyed by
+            # it as the collector keys its messages, so each record goes where its live copies
+            # go, whatever agency it names.
+            for shard, chunk in by_shard(records, shards, RECORDS_PER_MESSAGE):
+                out.send(None, shard_key(shard), encode_batch(chunk), original)
         out.flush()
 
     try:
@@ -253,6 +257,7 @@ def replay_dead_letters(
     live_topic: str,
     *,
     from_offset: int | None = None,
+    shards: int = 4,
     progress: Progress | None = None,
 ) -> ReplayResult:
     """Each dead letter's payload is read again by today's contract: what now passes is
@@ -267,9 +272,11 @@ def replay_dead_letters(
     seen: set[tuple[str, ...]] = set()
 
     def resubmit(batch: list[_Read]) -> None:
-        # Per original (live topic partition or none, where the letter came from): a copy's
-        # header names exactly where its records were refused.
-        passing: dict[tuple[int | None, str], list[UsageRecord]] = defaultdict(list)
+        # Per original (where the letter came from): a copy's header names exactly where its
+        # records were refused. The copies go to their identity's shard, not to the letter's
+        # partition: the refused record never landed, and a valid copy a gateway sent since is
+        # in its shard's partition, whose member must be the one to land both.
+        passing: dict[str, list[UsageRecord]] = defaultdict(list)
         for read in batch:
             try:
                 letter = orjson.loads(read.value)
@@ -286,13 +293,11 @@ def replay_dead_letters(
             seen.add(identity)
             records, refused = read_message(payload)
             result.refused += len({r.record_index for r in refused})
-            # The partition the refused original came from, when it came from the live topic.
-            place = partition if source == live_topic and partition >= 0 else None
-            passing[place, f"{source}/{partition}/{offset}"].extend(records)
-        for (place, original), records in passing.items():
+            passing[f"{source}/{partition}/{offset}"].extend(records)
+        for original, records in passing.items():
             result.records += len(records)
-            for agency, chunk in by_agency(records, RECORDS_PER_MESSAGE):
-                out.send(place, agency.encode(), encode_batch(chunk), original)
+            for shard, chunk in by_shard(records, shards, RECORDS_PER_MESSAGE):
+                out.send(None, shard_key(shard), encode_batch(chunk), original)
         out.flush()
 
     try:

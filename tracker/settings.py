@@ -85,8 +85,12 @@ class KafkaSettings(BaseSettings):
     kafka_topic: str = Field(default=TOPIC, pattern=KAFKA_NAME)
     kafka_dlq_topic: str = Field(default=DLQ_TOPIC, pattern=KAFKA_NAME)
     # Records per Kafka message: per-message overhead in kafka-python is what limits throughput,
-    # so records of one agency travel together (DESIGN.md, measured facts).
+    # so records of one shard travel together (DESIGN.md, measured facts).
     kafka_records_per_message: int = Field(default=500, ge=1, le=10_000)
+    # Partitions of the topic when the tracker creates it, and the shards records are spread
+    # over by identity (gateway_id, record_id). Every process writing to the topic must use the
+    # same value: it decides which partition, so which one member, lands each record.
+    kafka_partitions: int = Field(default=4, ge=1, le=1_000)
 
     @model_validator(mode="after")
     def _dead_letters_elsewhere(self) -> KafkaSettings:

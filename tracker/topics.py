@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.errors import InvalidPartitionsError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.partitioner import DefaultPartitioner
 
 log = logging.getLogger(__name__)
 
@@ -42,21 +44,62 @@ def ensure_topics(
                 pass  # another process created it first
         # Return only once the broker serves the topic's partitions: a consumer that joins its
         # group before then can be assigned nothing and stay idle.
-        deadline = time.monotonic() + 30
-        while not _has_partitions(admin, topic):
-            if time.monotonic() > deadline:
-                raise KafkaTimeoutError(f"topic {topic!r} has no partitions after 30 s")
-            time.sleep(0.2)
+        count = _served_partitions(admin, topic, 1)
+        if count < partitions:
+            # Records are cut into `partitions` shards (TRACKER_KAFKA_PARTITIONS), one per
+            # partition: fewer partitions would put several shards on one member.
+            try:
+                admin.create_partitions({topic: partitions})
+                log.info("topic %s: %d partitions added (now %d)", topic, partitions - count,
+                         partitions)  # fmt: skip
+            except InvalidPartitionsError:
+                pass  # another process added them first
+            count = _served_partitions(admin, topic, partitions)
+        elif count > partitions:
+            log.warning(
+                "topic %s has %d partitions but records are cut into %d shards "
+                "(TRACKER_KAFKA_PARTITIONS): %d partitions get no new records",
+                topic, count, partitions, count - partitions,
+            )  # fmt: skip
     finally:
         admin.close()
 
 
-def _has_partitions(admin: KafkaAdminClient, topic: str) -> bool:
-    for described in admin.describe_topics([topic]):
-        partitions = described.get("partitions") or []
-        if described.get("name") == topic and partitions and not described.get("error_code"):
-            return all(p.get("leader_id", -1) >= 0 for p in partitions)
-    return False
+def _served_partitions(admin: KafkaAdminClient, topic: str, at_least: int) -> int:
+    """How many partitions the topic has, once at least `at_least` have a leader (30 s)."""
+    deadline = time.monotonic() + 30
+    while True:
+        for described in admin.describe_topics([topic]):
+            found = described.get("partitions") or []
+            if (
+                described.get("name") == topic
+                and len(found) >= at_least
+                and not described.get("error_code")
+                and all(p.get("leader_id", -1) >= 0 for p in found)
+            ):
+                return len(found)
+        if time.monotonic() > deadline:
+            raise KafkaTimeoutError(f"topic {topic!r} has no {at_least} partitions after 30 s")
+        time.sleep(0.2)
+
+
+class ShardPartitioner(DefaultPartitioner):  # type: ignore[misc]  # kafka-python is untyped
+    """A message keyed `shard:N` (tracker.contract.shard_key) goes to partition N modulo the
+    topic's partitions, so each identity has one partition however many shards a writer cut
+    (and one shard per partition when they match: an even spread, which murmur2 of four small
+    keys is not). Any other key, e.g. an agency as releases before shards keyed messages and
+    the fault tests' producers still do, is hashed as Kafka's default does."""
+
+    def partition(
+        self, topic: str, key: Any, serialized_key: bytes | None, value: Any,
+        serialized_value: bytes | None, cluster: Any,
+    ) -> int:  # fmt: skip
+        if serialized_key is not None and serialized_key.startswith(b"shard:"):
+            shard = serialized_key[6:]
+            if shard.isdigit() and topic in cluster.topics():
+                partitions = sorted(cluster.partitions_for_topic(topic))
+                return int(partitions[int(shard) % len(partitions)])
+        return int(super().partition(topic, key, serialized_key, value, serialized_value, cluster))
 
 
 def producer(
@@ -85,4 +128,5 @@ def producer(
         # spools, while Kafka is down). Kafka 2.x and later speak this protocol.
         api_version=(2, 8, 0),
         client_id=client_id,
+        partitioner=ShardPartitioner(),
     )

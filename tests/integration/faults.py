@@ -22,6 +22,7 @@ from kafka.errors import (
 )
 from kafka.structs import TopicPartition
 
+from tracker.contract import shard_key, shard_of
 from tracker.topics import ensure_topics
 
 # provider, region, host -> tier, as written in the registry (independent of the classifier)
@@ -91,14 +92,54 @@ def make_stream(n_records: int, *, seed: int, per_message: int = 100) -> Stream:
     return out
 
 
-def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
-    ensure_topics(bootstrap, topic, topic + ".dlq", partitions=4)
+def produce(
+    bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]], *, partitions: int = 4
+) -> None:
+    ensure_topics(bootstrap, topic, topic + ".dlq", partitions=partitions)
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
                              linger_ms=5)  # fmt: skip
     for key, value in messages:
         producer.send(topic, key=key, value=value)
     producer.flush(timeout=60)
     producer.close()
+
+
+@dataclass(frozen=True)
+class Read:
+    partition: int
+    key: bytes | None
+    records: list[dict[str, Any]]
+    headers: list[tuple[str, bytes]]
+
+
+def read_topic(bootstrap: str, topic: str) -> list[Read]:
+    """Every message of the topic now, each with its partition, key and records."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False)  # fmt: skip
+    out: list[Read] = []
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(parts)
+        ends = consumer.end_offsets(parts)
+        while any(consumer.position(tp) < end for tp, end in ends.items()):
+            for tp, messages in consumer.poll(timeout_ms=1000).items():
+                out.extend(Read(tp.partition, m.key, orjson.loads(m.value), list(m.headers or []))
+                           for m in messages)  # fmt: skip
+    finally:
+        consumer.close()
+    return out
+
+
+def assert_sharded(messages: list[Read], shards: int, partitions: int) -> None:
+    """Every message is keyed by one shard of its records' identities and sits in that shard's
+    partition: every copy of a record, under any agency, has one partition and one lander."""
+    assert messages
+    for read in messages:
+        shards_of = {shard_of(r["gateway_id"], r["record_id"], shards) for r in read.records}
+        assert len(shards_of) == 1, read
+        shard = shards_of.pop()
+        assert read.key == shard_key(shard), read
+        assert read.partition == shard % partitions, read
 
 
 def group_lag(bootstrap: str, topic: str, group: str) -> int:

@@ -21,6 +21,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
+from tests.integration.faults import assert_sharded, read_topic
 from tests.integration.ports import free_port
 from tracker.cli.wiring import Core, collector_app, open_core, run_pipeline
 from tracker.gateways import add
@@ -132,17 +133,27 @@ def test_known_dataset_through_kafka_matches_independent_sums(
     assert (
         collector.post("/v1/records", content=orjson.dumps(resent), headers=auth).status_code == 200
     )
+    # Nor a resend naming another agency (a gateway's correction, say): a record's identity is
+    # (gateway_id, record_id), and its copies share a shard, so one member lands them in order
+    # and the first sent counts (keyed by agency, two members could land both at once).
+    moved = [{**r, "agency_id": AGENCIES[(AGENCIES.index(r["agency_id"]) + 1) % 3]}
+             for r in records[::25]]  # fmt: skip
+    r = collector.post("/v1/records", content=orjson.dumps(moved), headers=auth)
+    assert r.status_code == 200 and r.json()["accepted"] == len(moved), r.text
 
     assert wait_for(core, len(records)) == len(records)
     time.sleep(1.0)  # let any duplicate that would wrongly land arrive before counting
     assert wait_for(core, len(records), timeout=0) == len(records)
 
-    # Messages are keyed by agency: every record of a message has the message's key.
-    consumer = KafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
-                             consumer_timeout_ms=3000)  # fmt: skip
-    keyed = [(m.key.decode(), {r["agency_id"] for r in orjson.loads(m.value)}) for m in consumer]
-    consumer.close()
-    assert keyed and all(agencies == {key_} for key_, agencies in keyed)
+    # Messages are keyed by the shard of their records' identity, in its partition.
+    messages = read_topic(kafka_bootstrap, topic)
+    assert_sharded(messages, shards=4, partitions=4)
+    places: dict[str, set[int]] = defaultdict(set)
+    for read in messages:
+        for r in read.records:
+            places[r["record_id"]].add(read.partition)
+    assert all(len(places[r["record_id"]]) == 1 for r in moved)
+    assert len({read.partition for read in messages}) == 4  # spread over every partition
 
     window = {"from": "2026-04-01T00:00:00Z", "to": "2026-05-01T00:00:00Z"}
     for agencies in (set(AGENCIES), {"in-sbi"}):
@@ -216,12 +227,13 @@ def test_prometheus_metrics_count_what_the_pipeline_did(
     assert landed == 2_500
     assert one("tracker_pipeline_messages_total") == in_topic
     assert one("tracker_pipeline_records_total", outcome="landed") == landed
-    assert one("tracker_pipeline_records_total", outcome="duplicate") == 250  # the resent 10%
+    # the resent 10% and the 4% resent under another agency
+    assert one("tracker_pipeline_records_total", outcome="duplicate") == 250 + 100
     assert one("tracker_pipeline_records_total", outcome="rejected") == 1
     batches = one("tracker_pipeline_batches_total")
     assert batches >= 2
     assert one("tracker_pipeline_batch_rows_count") == batches
-    assert one("tracker_pipeline_batch_rows_sum") == landed + 250  # before the duplicate drop
+    assert one("tracker_pipeline_batch_rows_sum") == landed + 350  # before the duplicate drop
     assert one("tracker_pipeline_write_seconds_count") == batches
     assert 0 < one("tracker_pipeline_write_seconds_sum") < 60 * batches
     lags = [v for (name, _), v in m.items() if name == "tracker_pipeline_lag"]

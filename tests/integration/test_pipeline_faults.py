@@ -240,7 +240,8 @@ def test_a_member_that_rejoined_takes_over_when_the_holder_crashes(
     sent, deadline = 0, time.monotonic() + 90
     while sent < half or sum(m.stats.rejoins for m in members) < 3:
         assert time.monotonic() < deadline, [m.stats.rejoins for m in members]
-        produce(kafka_bootstrap, topic, stream.messages[sent : min(sent + size, half)])
+        produce(kafka_bootstrap, topic, stream.messages[sent : min(sent + size, half)],
+                partitions=1)  # fmt: skip
         sent = min(sent + size, half)
         time.sleep(1.0)
     # The holder crashes (its batch in hand dropped uncommitted); the other takes over.
@@ -253,7 +254,7 @@ def test_a_member_that_rejoined_takes_over_when_the_holder_crashes(
     landed_before = survivor.stats.batches
     members[holder].halt()
     threads[holder].join(timeout=30)
-    produce(kafka_bootstrap, topic, stream.messages[half:])
+    produce(kafka_bootstrap, topic, stream.messages[half:], partitions=1)
     wait_caught_up(kafka_bootstrap, topic, group, timeout=120)
     survivor.stop()
     threads[1 - holder].join(timeout=30)

@@ -22,14 +22,17 @@ from pipeline.replay import COPY_HEADER, replay_dead_letters, replay_topic, wait
 from tests.integration.faults import (
     COUNT_SQL,
     Stream,
+    assert_sharded,
     make_stream,
     produce,
+    read_topic,
     truth_rows,
     wait_caught_up,
 )
 from tests.integration.stores import server_settings
 from tracker.cli.wiring import Core, open_core, run_pipeline
 from tracker.clickhouse import ClientPool
+from tracker.contract import shard_of
 from tracker.settings import CommonSettings, PipelineSettings
 from tracker.topics import ensure_topics
 
@@ -230,7 +233,7 @@ def test_dlq_replay_resubmits_what_now_passes(
     still_bad = {**now_valid, "record_id": "dl-2", "input_tokens": -3}
 
     def letter(record: dict[str, object], offset: int, field: str = "x") -> bytes:
-        return orjson.dumps({"source_topic": topic, "source_partition": 0,
+        return orjson.dumps({"source_topic": topic, "source_partition": 3,
                              "source_offset": offset, "record_index": 0, "gateway_id": "gw-dlq",
                              "field": field, "reason": "refused by an older release",
                              "payload": orjson.dumps(record).decode()})  # fmt: skip
@@ -250,8 +253,9 @@ def test_dlq_replay_resubmits_what_now_passes(
         # dl-1 has two letters (refused twice, say by an older pipeline): re-submitted once,
         # or each run would double the letters of a record the pipeline keeps refusing.
         assert (done.messages, done.records, done.refused) == (5, 1, 2)
-        # To the letter's source partition (the live topic's partition 0).
-        assert set(done.ends) == {0}
+        # To the partition of the record's shard, where a copy the gateway sent since would be
+        # (the letter names partition 3).
+        assert set(done.ends) == {shard_of("gw-dlq", "dl-1", 4) % 4} != {3}
         assert wait_landed(kafka_bootstrap, topic, group, done.ends, timeout_seconds=60) == (
             "landed"
         )
@@ -279,7 +283,7 @@ def test_replay_ends_when_the_last_offset_holds_no_message(kafka_bootstrap: str)
     done = replay_topic(kafka_bootstrap, topic, live)
     assert (done.messages, done.records) == (1, 1)
     assert time.monotonic() - started < 60
-    # From another topic, the copy is placed by its key (here the record's agency).
+    # From another topic, the copy is placed by the shard of its record's identity.
     assert sum(done.ends.values()) == 1
 
 
@@ -301,36 +305,32 @@ def test_a_missing_topic_is_exit_2_and_a_dlq_is_refused(
     assert early.returncode == 2 and "before 1970" in err and "Traceback" not in err, err
 
 
-def test_from_another_topic_each_agency_is_copied_under_its_own_key(kafka_bootstrap: str) -> None:
-    """The live topic is keyed by agency; a message read elsewhere may mix agencies and carry no
-    key. Its copies are one per agency, keyed by it, so each lands where that agency's live
-    records land (one member per record)."""
-    from kafka import KafkaConsumer
-    from kafka.structs import TopicPartition
-
+def test_from_another_topic_records_are_copied_by_the_shard_of_their_identity(
+    kafka_bootstrap: str,
+) -> None:
+    """A message read elsewhere may mix agencies, carry no key, and hold one record twice under
+    two agencies. Its copies are cut by the shard of each record's identity and keyed by it, as
+    the collector sends them, so each record lands where its live copies land (one member)."""
     source, live = f"archive-{uuid.uuid4().hex[:6]}", f"live-{uuid.uuid4().hex[:6]}"
     ensure_topics(kafka_bootstrap, live, live + ".dlq")
     base = {"gateway_id": "gw-mix", "occurred_at": "2026-03-03T03:00:00Z", "provider": "sarvam",
             "model": "m"}  # fmt: skip
     mixed = [{**base, "record_id": f"mix-{i}", "agency_id": ("in-sbi", "in-pnb")[i % 2]}
-             for i in range(6)]  # fmt: skip
+             for i in range(40)]  # fmt: skip
+    mixed.append({**mixed[0], "agency_id": "in-pnb"})  # mix-0 again, under another agency
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     producer.send(source, value=orjson.dumps(mixed))
     producer.flush()
     producer.close()
     done = replay_topic(kafka_bootstrap, source, live)
-    assert (done.messages, done.records) == (1, 6)
-    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False)  # fmt: skip
-    try:
-        parts = [TopicPartition(live, p) for p in sorted(consumer.partitions_for_topic(live))]
-        consumer.assign(parts)
-        copies: list[tuple[bytes, list[dict[str, str]]]] = []
-        while any(consumer.position(tp) < end for tp, end in consumer.end_offsets(parts).items()):
-            for messages in consumer.poll(timeout_ms=1000).values():
-                copies.extend((m.key, orjson.loads(m.value)) for m in messages)
-    finally:
-        consumer.close()
-    assert sorted(key for key, _ in copies) == [b"in-pnb", b"in-sbi"]
-    for key, records in copies:
-        assert {r["agency_id"].encode() for r in records} == {key} and len(records) == 3
+    assert (done.messages, done.records) == (1, 41)
+    copies = read_topic(kafka_bootstrap, live)
+    assert_sharded(copies, shards=4, partitions=4)
+    assert len(copies) == 4  # one message per shard: 40 identities cover all four
+    assert sorted(r["record_id"] for read in copies for r in read.records) == sorted(
+        r["record_id"] for r in mixed
+    )
+    (both,) = [read for read in copies if any(r["record_id"] == "mix-0" for r in read.records)]
+    assert [r["agency_id"] for r in both.records if r["record_id"] == "mix-0"] == [
+        "in-sbi", "in-pnb",
+    ]  # fmt: skip

@@ -5,9 +5,11 @@ wrote, so a backfill of year-old records is not deleted on arrival before the pi
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 
+import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.structs import TopicPartition
@@ -86,3 +88,31 @@ def test_a_backfilled_record_outlives_retention_measured_from_its_event_time(
     reader.close()
     assert [m.value for m in messages] == [b'[{"record_id": "late"}]']
     assert abs(messages[0].timestamp - sent_at) < 60_000  # the broker's clock, not the event's
+
+
+def test_partitions_are_added_up_to_the_shards_and_more_are_named(
+    kafka_bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Records are cut into TRACKER_KAFKA_PARTITIONS shards, one per partition: a topic with
+    fewer partitions (made by hand, or by an earlier setting) gets the missing ones; one with
+    more is named in a warning, as those partitions get no new records."""
+    topic = f"usage-{uuid.uuid4().hex[:6]}"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, 2, 1, topic_configs=TOPIC_CONFIG)])
+
+        def count() -> int:
+            (described,) = admin.describe_topics([topic])
+            return len(described["partitions"])
+
+        ensure_topics(kafka_bootstrap, topic, topic + ".dlq", partitions=6)
+        assert count() == 6
+        ensure_topics(kafka_bootstrap, topic, topic + ".dlq", partitions=6)  # safe to repeat
+        assert count() == 6
+        with caplog.at_level(logging.WARNING, logger="tracker.topics"):
+            ensure_topics(kafka_bootstrap, topic, topic + ".dlq", partitions=4)
+        assert count() == 6
+        assert "has 6 partitions but records are cut into 4 shards" in caplog.text
+        assert "2 partitions get no new records" in caplog.text
+    finally:
+        admin.close()

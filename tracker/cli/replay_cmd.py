@@ -45,7 +45,10 @@ def _settings() -> PipelineSettings:
 
     settings: PipelineSettings = read(PipelineSettings)
     # The live topic with its settings (retention by append time) before a copy is sent to it.
-    ensure_topics(settings.kafka_bootstrap, settings.kafka_topic, settings.kafka_dlq_topic)
+    ensure_topics(
+        settings.kafka_bootstrap, settings.kafka_topic, settings.kafka_dlq_topic,
+        partitions=settings.kafka_partitions,
+    )  # fmt: skip
     return settings
 
 
@@ -110,7 +113,7 @@ def replay(
         try:
             result = replay_topic(
                 settings.kafka_bootstrap, source, settings.kafka_topic,
-                from_offset=from_offset, from_time=when,
+                from_offset=from_offset, from_time=when, shards=settings.kafka_partitions,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )  # fmt: skip
         except ReplayError as exc:
@@ -138,7 +141,7 @@ def dlq_replay(
         try:
             result = replay_dead_letters(
                 settings.kafka_bootstrap, settings.kafka_dlq_topic, settings.kafka_topic,
-                from_offset=from_offset,
+                from_offset=from_offset, shards=settings.kafka_partitions,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )  # fmt: skip
         except ReplayError as exc:

@@ -117,13 +117,17 @@ def collector_app(settings: CollectorSettings, client: Client) -> tuple[FastAPI,
     from collector.spool import Spool
 
     try:
-        ensure_topics(settings.kafka_bootstrap, settings.kafka_topic, settings.kafka_dlq_topic)
+        ensure_topics(
+        settings.kafka_bootstrap, settings.kafka_topic, settings.kafka_dlq_topic,
+        partitions=settings.kafka_partitions,
+    )  # fmt: skip
     except KafkaError as exc:  # start anyway: records spool until Kafka is back
         log.warning("Kafka unavailable at start (%s); accepting into the spool", exc)
     kafka = KafkaSink(
         settings.kafka_bootstrap,
         settings.kafka_topic,
         records_per_message=settings.kafka_records_per_message,
+        shards=settings.kafka_partitions,
         timeout_seconds=settings.kafka_timeout_seconds,
         compression=settings.kafka_compression,
     )
@@ -159,7 +163,10 @@ def serve_metrics(settings: PipelineSettings, metrics: PipelineMetrics) -> None:
 
 
 def run_pipeline(settings: PipelineSettings, core: Core) -> PipelineConsumer:
-    ensure_topics(settings.kafka_bootstrap, settings.kafka_topic, settings.kafka_dlq_topic)
+    ensure_topics(
+        settings.kafka_bootstrap, settings.kafka_topic, settings.kafka_dlq_topic,
+        partitions=settings.kafka_partitions,
+    )  # fmt: skip
     metrics = PipelineMetrics()
     serve_metrics(settings, metrics)
     consumer = PipelineConsumer(
