@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -93,12 +92,12 @@ def formats_router(sink: Sink, limits: Limits) -> APIRouter:
     async def post_opengatellm(
         request: Request, gateway: Annotated[Gateway, Depends(GatewayDep)]
     ) -> JSONResponse:
-        body = await read(request, limits.max_body_bytes)
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            parsed = json_items(body)
-        items = opengatellm.unwrap(parsed)
+        # One reader for every shape (json_items: a number orjson cannot hold is read, so only
+        # its row is refused); unwrap then opens /v1/me/usage answers wherever they stand.
+        # Parsing with orjson first and falling back to json_items handed unwrap a one-answer
+        # list on such a number, and the answer, taken for a row without a model, was ignored
+        # whole with a 200 (found in review).
+        items = opengatellm.unwrap(json_items(await read(request, limits.max_body_bytes)))
         return await _ingest(items, opengatellm.map_row, gateway, sink, limits)
 
     @router.post("/v1/events", response_model=IngestResult, responses=RESPONSES)

@@ -9,10 +9,10 @@ Types (the `type` attribute):
   org.sovereignty-tracker.litellm.v1      `data` is one LiteLLM StandardLoggingPayload
 
 record_id: `data.record_id` when given, else the source format's own id (see its adapter), else
-`ce:` + SHA-256 of the event's `source` and `id`, which the specification makes unique per
-distinct event: a producer resending the same event resends the same pair. The agency:
-`data.agency_id`, else the extension attribute `agencyid`, else the gateway's only agency. A
-usage record without `occurred_at` takes the event's `time`.
+`ce:` + SHA-256 of the event's `source` and `id` (see _event_record_id), which the
+specification makes unique per distinct event: a producer resending the same event resends the
+same pair. The agency: `data.agency_id`, else the extension attribute `agencyid`, else the
+gateway's only agency. A usage record without `occurred_at` takes the event's `time`.
 """
 
 from __future__ import annotations
@@ -25,10 +25,20 @@ from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from collector.adapters import litellm, opengatellm
 from collector.adapters.common import Context, SourceError, require_object
+from tracker import json_read
+from tracker.contract import UsageRecord
 
 USAGE_TYPE: Final = "org.sovereignty-tracker.usage.v1"
 OPENGATELLM_TYPE: Final = "org.sovereignty-tracker.opengatellm.v1"
@@ -59,12 +69,26 @@ class CloudEvent(BaseModel):
     data: Any = None
     data_base64: StrictStr | None = None
 
+    @field_validator("time", mode="before")
+    @classmethod
+    def _rfc3339_text(cls, value: Any) -> Any:
+        # The contract's own check of occurred_at: pydantic's lax datetime reads a number, or a
+        # string of digits, as Unix time, where the specification says RFC 3339 (found in
+        # review: a count or a millisecond stamp sent as `time` would land decades away).
+        return UsageRecord._date_time_text(value)
+
+    @field_validator("time")
+    @classmethod
+    def _zoned(cls, value: datetime | None) -> datetime | None:
+        # Here rather than in _spec_rules, so the refusal names the field `time`.
+        if value is not None and value.tzinfo is None:
+            raise ValueError("time must be an RFC 3339 timestamp with a zone offset")
+        return value
+
     @model_validator(mode="after")
     def _spec_rules(self) -> CloudEvent:
         if self.dataschema is not None and not _URI_SCHEME.match(self.dataschema):
             raise ValueError("dataschema must be an absolute URI")
-        if self.time is not None and self.time.tzinfo is None:
-            raise ValueError("time must be an RFC 3339 timestamp with a zone offset")
         if self.data is not None and self.data_base64 is not None:
             raise ValueError("data and data_base64 are mutually exclusive")
         for name, value in (self.model_extra or {}).items():
@@ -84,11 +108,31 @@ class CloudEvent(BaseModel):
             raise SourceError("data_base64", "not valid base64") from exc
         content_type = (self.datacontenttype or "application/json").split(";")[0].strip()
         if content_type == "application/json" or content_type.endswith("+json"):
-            try:
-                return orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
+            try:  # json_read: a number orjson cannot hold is refused by the field holding it
+                return json_read.loads(raw)
+            except json_read.JSONError as exc:
                 raise SourceError("data_base64", f"not valid JSON: {exc}") from exc
         raise SourceError("datacontenttype", f"{content_type!r} data is not a usage record")
+
+
+def _event_record_id(source: str, event_id: str) -> str:
+    r"""`ce:` + SHA-256 of the pair, written so that no two distinct pairs give the same text.
+
+    Joined by a newline alone, source "a\nb" with id "c" and source "a" with id "b\nc" were one
+    text: two distinct events shared a record id and the second counted as a resend of the
+    first (found in review). A pair without a newline keeps that join, which is unambiguous
+    for it (the text's only newline is the separator) and is what earlier releases hashed, so
+    an event they ingested keeps its id and its resend after an upgrade still counts once.
+    CloudEvents ids and sources are single-line in practice (URI-references, short ids), so
+    that is nearly every event. A pair with a newline is hashed as the JSON array [source, id]
+    instead: unambiguous, and holding no raw newline (JSON escapes it), it never equals a
+    joined text. Such events ingested by an earlier release get a new id: one resend of them
+    across the upgrade would count twice, the price of no longer merging distinct events."""
+    if "\n" in source or "\n" in event_id:
+        text = orjson.dumps([source, event_id])
+    else:
+        text = f"{source}\n{event_id}".encode()
+    return f"ce:{hashlib.sha256(text).hexdigest()[:40]}"
 
 
 def parse_event(item: Any) -> CloudEvent:
@@ -121,8 +165,7 @@ def map_event(item: Any, ctx: Context) -> dict[str, Any] | None:
         return litellm.map_any(data, scoped)
     record = dict(data)
     if not record.get("record_id"):
-        digest = hashlib.sha256(f"{event.source}\n{event.id}".encode()).hexdigest()[:40]
-        record["record_id"] = f"ce:{digest}"
+        record["record_id"] = _event_record_id(event.source, event.id)
     if not record.get("agency_id"):
         record["agency_id"] = scoped.agency()
     if record.get("occurred_at") is None and event.time is not None:

@@ -68,6 +68,10 @@ def _energy_wh(low: Any, high: Any) -> float | None:
 
 def map_row(item: Any, ctx: Context) -> dict[str, Any] | None:
     row = require_object(item)
+    if _is_answer(row):
+        # An answer unwrap could not open: taken for a row without a model, it and every
+        # item in it would be ignored with a 200.
+        raise SourceError("data", "a /v1/me/usage answer must hold its items in a `data` array")
     me = row.get("object") == "me.usage"
     usage = row.get("usage") if me else row
     model = first(row.get("model"), row.get("request_model"))
@@ -115,8 +119,19 @@ def map_row(item: Any, ctx: Context) -> dict[str, Any] | None:
     )
 
 
+def _is_answer(item: Any) -> bool:
+    return isinstance(item, dict) and item.get("object") == "list"
+
+
 def unwrap(body: Any) -> list[Any]:
-    """A list of rows, or the `{"object": "list", "data": [...]}` of /v1/me/usage."""
-    if isinstance(body, dict) and isinstance(body.get("data"), list):
-        return list(body["data"])
-    return body if isinstance(body, list) else [body]
+    """The rows of a body: a JSON value, or the items json_items read (an array, an object or
+    JSON lines). Each `{"object": "list", "data": [...]}` answer of /v1/me/usage gives its
+    `data` items in its place (a body may hold one answer, or pages of them as JSON lines);
+    every other item is a row. Refusals index the rows so opened."""
+    rows: list[Any] = []
+    for item in body if isinstance(body, list) else [body]:
+        if _is_answer(item) and isinstance(item.get("data"), list):
+            rows.extend(item["data"])
+        else:
+            rows.append(item)
+    return rows

@@ -15,12 +15,11 @@ some servers repeat it across distinct calls (Ollama's OpenAI-compatible API ans
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-import orjson
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -38,6 +37,7 @@ from collector.adapters.common import (
     drop_none,
     source_id,
 )
+from tracker import json_read
 
 # Resource (or span) attributes naming the reporting agency, most specific first.
 AGENCY_ATTRIBUTES: Final = ("tracker.agency_id", "gov.agency.id")
@@ -97,7 +97,16 @@ class OtlpDecodeError(ValueError):
     pass
 
 
-def decode(body: bytes, content_type: str) -> ExportTraceServiceRequest:
+@dataclass(frozen=True, slots=True)
+class Export:
+    """A decoded export, and its spans that could not be read: by their place in `spans()`
+    order, the field and reason that refuse each one (see _set_aside_unreadable)."""
+
+    request: ExportTraceServiceRequest
+    unreadable: Mapping[int, tuple[str, str]] = field(default_factory=dict)
+
+
+def decode(body: bytes, content_type: str) -> Export:
     """Decode an OTLP/HTTP body in either of its encodings."""
     request = ExportTraceServiceRequest()
     if content_type == "application/x-protobuf":
@@ -105,19 +114,46 @@ def decode(body: bytes, content_type: str) -> ExportTraceServiceRequest:
             request.ParseFromString(body)
         except DecodeError as exc:
             raise OtlpDecodeError(f"body is not an ExportTraceServiceRequest: {exc}") from exc
-        return request
+        return Export(request)
+    # json_read, not orjson alone: orjson refuses the whole document over one number it cannot
+    # hold (`1e400`), and a 400 makes an exporter drop every span of the export (found in
+    # review). Such a number then refuses its span only (below).
     try:
-        data = orjson.loads(body)
-    except ValueError as exc:
+        data = json_read.loads(body)
+    except json_read.JSONError as exc:
         raise OtlpDecodeError(f"body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise OtlpDecodeError("body must be a JSON ExportTraceServiceRequest object")
     _hex_ids_to_base64(data)
+    unreadable: dict[int, tuple[str, str]] = {}
     try:
         json_format.ParseDict(data, request, ignore_unknown_fields=True)
-    except json_format.ParseError as exc:
-        raise OtlpDecodeError(f"not an OTLP/JSON ExportTraceServiceRequest: {exc}") from exc
-    return request
+    except json_format.ParseError:
+        # A value no field holds refuses its span only: such spans are set aside and the rest
+        # is read again (a fault outside every span still refuses the whole body).
+        unreadable = _set_aside_unreadable(data)
+        request = ExportTraceServiceRequest()  # the failed parse may have filled part of it
+        try:
+            json_format.ParseDict(data, request, ignore_unknown_fields=True)
+        except json_format.ParseError as exc:
+            raise OtlpDecodeError(f"not an OTLP/JSON ExportTraceServiceRequest: {exc}") from exc
+    return Export(request, unreadable)
+
+
+def _span_lists(data: dict[str, Any]) -> Iterator[list[Any]]:
+    """The `spans` lists of an OTLP/JSON export, in the order protobuf reads them."""
+
+    def items(value: Any) -> list[Any]:
+        # Only lists are walked; anything else is left for the protobuf parser to refuse
+        # with its own message (a number here once ended in a TypeError and a 500).
+        return value if isinstance(value, list) else []
+
+    for rs in items(data.get("resourceSpans") or data.get("resource_spans")):
+        if not isinstance(rs, dict):
+            continue
+        for ss in items(rs.get("scopeSpans") or rs.get("scope_spans")):
+            if isinstance(ss, dict) and isinstance(ss.get("spans"), list):
+                yield ss["spans"]
 
 
 def _hex_ids_to_base64(data: dict[str, Any]) -> None:
@@ -133,23 +169,71 @@ def _hex_ids_to_base64(data: dict[str, Any]) -> None:
                 except ValueError as exc:
                     raise OtlpDecodeError(f"{key} is not hex: {value[:40]!r}") from exc
 
-    def items(value: Any) -> list[Any]:
-        # Only lists are walked; anything else is left for the protobuf parser to refuse
-        # with its own message (a number here once ended in a TypeError and a 500).
-        return value if isinstance(value, list) else []
+    for span_list in _span_lists(data):
+        for span in span_list:
+            if isinstance(span, dict):
+                fix(span)
+                links = span.get("links")
+                for link in links if isinstance(links, list) else []:
+                    if isinstance(link, dict):
+                        fix(link)
 
-    for rs in items(data.get("resourceSpans") or data.get("resource_spans")):
-        if not isinstance(rs, dict):
-            continue
-        for ss in items(rs.get("scopeSpans") or rs.get("scope_spans")):
-            if not isinstance(ss, dict):
+
+def _set_aside_unreadable(data: dict[str, Any]) -> dict[int, tuple[str, str]]:
+    """Replace, in place, each span protobuf cannot read by what of it does read, and return
+    their places with the field and reason that refuse them.
+
+    A span is unreadable when a value does not fit its field: a number no double holds
+    (`1e400`, a `NaN` literal), an integer beyond 64 bits, a value of the wrong type. The
+    documented rule is that such a value refuses its record only, so the span is refused and
+    the rest of the export is read. It is refused even if it may not be a GenAI span (the
+    unreadable value may be the very attribute that would say): counted in rejected_spans, not
+    lost in silence. What is kept of it (its ids among its readable fields) names it in the
+    answer. A span that is no JSON object is left as it is: the export is malformed, not a
+    value, and the whole body is refused as before."""
+    unreadable: dict[int, tuple[str, str]] = {}
+    place = 0
+    for span_list in _span_lists(data):
+        for index, span in enumerate(span_list):
+            place += 1
+            if not isinstance(span, dict):
                 continue
-            for span in items(ss.get("spans")):
-                if isinstance(span, dict):
-                    fix(span)
-                    for link in items(span.get("links")):
-                        if isinstance(link, dict):
-                            fix(link)
+            try:
+                json_format.ParseDict(span, Span(), ignore_unknown_fields=True)
+            except json_format.ParseError as exc:
+                span_list[index], unreadable[place - 1] = _readable_part(span, exc)
+    return unreadable
+
+
+def _readable_part(
+    span: dict[str, Any], error: Exception
+) -> tuple[dict[str, Any], tuple[str, str]]:
+    """The fields and attributes of `span` that protobuf reads, and the first that it does
+    not (the attribute's key, else the span field's name) with protobuf's reason."""
+    kept: dict[str, Any] = {}
+    refusal: tuple[str, str] | None = None
+
+    def readable(value: Any, message: Any, name: Any) -> bool:
+        nonlocal refusal
+        try:
+            json_format.ParseDict(value, message, ignore_unknown_fields=True)
+        except json_format.ParseError as exc:
+            if refusal is None:
+                where = name if isinstance(name, str) and name else "span"
+                refusal = (where[:128], f"not readable: {exc}"[:200])
+            return False
+        return True
+
+    for key, value in span.items():
+        if key == "attributes" and isinstance(value, list):
+            kept[key] = [kv for kv in value if readable(kv, KeyValue(), _key_of(kv))]
+        elif readable({key: value}, Span(), key):
+            kept[key] = value
+    return kept, refusal or ("span", f"not readable: {error}"[:200])
+
+
+def _key_of(kv: Any) -> Any:
+    return kv.get("key") if isinstance(kv, dict) else None
 
 
 def _value(v: AnyValue) -> Any:
@@ -177,14 +261,18 @@ class SpanItem:
 
     span: Span
     resource: dict[str, Any]
+    # (field, reason) when the span held a value protobuf could not read: it is refused.
+    unreadable: tuple[str, str] | None = None
 
 
-def spans(request: ExportTraceServiceRequest) -> Iterator[SpanItem]:
-    for rs in request.resource_spans:
+def spans(export: Export) -> Iterator[SpanItem]:
+    place = 0
+    for rs in export.request.resource_spans:
         resource = attributes(rs.resource.attributes)
         for ss in rs.scope_spans:
             for span in ss.spans:
-                yield SpanItem(span, resource)
+                yield SpanItem(span, resource, export.unreadable.get(place))
+                place += 1
 
 
 def is_genai(attrs: dict[str, Any]) -> bool:
@@ -224,6 +312,8 @@ def _record_id(span: Span, attrs: dict[str, Any]) -> str | None:
 def map_span(item: SpanItem, ctx: Context) -> dict[str, Any] | None:
     span = item.span
     attrs = attributes(span.attributes)
+    if item.unreadable is not None:
+        raise SourceError(*item.unreadable)
     if not is_genai(attrs):
         return None
     # Span attributes win over resource attributes: the more specific statement.

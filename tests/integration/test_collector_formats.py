@@ -7,17 +7,22 @@ import asyncio
 import gzip
 import json
 import os
+import random
+import threading
 import time
+import types
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 
+from collector import bodies
 from tests.integration.test_collector_support import (
     MULTI_AGENCIES,
     SINGLE_AGENCY,
@@ -369,3 +374,133 @@ def test_native_records_read_their_content_encoding(url: str, keys: Keys, pool: 
     torn = post(gzip.compress(records("torn"))[:-9], "gzip")
     assert torn.status_code == 400, torn.text
     assert raw_count(pool, keys.single_id, "record_id IN ('enc-br', 'enc-torn')") == 0
+
+
+def test_gzip_members_are_read_in_linear_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found in review: each member was handed the whole rest of the body, which zlib copied
+    # into unused_data: quadratic (17 s for 10,000 empty members before a 15 MiB one). Counted
+    # here as the input bytes given to zlib, which was members x rest and must now be linear.
+    fed = 0
+
+    class Counting:
+        def __init__(self, wbits: int) -> None:
+            self.inner = zlib.decompressobj(wbits)
+
+        def decompress(self, data: Any, max_length: int = 0) -> bytes:
+            nonlocal fed
+            fed += len(data)
+            return self.inner.decompress(data, max_length)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    counting = types.SimpleNamespace(decompressobj=Counting, error=zlib.error,
+                                     MAX_WBITS=zlib.MAX_WBITS)  # fmt: skip
+    monkeypatch.setattr(bodies, "zlib", counting)
+    rng = random.Random(7)
+    parts = [rng.randbytes(rng.choice((0, 1, 300, 5_000, 70_000))) for _ in range(200)]
+    parts += [b""] * 2_000 + [rng.randbytes(1 << 20)]  # a big member after many empty ones
+    body = b"".join(gzip.compress(part, compresslevel=1) for part in parts)
+    assert bodies._inflate(body, 16 + zlib.MAX_WBITS, 1 << 24) == b"".join(parts)
+    assert fed <= 3 * len(body), (fed, len(body))
+
+
+def test_gzip_members_and_size_stay_bounded() -> None:
+    gz = 16 + zlib.MAX_WBITS
+    over = gzip.compress(b"") * (bodies._MAX_MEMBERS + 1)
+    with pytest.raises(HTTPException) as info:
+        bodies._inflate(over, gz, 1 << 20)
+    assert info.value.status_code == 400 and "gzip members" in str(info.value.detail)
+    # The decompressed-size limit is as strict as before: exactly the limit passes, one byte
+    # more is 413, over several members and whatever the window the input is fed through.
+    data = bytes(range(256)) * 40_000
+    split = gzip.compress(data[:3_000_000]) + gzip.compress(data[3_000_000:])
+    for body in (gzip.compress(data), split):
+        assert bodies._inflate(body, gz, len(data)) == data
+        with pytest.raises(HTTPException) as info:
+            bodies._inflate(body, gz, len(data) - 1)
+        assert info.value.status_code == 413
+    deflate = zlib.compressobj(wbits=zlib.MAX_WBITS)
+    deflated = deflate.compress(data) + deflate.flush()
+    assert bodies._inflate(deflated, zlib.MAX_WBITS, len(data)) == data
+    for broken in (deflated + deflated, deflated[:-3], b""):
+        with pytest.raises(HTTPException) as info:
+            bodies._inflate(broken, zlib.MAX_WBITS, len(data))
+        assert info.value.status_code == 400
+
+
+def test_another_request_is_served_while_a_body_inflates(
+    url: str, keys: Keys, pool: ClientPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found in review: inflating ran on the event loop, so /healthz waited 8.7 s behind one
+    # request. The inflate is held here until another request has been answered; on the loop
+    # it would hold that request too, until its wait ran out (released == [False]).
+    inflating, release = threading.Event(), threading.Event()
+    released: list[bool] = []
+    inflate = bodies._inflate
+
+    def held(body: bytes, wbits: int, limit: int) -> bytes:
+        inflating.set()
+        released.append(release.wait(10))
+        return inflate(body, wbits, limit)
+
+    monkeypatch.setattr(bodies, "_inflate", held)
+    auth = {"Authorization": f"Bearer {keys.single}"}
+    record = {"record_id": "inflated-off-loop", "agency_id": SINGLE_AGENCY, "provider": "sarvam",
+              "model": "m", "occurred_at": datetime.now(UTC).isoformat()}  # fmt: skip
+    with ThreadPoolExecutor(1) as runner:
+        slow = runner.submit(httpx.post, f"{url}/v1/records", timeout=30,
+                             content=gzip.compress(json.dumps([record]).encode()),
+                             headers={**auth, "Content-Type": "application/json",
+                                      "Content-Encoding": "gzip"})  # fmt: skip
+        try:
+            assert inflating.wait(10)
+            other = httpx.post(f"{url}/v1/gateway/whoami", headers=auth, timeout=30)
+        finally:
+            release.set()
+        assert other.status_code == 200, other.text
+        assert slow.result().status_code == 200
+    assert released == [True]
+    assert raw_count(pool, keys.single_id, "record_id = 'inflated-off-loop'") == 1
+
+
+def test_a_me_usage_answer_with_a_number_orjson_cannot_read(
+    url: str, keys: Keys, pool: ClientPool
+) -> None:
+    # Found in review: the whole answer was ignored with a 200 (accepted 0, rejected 0).
+    created = int(time.time()) - 120
+    item = {"object": "me.usage", "model": "albert-wrapped", "endpoint": "/v1/chat/completions",
+            "method": "POST", "status": 200, "usage": {"prompt_tokens": 10}}  # fmt: skip
+    answer = json.dumps({"object": "list", "data": [{**item, "created": created + i}
+                                                    for i in range(2)]})  # fmt: skip
+    body = answer[:-2] + ', {"object": "me.usage", "model": "albert-wrapped", ' \
+        f'"created": {created + 2}, "usage": {{"prompt_tokens": 1e400}}}}]}}'  # fmt: skip
+    reply = _post(f"{url}/v1/opengatellm", keys.single, body.encode())
+    assert reply.status_code == 200, reply.text
+    answer_body = reply.json()
+    assert (answer_body["accepted"], answer_body["rejected"]) == (2, 1), answer_body
+    (error,) = answer_body["errors"]
+    assert (error["index"], error["field"]) == (2, "prompt_tokens"), error
+    assert "finite" in error["reason"]
+    assert raw_count(pool, keys.single_id, "model = 'albert-wrapped'") == 2
+
+
+def test_cloudevents_distinct_events_keep_distinct_ids_and_time_is_rfc3339(
+    url: str, keys: Keys, pool: ClientPool
+) -> None:
+    # Found in review: (a) these two events shared one record id, so one of them was lost as a
+    # resend of the other; (b) a number or digit string `time` was read as Unix time.
+    usage = {"provider": "sarvam", "model": "sarvam-ids", "input_tokens": 4}
+    batch = [
+        _event("b\nc", usage, source="//gw/ids-a", agencyid="in-moe"),
+        _event("c", usage, source="//gw/ids-a\nb", agencyid="in-moe"),
+        _event("t-number", usage, agencyid="in-moe", time=int(time.time())),
+        _event("t-digits", usage, agencyid="in-moe", time=str(int(time.time()))),
+    ]
+    reply = _post(f"{url}/v1/events", keys.multi, batch, "application/cloudevents-batch+json")
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["accepted"] == 2, body
+    assert [(e["index"], e["field"]) for e in body["errors"]] == [(2, "time"), (3, "time")]
+    assert all("RFC 3339" in e["reason"] for e in body["errors"]), body
+    assert raw_count(pool, keys.multi_id, "model = 'sarvam-ids'") == 2

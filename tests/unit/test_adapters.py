@@ -4,6 +4,7 @@ contract itself (no server, no network)."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from decimal import Decimal
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from collector.adapters import cloudevents, csv_export, litellm, openai_log, opengatellm, otlp
 from collector.adapters.common import Context, Mapped, Rejected, as_int, as_time, run
+from collector.bodies import json_items
 from collector.imports import Checkpoints, read_csv, read_jsonl
 from tracker.contract import UsageRecord, parse_record
 
@@ -56,10 +58,10 @@ def test_otlp_json_maps_genai_spans_only() -> None:
 
 def test_otlp_protobuf_and_json_decode_alike() -> None:
     body = (FIXTURES / "otlp/genai_trace.json").read_bytes()
-    request = otlp.decode(body, "application/json")
-    again = otlp.decode(request.SerializeToString(), "application/x-protobuf")
-    assert again == request
-    assert again.resource_spans[0].scope_spans[0].spans[0].trace_id.hex() == (
+    export = otlp.decode(body, "application/json")
+    again = otlp.decode(export.request.SerializeToString(), "application/x-protobuf")
+    assert again == export
+    assert again.request.resource_spans[0].scope_spans[0].spans[0].trace_id.hex() == (
         "5b8efff798038103d269b633813fc60c")  # fmt: skip
     with pytest.raises(otlp.OtlpDecodeError):
         otlp.decode(b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}',
@@ -207,7 +209,7 @@ def parse_record_error(mapped: Mapped) -> str:
                 "type": cloudevents.USAGE_TYPE,
                 "time": "2026-01-01T00:00:00",
             },
-            "event",
+            "time",
         ),
     ],
 )
@@ -461,3 +463,91 @@ def test_cloudevents_extension_names_over_20_characters_are_accepted() -> None:
     for bad in ("deployment_environment", "Deploymentenvironment", "env\n"):
         refused = run(cloudevents.map_event, {**event, bad: "prod"}, NONE)
         assert isinstance(refused, Rejected) and "lowercase" in refused.reason, bad
+
+
+def test_opengatellm_answers_are_opened_wherever_they_stand() -> None:
+    # Found in review: a /v1/me/usage answer holding a number orjson cannot read (1e400) came
+    # to unwrap as a one-item list (json_items), was left whole, taken for a row without a
+    # model and ignored with a 200: every record in it lost.
+    item = {"object": "me.usage", "model": "albert-large", "endpoint": "/v1/chat/completions",
+            "status": 200, "created": 1767225600, "usage": {"prompt_tokens": 10}}  # fmt: skip
+    answer = json.dumps({"object": "list", "data": [item, {**item, "created": 1767225601}]})
+    body = answer[:-2] + ', {"object": "me.usage", "model": "albert-large", ' \
+        '"created": 1767225602, "usage": {"prompt_tokens": 1e400}}]}'  # fmt: skip
+    mapped = [run(opengatellm.map_row, row, ONE)
+              for row in opengatellm.unwrap(json_items(body.encode()))]  # fmt: skip
+    assert [_valid(m).input_tokens for m in mapped[:2]] == [10, 10]
+    assert isinstance(mapped[2], Rejected) and mapped[2].field == "prompt_tokens", mapped
+    page = json.dumps({"object": "list", "data": [item]})  # pages of answers as JSON lines
+    assert len(opengatellm.unwrap(json_items(f"{page}\n{page}".encode()))) == 2
+    refused = run(opengatellm.map_row, {"object": "list", "data": {"model": "m"}}, ONE)
+    assert isinstance(refused, Rejected) and refused.field == "data", refused
+
+
+def _usage_event(**attributes: Any) -> dict[str, Any]:
+    return {"specversion": "1.0", "id": "evt-1", "source": "//gw.example/app",
+            "type": cloudevents.USAGE_TYPE, "time": "2026-01-01T00:00:00Z",
+            "data": {"provider": "krutrim", "model": "krutrim-2"}, **attributes}  # fmt: skip
+
+
+def test_cloudevents_record_ids_are_unambiguous_and_kept_across_the_upgrade() -> None:
+    # Found in review: the id hashed source + "\n" + id, so these two distinct events shared
+    # one record id and the second counted as a resend of the first.
+    def record_id(source: str, event_id: str) -> str:
+        mapped = run(cloudevents.map_event, _usage_event(source=source, id=event_id), ONE)
+        return _valid(mapped).record_id
+
+    assert record_id("//gw/a\nb", "c") != record_id("//gw/a", "b\nc")
+    assert record_id("//gw/a\nb", "c") != record_id("//gw/a\nb", "c\n")
+    # A single-line pair (nearly every event) keeps the id earlier releases gave it, so its
+    # resend after the upgrade still lands once.
+    assert record_id("//gw/a", "b") == "ce:" + hashlib.sha256(b"//gw/a\nb").hexdigest()[:40]
+
+
+@pytest.mark.parametrize("when", [1767225600, 1767225600.5, "1767225600", "2026-01-01T00:00:00"])
+def test_cloudevents_time_is_rfc3339_text_only(when: Any) -> None:
+    # Found in review: a number or a string of digits was read as Unix time (pydantic's lax
+    # datetime), though the specification and docs/collectors.md say RFC 3339.
+    refused = run(cloudevents.map_event, _usage_event(time=when), ONE)
+    assert isinstance(refused, Rejected) and refused.field == "time", refused
+    assert "RFC 3339" in refused.reason
+    zoned = _valid(run(cloudevents.map_event, _usage_event(time="2026-01-01T05:30:00+05:30"), ONE))
+    assert zoned.occurred_at.isoformat() == "2026-01-01T00:00:00+00:00"
+
+
+def test_otlp_json_value_no_field_holds_refuses_its_span_only() -> None:
+    # Found in review: one 1e400 was a 400 for the whole export (orjson refused the document),
+    # and an exporter drops an export refused with 400.
+    def span(number: int, **fields: Any) -> dict[str, Any]:
+        attributes = {"gen_ai.operation.name": {"stringValue": "chat"},
+                      "gen_ai.provider.name": {"stringValue": "openai"},
+                      "gen_ai.request.model": {"stringValue": "gpt-4o"},
+                      "gen_ai.usage.input_tokens": {"intValue": "12"},
+                      **fields.pop("attributes", {})}  # fmt: skip
+        return {"traceId": f"{number:032x}", "spanId": f"{number:016x}", "name": "chat",
+                "startTimeUnixNano": "1767225600000000000",
+                "endTimeUnixNano": "1767225601000000000",
+                "attributes": [{"key": k, "value": v} for k, v in attributes.items()],
+                **fields}  # fmt: skip
+
+    spans = [span(1), span(2, attributes={"gen_ai.usage.input_tokens": {"doubleValue": "@1"}}),
+             span(3, startTimeUnixNano="@2"),
+             {"traceId": f"{4:032x}", "spanId": f"{4:016x}", "name": "GET /",
+              "attributes": [{"key": "http.x", "value": {"doubleValue": "@3"}}]}]  # fmt: skip
+    body = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]})
+    for marker, number in (("@1", "1e400"), ("@2", "1" + "0" * 400), ("@3", "NaN")):
+        body = body.replace(f'"{marker}"', number)
+    items = list(otlp.spans(otlp.decode(body.encode(), "application/json")))
+    good, big_float, big_int, not_genai = (run(otlp.map_span, item, ONE) for item in items)
+    assert _valid(good).input_tokens == 12
+    assert isinstance(big_float, Rejected), big_float
+    assert big_float.field == "gen_ai.usage.input_tokens" and "Infinity" in big_float.reason
+    assert isinstance(big_int, Rejected) and big_int.field == "startTimeUnixNano", big_int
+    assert len(big_int.reason) <= 200
+    # Counted as refused rather than lost in silence: the unreadable value might have been
+    # the very attribute saying it is a GenAI span.
+    assert isinstance(not_genai, Rejected) and not_genai.field == "http.x", not_genai
+    assert otlp.describe(items[1]).startswith(f"span {2:016x} of trace")
+    with pytest.raises(otlp.OtlpDecodeError):  # outside every span: the body is refused
+        otlp.decode(b'{"resourceSpans": [{"resource": {"attributes": [{"key": "x", "value": '
+                    b'{"doubleValue": 1e400}}]}}]}', "application/json")  # fmt: skip
