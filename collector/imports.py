@@ -6,10 +6,11 @@ locally, sends batches over HTTP with the gateway's key (the same validation, ga
 and idempotency as a push), and reports every refused line as file:line, field and reason.
 
 Resume: after each acknowledged batch the byte offset reached in the file is saved under
-data_dir/import/checkpoints.json with the file's fingerprint (device, inode, and a hash of its
-first bytes), per server and gateway: importing the same file into another server, or with
-another gateway's key, starts at its first byte. A file seen again resumes from its offset when
-the fingerprint matches and it is at least that long (an appended log continues); a replaced or
+data_dir/import/checkpoints.json with the file's fingerprint (device, inode, a hash of its
+first bytes and one of the bytes just before the offset), per server and gateway: importing the
+same file into another server, or with another gateway's key, starts at its first byte. A file
+seen again resumes from its offset when the fingerprint matches, it is at least that long and
+the offset still ends a line (an appended log continues); a replaced, rewritten in place or
 truncated file starts over. A file renamed since (a rotated log) is found by its device and
 inode and resumes too. The fingerprint is always taken from the open file, so a file renamed
 while it is read is read to its end. A crash between a send and its checkpoint resends at most
@@ -17,13 +18,16 @@ one batch; record ids make that harmless.
 
 The last line of a file may lack its line break (RFC 4180 §2.2 and JSON Lines both make the
 final one optional). A one-shot import reads the file as finished, that line included, and the
-checkpoint then ends past it. The watcher never reads such a line: a buffered writer can leave
-half a line for minutes, and half a CSV line can even parse, with a number cut short (found in
-review). It reads it when its line break arrives, and once the file has kept its size for
-`settle` seconds it reports the line as not read, so nothing is held back silently.
+checkpoint then ends past it, once the file has been left unchanged for SETTLE_SECONDS; before
+that it leaves the line unread and reports it (its writer may be mid-line: found in review, a
+cron import read half a line as finished). The watcher never reads such a line: a buffered
+writer can leave half a line for minutes, and half a CSV line can even parse, with a number cut
+short (found in review). It reads it when its line break arrives, and once the file has kept
+its size for `settle` seconds it reports the line as not read, so nothing is held back silently.
 
 A CSV row that cannot be parsed (a cell over CSV_FIELD_LIMIT characters, a stray carriage
-return) is refused as a line error and the rows beside it are read. A quoted cell that is never
+return, bytes that are not UTF-8) is refused as a line error and the rows beside it are read.
+A file whose lines end with CR alone stops at its header. A quoted cell that is never
 closed swallows every line after it, so the file cannot be read further: that file stops (the
 rows before it are imported) with a message naming the line, `FileReport.stopped`.
 """
@@ -52,7 +56,8 @@ from collector.adapters.common import Context, Mapped, Rejected, run
 
 HEAD_BYTES: Final = 4096
 PATTERNS: Final = ("*.jsonl", "*.ndjson", "*.log", "*.csv")
-# Seconds a watched file must keep its size before an unterminated last line is reported.
+# Seconds a watched file must keep its size before an unterminated last line is reported, and
+# a file must be left unchanged before a one-shot import reads such a line as finished.
 SETTLE_SECONDS: Final = 30.0
 MAX_ERRORS_KEPT: Final = 1_000  # refusals a report lists; the rest are counted
 # The longest CSV cell read, in characters (csv.field_size_limit; Python's default is 128 Ki,
@@ -130,6 +135,9 @@ class FileReport:
     # Why the file was not read to its end (it cannot be opened, or cannot be parsed past a
     # line): `tracker import` exits 2, the watcher reports it and goes on.
     stopped: str | None = None
+    # The line a one-shot import left unread because the file ends in the middle of it and was
+    # changed within `settle` seconds (its writer may be mid-line): `tracker import` exits 1.
+    unfinished: int | None = None
 
     def add_error(self, line: int, field_name: str, reason: str) -> None:
         if len(self.errors) < MAX_ERRORS_KEPT:
@@ -146,18 +154,25 @@ class Mark:
     head_sha256: str
     offset: int
     line: int
+    # SHA-256 of the up to HEAD_BYTES bytes just before `offset`. Found in review: a file
+    # rewritten in place (same inode) with the same first 4 KiB resumed at the old offset,
+    # skipping rows and reading half of one. None in marks saved before it was kept: those
+    # resume on their head alone, as they did.
+    tail_sha256: str | None = None
 
 
 _MARK_FIELDS: Final = tuple(f.name for f in fields(Mark))
+_MARK_REQUIRED: Final = frozenset(_MARK_FIELDS) - {"tail_sha256"}
 # (server URL, gateway id, resolved file path): what a checkpoint is kept per.
 Key = tuple[str, str, str]
 
 
-def _head(fd: int, length: int) -> str:
-    """SHA-256 of the first `length` bytes of the open file `fd` (pread: its position stays)."""
+def _head(fd: int, length: int, start: int = 0) -> str:
+    """SHA-256 of the `length` bytes at `start` of the open file `fd` (pread: its position
+    stays)."""
     chunks, at = [], 0
     while at < length:
-        chunk = os.pread(fd, length - at, at)
+        chunk = os.pread(fd, length - at, start + at)
         if not chunk:
             break
         chunks.append(chunk)
@@ -165,12 +180,37 @@ def _head(fd: int, length: int) -> str:
     return hashlib.sha256(b"".join(chunks)).hexdigest()
 
 
+def _tail(fd: int, offset: int) -> str:
+    """SHA-256 of the up to HEAD_BYTES bytes of `fd` that end at `offset`."""
+    length = min(HEAD_BYTES, offset)
+    return _head(fd, length, offset - length)
+
+
+def _continues(fd: int, size: int, mark: Mark) -> bool:
+    """Whether the open file `fd` of `size` bytes is the one `mark` was saved for, with the same
+    bytes before its offset, and that offset still at the end of a line (or of the file): only
+    then does reading on from it give whole lines, none skipped."""
+    if size < mark.offset or _head(fd, mark.head_len) != mark.head_sha256:
+        return False
+    if mark.tail_sha256 is not None and _tail(fd, mark.offset) != mark.tail_sha256:
+        return False
+    # A mark past a last line read without its line break (a finished file) is at the end of
+    # the file; if more follows it now, the file was rewritten or that line continued.
+    return size == mark.offset or mark.offset == 0 or os.pread(fd, 1, mark.offset - 1) == b"\n"
+
+
 def _mark(raw: Any) -> Mark:
-    if not isinstance(raw, dict) or set(raw) - {"server", "gateway", "path"} != set(_MARK_FIELDS):
+    if not isinstance(raw, dict) or not (
+        _MARK_REQUIRED <= set(raw) - {"server", "gateway", "path"} <= set(_MARK_FIELDS)
+    ):
         raise ValueError(f"not a checkpoint: {str(raw)[:80]}")
-    mark = Mark(**{k: raw[k] for k in _MARK_FIELDS})
+    mark = Mark(**{k: raw[k] for k in _MARK_FIELDS if k in raw})
     numbers = (mark.device, mark.inode, mark.head_len, mark.offset, mark.line)
-    if not all(type(n) is int for n in numbers) or not isinstance(mark.head_sha256, str):
+    if (
+        not all(type(n) is int for n in numbers)
+        or not isinstance(mark.head_sha256, str)
+        or not isinstance(mark.tail_sha256, str | None)
+    ):
         raise ValueError(f"not a checkpoint: {str(raw)[:80]}")
     return mark
 
@@ -233,8 +273,9 @@ class Checkpoints:
                     if k[:2] == self.scope and Path(k[2]).parent == where]  # fmt: skip
 
     def resume(self, path: Path, f: BinaryIO | None = None) -> tuple[int, int]:
-        """(offset, line number) to continue from; (0, 0) for a new or changed file. `f`: the
-        file open (its descriptor is what is compared, whatever `path` names by now).
+        """(offset, line number) to continue from; (0, 0) for a new or changed file (see
+        `_continues`). `f`: the file open (its descriptor is what is compared, whatever `path`
+        names by now).
 
         A mark saved under another name counts when it is this very file (device, inode, head)
         and the greatest offset wins: a rotated log (app.log renamed app.log.1) is continued
@@ -254,7 +295,7 @@ class Checkpoints:
                      and (m.device, m.inode) == (st.st_dev, st.st_ino)]  # fmt: skip
         best: Mark | None = None
         for mark in sorted(marks, key=lambda m: (m.offset, m is own), reverse=True):
-            if st.st_size >= mark.offset and _head(fd, mark.head_len) == mark.head_sha256:
+            if _continues(fd, st.st_size, mark):
                 best = mark
                 break
         return (best.offset, best.line) if best is not None else (0, 0)
@@ -287,7 +328,8 @@ class Checkpoints:
         fd = f.fileno()
         st = os.fstat(fd)
         head_len = min(HEAD_BYTES, offset)
-        mark = Mark(st.st_dev, st.st_ino, head_len, _head(fd, head_len), offset, line)
+        mark = Mark(st.st_dev, st.st_ino, head_len, _head(fd, head_len), offset, line,
+                    _tail(fd, offset))  # fmt: skip
         key = self._key(path)
         with self._lock:
             self._all[key] = mark
@@ -318,6 +360,10 @@ class Item:
     line: int  # first line of the item in the file, 1-based
     end: int  # byte offset just past the item
     mapped: Mapped
+    # Its last line: a CSV row with a quoted line break spans several. The checkpoint keeps
+    # this one (found in review: it kept the first, so after a resume past such a row every
+    # line number reported was too small).
+    last: int
 
 
 def file_format(path: Path, declared: str = "auto") -> str:
@@ -349,14 +395,14 @@ def read_jsonl(
             try:
                 data = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
-                yield Item(number, end, Rejected("line", f"not valid JSON: {exc}"))
+                yield Item(number, end, Rejected("line", f"not valid JSON: {exc}"), number)
                 continue
             if isinstance(data, list):
                 # Most likely a whole JSON export (one array) rather than JSON Lines: say so.
                 reason = "a JSON array; the importer reads JSON Lines, one JSON object per line"
-                yield Item(number, end, Rejected("line", reason))
+                yield Item(number, end, Rejected("line", reason), number)
                 continue
-            yield Item(number, end, run(openai_log.map_line, data, ctx))
+            yield Item(number, end, run(openai_log.map_line, data, ctx), number)
 
 
 def _csv_reader(lines: Iterable[str]) -> Iterator[list[str]]:
@@ -377,6 +423,7 @@ class _At:
     end: int  # offset past the last line csv.reader pulled
     line: int  # its number
     exhausted: bool = False  # csv.reader has asked past the last line
+    not_utf8: str | None = None  # why a line of the current row is not UTF-8 text
 
 
 def csv_header(source: Path | BinaryIO) -> tuple[list[str], int]:
@@ -384,6 +431,15 @@ def csv_header(source: Path | BinaryIO) -> tuple[list[str], int]:
     with _opened(source) as f:
         f.seek(0)
         first = f.readline()
+    if b"\r" in first.rstrip(b"\r\n"):
+        # A carriage return inside the first line: the file's lines end with CR alone (Excel
+        # for Mac's "CSV (Macintosh)"), which the importer does not split on. Found in review:
+        # such a file was one unfinished line, and its import read nothing and exited 0.
+        raise FileStopped(1, (
+            "the file's lines end with a carriage return alone (CR, as old Mac Excel writes "
+            "CSV), not LF or CRLF: nothing is read; convert its line endings, e.g. "
+            "`tr '\\r' '\\n' < in.csv > out.csv`"
+        ))  # fmt: skip
     if not first.endswith(b"\n"):
         return [], 0
     try:
@@ -426,7 +482,14 @@ def read_csv(
         def decoded() -> Iterator[str]:
             for number, end, raw in _lines(f, offset, line, final):
                 at.end, at.line = end, number
-                yield raw.decode("utf-8", errors="replace")
+                try:
+                    yield raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    # The row is refused (found in review: decoded with replacement, a
+                    # cp1252 export landed "mistral-m\ufffddium"); its bytes are still
+                    # given to csv, decoded losslessly, so the rows after it stay aligned.
+                    at.not_utf8 = at.not_utf8 or f"byte 0x{raw[exc.start]:02x} on line {number}"
+                    yield raw.decode("utf-8", errors="surrogateescape")
             at.exhausted = True
 
         # csv.reader pulls exactly the physical lines of one row (quoted newlines included),
@@ -448,8 +511,9 @@ def read_csv(
                         f"characters (to line {at.line}): is its closing quote "
                         "missing? The file is not read from here"
                     )) from exc  # fmt: skip
-                yield Item(start, at.end, Rejected("row", f"{_csv_error(exc)}; row not read"))
-                start = at.line + 1
+                yield Item(start, at.end, Rejected("row", f"{_csv_error(exc)}; row not read"),
+                           at.line)  # fmt: skip
+                start, at.not_utf8 = at.line + 1, None
                 continue
             if at.exhausted:
                 # csv.reader ends a row at the end of its input only inside a quoted cell: the
@@ -463,14 +527,19 @@ def read_csv(
                     "from here; close the quote and run again"
                 ))  # fmt: skip
             if cells:
-                if len(cells) != len(header):
-                    mapped: Mapped = Rejected(
+                if at.not_utf8 is not None:
+                    mapped: Mapped = Rejected("row", (
+                        f"not UTF-8 text ({at.not_utf8}): the importer reads UTF-8; save the "
+                        "export as UTF-8 (the other rows are read)"
+                    ))  # fmt: skip
+                elif len(cells) != len(header):
+                    mapped = Rejected(
                         "row", f"{len(cells)} cells where the header has {len(header)}"
                     )
                 else:
                     mapped = run(csv_export.map_row, dict(zip(header, cells, strict=True)), ctx)
-                yield Item(start, at.end, mapped)
-            start = at.line + 1
+                yield Item(start, at.end, mapped, at.line)
+            start, at.not_utf8 = at.line + 1, None
 
 
 class Sender:
@@ -528,7 +597,11 @@ class Sender:
 
     def send(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         """The server's IngestResult; splits a batch the server finds too large."""
-        body = orjson.dumps(records, default=str)
+        return self.send_encoded([orjson.dumps(r, default=str) for r in records])
+
+    def send_encoded(self, records: list[bytes]) -> dict[str, Any]:
+        """`send` for records already encoded one by one (`encode`)."""
+        body = b"[" + b",".join(records) + b"]"
         try:
             reply = self._post(body)
         except (httpx.TransportError, Retryable) as exc:
@@ -537,7 +610,8 @@ class Sender:
             raise UnusableArguments("the server refused the gateway key (--key)")
         if reply.status_code == 413 and len(records) > 1:
             half = len(records) // 2
-            first, second = self.send(records[:half]), self.send(records[half:])
+            first = self.send_encoded(records[:half])
+            second = self.send_encoded(records[half:])
             shifted = [{**e, "index": e["index"] + half} for e in second["errors"]]
             return {"accepted": first["accepted"] + second["accepted"],
                     "rejected": first["rejected"] + second["rejected"],
@@ -553,6 +627,24 @@ class Sender:
         if not isinstance(result, dict) or not {"accepted", "rejected", "errors"} <= result.keys():
             raise ImportAborted(f"server answered {reply.status_code} with no ingest result")
         return result
+
+
+def encode(record: dict[str, Any]) -> bytes | Rejected:
+    """`record` as the JSON `Sender` sends, or why it cannot be, naming the field. Found in
+    review: one value orjson cannot write (a list nested 300 deep passed through as use_case)
+    made the whole batch's encoding raise, a traceback that lost the good records beside it on
+    every run."""
+    try:
+        return orjson.dumps(record, default=str)
+    except orjson.JSONEncodeError as exc:
+        blamed = "record"
+        for name, value in record.items():
+            try:
+                orjson.dumps(value, default=str)
+            except orjson.JSONEncodeError:
+                blamed = name
+                break
+        return Rejected(blamed, f"cannot be sent as JSON ({exc})")
 
 
 def tally(report: FileReport, result: dict[str, Any], lines: list[int]) -> None:
@@ -575,18 +667,25 @@ class Importer:
         *,
         batch_size: int = 1000,
         declared_format: str = "auto",
+        settle: float = SETTLE_SECONDS,
     ) -> None:
         self.sender = sender
         self.checkpoints = checkpoints
         self.ctx = ctx
         self.batch_size = batch_size
         self.declared_format = declared_format
+        self.settle = settle
 
     def import_file(self, path: Path, on_progress: Callable[[int], None] | None = None,
                     *, final: bool = True, on_start: Callable[[int, int], None] | None = None,
                     expect: tuple[int, int] | None = None) -> FileReport:  # fmt: skip
         """Import what `path` holds past its checkpoint. `final`: the file is complete, so an
-        unterminated last line is read too (the watcher passes False while it may grow).
+        unterminated last line is read too (the watcher passes False while it may grow) once
+        the file has been left unchanged for `settle` seconds; before that, such a line (or a
+        CSV row whose quoted cell is open at the end) is left unread and reported, and
+        `report.unfinished` is set. Found in review: a one-shot import run while a writer was
+        mid-line read the half line as finished and saved the checkpoint past it, so half a
+        CSV number landed, or a JSON line was refused in two halves and never landed.
         `on_start(size, offset)`: once the file is open. `expect`: the (device, inode) the
         watcher listed; another file under the name, or none, is left to its next poll.
 
@@ -612,41 +711,66 @@ class Importer:
             report.resumed_from = offset
             if on_start is not None:
                 on_start(st.st_size, offset)
-            batch: list[dict[str, Any]] = []
+            batch: list[bytes] = []
             lines: list[int] = []
             reached, last_line = offset, line
+            # The modification time is taken at open: a log still written to while it is read
+            # has a recent one, so its growing end is never taken as finished.
+            age = time.time() - st.st_mtime
+            settled = final and age >= self.settle
+            read = read_csv if file_format(path, self.declared_format) == "csv" else read_jsonl
 
             def flush() -> None:
                 nonlocal batch, lines
                 if batch:
-                    tally(report, self.sender.send(batch), lines)
+                    tally(report, self.sender.send_encoded(batch), lines)
                 batch, lines = [], []
                 self.checkpoints.save(path, reached, last_line, f)
 
             try:
-                if file_format(path, self.declared_format) == "csv":
+                if read is read_csv:
                     report.ignored_columns = csv_export.ignored_columns(csv_header(f)[0])
-                    items = read_csv(f, offset, line, self.ctx, final=final)
-                else:
-                    items = read_jsonl(f, offset, line, self.ctx, final=final)
-                for item in items:
+                for item in read(f, offset, line, self.ctx, final=settled):
                     if on_progress is not None:
                         on_progress(item.end - reached)
-                    reached, last_line = item.end, item.line
-                    if isinstance(item.mapped, Rejected):
+                    reached, last_line = item.end, item.last
+                    # Encoded here, one record at a time, so one that cannot be is refused alone.
+                    encoded = encode(item.mapped) if isinstance(item.mapped, dict) else item.mapped
+                    if isinstance(encoded, Rejected):
                         report.rejected += 1
-                        report.add_error(item.line, item.mapped.field, item.mapped.reason)
-                    elif item.mapped is not None:
-                        batch.append(item.mapped)
+                        report.add_error(item.line, encoded.field, encoded.reason)
+                    elif encoded is not None:
+                        batch.append(encoded)
                         lines.append(item.line)
                     if len(batch) >= self.batch_size:
                         flush()
+                if final and not settled:
+                    self._left_unread(report, f, read, (reached, last_line), age)
             except FileStopped as exc:
                 report.stopped = f"{path}:{exc.line}: {exc}"
             except OSError as exc:
                 report.stopped = f"{path}: reading stopped at line {last_line + 1} ({exc})"
             flush()  # what was read before a stop is sent, and the checkpoint ends before it
         return report
+
+    def _left_unread(self, report: FileReport, f: BinaryIO, read: Callable[..., Iterator[Item]],
+                     at: tuple[int, int], age: float) -> None:  # fmt: skip
+        """Report what a read of a file changed `age` seconds ago left past `at` (offset, line):
+        read again as a finished file, the first item it would give (or the row it would stop
+        at) is the line the writer may still be writing."""
+        try:
+            item = next(read(f, *at, self.ctx, final=True), None)
+            unread = None if item is None else item.line
+        except FileStopped as exc:  # a CSV row whose quoted cell is open at the end
+            unread = exc.line
+        if unread is not None:
+            report.unfinished = unread
+            report.add_error(unread, "line", (
+                "no line break at the end of the file (or, in CSV, a quoted cell still open "
+                f"there) and the file changed {max(age, 0):.0f} s ago: not read, as its writer "
+                "may not have finished it; run again to read it (a file left unchanged for "
+                f"{self.settle:.0f} s is read to its end)"
+            ))  # fmt: skip
 
 
 def _files(directory: Path) -> dict[Path, os.stat_result]:

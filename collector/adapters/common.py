@@ -22,6 +22,10 @@ _ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
 # Decimal exponent above which a source number is refused before conversion: every count and
 # cost the contract takes is far smaller (tokens <= 10**12, cost <= 10**12).
 _MAX_DIGITS: Final = 18
+# The integers JSON encoding takes (orjson: signed 64 bits). Found in review: a count of 1e30
+# became an int that no batch could be encoded with, so `tracker import` crashed; refused here,
+# it names its field. Tighter limits are the contract's, checked by the server.
+_INT_RANGE: Final = range(-(2**63), 2**63)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +105,13 @@ def host_of(url: Any) -> str | None:
 
 def as_int(value: Any) -> int | None:
     """Integers as sources write them: 12, 12.0, "12"; None for empty; ValueError otherwise."""
+    number = _as_int(value)
+    if number is not None and number not in _INT_RANGE:
+        raise ValueError(f"number out of range: {str(value)[:40]!r}")
+    return number
+
+
+def _as_int(value: Any) -> int | None:
     if value is None or value == "":
         return None
     if isinstance(value, bool):

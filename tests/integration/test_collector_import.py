@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -20,10 +21,11 @@ import pytest
 from fastapi import FastAPI
 from typer.testing import CliRunner
 
-from collector.adapters.common import Context
+from collector.adapters.common import Context, as_int
 from collector.adapters.litellm_pull import LITELLM_MAX_CALL, Puller, legacy_state_path
 from collector.imports import (
     CSV_FIELD_LIMIT,
+    SETTLE_SECONDS,
     Checkpoints,
     FileReport,
     FileStopped,
@@ -95,6 +97,15 @@ def _run(*args: str) -> Any:
     return CliRunner().invoke(cli, ["import", *args], catch_exceptions=False)
 
 
+def _finished(*paths: Path) -> None:
+    """Date the files' last change SETTLE_SECONDS back: a one-shot import takes them as
+    finished and reads a last line that has no line break (a file changed more recently may
+    be in the middle of being written)."""
+    when = time.time() - SETTLE_SECONDS - 5
+    for path in paths:
+        os.utime(path, (when, when))
+
+
 def test_jsonl_import_resume_and_idempotent(
     url: str, keys: Keys, pool: ClientPool, tmp_path: Path
 ) -> None:
@@ -125,6 +136,7 @@ def test_jsonl_import_resume_and_idempotent(
     with log.open("a") as f:
         f.write(json.dumps(_chat(10)) + "\n" + json.dumps(_chat(11)) + "\n")
         f.write(json.dumps(_chat(12)))
+    _finished(log)
     more = _run(str(log), *common)
     assert "3 imported, 0 refused (resumed at byte" in more.output, more.output
     assert raw_count(pool, keys.single_id) == 6
@@ -192,6 +204,7 @@ def test_csv_export_without_final_line_break(
         + f"crlf-1,{NOW.isoformat()},{SINGLE_AGENCY},sarvam,sarvam-m,10\r\n".encode()
         + f"crlf-2,{NOW.isoformat()},{SINGLE_AGENCY},sarvam,sarvam-m,20".encode()
     )
+    _finished(export)  # left unchanged for a while: its last line is complete
     common = ["--url", url, "--key", keys.single, "--data-dir", str(tmp_path / "state")]
     first = _run(str(export), *common)
     assert first.exit_code == 0 and "2 imported, 0 refused" in first.output, first.output
@@ -616,6 +629,7 @@ def test_a_csv_cell_over_the_limit_is_refused_and_an_unclosed_quote_stops_its_fi
                        + "".join(_csv_row(f"run-{i:05d}") for i in range(3, rows)))  # fmt: skip
     after = tmp_path / "after.jsonl"
     after.write_text(_req("open-after") + "\n")
+    _finished(unclosed)  # changed just now, its open row could be one still being written
     result = _run(str(unclosed), str(runaway), str(after), *common)
     assert result.exit_code == 2, result.output[-800:]
     assert "Traceback" not in result.output
@@ -786,3 +800,177 @@ def test_checkpoints_are_kept_per_server_and_gateway(
     assert raw_count(pool, keys.single_id, "record_id = 'scope-1'") == 1
     resumed = _run(str(log), "--url", url, "--key", keys.single, *state)
     assert "0 imported, 0 refused (resumed at byte" in resumed.output, resumed.output
+
+
+def _landed(pool: ClientPool, gateway: str, where: str) -> list[tuple[Any, ...]]:
+    return list(pool.get().query(
+        f"SELECT record_id, input_tokens, output_tokens, model FROM usage_raw "
+        f"WHERE gateway_id = {{g:String}} AND {where} ORDER BY record_id",
+        parameters={"g": gateway}).result_rows)  # fmt: skip
+
+
+def test_a_one_shot_import_leaves_a_half_written_last_line_until_it_is_finished(
+    url: str, keys: Keys, pool: ClientPool, tmp_path: Path
+) -> None:
+    """Found in review: a one-shot import (say, from cron) of a log whose writer was mid-line
+    read the half line as finished and saved the checkpoint past it: a CSV row cut at `...,56`
+    of `567` landed 56, and a cut JSON line was refused in two halves and never landed."""
+    common = ["--url", url, "--key", keys.single, "--data-dir", str(tmp_path / "state")]
+    export = tmp_path / "growing.csv"
+    row = f"half-2,{NOW.isoformat()},{SINGLE_AGENCY},sarvam,sarvam-m,1234,567\n"
+    head = "record_id,occurred_at,agency_id,provider,model,input_tokens,output_tokens\n"
+    export.write_text(head + row.replace("half-2", "half-1") + row[: row.index("567") + 2])
+    log = tmp_path / "growing.jsonl"
+    line = _req("half-j2")
+    log.write_text(_req("half-j1") + "\n" + line[:40])
+    first = _run(str(export), str(log), *common)
+    # The half lines are left unread, reported with their line numbers; exit 1: run again.
+    assert first.exit_code == 1, first.output
+    assert f"{export}:3: line: no line break at the end of the file" in first.output
+    assert f"{log}:2: line: no line break at the end of the file" in first.output
+    assert first.output.count("1 imported, 0 refused") == 2, first.output
+    with export.open("a") as f:
+        f.write(row[row.index("567") + 2 :])
+    with log.open("a") as f:
+        f.write(line[40:] + "\n")
+    second = _run(str(export), str(log), *common)
+    assert second.exit_code == 0, second.output
+    assert second.output.count("1 imported, 0 refused (resumed at byte") == 2, second.output
+    assert _landed(pool, keys.single_id, "startsWith(record_id, 'half-')") == [
+        ("half-1", 1234, 567, "sarvam-m"), ("half-2", 1234, 567, "sarvam-m"),
+        ("half-j1", 1, 1, "gpt-4o"), ("half-j2", 1, 1, "gpt-4o")]  # fmt: skip
+    # A file left unchanged for SETTLE_SECONDS is finished: its last line is read without a
+    # line break, and the checkpoint ends past it.
+    done = tmp_path / "done.jsonl"
+    done.write_text(_req("half-d1") + "\n" + _req("half-d2"))
+    _finished(done)
+    read = _run(str(done), *common)
+    assert read.exit_code == 0 and "2 imported, 0 refused" in read.output, read.output
+    again = _run(str(done), *common)
+    assert f"0 imported, 0 refused (resumed at byte {done.stat().st_size})" in again.output
+
+
+def test_a_value_json_cannot_carry_refuses_its_line_and_the_rest_imports(
+    url: str, keys: Keys, pool: ClientPool, tmp_path: Path
+) -> None:
+    """Found in review: one line with "prompt_tokens": 1e30, or a use_case nested 300 deep,
+    made encoding the batch raise: a traceback, no line of the batch sent, no checkpoint, and
+    the same crash on every run."""
+    lines = [
+        _req("enc-1"),
+        json.dumps({**json.loads(_req("enc-2")), "usage": {"prompt_tokens": 1e30}}),
+        json.dumps({**json.loads(_req("enc-3")), "use_case": json.loads("[" * 300 + "]" * 300)}),
+        _req("enc-4"),
+    ]
+    log = tmp_path / "unencodable.jsonl"
+    log.write_text("\n".join(lines) + "\n")
+    common = ["--url", url, "--key", keys.single, "--data-dir", str(tmp_path / "state")]
+    result = _run(str(log), *common)
+    assert result.exit_code == 1, result.output
+    assert f"{log}:2: usage.prompt_tokens: number out of range" in result.output, result.output
+    assert f"{log}:3: use_case: cannot be sent as JSON" in result.output, result.output
+    assert "2 imported, 2 refused" in result.output, result.output
+    assert raw_count(pool, keys.single_id, "record_id IN ('enc-1', 'enc-4')") == 2
+    again = _run(str(log), *common)
+    assert again.exit_code == 0 and "0 imported, 0 refused (resumed at byte" in again.output
+    # Counts beyond what JSON carries (signed 64 bits) are refused, whatever their spelling.
+    assert as_int(2**63 - 1) == 2**63 - 1 and as_int(-(2**63)) == -(2**63)
+    for huge in (2**63, 1e19, "9300000000000000000", -(2**63) - 1):
+        with pytest.raises(ValueError, match="out of range"):
+            as_int(huge)
+
+
+def test_a_file_rewritten_in_place_is_read_from_its_start(
+    url: str, keys: Keys, pool: ClientPool, tmp_path: Path
+) -> None:
+    """Found in review: the resume check hashed only the first 4 KiB, so an export rewritten in
+    place (same inode, same head) resumed at the old byte offset: the row inserted before it
+    was never read, and reading went on in the middle of a row."""
+    common = ["--url", url, "--key", keys.single, "--data-dir", str(tmp_path / "state")]
+    rows = [_csv_row(f"rw-{i:03d}", "n" * 20) for i in range(100)]  # ~8 KiB
+    export = tmp_path / "export.csv"
+    export.write_text(CSV_HEAD + "".join(rows))
+    first = _run(str(export), *common)
+    assert first.exit_code == 0 and "100 imported, 0 refused" in first.output, first.output
+    inode = export.stat().st_ino
+    # A row as long as the others: the old offset is still at the end of a line.
+    with export.open("r+") as f:  # as `psql ... > export.csv` does: the same inode
+        f.write(CSV_HEAD + "".join(rows[:80]) + _csv_row("rw-ins", "n" * 20)
+                + "".join(rows[80:]))  # fmt: skip
+    assert export.stat().st_ino == inode
+    second = _run(str(export), *common)
+    assert second.exit_code == 0, second.output
+    assert "resumed" not in second.output and "101 imported, 0 refused" in second.output
+    assert raw_count(pool, keys.single_id, "startsWith(record_id, 'rw-')") == 101
+    # A finished file read to a last line without its break, that line continued since: its
+    # end is no longer a line's end, so it is read again from its start (found in review: the
+    # rest of the line, "4", was refused as a row).
+    cut = tmp_path / "cut.csv"
+    cut.write_text(CSV_HEAD + _csv_row("cut-1") + _csv_row("cut-2").rstrip("\n"))
+    _finished(cut)
+    assert "2 imported, 0 refused" in _run(str(cut), *common).output
+    with cut.open("a") as f:
+        f.write("4\n")
+    continued = _run(str(cut), *common)
+    assert continued.exit_code == 0, continued.output
+    assert "resumed" not in continued.output and "2 imported, 0 refused" in continued.output
+    # Checkpoints saved before the bytes before the offset were fingerprinted resume as they
+    # did, on the head alone.
+    saved = tmp_path / "state/import/checkpoints.json"
+    marks = json.loads(saved.read_text())
+    for mark in marks["marks"]:
+        del mark["tail_sha256"]
+    saved.write_text(json.dumps(marks))
+    old = _run(str(export), *common)
+    assert old.exit_code == 0, old.output
+    assert f"0 imported, 0 refused (resumed at byte {export.stat().st_size})" in old.output
+
+
+def test_a_csv_with_cr_line_endings_stops_naming_them(
+    url: str, keys: Keys, pool: ClientPool, tmp_path: Path
+) -> None:
+    """Found in review: a CSV with CR-only line endings (old Mac Excel) read as one unfinished
+    line: nothing imported, exit 0."""
+    common = ["--url", url, "--key", keys.single, "--data-dir", str(tmp_path / "state")]
+    mac = tmp_path / "mac.csv"
+    mac.write_text((CSV_HEAD + _csv_row("cr-1") + _csv_row("cr-2")).replace("\n", "\r"))
+    after = tmp_path / "after.jsonl"
+    after.write_text(_req("cr-after") + "\n")
+    result = _run(str(mac), str(after), *common)
+    assert result.exit_code == 2, result.output
+    assert f"{mac}:1: the file's lines end with a carriage return alone (CR" in result.output
+    assert raw_count(pool, keys.single_id, "startsWith(record_id, 'cr-')") == 1  # cr-after
+
+
+def test_a_csv_row_that_is_not_utf8_is_refused_and_the_rows_beside_it_import(
+    url: str, keys: Keys, pool: ClientPool, tmp_path: Path
+) -> None:
+    """Found in review: rows were decoded with replacement characters, so a cp1252 export
+    landed `mistral-m\\ufffddium` silently."""
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(CSV_HEAD.encode() + _csv_row("enc8-1").encode()
+                      + _csv_row("enc8-2", "médium").encode("cp1252")
+                      + _csv_row("enc8-3", "médium").encode())  # fmt: skip
+    result = _run(str(latin), "--url", url, "--key", keys.single,
+                  "--data-dir", str(tmp_path / "state"))  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert f"{latin}:3: row: not UTF-8 text (byte 0xe9 on line 3)" in result.output
+    assert "2 imported, 1 refused" in result.output, result.output
+    assert raw_count(pool, keys.single_id, "record_id IN ('enc8-1', 'enc8-3')") == 2
+    assert raw_count(pool, keys.single_id, "record_id = 'enc8-2'") == 0
+
+
+def test_line_numbers_after_resuming_past_a_row_with_quoted_line_breaks(
+    url: str, keys: Keys, tmp_path: Path
+) -> None:
+    """Found in review: the checkpoint kept a row's first line, so after resuming past a row
+    whose quoted cell spans lines every line number reported was too small."""
+    common = ["--url", url, "--key", keys.single, "--data-dir", str(tmp_path / "state")]
+    multi = tmp_path / "multi.csv"
+    multi.write_text(CSV_HEAD + _csv_row("ml-1", '"a\nb\nc"'))  # lines 2-4
+    assert _run(str(multi), *common).exit_code == 0
+    with multi.open("a") as f:
+        f.write(_csv_row("ml-2").replace(",3,", ",-5,"))  # line 5
+    result = _run(str(multi), *common)
+    assert f"{multi}:5: input_tokens:" in result.output, result.output
+    assert "0 imported, 1 refused (resumed at byte" in result.output, result.output

@@ -2,7 +2,8 @@
 
 Records go through the running server's HTTP ingest (`--url`, `--key`), never straight into
 ClickHouse: `tracker up` holds the embedded chdb path and a second process cannot open it.
-Exit codes: 0 everything imported, 1 some lines refused or the server stayed unavailable,
+Exit codes: 0 everything imported, 1 some lines refused, a last line left unread (the file ends
+mid-line and changed within 30 s: its writer may be mid-line) or the server stayed unavailable,
 2 unusable arguments (nothing to import, missing file, no key, key refused) or a file that
 cannot be read to its end (a CSV quote never closed, an unusable header; the other files and
 the rows before are still imported).
@@ -183,7 +184,7 @@ def import_(
                 "currency": currency}  # fmt: skip
     console = Console(stderr=True)
     sender = Sender(url, key)
-    refused = stopped = 0
+    refused = stopped = unfinished = 0
     try:
         # As on push: a gateway reporting for one agency needs no --agency.
         gateway_id, agencies = sender.gateway()
@@ -217,6 +218,8 @@ def import_(
             refused += report.rejected
             if report.stopped:
                 stopped += 1
+            if report.unfinished is not None:
+                unfinished += 1
         if litellm_url is not None:
             assert litellm_key is not None
             # Per proxy, server and gateway, like the files' offsets.
@@ -250,5 +253,5 @@ def import_(
         sender.close()
     if stopped:
         raise typer.Exit(2)
-    if refused:
+    if refused or unfinished:
         raise typer.Exit(1)
