@@ -1,13 +1,17 @@
 """Who is calling, how often, and the trace of every keyed look.
 
-One ASGI middleware in front of every read (GET/HEAD) request, in this order:
+One ASGI middleware in front of every read (GET/HEAD) request and every request to the registry's
+admin routes (POST /v1/registry/proposals...), in this order:
+0. size: a query string longer than the audit log keeps whole is refused (414), before anything;
 1. identity: no Authorization header is the public; `Bearer <key>` must be a live API key
-   (401 otherwise, never a silent fall-back to public);
+   (401 otherwise, never a silent fall-back to public); failed keys are limited per client IP
+   (429 before the next key is even looked up);
 2. rate limit: a token bucket per key, or per client IP for the public (429 + Retry-After);
 3. audit (keyed callers): a `begin` row before the route runs (503 if it cannot be written:
    no trace, no data), and an `end` row with status and row count after the last byte, also for
-   streamed exports and for requests that fail.
-Ingest (POST, gateway keys) passes through untouched: it has its own authentication.
+   streamed exports and for requests that fail or are refused (403).
+Ingest (POST, gateway keys, mounted beside these routes by `tracker up`) passes through
+untouched: it has its own authentication.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ from tracker.clickhouse import ClientPool
 _MAX_BUCKETS = 100_000
 # The audit `end` status of a response cut off before its end (nginx's "client closed request").
 CLIENT_CLOSED = 499
+# The writes of the read API's own app (admin keys, api/routes/registry.py); every other write
+# that reaches the middleware is ingest.
+_KEYED_WRITES = ("/v1/registry/",)
 
 
 class Problem(BaseModel):
@@ -44,6 +51,11 @@ class Problem(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "invalid or revoked API key, or a key is needed"},
     403: {"model": Problem, "description": "the key's role or agency does not allow this"},
+    414: {
+        "model": Problem,
+        "description": f"query string over {audit.MAX_QUERY_CHARS} characters "
+        "(the audit log keeps a query string whole or refuses it)",
+    },
     429: {
         "model": Problem,
         "description": "rate limit exceeded; retry after the Retry-After header's seconds",
@@ -61,8 +73,11 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last refill)
 
-    def take(self, key: str, per_minute: int, now: float | None = None) -> float:
-        """Spend one token; returns 0 when allowed, else the seconds until one is available."""
+    def take(
+        self, key: str, per_minute: int, now: float | None = None, *, spend: bool = True
+    ) -> float:
+        """Spend one token; returns 0 when allowed, else the seconds until one is available.
+        With `spend=False`, only says so: for a cost known only after the work (a failed key)."""
         now = time.monotonic() if now is None else now
         rate = per_minute / 60.0
         burst = max(5.0, per_minute / 6.0)
@@ -70,7 +85,7 @@ class RateLimiter:
             tokens, last = self._buckets.get(key, (burst, now))
             tokens = min(burst, tokens + (now - last) * rate)
             allowed = tokens >= 1.0
-            self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
+            self._buckets[key] = (tokens - 1.0 if allowed and spend else tokens, now)
             # Checked on every new key, allowed or not: callers choose their keys (one per
             # address of an IPv6 range), so the table is bounded here or not at all.
             if len(self._buckets) > _MAX_BUCKETS:
@@ -112,19 +127,42 @@ class AccessMiddleware:
         self.key_per_minute = key_per_minute
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
+        if scope["type"] != "http" or (
+            scope["method"] not in ("GET", "HEAD") and not scope["path"].startswith(_KEYED_WRITES)
+        ):
             await self.app(scope, receive, send)
+            return
+        query_chars = len(scope.get("query_string", b""))
+        if query_chars > audit.MAX_QUERY_CHARS:
+            # The audit log stores a query string whole or not at all: cut, the filters at its
+            # end (which agency was read) would be lost (found in review). Refused before any
+            # key is looked up or data read, for the public too, so every route has one limit.
+            detail = (
+                f"query string is {query_chars} characters, over the limit of "
+                f"{audit.MAX_QUERY_CHARS} (the audit log keeps a query string whole)"
+            )
+            await _problem(414, detail)(scope, receive, send)
             return
         headers = Headers(scope=scope)
         client_ip = scope["client"][0] if scope.get("client") else ""
         identity = PUBLIC
         authorization = headers.get("authorization")
         if authorization is not None:
+            # Failed keys spend from a bucket of the client IP's own, checked before the key is
+            # looked up, so keys cannot be tried at full speed; a good key spends nothing here.
+            failures = f"auth-failed:{client_ip}"
+            wait = self.limiter.take(failures, self.public_per_minute, spend=False)
+            if wait > 0:
+                retry = {"Retry-After": str(max(1, math.ceil(wait)))}
+                detail = "too many invalid API keys from this address"
+                await _problem(429, detail, retry)(scope, receive, send)
+                return
             scheme, _, token = authorization.partition(" ")
             found = None
             if scheme.lower() == "bearer" and token.strip():
                 found = await anyio.to_thread.run_sync(self.keys.authenticate, token.strip())
             if found is None:
+                self.limiter.take(failures, self.public_per_minute)
                 bearer = {"WWW-Authenticate": "Bearer"}
                 await _problem(401, "invalid or revoked API key", bearer)(scope, receive, send)
                 return
@@ -199,8 +237,8 @@ class AccessMiddleware:
                 await anyio.to_thread.run_sync(write, entry("end", status[0]))
 
 
-# Declared on every read route so the OpenAPI schema documents the optional bearer key; the
-# middleware has already checked it.
+# Declared on every read route and the registry's admin routes so the OpenAPI schema documents
+# the bearer key; the middleware has already checked it.
 _bearer = HTTPBearer(
     auto_error=False,
     description="API key of an agency, auditor or admin (`tracker key add`); none for public",

@@ -5,6 +5,10 @@ ClickHouse server two adds of one name can both pass the check, and ReplacingMer
 keep the later row: the earlier command's printed key would never work. So the insert carries
 a deduplication token per name, which the engine honours on these tables (migration 0007): of
 two such inserts only the first is kept. Each add then reads back whose key the row holds.
+
+The registry's change ledger is claimed the same way, by position (migration 0008): each change
+is inserted with the token of the ledger length its writer read before checking anything, so of
+two changes checked against the same ledger only the first is recorded (`ledger_token`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,14 @@ def claimed(client: Client, table: Table, name: str, key_hash: str) -> bool:
         parameters={"n": name},
     ).result_rows
     return bool(rows) and rows[0][0] == key_hash
+
+
+def ledger_token(position: int) -> dict[str, str]:
+    """The insert settings that make a change the only one recorded at ledger `position` (the
+    number of changes its writer saw). The ledger is append-only, so each position is claimed
+    once: a writer that read the ledger before another change landed reuses that change's
+    token and its row is dropped."""
+    return {"insert_deduplication_token": f"registry_changes-at-{position}"}
 
 
 # How often a revoke re-asserts itself over a change that won at the same moment.

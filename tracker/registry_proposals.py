@@ -5,7 +5,9 @@ invalid one is refused with the same (file, path, reason) errors and is not stor
 is stored with the version in force when it was made (`base_version`) and a summary of what it
 changes, for review. Applying it records a change in the ledger; it is refused when another
 change came into force in between (re-propose against the new version), or when it was
-applied already.
+applied already. Two applies at once are checked against the same ledger, and only the first
+to record its change wins (migration 0008, `registry_store.activate`): the other is refused
+like a late one, never recorded over the winner.
 """
 
 from __future__ import annotations
@@ -120,11 +122,17 @@ def apply(
     effective_from: datetime | None = None,
 ) -> tuple[Proposal, registry_store.Change | None]:
     """Put a proposal in force (re-validated with today's rules first)."""
+    # Read before every check below: the change is recorded only if the ledger still has this
+    # length when it is inserted, so no other change can land between these checks and it.
+    position = registry_store.ledger_length(client)
     proposal = get(client, proposal_id)
     if proposal is None:
         raise LookupError(f"no proposal {proposal_id}")
-    if proposal.status != "proposed":
-        raise registry_store.ChangeError(f"proposal {proposal_id} was {proposal.status} already")
+    source = f"proposal:{proposal_id}"
+    # The ledger too, not only the status: the status is written after the change, so an apply
+    # of this proposal recorded (scheduled ahead) but not yet marked is seen here.
+    if proposal.status != "proposed" or registry_store.recorded_from(client, source):
+        raise registry_store.ChangeError(f"proposal {proposal_id} was applied already")
     found = registry_store.effective(client)
     in_force = found[1].version if found else ""
     if in_force != proposal.base_version:
@@ -136,7 +144,7 @@ def apply(
     change = registry_store.activate(
         client, registry, proposal.content, author=applied_by,
         reason=f"{proposal.reason} (proposed by {proposal.author})",
-        source=f"proposal:{proposal_id}", effective_from=effective_from,
+        source=source, effective_from=effective_from, after=position,
     )  # fmt: skip
     done = Proposal(**{**proposal.__dict__, "status": "applied",
                        "applied_at": datetime.now(UTC), "applied_by": applied_by})  # fmt: skip

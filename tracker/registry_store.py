@@ -27,6 +27,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from tracker import name_claims
 from tracker import registry as registry_mod
 from tracker.classify import Classifier
 from tracker.registry import Registry, RegistryError, parse
@@ -40,6 +41,10 @@ BACKDATE_TOLERANCE = timedelta(seconds=60)
 
 class ChangeError(ValueError):
     """A change that cannot be recorded (backdated, conflicting proposal, unknown id)."""
+
+
+class ChangeConflict(ChangeError):
+    """Another change was recorded after this one's checks read the ledger: nothing recorded."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,19 @@ def current(client: Client, at: datetime | None = None) -> Change | None:
         parameters={"at": _utc(at or datetime.now(UTC))},
     ).result_rows
     return _change(rows[0]) if rows else None
+
+
+def ledger_length(client: Client) -> int:
+    """How many changes the ledger holds: the position the next change claims (`activate`)."""
+    return int(client.query("SELECT count() FROM registry_changes").result_rows[0][0])
+
+
+def recorded_from(client: Client, source: str) -> bool:
+    """Whether a change from `source` (`proposal:<id>`) is in the ledger."""
+    rows = client.query(
+        "SELECT count() FROM registry_changes WHERE source = {s:String}", parameters={"s": source}
+    ).result_rows
+    return bool(rows[0][0])
 
 
 def history(client: Client) -> list[Change]:
@@ -204,11 +222,19 @@ def activate(
     reason: str,
     source: str,
     effective_from: datetime | None = None,
+    after: int | None = None,
 ) -> Change | None:
     """Record `registry` as in force from `effective_from` (default now). Returns the change, or
-    None when that version is already in force and nothing was scheduled (a no-op reload)."""
+    None when that version is already in force and nothing was scheduled (a no-op reload).
+
+    `after` is the ledger length the caller read before its own checks (`ledger_length`);
+    default: read here, before this function's. The change is recorded only if no other change
+    landed since: otherwise ChangeConflict, and nothing is in the ledger (migration 0008)."""
     if not author.strip() or not reason.strip():
         raise ChangeError("a registry change needs an author and a reason")
+    # Read before the version in force: a change landing in between then takes this position
+    # first, and this one is refused instead of recorded over a `previous` it never saw.
+    position = ledger_length(client) if after is None else after
     now = datetime.now(UTC)
     effective = _utc(effective_from) if effective_from is not None else now
     if effective < now - BACKDATE_TOLERANCE:
@@ -248,7 +274,19 @@ def activate(
         [[change.version, change.previous, change.effective_from, change.recorded_at,
           change.author, change.reason, change.source, change.seq]],
         column_names=[c.strip() for c in _CHANGE_COLUMNS.split(",")],
+        settings=name_claims.ledger_token(position),
     )  # fmt: skip
+    # The engine drops a second insert at one position without an error: read back whose row
+    # holds it. (A change's seq is its writer's clock in ns, so this row is this change's.)
+    mine = client.query(
+        "SELECT count() FROM registry_changes WHERE seq = {seq:UInt64} AND source = {s:String}",
+        parameters={"seq": change.seq, "s": source},
+    ).result_rows[0][0]
+    if not mine:
+        raise ChangeConflict(
+            "another registry change was recorded at the same moment, after this one's checks; "
+            "nothing was recorded: check the version in force and try again"
+        )
     return change
 
 
@@ -280,8 +318,16 @@ def bootstrap(client: Client, path: Path | None) -> tuple[Registry, str]:
             _compare_configured(path, registry, change)
         return registry, content(client, registry.version) or ""
     registry, text = registry_mod.load(path)
-    activate(client, registry, text, author="system", reason="first start: no version in force",
-             source=path.name if path else registry_mod.DEFAULT_REGISTRY)  # fmt: skip
+    try:
+        activate(client, registry, text, author="system",
+                 reason="first start: no version in force",
+                 source=path.name if path else registry_mod.DEFAULT_REGISTRY)  # fmt: skip
+    except ChangeConflict:
+        # Another process starting at the same moment recorded its first version: follow it.
+        found = in_force(client)
+        if found is None:
+            raise
+        return found[0], content(client, found[0].version) or ""
     return registry, text
 
 

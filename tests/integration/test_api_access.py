@@ -13,12 +13,14 @@ import httpx
 import orjson
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 
 import api.routes.usage as usage_routes
 from tests.integration.test_api_support import Seeded, app, bearer, seed
 from tests.integration.test_collector_support import ServerThread
-from tracker import usage_export
+from tracker import audit, usage_export
+from tracker import registry as registry_mod
 from tracker.access import hash_key, revoke_key
 from tracker.clickhouse import ClientPool
 from tracker.settings import CommonSettings
@@ -256,3 +258,122 @@ def test_rate_limits_answer_429_with_retry_after(
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
         # A key has its own bucket, independent of the public one of the same address.
         assert c.get("/v1/me", headers=bearer(seeded.keys["admin"])).status_code == 200
+
+
+def _padded_usage_query(chars: int) -> str:
+    """A /v1/usage query string of exactly `chars` characters whose last filter, the one that
+    chooses the data, is the agency: providers no record has pad it, changing nothing."""
+    tail = "provider=sarvam&from=2026-08-03&to=2026-08-04&agency=in-aiims-delhi"
+    pads: list[str] = []
+    while len("&".join([*pads, tail])) < chars:
+        room = chars - len("&".join([*pads, tail])) - len("&provider=")
+        pads.append("provider=" + "z" * max(1, min(100, room)))
+    query = "&".join([*pads, tail])
+    assert len(query) == chars, len(query)
+    return query
+
+
+def test_a_query_string_longer_than_the_audit_keeps_is_refused(
+    client: TestClient, pool: ClientPool, seeded: Seeded
+) -> None:
+    # Found in review: the audit log cut the query string at 4096 characters, so an auditor
+    # could hide which agency it read behind padding in earlier filters.
+    h = bearer(seeded.keys["auditor"])
+    before = len(audit_rows(pool, "test-auditor"))
+    whole = client.get(f"/v1/usage?{_padded_usage_query(audit.MAX_QUERY_CHARS)}", headers=h)
+    assert whole.status_code == 200, whole.text
+    assert {r["agency_id"] for r in whole.json()["rows"]} == {"in-aiims-delhi"}
+    rows = audit_rows(pool, "test-auditor")[before:]
+    assert [r[0] for r in rows] == ["begin", "end"]
+    assert all(len(str(r[2])) == audit.MAX_QUERY_CHARS for r in rows)
+    assert all(str(r[2]).endswith("agency=in-aiims-delhi") for r in rows)
+    # One character more: refused before any data is read, keyed or not, naming the limit.
+    over = _padded_usage_query(audit.MAX_QUERY_CHARS + 1)
+    refused = client.get(f"/v1/usage?{over}", headers=h)
+    assert refused.status_code == 414 and "4096" in refused.json()["detail"], refused.text
+    assert len(audit_rows(pool, "test-auditor")) == before + 2
+    public = client.get(f"/v1/share?{over}")
+    assert public.status_code == 414 and "4096" in public.json()["detail"]
+
+
+def _proposal(seeded: Seeded, facility: str) -> str:
+    data = yaml.safe_load(registry_mod.load()[1])
+    data["facilities"].append({"id": facility, "operator": "nic", "country": "IN",
+                               "name": facility})  # fmt: skip
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def test_registry_writes_are_audited_like_reads(
+    client: TestClient, pool: ClientPool, seeded: Seeded
+) -> None:
+    # Found in review: proposals and applies, made with admin keys, left no audit row at all,
+    # and neither did a change refused to an agency key.
+    admin, agency = bearer(seeded.keys["admin"]), bearer(seeded.keys["agency"])
+    url = "/v1/registry/proposals"
+
+    def writes(key_id: str, count_before: int) -> list[tuple[Any, ...]]:
+        rows = (
+            pool.get()
+            .query(
+                "SELECT phase, method, path, query, status FROM audit_log "
+                "WHERE key_id = {k:String} AND method = 'POST' ORDER BY at",
+                parameters={"k": key_id},
+            )
+            .result_rows
+        )
+        return [tuple(r) for r in rows[count_before:]]
+
+    admin_before, agency_before = len(writes("test-admin", 0)), len(writes("test-sbi", 0))
+    made = client.post(url, params={"reason": "audit"}, content=_proposal(seeded, "nic-audit"),
+                       headers=admin)  # fmt: skip
+    assert made.status_code == 201, made.text
+    pid = made.json()["proposal_id"]
+    applied = client.post(f"{url}/{pid}/apply", headers=admin)
+    assert applied.status_code == 200, applied.text
+    refused = client.post(url, params={"reason": "mine"}, content="x: 1", headers=agency)
+    assert refused.status_code == 403
+    assert writes("test-admin", admin_before) == [
+        ("begin", "POST", url, "reason=audit", 0), ("end", "POST", url, "reason=audit", 201),
+        ("begin", "POST", f"{url}/{pid}/apply", "", 0),
+        ("end", "POST", f"{url}/{pid}/apply", "", 200),
+    ]  # fmt: skip
+    assert writes("test-sbi", agency_before) == [
+        ("begin", "POST", url, "reason=mine", 0), ("end", "POST", url, "reason=mine", 403),
+    ]  # fmt: skip
+    # The change's author is the key the middleware found, as before.
+    assert applied.json()["change"]["author"] == "test-admin"
+
+
+def test_registry_writes_spend_the_keys_rate_limit(
+    pool: ClientPool, settings: CommonSettings, seeded: Seeded
+) -> None:
+    # Found in review: with a key limited to 5 a minute, GETs met 429 and 30 POSTs none.
+    admin = bearer(seeded.keys["admin"])
+    with TestClient(app(pool, settings, rate_limit_key_per_minute=5)) as c:
+        codes = [
+            c.post(
+                "/v1/registry/proposals", params={"reason": "x"}, content="x: [", headers=admin
+            ).status_code
+            for _ in range(8)
+        ]
+        assert codes[:5] == [422] * 5 and codes[5:] == [429] * 3, codes
+        # One bucket per key, reads and writes alike.
+        assert c.get("/v1/me", headers=admin).status_code == 429
+
+
+def test_invalid_keys_are_limited_per_client_address(
+    pool: ClientPool, settings: CommonSettings, seeded: Seeded
+) -> None:
+    # Found in review: a request with an invalid key was answered 401 before the rate limiter,
+    # so keys could be tried at full speed.
+    with TestClient(app(pool, settings, rate_limit_public_per_minute=6)) as c:
+        wrong = bearer("tka_not-a-key")
+        codes = [c.get("/v1/me", headers=wrong).status_code for _ in range(8)]
+        assert codes[:5] == [401] * 5 and codes[5:] == [429] * 3, codes
+        r = c.post("/v1/registry/proposals", params={"reason": "x"}, headers=wrong)
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        # Not even a good key is looked up from that address until the bucket refills: a
+        # guess that answered 200 would otherwise still tell.
+        assert c.get("/v1/me", headers=bearer(seeded.keys["auditor"])).status_code == 429
+        # The public, without a key, has its own bucket.
+        assert c.get("/v1/health").status_code == 200

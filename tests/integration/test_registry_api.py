@@ -3,6 +3,7 @@ exactly like the YAML loader, then applied (and "as classified now" through GET 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -14,7 +15,7 @@ from clickhouse_connect.driver.exceptions import OperationalError
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from tracker import registry_store
+from tracker import registry_proposals, registry_store
 from tracker.access import Role, add_key
 from tracker.clickhouse import ClientPool
 from tracker.registry import RegistryError, load, parse
@@ -245,3 +246,93 @@ def test_a_load_that_failed_between_its_two_inserts_is_not_published(
     assert listed.count(registry.version) == 1
     assert api.get(f"/v1/registry/versions/{registry.version}").status_code == 200
     assert api.get("/v1/registry").json()["version"] == registry.version
+
+
+def _proposal_on_top(api: TestClient, admin: dict[str, str], facility: str) -> str:
+    """A proposal adding one facility to the version in force; its id."""
+    version = api.get("/v1/registry").json()["version"]
+    text = api.get(f"/v1/registry/versions/{version}", params={"format": "yaml"}).text
+    data = yaml.safe_load(text)
+    data["facilities"].append({"id": facility, "operator": "nic", "country": "IN",
+                               "name": facility})  # fmt: skip
+    r = api.post("/v1/registry/proposals", params={"reason": facility},
+                 content=yaml.safe_dump(data, sort_keys=False), headers=admin)  # fmt: skip
+    assert r.status_code == 201, r.text
+    return str(r.json()["proposal_id"])
+
+
+def test_applies_at_the_same_moment_record_one_change(
+    api: TestClient, admin: dict[str, str], pool: ClientPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found in review: two proposals made against one version and applied at once both got 200
+    # and both were recorded with the same `previous`, the later undoing the earlier; the same
+    # proposal applied twice at once was recorded twice. Each apply here is held after its checks
+    # (at the re-validation just before the change is recorded) until all three have made them.
+    real_parse = registry_proposals.parse
+    for attempt in range(3):
+        first = _proposal_on_top(api, admin, f"nic-race-a{attempt}")
+        second = _proposal_on_top(api, admin, f"nic-race-b{attempt}")
+        before = api.get("/v1/registry").json()["version"]
+        barrier = threading.Barrier(3)
+
+        def parse_together(
+            text: str, source: str, barrier: threading.Barrier = barrier, **kwargs: Any
+        ) -> Any:
+            if source.startswith("proposal:"):  # apply's, after its checks
+                barrier.wait(timeout=60)
+            return real_parse(text, source, **kwargs)
+
+        monkeypatch.setattr(registry_proposals, "parse", parse_together)
+        outcomes: dict[str, tuple[int, dict[str, Any]]] = {}
+
+        def apply(name: str, pid: str, outcomes: dict[str, Any] = outcomes) -> None:
+            r = api.post(f"/v1/registry/proposals/{pid}/apply", headers=admin)
+            outcomes[name] = (r.status_code, r.json())
+
+        threads = [
+            threading.Thread(target=apply, args=(name, pid))
+            for name, pid in (("first", first), ("second", second), ("first again", first))
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        monkeypatch.setattr(registry_proposals, "parse", real_parse)
+
+        statuses = sorted(status for status, _ in outcomes.values())
+        assert statuses == [200, 409, 409], outcomes
+        winner = next(body for status, body in outcomes.values() if status == 200)
+        for status, body in outcomes.values():
+            if status == 409:
+                assert "nothing was recorded" in body["detail"] or "moved" in body["detail"]
+        recorded = [c for c in registry_store.history(pool.get())
+                    if c.source in (f"proposal:{first}", f"proposal:{second}")]  # fmt: skip
+        assert len(recorded) == 1, recorded
+        assert recorded[0].previous == before and recorded[0].version == winner["version"]
+        assert api.get("/v1/registry").json()["version"] == winner["version"]
+        # The loser was made against a version no longer in force: refused from now on.
+        loser = second if recorded[0].source == f"proposal:{first}" else first
+        late = api.post(f"/v1/registry/proposals/{loser}/apply", headers=admin)
+        assert late.status_code == 409 and "moved" in late.json()["detail"], late.text
+        again = api.post(f"/v1/registry/proposals/{first}/apply", headers=admin)
+        assert again.status_code == 409
+
+
+def test_a_load_checked_against_a_ledger_that_moved_is_refused(
+    api: TestClient, pool: ClientPool
+) -> None:
+    # `tracker registry load` takes a ledger position like an apply: one that read the ledger
+    # before another change landed records nothing (migration 0008).
+    client = pool.get()
+    text = proposal_text(country_name="Bharat (first)")
+    position = registry_store.ledger_length(client)
+    first = registry_store.activate(client, parse(text, "first"), text, author="t",
+                                    reason="first", source="first-load")  # fmt: skip
+    assert first is not None and registry_store.ledger_length(client) == position + 1
+    late_text = proposal_text(country_name="Bharat (late)")
+    with pytest.raises(registry_store.ChangeConflict):
+        registry_store.activate(client, parse(late_text, "late"), late_text, author="t",
+                                reason="late", source="late-load", after=position)  # fmt: skip
+    assert not registry_store.recorded_from(client, "late-load")
+    assert registry_store.ledger_length(client) == position + 1
+    assert api.get("/v1/registry").json()["version"] == first.version

@@ -1,0 +1,12 @@
+-- 0008: one registry change per ledger position, even when two are made at once.
+-- Frozen once released: change the schema with a new numbered file, never by editing this one.
+--
+-- A change (an applied proposal, `tracker registry load`) checks the ledger (the proposal's base
+-- is still in force, it was not applied already), then inserts its row. Two applies at once both
+-- passed those checks and both were recorded; the later silently undid the earlier. Each change
+-- now reads the ledger's length before its checks and inserts with the token
+-- `registry_changes-at-<length>` (tracker/name_claims.py): of two changes checked against the
+-- same ledger the engine keeps the first and drops the second, which reads back that its row is
+-- missing and is refused (HTTP 409). Lengths only grow, so a token is used once; the window only
+-- has to outlast a race, and 1000 changes do.
+ALTER TABLE registry_changes MODIFY SETTING non_replicated_deduplication_window = 1000;
