@@ -20,18 +20,44 @@ from api.deps import ClickHouse
 from tracker.access import Identity, Role
 from tracker.bounds import EARLIEST, LATEST, within
 from tracker.capacity import registry_in_force
-from tracker.contract import Operation, Status, Tier
+from tracker.contract import (
+    ID_PATTERN,
+    MAX_ID_LEN,
+    MAX_NAME_LEN,
+    MAX_REGION_LEN,
+    NAME_PATTERN,
+    Operation,
+    Status,
+    Tier,
+)
 from tracker.registry import Registry
 from tracker.settings import ApiSettings
 
 MAX_VALUES = 100
 MAX_RANGE = timedelta(days=3660)
 
-Value = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$"),
-]
+# Each filter accepts exactly the values records may carry (tracker/contract.py), or a key a
+# breakdown lists could not be filtered on (found in review: "Llama 3.1 70B Instruct" was a
+# 422). Agencies and gateways are identifiers; sectors and channels are registry codes, which
+# are identifiers too and are checked against the registry besides. Values only ever reach
+# SQL as bound parameters (tracker/metrics.py where_clause, tracker/usage_export.py).
+Value = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LEN, pattern=ID_PATTERN)]
 Values = list[Value] | None
+# Providers and models: any printable text. Stripped as the contract strips it, so that
+# " gpt-4o" names the model a record sent as " gpt-4o" was stored under.
+Name = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=MAX_NAME_LEN, pattern=NAME_PATTERN
+    ),
+]
+Names = list[Name] | None
+# Regions: as names, but shorter, and may be empty: a record without a region is stored with
+# region "", which /v1/breakdown/region lists as such, so `region=` selects those records.
+Region = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=MAX_REGION_LEN, pattern=NAME_PATTERN)
+]
+Regions = list[Region] | None
 Start = Annotated[
     datetime | None,
     Query(alias="from", description="Start (inclusive), ISO 8601", examples=["2026-01-01"]),
@@ -124,10 +150,11 @@ class Filters:
         channel: Annotated[
             Values, Query(max_length=MAX_VALUES, description="Procurement channels")
         ] = None,
-        provider: Annotated[Values, Query(max_length=MAX_VALUES, description="Providers")] = None,
-        model: Annotated[Values, Query(max_length=MAX_VALUES, description="Models")] = None,
+        provider: Annotated[Names, Query(max_length=MAX_VALUES, description="Providers")] = None,
+        model: Annotated[Names, Query(max_length=MAX_VALUES, description="Models")] = None,
         region: Annotated[
-            Values, Query(max_length=MAX_VALUES, description="Cloud region codes")
+            Regions,
+            Query(max_length=MAX_VALUES, description="Cloud region codes; empty: none named"),
         ] = None,
         tier: Annotated[list[Tier] | None, Query(max_length=4, description="Tiers")] = None,
         operation: Annotated[list[Operation] | None, Query(max_length=7)] = None,

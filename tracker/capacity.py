@@ -190,6 +190,8 @@ class PeriodFacts:
     domestic_latency_unmeasured: float  # domestic requests in rows without any latency
     agencies: tuple[tuple[str, float, float], ...]  # (agency_id, requests, domestic requests)
     records: int = 0  # usage records in scope (public answers withhold small ones)
+    # usage records in the peak hour: the peak is one hour's exact total, a cell of its own
+    peak_hour_records: int = 0
 
 
 @dataclass(frozen=True)
@@ -201,9 +203,13 @@ class PeriodScore:
 
 
 def demand_sql(period: Period, filters: dict[str, list[str]]) -> str:
-    """Per period: total requests, the peak hourly total, and the records behind them."""
+    """Per period: total requests, the peak hourly total, the records behind the period and
+    the records behind its peak hour (the peak is published only if that hour is not a small
+    cell). Of hours tied at the peak, the one with the fewest records counts: the published
+    peak is each of their totals."""
     return f"""
-SELECT bucket, sum(req) AS requests, max(req) AS peak, sum(rec) AS records
+SELECT bucket, sum(req) AS requests, max(req) AS peak, sum(rec) AS records,
+       argMax(rec, (req, -toInt64(rec))) AS peak_records
 FROM (
     SELECT hour, {PERIOD_SQL[period]} AS bucket, sum(requests) AS req, sum(records) AS rec
     FROM {ROLLUP}
@@ -273,15 +279,15 @@ def period_facts(
         return list(client.query(sql, parameters={**base, **extra}).result_rows)
 
     demand = {
-        _bucket(b): (float(r), float(p), int(n))
-        for b, r, p, n in rows(demand_sql(period, scope), scope)
+        _bucket(b): (float(r), float(p), int(n), int(pn))
+        for b, r, p, n, pn in rows(demand_sql(period, scope), scope)
     }
     national = (
         demand
         if not sector
         else {
-            _bucket(b): (float(r), float(p), int(n))
-            for b, r, p, n in rows(demand_sql(period, {}), {})
+            _bucket(b): (float(r), float(p), int(n), int(pn))
+            for b, r, p, n, pn in rows(demand_sql(period, {}), {})
         }
     )
     service_params = {
@@ -301,7 +307,7 @@ def period_facts(
 
     facts: list[PeriodFacts] = []
     for p_start in periods_between(start, end, period):
-        req, peak, records = demand.get(p_start, (0.0, 0.0, 0))
+        req, peak, records, peak_records = demand.get(p_start, (0.0, 0.0, 0, 0))
         seen = per_agency.get(p_start, {})
         dom, within, unmeasured = service.get(p_start, (0.0, 0.0, 0.0))
         facts.append(
@@ -310,12 +316,13 @@ def period_facts(
                 end=period_next(p_start, period),
                 requests=req,
                 peak_hour_requests=peak,
-                national_requests=national.get(p_start, (0.0, 0.0, 0))[0],
+                national_requests=national.get(p_start, (0.0, 0.0, 0, 0))[0],
                 domestic_requests=dom,
                 domestic_within_objective=within,
                 domestic_latency_unmeasured=unmeasured,
                 agencies=tuple((a, *seen.get(a, (0.0, 0.0))) for a in registered),
                 records=records,
+                peak_hour_records=peak_records,
             )
         )
     return facts

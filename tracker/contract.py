@@ -36,6 +36,7 @@ DLQ_TOPIC: Final = "usage.dlq.v1"
 # silently altered on the way to the auditors.
 MAX_ID_LEN: Final = 128
 MAX_NAME_LEN: Final = 256
+MAX_REGION_LEN: Final = 64
 MAX_REQUEST_COUNT: Final = 10_000_000
 MAX_TOKENS: Final = 10**12
 MAX_COST: Final = Decimal("1e12")
@@ -92,6 +93,8 @@ Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_LEN, pattern=_
 # No control characters in names and codes: a line break inside a model name split a CSV export's
 # row in two, and the export counts rows by line (found in review); no gateway names a model so.
 _PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+# Exported for the API's filters, which must accept every name a record may carry.
+NAME_PATTERN: Final = _PRINTABLE
 Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LEN, pattern=_PRINTABLE)]
 # A double holds 15 significant decimal digits exactly: a cost sent as a JSON number with more
 # was rounded on the way in (found in review); sent as a string, it keeps all 21 the column has.
@@ -126,7 +129,7 @@ class UsageRecord(BaseModel):
     endpoint_host: Annotated[str, Field(max_length=253, pattern=_PRINTABLE)] | None = Field(
         default=None, description="Host that served the request (server.address)."
     )
-    region: Annotated[str, Field(max_length=64, pattern=_PRINTABLE)] | None = Field(
+    region: Annotated[str, Field(max_length=MAX_REGION_LEN, pattern=_PRINTABLE)] | None = Field(
         default=None, description="Cloud region code, e.g. centralindia, ap-south-1."
     )
     request_count: Count = Field(default=1, ge=1, le=MAX_REQUEST_COUNT)

@@ -17,13 +17,14 @@ from tracker.capacity import (
     Period,
     PeriodScore,
     capacity_series,
+    combine,
     domestic_capacity_rph,
     period_ceil,
     period_floor,
     periods_between,
     registry_in_force,
 )
-from tracker.disclosure import suppressed
+from tracker.disclosure import hidden, suppressed
 from tracker.registry import Registry, Targets
 
 router = APIRouter(tags=["capacity"])
@@ -91,7 +92,10 @@ class Layers(BaseModel):
 
 class Inputs(BaseModel):
     capacity_rph: float = Field(description="declared domestic capacity for this scope, req/h")
-    peak_hour_requests: float
+    peak_hour_requests: float | None = Field(
+        description="the largest hourly total of requests; null when withheld "
+        "(`peak_hour_suppressed`)"
+    )
     requests: float
     domestic_requests: float
     domestic_within_objective: float
@@ -115,6 +119,12 @@ class PeriodOut(BaseModel):
         default=False,
         description="public answers: a period built from too few records is withheld whole",
     )
+    peak_hour_suppressed: bool = Field(
+        default=False,
+        description="public answers: the peak hour was built from too few records, so "
+        "peak_hour_requests is null, and so are C (capacity / peak would give it back), the "
+        "index, balanced index, penalty and binding layer",
+    )
 
 
 class CapacityResponse(BaseModel):
@@ -131,7 +141,7 @@ class CapacityResponse(BaseModel):
     latest: PeriodOut | None = Field(description="the last period with an index")
 
 
-def _out(p: PeriodScore, hide: bool) -> PeriodOut:
+def _out(p: PeriodScore, hide: bool, k: int) -> PeriodOut:
     f, x = p.facts, p.layers
     if hide:
         # The layers are ratios of the same small counts (S: one agency's latency record).
@@ -140,6 +150,14 @@ def _out(p: PeriodScore, hide: bool) -> PeriodOut:
             balanced_index=None, asynchrony_penalty=None, binding=None, inputs=None,
             suppressed=True,
         )  # fmt: skip
+    # The peak is one hour's exact total: a cell of its own, which a period of k records or
+    # more can hold as a single record (found in review: one hospital's 777-request hour,
+    # withheld by the hourly series, was published here). C = capacity / peak gives the peak
+    # back, and the index (I / (S x D)), m^3 (3m - S - D) and the penalty give back C, so they
+    # go with it.
+    hide_peak = hidden(f.peak_hour_records, k)
+    if hide_peak:
+        x = combine(None, x.s, x.d)
     return PeriodOut(
         start=f.start,
         end=f.end,
@@ -150,7 +168,7 @@ def _out(p: PeriodScore, hide: bool) -> PeriodOut:
         binding=x.binding,
         inputs=Inputs(
             capacity_rph=p.capacity_rph,
-            peak_hour_requests=f.peak_hour_requests,
+            peak_hour_requests=None if hide_peak else f.peak_hour_requests,
             requests=f.requests,
             domestic_requests=f.domestic_requests,
             domestic_within_objective=f.domestic_within_objective,
@@ -158,6 +176,7 @@ def _out(p: PeriodScore, hide: bool) -> PeriodOut:
             registered_agencies=len(f.agencies),
             active_agencies=p.active_agencies,
         ),
+        peak_hour_suppressed=hide_peak,
     )
 
 
@@ -187,7 +206,7 @@ def get_capacity(
     # The periods are a table whose total is published (the headline over the same range and
     # sector): one small period hidden alone would be that total minus the others.
     hide = suppressed([p.facts.records for p in series], k) if k else set()
-    scores = [_out(p, i in hide) for i, p in enumerate(series)]
+    scores = [_out(p, i in hide, k) for i, p in enumerate(series)]
     count_rows(request, len(scores))
     latest = next((p for p in reversed(scores) if p.index is not None), None)
     return CapacityResponse(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
@@ -15,6 +15,7 @@ import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import Receive, Scope, Send
 
 from api.auth import Caller, count_rows, require
 from api.deps import ClickHouse
@@ -22,6 +23,7 @@ from api.params import (
     MAX_VALUES,
     CurrentRegistry,
     End,
+    Names,
     Settings,
     Start,
     Values,
@@ -114,8 +116,8 @@ def get_usage(
     to: End = None,
     agency: Annotated[Values, Query(max_length=MAX_VALUES, description="Agency ids")] = None,
     gateway: Annotated[Values, Query(max_length=MAX_VALUES, description="Gateway ids")] = None,
-    provider: Annotated[Values, Query(max_length=MAX_VALUES)] = None,
-    model: Annotated[Values, Query(max_length=MAX_VALUES)] = None,
+    provider: Annotated[Names, Query(max_length=MAX_VALUES)] = None,
+    model: Annotated[Names, Query(max_length=MAX_VALUES)] = None,
     tier: Annotated[list[Tier] | None, Query(max_length=4)] = None,
     status: Annotated[list[Status] | None, Query(max_length=2)] = None,
     format: UsageFormat = UsageFormat.json,
@@ -163,7 +165,7 @@ def get_usage(
     pool: ClientPool = request.app.state.clickhouse
     chunks = _produce(pool, fmt, start, end, filters, after, rows_cap, counter)
     name = f"usage-{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}.{fmt.value}"
-    return StreamingResponse(
+    return _ExportResponse(
         chunks,
         media_type=MEDIA_TYPE[fmt],
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
@@ -171,6 +173,23 @@ def get_usage(
 
 
 _END = object()
+
+
+class _ExportResponse(StreamingResponse):
+    """A streamed export that closes its body however the response ends. Starlette does not
+    close a body left suspended when a send raises (the client went away): its `finally`,
+    which stops the producing thread, would wait for the garbage collector, and for ever while
+    anything (a reference cycle through a traceback) still held the body."""
+
+    def __init__(self, body: AsyncGenerator[bytes, None], **kwargs: Any) -> None:
+        super().__init__(body, **kwargs)
+        self._body = body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._body.aclose()
 
 
 def _produce(
@@ -182,7 +201,7 @@ def _produce(
     after: Cursor | None,
     limit: int,
     counter: list[int],
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Run the export on a thread of its own with its own ClickHouse client: a chdb stream
     holds its client's handle until exhausted, and response chunks are pulled from arbitrary
     worker threads. A bounded queue between the two is the backpressure."""
@@ -207,10 +226,12 @@ def _produce(
         except Exception as exc:  # handed to the response, which aborts the transfer
             put(exc)
 
-    threading.Thread(target=work, name="usage-export", daemon=True).start()
-
-    async def body() -> AsyncIterator[bytes]:
+    async def body() -> AsyncGenerator[bytes, None]:
         try:
+            # Started by the first read of the body, not before: a response whose start could
+            # not be sent (the client already gone, under ASGI spec 2.4) never reads its body,
+            # and a thread started earlier was never told to stop (found in review).
+            threading.Thread(target=work, name="usage-export", daemon=True).start()
             while True:
                 item = await anyio.to_thread.run_sync(chunks.get)
                 if item is _END:

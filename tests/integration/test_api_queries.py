@@ -16,7 +16,7 @@ from pipeline.writer import Writer
 from tests.integration.test_api_support import SMALL_DAY, Seeded, app, bearer, seed
 from tracker.classify import Classifier
 from tracker.clickhouse import ClientPool
-from tracker.contract import UsageRecord
+from tracker.contract import MAX_NAME_LEN, MAX_REGION_LEN, UsageRecord
 from tracker.settings import CommonSettings
 
 JUNE = {"from": "2026-06-01", "to": "2026-07-01"}
@@ -409,3 +409,70 @@ def test_registry_and_freshness(client: TestClient, seeded: Seeded) -> None:
     newest = max(r.occurred_at for r in seeded.records).replace(minute=0)
     assert datetime.fromisoformat(fresh["latest_hour"]) == newest
     assert datetime.fromisoformat(fresh["latest_ingested_at"]) > datetime(2026, 1, 1, tzinfo=UTC)
+
+
+# Names records may carry that are not identifiers: spaces, '+', quotes and SQL-looking text,
+# letters outside ASCII, and the contract's full 256 characters.
+NAMES_DAY = datetime(2026, 4, 14, tzinfo=UTC)
+ODD_NAMES = ["Llama 3.1 70B Instruct", "gpt-4o+tools", "m" * MAX_NAME_LEN, "模型 ünï",
+             "o'brien\\x\" ) OR 1=1; DROP TABLE usage_raw; --"]  # fmt: skip
+
+
+def test_filters_accept_every_name_a_record_may_carry(
+    client: TestClient, pool: ClientPool, seeded: Seeded, auditor: dict[str, str]
+) -> None:
+    # Found in review: /v1/breakdown/model listed "Llama 3.1 70B Instruct", and filtering on
+    # it was a 422 (the filters took identifiers only, up to 128 characters).
+    records = [
+        UsageRecord(record_id=f"names-{j}-{i}", gateway_id="gw-names", agency_id="in-sbi",
+                    occurred_at=NAMES_DAY + timedelta(minutes=i), provider=f"{name[:40]} co",
+                    model=name, region="Zone 1 / west" if j % 2 else None, request_count=j + 1)
+        for j, name in enumerate(ODD_NAMES)
+        for i in range(12)
+    ]  # fmt: skip
+    Writer(pool.get()).write(Processor(Classifier(seeded.registry)).process_records(records).rows)
+    day = {"from": NAMES_DAY.isoformat(), "to": (NAMES_DAY + timedelta(days=1)).isoformat()}
+    cells = client.get("/v1/breakdown/model", params=day).json()["cells"]
+    assert sorted(c["key"] for c in cells) == sorted(ODD_NAMES)
+    for j, name in enumerate(ODD_NAMES):
+        one = {**day, "model": name, "provider": f"{name[:40]} co"}
+        share = client.get("/v1/share", params=one)
+        assert share.status_code == 200, share.text
+        assert share.json()["totals"]["total"] == 12 * (j + 1)  # bound as a value, never SQL
+        series = client.get("/v1/timeseries", params={**one, "interval": "hour"})
+        assert series.status_code == 200, series.text
+        page = client.get("/v1/usage", params=one, headers=auditor)
+        assert page.status_code == 200, page.text
+        assert [r["model"] for r in page.json()["rows"]] == [name] * 12
+    # As the contract does, leading and trailing blanks are not part of the name.
+    padded = client.get("/v1/share", params={**day, "model": f"  {ODD_NAMES[0]} "}).json()
+    assert padded["totals"]["total"] == 12
+    # A region, and none: records without one are stored, and broken down, under "".
+    regions = {c["key"]: c["total"] for c in client.get("/v1/breakdown/region", params=day)
+               .json()["cells"]}  # fmt: skip
+    assert regions == {"Zone 1 / west": 12 * (2 + 4), "": 12 * (1 + 3 + 5)}
+    for region, total in regions.items():
+        by_region = client.get("/v1/share", params={**day, "region": region})
+        assert by_region.json()["totals"]["total"] == total, by_region.text
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "reason"),
+    [
+        ("/v1/share", {"model": "a\nb"}, "model"),
+        ("/v1/share", {"model": "   "}, "model"),
+        ("/v1/share", {"provider": "p" * (MAX_NAME_LEN + 1)}, "provider"),
+        ("/v1/share", {"region": "r" * (MAX_REGION_LEN + 1)}, "region"),
+        ("/v1/share", {"model": [f"m{i}" for i in range(101)]}, "model"),
+        ("/v1/share", {"agency": "in sbi"}, "agency"),
+        ("/v1/usage", {"model": "a\tb"}, "model"),
+        ("/v1/usage", {"gateway": "gw names"}, "gateway"),
+        ("/v1/usage", {"provider": "p" * (MAX_NAME_LEN + 1)}, "provider"),
+    ],
+)
+def test_filters_refuse_what_no_record_may_carry(
+    client: TestClient, seeded: Seeded, path: str, params: dict[str, Any], reason: str
+) -> None:
+    r = client.get(path, params=params, headers=bearer(seeded.keys["admin"]))
+    assert r.status_code == 422, r.text
+    assert [reason] == [e["loc"][1] for e in r.json()["detail"]][:1], r.text

@@ -4,17 +4,23 @@ holding the same records as the pages."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import io
+import threading
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
+import anyio
 import orjson
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
+from starlette.requests import ClientDisconnect
 
+from api.routes import usage as usage_route
 from pipeline.processor import Processor
 from pipeline.writer import Writer
 from tests.integration.test_api_support import SMALL_DAY, Seeded, app, bearer, seed
@@ -163,3 +169,69 @@ def test_export_across_months_and_from_a_cursor_keeps_the_global_order(
     )
     tail = list(csv.DictReader(io.StringIO(rest.text)))
     assert [x["record_id"] for x in tail] == [x["record_id"] for x in pages[1234:3234]]
+
+
+def exporters() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "usage-export"}
+
+
+@pytest.mark.parametrize("spec", ["2.3", "2.4"])
+@pytest.mark.parametrize("gone_at", ["http.response.start", "http.response.body"])
+def test_an_export_whose_client_is_gone_leaves_no_thread_behind(
+    client: TestClient,
+    seeded: Seeded,
+    gone_at: str,
+    spec: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Found in review: under ASGI spec 2.4 Starlette never reads the body of a response whose
+    # start could not be sent, and the export's thread, started before, ran on for ever. The
+    # app is driven as a server would drive it, with a client gone at `gone_at`; a month of
+    # records is far more than the chunks the queue between thread and response holds. The
+    # body is kept referenced, as a reference cycle through a traceback would keep it: a body
+    # left suspended must not depend on the garbage collector to stop its thread.
+    held: list[object] = []
+    produce = usage_route._produce
+
+    def holding(*args: Any) -> Any:
+        held.append(produce(*args))
+        return held[-1]
+
+    monkeypatch.setattr(usage_route, "_produce", holding)
+    before = exporters()
+    sent: list[str] = []
+    gone = threading.Event()
+
+    async def receive() -> dict[str, Any]:
+        while not gone.is_set():  # the server learns of it when a send fails
+            await anyio.sleep(0.01)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message["type"])
+        if message["type"] == gone_at:
+            gone.set()
+            raise OSError("client gone")
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": spec}, "http_version": "1.1",
+        "method": "GET", "scheme": "http", "path": "/v1/usage", "raw_path": b"/v1/usage",
+        "query_string": b"from=2026-06-01&to=2026-07-01&format=csv", "root_path": "",
+        "headers": [(b"host", b"test"),
+                    (b"authorization", f"Bearer {seeded.keys['auditor']}".encode())],
+        "client": ("127.0.0.1", 5555), "server": ("test", 80), "state": {},
+    }  # fmt: skip
+
+    async def request() -> set[threading.Thread]:
+        # What the server sees of a client gone; the thread left behind is what is checked,
+        # while the server's loop still runs (at its end, asyncio closes whatever is left).
+        with contextlib.suppress(ClientDisconnect, OSError):
+            await client.app(scope, receive, send)
+        deadline = time.monotonic() + 10  # a stopped producer notices within 0.25 s
+        while exporters() - before and time.monotonic() < deadline:
+            await anyio.sleep(0.05)
+        return exporters() - before
+
+    assert not anyio.run(request)
+    assert sent[-1] == gone_at, sent
+    assert len(held) == 1

@@ -317,3 +317,38 @@ def test_a_small_period_is_never_withheld_alone(
     assert [h["month"] for h in outlook_["history"]] == ["2022-08-01"]
     # Keys that see everything still get every period.
     assert not any(p["suppressed"] for p in get(seeded, "/v1/capacity", **summer)["periods"])
+
+
+def test_public_peak_hour_is_withheld_when_that_hour_is_a_small_cell(
+    seeded: TestClient, api: TestClient, pool: ClientPool, registry: Registry
+) -> None:
+    # Found in review: the public got one hour's exact total as peak_hour_requests although
+    # that hour held a single record (the hourly series withheld it); the period's 36 records
+    # were enough to publish it. 10 Sep 2021: 20 one-request records at 09:00, 15 at 11:00 and
+    # one of 777 requests at 15:00. 11 Sep: the same without the 15:00 record (peak 20, from
+    # 20 records). 12 Sep: 09:00 as before and one 20-request record at 15:00, tied with it.
+    sep = {"from": "2021-09-10", "to": "2021-09-13", "period": "day"}
+    land(pool, registry, [
+        *(rec(f"pk{d}a{i}", "in-sbi", at(d, 9, i, month=9, year=2021), "sarvam", 1, latency=100)
+          for d in (10, 11, 12) for i in range(20)),
+        *(rec(f"pk{d}b{i}", "in-kvs", at(d, 11, i, month=9, year=2021), "sarvam", 1, latency=100)
+          for d in (10, 11) for i in range(15)),
+        rec("pk10c", "in-iitm", at(10, 15, month=9, year=2021), "sarvam", 777, latency=100),
+        rec("pk12c", "in-iitm", at(12, 15, month=9, year=2021), "sarvam", 20, latency=100),
+    ])  # fmt: skip
+    small, large, tied = get(api, "/v1/capacity", **sep)["periods"]
+    assert not small["suppressed"] and small["inputs"]["requests"] == 812
+    assert small["inputs"]["peak_hour_requests"] is None and small["peak_hour_suppressed"]
+    # C = capacity / peak would give the peak back, and the index would give C back.
+    assert small["layers"]["C"] is None and small["layers"]["S"] == 1.0
+    assert small["index"] is None and small["balanced_index"] is None
+    assert small["asynchrony_penalty"] is None and small["binding"] is None
+    assert not large["peak_hour_suppressed"] and large["inputs"]["peak_hour_requests"] == 20
+    assert large["layers"]["C"] == 1.0 and large["index"] is not None
+    # Tied at the peak: 20 is also the total of the one-record hour, so it is withheld.
+    assert tied["inputs"]["peak_hour_requests"] is None and tied["peak_hour_suppressed"]
+    # Keys that see everything get the peak and every layer.
+    full = get(seeded, "/v1/capacity", **sep)["periods"]
+    assert [p["inputs"]["peak_hour_requests"] for p in full] == [777, 20, 20]
+    assert not any(p["peak_hour_suppressed"] for p in full)
+    assert full[0]["layers"]["C"] == 1.0 and full[0]["index"] is not None
