@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,6 +40,18 @@ class CommonSettings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
+    @field_validator("clickhouse_dsn")
+    @classmethod
+    def _chdb_has_a_path(cls, value: SecretStr | None) -> SecretStr | None:
+        # chdb:// with no path is an in-memory store: loads, keys and gateways were reported
+        # done and gone with the process (found in review).
+        if value is not None and value.get_secret_value().strip() in ("chdb://", "chdb:"):
+            raise ValueError(
+                "chdb:// needs a path (chdb:///var/lib/tracker/chdb): without one the store "
+                "would be in memory and lost when the process ends"
+            )
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _level_in_capitals(cls, value: object) -> object:
@@ -52,20 +64,30 @@ class CommonSettings(BaseSettings):
 
     def redacted_dsn(self) -> str:
         """The DSN with any password replaced and its query string hidden (it may carry an
-        access_token or a password parameter), for logs and error messages."""
+        access_token or a password parameter), for logs and error messages.
+
+        Cut by hand, not by urlsplit alone: urlsplit ends the host part at the first `/`, `?`
+        or `#`, so in `http://u:p#ss@h` it found no password and the DSN was printed whole
+        (found in review). Everything between `://` and the last `@` is user information: the
+        user name is shown, the rest hidden; after the host, a query or fragment is hidden."""
         dsn = self.dsn()
         try:
-            parts = urlsplit(dsn)
-            password = parts.password
-        except ValueError:  # e.g. an unclosed IPv6 bracket: show nothing of it
+            urlsplit(dsn)  # an unclosed IPv6 bracket, say: show nothing of it
+        except ValueError:
             return "<unparseable DSN>"
-        netloc = parts.netloc
-        if password is not None:
-            netloc = netloc.replace(f":{password}@", ":***@")
-        query = "***" if parts.query else ""
-        if (netloc, query) == (parts.netloc, parts.query):
-            return dsn
-        return urlunsplit(parts._replace(netloc=netloc, query=query))
+        scheme, sep, rest = dsn.partition("://")
+        if not sep:
+            return "<unparseable DSN>"
+        userinfo = ""
+        at = rest.rfind("@")
+        if at >= 0:
+            user, colon, _ = rest[:at].partition(":")
+            userinfo = f"{user}:***@" if colon else f"{user}@"
+            rest = rest[at + 1 :]
+        cut = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=-1)
+        if cut >= 0:
+            rest = rest[:cut] + "?***"
+        return f"{scheme}://{userinfo}{rest}"
 
 
 # Kafka's own rule for topic and group names (legal characters, at most 249).

@@ -9,7 +9,7 @@ import csv
 import io
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from decimal import Decimal
 from typing import Any
 
@@ -207,7 +207,7 @@ def test_an_export_whose_client_is_gone_leaves_no_thread_behind(
             await anyio.sleep(0.01)
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message["type"])
         if message["type"] == gone_at:
             gone.set()

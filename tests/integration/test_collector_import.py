@@ -803,10 +803,10 @@ def test_checkpoints_are_kept_per_server_and_gateway(
 
 
 def _landed(pool: ClientPool, gateway: str, where: str) -> list[tuple[Any, ...]]:
-    return list(pool.get().query(
+    return [tuple(row) for row in pool.get().query(
         f"SELECT record_id, input_tokens, output_tokens, model FROM usage_raw "
         f"WHERE gateway_id = {{g:String}} AND {where} ORDER BY record_id",
-        parameters={"g": gateway}).result_rows)  # fmt: skip
+        parameters={"g": gateway}).result_rows]  # fmt: skip
 
 
 def test_a_one_shot_import_leaves_a_half_written_last_line_until_it_is_finished(

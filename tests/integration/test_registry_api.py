@@ -268,7 +268,7 @@ def test_applies_at_the_same_moment_record_one_change(
     # and both were recorded with the same `previous`, the later undoing the earlier; the same
     # proposal applied twice at once was recorded twice. Each apply here is held after its checks
     # (at the re-validation just before the change is recorded) until all three have made them.
-    real_parse = registry_proposals.parse
+    real_parse = parse  # tracker.registry.parse, which registry_proposals calls
     for attempt in range(3):
         first = _proposal_on_top(api, admin, f"nic-race-a{attempt}")
         second = _proposal_on_top(api, admin, f"nic-race-b{attempt}")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +32,38 @@ from tracker.settings import (
         ("https://h:8443/db?password=pw", "https://h:8443/db?***"),
         ("http://h:8123", "http://h:8123"),
         ("http://[::1", "<unparseable DSN>"),
+        # Found in review: urlsplit ends the host at `#`, `/` or `?`, finds no password, and
+        # the DSN was printed whole (or half, for `?`).
+        ("http://admin:p#ss99@127.0.0.1:1", "http://admin:***@127.0.0.1:1"),
+        ("http://admin:pa/ss99@127.0.0.1:1/db", "http://admin:***@127.0.0.1:1/db"),
+        ("http://admin:p?ss99@127.0.0.1:1", "http://admin:***@127.0.0.1:1"),
+        ("http://admin:p@ss@h:8123#x", "http://admin:***@h:8123?***"),
+        ("chdb:///var/lib/tracker/chdb", "chdb:///var/lib/tracker/chdb"),
     ],
 )
 def test_the_printed_dsn_hides_passwords_and_query_strings(dsn: str, shown: str) -> None:
     # Found in review: an access_token in the DSN's query string was printed in errors.
     assert CommonSettings(clickhouse_dsn=dsn).redacted_dsn() == shown
+
+
+@pytest.mark.parametrize(
+    "dsn", ["http://admin:p#ss99@127.0.0.1:1", "http://admin:pa/ss99@127.0.0.1:1"]
+)
+def test_a_store_that_cannot_be_opened_never_shows_its_password(dsn: str, tmp_path: Path) -> None:
+    env = {**os.environ, "TRACKER_CLICKHOUSE_DSN": dsn, "TRACKER_DATA_DIR": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-m", "tracker", "migrate", "--check"], env=env,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert "ss99" not in run.stdout + run.stderr and "admin:***@" in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize("dsn", ["chdb://", "chdb:"])
+def test_a_chdb_dsn_without_a_path_is_refused(dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found in review: the store was in memory; a registry load said "in force" and was gone.
+    monkeypatch.setenv("TRACKER_CLICKHOUSE_DSN", dsn)
+    result = CliRunner().invoke(app, ["registry", "history"])
+    assert result.exit_code == 2, result.output
+    assert "chdb:// needs a path" in result.output and "Traceback" not in result.output
 
 
 @pytest.mark.parametrize(
