@@ -69,9 +69,11 @@ def ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | Non
     """The address when endpoint_host is an IP literal (`10.0.0.1`, `::1`, `[::1]`, with or
     without a port). An IPv4-mapped IPv6 address (`::ffff:10.0.0.1`, what a dual-stack socket
     reports for an IPv4 peer) is the IPv4 address it carries, so IPv4 ranges match it (the
-    loader refuses ranges written in the mapped form, which could then never match)."""
+    loader refuses ranges written in the mapped form, which could then never match). One
+    trailing dot is dropped first (`10.0.0.1.`), as it is from a hostname: otherwise the
+    literal would be read as a hostname and never meet the cidr ranges."""
     try:
-        address = ipaddress.ip_address(host_part(host))
+        address = ipaddress.ip_address(host_part(host).removesuffix("."))
     except ValueError:
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:

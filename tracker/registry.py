@@ -8,7 +8,6 @@ content, so the same rules always carry the same version, wherever they are load
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import ipaddress
 import itertools
@@ -147,6 +146,15 @@ class Endpoint(_Strict):
         if (self.host is None) == (self.cidr is None):
             raise ValueError("give exactly one of host (hostname pattern) or cidr (IP range)")
         if self.cidr is not None:
+            if "%" in self.cidr and not _stored(info):
+                # ipaddress keeps a zone id on an IPv6 range (`2001:db8::%eth0/48`), but the
+                # classifier matches addresses by number only: the range would stand for the
+                # same addresses as the one written without it, and a zone names a link on one
+                # host, never a place where a request is served.
+                raise ValueError(
+                    f"cidr: {self.cidr} has a zone id ('%'): endpoint ranges are matched by "
+                    "address only, so write it without one"
+                )
             try:
                 net = ipaddress.ip_network(self.cidr, strict=True)
             except ValueError as exc:
@@ -351,11 +359,25 @@ def reference_problems(data: dict[str, Any], *, stored: bool = False) -> list[tu
     # The same evidence mapped twice would make the answer depend on the order of the file.
     endpoints = _items(data, "endpoints")
     unique("endpoints", "host", [(i, _str(e.get("host"))) for i, e in endpoints])
-    nets: list[tuple[int, str | None]] = []
+    # Ranges are compared as the classifier keys them: IP version, network number and prefix
+    # length. A zone id (refused on its own) is no part of that key, so `2001:db8::%eth0/48`
+    # duplicates `2001:db8::/48`; a version stored before this check keeps the comparison it
+    # was accepted by (the zone id told them apart).
+    nets: dict[tuple[int, int, int, str | None], str] = {}
     for i, e in endpoints:
-        with contextlib.suppress(ValueError):  # a malformed range is reported by its field
-            nets.append((i, str(ipaddress.ip_network(str(e["cidr"]))) if "cidr" in e else None))
-    unique("endpoints", "cidr range", nets)
+        if "cidr" not in e:
+            continue
+        try:
+            net = ipaddress.ip_network(str(e["cidr"]))
+        except ValueError:
+            continue  # a malformed range is reported by its field
+        zone = getattr(net.network_address, "scope_id", None) if stored else None
+        same = (net.version, int(net.network_address), net.prefixlen, zone)
+        if same not in nets:
+            nets[same] = str(net)
+            continue
+        also = "" if nets[same] == str(net) else f" (the same addresses as {nets[same]!r})"
+        problems.append((f"endpoints.{i}", f"duplicate cidr range {str(net)!r}{also}"))
     # Regions are matched per provider, whichever of its names (id or alias) either the
     # registry or the record uses, and regardless of case (tracker/classify.py). Listing one
     # region under both the id and an alias is how the shipped files are written and harmless
@@ -399,6 +421,16 @@ def reference_problems(data: dict[str, Any], *, stored: bool = False) -> list[tu
 
     resolve("facilities", "operator", operators, "operator")
     resolve("regions", "facility", facilities, "facility")
+    if not stored:
+        # A region is read only for records whose provider is one of its names, looked up
+        # regardless of case (tracker/classify.py): under a name that is no provider's id or
+        # alias (a typo, `aws_bedrok`) it would sit in the file classifying nothing.
+        known = {name.lower() for _, name in names if name is not None}
+        for i, r in _items(data, "regions"):
+            provs = r.get("providers")
+            for m, p in enumerate(provs if isinstance(provs, list) else []):
+                if isinstance(p, str) and p.lower() not in known:
+                    problems.append((f"regions.{i}.providers.{m}", f"unknown provider {p!r}"))
     resolve("endpoints", "facility", facilities, "facility")
     resolve("providers", "operator", operators, "operator")
     resolve("providers", "default_facility", facilities, "facility")
@@ -437,7 +469,8 @@ def parse(text: str, source: str, *, stored: bool = False) -> Registry:
     or to show history. It was valid when loaded, and refusing it now would stop every process
     at start and every look at that history, so the checks added since (provider names that
     differ only in case, a provider/region pair with two facilities, host patterns that can
-    never match, IPv4-mapped ranges) refuse new files only. Its version hash is unaffected."""
+    never match, IPv4-mapped ranges, ranges with a zone id, regions under a name that is no
+    provider's) refuse new files only. Its version hash is unaffected."""
     try:
         data: Any = yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader
     except _TooDeep as exc:

@@ -153,3 +153,24 @@ def test_registry_files_and_ledger_texts_are_checked(
     far = run("registry", "load", str(india), "--reason", "far", "--effective-from", "9999-12-31")
     assert far.exit_code == 2 and "--effective-from" in far.stderr, far.output
     assert "r-fake" not in run("registry", "history").stdout
+
+
+def test_registry_check_refuses_zone_ids_and_unknown_region_providers(
+    run: Invoke, tmp_path: Path
+) -> None:
+    # Found in review: both files were "valid", and then classified by the order of the file
+    # (a zone id made a second range for the same addresses) or not at all (a typo in a
+    # region's providers); an IP literal with a trailing dot was never matched as an IP.
+    lux = REGISTRY_DATA / "luxembourg.yaml"
+    data = yaml.safe_load(lux.read_text())
+    data["endpoints"].append({"cidr": "2001:db8:42::%eth0/48", "facility": "openai-us"})
+    data["regions"][0]["providers"] = ["aws_bedrok"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data, sort_keys=False))
+    refused = run("registry", "check", str(bad))
+    assert refused.exit_code == 2, refused.output
+    n = len(data["endpoints"]) - 1
+    assert f"{bad}: endpoints.{n}: cidr: 2001:db8:42::%eth0/48 has a zone id" in refused.stderr
+    assert f"{bad}: regions.0.providers.0: unknown provider 'aws_bedrok'" in refused.stderr
+    out = run("registry", "classify", "x", "--host", "10.42.7.9.", "--file", str(lux)).stdout
+    assert "tier=sovereign rule=ip:10.42.7.0/24" in out

@@ -93,6 +93,17 @@ def test_ip_literal() -> None:
     # An IPv4-mapped IPv6 address is the IPv4 address it carries.
     assert ip_literal("::ffff:10.0.0.1") == ipaddress.IPv4Address("10.0.0.1")
     assert ip_literal("[::ffff:a00:1]:443") == ipaddress.IPv4Address("10.0.0.1")
+    # One trailing dot is dropped, as from a hostname (found in review: `10.42.7.9.` was read
+    # as a hostname and never met the cidr ranges).
+    assert ip_literal("10.0.0.1.") == ipaddress.IPv4Address("10.0.0.1")
+    assert ip_literal("10.0.0.1.:443") == ipaddress.IPv4Address("10.0.0.1")
+    assert ip_literal("10.0.0.1..") is None
+
+
+@pytest.mark.parametrize("host", ["10.42.7.9.", "10.42.7.9.:8443", "10.42.7.9"])
+def test_an_ip_literal_with_a_trailing_dot_meets_the_ranges(host: str) -> None:
+    c = Classifier(lux()).classify("x", None, host)
+    assert (c.tier, c.rule, c.facility_id) == (Tier.sovereign, "ip:10.42.7.0/24", "post-cloud-lu")
 
 
 @pytest.mark.parametrize(

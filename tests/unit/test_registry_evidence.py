@@ -214,3 +214,92 @@ def test_a_stored_pair_under_id_and_alias_reads_the_id_entry_in_any_order(id_fir
     classifier = Classifier(stored)
     for name in ("azure_openai", "azure"):
         assert classifier.classify(name, "zz-9", None).facility_id == "azure-centralindia", name
+
+
+def errors_of(data: Data) -> list[tuple[str, str]]:
+    """Every (path, reason) of a refused registry, in order (one path may carry several)."""
+    with pytest.raises(RegistryError) as info:
+        parse(yaml.safe_dump(data, sort_keys=False), "variant.yaml")
+    return info.value.errors
+
+
+@pytest.mark.parametrize("scoped_first", [True, False])
+def test_a_range_with_a_zone_id_is_refused(scoped_first: bool) -> None:
+    # Found in review: `2001:db8:42::%eth0/48` passed the duplicate check beside
+    # `2001:db8:42::/48` (compared as text, zone included) while the classifier keys ranges by
+    # number only: the later entry took every address, so the tier depended on the file order.
+    data = india()
+    plain = {"cidr": "2001:db8:42::/48", "facility": "nic-meghraj-delhi"}
+    scoped = {"cidr": "2001:db8:42::%eth0/48", "facility": "ctrls-hyderabad"}
+    data["endpoints"] += [scoped, plain] if scoped_first else [plain, scoped]
+    data["endpoints"].append({"cidr": "10.9.0.0%eth0/16", "facility": "ctrls-hyderabad"})
+    data["facilities"][0]["operator"] = "ghost"  # listed with the other errors, in one pass
+    n = len(load()[0].endpoints)
+    at, second = (n, n + 1) if scoped_first else (n + 1, n + 1)
+    errors = errors_of(data)
+    zone = (f"endpoints.{at}", "cidr: 2001:db8:42::%eth0/48 has a zone id ('%'): endpoint "
+            "ranges are matched by address only, so write it without one")  # fmt: skip
+    assert zone in errors
+    dup = (
+        "duplicate cidr range '2001:db8:42::/48' (the same addresses as '2001:db8:42::%eth0/48')"
+        if scoped_first
+        else "duplicate cidr range '2001:db8:42::%eth0/48' (the same addresses as "
+        "'2001:db8:42::/48')"
+    )
+    assert (f"endpoints.{second}", dup) in errors
+    assert any(p == f"endpoints.{n + 2}" and r.startswith("cidr: 10.9.0.0%eth0/16 has a zone id")
+               for p, r in errors)  # fmt: skip
+    assert ("facilities.0.operator", "unknown operator 'ghost'") in errors
+
+
+def test_ranges_are_compared_by_address_and_prefix() -> None:
+    # 10.160.0.0/16 is in the shipped file: the netmask spelling is the same range.
+    data = india()
+    data["endpoints"].append({"cidr": "10.160.0.0/255.255.0.0", "facility": "ctrls-hyderabad"})
+    n = len(load()[0].endpoints)
+    assert errors_of(data) == [(f"endpoints.{n}", "duplicate cidr range '10.160.0.0/16'")]
+    # One number, two IP versions: not the same range.
+    data = india()
+    data["endpoints"] += [{"cidr": "0.0.0.0/0", "facility": "ctrls-hyderabad"},
+                          {"cidr": "::/0", "facility": "nic-meghraj-delhi"}]  # fmt: skip
+    assert parse(yaml.safe_dump(data), "ok.yaml").endpoints[-1].cidr == "::/0"
+
+
+def test_a_stored_range_with_a_zone_id_is_still_read_back() -> None:
+    data = india()
+    data["endpoints"] += [
+        {"cidr": "2001:db8:42::/48", "facility": "nic-meghraj-delhi"},
+        {"cidr": "2001:db8:42::%eth0/48", "facility": "nic-meghraj-delhi"},
+    ]
+    text = yaml.safe_dump(data, sort_keys=False)
+    assert parse(text, "registry_versions:r-x", stored=True).endpoints[-1].cidr == (
+        "2001:db8:42::%eth0/48"
+    )
+
+
+def test_a_region_under_an_unknown_provider_is_refused() -> None:
+    # Found in review: a typo in a region's providers (`aws_bedrok`) was accepted and the region
+    # never matched a record (`aws` in eu-central-1 was unknown instead of offshore).
+    data = india()
+    data["regions"].append({"providers": ["AWS", "aws_bedrok"], "code": "zz-1",
+                            "facility": "aws-ap-south-1"})  # fmt: skip
+    data["regions"].append({"providers": ["nobody"], "code": "zz-2", "facility": "ghost"})
+    n = len(load()[0].regions)
+    errors = errors_of(data)
+    assert (f"regions.{n}.providers.1", "unknown provider 'aws_bedrok'") in errors
+    assert (f"regions.{n + 1}.providers.0", "unknown provider 'nobody'") in errors
+    assert (f"regions.{n + 1}.facility", "unknown facility 'ghost'") in errors
+    assert not any(p == f"regions.{n}.providers.0" for p, _ in errors)  # AWS: case is folded
+    # As the classifier compares them: any alias, in any case, is the provider's.
+    data = india()
+    data["regions"].append({"providers": ["Bedrock"], "code": "zz-1", "facility": "aws-ap-south-1"})
+    c = Classifier(parse(yaml.safe_dump(data), "ok.yaml"))
+    assert c.classify("aws", "zz-1", None).rule == "region:aws_bedrock/zz-1"
+
+
+def test_a_stored_region_under_an_unknown_provider_is_still_read_back() -> None:
+    data = india()
+    data["regions"].append({"providers": ["aws_bedrok"], "code": "zz-1",
+                            "facility": "aws-ap-south-1"})  # fmt: skip
+    stored = parse(yaml.safe_dump(data, sort_keys=False), "registry_versions:r-x", stored=True)
+    assert Classifier(stored).classify("aws_bedrok", "zz-1", None).facility_id == "aws-ap-south-1"
