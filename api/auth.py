@@ -85,12 +85,15 @@ class RateLimiter:
             tokens, last = self._buckets.get(key, (burst, now))
             tokens = min(burst, tokens + (now - last) * rate)
             allowed = tokens >= 1.0
-            self._buckets[key] = (tokens - 1.0 if allowed and spend else tokens, now)
+            wait = 0.0 if allowed else (1.0 - tokens) / rate
+            if not spend:  # a look only: every keyed request makes one, so it stores nothing
+                return wait
+            self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
             # Checked on every new key, allowed or not: callers choose their keys (one per
             # address of an IPv6 range), so the table is bounded here or not at all.
             if len(self._buckets) > _MAX_BUCKETS:
                 self._prune(now)
-            return 0.0 if allowed else (1.0 - tokens) / rate
+            return wait
 
     def _prune(self, now: float) -> None:
         # Forget the idle first: a bucket untouched for a minute has refilled to its burst, so

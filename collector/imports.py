@@ -789,13 +789,6 @@ def _files(directory: Path) -> dict[Path, os.stat_result]:
     return found
 
 
-def candidates(directory: Path) -> list[Path]:
-    """Files the watcher reads by their name (PATTERNS), oldest first."""
-    files = _files(directory)
-    found = [p for p in files if any(fnmatch.fnmatchcase(p.name, g) for g in PATTERNS)]
-    return sorted(found, key=lambda p: (files[p].st_mtime, p.name))
-
-
 def _to_poll(directory: Path, checkpoints: Checkpoints) -> list[tuple[Path, os.stat_result]]:
     """The files a poll reads: those matching PATTERNS, and every file in `directory` that was
     checkpointed under another name (a rotated log: app.log renamed app.log.1, which no

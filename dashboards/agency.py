@@ -72,9 +72,8 @@ ORDER BY requests DESC, operation
 
 
 def build() -> db.Dashboard:
-    scope = SCOPE
-    headline = grafana_share_sql(Basis.requests, scope)
-    cost = grafana_share_sql(Basis.cost, scope)
+    headline = grafana_share_sql(Basis.requests, SCOPE)
+    cost = grafana_share_sql(Basis.cost, SCOPE)
     helpers = ("records", "cost_unconverted", "unknown_share")
     return (
         db.Dashboard("Inference sovereignty: agency")
@@ -139,7 +138,7 @@ def build() -> db.Dashboard:
                 "Domestic share",
                 [
                     Query(
-                        grafana_share_sql(Basis.requests, scope, group_by=TIME_BUCKET)
+                        grafana_share_sql(Basis.requests, SCOPE, group_by=TIME_BUCKET)
                     ).time_series()
                 ],
                 "percentunit",
@@ -154,7 +153,7 @@ def build() -> db.Dashboard:
         .with_panel(
             series(
                 "Cost by tier",
-                [Query(grafana_share_sql(Basis.cost, scope, group_by=TIME_BUCKET)).time_series()],
+                [Query(grafana_share_sql(Basis.cost, SCOPE, group_by=TIME_BUCKET)).time_series()],
                 "none",
                 "Spend per interval, stacked by sovereignty tier.",
                 stacked=True,

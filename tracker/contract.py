@@ -302,9 +302,12 @@ def shard_of(gateway_id: str, record_id: str, shards: int) -> int:
     return zlib.crc32(f"{gateway_id}\x1f{record_id}".encode()) % shards
 
 
+SHARD_KEY_PREFIX: Final = b"shard:"
+
+
 def shard_key(shard: int) -> bytes:
     """A message's Kafka key: its shard, which tracker.topics.ShardPartitioner reads."""
-    return b"shard:%d" % shard
+    return SHARD_KEY_PREFIX + b"%d" % shard
 
 
 def by_shard(

@@ -11,6 +11,8 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import InvalidPartitionsError, KafkaTimeoutError, TopicAlreadyExistsError
 from kafka.partitioner import DefaultPartitioner
 
+from tracker.contract import SHARD_KEY_PREFIX
+
 log = logging.getLogger(__name__)
 
 # Retention is measured from when the broker appended a message, never from the event time the
@@ -54,7 +56,7 @@ def ensure_topics(
                          partitions)  # fmt: skip
             except InvalidPartitionsError:
                 pass  # another process added them first
-            count = _served_partitions(admin, topic, partitions)
+            _served_partitions(admin, topic, partitions)
         elif count > partitions:
             log.warning(
                 "topic %s has %d partitions but records are cut into %d shards "
@@ -94,11 +96,12 @@ class ShardPartitioner(DefaultPartitioner):  # type: ignore[misc]  # kafka-pytho
         self, topic: str, key: Any, serialized_key: bytes | None, value: Any,
         serialized_value: bytes | None, cluster: Any,
     ) -> int:  # fmt: skip
-        if serialized_key is not None and serialized_key.startswith(b"shard:"):
-            shard = serialized_key[6:]
-            if shard.isdigit() and topic in cluster.topics():
-                partitions = sorted(cluster.partitions_for_topic(topic))
-                return int(partitions[int(shard) % len(partitions)])
+        if serialized_key is not None and serialized_key.startswith(SHARD_KEY_PREFIX):
+            # The producer has checked the topic is known; its partitions are 0..n-1.
+            shard = serialized_key[len(SHARD_KEY_PREFIX) :]
+            partitions = cluster.partitions_for_topic(topic)
+            if shard.isdigit() and partitions:
+                return int(shard) % len(partitions)
         return int(super().partition(topic, key, serialized_key, value, serialized_value, cluster))
 
 

@@ -75,7 +75,7 @@ class CloudEvent(BaseModel):
         # The contract's own check of occurred_at: pydantic's lax datetime reads a number, or a
         # string of digits, as Unix time, where the specification says RFC 3339 (found in
         # review: a count or a millisecond stamp sent as `time` would land decades away).
-        return UsageRecord._date_time_text(value)
+        return value if value is None else UsageRecord._date_time_text(value)
 
     @field_validator("time")
     @classmethod

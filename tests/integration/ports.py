@@ -6,17 +6,31 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import httpx
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    """Until `url` answers 200; fails if `proc` exits first or nothing answers in time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, f"{proc.args!r} exited with {proc.returncode}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"nothing answered at {url}"
+        time.sleep(0.3)
 
 
 @contextmanager
@@ -30,15 +44,7 @@ def tracker_up(data_dir: Path) -> Iterator[str]:
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/v1/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert up.poll() is None and time.monotonic() < deadline, "tracker up did not start"
-            time.sleep(0.3)
+        wait_http(f"{url}/v1/health", up, timeout=60)
         yield url
     finally:
         up.terminate()

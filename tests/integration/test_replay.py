@@ -176,11 +176,15 @@ def test_a_copy_goes_to_its_originals_partition_and_names_it(kafka_bootstrap: st
 
     topic = f"replay-part-{uuid.uuid4().hex[:6]}"
     stream = make_stream(2_000, seed=5)
-    produce(kafka_bootstrap, topic, stream.messages)
+    # One message of a valid record and a refused one: its copy holds the valid one only.
+    kept = {"record_id": "mixed-ok", "gateway_id": "gw-faults", "agency_id": "in-sbi",
+            "occurred_at": "2026-01-01T00:00:00Z", "provider": "sarvam", "model": "m"}  # fmt: skip
+    mixed = orjson.dumps([kept, {**kept, "record_id": "mixed-bad", "input_tokens": -1}])
+    produce(kafka_bootstrap, topic, [*stream.messages, (b"in-sbi", mixed)])
     time.sleep(0.05)
     copies_from = datetime.now(UTC)  # the topic keeps append times: after every original
     done = replay_topic(kafka_bootstrap, topic, topic)
-    assert done.messages == len(stream.messages) and done.copies_skipped == 0
+    assert done.messages == len(stream.messages) + 1 and done.copies_skipped == 0
     consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
                              enable_auto_commit=False)  # fmt: skip
     try:
@@ -205,8 +209,11 @@ def test_a_copy_goes_to_its_originals_partition_and_names_it(kafka_bootstrap: st
         original_partition, original_value = originals[named]
         assert partition == original_partition
         # A message without refusals is copied as it was; one with them, without them.
-        if orjson.loads(original_value)[0].get("input_tokens", 0) >= 0:
+        if original_value == mixed:
+            assert [r["record_id"] for r in orjson.loads(value)] == ["mixed-ok"]
+        else:
             assert value == original_value
+    assert [originals[named][1] for named, _, _ in copies].count(mixed) == 1
     # A second replay skips the copies: it re-submits the originals again, no more.
     again = replay_topic(kafka_bootstrap, topic, topic)
     assert again.copies_skipped == len(copies)
@@ -284,7 +291,7 @@ def test_replay_ends_when_the_last_offset_holds_no_message(kafka_bootstrap: str)
     assert (done.messages, done.records) == (1, 1)
     assert time.monotonic() - started < 60
     # From another topic, the copy is placed by the shard of its record's identity.
-    assert sum(done.ends.values()) == 1
+    assert done.ends == {shard_of("gw-txn", f"txn-{topic}", 4): 1}
 
 
 def test_a_missing_topic_is_exit_2_and_a_dlq_is_refused(

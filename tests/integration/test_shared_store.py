@@ -31,7 +31,7 @@ from tests.integration.faults import (
     truth_rows,
     wait_caught_up,
 )
-from tests.integration.ports import free_port
+from tests.integration.ports import free_port, wait_http
 from tests.integration.stores import server_settings
 from tests.integration.test_end_to_end import AGENCIES, dataset, expected
 from tracker.cli.wiring import open_core
@@ -117,20 +117,6 @@ def test_two_processes_on_one_store_one_killed_mid_stream(
     assert figures == truth_rows(stream), json.dumps(months)
     assert all(len(set(row[1:])) == 1 for row in months), months  # raw = hourly = daily
     pool.get().command(f"DROP DATABASE IF EXISTS `{database}`")
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        assert proc.poll() is None, f"{proc.args!r} exited with {proc.returncode}"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, f"nothing answered at {url}"
-        time.sleep(0.3)
 
 
 def test_the_deploy_shape_collector_pipeline_and_api_as_processes(

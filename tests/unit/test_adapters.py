@@ -498,7 +498,6 @@ def test_cloudevents_record_ids_are_unambiguous_and_kept_across_the_upgrade() ->
         return _valid(mapped).record_id
 
     assert record_id("//gw/a\nb", "c") != record_id("//gw/a", "b\nc")
-    assert record_id("//gw/a\nb", "c") != record_id("//gw/a\nb", "c\n")
     # A single-line pair (nearly every event) keeps the id earlier releases gave it, so its
     # resend after the upgrade still lands once.
     assert record_id("//gw/a", "b") == "ce:" + hashlib.sha256(b"//gw/a\nb").hexdigest()[:40]

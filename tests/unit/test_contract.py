@@ -105,9 +105,7 @@ def test_bad_fields_are_named_with_reason(
 def test_what_lax_parsing_would_read_is_refused(
     patch: dict[str, object], field: str, fragment: str
 ) -> None:
-    errors = errors_of({**GOOD, **patch})
-    assert field in errors, errors
-    assert fragment in errors[field]
+    test_bad_fields_are_named_with_reason(patch, field, fragment)
     with pytest.raises(ValidationError):
         validate_submitted_json(orjson.dumps([{**GOOD, **patch}]), "gw")
 
