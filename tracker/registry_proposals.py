@@ -120,8 +120,10 @@ def apply(
     *,
     applied_by: str,
     effective_from: datetime | None = None,
+    before_scheduled: bool = False,
 ) -> tuple[Proposal, registry_store.Change | None]:
-    """Put a proposal in force (re-validated with today's rules first)."""
+    """Put a proposal in force (re-validated with today's rules first). Refused like a load
+    when changes are scheduled after it, unless `before_scheduled` (registry_store.activate)."""
     # Read before every check below: the change is recorded only if the ledger still has this
     # length when it is inserted, so no other change can land between these checks and it.
     position = registry_store.ledger_length(client)
@@ -145,6 +147,7 @@ def apply(
         client, registry, proposal.content, author=applied_by,
         reason=f"{proposal.reason} (proposed by {proposal.author})",
         source=source, effective_from=effective_from, after=position,
+        before_scheduled=before_scheduled,
     )  # fmt: skip
     done = Proposal(**{**proposal.__dict__, "status": "applied",
                        "applied_at": datetime.now(UTC), "applied_by": applied_by})  # fmt: skip

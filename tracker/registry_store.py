@@ -47,6 +47,38 @@ class ChangeConflict(ChangeError):
     """Another change was recorded after this one's checks read the ledger: nothing recorded."""
 
 
+class ScheduledAhead(ChangeError):
+    """Changes already scheduled to take effect after this one would replace it when they come
+    due, undoing its edits without a word (found in review): refused unless the caller says it
+    knows (`before_scheduled`). `pending` lists them, soonest first."""
+
+    def __init__(self, effective: datetime, pending: list[Change]) -> None:
+        self.effective = effective
+        self.pending = pending
+        super().__init__(self.describe("before_scheduled"))
+
+    def describe(self, override: str) -> str:
+        """The refusal, naming `override` (the CLI's option or the API's parameter)."""
+        listed = "; ".join(
+            f"{c.version} from {c.effective_from.isoformat()} by {c.author}: {c.reason}"
+            for c in self.pending[:_PENDING_LISTED]
+        )
+        more = len(self.pending) - _PENDING_LISTED
+        if more > 0:
+            listed += f"; and {more} more (tracker registry history)"
+        return (
+            f"{len(self.pending)} change(s) already scheduled after "
+            f"{self.effective.isoformat()} would replace this one when they come due, undoing "
+            f"its edits: {listed}. Make the edits in those versions too and load each again "
+            "with its own effective time (the later load at one time replaces the earlier), or "
+            f"record this change anyway with {override} (in force only until "
+            f"{self.pending[0].effective_from.isoformat()})"
+        )
+
+
+_PENDING_LISTED = 5  # the refusal names this many scheduled changes; history lists them all
+
+
 @dataclass(frozen=True)
 class Change:
     version: str
@@ -105,6 +137,16 @@ def recorded_from(client: Client, source: str) -> bool:
         "SELECT count() FROM registry_changes WHERE source = {s:String}", parameters={"s": source}
     ).result_rows
     return bool(rows[0][0])
+
+
+def scheduled_after(client: Client, at: datetime) -> list[Change]:
+    """Changes taking effect after `at`, soonest first: each replaces what is in force then."""
+    rows = client.query(
+        f"SELECT {_CHANGE_COLUMNS} FROM registry_changes "
+        "WHERE effective_from > {at:DateTime64(3, 'UTC')} ORDER BY effective_from, seq",
+        parameters={"at": _utc(at)},
+    ).result_rows
+    return [_change(r) for r in rows]
 
 
 def history(client: Client) -> list[Change]:
@@ -223,9 +265,14 @@ def activate(
     source: str,
     effective_from: datetime | None = None,
     after: int | None = None,
+    before_scheduled: bool = False,
 ) -> Change | None:
     """Record `registry` as in force from `effective_from` (default now). Returns the change, or
-    None when that version is already in force and nothing was scheduled (a no-op reload).
+    None when that version is the one the ledger already has in force then (a no-op reload).
+
+    A change with others scheduled after it is refused (ScheduledAhead, listing them): each
+    would replace it when it comes due. `before_scheduled` records it anyway, in force until
+    the first of them.
 
     `after` is the ledger length the caller read before its own checks (`ledger_length`);
     default: read here, before this function's. The change is recorded only if no other change
@@ -256,8 +303,15 @@ def activate(
         # so, it would never come into force, as that entry starts later (found in review).
         # It starts with that entry instead; its greater seq puts it ahead.
         effective = in_force_now.effective_from
-    previous = in_force_now.version if in_force_now else ""
-    if effective_from is None and previous == registry.version:
+    pending = scheduled_after(client, effective)
+    if pending and not before_scheduled:
+        raise ScheduledAhead(effective, pending)
+    # What this change replaces is what the ledger has in force at its time, which may be a
+    # change scheduled since (not the version in force now); an entry at exactly that time is
+    # replaced too (this one's greater seq puts it ahead: how a scheduled change is withdrawn).
+    replaced = current(client, effective) if effective > now else in_force_now
+    previous = replaced.version if replaced else ""
+    if previous == registry.version:
         return None
     if registry_mod.record_version(client, registry, text, author=author, reason=reason) is False:
         # Known text, put back in force: re-insert it with a new loaded_at, so readers that take
@@ -297,12 +351,14 @@ def load_file(
     author: str,
     reason: str,
     effective_from: datetime | None = None,
+    before_scheduled: bool = False,
 ) -> tuple[Registry, Change | None]:
     """`tracker registry load FILE`: validate whole (RegistryError lists every problem, nothing
     is recorded), then record it as a new version in force."""
     registry, text = registry_mod.load(path)
     change = activate(client, registry, text, author=author, reason=reason, source=path.name,
-                      effective_from=effective_from)  # fmt: skip
+                      effective_from=effective_from,
+                      before_scheduled=before_scheduled)  # fmt: skip
     return registry, change
 
 

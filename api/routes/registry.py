@@ -10,8 +10,10 @@ POST /v1/registry/proposals                admin; YAML body -> validated exactly
 GET  /v1/registry/proposals/{id}           admin
 POST /v1/registry/proposals/{id}/apply     admin; the proposal comes into force (or is
                                            scheduled, ?effective_from=); 409 if the registry
-                                           moved since it was proposed, it was applied, or
-                                           another change was recorded at the same moment
+                                           moved since it was proposed, it was applied,
+                                           another change was recorded at the same moment, or
+                                           changes are scheduled after it (unless
+                                           ?before_scheduled=true)
 """
 
 from __future__ import annotations
@@ -203,15 +205,28 @@ def apply_proposal(
     effective_from: Annotated[
         datetime | None, Query(description="Schedule ahead (default: now); never backdated")
     ] = None,
+    before_scheduled: Annotated[
+        bool,
+        Query(
+            description="Apply although changes are scheduled after it (each replaces it "
+            "when it comes due); without it such an apply is refused with 409, listing them"
+        ),
+    ] = False,
 ) -> dict[str, Any] | JSONResponse:
     # A date past the read routes' range could be applied but never looked up (`?at=`).
     check_bounds(effective_from, name="effective_from")
     try:
         proposal, change = registry_proposals.apply(
-            client, proposal_id, applied_by=admin.key_id, effective_from=effective_from
+            client,
+            proposal_id,
+            applied_by=admin.key_id,
+            effective_from=effective_from,
+            before_scheduled=before_scheduled,
         )
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from exc
+    except registry_store.ScheduledAhead as exc:
+        raise HTTPException(409, exc.describe("?before_scheduled=true")) from exc
     except registry_store.ChangeError as exc:
         raise HTTPException(409, str(exc)) from exc
     except RegistryError as exc:  # the rules tightened since it was proposed

@@ -174,3 +174,37 @@ def test_registry_check_refuses_zone_ids_and_unknown_region_providers(
     assert f"{bad}: regions.0.providers.0: unknown provider 'aws_bedrok'" in refused.stderr
     out = run("registry", "classify", "x", "--host", "10.42.7.9.", "--file", str(lux)).stdout
     assert "tier=sovereign rule=ip:10.42.7.0/24" in out
+
+
+def test_a_load_behind_a_scheduled_change_is_refused_unless_asked(
+    run: Invoke, pool: ClientPool, tmp_path: Path
+) -> None:
+    # Found in review: a load with a change scheduled after it was recorded and reported as in
+    # force, then replaced by the scheduled one when it came due.
+    india, lux = REGISTRY_DATA / "india.yaml", REGISTRY_DATA / "luxembourg.yaml"
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    base = run("registry", "load", str(india), "--reason", "base", "--author", "a")
+    assert base.exit_code == 0, base.output
+    ahead = run("registry", "load", str(lux), "--reason", "lux tomorrow", "--author", "bo",
+                "--effective-from", tomorrow)  # fmt: skip
+    assert ahead.exit_code == 0, ahead.output
+    data = yaml.safe_load(india.read_text())
+    data["country_name"] = "India, edited"
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        refused = run("registry", "load", str(edited), "--reason", "fix now", "--author", "cy")
+        assert refused.exit_code == 2, refused.output
+        lux_version = load(lux)[0].version
+        assert f"{lux_version} from " in refused.stderr and "bo: lux tomorrow" in refused.stderr
+        assert "--before-scheduled" in refused.stderr and "Traceback" not in refused.output
+        assert "fix now" not in run("registry", "history").stdout
+        knowingly = run("registry", "load", str(edited), "--reason", "fix now", "--author", "cy",
+                        "--before-scheduled")  # fmt: skip
+        assert knowingly.exit_code == 0 and "in force from" in knowingly.stdout, knowingly.output
+        again = run("registry", "load", str(lux), "--reason", "again", "--effective-from",
+                    tomorrow)  # fmt: skip
+        assert again.exit_code == 0, again.output
+        assert f"{lux_version} is already the version in force from" in again.stdout
+    finally:  # the other tests of this module load "now": nothing left scheduled
+        pool.get().command("TRUNCATE TABLE registry_changes")

@@ -305,7 +305,7 @@ def test_a_process_starts_with_a_configured_file_this_release_refuses(
 def test_nothing_is_scheduled_while_nothing_is_in_force(pool: ClientPool) -> None:
     # Found in review: on an empty ledger, a version scheduled for tomorrow left nothing in
     # force, and a process starting with that file then recorded it as in force at once.
-    # (Last in the module: it empties the ledger.)
+    # (At the end of the module: it empties the ledger and leaves a change scheduled.)
     client = pool.get()
     client.command("TRUNCATE TABLE registry_changes")
     a, a_text = india()
@@ -320,3 +320,62 @@ def test_nothing_is_scheduled_while_nothing_is_in_force(pool: ClientPool) -> Non
     assert scheduled is not None
     found = registry_store.current(client)
     assert found is not None and found.version == a.version
+
+
+def named(text: str, name: str) -> tuple[Registry, str]:
+    """`text` under another country name: another version with the same routes."""
+    data = yaml.safe_load(text)
+    data["country_name"] = name
+    new_text = yaml.safe_dump(data, sort_keys=False)
+    return parse(new_text, f"{name}.yaml"), new_text
+
+
+def test_a_change_behind_a_scheduled_one_is_refused_listing_it(pool: ClientPool) -> None:
+    # Found in review: with B scheduled for tomorrow, C loaded now was recorded and reported,
+    # and tomorrow B replaced it, C's edits gone without a word. (It empties the ledger.)
+    client = pool.get()
+    client.command("TRUNCATE TABLE registry_changes")
+    a, a_text = india()
+    (b, b_text), (c, c_text) = named(a_text, "B"), named(a_text, "C")
+    registry_store.activate(client, a, a_text, author="t", reason="base", source="t")
+    tomorrow = datetime.now(UTC) + timedelta(days=1)
+    scheduled = registry_store.activate(client, b, b_text, author="bo", reason="B for tomorrow",
+                                        source="t", effective_from=tomorrow)  # fmt: skip
+    assert scheduled is not None
+    with pytest.raises(registry_store.ScheduledAhead) as refused:
+        registry_store.activate(client, c, c_text, author="cy", reason="C now", source="t")
+    assert [p.version for p in refused.value.pending] == [b.version]
+    text = refused.value.describe("--before-scheduled")
+    assert b.version in text and "bo: B for tomorrow" in text and "--before-scheduled" in text
+    assert len(registry_store.history(client)) == 2  # nothing recorded
+    # Scheduled ahead but before B: refused alike.
+    with pytest.raises(registry_store.ScheduledAhead):
+        registry_store.activate(client, c, c_text, author="cy", reason="C at noon", source="t",
+                                effective_from=tomorrow - timedelta(hours=1))  # fmt: skip
+
+    # Recorded knowingly: in force now, and only until B.
+    now_c = registry_store.activate(client, c, c_text, author="cy", reason="C now", source="t",
+                                    before_scheduled=True)  # fmt: skip
+    assert now_c is not None and now_c.previous == a.version
+    in_force = registry_store.current(client)
+    assert in_force is not None and in_force.seq == now_c.seq
+    later = registry_store.current(client, tomorrow + timedelta(hours=1))
+    assert later is not None and later.version == b.version
+
+    # Folded into B: loaded at B's own time, it replaces B (its greater seq), and says so.
+    d, d_text = named(a_text, "B with C's edits")
+    folded = registry_store.activate(client, d, d_text, author="bo", reason="B + C", source="t",
+                                     effective_from=tomorrow)  # fmt: skip
+    assert folded is not None and folded.previous == b.version
+    later = registry_store.current(client, tomorrow + timedelta(hours=1))
+    assert later is not None and later.version == d.version
+    # The version the ledger already has in force then is no change, scheduled or not.
+    assert registry_store.activate(client, d, d_text, author="bo", reason="again", source="t",
+                                   effective_from=tomorrow) is None  # fmt: skip
+    assert registry_store.activate(client, c, c_text, author="cy", reason="again", source="t",
+                                   before_scheduled=True) is None  # fmt: skip
+    # A change scheduled after another scheduled one replaces that one, not the one in force.
+    after = registry_store.activate(client, a, a_text, author="t", reason="back", source="t",
+                                    effective_from=tomorrow + timedelta(days=1))  # fmt: skip
+    assert after is not None and after.previous == d.version
+    assert len(registry_store.history(client)) == 5

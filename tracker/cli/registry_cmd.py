@@ -102,24 +102,36 @@ def load_cmd(
     reason: Annotated[str, typer.Option("--reason", help="Why this change (kept in the ledger)")],
     author: Annotated[str | None, typer.Option(help="Who (default: the OS user)")] = None,
     effective_from: When = None,
+    before_scheduled: Annotated[
+        bool,
+        typer.Option(
+            "--before-scheduled",
+            help="Record it although changes are scheduled after it (each replaces it when it "
+            "comes due); without this such a load is refused, listing them",
+        ),
+    ] = False,
     data_dir: DataDir = None,
 ) -> None:
     """Store a registry file as a new version in force (now, or from --effective-from)."""
     from tracker import registry_store
 
     client = _client(data_dir)
+    when = _utc(effective_from, "--effective-from")
     try:
         registry, change = registry_store.load_file(
             client, file, author=_text("--author", author or getpass.getuser()),
-            reason=_text("--reason", reason),
-            effective_from=_utc(effective_from, "--effective-from"),
+            reason=_text("--reason", reason), effective_from=when,
+            before_scheduled=before_scheduled,
         )  # fmt: skip
     except RegistryError as exc:
         raise _refused(exc) from exc
+    except registry_store.ScheduledAhead as exc:
+        raise _fail(exc.describe("--before-scheduled")) from exc
     except registry_store.ChangeError as exc:
         raise _fail(str(exc)) from exc
     if change is None:
-        typer.echo(f"{registry.version} is already in force; nothing changed")
+        then = "in force" if when is None else f"the version in force from {when.isoformat()}"
+        typer.echo(f"{registry.version} is already {then}; nothing changed")
         return
     typer.echo(f"{registry.version} in force from {change.effective_from.isoformat()} "
                f"(was {change.previous or 'none'}); running processes follow within their "
