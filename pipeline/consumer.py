@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -24,6 +24,7 @@ from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_never, wait_exponential
 
+from pipeline.copies import Original, original
 from pipeline.gc_pacing import CollectionPacer
 from pipeline.metrics import PipelineMetrics
 from pipeline.processor import COLUMNS, Processed, Processor, Rejection
@@ -50,6 +51,9 @@ class Stopped(Exception):
 class Batch:
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     rejections: list[tuple[Rejection, int, int]] = field(default_factory=list)
+    # Of the messages above with rejections, the copies that name an original (pipeline.copies):
+    # their refusals are recorded under it. Keyed by (partition, offset) in the live topic.
+    originals: dict[tuple[int, int], Original] = field(default_factory=dict)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to read
     started: float = field(default_factory=time.monotonic)
     counts: dict[TopicPartition, int] = field(default_factory=dict)  # messages per partition
@@ -72,6 +76,7 @@ class Batch:
             numbers = {tp.partition for tp in gone}  # one topic: a row carries its partition
             self.rows = [r for r in self.rows if r[_SOURCE_PARTITION] not in numbers]
             self.rejections = [x for x in self.rejections if x[1] not in numbers]
+            self.originals = {k: v for k, v in self.originals.items() if k[0] not in numbers}
             for tp in gone:
                 del self.offsets[tp]
                 self.counts.pop(tp, None)
@@ -224,7 +229,7 @@ class PipelineConsumer:
                     self._rejoin()
                 for tp, messages in polled.items():
                     for message in messages:
-                        self._add(tp, message.offset, message.value)
+                        self._add(tp, message.offset, message.value, message.headers)
                         # Row bound per message, not per poll: a poll may return thousands.
                         if len(self._batch.rows) >= self.batch_max_rows and not self._halted:
                             self.flush()
@@ -302,7 +307,10 @@ class PipelineConsumer:
         self._halted = True
         self.stopping.set()
 
-    def _add(self, tp: TopicPartition, offset: int, value: bytes | None) -> None:
+    def _add(
+        self, tp: TopicPartition, offset: int, value: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:  # fmt: skip
         try:
             processed = self.processor.process_message(value or b"", tp.partition, offset)
         except Exception as exc:  # a poison message must never stop its partition
@@ -320,7 +328,13 @@ class PipelineConsumer:
                 ]
             )
         self._batch.rows.extend(processed.rows)
-        self._batch.rejections.extend((r, tp.partition, offset) for r in processed.rejections)
+        if processed.rejections:
+            self._batch.rejections.extend((r, tp.partition, offset) for r in processed.rejections)
+            named = original(headers)
+            # A copy from the live topic was re-encoded from records that passed: a refusal
+            # of one is this release's own, recorded where it was read.
+            if named is not None and named.topic != self.topic:
+                self._batch.originals[(tp.partition, offset)] = named
         self._batch.offsets[tp] = offset + 1
         self._batch.counts[tp] = self._batch.counts.get(tp, 0) + 1
 
@@ -340,7 +354,7 @@ class PipelineConsumer:
         retry = self._retrying(lambda state: self._write_failed(state, batch))
         started = time.monotonic()
         result = retry(self.writer.write, batch.rows)
-        self._dead_letter(batch.rejections, retry)
+        self._dead_letter(batch.rejections, batch.originals, retry)
         self.metrics.write_seconds.observe(time.monotonic() - started)
         self._commit(batch.offsets)
         m = self.metrics
@@ -480,18 +494,30 @@ class PipelineConsumer:
             if end is not None:
                 self.metrics.lag.labels(str(tp.partition)).set(max(0, end - position))
 
-    def _dead_letter(self, rejections: list[tuple[Rejection, int, int]], retry: Retrying) -> None:
+    def _dead_letter(
+        self,
+        rejections: list[tuple[Rejection, int, int]],
+        originals: dict[tuple[int, int], Original],
+        retry: Retrying,
+    ) -> None:
         if not rejections:
             return
-        by_source: dict[tuple[int, int], list[Rejection]] = {}
+        by_source: dict[tuple[str, int, int], list[Rejection]] = {}
         for rejection, partition, offset in rejections:
-            by_source.setdefault((partition, offset), []).append(rejection)
-        retry(self.writer.write_rejections, self.topic, by_source)
+            named = originals.get((partition, offset))
+            if named is None:
+                by_source.setdefault((self.topic, partition, offset), []).append(rejection)
+                continue
+            index = named.index_of(rejection.record_index)
+            by_source.setdefault((named.topic, named.partition, named.offset), []).append(
+                replace(rejection, record_index=index)
+            )
+        retry(self.writer.write_rejections, by_source)
         bodies: list[bytes] = []
-        for (partition, offset), items in by_source.items():
+        for (topic, partition, offset), items in by_source.items():
             for r in items:
                 body = {
-                    "source_topic": self.topic,
+                    "source_topic": topic,
                     "source_partition": partition,
                     "source_offset": offset,
                     "record_index": r.record_index,

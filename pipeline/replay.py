@@ -11,15 +11,18 @@ partition of their identity's shard, as the collector sends them; so a record an
 landed by one member, one after the other, and the key index drops whatever landed before.
 
 So both are safe to repeat and to run at the same time as each other and the pipeline. Copies
-carry a header naming their original; a replay skips the copies whose original it also reads,
-so repeated replays of the live topic do not re-submit copies of copies. Records the
-contract refuses are not re-submitted: they were refused, dead-lettered and recorded when first
-read, and re-submitting them would only add new dead letters. Re-submitting needs no store, so
+carry a header naming their original (pipeline.copies); a replay skips the copies whose original
+it also reads, so repeated replays of the live topic do not re-submit copies of copies. Records
+the contract refuses in the live topic or the dead letters are not re-submitted: they were
+refused, dead-lettered and recorded when first read. Those refused in another topic never were:
+they are re-submitted with their places in the original, and the group dead-letters and
+records them under it (once, however often the replay runs). Re-submitting needs no store, so
 these commands run beside an embedded pipeline that holds its data directory.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -32,14 +35,17 @@ from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.errors import KafkaError, RetriableError
 from kafka.structs import TopicPartition
 
-from pipeline.processor import read_message
-from tracker.contract import UsageRecord, by_shard, encode_batch, shard_key
+from pipeline.copies import COPY_HEADER, headers_for
+from pipeline.copies import original as original_of
+from pipeline.processor import Rejection, read_message
+from tracker import json_read
+from tracker.contract import UsageRecord, by_shard, encode_batch, shard_key, shard_of
 from tracker.topics import producer
 
-Progress = Callable[[int, int], None]  # (done so far, total)
+__all__ = ["COPY_HEADER", "ReplayError", "ReplayResult", "replay_dead_letters", "replay_topic",
+           "wait_landed"]  # fmt: skip
 
-# Names a copy's original: "topic/partition/offset" of the message it was made from.
-COPY_HEADER = "tracker-copy-of"
+Progress = Callable[[int, int], None]  # (done so far, total)
 # Records per re-submitted message (the collector's default).
 RECORDS_PER_MESSAGE = 500
 _SEND_TIMEOUT_SECONDS = 60.0
@@ -54,7 +60,9 @@ class ReplayResult:
     messages: int = 0  # read
     copies_skipped: int = 0  # copies of messages this replay reads too
     records: int = 0  # re-submitted
-    refused: int = 0  # records the contract refuses: not re-submitted
+    # Records the contract refuses: from another topic, re-submitted for the group to dead-letter
+    # and record; from the live topic or the dead letters, not again.
+    refused: int = 0
     # Per partition of the live topic: the offset after the last copy sent there. The group
     # has landed every copy once its committed offsets reach these.
     ends: dict[int, int] = field(default_factory=dict)
@@ -157,13 +165,16 @@ class _Resubmitter:
         self.partitions = len(self._producer.partitions_for(topic))
         self._pending: list[Any] = []
 
-    def send(self, partition: int | None, key: bytes | None, value: bytes, original: str) -> None:
+    def send(
+        self, partition: int | None, key: bytes | None, value: bytes, original: str,
+        indexes: list[int] | None = None,
+    ) -> None:  # fmt: skip
         if partition is not None and partition >= self.partitions:
             partition = None  # the live topic has fewer partitions: its partitioner decides
         try:
             self._pending.append(self._producer.send(
                 self.topic, key=key, value=value, partition=partition,
-                headers=[(COPY_HEADER, original.encode())],
+                headers=headers_for(original, indexes),
             ))  # fmt: skip
         except KafkaError as exc:  # refused before sending (too large, say): name the message
             raise ReplayError(f"the copy of {original} was not sent: {type(exc).__name__}: "
@@ -205,15 +216,11 @@ def replay_topic(
         """Whether `read` is a copy whose original this replay reads too (then it is skipped:
         the original gives the same records). A copy whose original is elsewhere (another
         topic, a dead letter, expired, before this replay's start) may be all that is left."""
-        named = next((v for name, v in read.headers if name == COPY_HEADER), None)
-        if named is None:
+        named = original_of(read.headers)
+        if named is None or named.topic != topic:
             return False
-        source, _, place = named.decode(errors="replace").partition("/")
-        partition, _, offset = place.partition("/")
-        if source != topic or not partition.isdigit() or not offset.isdigit():
-            return False
-        start, end = spans.get(int(partition), (0, 0))
-        return start <= int(offset) < end
+        start, end = spans.get(named.partition, (0, 0))
+        return start <= named.offset < end
 
     def resubmit(batch: list[_Read]) -> None:
         for read in batch:
@@ -222,10 +229,12 @@ def replay_topic(
                 continue
             records, refused = read_message(read.value)
             result.refused += len({r.record_index for r in refused})
+            original = f"{topic}/{read.partition}/{read.offset}"
+            if refused and topic != live_topic:
+                _resubmit_refused(out, read, refused, original, shards)
             if not records:
                 continue
             result.records += len(records)
-            original = f"{topic}/{read.partition}/{read.offset}"
             if topic == live_topic:
                 # Its original's partition: the member that lands that partition lands the
                 # copy, after or before the original, never at the same time.
@@ -249,6 +258,35 @@ def replay_topic(
     finally:
         out.close()
     return result
+
+
+def _resubmit_refused(
+    out: _Resubmitter, read: _Read, refused: list[Rejection], original: str, shards: int
+) -> None:
+    """Re-submit the records of `read` that the contract refuses, for the group to refuse
+    again and record under `original` (pipeline.copies). An unreadable
+    message goes as it was; refused records go as JSON arrays, by the shard of the identity they
+    name (a newer release may accept one: it then lands where its other copies land), with
+    their indexes in the original."""
+    indexes = sorted({r.record_index for r in refused})
+    if indexes == [-1]:  # the message as a whole: not JSON, say
+        out.send(None, shard_key(0), read.value, original)
+        return
+    items = json_read.loads(read.value)  # read_message read it: it parses
+    items = items if isinstance(items, list) else [items]
+    groups: dict[int, list[int]] = defaultdict(list)
+    for index in indexes:
+        item = items[index]
+        named = item if isinstance(item, dict) else {}
+        shard = shard_of(str(named.get("gateway_id", "")), str(named.get("record_id", "")), shards)
+        groups[shard].append(index)
+    for shard, places in groups.items():
+        for start in range(0, len(places), RECORDS_PER_MESSAGE):
+            chunk = places[start : start + RECORDS_PER_MESSAGE]
+            # The standard library's writer: it writes back what json_read read (an integer
+            # beyond 64 bits, `Infinity`), which the pipeline's reader takes again.
+            value = json.dumps([items[i] for i in chunk], ensure_ascii=False).encode()
+            out.send(None, shard_key(shard), value, original, chunk)
 
 
 def replay_dead_letters(

@@ -194,28 +194,32 @@ class Writer:
                 self._complete_again(batch, count, repairing)
         return len(pending)
 
-    def write_rejections(
-        self, topic: str, by_source: Mapping[tuple[int, int], list[Rejection]]
-    ) -> None:
-        """The refusals of each source message (partition, offset), in one insert.
+    def write_rejections(self, by_source: Mapping[tuple[str, int, int], list[Rejection]]) -> None:
+        """The refusals of each source message (topic, partition, offset), in one insert. The
+        topic is the live one, or for a replay's copy of refused records the one it was read
+        from (pipeline.copies).
 
         A message read again (replay, redelivery after a crash between this insert and the
-        commit) must not count its refusals twice. One check finds the messages already in;
-        their rows came in one insert, so any row of a message means all of it is in."""
+        commit) must not count its refusals twice. One check per topic finds the messages
+        already in; their rows came in one insert, so any row of a message means all of it is
+        in."""
         by_source = {source: found for source, found in by_source.items() if found}
         if not by_source:
             return
-        known = set(self.client.query(
-            "SELECT DISTINCT source_partition, source_offset FROM usage_rejects "
-            "WHERE source_topic = {t:String} AND source_offset IN {o:Array(Int64)}",
-            parameters={"t": topic, "o": sorted({offset for _, offset in by_source})},
-        ).result_rows)  # fmt: skip
+        known: set[tuple[str, int, int]] = set()
+        for topic in sorted({t for t, _, _ in by_source}):
+            offsets = sorted({offset for t, _, offset in by_source if t == topic})
+            known.update((topic, int(p), int(o)) for p, o in self.client.query(
+                "SELECT DISTINCT source_partition, source_offset FROM usage_rejects "
+                "WHERE source_topic = {t:String} AND source_offset IN {o:Array(Int64)}",
+                parameters={"t": topic, "o": offsets},
+            ).result_rows)  # fmt: skip
         now = datetime.now(UTC)
         rows = [
             [now, topic, partition, offset, r.record_index, r.gateway_id, r.field, r.reason,
              r.payload]
-            for (partition, offset), found in by_source.items()
-            if (partition, offset) not in known
+            for (topic, partition, offset), found in by_source.items()
+            if (topic, partition, offset) not in known
             for r in found
         ]  # fmt: skip
         if not rows:

@@ -79,7 +79,7 @@ def seeded(pool: ClientPool) -> ClientPool:
         b'[{"record_id": "x", "agency_id": "in-cbse"}]', partition=0, offset=42
     ).rejections
     assert len(rejected.rejections) >= 2
-    writer.write_rejections("usage.v1", {(0, 41): rejected.rejections})
+    writer.write_rejections({("usage.v1", 0, 41): rejected.rejections})
     record_version(pool.get(), registry, text, "test", "seed")
     # Records of odd providers, inside the range, each with its own request count.
     template = next(r for r in records if FROM < r.occurred_at < TO)

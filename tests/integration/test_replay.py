@@ -3,6 +3,7 @@ group lands what is missing; safe to repeat and to run at the same time, with a 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -147,8 +149,8 @@ def test_replays_at_once_beside_the_pipeline_count_every_record_once(
     alone = finished(replay_cli(env, "replay", "--wait", "30"), code=3)  # sent, not landed
     resubmitted = valid_records(stream)
     refused = stream.malformed_records
-    assert (f"{resubmitted} records re-submitted to {topic}, {refused} refused "
-            "(not re-submitted), 0 copies from earlier replays skipped") in alone  # fmt: skip
+    assert (f"{resubmitted} records re-submitted to {topic}, {refused} refused (dead-lettered "
+            "when first read; not re-submitted), 0 copies from earlier replays skipped") in alone  # fmt: skip
     assert f"no member of group {group!r} is running" in alone
     assert counts(pool)["raw_records"] == 0
 
@@ -341,3 +343,63 @@ def test_from_another_topic_records_are_copied_by_the_shard_of_their_identity(
     assert [r["agency_id"] for r in both.records if r["record_id"] == "mix-0"] == [
         "in-sbi", "in-pnb",
     ]  # fmt: skip
+
+
+def test_refusals_read_in_another_topic_are_dead_lettered_and_recorded_under_it(
+    core: Core, store_settings: CommonSettings, pool: ClientPool, kafka_bootstrap: str,
+    members: list[Member],
+) -> None:  # fmt: skip
+    """Found in review: records the contract refuses in another topic (a backup a store is
+    rebuilt from, say) were only counted in the replay's output, never dead-lettered nor in
+    `usage_rejects`. Now they go to the group with their places in the original, and are
+    recorded under it, once however often the replay runs."""
+    source, live = f"archive-{uuid.uuid4().hex[:6]}", f"live-{uuid.uuid4().hex[:6]}"
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    ensure_topics(kafka_bootstrap, live, live + ".dlq")
+    base = {"gateway_id": "gw-arch", "agency_id": "in-sbi", "occurred_at": "2026-03-03T03:00:00Z",
+            "provider": "sarvam", "model": "m", "request_count": 2}  # fmt: skip
+    mixed = [{**base, "record_id": f"ok-{i}"} for i in range(6)]
+    mixed[1] = {**mixed[1], "input_tokens": -3}  # refused: negative tokens
+    mixed[4] = {k: v for k, v in mixed[4].items() if k != "model"}  # refused: no model
+    mixed[5] = {**mixed[5], "input_tokens": 10**30}  # refused: beyond 64 bits, written back
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    # The last one through the standard library: orjson cannot write a number beyond 64 bits.
+    for value in (orjson.dumps(mixed[:5]), b"not JSON at all",
+                  orjson.dumps([{**base, "record_id": "ok-9"}]), json.dumps([mixed[5]]).encode()):  # fmt: skip
+        producer.send(source, value=value, partition=0)  # at offsets 0-3
+    producer.flush()
+    producer.close()
+    members.append(Member(core, store_settings, kafka_bootstrap, live, group))
+    for _ in range(2):  # safe to repeat: nothing recorded twice
+        done = replay_topic(kafka_bootstrap, source, live)
+        assert (done.messages, done.records, done.refused) == (4, 4, 4)
+        assert wait_landed(kafka_bootstrap, live, group, done.ends, timeout_seconds=60) == "landed"
+        landed = pool.query_rows(
+            "SELECT count(), sum(request_count) FROM usage_raw WHERE gateway_id = 'gw-arch'"
+        )[0]
+        assert (int(landed[0]), int(landed[1])) == (4, 8)
+        rows = pool.query_rows(
+            "SELECT source_partition, source_offset, record_index, field, gateway_id "
+            "FROM usage_rejects WHERE source_topic = {t:String} ORDER BY source_offset, "
+            "record_index",
+            parameters={"t": source},
+        )
+        assert [tuple(r[:4]) for r in rows] == [
+            (0, 0, 1, "input_tokens"), (0, 0, 4, "model"), (0, 1, -1, "message"),
+            (0, 3, 0, "input_tokens"),
+        ], rows  # fmt: skip
+        assert [r[4] for r in rows] == ["gw-arch", "gw-arch", "", "gw-arch"]
+        assert not pool.query_rows(
+            "SELECT count() FROM usage_rejects WHERE source_topic = {t:String}",
+            parameters={"t": live},
+        )[0][0]
+    # A dead letter is one JSON object, which read_topic keeps as it parsed it.
+    letters = [
+        cast(dict[str, Any], read.records) for read in read_topic(kafka_bootstrap, live + ".dlq")
+    ]
+    # The pipeline dead-letters each refusal it reads; the second run's are the same records.
+    assert len(letters) == 8 and {letter["source_topic"] for letter in letters} == {source}
+    firsts = [letter for letter in letters if letter["record_index"] == 1]
+    assert firsts and all(orjson.loads(f["payload"])["record_id"] == "ok-1" for f in firsts)
+    # And `tracker dlq replay` can take them from there: nothing passes yet.
+    assert replay_dead_letters(kafka_bootstrap, live + ".dlq", live).records == 0

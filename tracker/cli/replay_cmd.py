@@ -119,9 +119,14 @@ def replay(
         except ReplayError as exc:
             _fail(str(exc))
             return
+    if source == settings.kafka_topic:
+        refused = f"{result.refused} refused (dead-lettered when first read; not re-submitted)"
+    else:  # never dead-lettered: the group does it, under this topic's places
+        refused = (f"{result.refused} refused (re-submitted for the pipeline to dead-letter and "
+                   f"record in usage_rejects as {source}'s)")  # fmt: skip
     typer.echo(f"read {result.messages} messages: {result.records} records re-submitted to "
-               f"{settings.kafka_topic}, {result.refused} refused (not re-submitted), "
-               f"{result.copies_skipped} copies from earlier replays skipped")  # fmt: skip
+               f"{settings.kafka_topic}, {refused}, {result.copies_skipped} copies from earlier "
+               "replays skipped")  # fmt: skip
     _await(settings, result, wait)
 
 

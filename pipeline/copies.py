@@ -1,0 +1,82 @@
+"""What a copy re-submitted by `tracker replay` or `tracker dlq replay` says of its original.
+
+Every copy carries `tracker-copy-of: topic/partition/offset`, the message it was made from. A
+replay from another topic also re-submits the records the contract refuses there, so that the
+group dead-letters and records them like any refusal (before, they were only counted in the
+command's output, and a store rebuilt by replays never got its `usage_rejects` back). Those
+copies also carry `tracker-copy-indexes`, the refused records' places in the original message,
+and the pipeline records each refusal under the original's topic, partition, offset and index:
+what an auditor looks up, and what makes a repeated replay add no second row
+(`Writer.write_rejections` skips a source message already recorded).
+
+The headers are the topic's text: they are parsed strictly and bounded, and one that does not
+parse leaves the message its own source. They move only where a refusal is recorded, never
+what lands: a forged one (the topic's writers are the collector and these commands) could file
+a refusal under another place, and keep that place's own refusals out as "already recorded".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+COPY_HEADER = "tracker-copy-of"
+INDEXES_HEADER = "tracker-copy-indexes"
+# A header is the topic's text, not the replay's word: bounded before it is read. 500 records
+# a message at most are re-submitted (replay.RECORDS_PER_MESSAGE), each index a few digits.
+_MAX_HEADER_BYTES = 8192
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")  # what Kafka accepts as a topic name
+_NUMBER = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() admits '²'
+
+
+@dataclass(frozen=True)
+class Original:
+    topic: str
+    partition: int
+    offset: int
+    indexes: tuple[int, ...] | None = None  # the copy's record i was the original's indexes[i]
+
+    def name(self) -> str:
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+    def index_of(self, index: int) -> int:
+        """The original's index of the copy's record `index` (-1, the whole message, stays)."""
+        if self.indexes is not None and 0 <= index < len(self.indexes):
+            return self.indexes[index]
+        return index
+
+
+def _header(headers: list[tuple[str, bytes]] | None, name: str) -> bytes | None:
+    for key, value in headers or ():
+        if key == name and isinstance(value, bytes) and len(value) <= _MAX_HEADER_BYTES:
+            return value
+    return None
+
+
+def original(headers: list[tuple[str, Any]] | None) -> Original | None:
+    """The original a copy names, or None (not a copy, or a header that does not parse: then
+    the message is its own source, as any other)."""
+    named = _header(headers, COPY_HEADER)
+    if named is None:
+        return None
+    topic, _, place = named.decode(errors="replace").partition("/")
+    partition, _, offset = place.partition("/")
+    if not (_TOPIC.fullmatch(topic) and _NUMBER.fullmatch(partition) and _NUMBER.fullmatch(offset)):
+        return None
+    indexes: tuple[int, ...] | None = None
+    listed = _header(headers, INDEXES_HEADER)
+    if listed is not None:
+        parts = listed.decode(errors="replace").split(",")
+        if not all(_NUMBER.fullmatch(p) for p in parts):
+            return None
+        indexes = tuple(int(p) for p in parts)
+    return Original(topic, int(partition), int(offset), indexes)
+
+
+def headers_for(name: str, indexes: list[int] | None = None) -> list[tuple[str, bytes]]:
+    """A copy's headers: its original's name, and for refused records their indexes there."""
+    out = [(COPY_HEADER, name.encode())]
+    if indexes is not None:
+        out.append((INDEXES_HEADER, ",".join(map(str, indexes)).encode()))
+    return out
