@@ -49,6 +49,12 @@ Progress = Callable[[int, int], None]  # (done so far, total)
 # Records per re-submitted message (the collector's default).
 RECORDS_PER_MESSAGE = 500
 _SEND_TIMEOUT_SECONDS = 60.0
+# A read that gets no message and no further for this long stops with an error: the broker went
+# away mid-replay, and polling it forever hung the command without a word (found in review).
+IDLE_SECONDS = 120.0
+# Identities `tracker dlq replay` remembers in a run (~200 bytes each): past this the set starts
+# again, and a record met again is re-submitted again, which the key index lands once.
+SEEN_LIMIT = 1_000_000
 
 
 class ReplayError(RuntimeError):
@@ -108,6 +114,7 @@ def _read(
     progress: Progress | None,
     batch_messages: int = 500,
     on_ranges: Callable[[dict[int, tuple[int, int]]], None] | None = None,
+    idle_seconds: float = IDLE_SECONDS,
 ) -> int:
     # earliest: a start that retention deleted meanwhile reads what is left, never jumps to
     # the end (which would skip it all and still report success).
@@ -128,7 +135,9 @@ def _read(
             consumer.seek(tp, start)
         remaining = dict(ranges)
         done = 0
+        moved = time.monotonic()
         while remaining:
+            before = {tp: consumer.position(tp) for tp in remaining}
             polled = consumer.poll(timeout_ms=1000, max_records=batch_messages)
             batch: list[_Read] = []
             for tp, messages in polled.items():
@@ -145,6 +154,15 @@ def _read(
                 if consumer.position(tp) >= remaining[tp][1]:
                     remaining.pop(tp)
                     consumer.pause(tp)
+            if batch or any(consumer.position(tp) != at for tp, at in before.items()):
+                moved = time.monotonic()
+            elif time.monotonic() - moved > idle_seconds:
+                left = sum(end - consumer.position(tp) for tp, (_, end) in remaining.items())
+                raise ReplayError(
+                    f"nothing read from {topic} for {idle_seconds:.0f} s with {left} messages "
+                    f"left ({done} re-submitted): is Kafka at {bootstrap} reachable? Copies "
+                    "sent so far are acknowledged; running the replay again is safe"
+                )
             if batch:
                 on_batch(batch)
                 done += len(batch)
@@ -204,6 +222,7 @@ def replay_topic(
     from_time: datetime | None = None,
     shards: int = 4,
     progress: Progress | None = None,
+    idle_seconds: float = IDLE_SECONDS,
 ) -> ReplayResult:
     """Re-submit `topic`'s messages in [start, its end now) to `live_topic`; records from
     another topic are cut into `shards` shards by identity, as the collector does."""
@@ -254,7 +273,7 @@ def replay_topic(
 
     try:
         result.messages = _read(bootstrap, topic, from_offset, from_time, resubmit, progress,
-                                on_ranges=spans.update)  # fmt: skip
+                                on_ranges=spans.update, idle_seconds=idle_seconds)  # fmt: skip
     finally:
         out.close()
     return result
@@ -297,6 +316,7 @@ def replay_dead_letters(
     from_offset: int | None = None,
     shards: int = 4,
     progress: Progress | None = None,
+    idle_seconds: float = IDLE_SECONDS,
 ) -> ReplayResult:
     """Each dead letter's payload is read again by today's contract: what now passes is
     re-submitted (and lands once, however often this runs); what still fails stays in the DLQ
@@ -306,7 +326,7 @@ def replay_dead_letters(
     # A record refused for three fields has three letters with one payload, and a copy the
     # pipeline refused again (an older release still running, say) has a letter of its own: the
     # record is re-submitted and counted once a run, or each run would double the letters. The
-    # identities seen are kept for the run (dead letters are the exception).
+    # identities seen are kept for the run, up to SEEN_LIMIT (dead letters are the exception).
     seen: set[tuple[str, ...]] = set()
 
     def resubmit(batch: list[_Read]) -> None:
@@ -328,6 +348,8 @@ def replay_dead_letters(
             identity = _identity(payload) or (source, str(partition), str(offset), str(index))
             if identity in seen:
                 continue
+            if len(seen) >= SEEN_LIMIT:
+                seen.clear()
             seen.add(identity)
             records, refused = read_message(payload)
             result.refused += len({r.record_index for r in refused})
@@ -339,7 +361,8 @@ def replay_dead_letters(
         out.flush()
 
     try:
-        result.messages = _read(bootstrap, dlq_topic, from_offset, None, resubmit, progress)
+        result.messages = _read(bootstrap, dlq_topic, from_offset, None, resubmit, progress,
+                                idle_seconds=idle_seconds)  # fmt: skip
     finally:
         out.close()
     return result

@@ -13,14 +13,22 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Any, cast
 
 import orjson
 import pytest
 from kafka import KafkaProducer
 
+from pipeline import replay as replay_module
 from pipeline.consumer import PipelineConsumer
-from pipeline.replay import COPY_HEADER, replay_dead_letters, replay_topic, wait_landed
+from pipeline.replay import (
+    COPY_HEADER,
+    ReplayError,
+    replay_dead_letters,
+    replay_topic,
+    wait_landed,
+)
 from tests.integration.faults import (
     COUNT_SQL,
     Stream,
@@ -403,3 +411,61 @@ def test_refusals_read_in_another_topic_are_dead_lettered_and_recorded_under_it(
     assert firsts and all(orjson.loads(f["payload"])["record_id"] == "ok-1" for f in firsts)
     # And `tracker dlq replay` can take them from there: nothing passes yet.
     assert replay_dead_letters(kafka_bootstrap, live + ".dlq", live).records == 0
+
+
+def test_a_replay_whose_broker_goes_away_stops_with_an_error(
+    kafka_bootstrap: str, broker_module: ModuleType, kafka_dir: Path
+) -> None:
+    """Found in review: with the broker gone mid-replay, the read polled it forever, without a
+    word. Now a read that gets nowhere for `idle_seconds` stops with the reason, and the
+    replay, run again once the broker is back, finishes."""
+    source, live = f"archive-{uuid.uuid4().hex[:6]}", f"live-{uuid.uuid4().hex[:6]}"
+    ensure_topics(kafka_bootstrap, live, live + ".dlq")
+    record = {"gateway_id": "gw-gone", "agency_id": "in-sbi", "provider": "sarvam", "model": "m",
+              "occurred_at": "2026-03-03T03:00:00Z"}  # fmt: skip
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    for i in range(20):
+        producer.send(source, value=orjson.dumps([{**record, "record_id": f"gone-{i}"}]))
+    producer.flush()
+    producer.close()
+
+    def broker_goes(done: int, total: int) -> None:
+        if done == 0:  # the ranges are read, nothing yet: the broker goes away
+            broker_module.stop(kafka_dir)
+
+    started = time.monotonic()
+    try:
+        with pytest.raises(ReplayError, match=r"nothing read from .* for 3 s with 20 messages"):
+            replay_topic(kafka_bootstrap, source, live, progress=broker_goes, idle_seconds=3)
+        assert time.monotonic() - started < 60
+    finally:
+        assert broker_module.start(kafka_dir) == kafka_bootstrap
+    done = replay_topic(kafka_bootstrap, source, live)
+    assert (done.messages, done.records) == (20, 20)
+
+
+def test_dlq_replay_remembers_a_bounded_number_of_identities(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The identities `tracker dlq replay` met in a run are kept up to SEEN_LIMIT, not for every
+    letter of a topic of any size; past it, a record met again is re-submitted again (the key
+    index lands it once)."""
+    live = f"live-{uuid.uuid4().hex[:6]}"
+    dlq = live + ".dlq"
+    ensure_topics(kafka_bootstrap, live, dlq)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    # One partition, in this order: with room for two identities, the third clears the set.
+    for offset, i in enumerate((0, 1, 0, 2, 0, 1)):
+        record = {"record_id": f"seen-{i}", "gateway_id": "gw-seen", "agency_id": "in-sbi",
+                  "occurred_at": "2026-03-03T03:00:00Z", "provider": "sarvam", "model": "m"}  # fmt: skip
+        letter = {"source_topic": live, "source_partition": 0, "source_offset": offset,
+                  "record_index": 0, "gateway_id": "gw-seen", "field": "x", "reason": "older",
+                  "payload": orjson.dumps(record).decode()}  # fmt: skip
+        producer.send(dlq, value=orjson.dumps(letter), partition=0)
+    producer.flush()
+    producer.close()
+    assert replay_dead_letters(kafka_bootstrap, dlq, live).records == 3
+    monkeypatch.setattr(replay_module, "SEEN_LIMIT", 2)
+    bounded = replay_dead_letters(kafka_bootstrap, dlq, live)
+    # seen-0, seen-1 | seen-0 met | seen-2 clears | seen-0 again | seen-1 clears: five sent.
+    assert (bounded.messages, bounded.records) == (6, 5)
