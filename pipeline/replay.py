@@ -181,7 +181,7 @@ class _Resubmitter:
         self._producer = producer(bootstrap, client_id="tracker-replay",
                                   timeout_seconds=_SEND_TIMEOUT_SECONDS)  # fmt: skip
         self.partitions = len(self._producer.partitions_for(topic))
-        self._pending: list[Any] = []
+        self._pending: list[tuple[str, Any]] = []
 
     def send(
         self, partition: int | None, key: bytes | None, value: bytes, original: str,
@@ -190,10 +190,10 @@ class _Resubmitter:
         if partition is not None and partition >= self.partitions:
             partition = None  # the live topic has fewer partitions: its partitioner decides
         try:
-            self._pending.append(self._producer.send(
+            self._pending.append((original, self._producer.send(
                 self.topic, key=key, value=value, partition=partition,
                 headers=headers_for(original, indexes),
-            ))  # fmt: skip
+            )))  # fmt: skip
         except KafkaError as exc:  # refused before sending (too large, say): name the message
             raise ReplayError(f"the copy of {original} was not sent: {type(exc).__name__}: "
                               f"{exc}") from exc  # fmt: skip
@@ -201,13 +201,14 @@ class _Resubmitter:
     def flush(self) -> None:
         """Every copy sent so far acknowledged (acks=all), its partition's end noted."""
         pending, self._pending = self._pending, []
-        try:
-            for future in pending:
+        for original, future in pending:
+            try:
                 meta = future.get(timeout=_SEND_TIMEOUT_SECONDS)
-                ends = self.result.ends
-                ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
-        except KafkaError as exc:
-            raise ReplayError(f"Kafka did not take a copy: {type(exc).__name__}: {exc}") from exc
+            except KafkaError as exc:
+                raise ReplayError(f"Kafka did not take the copy of {original}: "
+                                  f"{type(exc).__name__}: {exc}") from exc  # fmt: skip
+            ends = self.result.ends
+            ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
 
     def close(self) -> None:
         self._producer.close(timeout=10)

@@ -18,7 +18,8 @@ from typing import Any, cast
 
 import orjson
 import pytest
-from kafka import KafkaProducer
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
 
 from pipeline import replay as replay_module
 from pipeline.consumer import PipelineConsumer
@@ -469,3 +470,26 @@ def test_dlq_replay_remembers_a_bounded_number_of_identities(
     bounded = replay_dead_letters(kafka_bootstrap, dlq, live)
     # seen-0, seen-1 | seen-0 met | seen-2 clears | seen-0 again | seen-1 clears: five sent.
     assert (bounded.messages, bounded.records) == (6, 5)
+
+
+def test_a_copy_kafka_refuses_stops_the_replay_naming_its_original(kafka_bootstrap: str) -> None:
+    """A copy the live topic does not take (over its max.message.bytes) stops the replay with
+    the original's place and Kafka's reason: nothing is skipped without a word."""
+    source, live = f"archive-{uuid.uuid4().hex[:6]}", f"small-{uuid.uuid4().hex[:6]}"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        admin.create_topics([NewTopic(live, 1, 1, topic_configs={"max.message.bytes": "1024"})])
+    finally:
+        admin.close()
+    base = {"gateway_id": "gw-big", "agency_id": "in-sbi", "provider": "sarvam", "model": "m",
+            "occurred_at": "2026-03-03T03:00:00Z"}  # fmt: skip
+    # Random ids: the copy stays over 1 KiB once compressed.
+    records = [{**base, "record_id": uuid.uuid4().hex * 3} for _ in range(60)]
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    producer.send(source, value=orjson.dumps(records), partition=0)
+    producer.flush()
+    producer.close()
+    with pytest.raises(
+        ReplayError, match=rf"Kafka did not take the copy of {source}/0/0: .*(?i:too ?large)"
+    ):
+        replay_topic(kafka_bootstrap, source, live, shards=1)
