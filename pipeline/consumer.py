@@ -333,7 +333,11 @@ class PipelineConsumer:
             named = original(headers)
             # A copy from the live topic was re-encoded from records that passed: a refusal
             # of one is this release's own, recorded where it was read.
-            if named is not None and named.topic != self.topic:
+            if (
+                named is not None
+                and named.topic != self.topic
+                and named.places([r.record_index for r in processed.rejections])
+            ):
                 self._batch.originals[(tp.partition, offset)] = named
         self._batch.offsets[tp] = offset + 1
         self._batch.counts[tp] = self._batch.counts.get(tp, 0) + 1

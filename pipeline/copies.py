@@ -28,6 +28,9 @@ INDEXES_HEADER = "tracker-copy-indexes"
 _MAX_HEADER_BYTES = 8192
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")  # what Kafka accepts as a topic name
 _NUMBER = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() admits '²'
+# usage_rejects keeps a partition and a record index as Int32: a larger one would fail the
+# insert, which is retried without end (found in review: one forged header stalled a member).
+_INT32_MAX = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,11 @@ class Original:
         if self.indexes is not None and 0 <= index < len(self.indexes):
             return self.indexes[index]
         return index
+
+    def places(self, indexes: list[int]) -> bool:
+        """Whether the indexes header places each of these records of the copy (a header
+        listing fewer does not describe this copy: it is then its own source)."""
+        return self.indexes is None or all(i < len(self.indexes) for i in indexes)
 
 
 def _header(headers: list[tuple[str, bytes]] | None, name: str) -> bytes | None:
@@ -64,11 +72,13 @@ def original(headers: list[tuple[str, Any]] | None) -> Original | None:
     partition, _, offset = place.partition("/")
     if not (_TOPIC.fullmatch(topic) and _NUMBER.fullmatch(partition) and _NUMBER.fullmatch(offset)):
         return None
+    if int(partition) > _INT32_MAX:
+        return None
     indexes: tuple[int, ...] | None = None
     listed = _header(headers, INDEXES_HEADER)
     if listed is not None:
         parts = listed.decode(errors="replace").split(",")
-        if not all(_NUMBER.fullmatch(p) for p in parts):
+        if not all(_NUMBER.fullmatch(p) and int(p) <= _INT32_MAX for p in parts):
             return None
         indexes = tuple(int(p) for p in parts)
     return Original(topic, int(partition), int(offset), indexes)

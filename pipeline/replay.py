@@ -16,7 +16,8 @@ it also reads, so repeated replays of the live topic do not re-submit copies of 
 the contract refuses in the live topic or the dead letters are not re-submitted: they were
 refused, dead-lettered and recorded when first read. Those refused in another topic never were:
 they are re-submitted with their places in the original, and the group dead-letters and
-records them under it (once, however often the replay runs). Re-submitting needs no store, so
+records them under it (in usage_rejects once, however often the replay runs; the dead-letter
+topic gets a letter at each run, as for any message read twice). Re-submitting needs no store, so
 these commands run beside an embedded pipeline that holds its data directory.
 """
 
@@ -165,6 +166,8 @@ def _read(
                 )
             if batch:
                 on_batch(batch)
+                # Re-submitting (sends, acknowledgements) is not the read standing still.
+                moved = time.monotonic()
                 done += len(batch)
                 if progress:
                     progress(done, total)

@@ -200,17 +200,18 @@ class Writer:
         from (pipeline.copies).
 
         A message read again (replay, redelivery after a crash between this insert and the
-        commit) must not count its refusals twice. One check per topic finds the messages
-        already in; their rows came in one insert, so any row of a message means all of it is
-        in."""
+        commit) must not count its refusals twice. One check per topic finds the records
+        already in, by (partition, offset, index): every refusal of one record comes in one
+        insert, but the refused records of one original may come in several copies, each in
+        its own batch (found in review: a check by message dropped all but the first)."""
         by_source = {source: found for source, found in by_source.items() if found}
         if not by_source:
             return
-        known: set[tuple[str, int, int]] = set()
+        known: set[tuple[str, int, int, int]] = set()
         for topic in sorted({t for t, _, _ in by_source}):
             offsets = sorted({offset for t, _, offset in by_source if t == topic})
-            known.update((topic, int(p), int(o)) for p, o in self.client.query(
-                "SELECT DISTINCT source_partition, source_offset FROM usage_rejects "
+            known.update((topic, int(p), int(o), int(i)) for p, o, i in self.client.query(
+                "SELECT DISTINCT source_partition, source_offset, record_index FROM usage_rejects "
                 "WHERE source_topic = {t:String} AND source_offset IN {o:Array(Int64)}",
                 parameters={"t": topic, "o": offsets},
             ).result_rows)  # fmt: skip
@@ -219,8 +220,8 @@ class Writer:
             [now, topic, partition, offset, r.record_index, r.gateway_id, r.field, r.reason,
              r.payload]
             for (topic, partition, offset), found in by_source.items()
-            if (topic, partition, offset) not in known
             for r in found
+            if (topic, partition, offset, r.record_index) not in known
         ]  # fmt: skip
         if not rows:
             return

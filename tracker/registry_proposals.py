@@ -77,12 +77,15 @@ def diff(old: Registry | None, new: Registry) -> dict[str, Any]:
     return out
 
 
-def propose(client: Client, text: str, *, author: str, reason: str) -> tuple[Proposal, Registry]:
-    """Validate (RegistryError with every problem when invalid: nothing stored) and store."""
+def propose(
+    client: Client, text: str, *, author: str, reason: str, against: datetime | None = None
+) -> tuple[Proposal, Registry]:
+    """Validate (RegistryError with every problem when invalid: nothing stored) and store,
+    against the version in force now, or at `against` (a change to a scheduled version)."""
     registry = parse(text, "proposal")
     if not reason.strip():
         raise registry_store.ChangeError("a proposal needs a reason")
-    found = registry_store.effective(client)
+    found = registry_store.effective(client, against)
     base = found[1].version if found else ""
     now = datetime.now(UTC)
     proposal = Proposal(registry_store.new_proposal_id(), now, author, reason, text,
@@ -135,12 +138,23 @@ def apply(
     # of this proposal recorded (scheduled ahead) but not yet marked is seen here.
     if proposal.status != "proposed" or registry_store.recorded_from(client, source):
         raise registry_store.ChangeError(f"proposal {proposal_id} was applied already")
-    found = registry_store.effective(client)
+    # What the change would replace: the version in force at its time, which for a change
+    # scheduled after another scheduled one is that one (found in review: applied the day after
+    # a scheduled change, a proposal made against the version in force now undid it unseen).
+    at = None
+    if effective_from is not None:  # a time without a zone is UTC, as activate reads it
+        at = (
+            effective_from.astimezone(UTC)
+            if effective_from.tzinfo
+            else effective_from.replace(tzinfo=UTC)
+        )
+    found = registry_store.effective(client, at if at and at > datetime.now(UTC) else None)
     in_force = found[1].version if found else ""
     if in_force != proposal.base_version:
+        when = "" if effective_from is None else f" at {effective_from.isoformat()}"
         raise registry_store.ChangeError(
-            f"the registry in force moved from {proposal.base_version or 'none'} to {in_force} "
-            "since this proposal was made; propose again against the version in force"
+            f"the registry in force{when} moved from {proposal.base_version or 'none'} to "
+            f"{in_force} since this proposal was made; propose again against that version"
         )
     registry = parse(proposal.content, f"proposal:{proposal_id}")
     change = registry_store.activate(

@@ -303,16 +303,16 @@ def activate(
         # so, it would never come into force, as that entry starts later (found in review).
         # It starts with that entry instead; its greater seq puts it ahead.
         effective = in_force_now.effective_from
-    pending = scheduled_after(client, effective)
-    if pending and not before_scheduled:
-        raise ScheduledAhead(effective, pending)
     # What this change replaces is what the ledger has in force at its time, which may be a
     # change scheduled since (not the version in force now); an entry at exactly that time is
     # replaced too (this one's greater seq puts it ahead: how a scheduled change is withdrawn).
     replaced = current(client, effective) if effective > now else in_force_now
     previous = replaced.version if replaced else ""
     if previous == registry.version:
-        return None
+        return None  # before the check below: nothing is undone by a change that is none
+    pending = scheduled_after(client, effective)
+    if pending and not before_scheduled:
+        raise ScheduledAhead(effective, pending)
     if registry_mod.record_version(client, registry, text, author=author, reason=reason) is False:
         # Known text, put back in force: re-insert it with a new loaded_at, so readers that take
         # the most recently loaded row of registry_versions (tracker.capacity) agree.

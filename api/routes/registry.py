@@ -144,7 +144,15 @@ async def post_proposal(
         # At least one character that is not a space: a blank reason explains nothing.
         str, Query(min_length=1, max_length=1000, pattern=r"\S", description="Why")
     ],
+    against: Annotated[
+        datetime | None,
+        Query(
+            description="Propose against the version in force at this time (default: now): "
+            "a change applied after a scheduled one is proposed against that one's time"
+        ),
+    ] = None,
 ) -> dict[str, Any] | JSONResponse:
+    check_bounds(against, name="against")
     body = await request.body()
     if len(body) > MAX_FILE_BYTES:
         raise HTTPException(413, f"registry over {MAX_FILE_BYTES} bytes")
@@ -157,7 +165,7 @@ async def post_proposal(
     def work() -> dict[str, Any]:
         client = pool.get()
         proposal, registry = registry_proposals.propose(
-            client, text, author=admin.key_id, reason=reason
+            client, text, author=admin.key_id, reason=reason, against=against
         )
         base = None
         if proposal.base_version:

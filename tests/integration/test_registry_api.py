@@ -363,3 +363,26 @@ def test_an_apply_behind_a_scheduled_change_is_refused_unless_asked(
     assert (
         api.get("/v1/registry", params={"at": at}).json()["version"] == scheduled.json()["version"]
     )
+    # Found in review: a proposal made against the version in force now, applied after the
+    # scheduled change, replaced it, its edits gone, though the diff reviewed never showed it.
+    stale = _proposal_on_top(api, admin, "nic-after")
+    after = (datetime.now(UTC) + timedelta(days=3)).isoformat()
+    moved = api.post(f"/v1/registry/proposals/{stale}/apply", params={"effective_from": after},
+                     headers=admin)  # fmt: skip
+    assert moved.status_code == 409 and "moved" in moved.json()["detail"], moved.text
+    # Proposed against the scheduled version's time, it is that version's change.
+    ahead_version = scheduled.json()["version"]
+    data = yaml.safe_load(
+        api.get(f"/v1/registry/versions/{ahead_version}", params={"format": "yaml"}).text
+    )
+    data["facilities"].append({"id": "nic-later", "operator": "nic", "country": "IN",
+                               "name": "nic-later"})  # fmt: skip
+    later = api.post("/v1/registry/proposals", params={"reason": "later", "against": after},
+                     content=yaml.safe_dump(data, sort_keys=False), headers=admin)  # fmt: skip
+    assert later.status_code == 201 and later.json()["base_version"] == ahead_version, later.text
+    assert later.json()["changes"] == {"facilities": {"added": ["nic-later"], "removed": [],
+                                                      "changed": []}}  # fmt: skip
+    applied = api.post(f"/v1/registry/proposals/{later.json()['proposal_id']}/apply",
+                       params={"effective_from": after}, headers=admin)  # fmt: skip
+    assert applied.status_code == 200, applied.text
+    assert applied.json()["change"]["previous"] == ahead_version

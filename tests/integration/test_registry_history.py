@@ -342,6 +342,11 @@ def test_a_change_behind_a_scheduled_one_is_refused_listing_it(pool: ClientPool)
     scheduled = registry_store.activate(client, b, b_text, author="bo", reason="B for tomorrow",
                                         source="t", effective_from=tomorrow)  # fmt: skip
     assert scheduled is not None
+    # Loading the version in force is no change, and undoes nothing: not refused (found in
+    # review).
+    assert (
+        registry_store.activate(client, a, a_text, author="t", reason="again", source="t") is None
+    )
     with pytest.raises(registry_store.ScheduledAhead) as refused:
         registry_store.activate(client, c, c_text, author="cy", reason="C now", source="t")
     assert [p.version for p in refused.value.pending] == [b.version]

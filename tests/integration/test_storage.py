@@ -370,3 +370,31 @@ def test_every_client_opens_with_the_options_its_engine_has(
     # Over HTTP, Native data goes through the compiled codec (clickhouse-connect-core).
     transform = type(getattr(opened[0], "_transform", None)).__name__
     assert (transform == "_RustNativeTransform") == (store == "server"), transform
+
+
+def test_refusals_of_one_original_in_several_copies_are_each_recorded_once(
+    pool: ClientPool,
+) -> None:
+    # Found in review: a replay cuts the refused records of one message of another topic into
+    # copies by shard, each may land in its own batch, and the check "any row of this message
+    # means all of it is in" dropped every copy after the first.
+    from pipeline.processor import Rejection
+
+    writer = Writer(pool.get())
+    source = ("backup-" + uuid.uuid4().hex[:6], 0, 7)
+
+    def refusal(index: int, field: str = "input_tokens") -> Rejection:
+        return Rejection(index, "gw", field, "must be >= 0", "{}")
+
+    writer.write_rejections({source: [refusal(0), refusal(0, "model"), refusal(2)]})
+    writer.write_rejections({source: [refusal(1), refusal(3)]})  # the next copy, another batch
+    writer.write_rejections({source: [refusal(0), refusal(0, "model"), refusal(2)]})  # again
+    rows = pool.query_rows(
+        "SELECT record_index, field FROM usage_rejects WHERE source_topic = {t:String} "
+        "ORDER BY record_index, field",
+        parameters={"t": source[0]},
+    )
+    assert [tuple(r) for r in rows] == [
+        (0, "input_tokens"), (0, "model"), (1, "input_tokens"), (2, "input_tokens"),
+        (3, "input_tokens"),
+    ]  # fmt: skip

@@ -28,3 +28,15 @@ def test_headers_that_do_not_parse_name_no_original() -> None:
         assert original([good, (INDEXES_HEADER, listed)]) is None, listed
     assert original([("other", b"archive/3/4")]) is None
     assert original(None) is None and original([]) is None
+    # Found in review: usage_rejects keeps partitions and indexes as Int32, and one beyond it
+    # failed the insert, retried without end: the member stalled on a forged header.
+    assert original([(COPY_HEADER, b"archive/2147483648/4")]) is None
+    assert original([good, (INDEXES_HEADER, b"1,2147483648")]) is None
+    assert original([(COPY_HEADER, b"archive/2147483647/4")]) == Original("archive", 2**31 - 1, 4)
+
+
+def test_an_indexes_header_that_does_not_place_every_refused_record_is_not_used() -> None:
+    named = original(headers_for("archive/0/9", [5, 8]))
+    assert named is not None
+    assert named.places([0, 1]) and named.places([-1]) and not named.places([0, 2])
+    assert Original("archive", 0, 9).places([7])  # no list: the copy's own indexes
