@@ -245,14 +245,17 @@ GROUP BY bucket
 """.strip()
 
 
-def agency_sql(period: Period) -> str:
-    """Per period and registered agency: requests and domestic requests."""
+def agency_sql(period: Period, filters: dict[str, list[str]] | None = None) -> str:
+    """Per period and registered agency: requests and domestic requests, within `filters` (a
+    sector scope: the rows C and S read, not every row of an agency the registry lists under
+    the sector today; found in review: an agency moved between sectors brought its old rows
+    into D, beside no records, so nothing was withheld)."""
     return f"""
 SELECT {PERIOD_SQL[period]} AS bucket, agency_id,
        sum(requests) AS total_requests,
        sumIf(requests, tier IN {{domestic_tiers:Array(String)}}) AS domestic_requests
 FROM {ROLLUP}
-WHERE {where_clause({"agency_id": []})}
+WHERE {where_clause({**(filters or {}), "agency_id": []})}
 GROUP BY bucket, agency_id
 """.strip()
 
@@ -301,8 +304,9 @@ def period_facts(
     }
     registered = [a.id for a in registry.agencies if sector is None or a.sector == sector]
     per_agency: dict[datetime, dict[str, tuple[float, float]]] = {}
-    agency_params = {"agency_id": registered, "domestic_tiers": list(DOMESTIC_TIERS)}
-    for b, agency_id, req, dom in rows(agency_sql(period), agency_params) if registered else []:
+    agency_params = {**scope, "agency_id": registered, "domestic_tiers": list(DOMESTIC_TIERS)}
+    found = rows(agency_sql(period, scope), agency_params) if registered else []
+    for b, agency_id, req, dom in found:
         per_agency.setdefault(_bucket(b), {})[str(agency_id)] = (float(req), float(dom))
 
     facts: list[PeriodFacts] = []

@@ -195,8 +195,10 @@ def _first_month(fit: Fit, origin: int, start: int, goal: float, edge: int) -> d
     reaches goal."""
     for index in range(start, start + HORIZON_MONTHS):
         x = index - origin
-        hw = fit.half_width(x) or 0.0
-        if fit.predict(x) + edge * hw >= goal - _EPS:
+        hw = fit.half_width(x)
+        if hw is None and edge:
+            return None  # no band (two months): no edge to reach the goal, not the trend's date
+        if fit.predict(x) + edge * (hw or 0.0) >= goal - _EPS:
             return month_start(index)
     return None
 
@@ -243,8 +245,11 @@ def outlook(history: Sequence[MonthShare], targets: Targets | None) -> Outlook:
         return result
     if fit.slope > 0:
         result.reached = _first_month(fit, origin, last + 1, goal, 0)
-        result.reached_earliest = _first_month(fit, origin, last + 1, goal, +1)
-        result.reached_latest = _first_month(fit, origin, last + 1, goal, -1)
+    # The band's edges are searched whatever the trend's direction: a falling or flat trend may
+    # still have an upper edge at the goal, which the band published beside it shows (found in
+    # review: the dates were null while the first projected month's upper edge was above it).
+    result.reached_earliest = _first_month(fit, origin, last + 1, goal, +1)
+    result.reached_latest = _first_month(fit, origin, last + 1, goal, -1)
     if result.reached is None:
         result.status = Status.not_on_current_trend
     elif result.reached <= final.by:

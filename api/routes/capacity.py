@@ -7,12 +7,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from api.auth import Caller, count_rows
 from api.deps import ClickHouse
-from api.params import Settings, check_bounds, min_records_across_agencies
+from api.params import CurrentRegistry, Settings, check_bounds, min_records_across_agencies
 from tracker.capacity import (
     Period,
     PeriodScore,
@@ -22,7 +22,6 @@ from tracker.capacity import (
     period_ceil,
     period_floor,
     periods_between,
-    registry_in_force,
 )
 from tracker.disclosure import hidden, suppressed
 from tracker.registry import Registry, Targets
@@ -34,18 +33,11 @@ MAX_PERIODS = 400
 DEFAULT_PERIODS = 12
 
 
-def _registry(request: Request, client: ClickHouse) -> Registry:
-    """The registry the composition root handed the app, else the one the tracker processes
-    last loaded (recorded with its full text in registry_versions)."""
-    registry: Registry | None = getattr(request.app.state, "registry", None)
-    if registry is None:
-        registry = registry_in_force(client)
-    if registry is None:
-        raise HTTPException(503, "no registry has been loaded yet; start the tracker first")
-    return registry
-
-
-RegistryInForce = Annotated[Registry, Depends(_registry)]
+# The app's registry cache, as every route validating filters reads it: the registry handed to
+# create_app, else the version in force (found in review: these routes read an
+# `app.state.registry` nothing set, so they could answer by another registry than /v1/share,
+# and parsed its YAML on every request).
+RegistryInForce = CurrentRegistry
 
 
 def _utc(value: datetime) -> datetime:
@@ -58,7 +50,14 @@ def resolve_periods(
     """Whole periods: from rounded down, to rounded up to a period boundary; default the last
     DEFAULT_PERIODS periods up to and including the current one."""
     check_bounds(start, end)
-    end_p = period_ceil(_utc(end or now or datetime.now(UTC)), period)
+    last = _utc(end or now or datetime.now(UTC))
+    # The caller's range, before rounding out to whole periods (found in review: rounded, the
+    # default of 12 years, and any range of 10 years not on year boundaries, went over the
+    # limit, so period=year always answered 422). Rounding adds at most a period each side,
+    # and MAX_PERIODS bounds the count.
+    if start is not None and last - _utc(start) > MAX_RANGE:
+        raise HTTPException(422, f"from/to: range over {MAX_RANGE.days} days")
+    end_p = period_ceil(last, period)
     if start is not None:
         start_p = period_floor(_utc(start), period)
     else:
@@ -67,8 +66,6 @@ def resolve_periods(
             start_p = period_floor(start_p - timedelta(seconds=1), period)
     if start_p >= end_p:
         raise HTTPException(422, "from: must be before to")
-    if end_p - start_p > MAX_RANGE:
-        raise HTTPException(422, f"from/to: range over {MAX_RANGE.days} days")
     if len(periods_between(start_p, end_p, period)) > MAX_PERIODS:
         raise HTTPException(
             422, f"period: more than {MAX_PERIODS} {period.value} periods; use a longer period"

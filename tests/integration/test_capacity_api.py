@@ -15,10 +15,11 @@ from pipeline.processor import Processor
 from pipeline.writer import Writer
 from tracker import demo
 from tracker.access import Role, add_key
+from tracker.capacity import Period, capacity_series
 from tracker.classify import Classifier
 from tracker.clickhouse import ClientPool
 from tracker.contract import Status, UsageRecord
-from tracker.registry import Registry, load, record_version
+from tracker.registry import Registry, load, parse, record_version
 
 # Every test here runs on the embedded store and through the http:// DSN (conftest.py).
 BOTH_STORES = True
@@ -130,6 +131,15 @@ def test_no_registry_loaded_is_503(api: TestClient) -> None:
     response = api.get("/v1/capacity")
     assert response.status_code == 503
     assert "registry" in response.json()["detail"]
+
+
+def test_the_registry_given_to_the_app_answers(pool: ClientPool, registry: Registry) -> None:
+    # Found in review: capacity and outlook read an `app.state.registry` that nothing set, so
+    # with nothing recorded yet they answered 503 while /v1/share used the registry given.
+    with TestClient(create_app(pool, registry=registry)) as given:
+        for path in ("/v1/capacity", "/v1/outlook", "/v1/share"):
+            response = given.get(path)
+            assert response.status_code == 200, (path, response.text)
 
 
 def test_national_month_hand_computed(seeded: TestClient) -> None:
@@ -352,3 +362,42 @@ def test_public_peak_hour_is_withheld_when_that_hour_is_a_small_cell(
     assert [p["inputs"]["peak_hour_requests"] for p in full] == [777, 20, 20]
     assert not any(p["peak_hour_suppressed"] for p in full)
     assert full[0]["layers"]["C"] == 1.0 and full[0]["index"] is not None
+
+
+def test_a_sectors_demand_layer_reads_the_sectors_rows_only(
+    pool: ClientPool, registry: Registry
+) -> None:
+    # Found in review: D took every row of the agencies the registry lists under the sector
+    # today, so an agency moved from education to health brought its education rows into
+    # health's D, beside 0 requests and 0 records there: one agency's single record published
+    # (nothing to withhold), while C and S read health's rows only.
+    land(pool, registry, [
+        rec("mv-1", "in-kvs", at(5, 10, year=2019), "sarvam", 100, latency=900),
+        rec("mv-2", "in-cbse", at(5, 11, year=2019), "openai", 100),
+    ])  # fmt: skip
+    _, text = load()
+    moved_text = text.replace(
+        "{id: in-kvs, name: Kendriya Vidyalaya Sangathan, sector: education",
+        "{id: in-kvs, name: Kendriya Vidyalaya Sangathan, sector: health",
+    )
+    assert moved_text != text
+    moved = parse(moved_text, "moved.yaml")
+    start, end = datetime(2019, 3, 1, tzinfo=UTC), datetime(2019, 4, 1, tzinfo=UTC)
+    (health,) = capacity_series(pool.get(), moved, start, end, Period.month, "health")
+    assert health.facts.requests == 0 and health.active_agencies == 0
+    assert all(req == 0 for _, req, _ in health.facts.agencies)
+    (education,) = capacity_series(pool.get(), moved, start, end, Period.month, "education")
+    assert education.facts.requests == 200 and education.active_agencies == 1  # in-cbse only
+
+
+def test_yearly_periods_answer_by_default_and_for_ranges_within_the_limit(
+    seeded: TestClient,
+) -> None:
+    # Found in review: the range was checked after rounding out to whole periods, so the
+    # default of 12 years, and any 10-year range not on year boundaries, were always 422.
+    default = get(seeded, "/v1/capacity", period="year")
+    assert len(default["periods"]) == 12
+    ranged = get(
+        seeded, "/v1/capacity", period="year", **{"from": "2015-06-01", "to": "2025-03-01"}
+    )
+    assert [p["start"][:4] for p in ranged["periods"]] == [str(y) for y in range(2015, 2026)]

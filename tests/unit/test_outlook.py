@@ -226,3 +226,24 @@ def test_horizon_bounds_the_search() -> None:
     assert result.fit is not None and result.fit.slope > 0
     assert result.status is Status.not_on_current_trend
     assert len(result.projection) <= HORIZON_MONTHS
+
+
+def test_a_falling_trend_still_dates_the_band_edge_that_reaches_the_target() -> None:
+    # Found in review: the edges were searched only for a rising trend, so a band whose upper
+    # edge was already at the target in the first projected month gave no earliest date.
+    result = outlook(history(0.48, 0.40, 0.47, 0.39), FINAL)
+    assert result.fit is not None and result.fit.slope < 0
+    assert result.status is Status.not_on_current_trend and result.reached is None
+    first = result.projection[0]
+    assert first.upper is not None and first.upper >= 0.5
+    assert result.reached_earliest == first.month
+    assert result.reached_latest is None  # the lower edge falls too
+
+
+def test_two_months_have_no_band_and_so_no_edge_dates() -> None:
+    # Found in review: without a band the edge searches used a half-width of 0 and copied the
+    # trend's date into both.
+    result = outlook(history(0.30, 0.40), FINAL)
+    assert result.reached is not None and result.status is Status.on_track
+    assert result.projection[0].upper is None
+    assert (result.reached_earliest, result.reached_latest) == (None, None)
