@@ -398,3 +398,57 @@ def test_refusals_of_one_original_in_several_copies_are_each_recorded_once(
         (0, "input_tokens"), (0, "model"), (1, "input_tokens"), (2, "input_tokens"),
         (3, "input_tokens"),
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("missing", ["usage_hourly", "usage_daily"])
+def test_the_embedded_sinks_retry_finishes_the_batch_a_failed_delivery_left(
+    pool: ClientPool, missing: str
+) -> None:
+    """Found in review: the embedded default landed each HTTP request with a writer of its own,
+    so the batch a failed request left half-landed was forgotten with it; the gateway's retry
+    of the same records then landed them again (the key step failed: counted twice for good
+    after the next start's repair) or called them duplicates (a rollup step failed: missing
+    from the rollups until a restart)."""
+    from tracker.cli.wiring import DirectSink
+
+    sink = DirectSink(pool, Processor(Classifier(load()[0])))
+    before = totals(pool)
+    records = [make(i, gateway=f"gw-sink-{missing}") for i in range(30)]
+    requests = sum(r.request_count for r in records)
+    client = pool.get()
+    client.command(f"DETACH TABLE {missing}")
+    try:
+        with pytest.raises(Exception, match=missing):
+            sink.deliver(records)
+    finally:
+        client.command(f"ATTACH TABLE {missing}")
+    sink.deliver(records)  # the gateway's retry, after a 5xx
+    expected = (before[0] + 30, before[1] + requests, before[2] + 30, before[3] + requests)
+    assert totals(pool) == expected
+    assert Writer(pool.get()).repair() == 0  # nothing left for the next start
+    assert totals(pool) == expected
+
+
+def test_many_interrupted_batches_in_one_month_are_each_decided(
+    pool: ClientPool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found in review: a repair counted the batches it had already finished as others still in
+    flight, so with 8 interrupted batches in one month each waited 10 s and was left undecided
+    ("could not tell"), a lost rollup part with it."""
+    from pipeline.writer import RAW_COLUMNS, new_batch_id
+
+    client = pool.get()
+    processor = Processor(Classifier(load()[0]))
+    before = totals(pool)
+    for b in range(8):  # raw rows only: eight crashes after the raw insert, one month
+        rows = processor.process_records(
+            [make(b * 10 + i, gateway="gw-many") for i in range(5)]
+        ).rows
+        batch = new_batch_id()
+        client.insert("usage_raw", [(*r, batch) for r in rows], column_names=RAW_COLUMNS)
+    with caplog.at_level("ERROR", logger="tracker.rollups"):
+        assert Writer(client).repair() == 8
+    assert not [r for r in caplog.records if "could not tell" in r.getMessage()]
+    after = totals(pool)
+    assert (after[0] - before[0], after[2] - before[2]) == (40, 40)
+    assert after[1] - before[1] == after[3] - before[3]

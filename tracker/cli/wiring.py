@@ -77,12 +77,17 @@ class DirectSink:
     embedded default gives the same "2xx means stored" promise as Kafka with acks=all."""
 
     def __init__(self, pool: ClientPool, processor: Processor) -> None:
-        self._pool = pool
         self._processor = processor
+        # One writer for every delivery, as the pipeline has one: a batch a failed delivery
+        # left half-landed is finished by the next delivery (the gateway's retry) before its
+        # key check. A writer per delivery forgot it, and the retry landed its records again
+        # or called them duplicates while the rollups lacked them (found in review). The
+        # writer's lock makes deliveries land one at a time, so one client serves them all.
+        self._writer = Writer(pool.get())
 
     def deliver(self, records: list[UsageRecord]) -> None:
         rows = self._processor.process_records(records).rows
-        Writer(self._pool.get()).write(rows)
+        self._writer.write(rows)
 
     def close(self) -> None:
         return None
