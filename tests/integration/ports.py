@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -34,13 +35,14 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> 
 
 
 @contextmanager
-def tracker_up(data_dir: Path) -> Iterator[str]:
-    """`tracker up` on `data_dir` in a process of its own, once it answers /v1/health; its URL.
-    Stopped when the block ends."""
+def tracker_up(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`tracker up` on `data_dir` in a process of its own (with `env` over this one's), once it
+    answers /v1/health; its URL. Stopped when the block ends."""
     port = free_port()
     up = subprocess.Popen(
         [sys.executable, "-m", "tracker", "up", "--data-dir", str(data_dir), "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:

@@ -7,6 +7,7 @@ import csv as csv_module
 import io
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +18,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 import api.routes.usage as usage_routes
+from tests.integration.ports import tracker_up
 from tests.integration.test_api_support import Seeded, app, bearer, seed
 from tests.integration.test_collector_support import ServerThread
 from tracker import audit, usage_export
@@ -377,3 +379,35 @@ def test_invalid_keys_are_limited_per_client_address(
         assert c.get("/v1/me", headers=bearer(seeded.keys["auditor"])).status_code == 429
         # The public, without a key, has its own bucket.
         assert c.get("/v1/health").status_code == 200
+
+
+def test_an_ipv6_client_is_limited_by_its_slash_64(
+    pool: ClientPool, settings: CommonSettings
+) -> None:
+    # Found in review: the public and failed-key buckets were per address, and a site sends from
+    # any address of its /64: 30 addresses got 30 answers past a burst of 5.
+    limited = app(pool, settings, rate_limit_public_per_minute=6)
+    codes = []
+    for i in range(8):
+        with TestClient(limited, client=(f"2001:db8:1:2::{i + 1:x}", 40000)) as c:
+            codes.append(c.get("/v1/health").status_code)
+    assert codes[:5] == [200] * 5 and codes[5:] == [429] * 3, codes
+    with TestClient(limited, client=("2001:db8:1:3::1", 40000)) as other:  # another /64
+        assert other.get("/v1/health").status_code == 200
+    for address in ("192.0.2.7", "::ffff:192.0.2.8"):  # IPv4, and IPv4 mapped: per address
+        with TestClient(limited, client=(address, 40000)) as v4:
+            assert v4.get("/v1/health").status_code == 200
+
+
+def test_the_client_address_is_the_peers_not_x_forwarded_for(tmp_path: Path) -> None:
+    # Found in review: uvicorn's default proxy_headers took the address from X-Forwarded-For
+    # when the peer was 127.0.0.1, so behind a proxy on the same host that passes the header
+    # through, each caller chose the address of its rate limit (and of its audit rows).
+    with tracker_up(tmp_path, {"TRACKER_RATE_LIMIT_PUBLIC_PER_MINUTE": "6"}) as url:
+        codes = [
+            httpx.get(f"{url}/v1/health", headers={"X-Forwarded-For": f"198.51.100.{i}"},
+                      timeout=30).status_code
+            for i in range(8)
+        ]  # fmt: skip
+    # One bucket, the peer's (the start-up's health check spent from it too).
+    assert codes.count(429) >= 3 and codes[0] == 200, codes

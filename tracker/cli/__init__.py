@@ -210,7 +210,13 @@ def _store(data_dir: Path | None) -> Any:
 def _serve(application: Any, host: str, port: int) -> None:
     import uvicorn
 
-    uvicorn.run(application, host=host, port=port, log_level="info", access_log=False)
+    # proxy_headers off: uvicorn's default takes the client address from X-Forwarded-For when
+    # the peer is 127.0.0.1, so behind a proxy on the same host (one that passes the header
+    # through) any caller chose the address its rate limits and audit rows are keyed by
+    # (found in review). The address is the peer's; docs/api.md says what that means behind a
+    # proxy.
+    uvicorn.run(application, host=host, port=port, log_level="info", access_log=False,
+                proxy_headers=False)  # fmt: skip
 
 
 @app.command()
