@@ -197,6 +197,16 @@ def test_signed_whoami_and_events(url: str, gw: Signed, pool: ClientPool) -> Non
     r = post(url, "/v1/events", gw.key, body, {**ce, **sign(gw.secret, body)})
     assert r.status_code == 200, r.text
     assert raw_count(pool, gw.id) == 1
+    # Found in review: in binary mode the event's id, agency and time are ce-* headers, which
+    # the signature does not cover: rewritten on the way (or replayed to another replica with
+    # another id), a signed body landed as records the gateway never sent. A signed gateway
+    # sends structured events.
+    data = orjson.dumps(event["data"])
+    binary = {"ce-specversion": "1.0", "ce-id": "evt-sig-2", "ce-source": "//gw/signing",
+              "ce-type": "org.sovereignty-tracker.usage.v1", "ce-time": "2026-07-01T08:00:00Z"}  # fmt: skip
+    r = post(url, "/v1/events", gw.key, data, {**binary, **sign(gw.secret, data)})
+    assert r.status_code == 400 and "structured" in r.json()["detail"], r.text
+    assert raw_count(pool, gw.id) == 1
 
 
 def test_body_over_limit_is_413_before_verification(url: str, gw: Signed) -> None:
