@@ -52,11 +52,13 @@ SELECT
     raw_records - rollup_records AS difference
 """.strip()
 
+# The hours every figure of the dashboard reads (found in review: the exact range here counted
+# other records than the reconciliation beside it).
 RULES_SQL = f"""
 SELECT classification_rule, tier, facility_country, operator, registry_version,
     count() AS records, sum(request_count) AS requests
 FROM usage_raw
-WHERE $__timeFilter_ms(occurred_at) AND {RAW_FILTERS}
+WHERE {RAW_HOUR_WHERE}
 GROUP BY classification_rule, tier, facility_country, operator, registry_version
 ORDER BY requests DESC
 """.strip()

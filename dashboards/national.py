@@ -125,6 +125,7 @@ def build(registry: Registry) -> db.Dashboard:
                 headline,
                 "unknown_share",
                 "Requests the registry could not place; counted in the denominator.",
+                lower_is_better=True,
             )
         )
         .with_panel(

@@ -91,8 +91,28 @@ def percent_thresholds() -> db.ThresholdsConfig:
     )
 
 
-def share_stat(title: str, sql: str, field: str, description: str) -> stat.Panel:
-    """A stat showing one column of the headline SELECT (the SQL stays the API's, whole)."""
+def lower_is_better_thresholds() -> db.ThresholdsConfig:
+    """For a share that should be small (unknown: requests the registry cannot place): green
+    at none, orange from a tenth, red from a quarter."""
+    return (
+        db.ThresholdsConfig()
+        .mode(dm.ThresholdsMode.ABSOLUTE)
+        .steps(
+            [
+                dm.Threshold(value=None, color="green"),
+                dm.Threshold(value=0.1, color="orange"),
+                dm.Threshold(value=0.25, color="red"),
+            ]
+        )
+    )
+
+
+def share_stat(
+    title: str, sql: str, field: str, description: str, *, lower_is_better: bool = False
+) -> stat.Panel:
+    """A stat showing one column of the headline SELECT (the SQL stays the API's, whole).
+    Coloured as the domestic share (higher is better) unless `lower_is_better` (found in
+    review: the unknown share showed red at 0 % and green at 95 %)."""
     return (
         stat.Panel()
         .title(title)
@@ -104,7 +124,7 @@ def share_stat(title: str, sql: str, field: str, description: str) -> stat.Panel
         .decimals(1)
         .min(0)
         .max(1)
-        .thresholds(percent_thresholds())
+        .thresholds(lower_is_better_thresholds() if lower_is_better else percent_thresholds())
         .color_mode(cm.BigValueColorMode.VALUE)
         .graph_mode(cm.BigValueGraphMode.NONE)
         .span(4)

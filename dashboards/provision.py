@@ -238,12 +238,16 @@ def push_dashboards(
         try:
             api.save_dashboard(body)
         except GrafanaClientError as exc:
-            if getattr(exc, "status_code", None) != 412:
-                raise
+            # Named, with what was saved before it (found in review: a 403 said only "the
+            # dashboards", and not that some were already written).
+            saved = [c.uid for c in changes if c.action != "unchanged"]
+            before = f"; saved before it: {', '.join(saved)}" if saved else "; none saved before it"
+            why = ""
+            if getattr(exc, "status_code", None) == 412:
+                why = ("; another dashboard of that title in the folder, or an edit made since "
+                       "it was read, is left as it is")  # fmt: skip
             raise ProvisionError(
-                f"Grafana refused dashboard {uid} ({ours.get('title', '')!r}): {exc}; another "
-                "dashboard of that title in the folder, or an edit made since it was read, is "
-                "left as it is"
+                f"Grafana refused dashboard {uid} ({ours.get('title', '')!r}): {exc}{why}{before}"
             ) from exc
         changes.append(Change("dashboard", uid, action, ours.get("title", "")))
     return changes

@@ -55,6 +55,7 @@ class FakeGrafana:
     next_id: int = 1
     prefix: str = ""  # Grafana served under a sub-path (root_url .../grafana)
     echo_auth: bool = False  # a 401 that quotes the Authorization header back
+    denied: str | None = None  # a dashboard uid the token may not save (403)
 
     def writes(self) -> list[Request]:
         return [r for r in self.log if r.method != "GET"]
@@ -112,6 +113,9 @@ class FakeGrafana:
                     return 404, {"message": "Dashboard not found"}
                 return 200, self.dashboards[uid]
             case ("POST", ["api", "dashboards", "db"]):
+                if self.denied is not None and r.body["dashboard"].get("uid") == self.denied:
+                    return 403, {"message": "You'll need additional permissions to perform "
+                                 "this action. Permissions needed: dashboards:create"}  # fmt: skip
                 return self._save_dashboard(r.body)
         return 404, {"message": f"no route {r.method} {r.path}"}
 
@@ -527,3 +531,19 @@ def test_a_bad_verify_in_the_url_is_a_url_error(grafana: tuple[FakeGrafana, str]
         assert result.exception is None or isinstance(result.exception, SystemExit)
     assert state.log == []
     assert push(f"{url}/?verify=false").exit_code == 0  # a truth value is taken
+
+
+def test_a_dashboard_grafana_refuses_is_named_with_those_saved_before_it(
+    grafana: tuple[FakeGrafana, str],
+) -> None:
+    # Found in review: a refusal other than 412 said only "Grafana refused the dashboards", not
+    # which one, nor which were saved before it.
+    state, url = grafana
+    order = list(COMMITTED)
+    state.denied = order[1]
+    result = push(url)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    title = COMMITTED[order[1]]["title"]
+    assert f"Grafana refused dashboard {order[1]} ({title!r})" in result.output, result.output
+    assert "permissions" in result.output and f"saved before it: {order[0]}" in result.output
+    assert set(state.dashboards) == {order[0]}

@@ -494,6 +494,10 @@ def test_auditor_reconciles_raw_with_rollup(seeded: ClientPool) -> None:
          "t": TO.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)},
     )[0][0]  # fmt: skip
     assert row["raw_records"] == raw
+    # Found in review: the rules table read the exact range, the reconciliation beside it whole
+    # hours: two counts of one range on one dashboard.
+    rules = run(seeded, sql_of("ist-auditor", "Classification rules applied"), context(seeded))
+    assert sum(r["records"] for r in rules) == raw
 
 
 def test_auditor_finds_one_record_by_id(seeded: ClientPool) -> None:

@@ -242,3 +242,24 @@ def test_build_and_check_draw_another_registry_s_targets(tmp_path: Path) -> None
     missing = runner.invoke(app, ["dashboards", "build", "--out", str(tmp_path),
                                   "--registry", str(tmp_path / "nope.yaml")])  # fmt: skip
     assert missing.exit_code == 2 and "nope.yaml" in missing.output
+
+
+def _colour(panel: dict[str, Any], value: float) -> str:
+    """The colour a stat panel gives `value` by its absolute thresholds."""
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    colour = steps[0]["color"]
+    for step in steps[1:]:
+        if value >= step["value"]:
+            colour = step["color"]
+    return str(colour)
+
+
+def test_shares_are_coloured_good_where_they_are_good() -> None:
+    # Found in review: the unknown share had the domestic share's scale, red at 0 % (every
+    # request placed) and green at 95 % (almost none).
+    panels = {p["title"]: p for p in DASHBOARDS["ist-national"]["panels"]}
+    unknown, domestic = panels["Unknown share (requests)"], panels["Domestic share (requests)"]
+    assert [_colour(unknown, v) for v in (0.0, 0.05, 0.15, 0.95)] == [
+        "green", "green", "orange", "red",
+    ]  # fmt: skip
+    assert [_colour(domestic, v) for v in (0.0, 0.5, 0.95)] == ["red", "orange", "green"]
