@@ -77,34 +77,19 @@ def filters_only(rollup_where: str) -> str:
     return rollup_where[len(GRAFANA_TIME_WHERE) :].removeprefix(" AND ") or "1=1"
 
 
-def percent_thresholds() -> db.ThresholdsConfig:
+def thresholds(*steps: tuple[float | None, str]) -> db.ThresholdsConfig:
+    """Absolute thresholds: each (from value, colour), the first from nothing (None)."""
     return (
         db.ThresholdsConfig()
         .mode(dm.ThresholdsMode.ABSOLUTE)
-        .steps(
-            [
-                dm.Threshold(value=None, color="red"),
-                dm.Threshold(value=0.4, color="orange"),
-                dm.Threshold(value=0.7, color="green"),
-            ]
-        )
+        .steps([dm.Threshold(value=value, color=colour) for value, colour in steps])
     )
 
 
-def lower_is_better_thresholds() -> db.ThresholdsConfig:
-    """For a share that should be small (unknown: requests the registry cannot place): green
-    at none, orange from a tenth, red from a quarter."""
-    return (
-        db.ThresholdsConfig()
-        .mode(dm.ThresholdsMode.ABSOLUTE)
-        .steps(
-            [
-                dm.Threshold(value=None, color="green"),
-                dm.Threshold(value=0.1, color="orange"),
-                dm.Threshold(value=0.25, color="red"),
-            ]
-        )
-    )
+# A share where higher is better (domestic, sovereign), and one that should be small (unknown:
+# requests the registry cannot place).
+HIGHER_IS_BETTER = thresholds((None, "red"), (0.4, "orange"), (0.7, "green"))
+LOWER_IS_BETTER = thresholds((None, "green"), (0.1, "orange"), (0.25, "red"))
 
 
 def share_stat(
@@ -124,7 +109,7 @@ def share_stat(
         .decimals(1)
         .min(0)
         .max(1)
-        .thresholds(lower_is_better_thresholds() if lower_is_better else percent_thresholds())
+        .thresholds(LOWER_IS_BETTER if lower_is_better else HIGHER_IS_BETTER)
         .color_mode(cm.BigValueColorMode.VALUE)
         .graph_mode(cm.BigValueGraphMode.NONE)
         .span(4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -45,6 +46,18 @@ def totals(pool: ClientPool) -> tuple[int, int, int, int]:
     daily = pool.query_rows("SELECT sum(records), sum(requests) FROM usage_daily")[0]
     assert (int(daily[0]), int(daily[1])) == (int(rollup[0]), int(rollup[1]))
     return int(raw[0]), int(raw[1]), int(rollup[0]), int(rollup[1])
+
+
+def fails_without(pool: ClientPool, table: str, land: Callable[[], object]) -> None:
+    """`land` with `table` detached: it must fail, naming the table (a step after the raw
+    insert, say); the table is back afterwards."""
+    client = pool.get()
+    client.command(f"DETACH TABLE {table}")
+    try:
+        with pytest.raises(Exception, match=table):
+            land()
+    finally:
+        client.command(f"ATTACH TABLE {table}")
 
 
 def test_migrate_twice_is_a_no_op(pool: ClientPool) -> None:
@@ -232,12 +245,7 @@ def test_failure_between_steps_is_finished_by_the_retry(pool: ClientPool, missin
     records = [make(i, gateway=f"gw-midway-{missing}") for i in range(40)]
     rows = processor.process_records(records).rows
     requests = sum(r.request_count for r in records)
-    client.command(f"DETACH TABLE {missing}")
-    try:
-        with pytest.raises(Exception, match=missing):
-            writer.write(rows)
-    finally:
-        client.command(f"ATTACH TABLE {missing}")
+    fails_without(pool, missing, lambda: writer.write(rows))
     raw = pool.query_rows("SELECT count(), sum(request_count) FROM usage_raw")[0]
     assert (int(raw[0]), int(raw[1])) == (before[0] + 40, before[1] + requests)  # raw in
     retried = writer.write(rows)
@@ -415,13 +423,7 @@ def test_the_embedded_sinks_retry_finishes_the_batch_a_failed_delivery_left(
     before = totals(pool)
     records = [make(i, gateway=f"gw-sink-{missing}") for i in range(30)]
     requests = sum(r.request_count for r in records)
-    client = pool.get()
-    client.command(f"DETACH TABLE {missing}")
-    try:
-        with pytest.raises(Exception, match=missing):
-            sink.deliver(records)
-    finally:
-        client.command(f"ATTACH TABLE {missing}")
+    fails_without(pool, missing, lambda: sink.deliver(records))
     sink.deliver(records)  # the gateway's retry, after a 5xx
     expected = (before[0] + 30, before[1] + requests, before[2] + 30, before[3] + requests)
     assert totals(pool) == expected
