@@ -2,9 +2,12 @@
 
 A public figure built from fewer than `k` records could be one small agency's individual usage,
 so it is withheld. Withholding one cell of a table is not enough when the table's total is
-published too (the national figure is): the hidden cell would be the total minus the others.
-So when exactly one cell of a table is hidden, the next smallest is hidden with it (secondary
-suppression), and no hidden cell can be recovered by subtraction within that table.
+published too (the national figure is): the hidden cells together are the total minus the
+others. So while the hidden cells of a table hold fewer than `k` records together, the next
+smallest shown cell is hidden with them (secondary suppression): what subtraction gives back
+within the table is never a figure of fewer than `k` records. (Until 2026-11-25 this was done
+only for a single hidden cell; two small cells hidden together were given back as one small
+sum, found in review.)
 
 Not covered (docs/api.md): differencing across separately filtered queries. The public API
 offers filters, and two public answers can in principle be subtracted; the registry is public,
@@ -14,7 +17,10 @@ cell of every answer, not secrecy of the layout.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def suppressed(records: Sequence[int], k: int, withheld: Collection[int] = ()) -> set[int]:
@@ -24,10 +30,14 @@ def suppressed(records: Sequence[int], k: int, withheld: Collection[int] = ()) -
     hidden cells like the others: the table's total minus what is shown is their sum too, so a
     small cell left out alone is recovered exactly as a small cell hidden alone would be."""
     hide = {i for i, n in enumerate(records) if 0 < n < k} | set(withheld)
-    if len(hide) == 1 and 0 < records[next(iter(hide))] < k:
+    together = sum(records[i] for i in hide)
+    while 0 < together < k:
         others = [(n, i) for i, n in enumerate(records) if i not in hide and n > 0]
-        if others:
-            hide.add(min(others)[1])
+        if not others:
+            break
+        n, i = min(others)
+        hide.add(i)
+        together += n
     return hide
 
 
@@ -49,6 +59,15 @@ def suppressed_nested(
             inner = {min(idx, key=lambda i: (records[i], i))}
         hide |= inner
     return hide
+
+
+def unranked(cells: Sequence[T], withheld: Callable[[T], bool], key: Callable[[T], str]) -> list[T]:
+    """A table ranked by value with its withheld cells moved last, in order of key: left in
+    place, the shown cells either side bound a withheld one's value (found in review: one
+    record of 99 requests between cells of 100 and 98)."""
+    return [c for c in cells if not withheld(c)] + sorted(
+        (c for c in cells if withheld(c)), key=key
+    )
 
 
 def hidden(records: int, k: int) -> bool:

@@ -14,7 +14,7 @@ from api.auth import Caller, count_rows
 from api.deps import ClickHouse
 from api.params import CurrentRegistry, End, Filters, Settings, Start, min_records, visible_filters
 from api.routes.share import resolve_range
-from tracker.disclosure import hidden, suppressed
+from tracker.disclosure import hidden, suppressed, unranked
 from tracker.queries import CostCell, Dimension, cost
 
 MAX_GROUPS = 1000
@@ -132,7 +132,8 @@ def get_cost(
         found = cost(client, group_by, start, end, scoped, limit=limit + 2 if k else limit)
         shown = min(limit, len(found))
         hide = suppressed([c.records for c in found], k, range(shown, len(found))) if k else set()
-        groups = [_out(c, days, i in hide) for i, c in enumerate(found[:shown])]
+        groups = unranked([_out(c, days, i in hide) for i, c in enumerate(found[:shown])],
+                          lambda g: g.suppressed, lambda g: g.key)  # fmt: skip
     count_rows(request, len(groups) + 1)
     return CostResponse(
         from_=start,

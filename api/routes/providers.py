@@ -14,7 +14,7 @@ from api.auth import Caller, count_rows
 from api.deps import ClickHouse
 from api.params import CurrentRegistry, End, Filters, Settings, Start, min_records, visible_filters
 from api.routes.share import resolve_range
-from tracker.disclosure import suppressed, suppressed_nested
+from tracker.disclosure import suppressed, suppressed_nested, unranked
 from tracker.queries import ProviderCell, providers
 
 router = APIRouter(tags=["providers"])
@@ -83,10 +83,16 @@ def _tables(
     hide_o = suppressed([c.records for c in origins], k)
     hidden_origins = {origins[i].origin for i in hide_o}
     hide_p = suppressed_nested([c.records for c in per], [c.origin for c in per], k, hidden_origins)
+    providers = [_out(c, i in hide_p) for i, c in enumerate(per)]
+    # Ranked by requests within each origin: withheld providers go last in theirs.
+    by_origin: dict[str, list[ProviderOut]] = {}
+    for out in providers:
+        by_origin.setdefault(out.origin, []).append(out)
     return (
         [_out(c, i in hide_o) for i, c in enumerate(origins)],
-        [_out(c, i in hide_p) for i, c in enumerate(per)],
-    )
+        [c for group in by_origin.values()
+         for c in unranked(group, lambda c: c.suppressed, lambda c: c.provider)],
+    )  # fmt: skip
 
 
 class ProvidersResponse(BaseModel):

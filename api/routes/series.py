@@ -14,7 +14,7 @@ from api.auth import Caller, count_rows
 from api.deps import ClickHouse
 from api.params import CurrentRegistry, End, Filters, Settings, Start, min_records, visible_filters
 from api.routes.share import resolve_range
-from tracker.disclosure import hidden, suppressed
+from tracker.disclosure import hidden, suppressed, unranked
 from tracker.metrics import Basis
 from tracker.queries import Dimension, Interval, ShareCell, breakdown, series
 
@@ -63,9 +63,12 @@ class Cell(BaseModel):
     suppressed: bool = False
 
 
-def cells(found: list[ShareCell], k: int, shown: int | None = None) -> list[Cell]:
+def cells(
+    found: list[ShareCell], k: int, shown: int | None = None, *, ranked: bool = False
+) -> list[Cell]:
     """The first `shown` cells of `found` (all by default), small ones withheld for the public;
-    cells past `shown` count as withheld (disclosure.suppressed)."""
+    cells past `shown` count as withheld (disclosure.suppressed). `ranked`: `found` is in order
+    of value, so withheld cells go last, by key (disclosure.unranked)."""
     shown = len(found) if shown is None else min(shown, len(found))
     rest = range(shown, len(found))
     hide = suppressed([c.records for c in found], k, rest) if k > 0 else set()
@@ -77,7 +80,7 @@ def cells(found: list[ShareCell], k: int, shown: int | None = None) -> list[Cell
                             unknown_share=None, suppressed=True))  # fmt: skip
         else:
             out.append(Cell(**c.__dict__))
-    return out
+    return unranked(out, lambda c: c.suppressed, lambda c: c.key) if ranked else out
 
 
 def tier_cells(found: list[ShareCell], k: int, shown: int) -> list[Cell]:
@@ -188,6 +191,6 @@ def get_breakdown(
     if dimension is Dimension.tier:
         out = tier_cells(found, k, shown=limit)
     else:
-        out = cells(found, k, shown=limit)
+        out = cells(found, k, shown=limit, ranked=True)
     count_rows(request, len(out))
     return BreakdownResponse(basis=basis, dimension=dimension, from_=start, to=end, cells=out)

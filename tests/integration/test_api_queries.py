@@ -476,3 +476,63 @@ def test_filters_refuse_what_no_record_may_carry(
     r = client.get(path, params=params, headers=bearer(seeded.keys["admin"]))
     assert r.status_code == 422, r.text
     assert [reason] == [e["loc"][1] for e in r.json()["detail"]][:1], r.text
+
+
+PAIR_DAY = datetime(2026, 7, 16, tzinfo=UTC)  # between NESTED_DAY and TIER_DAY
+
+
+def test_small_cells_withheld_together_are_not_given_back_nor_ranked(
+    client: TestClient, pool: ClientPool, seeded: Seeded, auditor: dict[str, str]
+) -> None:
+    # Found in review: two 1-record models withheld together were the published total minus
+    # the shown groups (one hospital's whole usage); and a withheld cell left in its place in a
+    # table ranked by value was bounded by its neighbours (99 requests between 100 and 98).
+    served = [("m-big", "in-sbi", 30, 5), ("m-c", "in-sbi", 20, 5), ("m-secret", "in-sbi", 1, 99),
+              ("m-d", "in-sbi", 14, 7), ("m-a", "in-aiims-delhi", 1, 37),
+              ("m-b", "in-aiims-delhi", 1, 5)]  # fmt: skip
+    records = [
+        UsageRecord(record_id=f"pair-{model}-{i}", gateway_id="gw-pair", agency_id=agency,
+                    occurred_at=PAIR_DAY + timedelta(minutes=i), provider="sarvam", model=model,
+                    request_count=each)
+        for model, agency, n, each in served
+        for i in range(n)
+    ]  # fmt: skip
+    Writer(pool.get()).write(Processor(Classifier(seeded.registry)).process_records(records).rows)
+    day = {"from": PAIR_DAY.isoformat(), "to": (PAIR_DAY + timedelta(days=1)).isoformat()}
+    cost = client.get("/v1/cost", params={**day, "group_by": "model"}).json()
+    groups = [(g["key"], g["suppressed"]) for g in cost["groups"]]
+    # The three small cells hold 3 records together: the next smallest (m-d, 14) goes too, and
+    # the withheld go last, by name.
+    assert groups == [("m-big", False), ("m-c", False), ("m-a", True), ("m-b", True),
+                      ("m-d", True), ("m-secret", True)]  # fmt: skip
+    shown = sum(g["requests"] for g in cost["groups"] if not g["suppressed"])
+    assert cost["total"]["requests"] - shown == 37 + 5 + 99 + 14 * 7  # 17 records' worth
+    cells = client.get("/v1/breakdown/model", params=day).json()["cells"]
+    assert [(c["key"], c["suppressed"]) for c in cells] == groups
+    full = client.get("/v1/breakdown/model", params=day, headers=auditor).json()["cells"]
+    assert [c["key"] for c in full] == ["m-big", "m-c", "m-secret", "m-d", "m-a", "m-b"]
+
+
+PEAK_DAY = datetime(2026, 7, 17, tzinfo=UTC)
+
+
+def test_a_peak_hour_is_withheld_when_the_other_hours_are_a_small_cell(
+    client: TestClient, pool: ClientPool, seeded: Seeded
+) -> None:
+    # Found in review: the period's requests (137) minus its published peak hour (100) gave
+    # back the one record of the only other hour.
+    records = [
+        UsageRecord(record_id=f"peak-{i}", gateway_id="gw-peak", agency_id="in-sbi",
+                    occurred_at=PEAK_DAY + timedelta(hours=9, minutes=i), provider="sarvam",
+                    model="m", request_count=5)
+        for i in range(20)
+    ] + [UsageRecord(record_id="peak-lone", gateway_id="gw-peak", agency_id="in-aiims-delhi",
+                     occurred_at=PEAK_DAY + timedelta(hours=11), provider="sarvam", model="m",
+                     request_count=37)]  # fmt: skip
+    Writer(pool.get()).write(Processor(Classifier(seeded.registry)).process_records(records).rows)
+    params = {"from": PEAK_DAY.isoformat(), "to": (PEAK_DAY + timedelta(days=1)).isoformat(),
+              "period": "day"}  # fmt: skip
+    (period,) = client.get("/v1/capacity", params=params).json()["periods"]
+    assert not period["suppressed"] and period["inputs"]["requests"] == 137
+    assert period["peak_hour_suppressed"] and period["inputs"]["peak_hour_requests"] is None
+    assert period["layers"]["C"] is None and period["index"] is None

@@ -23,8 +23,17 @@ from tracker.usage_export import Cursor, CursorError, select_sql
 
 def test_primary_suppression() -> None:
     assert suppressed([30, 40, 50], 10) == set()
-    assert suppressed([3, 4, 30, 50], 10) == {0, 1}
+    assert suppressed([4, 7, 30, 50], 10) == {0, 1}  # 11 together: not a small cell
     assert hidden(9, 10) and not hidden(10, 10) and not hidden(0, 10)
+
+
+def test_small_cells_hidden_together_take_more_until_they_are_not_small() -> None:
+    # Found in review: two cells of one record each were withheld, and the total minus the
+    # shown cells gave back their 2-record sum, one hospital's whole usage.
+    assert suppressed([30, 1, 1], 10) == {0, 1, 2}
+    assert suppressed([3, 6, 30, 50], 10) == {0, 1, 2}
+    assert suppressed([3, 6, 1, 30, 50], 10) == {0, 1, 2}  # 10 together: enough
+    assert suppressed([1, 1], 10) == {0, 1}  # nothing else to take
 
 
 def test_a_lone_small_cell_takes_the_next_smallest_with_it() -> None:
