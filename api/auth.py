@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracker import audit
 from tracker.access import PUBLIC, Identity, KeyAuth, Role
+from tracker.classify import ip_literal
 from tracker.clickhouse import ClientPool
 
 _MAX_BUCKETS = 100_000
@@ -115,14 +116,12 @@ _IPV6_PREFIX = 64
 
 
 def _network(client_ip: str) -> str:
-    """What an address's rate limits are kept by: the address (IPv4), or its /64 (IPv6)."""
-    try:
-        address = ipaddress.ip_address(client_ip)
-    except ValueError:
+    """What an address's rate limits are kept by: the address (IPv4, an IPv4-mapped one read
+    as IPv4), or its /64 (IPv6)."""
+    address = ip_literal(client_ip)
+    if address is None:
         return client_ip  # not an address (a test client's name, a Unix socket): as it is
     if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
         return str(ipaddress.IPv6Network(f"{address}/{_IPV6_PREFIX}", strict=False))
     return str(address)
 

@@ -18,7 +18,7 @@ from pydantic import StringConstraints
 
 from api.deps import ClickHouse
 from tracker.access import Identity, Role
-from tracker.bounds import EARLIEST, LATEST, within
+from tracker.bounds import EARLIEST, LATEST, as_utc, within
 from tracker.capacity import registry_in_force
 from tracker.contract import (
     ID_PATTERN,
@@ -107,10 +107,6 @@ def registry(request: Request, client: ClickHouse) -> Registry:
 CurrentRegistry = Annotated[Registry, Depends(registry)]
 
 
-def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def check_bounds(*values: datetime | None, name: str = "from/to") -> None:
     for value in values:
         if value is None:
@@ -131,8 +127,8 @@ def exact_range(
 ) -> tuple[datetime, datetime]:
     """[from, to) as given (raw records are millisecond-precise); default the last `default`."""
     check_bounds(start, end)
-    end_t = _utc(end) if end is not None else datetime.now(UTC)
-    start_t = _utc(start) if start is not None else end_t - default
+    end_t = as_utc(end) if end is not None else datetime.now(UTC)
+    start_t = as_utc(start) if start is not None else end_t - default
     if start_t >= end_t:
         raise HTTPException(422, "from: must be before to")
     if end_t - start_t > MAX_RANGE:

@@ -136,7 +136,7 @@ class FileReport:
     # line): `tracker import` exits 2, the watcher reports it and goes on.
     stopped: str | None = None
     # The line a one-shot import left unread because the file ends in the middle of it and was
-    # changed within `settle` seconds (its writer may be mid-line): `tracker import` exits 1.
+    # changed within SETTLE_SECONDS (its writer may be mid-line): `tracker import` exits 1.
     unfinished: int | None = None
 
     def add_error(self, line: int, field_name: str, reason: str) -> None:
@@ -328,8 +328,10 @@ class Checkpoints:
         fd = f.fileno()
         st = os.fstat(fd)
         head_len = min(HEAD_BYTES, offset)
-        mark = Mark(st.st_dev, st.st_ino, head_len, _head(fd, head_len), offset, line,
-                    _tail(fd, offset))  # fmt: skip
+        head = _head(fd, head_len)
+        # Up to HEAD_BYTES in, the head is the tail: the same bytes, not read and hashed twice.
+        tail = head if offset <= HEAD_BYTES else _tail(fd, offset)
+        mark = Mark(st.st_dev, st.st_ino, head_len, head, offset, line, tail)
         key = self._key(path)
         with self._lock:
             self._all[key] = mark
@@ -595,12 +597,9 @@ class Sender:
                 "is it a tracker or collector?"
             ) from exc
 
-    def send(self, records: list[dict[str, Any]]) -> dict[str, Any]:
-        """The server's IngestResult; splits a batch the server finds too large."""
-        return self.send_encoded([orjson.dumps(r, default=str) for r in records])
-
-    def send_encoded(self, records: list[bytes]) -> dict[str, Any]:
-        """`send` for records already encoded one by one (`encode`)."""
+    def send(self, records: list[bytes]) -> dict[str, Any]:
+        """The server's IngestResult for records encoded one by one (`encode`, which refuses a
+        record JSON cannot carry alone); splits a batch the server finds too large."""
         body = b"[" + b",".join(records) + b"]"
         try:
             reply = self._post(body)
@@ -610,8 +609,8 @@ class Sender:
             raise UnusableArguments("the server refused the gateway key (--key)")
         if reply.status_code == 413 and len(records) > 1:
             half = len(records) // 2
-            first = self.send_encoded(records[:half])
-            second = self.send_encoded(records[half:])
+            first = self.send(records[:half])
+            second = self.send(records[half:])
             shifted = [{**e, "index": e["index"] + half} for e in second["errors"]]
             return {"accepted": first["accepted"] + second["accepted"],
                     "rejected": first["rejected"] + second["rejected"],
@@ -667,21 +666,19 @@ class Importer:
         *,
         batch_size: int = 1000,
         declared_format: str = "auto",
-        settle: float = SETTLE_SECONDS,
     ) -> None:
         self.sender = sender
         self.checkpoints = checkpoints
         self.ctx = ctx
         self.batch_size = batch_size
         self.declared_format = declared_format
-        self.settle = settle
 
     def import_file(self, path: Path, on_progress: Callable[[int], None] | None = None,
                     *, final: bool = True, on_start: Callable[[int, int], None] | None = None,
                     expect: tuple[int, int] | None = None) -> FileReport:  # fmt: skip
         """Import what `path` holds past its checkpoint. `final`: the file is complete, so an
         unterminated last line is read too (the watcher passes False while it may grow) once
-        the file has been left unchanged for `settle` seconds; before that, such a line (or a
+        the file has been left unchanged for SETTLE_SECONDS; before that, such a line (or a
         CSV row whose quoted cell is open at the end) is left unread and reported, and
         `report.unfinished` is set. Found in review: a one-shot import run while a writer was
         mid-line read the half line as finished and saved the checkpoint past it, so half a
@@ -717,13 +714,13 @@ class Importer:
             # The modification time is taken at open: a log still written to while it is read
             # has a recent one, so its growing end is never taken as finished.
             age = time.time() - st.st_mtime
-            settled = final and age >= self.settle
+            settled = final and age >= SETTLE_SECONDS
             read = read_csv if file_format(path, self.declared_format) == "csv" else read_jsonl
 
             def flush() -> None:
                 nonlocal batch, lines
                 if batch:
-                    tally(report, self.sender.send_encoded(batch), lines)
+                    tally(report, self.sender.send(batch), lines)
                 batch, lines = [], []
                 self.checkpoints.save(path, reached, last_line, f)
 
@@ -769,7 +766,7 @@ class Importer:
                 "no line break at the end of the file (or, in CSV, a quoted cell still open "
                 f"there) and the file changed {max(age, 0):.0f} s ago: not read, as its writer "
                 "may not have finished it; run again to read it (a file left unchanged for "
-                f"{self.settle:.0f} s is read to its end)"
+                f"{SETTLE_SECONDS:.0f} s is read to its end)"
             ))  # fmt: skip
 
 

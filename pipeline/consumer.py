@@ -50,10 +50,10 @@ class Stopped(Exception):
 @dataclass
 class Batch:
     rows: list[tuple[Any, ...]] = field(default_factory=list)
-    rejections: list[tuple[Rejection, int, int]] = field(default_factory=list)
-    # Of the messages above with rejections, the copies that name an original (pipeline.copies):
-    # their refusals are recorded under it. Keyed by (partition, offset) in the live topic.
-    originals: dict[tuple[int, int], Original] = field(default_factory=dict)
+    # Each refusal with the partition and offset it was read at, and for a replay's copy of
+    # records refused elsewhere, the original it names (pipeline.copies), under which it is
+    # recorded.
+    rejections: list[tuple[Rejection, int, int, Original | None]] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to read
     started: float = field(default_factory=time.monotonic)
     counts: dict[TopicPartition, int] = field(default_factory=dict)  # messages per partition
@@ -76,7 +76,6 @@ class Batch:
             numbers = {tp.partition for tp in gone}  # one topic: a row carries its partition
             self.rows = [r for r in self.rows if r[_SOURCE_PARTITION] not in numbers]
             self.rejections = [x for x in self.rejections if x[1] not in numbers]
-            self.originals = {k: v for k, v in self.originals.items() if k[0] not in numbers}
             for tp in gone:
                 del self.offsets[tp]
                 self.counts.pop(tp, None)
@@ -309,7 +308,7 @@ class PipelineConsumer:
 
     def _add(
         self, tp: TopicPartition, offset: int, value: bytes | None,
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: list[tuple[str, bytes]] | None,
     ) -> None:  # fmt: skip
         try:
             processed = self.processor.process_message(value or b"", tp.partition, offset)
@@ -329,16 +328,17 @@ class PipelineConsumer:
             )
         self._batch.rows.extend(processed.rows)
         if processed.rejections:
-            self._batch.rejections.extend((r, tp.partition, offset) for r in processed.rejections)
             named = original(headers)
             # A copy from the live topic was re-encoded from records that passed: a refusal
             # of one is this release's own, recorded where it was read.
-            if (
-                named is not None
-                and named.topic != self.topic
-                and named.places([r.record_index for r in processed.rejections])
+            if named is not None and (
+                named.topic == self.topic
+                or not named.places([r.record_index for r in processed.rejections])
             ):
-                self._batch.originals[(tp.partition, offset)] = named
+                named = None
+            self._batch.rejections.extend(
+                (r, tp.partition, offset, named) for r in processed.rejections
+            )
         self._batch.offsets[tp] = offset + 1
         self._batch.counts[tp] = self._batch.counts.get(tp, 0) + 1
 
@@ -358,7 +358,7 @@ class PipelineConsumer:
         retry = self._retrying(lambda state: self._write_failed(state, batch))
         started = time.monotonic()
         result = retry(self.writer.write, batch.rows)
-        self._dead_letter(batch.rejections, batch.originals, retry)
+        self._dead_letter(batch.rejections, retry)
         self.metrics.write_seconds.observe(time.monotonic() - started)
         self._commit(batch.offsets)
         m = self.metrics
@@ -366,7 +366,7 @@ class PipelineConsumer:
         m.records.labels("landed").inc(result.inserted)
         m.records.labels("duplicate").inc(result.duplicates)
         # Records, not refusals: a record with three bad fields has three rejections.
-        refused = len({(p, o, r.record_index) for r, p, o in batch.rejections})
+        refused = len({(p, o, r.record_index) for r, p, o, _ in batch.rejections})
         m.records.labels("rejected").inc(refused)
         m.batches.inc()
         m.batch_rows.observe(len(batch.rows))
@@ -499,23 +499,24 @@ class PipelineConsumer:
                 self.metrics.lag.labels(str(tp.partition)).set(max(0, end - position))
 
     def _dead_letter(
-        self,
-        rejections: list[tuple[Rejection, int, int]],
-        originals: dict[tuple[int, int], Original],
-        retry: Retrying,
+        self, rejections: list[tuple[Rejection, int, int, Original | None]], retry: Retrying
     ) -> None:
         if not rejections:
             return
         by_source: dict[tuple[str, int, int], list[Rejection]] = {}
-        for rejection, partition, offset in rejections:
-            named = originals.get((partition, offset))
+        # A record refused elsewhere may come in copies from two replays run at once, read in
+        # one batch: its refusals are taken from the first copy read (found in review: the
+        # insert's check against stored rows let both in).
+        first_copy: dict[tuple[str, int, int, int], tuple[int, int]] = {}
+        for rejection, partition, offset, named in rejections:
             if named is None:
                 by_source.setdefault((self.topic, partition, offset), []).append(rejection)
                 continue
+            source = (named.topic, named.partition, named.offset)
             index = named.index_of(rejection.record_index)
-            by_source.setdefault((named.topic, named.partition, named.offset), []).append(
-                replace(rejection, record_index=index)
-            )
+            if first_copy.setdefault((*source, index), (partition, offset)) != (partition, offset):
+                continue
+            by_source.setdefault(source, []).append(replace(rejection, record_index=index))
         retry(self.writer.write_rejections, by_source)
         bodies: list[bytes] = []
         for (topic, partition, offset), items in by_source.items():

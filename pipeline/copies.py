@@ -40,9 +40,6 @@ class Original:
     offset: int
     indexes: tuple[int, ...] | None = None  # the copy's record i was the original's indexes[i]
 
-    def name(self) -> str:
-        return f"{self.topic}/{self.partition}/{self.offset}"
-
     def index_of(self, index: int) -> int:
         """The original's index of the copy's record `index` (-1, the whole message, stays)."""
         if self.indexes is not None and 0 <= index < len(self.indexes):

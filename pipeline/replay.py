@@ -36,15 +36,19 @@ from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.errors import KafkaError, RetriableError
 from kafka.structs import TopicPartition
 
-from pipeline.copies import COPY_HEADER, headers_for
+from pipeline.copies import headers_for
 from pipeline.copies import original as original_of
 from pipeline.processor import Rejection, read_message
 from tracker import json_read
-from tracker.contract import UsageRecord, by_shard, encode_batch, shard_key, shard_of
+from tracker.contract import (
+    UsageRecord,
+    by_shard,
+    cut_by_shard,
+    encode_batch,
+    shard_key,
+    shard_of,
+)
 from tracker.topics import producer
-
-__all__ = ["COPY_HEADER", "ReplayError", "ReplayResult", "replay_dead_letters", "replay_topic",
-           "wait_landed"]  # fmt: skip
 
 Progress = Callable[[int, int], None]  # (done so far, total)
 # Records per re-submitted message (the collector's default).
@@ -297,19 +301,14 @@ def _resubmit_refused(
         return
     items = json_read.loads(read.value)  # read_message read it: it parses
     items = items if isinstance(items, list) else [items]
-    groups: dict[int, list[int]] = defaultdict(list)
-    for index in indexes:
-        item = items[index]
-        named = item if isinstance(item, dict) else {}
-        shard = shard_of(str(named.get("gateway_id", "")), str(named.get("record_id", "")), shards)
-        groups[shard].append(index)
-    for shard, places in groups.items():
-        for start in range(0, len(places), RECORDS_PER_MESSAGE):
-            chunk = places[start : start + RECORDS_PER_MESSAGE]
-            # The standard library's writer: it writes back what json_read read (an integer
-            # beyond 64 bits, `Infinity`), which the pipeline's reader takes again.
-            value = json.dumps([items[i] for i in chunk], ensure_ascii=False).encode()
-            out.send(None, shard_key(shard), value, original, chunk)
+    named = [items[i] if isinstance(items[i], dict) else {} for i in indexes]
+    keys = [shard_of(str(n.get("gateway_id", "")), str(n.get("record_id", "")), shards)
+            for n in named]  # fmt: skip
+    for shard, chunk in cut_by_shard(indexes, keys, RECORDS_PER_MESSAGE):
+        # The standard library's writer: it writes back what json_read read (an integer beyond
+        # 64 bits, `Infinity`), which the pipeline's reader takes again.
+        value = json.dumps([items[i] for i in chunk], ensure_ascii=False).encode()
+        out.send(None, shard_key(shard), value, original, chunk)
 
 
 def replay_dead_letters(

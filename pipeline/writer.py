@@ -191,9 +191,9 @@ class Writer:
             for i, (batch, count) in enumerate(pending):
                 log.warning("completing interrupted batch %s (%s rows)", batch, count)
                 # The batches still to finish: those finished before this one are landed
-                # (rollups checked, ledger written), and counted as others in flight they made
-                # a month of many interrupted batches undecidable (found in review: with 8, the
-                # repair waited 10 s a batch and left a lost rollup part unrestored).
+                # (rollups checked, ledger written); counted as others in flight, they left every
+                # batch of a month with more interrupted batches than the repair can tell among
+                # undecided, 10 s each (found in review), not only the first.
                 self._complete_again(batch, count, [b for b, _ in pending[i:]])
         return len(pending)
 

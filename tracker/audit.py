@@ -16,8 +16,9 @@ from clickhouse_connect.driver.client import Client
 
 # The longest query string the log keeps. The API refuses a longer one (414, api/auth.py), so a
 # query is never stored cut: cut, the filters at its end (which agency was read) were lost (found
-# in review). The cut below stays for any other writer; a path is still cut, as every route's
-# path parameters are bounded and a longer path selects no data (404/422).
+# in review). The query's cut below is only a guard (the API, the one writer, never passes a
+# longer one); a path is cut, as every route's path parameters are bounded and a longer path
+# selects no data (404/422).
 MAX_QUERY_CHARS = 4096
 
 _COLUMNS = [

@@ -18,6 +18,11 @@ EARLIEST: Final = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST: Final = datetime(2100, 1, 1, tzinfo=UTC)
 
 
+def as_utc(value: datetime) -> datetime:
+    """`value` in UTC; a time without a zone is UTC, as ClickHouse reads it into DateTime('UTC')."""
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def within(when: datetime) -> datetime:
     """`when` in UTC (no zone: UTC); ValueError if it is not within EARLIEST..LATEST."""
     try:

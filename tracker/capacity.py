@@ -23,6 +23,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from tracker.bounds import as_utc
 from tracker.metrics import ROLLUP, where_clause
 from tracker.registry import Registry, Targets
 from tracker.registry_store import effective
@@ -49,13 +50,9 @@ PERIOD_SQL: dict[Period, str] = {
 }
 
 
-def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def period_floor(value: datetime, period: Period) -> datetime:
     """The start of the period containing value (UTC)."""
-    v = _utc(value)
+    v = as_utc(value)
     day = datetime(v.year, v.month, v.day, tzinfo=UTC)
     if period is Period.day:
         return day
@@ -81,7 +78,7 @@ def period_next(start: datetime, period: Period) -> datetime:
 
 def period_ceil(value: datetime, period: Period) -> datetime:
     floor = period_floor(value, period)
-    return floor if floor == _utc(value) else period_next(floor, period)
+    return floor if floor == as_utc(value) else period_next(floor, period)
 
 
 def periods_between(start: datetime, end: datetime, period: Period) -> list[datetime]:

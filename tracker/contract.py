@@ -12,10 +12,11 @@ import re
 import time
 import zlib
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -310,16 +311,28 @@ def shard_key(shard: int) -> bytes:
     return SHARD_KEY_PREFIX + b"%d" % shard
 
 
+T = TypeVar("T")
+
+
 def by_shard(
     records: list[UsageRecord], shards: int, per_message: int
 ) -> list[tuple[int, list[UsageRecord]]]:
     """Group records by the shard of their identity and cut each group into messages of at most
     `per_message` records, in the order they came."""
-    groups: dict[int, list[UsageRecord]] = defaultdict(list)
-    for record in records:
-        groups[shard_of(record.gateway_id, record.record_id, shards)].append(record)
-    out: list[tuple[int, list[UsageRecord]]] = []
-    for shard, group in groups.items():
-        for start in range(0, len(group), per_message):
-            out.append((shard, group[start : start + per_message]))
-    return out
+    keys = [shard_of(r.gateway_id, r.record_id, shards) for r in records]
+    return cut_by_shard(records, keys, per_message)
+
+
+def cut_by_shard(
+    items: Sequence[T], keys: Sequence[int], per_message: int
+) -> list[tuple[int, list[T]]]:
+    """`items` grouped by their shard (`keys[i]` is items[i]'s) and cut into messages of at most
+    `per_message`, in the order they came."""
+    groups: dict[int, list[T]] = defaultdict(list)
+    for item, shard in zip(items, keys, strict=True):
+        groups[shard].append(item)
+    return [
+        (shard, group[start : start + per_message])
+        for shard, group in groups.items()
+        for start in range(0, len(group), per_message)
+    ]

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
 from tracker import reclassify, rollups
+from tracker.bounds import as_utc
 
 ROLLUP = "usage_hourly"
 DAILY_ROLLUP = "usage_daily"
@@ -131,7 +132,7 @@ _MEASURES = (
 def daily_split(start: datetime, end: datetime) -> tuple[datetime, datetime]:
     """The whole UTC days [day_from, day_to) inside [start, end); empty (both = end) if none.
     The rest of the range, [start, day_from) and [day_to, end), is read hour by hour."""
-    start, end = _utc(start), _utc(end)
+    start, end = as_utc(start), as_utc(end)
     day_from = start.replace(hour=0, minute=0, second=0, microsecond=0)
     if day_from < start:
         day_from += timedelta(days=1)
@@ -139,11 +140,6 @@ def daily_split(start: datetime, end: datetime) -> tuple[datetime, datetime]:
     if day_from >= day_to:
         return end, end
     return day_from, day_to
-
-
-def _utc(value: datetime) -> datetime:
-    # A naive datetime is bound as is into DateTime('UTC'), i.e. read as UTC: split it alike.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def fast_share_sql(basis: Basis, filters: dict[str, list[str]]) -> str | None:
@@ -197,13 +193,13 @@ class Share:
 
 def hour_floor(value: datetime) -> datetime:
     """`value` in UTC (no zone: UTC), rounded down to its hour."""
-    return _utc(value).replace(minute=0, second=0, microsecond=0)
+    return as_utc(value).replace(minute=0, second=0, microsecond=0)
 
 
 def hour_ceil(value: datetime) -> datetime:
     """`value` in UTC (no zone: UTC), rounded up to an hour boundary."""
     floor = hour_floor(value)
-    return floor if floor == _utc(value) else floor + timedelta(hours=1)
+    return floor if floor == as_utc(value) else floor + timedelta(hours=1)
 
 
 def headline(

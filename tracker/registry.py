@@ -425,11 +425,10 @@ def reference_problems(data: dict[str, Any], *, stored: bool = False) -> list[tu
         # A region is read only for records whose provider is one of its names, looked up
         # regardless of case (tracker/classify.py): under a name that is no provider's id or
         # alias (a typo, `aws_bedrok`) it would sit in the file classifying nothing.
-        known = {name.lower() for _, name in names if name is not None}
         for i, r in _items(data, "regions"):
             provs = r.get("providers")
             for m, p in enumerate(provs if isinstance(provs, list) else []):
-                if isinstance(p, str) and p.lower() not in known:
+                if isinstance(p, str) and p.lower() not in provider_of:
                     problems.append((f"regions.{i}.providers.{m}", f"unknown provider {p!r}"))
     resolve("endpoints", "facility", facilities, "facility")
     resolve("providers", "operator", operators, "operator")

@@ -20,6 +20,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from tracker import registry_store
+from tracker.bounds import as_utc
 from tracker.registry import Registry, parse
 
 _SECTIONS = ("operators", "facilities", "regions", "endpoints", "providers", "agencies")
@@ -141,13 +142,7 @@ def apply(
     # What the change would replace: the version in force at its time, which for a change
     # scheduled after another scheduled one is that one (found in review: applied the day after
     # a scheduled change, a proposal made against the version in force now undid it unseen).
-    at = None
-    if effective_from is not None:  # a time without a zone is UTC, as activate reads it
-        at = (
-            effective_from.astimezone(UTC)
-            if effective_from.tzinfo
-            else effective_from.replace(tzinfo=UTC)
-        )
+    at = as_utc(effective_from) if effective_from is not None else None
     found = registry_store.effective(client, at if at and at > datetime.now(UTC) else None)
     in_force = found[1].version if found else ""
     if in_force != proposal.base_version:

@@ -29,6 +29,7 @@ from clickhouse_connect.driver.client import Client
 
 from tracker import name_claims
 from tracker import registry as registry_mod
+from tracker.bounds import as_utc
 from tracker.classify import Classifier
 from tracker.registry import Registry, RegistryError, parse
 
@@ -45,6 +46,12 @@ class ChangeError(ValueError):
 
 class ChangeConflict(ChangeError):
     """Another change was recorded after this one's checks read the ledger: nothing recorded."""
+
+
+_RACED = (
+    "another registry change was recorded at the same moment, after this one's checks; "
+    "nothing was recorded: check the version in force and try again"
+)
 
 
 class ScheduledAhead(ChangeError):
@@ -105,13 +112,9 @@ class Change:
 _CHANGE_COLUMNS = "version, previous, effective_from, recorded_at, author, reason, source, seq"
 
 
-def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _change(row: Any) -> Change:
     v, p, eff, rec, author, reason, source, seq = row
-    return Change(str(v), str(p), _utc(eff), _utc(rec), str(author), str(reason), str(source),
+    return Change(str(v), str(p), as_utc(eff), as_utc(rec), str(author), str(reason), str(source),
                   int(seq))  # fmt: skip
 
 
@@ -121,7 +124,7 @@ def current(client: Client, at: datetime | None = None) -> Change | None:
         f"SELECT {_CHANGE_COLUMNS} FROM registry_changes "
         "WHERE effective_from <= {at:DateTime64(3, 'UTC')} "
         "ORDER BY effective_from DESC, seq DESC LIMIT 1",
-        parameters={"at": _utc(at or datetime.now(UTC))},
+        parameters={"at": as_utc(at or datetime.now(UTC))},
     ).result_rows
     return _change(rows[0]) if rows else None
 
@@ -144,7 +147,7 @@ def scheduled_after(client: Client, at: datetime) -> list[Change]:
     rows = client.query(
         f"SELECT {_CHANGE_COLUMNS} FROM registry_changes "
         "WHERE effective_from > {at:DateTime64(3, 'UTC')} ORDER BY effective_from, seq",
-        parameters={"at": _utc(at)},
+        parameters={"at": as_utc(at)},
     ).result_rows
     return [_change(r) for r in rows]
 
@@ -192,10 +195,10 @@ def versions(client: Client) -> list[tuple[str, datetime]]:
     rows = client.query(
         "SELECT version, min(recorded_at) FROM registry_changes GROUP BY version"
     ).result_rows
-    recorded: dict[str, datetime] = {str(v): _utc(at) for v, at in rows}
+    recorded: dict[str, datetime] = {str(v): as_utc(at) for v, at in rows}
     first: dict[str, datetime] = {}
     for v, at in loaded:
-        first[str(v)] = min(_utc(at), recorded.get(str(v), _utc(at)))
+        first[str(v)] = min(as_utc(at), recorded.get(str(v), as_utc(at)))
     return sorted(first.items(), key=lambda item: (item[1], item[0]))
 
 
@@ -237,12 +240,12 @@ def effective(client: Client, at: datetime | None = None) -> tuple[Registry, Cha
     found = in_force(client, at)
     if found is not None:
         return found
-    if client.query("SELECT count() FROM registry_changes").result_rows[0][0]:
+    if ledger_length(client):
         return None  # the ledger exists and nothing was in force at `at`
     rows = client.query(
         "SELECT version, loaded_at, author, reason FROM registry_versions "
         "WHERE loaded_at <= {at:DateTime64(3, 'UTC')} ORDER BY loaded_at DESC LIMIT 1",
-        parameters={"at": _utc(at or datetime.now(UTC))},
+        parameters={"at": as_utc(at or datetime.now(UTC))},
     ).result_rows
     if not rows:
         return None
@@ -250,7 +253,8 @@ def effective(client: Client, at: datetime | None = None) -> tuple[Registry, Cha
     registry = registry_of(client, str(version))
     if registry is None:
         return None
-    change = Change(str(version), "", _utc(loaded_at), _utc(loaded_at), str(author), str(reason),
+    at = as_utc(loaded_at)
+    change = Change(str(version), "", at, at, str(author), str(reason),
                     "process start (no ledger entry yet)", 0)  # fmt: skip
     return registry, change
 
@@ -283,7 +287,7 @@ def activate(
     # first, and this one is refused instead of recorded over a `previous` it never saw.
     position = ledger_length(client) if after is None else after
     now = datetime.now(UTC)
-    effective = _utc(effective_from) if effective_from is not None else now
+    effective = as_utc(effective_from) if effective_from is not None else now
     if effective < now - BACKDATE_TOLERANCE:
         raise ChangeError(
             f"effective_from {effective.isoformat()} is in the past: a change can be scheduled "
@@ -309,6 +313,10 @@ def activate(
     replaced = current(client, effective) if effective > now else in_force_now
     previous = replaced.version if replaced else ""
     if previous == registry.version:
+        # Nothing to record, unless what made it so landed after this change's checks began
+        # (the same proposal applied twice at once): then it is the loser of that race.
+        if ledger_length(client) != position:
+            raise ChangeConflict(_RACED)
         return None  # before the check below: nothing is undone by a change that is none
     pending = scheduled_after(client, effective)
     if pending and not before_scheduled:
@@ -337,10 +345,7 @@ def activate(
         parameters={"seq": change.seq, "s": source},
     ).result_rows[0][0]
     if not mine:
-        raise ChangeConflict(
-            "another registry change was recorded at the same moment, after this one's checks; "
-            "nothing was recorded: check the version in force and try again"
-        )
+        raise ChangeConflict(_RACED)
     return change
 
 

@@ -12,6 +12,7 @@ from kafka.errors import InvalidPartitionsError, KafkaTimeoutError, TopicAlready
 from kafka.partitioner import DefaultPartitioner
 
 from tracker.contract import SHARD_KEY_PREFIX
+from tracker.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,13 @@ def ensure_topics(
             )  # fmt: skip
     finally:
         admin.close()
+
+
+def ensure_configured(settings: KafkaSettings) -> None:
+    """`ensure_topics` for a process's settings: its live and dead-letter topics, with as many
+    partitions as it cuts shards (TRACKER_KAFKA_PARTITIONS)."""
+    ensure_topics(settings.kafka_bootstrap, settings.kafka_topic, settings.kafka_dlq_topic,
+                  partitions=settings.kafka_partitions)  # fmt: skip
 
 
 def _served_partitions(admin: KafkaAdminClient, topic: str, at_least: int) -> int:

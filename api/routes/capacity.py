@@ -12,7 +12,14 @@ from pydantic import BaseModel, Field
 
 from api.auth import Caller, count_rows
 from api.deps import ClickHouse
-from api.params import CurrentRegistry, Settings, check_bounds, min_records_across_agencies
+from api.params import (
+    MAX_RANGE,
+    CurrentRegistry,
+    Settings,
+    check_bounds,
+    min_records_across_agencies,
+)
+from tracker.bounds import as_utc
 from tracker.capacity import (
     Period,
     PeriodScore,
@@ -28,20 +35,8 @@ from tracker.registry import Registry, Targets
 
 router = APIRouter(tags=["capacity"])
 
-MAX_RANGE = timedelta(days=3660)
 MAX_PERIODS = 400
 DEFAULT_PERIODS = 12
-
-
-# The app's registry cache, as every route validating filters reads it: the registry handed to
-# create_app, else the version in force (found in review: these routes read an
-# `app.state.registry` nothing set, so they could answer by another registry than /v1/share,
-# and parsed its YAML on every request).
-RegistryInForce = CurrentRegistry
-
-
-def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def resolve_periods(
@@ -50,16 +45,16 @@ def resolve_periods(
     """Whole periods: from rounded down, to rounded up to a period boundary; default the last
     DEFAULT_PERIODS periods up to and including the current one."""
     check_bounds(start, end)
-    last = _utc(end or now or datetime.now(UTC))
+    last = as_utc(end or now or datetime.now(UTC))
     # The caller's range, before rounding out to whole periods (found in review: rounded, the
     # default of 12 years, and any range of 10 years not on year boundaries, went over the
     # limit, so period=year always answered 422). Rounding adds at most a period each side,
     # and MAX_PERIODS bounds the count.
-    if start is not None and last - _utc(start) > MAX_RANGE:
+    if start is not None and last - as_utc(start) > MAX_RANGE:
         raise HTTPException(422, f"from/to: range over {MAX_RANGE.days} days")
     end_p = period_ceil(last, period)
     if start is not None:
-        start_p = period_floor(_utc(start), period)
+        start_p = period_floor(as_utc(start), period)
     else:
         start_p = end_p
         for _ in range(DEFAULT_PERIODS):
@@ -184,7 +179,7 @@ def _out(p: PeriodScore, hide: bool, k: int) -> PeriodOut:
 def get_capacity(
     request: Request,
     client: ClickHouse,
-    registry: RegistryInForce,
+    registry: CurrentRegistry,
     identity: Caller,
     settings: Settings,
     from_: Annotated[

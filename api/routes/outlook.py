@@ -12,8 +12,8 @@ from pydantic import BaseModel, Field
 
 from api.auth import Caller, count_rows
 from api.deps import ClickHouse
-from api.params import Settings, check_bounds, min_records_across_agencies
-from api.routes.capacity import RegistryInForce, check_sector
+from api.params import CurrentRegistry, Settings, check_bounds, min_records_across_agencies
+from api.routes.capacity import check_sector
 from tracker.capacity import Period, period_ceil, period_floor
 from tracker.disclosure import suppressed
 from tracker.outlook import (
@@ -139,7 +139,7 @@ def resolve_months(
 def get_outlook(
     request: Request,
     client: ClickHouse,
-    registry: RegistryInForce,
+    registry: CurrentRegistry,
     identity: Caller,
     settings: Settings,
     from_: Annotated[

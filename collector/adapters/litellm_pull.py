@@ -36,6 +36,7 @@ from collector.imports import (
     ImportAborted,
     Sender,
     UnusableArguments,
+    encode,
     redact_text,
     redact_url,
     tally,
@@ -243,7 +244,7 @@ class Puller:
         start, short, sweep = self._window(now, mark)
         end = now + timedelta(minutes=1)
         newest = mark.watermark
-        batch: list[dict[str, Any]] = []
+        batch: list[bytes] = []
         numbers: list[int] = []
         pending: list[tuple[dict[str, Any], datetime | None, bool]] = []
 
@@ -270,7 +271,10 @@ class Puller:
                 covered, long = self._already_covered(row, seen, short)
                 if covered:
                     continue
-            mapped = run(litellm.map_spend_log, row, self.ctx)
+            # Encoded one by one, as the importer does: a value JSON cannot carry (a lone
+            # surrogate the reply's parser let through) is refused alone, not the whole pull.
+            found = run(litellm.map_spend_log, row, self.ctx)
+            mapped = encode(found) if isinstance(found, dict) else found
             if isinstance(mapped, Rejected):
                 report.rejected += 1
                 report.add_error(number, mapped.field, mapped.reason)

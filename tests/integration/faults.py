@@ -109,7 +109,6 @@ class Read:
     partition: int
     key: bytes | None
     records: list[dict[str, Any]]
-    headers: list[tuple[str, bytes]]
 
 
 def read_topic(bootstrap: str, topic: str) -> list[Read]:
@@ -123,7 +122,7 @@ def read_topic(bootstrap: str, topic: str) -> list[Read]:
         ends = consumer.end_offsets(parts)
         while any(consumer.position(tp) < end for tp, end in ends.items()):
             for tp, messages in consumer.poll(timeout_ms=1000).items():
-                out.extend(Read(tp.partition, m.key, orjson.loads(m.value), list(m.headers or []))
+                out.extend(Read(tp.partition, m.key, orjson.loads(m.value))
                            for m in messages)  # fmt: skip
     finally:
         consumer.close()

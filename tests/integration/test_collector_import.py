@@ -489,6 +489,31 @@ def test_a_litellm_call_that_ran_long_is_pulled_and_nothing_is_sent_twice(
         proxy.shutdown()
 
 
+def test_a_pulled_row_json_cannot_carry_is_refused_alone(
+    url: str, keys: Keys, pool: ClientPool, tmp_path: Path
+) -> None:
+    # Found in review: the pull encoded its batch whole, and one row with a lone surrogate
+    # (which the reply's JSON parser lets through) made the whole pull raise.
+    template = json.loads((FIXTURES / "litellm/spend_logs.json").read_text())[0]
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    rows = [{**template, "request_id": f"sur-{n}", "model": model,
+             "startTime": start.isoformat(), "endTime": (start + timedelta(seconds=1)).isoformat()}
+            for n, model in enumerate(["sarvam-m", "sarvam-\ud800"])]  # fmt: skip
+    _WindowedSpendLogs.rows = rows
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), _WindowedSpendLogs)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    ctx = Context(default_agency=SINGLE_AGENCY, agencies=frozenset({SINGLE_AGENCY}))
+    try:
+        puller = Puller(f"http://127.0.0.1:{proxy.server_address[1]}", "sk-master",
+                        Sender(url, keys.single), ctx, tmp_path / "litellm.json")  # fmt: skip
+        report = FileReport("pull")
+        puller.pull_once(report)
+        assert (report.accepted, report.rejected) == (1, 1), report.errors
+        assert raw_count(pool, keys.single_id, "startsWith(record_id, 'sur-')") == 1
+    finally:
+        proxy.shutdown()
+
+
 def test_refusals_are_counted_past_the_answers_error_list(
     url: str, keys: Keys, pool: ClientPool, tmp_path: Path
 ) -> None:

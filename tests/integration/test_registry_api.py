@@ -334,6 +334,11 @@ def test_a_load_checked_against_a_ledger_that_moved_is_refused(
         registry_store.activate(client, parse(late_text, "late"), late_text, author="t",
                                 reason="late", source="late-load", after=position)  # fmt: skip
     assert not registry_store.recorded_from(client, "late-load")
+    # The same version, checked before the first landed (one proposal applied twice at once):
+    # refused too, not taken for a reload of the version in force (found in review).
+    with pytest.raises(registry_store.ChangeConflict):
+        registry_store.activate(client, parse(text, "again"), text, author="t", reason="again",
+                                source="again-load", after=position)  # fmt: skip
     assert registry_store.ledger_length(client) == position + 1
     assert api.get("/v1/registry").json()["version"] == first.version
 

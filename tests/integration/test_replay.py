@@ -23,8 +23,8 @@ from kafka.admin import NewTopic
 
 from pipeline import replay as replay_module
 from pipeline.consumer import PipelineConsumer
+from pipeline.copies import COPY_HEADER
 from pipeline.replay import (
-    COPY_HEADER,
     ReplayError,
     replay_dead_letters,
     replay_topic,
@@ -493,3 +493,33 @@ def test_a_copy_kafka_refuses_stops_the_replay_naming_its_original(kafka_bootstr
         ReplayError, match=rf"Kafka did not take the copy of {source}/0/0: .*(?i:too ?large)"
     ):
         replay_topic(kafka_bootstrap, source, live, shards=1)
+
+
+def test_refusals_two_replays_copied_at_once_are_recorded_once(
+    core: Core, store_settings: CommonSettings, pool: ClientPool, kafka_bootstrap: str,
+    members: list[Member],
+) -> None:  # fmt: skip
+    """Found in review: two replays of another topic run at once put copies of one refused
+    record side by side in its shard's partition; landed in one batch, both were recorded
+    (the check against stored rows saw neither)."""
+    source, live = f"archive-{uuid.uuid4().hex[:6]}", f"live-{uuid.uuid4().hex[:6]}"
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    ensure_topics(kafka_bootstrap, live, live + ".dlq")
+    base = {"gateway_id": "gw-twice", "agency_id": "in-sbi", "occurred_at": "2026-03-03T03:00:00Z",
+            "provider": "sarvam", "model": "m"}  # fmt: skip
+    records = [{**base, "record_id": "t-0"}, {**base, "record_id": "t-1", "input_tokens": -3}]
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    producer.send(source, value=orjson.dumps(records), partition=0)
+    producer.flush()
+    producer.close()
+    ends: dict[int, int] = {}
+    for _ in range(2):  # both before any member reads: their copies land in one batch
+        for partition, end in replay_topic(kafka_bootstrap, source, live).ends.items():
+            ends[partition] = max(ends.get(partition, 0), end)
+    members.append(Member(core, store_settings, kafka_bootstrap, live, group))
+    assert wait_landed(kafka_bootstrap, live, group, ends, timeout_seconds=60) == "landed"
+    rows = pool.query_rows(
+        "SELECT source_offset, record_index, field FROM usage_rejects WHERE source_topic = {t:String}",
+        parameters={"t": source},
+    )
+    assert [tuple(r) for r in rows] == [(0, 1, "input_tokens")]

@@ -434,9 +434,9 @@ def test_the_embedded_sinks_retry_finishes_the_batch_a_failed_delivery_left(
 def test_many_interrupted_batches_in_one_month_are_each_decided(
     pool: ClientPool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Found in review: a repair counted the batches it had already finished as others still in
-    flight, so with 8 interrupted batches in one month each waited 10 s and was left undecided
-    ("could not tell"), a lost rollup part with it."""
+    """Found in review: with 8 interrupted batches in one month each waited 10 s and was left
+    undecided ("could not tell"), a lost rollup part with it: the repair can now tell among
+    up to 10 others in flight (rollups._MAX_IN_FLIGHT)."""
     from pipeline.writer import RAW_COLUMNS, new_batch_id
 
     client = pool.get()
@@ -454,3 +454,30 @@ def test_many_interrupted_batches_in_one_month_are_each_decided(
     after = totals(pool)
     assert (after[0] - before[0], after[2] - before[2]) == (40, 40)
     assert after[1] - before[1] == after[3] - before[3]
+
+
+def test_a_repair_counts_the_batches_it_finished_as_landed(
+    pool: ClientPool, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: a repair counted the batches it had already finished as others still in
+    flight. With room to tell among 2 others, 4 interrupted batches in one month: the first
+    sees 3 and cannot tell, but each later one sees only those not finished yet (all 4 were
+    left undecided before)."""
+    from pipeline.writer import RAW_COLUMNS, new_batch_id
+    from tracker import rollups
+
+    monkeypatch.setattr(rollups, "_MAX_IN_FLIGHT", 2)
+    client = pool.get()
+    processor = Processor(Classifier(load()[0]))
+    batches = []
+    for b in range(4):
+        rows = processor.process_records(
+            [make(b * 10 + i, gateway="gw-finished") for i in range(5)]
+        ).rows
+        batches.append(new_batch_id())
+        client.insert("usage_raw", [(*r, batches[-1]) for r in rows], column_names=RAW_COLUMNS)
+    with caplog.at_level("ERROR", logger="tracker.rollups"):
+        assert Writer(client).repair() == 4
+    undecided = [r.getMessage() for r in caplog.records if "could not tell" in r.getMessage()]
+    assert len(undecided) == 2, undecided  # usage_hourly and usage_daily, of one batch
+    assert all(f"batch {batches[0]}'s" in message for message in undecided), undecided

@@ -27,8 +27,8 @@ def test_records_of_partitions_no_longer_held_are_left_to_their_new_owner() -> N
             batch.counts[tp] = batch.counts.get(tp, 0) + 1
     assert batch.starts() == {TopicPartition(TOPIC, 0): 10, TopicPartition(TOPIC, 1): 40,
                               TopicPartition(TOPIC, 2): 7}  # fmt: skip
-    batch.rejections.append((Rejection(0, "gw", "model", "required", "{}"), 1, 41))
-    batch.rejections.append((Rejection(-1, "", "message", "not JSON", "x"), 2, 7))
+    batch.rejections.append((Rejection(0, "gw", "model", "required", "{}"), 1, 41, None))
+    batch.rejections.append((Rejection(-1, "", "message", "not JSON", "x"), 2, 7, None))
     assert batch.messages == 6
 
     gone = batch.keep_only({TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 2)})
@@ -36,7 +36,7 @@ def test_records_of_partitions_no_longer_held_are_left_to_their_new_owner() -> N
     assert gone == {TopicPartition(TOPIC, 1)}
     assert [(r[COLUMNS.index("source_partition")], r[COLUMNS.index("source_offset")])
             for r in batch.rows] == [(0, 10), (0, 11), (0, 12), (2, 7)]  # fmt: skip
-    assert [(p, o) for _, p, o in batch.rejections] == [(2, 7)]
+    assert [(p, o) for _, p, o, _ in batch.rejections] == [(2, 7)]
     assert batch.offsets == {TopicPartition(TOPIC, 0): 13, TopicPartition(TOPIC, 2): 8}
     assert batch.messages == 4
     assert batch.keep_only({TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 2)}) == set()

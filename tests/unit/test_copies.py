@@ -14,7 +14,6 @@ def test_a_copys_headers_name_its_original_and_the_places_of_its_records() -> No
     assert (named.index_of(-1), named.index_of(3)) == (-1, 3)
     plain = original(headers_for("usage.v1/0/5"))
     assert plain == Original("usage.v1", 0, 5) and plain.index_of(2) == 2
-    assert plain.name() == "usage.v1/0/5"
 
 
 def test_headers_that_do_not_parse_name_no_original() -> None:

@@ -41,14 +41,11 @@ def _fail(message: str) -> None:
 def _settings() -> PipelineSettings:
     from tracker.cli import _settings as read
     from tracker.settings import PipelineSettings
-    from tracker.topics import ensure_topics
+    from tracker.topics import ensure_configured
 
     settings: PipelineSettings = read(PipelineSettings)
     # The live topic with its settings (retention by append time) before a copy is sent to it.
-    ensure_topics(
-        settings.kafka_bootstrap, settings.kafka_topic, settings.kafka_dlq_topic,
-        partitions=settings.kafka_partitions,
-    )  # fmt: skip
+    ensure_configured(settings)
     return settings
 
 

@@ -35,7 +35,7 @@ from tracker.settings import (
     PipelineSettings,
     SettingError,
 )
-from tracker.topics import ensure_topics
+from tracker.topics import ensure_configured
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -122,10 +122,7 @@ def collector_app(settings: CollectorSettings, client: Client) -> tuple[FastAPI,
     from collector.spool import Spool
 
     try:
-        ensure_topics(
-        settings.kafka_bootstrap, settings.kafka_topic, settings.kafka_dlq_topic,
-        partitions=settings.kafka_partitions,
-    )  # fmt: skip
+        ensure_configured(settings)
     except KafkaError as exc:  # start anyway: records spool until Kafka is back
         log.warning("Kafka unavailable at start (%s); accepting into the spool", exc)
     kafka = KafkaSink(
@@ -168,10 +165,7 @@ def serve_metrics(settings: PipelineSettings, metrics: PipelineMetrics) -> None:
 
 
 def run_pipeline(settings: PipelineSettings, core: Core) -> PipelineConsumer:
-    ensure_topics(
-        settings.kafka_bootstrap, settings.kafka_topic, settings.kafka_dlq_topic,
-        partitions=settings.kafka_partitions,
-    )  # fmt: skip
+    ensure_configured(settings)
     metrics = PipelineMetrics()
     serve_metrics(settings, metrics)
     consumer = PipelineConsumer(
