@@ -6,8 +6,11 @@ import threading
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import pytest
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import OperationalError
 from typer.testing import CliRunner
 
 from pipeline.processor import Processor
@@ -481,3 +484,55 @@ def test_a_repair_counts_the_batches_it_finished_as_landed(
     undecided = [r.getMessage() for r in caplog.records if "could not tell" in r.getMessage()]
     assert len(undecided) == 2, undecided  # usage_hourly and usage_daily, of one batch
     assert all(f"batch {batches[0]}'s" in message for message in undecided), undecided
+
+
+class _LateRawInsert:
+    """A client whose first raw insert times out on the client's side while the server goes on
+    with it: the insert is held and committed later, when the test says (`commit_late`)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._held: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+        self.timed_out = False
+
+    def insert(self, table: str, *args: Any, **kwargs: Any) -> Any:
+        if table == "usage_raw" and not self.timed_out:
+            self.timed_out = True
+            self._held = ((table, *args), kwargs)
+            raise OperationalError("HTTPConnectionPool: Read timed out. (read timeout=300)")
+        return self._client.insert(table, *args, **kwargs)
+
+    def commit_late(self) -> None:
+        assert self._held is not None
+        args, kwargs = self._held
+        self._client.insert(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+@pytest.mark.parametrize("late", ["before the retry", "after the retry"])
+def test_a_raw_insert_committing_after_the_client_gave_up_counts_once(
+    pool: ClientPool, late: str
+) -> None:
+    """Found in review: over HTTP, an insert the client gave up on (a read timeout) may still
+    commit on the server. The retry found none of the batch's rows yet and landed the records
+    under a new batch; the first insert's rows then came too, and the next repair finished
+    that batch as well: every record counted twice, raw and rollups."""
+    client = _LateRawInsert(pool.get())
+    writer = Writer(cast(Client, client))
+    before = totals(pool)
+    records = [make(i, gateway=f"gw-late-{late[0]}") for i in range(0, 2000, 40)]  # 2 months
+    rows = Processor(Classifier(load()[0])).process_records(records).rows
+    requests = sum(r.request_count for r in records)
+    with pytest.raises(OperationalError):
+        writer.write(rows)
+    if late == "before the retry":
+        client.commit_late()
+    retried = writer.write(rows)
+    assert (retried.inserted, retried.duplicates) == (0, 50)
+    if late == "after the retry":
+        client.commit_late()
+    assert Writer(pool.get()).repair() == 0
+    expected = (before[0] + 50, before[1] + requests, before[2] + 50, before[3] + requests)
+    assert totals(pool) == expected
