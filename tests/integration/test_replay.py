@@ -18,8 +18,10 @@ from typing import Any, cast
 
 import orjson
 import pytest
-from kafka import KafkaAdminClient, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from pipeline import replay as replay_module
 from pipeline.consumer import PipelineConsumer
@@ -443,6 +445,58 @@ def test_a_replay_whose_broker_goes_away_stops_with_an_error(
         assert broker_module.start(kafka_dir) == kafka_bootstrap
     done = replay_topic(kafka_bootstrap, source, live)
     assert (done.messages, done.records) == (20, 20)
+
+
+def test_waiting_for_the_group_goes_on_through_a_broker_restart(
+    kafka_bootstrap: str, broker_module: ModuleType, kafka_dir: Path
+) -> None:
+    """`wait_landed` asks the group's coordinator for its offsets every interval: with the
+    broker restarting under it, it must ask again and report the landing once the group
+    commits, not fail (seen failing with the retry narrowed to the group's own errors)."""
+    topic, group = f"restart-{uuid.uuid4().hex[:6]}", f"g-{uuid.uuid4().hex[:6]}"
+    ensure_topics(kafka_bootstrap, topic, topic + ".dlq", partitions=1)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    for _ in range(5):
+        producer.send(topic, value=b"[]", partition=0)
+    producer.flush()
+    producer.close()
+    member = KafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, group_id=group,
+                           enable_auto_commit=False, session_timeout_ms=30_000)  # fmt: skip
+    try:
+        while not member.assignment():
+            member.poll(timeout_ms=200)
+        seen: list[tuple[int, int]] = []
+        asked = threading.Event()
+
+        def progress(done: int, total: int) -> None:
+            seen.append((done, total))
+            asked.set()
+
+        outcome: list[object] = []
+        waiting = threading.Thread(target=lambda: outcome.append(wait_landed(
+            kafka_bootstrap, topic, group, {0: 5}, timeout_seconds=180, progress=progress,
+            interval=0.5,
+        )), daemon=True)  # fmt: skip
+        waiting.start()
+        assert asked.wait(30)
+        broker_module.stop(kafka_dir)
+        time.sleep(3)  # several of the waiter's asks fail meanwhile
+        assert broker_module.start(kafka_dir) == kafka_bootstrap
+        tp = TopicPartition(topic, 0)
+        deadline = time.monotonic() + 120
+        while True:  # the member finds the restarted coordinator, then commits the 5 messages
+            member.poll(timeout_ms=200)
+            try:
+                member.commit({tp: OffsetAndMetadata(5, None, -1)})
+                break
+            except KafkaError:
+                assert time.monotonic() < deadline
+                time.sleep(0.5)
+        waiting.join(timeout=150)
+        assert outcome == ["landed"], seen
+        assert seen[0] == (0, 5) and seen[-1] == (5, 5)
+    finally:
+        member.close(autocommit=False)
 
 
 def test_dlq_replay_remembers_a_bounded_number_of_identities(
