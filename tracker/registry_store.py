@@ -321,6 +321,7 @@ def activate(
     pending = scheduled_after(client, effective)
     if pending and not before_scheduled:
         raise ScheduledAhead(effective, pending)
+    _same_currency(client, registry, [c for c in (replaced, *pending) if c is not None])
     if registry_mod.record_version(client, registry, text, author=author, reason=reason) is False:
         # Known text, put back in force: re-insert it with a new loaded_at, so readers that take
         # the most recently loaded row of registry_versions (tracker.capacity) agree.
@@ -347,6 +348,25 @@ def activate(
     if not mine:
         raise ChangeConflict(_RACED)
     return change
+
+
+def _same_currency(client: Client, registry: Registry, neighbours: list[Change]) -> None:
+    """Refuse a change of the reporting currency once usage has landed. Each record's cost is
+    converted into the currency in force when it lands and summed so in the rollups, which
+    keep no currency: records landed in INR and USD would be added up and labelled with the
+    newer one (found in review: 84 INR + 1 USD answered as 85 USD)."""
+    for change in neighbours:
+        other = registry_of(client, change.version)
+        if other is None or other.reporting_currency == registry.reporting_currency:
+            continue
+        if client.query("SELECT count() FROM usage_raw LIMIT 1").result_rows[0][0]:
+            raise ChangeError(
+                f"reporting_currency {registry.reporting_currency} differs from "
+                f"{other.reporting_currency} of version {change.version}: landed costs are "
+                f"stored converted into {other.reporting_currency}, and the totals would add "
+                "both currencies up; keep the reporting currency (a rate in fx_to_reporting "
+                "converts any other), or start a new store for the new one"
+            )
 
 
 def load_file(

@@ -384,3 +384,37 @@ def test_a_change_behind_a_scheduled_one_is_refused_listing_it(pool: ClientPool)
                                     effective_from=tomorrow + timedelta(days=1))  # fmt: skip
     assert after is not None and after.previous == d.version
     assert len(registry_store.history(client)) == 5
+
+
+def in_dollars(text: str) -> tuple[Registry, str]:
+    """`text` reporting in USD, with the same rates."""
+    data = yaml.safe_load(text)
+    data["reporting_currency"] = "USD"
+    data["fx_to_reporting"] = {"USD": 1, "INR": 0.0119, "EUR": 1.0833}
+    new_text = yaml.safe_dump(data, sort_keys=False)
+    return parse(new_text, "usd.yaml"), new_text
+
+
+def test_the_reporting_currency_cannot_change_under_landed_usage(pool: ClientPool) -> None:
+    # Found in review: costs are converted into the reporting currency as records land, and the
+    # rollups keep no currency; after a change from INR to USD, /v1/cost added 84 INR and 1 USD
+    # up as 85 USD. (At the end of the module: it empties the ledger and the usage.)
+    client = pool.get()
+    client.command("TRUNCATE TABLE registry_changes")
+    a, a_text = india()
+    registry_store.activate(client, a, a_text, author="t", reason="base", source="t")
+    Writer(client).write(Processor(Classifier(a)).process_records([make(900)]).rows)
+    usd, usd_text = in_dollars(a_text)
+    for when in (None, datetime.now(UTC) + timedelta(days=1)):
+        with pytest.raises(registry_store.ChangeError, match="reporting_currency USD differs "
+                           f"from INR of version {a.version}"):  # fmt: skip
+            registry_store.activate(client, usd, usd_text, author="t", reason="in dollars",
+                                    source="t", effective_from=when)  # fmt: skip
+    assert [c.version for c in registry_store.history(client)] == [a.version]
+    # Another change in the same currency is taken; and before any usage, a new currency is.
+    b, b_text = named(a_text, "B")
+    assert registry_store.activate(client, b, b_text, author="t", reason="b", source="t")
+    for table in ("usage_raw", "usage_key_index", "usage_hourly", "usage_daily", "landed_batches"):
+        client.command(f"TRUNCATE TABLE {table}")
+    changed = registry_store.activate(client, usd, usd_text, author="t", reason="usd", source="t")
+    assert changed is not None and changed.previous == b.version
