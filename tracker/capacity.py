@@ -24,7 +24,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from tracker.bounds import as_utc
-from tracker.metrics import ROLLUP, where_clause
+from tracker.metrics import ROLLUP, ROLLUP_KEY, where_clause
 from tracker.registry import Registry, Targets
 from tracker.registry_store import effective
 
@@ -230,13 +230,11 @@ SELECT
         AS within,
     sumIf(req, lat_n = 0) AS unmeasured
 FROM (
-    SELECT hour, agency_id, provider, model, region, tier, sector, channel, operator,
-           facility_country, operation, status, registry_version,
+    SELECT {ROLLUP_KEY},
            sum(requests) AS req, sum(latency_ms_sum) AS lat_sum, sum(latency_count) AS lat_n
     FROM {ROLLUP}
     WHERE {where_clause(domestic)}
-    GROUP BY hour, agency_id, provider, model, region, tier, sector, channel, operator,
-             facility_country, operation, status, registry_version
+    GROUP BY {ROLLUP_KEY}
 )
 GROUP BY bucket
 """.strip()

@@ -24,6 +24,12 @@ from tracker.bounds import as_utc
 
 ROLLUP = "usage_hourly"
 DAILY_ROLLUP = "usage_daily"
+# The hourly rollup's sort key: a SummingMergeTree row is one row only once its parts merged,
+# so a figure that tests a summed measure row by row (sumIf over it) sums to this key first.
+ROLLUP_KEY = (
+    "hour, agency_id, provider, model, region, tier, sector, channel, operator, "
+    "facility_country, operation, status, registry_version"
+)
 
 
 class AsClassified(StrEnum):

@@ -53,7 +53,9 @@ class CostOut(BaseModel):
     cost_unconverted_records: int | None = Field(
         description="records with a cost in a currency the registry has no rate for (not in cost)"
     )
-    cost_per_inference: float | None = Field(description="cost / requests")
+    cost_per_inference: float | None = Field(
+        description="cost / requests, every request counted, those without a converted cost too"
+    )
     inferences_per_day: float | None = Field(description="requests / days in the range")
     operating_cost_per_day: float | None = Field(
         description="cost per inference x inferences per day: the cognitive layer's running cost"

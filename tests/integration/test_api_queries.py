@@ -536,3 +536,36 @@ def test_a_peak_hour_is_withheld_when_the_other_hours_are_a_small_cell(
     assert not period["suppressed"] and period["inputs"]["requests"] == 137
     assert period["peak_hour_suppressed"] and period["inputs"]["peak_hour_requests"] is None
     assert period["layers"]["C"] is None and period["index"] is None
+
+
+ENERGY_HOUR = datetime(2025, 2, 11, 10, tzinfo=UTC)
+
+
+def test_energy_per_inference_does_not_change_when_parts_merge(
+    client: TestClient, pool: ClientPool, seeded: Seeded, auditor: dict[str, str]
+) -> None:
+    # Found in review: requests that reported energy were counted part by part of the rollup,
+    # so two batches of one rollup row (one gateway reporting energy, one not) gave 10 Wh per
+    # request before the parts merged and 5 after: a published figure that changed by itself.
+    records = [
+        UsageRecord(record_id=f"wh-{gateway}-{i}", gateway_id=gateway, agency_id="in-sbi",
+                    occurred_at=ENERGY_HOUR + timedelta(minutes=i), provider="sarvam",
+                    model="m-wh", request_count=1, energy_wh=10.0 if gateway == "gw-wh-a" else None)
+        for gateway in ("gw-wh-a", "gw-wh-b")
+        for i in range(10)
+    ]  # fmt: skip
+    processor = Processor(Classifier(seeded.registry))
+    for gateway in ("gw-wh-a", "gw-wh-b"):  # two batches: two parts of one rollup row
+        mine = [r for r in records if r.gateway_id == gateway]
+        Writer(pool.get()).write(processor.process_records(mine).rows)
+    params = {"from": ENERGY_HOUR.isoformat(), "to": (ENERGY_HOUR + timedelta(hours=1)).isoformat()}
+
+    def energy() -> tuple[int, float]:
+        total = client.get("/v1/cost", params=params, headers=auditor).json()["total"]
+        return total["energy_reported_requests"], total["wh_per_inference"]
+
+    before = energy()
+    pool.get().command("OPTIMIZE TABLE usage_hourly FINAL")
+    assert energy() == before
+    # Both gateways share the rollup row (it has no gateway): the documented approximation.
+    assert before == (20, 5.0)
