@@ -10,6 +10,7 @@ import logging
 import threading
 from typing import Protocol
 
+from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from collector.spool import Spool, SpoolFull
@@ -17,6 +18,12 @@ from tracker.contract import UsageRecord, by_shard, encode_batch, shard_key
 from tracker.topics import producer
 
 log = logging.getLogger(__name__)
+
+# Below the broker's default limit on a message (message.max.bytes, 1 MiB), compressed or not:
+# a message over it is refused, and kafka-python's idempotent producer then fails every later
+# send (found in review: 500 records with long non-ASCII names, ~1.9 MB, silenced a collector).
+# A record is at most a few KB (the contract bounds every field), so any batch can be cut so.
+MAX_MESSAGE_BYTES = 768 * 1024
 
 
 class DeliveryFailed(RuntimeError):
@@ -47,33 +54,63 @@ class KafkaSink:
         self.records_per_message = records_per_message
         self.shards = shards
         self.timeout_seconds = timeout_seconds
-        self._producer = producer(
-            bootstrap, client_id="tracker-collector", timeout_seconds=timeout_seconds,
-            compression=compression,
+        self._bootstrap, self._compression = bootstrap, compression
+        self._producer = self._new_producer()
+        self._renewing = threading.Lock()
+
+    def _new_producer(self) -> KafkaProducer:
+        return producer(
+            self._bootstrap, client_id="tracker-collector", timeout_seconds=self.timeout_seconds,
+            compression=self._compression,
         )  # fmt: skip
 
     def messages(self, records: list[UsageRecord]) -> list[tuple[bytes, bytes]]:
         """(key, value) pairs, keyed by the shard of their records' identity: the partitioner
-        places them then, so a spooled message goes where it would have gone."""
+        places them then, so a spooled message goes where it would have gone. Each value is
+        at most MAX_MESSAGE_BYTES (unless one record alone is more)."""
         return [
-            (shard_key(shard), encode_batch(chunk))
+            (shard_key(shard), value)
             for shard, chunk in by_shard(records, self.shards, self.records_per_message)
+            for value in _encoded_within(chunk, MAX_MESSAGE_BYTES)
         ]
 
     def send(self, messages: list[tuple[bytes, bytes]]) -> None:
         """Send and wait for every acknowledgement; DeliveryFailed if any is missing."""
+        sender = self._producer
         try:
-            futures = [self._producer.send(self.topic, key=k, value=v) for k, v in messages]
+            futures = [sender.send(self.topic, key=k, value=v) for k, v in messages]
             for future in futures:
                 future.get(timeout=self.timeout_seconds)
         except KafkaError as exc:
+            if not exc.retriable:
+                # The idempotent producer stays failed after an error it cannot retry: every
+                # later send would fail too, with the broker up. A new one starts clean.
+                self._renew(sender, exc)
             raise DeliveryFailed(f"Kafka did not acknowledge: {type(exc).__name__}") from exc
+
+    def _renew(self, failed: KafkaProducer, exc: KafkaError) -> None:
+        with self._renewing:
+            if self._producer is not failed:  # another thread renewed it already
+                return
+            log.error("Kafka producer failed (%s: %s); starting a new one", type(exc).__name__, exc)
+            self._producer = self._new_producer()
+        failed.close(timeout=0)
 
     def deliver(self, records: list[UsageRecord]) -> None:
         self.send(self.messages(records))
 
     def close(self) -> None:
         self._producer.close(timeout=10)
+
+
+def _encoded_within(chunk: list[UsageRecord], limit: int) -> list[bytes]:
+    """`chunk` encoded as one message, or cut in halves until each message is within `limit`
+    (a single record goes alone whatever its size)."""
+    value = encode_batch(chunk)
+    if len(value) <= limit or len(chunk) == 1:
+        return [value]
+    half = len(chunk) // 2
+    return _encoded_within(chunk[:half], limit) + _encoded_within(chunk[half:], limit)
 
 
 class SpoolingSink:

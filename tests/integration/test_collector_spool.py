@@ -3,11 +3,12 @@ to disk, answers 2xx, and drains when the broker is back; a full spool answers 5
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -16,11 +17,14 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.integration.faults import wait_caught_up
+from collector.sink import DeliveryFailed, KafkaSink
+from tests.integration.faults import read_topic, wait_caught_up
 from tracker.cli.wiring import Core, collector_app, open_core, run_pipeline
 from tracker.clickhouse import ClientPool
+from tracker.contract import UsageRecord, parse_record
 from tracker.gateways import add
 from tracker.settings import CollectorSettings, CommonSettings, PipelineSettings
+from tracker.topics import ensure_topics
 
 AGENCIES = ["in-sbi", "in-cbse"]
 
@@ -153,3 +157,42 @@ def test_a_spool_that_cannot_write_answers_503(
             assert r.headers["Retry-After"] and "spool write failed" in r.json()["detail"]
     finally:
         sink.close()
+
+
+def test_a_large_request_is_cut_into_messages_the_broker_takes(kafka_bootstrap: str) -> None:
+    """Found in review: 500 valid records with long non-ASCII names made one ~1.9 MB message,
+    over the broker's 1 MB limit; its refusal left kafka-python's idempotent producer failed,
+    so every later request was spooled (answered 200) and never reached Kafka."""
+    topic = f"large-{uuid.uuid4().hex[:6]}"
+    ensure_topics(kafka_bootstrap, topic, topic + ".dlq", partitions=1)
+    rng = random.Random(7)
+
+    def wide() -> str:  # 256 characters of 4 bytes each, that compression cannot shrink
+        return "".join(chr(rng.randrange(0x1F300, 0x1FAFF)) for _ in range(256))
+
+    def records(prefix: str, n: int, name: Callable[[], str]) -> list[UsageRecord]:
+        return [
+            parse_record({"record_id": f"{prefix}{i}", "agency_id": "in-sbi", "provider": name(),
+                          "model": name(), "occurred_at": "2026-07-01T10:00:00Z"},
+                         gateway_id="gw-large")
+            for i in range(n)
+        ]  # fmt: skip
+
+    def plain() -> str:
+        return "sarvam"
+
+    sink = KafkaSink(kafka_bootstrap, topic, shards=1, timeout_seconds=10)
+    try:
+        sink.deliver(records("wide", 500, wide))
+        sink.deliver(records("after", 10, plain))
+        # A message the broker refuses for good (over its limit, sent as it is) fails that
+        # send alone: the producer is renewed, and the next delivery goes through.
+        with pytest.raises(DeliveryFailed, match="MessageSizeTooLarge"):
+            sink.send([(b"shard:0", rng.randbytes(2_000_000))])
+        sink.deliver(records("renewed", 10, plain))
+    finally:
+        sink.close()
+    messages = read_topic(kafka_bootstrap, topic)
+    ids = [r["record_id"] for m in messages for r in m.records]
+    assert len(ids) == len(set(ids)) == 520
+    assert len(messages) > 3  # the 500 wide records went as several messages
