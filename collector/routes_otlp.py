@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from google.rpc import status_pb2  # type: ignore[import-untyped]
 
 from collector.adapters import otlp
-from collector.adapters.common import Context, Mapped, Rejected, SourceError
+from collector.adapters.common import Context, Mapped, run
 from collector.auth import GatewayDep
 from collector.bodies import read_decoded
 from collector.routes_common import Limits, accept, check_batch, media_type
@@ -60,12 +60,9 @@ def otlp_router(sink: Sink, limits: Limits) -> APIRouter:
             items = list(otlp.spans(export))
             check_batch(len(items), limits)
             ctx = Context.for_gateway(gateway)
-            mapped: list[Mapped] = []
-            for item in items:
-                try:
-                    mapped.append(otlp.map_span(item, ctx))
-                except SourceError as exc:
-                    mapped.append(Rejected(exc.field, exc.reason))
+            # run(): a value the adapter did not foresee refuses its span, never the export
+            # with a 500 (exporters do not retry it, and the good spans beside it were lost).
+            mapped: list[Mapped] = [run(otlp.map_span, item, ctx) for item in items]
             result, _ = await accept(mapped, gateway, sink)
         except HTTPException as exc:
             headers = exc.headers or {}

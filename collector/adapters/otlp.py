@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from google.protobuf import json_format
@@ -92,6 +92,11 @@ PROVIDERS: Final = {
     "az.ai.inference": "azure",
 }
 
+# OTLP's id sizes; an id of another size, or all zeros (which OTLP calls invalid), is no id.
+TRACE_ID_BYTES: Final = 16
+SPAN_ID_BYTES: Final = 8
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
 
 class OtlpDecodeError(ValueError):
     pass
@@ -124,14 +129,13 @@ def decode(body: bytes, content_type: str) -> Export:
         raise OtlpDecodeError(f"body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise OtlpDecodeError("body must be a JSON ExportTraceServiceRequest object")
-    _hex_ids_to_base64(data)
-    unreadable: dict[int, tuple[str, str]] = {}
+    unreadable = _hex_ids_to_base64(data)
     try:
         json_format.ParseDict(data, request, ignore_unknown_fields=True)
     except json_format.ParseError:
         # A value no field holds refuses its span only: such spans are set aside and the rest
         # is read again (a fault outside every span still refuses the whole body).
-        unreadable = _set_aside_unreadable(data)
+        unreadable = {**_set_aside_unreadable(data), **unreadable}
         request = ExportTraceServiceRequest()  # the failed parse may have filled part of it
         try:
             json_format.ParseDict(data, request, ignore_unknown_fields=True)
@@ -156,27 +160,43 @@ def _span_lists(data: dict[str, Any]) -> Iterator[list[Any]]:
                 yield ss["spans"]
 
 
-def _hex_ids_to_base64(data: dict[str, Any]) -> None:
+def _hex_ids_to_base64(data: dict[str, Any]) -> dict[int, tuple[str, str]]:
     """OTLP/JSON writes trace and span ids as hex, where protobuf's JSON mapping expects
-    base64 for bytes fields; convert in place before parsing."""
+    base64 for bytes fields; convert in place before parsing.
 
-    def fix(obj: dict[str, Any]) -> None:
+    An id that is not hex (say base64) refuses its span only, as any value its field cannot
+    hold does (found in review: it was a 400, and exporters drop an export refused with 400).
+    It is removed so the span still parses, and the span's place (in `spans()` order) is
+    returned with the field and reason that refuse it."""
+    unreadable: dict[int, tuple[str, str]] = {}
+
+    def fix(obj: dict[str, Any], prefix: str) -> tuple[str, str] | None:
+        refusal = None
         for key in ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"):
             value = obj.get(key)
             if isinstance(value, str) and value:
                 try:
                     obj[key] = base64.b64encode(bytes.fromhex(value)).decode()
-                except ValueError as exc:
-                    raise OtlpDecodeError(f"{key} is not hex: {value[:40]!r}") from exc
+                except ValueError:
+                    del obj[key]
+                    refusal = refusal or (prefix + key, f"not hex: {value[:40]!r}")
+        return refusal
 
+    place = 0
     for span_list in _span_lists(data):
         for span in span_list:
-            if isinstance(span, dict):
-                fix(span)
-                links = span.get("links")
-                for link in links if isinstance(links, list) else []:
-                    if isinstance(link, dict):
-                        fix(link)
+            place += 1
+            if not isinstance(span, dict):
+                continue
+            refusals = [fix(span, "")]
+            links = span.get("links")
+            for link in links if isinstance(links, list) else []:
+                if isinstance(link, dict):
+                    refusals.append(fix(link, "links."))
+            first = next((r for r in refusals if r is not None), None)
+            if first is not None:
+                unreadable[place - 1] = first
+    return unreadable
 
 
 def _set_aside_unreadable(data: dict[str, Any]) -> dict[int, tuple[str, str]]:
@@ -276,7 +296,8 @@ def spans(export: Export) -> Iterator[SpanItem]:
 
 
 def is_genai(attrs: dict[str, Any]) -> bool:
-    if attrs.get("gen_ai.operation.name") in NOT_INFERENCES:
+    operation = attrs.get("gen_ai.operation.name")
+    if isinstance(operation, str) and operation in NOT_INFERENCES:
         return False
     return any(k in attrs for k in ("gen_ai.operation.name", "gen_ai.provider.name",
                                     "gen_ai.system"))  # fmt: skip
@@ -300,8 +321,11 @@ def _int(attrs: dict[str, Any], name: str, *aliases: str) -> int | None:
 def _record_id(span: Span, attrs: dict[str, Any]) -> str | None:
     """`otel:<trace id><span id>` when the span has both ids (OTLP requires them; the pair is
     unique per span and resent unchanged), else a stable id from `gen_ai.response.id`, else
-    None (the contract then refuses the span: nothing could recognise its resend)."""
-    if span.trace_id and span.span_id:
+    None (the contract then refuses the span: nothing could recognise its resend).
+
+    Ids of the wrong size or all zeros (invalid in OTLP: a misconfigured SDK sends them) are
+    no ids: every such span would share one record id and distinct calls would count once."""
+    if _valid_id(span.trace_id, TRACE_ID_BYTES) and _valid_id(span.span_id, SPAN_ID_BYTES):
         return f"otel:{span.trace_id.hex()}{span.span_id.hex()}"
     response_id = attrs.get("gen_ai.response.id")
     if response_id:
@@ -309,11 +333,21 @@ def _record_id(span: Span, attrs: dict[str, Any]) -> str | None:
     return None
 
 
+def _valid_id(value: bytes, size: int) -> bool:
+    return len(value) == size and any(value)
+
+
 def map_span(item: SpanItem, ctx: Context) -> dict[str, Any] | None:
     span = item.span
     attrs = attributes(span.attributes)
     if item.unreadable is not None:
         raise SourceError(*item.unreadable)
+    operation = attrs.get("gen_ai.operation.name")
+    if operation is not None and not isinstance(operation, str):
+        # An array or kvlist cannot be looked up as a name (it was a TypeError and a 500).
+        kinds: dict[type, str] = {list: "an array", dict: "a kvlist"}
+        kind = kinds.get(type(operation), type(operation).__name__)
+        raise SourceError("gen_ai.operation.name", f"must be a string, not {kind}")
     if not is_genai(attrs):
         return None
     # Span attributes win over resource attributes: the more specific statement.
@@ -326,11 +360,13 @@ def map_span(item: SpanItem, ctx: Context) -> dict[str, Any] | None:
         raise SourceError("gen_ai.request.model", "GenAI span names no model")
     if span.start_time_unix_nano == 0:
         raise SourceError("startTimeUnixNano", "span has no start time")
-    started = datetime.fromtimestamp(span.start_time_unix_nano / 1e9, tz=UTC)
+    # Integer arithmetic: nanos / 1e9 rounds through a float, and moved a start in the last
+    # microsecond of a day into the next (found in review). Microseconds are what a datetime
+    # holds; the contract truncates them to milliseconds.
+    started = EPOCH + timedelta(microseconds=span.start_time_unix_nano // 1000)
     latency = None
     if span.end_time_unix_nano >= span.start_time_unix_nano:
         latency = (span.end_time_unix_nano - span.start_time_unix_nano) // 1_000_000
-    operation = attrs.get("gen_ai.operation.name")
     error = span.status.code == Status.STATUS_CODE_ERROR or "error.type" in attrs
     return drop_none(
         {
@@ -339,7 +375,7 @@ def map_span(item: SpanItem, ctx: Context) -> dict[str, Any] | None:
             "occurred_at": started,
             "provider": PROVIDERS.get(provider, provider),
             "model": model,
-            "operation": OPERATIONS.get(str(operation), "other") if operation else "chat",
+            "operation": OPERATIONS.get(operation, "other") if operation else "chat",
             "endpoint_host": _str(attrs, "server.address"),
             # Span level only: on a client span `cloud.region` is the region of the called
             # service; on the resource it is where the instrumented application runs, which

@@ -20,6 +20,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from collector.adapters import otlp
+from collector.adapters.common import Context
 from tests.integration.test_collector_support import (
     SINGLE_AGENCY,
     Keys,
@@ -259,3 +261,85 @@ def test_a_json_number_no_double_holds_refuses_its_span_only(
     assert "aaa19b7ec3c1b175" in partial["errorMessage"]
     assert "gen_ai.usage.input_tokens" in partial["errorMessage"]
     assert raw_count(pool, keys.single_id, "model = 'sarvam-big'") == 1
+
+
+def _chat_span(span_id: str, model: str, **operation: object) -> dict[str, object]:
+    """An OTLP/JSON GenAI span (hex ids) whose gen_ai.operation.name value is `operation`."""
+    start = time.time_ns() - 5_000_000_000
+    value = operation or {"stringValue": "chat"}
+    return {"traceId": "7d8efff798038103d269b633813fc60c", "spanId": span_id, "name": "chat",
+            "startTimeUnixNano": str(start), "endTimeUnixNano": str(start + 10**8),
+            "attributes": [{"key": "gen_ai.operation.name", "value": value},
+                           {"key": "gen_ai.system", "value": {"stringValue": "sarvam"}},
+                           {"key": "gen_ai.request.model", "value": {"stringValue": model}}]}  # fmt: skip
+
+
+def _export(*spans: dict[str, object]) -> dict[str, object]:
+    return {"resourceSpans": [{"scopeSpans": [{"spans": list(spans)}]}]}
+
+
+def test_an_operation_name_that_is_no_string_refuses_its_span_only(
+    url: str, keys: Keys, pool: ClientPool
+) -> None:
+    # Found in review: an array gen_ai.operation.name was a 500 for the whole export (JSON and
+    # protobuf), and exporters do not retry a 500: the good span beside it was lost.
+    array = {"arrayValue": {"values": [{"stringValue": "chat"}]}}
+    auth = {"Authorization": f"Bearer {keys.single}"}
+    as_json = _export(_chat_span("bbb19b7ec3c1b174", "sarvam-arr"),
+                      _chat_span("bbb19b7ec3c1b175", "sarvam-arr", **array))  # fmt: skip
+    reply = httpx.post(f"{url}/v1/traces", content=orjson.dumps(as_json),
+                       headers={**auth, "Content-Type": "application/json"})  # fmt: skip
+    assert reply.status_code == 200, reply.text
+    partial = reply.json()["partialSuccess"]
+    assert int(partial["rejectedSpans"]) == 1, partial
+    assert (
+        "bbb19b7ec3c1b175 of trace 7d8efff798038103d269b633813fc60c: gen_ai.operation.name:"
+        in partial["errorMessage"]
+    )
+    decoded = otlp.decode(orjson.dumps(_export(
+        _chat_span("bbb19b7ec3c1b176", "sarvam-arr"),
+        _chat_span("bbb19b7ec3c1b177", "sarvam-arr", **array))), "application/json")  # fmt: skip
+    reply = httpx.post(f"{url}/v1/traces", content=decoded.request.SerializeToString(),
+                       headers={**auth, "Content-Type": "application/x-protobuf"})  # fmt: skip
+    assert reply.status_code == 200, reply.text
+    answer = ExportTraceServiceResponse.FromString(reply.content)
+    assert answer.partial_success.rejected_spans == 1, answer
+    assert raw_count(pool, keys.single_id, "model = 'sarvam-arr'") == 2
+
+
+def test_an_unexpected_error_in_one_span_is_no_500(
+    url: str, keys: Keys, pool: ClientPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Whatever a span holds that the adapter did not foresee refuses that span, not the export.
+    map_span = otlp.map_span
+
+    def failing(item: otlp.SpanItem, ctx: Context) -> dict[str, object] | None:
+        if item.span.span_id.hex() == "ccc19b7ec3c1b175":
+            raise TypeError("unforeseen")
+        return map_span(item, ctx)
+
+    monkeypatch.setattr(otlp, "map_span", failing)
+    body = _export(_chat_span("ccc19b7ec3c1b174", "sarvam-odd"),
+                   _chat_span("ccc19b7ec3c1b175", "sarvam-odd"))  # fmt: skip
+    reply = httpx.post(f"{url}/v1/traces", content=orjson.dumps(body), headers={
+        "Authorization": f"Bearer {keys.single}", "Content-Type": "application/json"})  # fmt: skip
+    assert reply.status_code == 200, reply.text
+    assert "ccc19b7ec3c1b175 of trace 7d8efff798038103d269b633813fc60c: record: unreadable item: unforeseen" in (
+        reply.json()["partialSuccess"]["errorMessage"])  # fmt: skip
+    assert raw_count(pool, keys.single_id, "model = 'sarvam-odd'") == 1
+
+
+def test_json_ids_that_are_not_hex_refuse_their_span_only(
+    url: str, keys: Keys, pool: ClientPool
+) -> None:
+    # Found in review: base64 ids in one span made the whole body a 400 (dropped by exporters).
+    base64_ids = {**_chat_span("", "sarvam-b64"),
+                  "traceId": "W47/95gDgQPSabYzgT/GDA==", "spanId": "7uGbfsPBsXU="}  # fmt: skip
+    body = _export(_chat_span("ddd19b7ec3c1b174", "sarvam-b64"), base64_ids)
+    reply = httpx.post(f"{url}/v1/traces", content=orjson.dumps(body), headers={
+        "Authorization": f"Bearer {keys.single}", "Content-Type": "application/json"})  # fmt: skip
+    assert reply.status_code == 200, reply.text
+    partial = reply.json()["partialSuccess"]
+    assert int(partial["rejectedSpans"]) == 1, partial
+    assert "traceId: not hex: 'W47/95gDgQPSabYzgT/GDA=='" in partial["errorMessage"]
+    assert raw_count(pool, keys.single_id, "model = 'sarvam-b64'") == 1

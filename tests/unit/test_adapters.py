@@ -63,9 +63,11 @@ def test_otlp_protobuf_and_json_decode_alike() -> None:
     assert again == export
     assert again.request.resource_spans[0].scope_spans[0].spans[0].trace_id.hex() == (
         "5b8efff798038103d269b633813fc60c")  # fmt: skip
-    with pytest.raises(otlp.OtlpDecodeError):
-        otlp.decode(b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}',
-                    "application/json")  # fmt: skip
+    # An id that is not hex refuses its span only (it used to refuse the whole body).
+    (zz,) = otlp.spans(otlp.decode(
+        b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}',
+        "application/json"))  # fmt: skip
+    assert zz.unreadable == ("traceId", "not hex: 'zz'")
 
 
 def test_otlp_without_agency_and_several_agencies_is_refused() -> None:
@@ -550,3 +552,102 @@ def test_otlp_json_value_no_field_holds_refuses_its_span_only() -> None:
     with pytest.raises(otlp.OtlpDecodeError):  # outside every span: the body is refused
         otlp.decode(b'{"resourceSpans": [{"resource": {"attributes": [{"key": "x", "value": '
                     b'{"doubleValue": 1e400}}]}}]}', "application/json")  # fmt: skip
+
+
+def _otlp_json(*spans: dict[str, Any]) -> list[otlp.SpanItem]:
+    """OTLP/JSON spans with raw AnyValue attributes, decoded the way /v1/traces decodes them."""
+    body = {"resourceSpans": [{"scopeSpans": [{"spans": [
+        {"name": "chat", "startTimeUnixNano": "1767225600000000000",
+         "endTimeUnixNano": "1767225601000000000",
+         **{k: v for k, v in span.items() if k != "attributes"},
+         "attributes": [{"key": k, "value": v} for k, v in span["attributes"].items()]}
+        for span in spans]}]}]}  # fmt: skip
+    return list(otlp.spans(otlp.decode(json.dumps(body).encode(), "application/json")))
+
+
+RAW_CHAT: dict[str, Any] = {
+    "gen_ai.operation.name": {"stringValue": "chat"},
+    "gen_ai.provider.name": {"stringValue": "openai"},
+    "gen_ai.request.model": {"stringValue": "gpt-4o"},
+}
+
+
+def test_otlp_operation_name_that_is_no_string_refuses_its_span_only() -> None:
+    # Found in review: an array (unhashable) in `... in NOT_INFERENCES` raised TypeError, a 500
+    # that lost every span of the export.
+    ids = {"traceId": "5b8efff798038103d269b633813fc60c"}
+    odd = [{"arrayValue": {"values": [{"stringValue": "chat"}]}},
+           {"kvlistValue": {"values": [{"key": "a", "value": {"stringValue": "chat"}}]}},
+           {"intValue": "3"}]  # fmt: skip
+    items = _otlp_json(
+        {**ids, "spanId": f"{1:016x}", "attributes": RAW_CHAT},
+        *({**ids, "spanId": f"{2 + i:016x}",
+           "attributes": {**RAW_CHAT, "gen_ai.operation.name": value}}
+          for i, value in enumerate(odd)),
+    )  # fmt: skip
+    good, *refused = (run(otlp.map_span, item, ONE) for item in items)
+    assert _valid(good).operation == "chat"
+    for mapped in refused:
+        assert isinstance(mapped, Rejected) and mapped.field == "gen_ai.operation.name", mapped
+        assert "string" in mapped.reason
+
+
+def test_otlp_invalid_ids_count_as_missing() -> None:
+    # Found in review: all-zero ids (invalid in OTLP, sent by a misconfigured SDK) made every
+    # such span otel:000...0, so distinct calls counted once. Like missing ids, they fall back
+    # on gen_ai.response.id; so do ids of the wrong length.
+    def span(trace_id: str, span_id: str, response_id: str | None) -> dict[str, Any]:
+        extra = {"gen_ai.response.id": {"stringValue": response_id}} if response_id else {}
+        return {"traceId": trace_id, "spanId": span_id, "attributes": {**RAW_CHAT, **extra}}
+
+    zero = ("0" * 32, "0" * 16)
+    items = _otlp_json(
+        span(*zero, "chatcmpl-1"), span(*zero, "chatcmpl-2"),
+        span("0af7651916cd43dd", "b7ad6b7169203331", "chatcmpl-3"),  # trace id of 8 bytes
+        span("0af7651916cd43dd8448eb211c80319c", "00" * 7 + "01", "chatcmpl-4"),
+        span("0af7651916cd43dd8448eb211c80319c", "b7ad6b71692033", "chatcmpl-5"),  # 7 bytes
+        span(*zero, None),
+    )  # fmt: skip
+    *fallback, nothing = (run(otlp.map_span, item, ONE) for item in items)
+    assert [_valid(m).record_id for m in fallback] == [
+        "chatcmpl-1", "chatcmpl-2", "chatcmpl-3",
+        "otel:0af7651916cd43dd8448eb211c80319c0000000000000001",  # a valid non-zero span id
+        "chatcmpl-5",
+    ]  # fmt: skip
+    # Nothing to recognise a resend by: refused, as a span without ids is.
+    assert parse_record_error(nothing) == "record_id"
+
+
+def test_otlp_json_ids_that_are_not_hex_refuse_their_span_only() -> None:
+    # Found in review: base64 ids (protobuf's generic JSON mapping of bytes) in one span made
+    # the whole body a 400, and an exporter drops an export refused with 400.
+    good_ids = {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174"}
+    link = {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "zz"}
+    items = _otlp_json(
+        {**good_ids, "attributes": RAW_CHAT},
+        {"traceId": "W47/95gDgQPSabYzgT/GDA==", "spanId": "7uGbfsPBsXU=", "attributes": RAW_CHAT},
+        {**good_ids, "spanId": "eee19b7ec3c1b175", "links": [link], "attributes": RAW_CHAT},
+        {"traceId": "zz", "attributes": {"http.route": {"stringValue": "/"}}},
+    )  # fmt: skip
+    good, base64_ids, bad_link, not_genai = (run(otlp.map_span, item, ONE) for item in items)
+    assert _valid(good).record_id == "otel:5b8efff798038103d269b633813fc60ceee19b7ec3c1b174"
+    assert isinstance(base64_ids, Rejected) and base64_ids.field == "traceId", base64_ids
+    assert "not hex" in base64_ids.reason and "W47/95gDgQPSabYzgT/GDA==" in base64_ids.reason
+    assert isinstance(bad_link, Rejected) and bad_link.field == "links.spanId", bad_link
+    assert otlp.describe(items[2]).startswith("span eee19b7ec3c1b175 of trace 5b8efff7")
+    # Refused like any unreadable span: its value could have been what says it is GenAI.
+    assert isinstance(not_genai, Rejected) and not_genai.field == "traceId", not_genai
+
+
+@pytest.mark.parametrize(
+    "nanos", [1767225599_999_999_999, 1767225599_999_999_600, 1767225599_999_500_000]
+)
+def test_otlp_start_time_is_not_rounded_through_a_float(nanos: int) -> None:
+    # Found in review: nanos / 1e9 rounded the last microsecond of 2025 into 2026.
+    (item,) = _otlp_json(
+        {"traceId": f"{1:032x}", "spanId": f"{1:016x}", "attributes": RAW_CHAT,
+         "startTimeUnixNano": str(nanos), "endTimeUnixNano": str(nanos + 10**9)}
+    )  # fmt: skip
+    record = _valid(run(otlp.map_span, item, ONE))
+    assert record.occurred_at.isoformat() == "2025-12-31T23:59:59.999000+00:00"
+    assert record.latency_ms == 1000
