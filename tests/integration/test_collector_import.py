@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from collector.imports import (
     FileStopped,
     Importer,
     Sender,
+    UnusableArguments,
     read_csv,
     redact_url,
     watch,
@@ -999,3 +1001,80 @@ def test_line_numbers_after_resuming_past_a_row_with_quoted_line_breaks(
     result = _run(str(multi), *common)
     assert f"{multi}:5: input_tokens:" in result.output, result.output
     assert "0 imported, 1 refused (resumed at byte" in result.output, result.output
+
+
+def test_a_record_alone_over_the_body_limit_is_refused_and_the_lines_after_it_import(
+    settings: CommonSettings, core: Core, keys: Keys, pool: ClientPool, tmp_path: Path
+) -> None:
+    """Found in review: a line whose record alone is over the server's body limit (a long
+    use_case passed through) was still 413 once its batch was split down to it; the import
+    aborted, the checkpoint never passed the line, and every run stopped there."""
+    lines = [_req(f"big-{i}") for i in range(5)]
+    lines.append(json.dumps({**json.loads(_req("big-huge")), "use_case": "x" * 100_000}))
+    lines += [_req(f"big-{i}") for i in range(5, 10)]
+    log = tmp_path / "big.jsonl"
+    log.write_text("\n".join(lines) + "\n")
+    with ServerThread(make_app(settings, core, max_body_bytes=64 * 1024)) as small:
+        common = ["--url", small, "--key", keys.single, "--data-dir", str(tmp_path / "state")]
+        result = _run(str(log), *common)
+        assert result.exit_code == 1, result.output
+        assert (
+            f"{log}:6: use_case: 100,002 bytes as JSON; the record alone is over the "
+            "server's body limit (413:" in result.output
+        ), result.output
+        assert "10 imported, 1 refused" in result.output, result.output
+        assert raw_count(pool, keys.single_id, "startsWith(record_id, 'big-')") == 10
+        # The checkpoint passed the refused line: a re-run reads nothing again.
+        again = _run(str(log), *common)
+        size = log.stat().st_size
+        assert f"0 imported, 0 refused (resumed at byte {size})" in again.output, again.output
+
+
+def test_a_jsonl_file_with_a_utf8_bom_imports_and_resumes_at_the_right_byte(
+    url: str, keys: Keys, pool: ClientPool, tmp_path: Path
+) -> None:
+    """Found in review: a JSONL file saved with a byte-order mark (Notepad's "UTF-8 with BOM",
+    PowerShell 5) had its first line refused as not JSON; a CSV with one was read."""
+    log = tmp_path / "bom.jsonl"
+    log.write_bytes(b"\xef\xbb\xbf" + (_req("bom-1") + "\n" + _req("bom-2") + "\n").encode())
+    common = ["--url", url, "--key", keys.single, "--data-dir", str(tmp_path / "state")]
+    first = _run(str(log), *common)
+    assert first.exit_code == 0 and "2 imported, 0 refused" in first.output, first.output
+    # Offsets count the BOM's 3 bytes: the resume starts at the appended line, whole.
+    size = log.stat().st_size
+    with log.open("a") as f:
+        f.write(_req("bom-3") + "\n")
+    more = _run(str(log), *common)
+    assert more.exit_code == 0, more.output
+    assert f"1 imported, 0 refused (resumed at byte {size})" in more.output, more.output
+    assert raw_count(pool, keys.single_id, "startsWith(record_id, 'bom-')") == 3
+
+
+def test_a_data_dir_where_checkpoints_cannot_be_kept_exits_2_naming_it(
+    url: str, keys: Keys, pool: ClientPool, tmp_path: Path
+) -> None:
+    """Found in review: --data-dir naming a regular file was a traceback (exit 1) at the first
+    checkpoint save, after a batch had been sent."""
+    log = tmp_path / "a.jsonl"
+    log.write_text(_req("dd-1") + "\n")
+    not_a_dir = tmp_path / "afile"
+    not_a_dir.write_text("x")
+    common = [str(log), "--url", url, "--key", keys.single]
+    result = _run(*common, "--data-dir", str(not_a_dir))
+    assert result.exit_code == 2, result.output
+    assert (
+        f"{not_a_dir}/import/checkpoints.json: checkpoints cannot be saved there (Not a "
+        "directory)" in result.output
+    ), result.output
+    assert raw_count(pool, keys.single_id, "record_id = 'dd-1'") == 0  # checked before sending
+    # A directory where the checkpoint file should be: exit 2 too.
+    (tmp_path / "state/import/checkpoints.json").mkdir(parents=True)
+    result = _run(*common, "--data-dir", str(tmp_path / "state"))
+    assert result.exit_code == 2, result.output
+    assert "the checkpoint file cannot be read (Is a directory)" in result.output, result.output
+    # The place becoming unusable during an import: the save says so, no OSError.
+    checkpoints = Checkpoints(tmp_path / "later/import/checkpoints.json")
+    shutil.rmtree(tmp_path / "later/import")  # (it holds the lock file)
+    (tmp_path / "later/import").write_text("x")
+    with pytest.raises(UnusableArguments, match="checkpoints cannot be saved there"):
+        checkpoints.save(log, 0, 0)
