@@ -178,7 +178,7 @@ def select_params(
     after: Cursor | None,
     limit: int | None,
 ) -> dict[str, Any]:
-    p: dict[str, Any] = {"from_": _ch_time(start), "to": _ch_time(end), **filters}
+    p: dict[str, Any] = {"from_": _ch_bound(start), "to": _ch_bound(end), **filters}
     if after is not None:
         p.update(c_a=after.agency_id, c_t=_ch_time(after.occurred_at), c_g=after.gateway_id,
                  c_r=after.record_id)  # fmt: skip
@@ -189,6 +189,15 @@ def select_params(
 
 def _ch_time(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _ch_bound(value: datetime) -> str:
+    """A range bound at the records' precision (ms), rounded up: truncated, `to` took in a
+    record at or after it and `from` one before it (found in review: `to=10:00:00.0004`
+    answered without the record at 10:00:00.000 and `from=` the same with it). Records in
+    [from, to) are those in [ceil(from), ceil(to)) at millisecond precision."""
+    spare = value.microsecond % 1000
+    return _ch_time(value + timedelta(microseconds=1000 - spare) if spare else value)
 
 
 @dataclass(frozen=True)
@@ -316,7 +325,7 @@ def _plan(
         "day <= toDate({to:DateTime64(3, 'UTC')}, 'UTC')",
         *(f"{k} IN {{{k}:{RAW_FILTERS[k]}}}" for k in sorted(daily)),
     ]
-    params: dict[str, Any] = {"from_": _ch_time(start), "to": _ch_time(end), **daily}
+    params: dict[str, Any] = {"from_": _ch_bound(start), "to": _ch_bound(end), **daily}
     if after is not None:
         where.append("agency_id >= {c_a:String}")
         params["c_a"] = after.agency_id

@@ -10,6 +10,7 @@ import io
 import threading
 import time
 from collections.abc import Iterator, MutableMapping
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -235,3 +236,24 @@ def test_an_export_whose_client_is_gone_leaves_no_thread_behind(
     assert not anyio.run(request)
     assert sent[-1] == gone_at, sent
     assert len(held) == 1
+
+
+def test_range_ends_finer_than_a_millisecond_keep_the_half_open_range(
+    client: TestClient, pool: ClientPool, seeded: Seeded, auditor: dict[str, str]
+) -> None:
+    # Found in review: bounds were cut to the millisecond, so `to` 400 us after a record left
+    # it out and `from` 400 us after it took it in, on pages and in every export.
+    at = datetime(2025, 3, 4, 10, 0, tzinfo=UTC)
+    record = seeded.records[0].model_copy(
+        update={"record_id": "sub-ms", "agency_id": "in-sbi", "occurred_at": at}
+    )
+    Writer(pool.get()).write(Processor(Classifier(seeded.registry)).process_records([record]).rows)
+    near = (at + timedelta(microseconds=400)).isoformat()
+    for params, expected in (
+        ({"from": at.isoformat(), "to": near}, ["sub-ms"]),
+        ({"from": near, "to": (at + timedelta(seconds=1)).isoformat()}, []),
+    ):
+        page = client.get("/v1/usage", params=params, headers=auditor).json()["rows"]
+        assert [r["record_id"] for r in page] == expected, params
+        lines = client.get("/v1/usage", params={**params, "format": "jsonl"}, headers=auditor)
+        assert [orjson.loads(ln)["record_id"] for ln in lines.text.splitlines()] == expected
