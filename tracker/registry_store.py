@@ -359,7 +359,7 @@ def _same_currency(client: Client, registry: Registry, neighbours: list[Change])
         other = registry_of(client, change.version)
         if other is None or other.reporting_currency == registry.reporting_currency:
             continue
-        if client.query("SELECT count() FROM usage_raw LIMIT 1").result_rows[0][0]:
+        if client.query("SELECT count() FROM usage_raw").result_rows[0][0]:
             raise ChangeError(
                 f"reporting_currency {registry.reporting_currency} differs from "
                 f"{other.reporting_currency} of version {change.version}: landed costs are "

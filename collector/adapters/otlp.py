@@ -160,6 +160,17 @@ def _span_lists(data: dict[str, Any]) -> Iterator[list[Any]]:
                 yield ss["spans"]
 
 
+def _placed_spans(data: dict[str, Any]) -> Iterator[tuple[int, list[Any], int, dict[str, Any]]]:
+    """Each span object of an OTLP/JSON export with its place in `spans()` order (which counts
+    the entries that are no object too), its list and its index there."""
+    place = 0
+    for span_list in _span_lists(data):
+        for index, span in enumerate(span_list):
+            if isinstance(span, dict):
+                yield place, span_list, index, span
+            place += 1
+
+
 def _hex_ids_to_base64(data: dict[str, Any]) -> dict[int, tuple[str, str]]:
     """OTLP/JSON writes trace and span ids as hex, where protobuf's JSON mapping expects
     base64 for bytes fields; convert in place before parsing.
@@ -182,20 +193,15 @@ def _hex_ids_to_base64(data: dict[str, Any]) -> dict[int, tuple[str, str]]:
                     refusal = refusal or (prefix + key, f"not hex: {value[:40]!r}")
         return refusal
 
-    place = 0
-    for span_list in _span_lists(data):
-        for span in span_list:
-            place += 1
-            if not isinstance(span, dict):
-                continue
-            refusals = [fix(span, "")]
-            links = span.get("links")
-            for link in links if isinstance(links, list) else []:
-                if isinstance(link, dict):
-                    refusals.append(fix(link, "links."))
-            first = next((r for r in refusals if r is not None), None)
-            if first is not None:
-                unreadable[place - 1] = first
+    for place, _, _, span in _placed_spans(data):
+        refusals = [fix(span, "")]
+        links = span.get("links")
+        for link in links if isinstance(links, list) else []:
+            if isinstance(link, dict):
+                refusals.append(fix(link, "links."))
+        first = next((r for r in refusals if r is not None), None)
+        if first is not None:
+            unreadable[place] = first
     return unreadable
 
 
@@ -212,16 +218,11 @@ def _set_aside_unreadable(data: dict[str, Any]) -> dict[int, tuple[str, str]]:
     answer. A span that is no JSON object is left as it is: the export is malformed, not a
     value, and the whole body is refused as before."""
     unreadable: dict[int, tuple[str, str]] = {}
-    place = 0
-    for span_list in _span_lists(data):
-        for index, span in enumerate(span_list):
-            place += 1
-            if not isinstance(span, dict):
-                continue
-            try:
-                json_format.ParseDict(span, Span(), ignore_unknown_fields=True)
-            except json_format.ParseError as exc:
-                span_list[index], unreadable[place - 1] = _readable_part(span, exc)
+    for place, span_list, index, span in _placed_spans(data):
+        try:
+            json_format.ParseDict(span, Span(), ignore_unknown_fields=True)
+        except json_format.ParseError as exc:
+            span_list[index], unreadable[place] = _readable_part(span, exc)
     return unreadable
 
 
@@ -296,8 +297,7 @@ def spans(export: Export) -> Iterator[SpanItem]:
 
 
 def is_genai(attrs: dict[str, Any]) -> bool:
-    operation = attrs.get("gen_ai.operation.name")
-    if isinstance(operation, str) and operation in NOT_INFERENCES:
+    if attrs.get("gen_ai.operation.name") in NOT_INFERENCES:  # a string: map_span checks
         return False
     return any(k in attrs for k in ("gen_ai.operation.name", "gen_ai.provider.name",
                                     "gen_ai.system"))  # fmt: skip
