@@ -42,19 +42,25 @@ def suppressed(records: Sequence[int], k: int, withheld: Collection[int] = ()) -
 
 
 def suppressed_nested(
-    records: Sequence[int], groups: Sequence[str], k: int, hidden_groups: Collection[str] = ()
+    records: Sequence[int],
+    groups: Sequence[str],
+    k: int,
+    hidden_groups: Collection[str] = (),
+    withheld: Collection[int] = (),
 ) -> set[int]:
     """Cells of a table nested in groups whose totals are published too (providers within
     origins): each group is a table of its own, or a group's total minus its shown cells would
     give a cell hidden alone in it. A group hidden in its own table (`hidden_groups`) keeps at
     least one cell hidden: were all of its cells shown, their sum would give its total back,
-    and with it the group that total was hidden to protect."""
+    and with it the group that total was hidden to protect. `withheld`: cells left out anyway,
+    as in `suppressed`."""
     members: dict[str, list[int]] = {}
     for i, g in enumerate(groups):
         members.setdefault(g, []).append(i)
     hide: set[int] = set()
     for g, idx in members.items():
-        inner = {idx[j] for j in suppressed([records[i] for i in idx], k)}
+        out = [j for j, i in enumerate(idx) if i in withheld]
+        inner = {idx[j] for j in suppressed([records[i] for i in idx], k, out)}
         if g in hidden_groups and not inner:
             inner = {min(idx, key=lambda i: (records[i], i))}
         hide |= inner

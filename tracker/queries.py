@@ -261,19 +261,24 @@ def raw_where(filters: dict[str, list[str]]) -> str:
 
 
 def providers_sql(by_provider: bool, filters: dict[str, list[str]]) -> tuple[str, str]:
-    """(rollup SQL, raw percentile SQL), keyed by (provider, origin)."""
+    """(rollup SQL, raw percentile SQL), keyed by (provider, origin). Per provider, the rollup
+    keeps the `limit` providers of each origin with the most requests, and the percentiles are
+    read for the `shown` providers only: provider names come from the records, so their number
+    is the callers' to grow."""
     pk = "provider" if by_provider else "''"
+    cut = " LIMIT {limit:UInt32} BY o" if by_provider else ""
     rollup = f"""
 SELECT {pk} AS p, {ORIGIN_EXPR} AS o, sum(records), sum(requests),
        sumIf(requests, status = 'ok'), sum(input_tokens + output_tokens),
        toFloat64(sum(cost_reporting))
 FROM {ROLLUP} WHERE {where_clause(filters)}
-GROUP BY p, o ORDER BY o, sum(requests) DESC, p""".strip()
+GROUP BY p, o ORDER BY o, sum(requests) DESC, p{cut}""".strip()
+    only = " AND provider IN {shown:Array(String)}" if by_provider else ""
     raw = f"""
 SELECT {pk} AS p, {ORIGIN_EXPR} AS o,
        quantilesTDigestWeighted(0.5, 0.95)(latency_ms, request_count),
        sum(toFloat64(latency_ms) * request_count) / sum(request_count)
-FROM usage_raw WHERE {raw_where(filters)} AND latency_ms IS NOT NULL
+FROM usage_raw WHERE {raw_where(filters)} AND latency_ms IS NOT NULL{only}
 GROUP BY p, o""".strip()
     return rollup, raw
 
@@ -285,17 +290,22 @@ def providers(
     filters: dict[str, list[str]],
     *,
     by_provider: bool = True,
+    limit: int = 1000,
 ) -> list[ProviderCell]:
+    """Per (provider, origin), or per origin with `by_provider=False`; at most `limit`
+    providers of each origin, most requests first."""
     rollup_sql, raw_sql = providers_sql(by_provider, filters)
     p = params(start, end, filters)
+    rows = client.query(rollup_sql, parameters={**p, "limit": limit}).result_rows
     # (mean, p50, p95), all weighted by request_count: a record may stand for many requests.
     latency: dict[tuple[str, str], tuple[float, float, float]] = {}
-    for prov, origin, qs, mean in client.query(raw_sql, parameters=p).result_rows:
+    shown = sorted({str(r[0]) for r in rows})
+    for prov, origin, qs, mean in client.query(
+        raw_sql, parameters={**p, "shown": shown}
+    ).result_rows:
         latency[(str(prov), str(origin))] = (float(mean), float(qs[0]), float(qs[1]))
     out = []
-    for prov, origin, recs, reqs, ok, tokens, cost_ in client.query(
-        rollup_sql, parameters=p
-    ).result_rows:
+    for prov, origin, recs, reqs, ok, tokens, cost_ in rows:
         mean, p50, p95 = latency.get((str(prov), str(origin)), (None, None, None))
         out.append(ProviderCell(str(prov), str(origin), int(recs), int(reqs), int(ok),
                                 int(tokens), float(cost_), mean, p50, p95))  # fmt: skip

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import Caller, count_rows
@@ -21,6 +21,8 @@ router = APIRouter(tags=["providers"])
 
 # Percentiles scan raw records over the range; a year bounds that scan.
 MAX_RANGE = timedelta(days=366)
+# Provider names come from the records; as breakdowns and cost groups, an answer stops here.
+MAX_PROVIDERS = 1000
 
 
 class ProviderOut(BaseModel):
@@ -73,17 +75,28 @@ def _out(c: ProviderCell, hide: bool) -> ProviderOut:
 
 
 def _tables(
-    origins: list[ProviderCell], per: list[ProviderCell], k: int
+    origins: list[ProviderCell], per: list[ProviderCell], k: int, limit: int
 ) -> tuple[list[ProviderOut], list[ProviderOut]]:
     """The origins table, and the providers nested in it: each origin's providers are a table
     whose total (the origin's) is published beside them, so they are suppressed origin by
-    origin (disclosure.suppressed_nested)."""
+    origin (disclosure.suppressed_nested). `per` holds each origin's providers most requests
+    first; those past the first `limit` of their origin are left out, and count as withheld."""
+    rank: dict[str, int] = {}
+    past: set[int] = set()
+    for i, c in enumerate(per):
+        rank[c.origin] = rank.get(c.origin, 0) + 1
+        if rank[c.origin] > limit:
+            past.add(i)
     if not k:
-        return [_out(c, False) for c in origins], [_out(c, False) for c in per]
+        return [_out(c, False) for c in origins], [
+            _out(c, False) for i, c in enumerate(per) if i not in past
+        ]
     hide_o = suppressed([c.records for c in origins], k)
     hidden_origins = {origins[i].origin for i in hide_o}
-    hide_p = suppressed_nested([c.records for c in per], [c.origin for c in per], k, hidden_origins)
-    providers = [_out(c, i in hide_p) for i, c in enumerate(per)]
+    hide_p = suppressed_nested(
+        [c.records for c in per], [c.origin for c in per], k, hidden_origins, past
+    )
+    providers = [_out(c, i in hide_p) for i, c in enumerate(per) if i not in past]
     # Ranked by requests within each origin: withheld providers go last in theirs.
     by_origin: dict[str, list[ProviderOut]] = {}
     for out in providers:
@@ -113,6 +126,14 @@ def get_providers(
     filters: Annotated[Filters, Depends()],
     from_: Start = None,
     to: End = None,
+    limit: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=MAX_PROVIDERS,
+            description="Most providers returned per origin, most requests first",
+        ),
+    ] = MAX_PROVIDERS,
 ) -> ProvidersResponse:
     """Per provider, split by where it served (a provider with an in-country region and a
     foreign one appears twice), and the domestic/foreign totals. Range at most a year."""
@@ -123,10 +144,13 @@ def get_providers(
         )
     scoped = visible_filters(identity, registry, filters.values)
     k = min_records(identity, settings)
+    # Two providers past the limit tell whether one or several of an origin are left out: one
+    # small provider left out alone would be its origin's total minus the providers shown.
     origins, per = _tables(
         providers(client, start, end, scoped, by_provider=False),
-        providers(client, start, end, scoped),
+        providers(client, start, end, scoped, limit=limit + 2 if k else limit),
         k,
+        limit,
     )
     count_rows(request, len(origins) + len(per))
     return ProvidersResponse(

@@ -278,6 +278,47 @@ def test_providers_are_withheld_within_their_origin(
     assert not per["openai"]["suppressed"] and per["openai"]["records"] == 12
 
 
+PROVIDERS_CUT_DAY = datetime(2026, 7, 24, tzinfo=UTC)  # between TIER_DAY and SMALL_DAY
+
+
+def test_providers_past_the_limit_are_left_out_and_count_as_withheld(
+    client: TestClient, pool: ClientPool, seeded: Seeded, auditor: dict[str, str]
+) -> None:
+    # Found in review: /v1/providers had no cap; provider names come from the records, so one
+    # answer could hold any number of cells. It now stops at `limit` per origin (at most
+    # 1,000), and a small provider left out alone is covered by the complement in its origin.
+    served = [("sarvam", 30), ("krutrim", 12), ("bhashini", 3)]
+    records = [
+        UsageRecord(record_id=f"cut-{p}-{i}", gateway_id="gw-cut", agency_id="in-sbi",
+                    occurred_at=PROVIDERS_CUT_DAY + timedelta(minutes=i), provider=p,
+                    model="m", latency_ms=100 + i)
+        for p, n in served
+        for i in range(n)
+    ]  # fmt: skip
+    Writer(pool.get()).write(Processor(Classifier(seeded.registry)).process_records(records).rows)
+    day = {
+        "from": PROVIDERS_CUT_DAY.isoformat(),
+        "to": (PROVIDERS_CUT_DAY + timedelta(days=1)).isoformat(),
+    }
+    full = client.get("/v1/providers", params=day, headers=auditor).json()
+    assert [p["provider"] for p in full["providers"]] == ["sarvam", "krutrim", "bhashini"]
+    keyed = client.get("/v1/providers", params={**day, "limit": 2}, headers=auditor).json()
+    assert [(p["provider"], p["records"]) for p in keyed["providers"]] == [
+        ("sarvam", 30),
+        ("krutrim", 12),
+    ]
+    # The percentiles are read for the providers shown.
+    assert keyed["providers"][0]["latency_p50_ms"] is not None
+    assert keyed["origins"] == full["origins"]
+    cut = client.get("/v1/providers", params={**day, "limit": 2}).json()["providers"]
+    assert [p["provider"] for p in cut] == ["sarvam", "krutrim"]
+    assert not cut[0]["suppressed"] and cut[1]["suppressed"] and cut[1]["records"] is None
+    one = client.get("/v1/providers", params={**day, "limit": 1}).json()["providers"]
+    assert [(p["provider"], p["suppressed"]) for p in one] == [("sarvam", False)]
+    too_many = client.get("/v1/providers", params={**day, "limit": 1001})
+    assert too_many.status_code == 422 and "limit" in too_many.text
+
+
 TIER_DAY = datetime(2026, 7, 20, tzinfo=UTC)  # between NESTED_DAY and SMALL_DAY
 
 

@@ -61,6 +61,11 @@ def test_nested_tables_are_suppressed_group_by_group() -> None:
     assert suppressed_nested([20, 20, 3], ["domestic", "domestic", "foreign"], 10,
                              hidden_groups={"domestic", "foreign"}) == {0, 2}  # fmt: skip
     assert suppressed_nested([20, 20], ["domestic", "domestic"], 10) == set()
+    # Cells left out past a limit count as withheld within their own group only: the foreign
+    # 3 left out alone takes openai 12 with it; the domestic cells stay shown.
+    groups = ["domestic", "domestic", "foreign", "foreign"]
+    assert suppressed_nested([30, 20, 12, 3], groups, 10, withheld={3}) == {2, 3}
+    assert suppressed_nested([30, 20, 12, 30], groups, 10, withheld={3}) == {3}
 
 
 def test_rate_limiter_bursts_then_refills() -> None:
