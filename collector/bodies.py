@@ -109,7 +109,7 @@ def json_items(body: bytes) -> list[Any]:
     if not body.strip():
         raise HTTPException(422, "body is empty: send a JSON array, a JSON object or JSON lines")
     try:
-        data = json_read.loads(body)
+        data = json_read.loads(body, items=True)
     except json_read.JSONError as body_exc:
         items: list[Any] = []
         for number, line in enumerate(body.splitlines(), start=1):
@@ -124,4 +124,10 @@ def json_items(body: bytes) -> list[Any]:
                 422, f"body is neither JSON nor JSON lines: {body_exc}"
             ) from body_exc
         return items
-    return data if isinstance(data, list) else [data]
+    if not isinstance(data, list):
+        return [data]
+    # An item with a lone surrogate escape is refused alone: its neighbours still land.
+    return [
+        Rejected(item.field, item.reason) if isinstance(item, json_read.Unencodable) else item
+        for item in data
+    ]

@@ -45,6 +45,9 @@ def validate_batch(
     errors: list[FieldError] = []
     forbidden = 0
     for index, item in enumerate(items):
+        if isinstance(item, json_read.Unencodable):  # a lone surrogate escape: json_read
+            errors.append(FieldError(index=index, field=item.field, reason=item.reason))
+            continue
         try:
             record = parse_record(item, gateway_id=gateway.gateway_id)
         except TypeError as exc:
@@ -99,17 +102,18 @@ def validate_body(
     return good, errors, forbidden, len(items)
 
 
-def parse_json(body: bytes, what: str = "body") -> Any:
-    """`body` parsed, or 422 naming `what` and where the JSON broke."""
+def parse_json(body: bytes, what: str = "body", *, items: bool = False) -> Any:
+    """`body` parsed, or 422 naming `what` and where the JSON broke. `items`: an array's items
+    holding a lone surrogate escape are json_read.Unencodable, refused each on its own."""
     try:
-        return json_read.loads(body)
+        return json_read.loads(body, items=items)
     except json_read.JSONError as exc:
         raise HTTPException(422, f"{what} is not valid JSON: {exc}") from exc
 
 
 def json_array(body: bytes, refusal: str) -> list[Any]:
     """`body` parsed as a JSON array, or 422 (`refusal` when it is JSON but no array)."""
-    items = parse_json(body)
+    items = parse_json(body, items=True)
     if not isinstance(items, list):
         raise HTTPException(422, refusal)
     return items

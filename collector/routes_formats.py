@@ -25,6 +25,7 @@ from collector.bodies import read_decoded as read
 from collector.ingest import IngestResult, json_array, parse_json
 from collector.routes_common import Limits, accept, check_batch, media_type
 from collector.sink import Sink
+from tracker import json_read
 from tracker.gateways import Gateway
 
 Mapper = Callable[[Any, Context], dict[str, Any] | None]
@@ -40,8 +41,14 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def _map_all(items: list[Any], mapper: Mapper, ctx: Context) -> list[Mapped]:
-    # A Rejected item is a JSON line that did not parse: refused at its place, never mapped.
-    return [item if isinstance(item, Rejected) else run(mapper, item, ctx) for item in items]
+    # A Rejected item is a JSON line that did not parse: refused at its place, never mapped;
+    # so is an item with a lone surrogate escape in it (json_read.Unencodable).
+    return [
+        item if isinstance(item, Rejected)
+        else Rejected(item.field, item.reason) if isinstance(item, json_read.Unencodable)
+        else run(mapper, item, ctx)
+        for item in items
+    ]  # fmt: skip
 
 
 async def _ingest(

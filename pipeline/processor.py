@@ -141,11 +141,16 @@ def read_message(value: bytes) -> tuple[list[UsageRecord], list[Rejection]]:
     records: list[UsageRecord] = []
     rejections: list[Rejection] = []
     try:
-        data = json_read.loads(value)
+        data = json_read.loads(value, items=True)
     except json_read.JSONError as exc:
         return records, [Rejection(-1, "", "message", f"not JSON: {exc}", _clip(value))]
     items = data if isinstance(data, list) else [data]
     for index, item in enumerate(items):
+        if isinstance(item, json_read.Unencodable):  # a lone surrogate: refused alone
+            rejections.append(
+                Rejection(index, "", item.field, item.reason, _clip(item.payload.encode()))
+            )
+            continue
         gateway = str(item.get("gateway_id", ""))[:128] if isinstance(item, dict) else ""
         try:
             records.append(parse_record(item))

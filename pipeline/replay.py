@@ -299,16 +299,23 @@ def _resubmit_refused(
     if indexes == [-1]:  # the message as a whole: not JSON, say
         out.send(None, shard_key(0), read.value, original)
         return
-    items = json_read.loads(read.value)  # read_message read it: it parses
+    items = json_read.loads(read.value, items=True)  # read_message read it: it parses
     items = items if isinstance(items, list) else [items]
     named = [items[i] if isinstance(items[i], dict) else {} for i in indexes]
     keys = [shard_of(str(n.get("gateway_id", "")), str(n.get("record_id", "")), shards)
             for n in named]  # fmt: skip
     for shard, chunk in cut_by_shard(indexes, keys, RECORDS_PER_MESSAGE):
         # The standard library's writer: it writes back what json_read read (an integer beyond
-        # 64 bits, `Infinity`), which the pipeline's reader takes again.
-        value = json.dumps([items[i] for i in chunk], ensure_ascii=False).encode()
+        # 64 bits, `Infinity`), which the pipeline's reader takes again. An item with a lone
+        # surrogate goes as its escaped JSON (json_read.Unencodable), refused again alone.
+        value = ("[" + ",".join(_json_of(items[i]) for i in chunk) + "]").encode()
         out.send(None, shard_key(shard), value, original, chunk)
+
+
+def _json_of(item: Any) -> str:
+    if isinstance(item, json_read.Unencodable):
+        return item.payload
+    return json.dumps(item, ensure_ascii=False)
 
 
 def replay_dead_letters(

@@ -1,4 +1,5 @@
-"""JSON as sent, including numbers orjson will not hold.
+"""JSON as sent, including numbers orjson will not hold, and arrays with an item that cannot
+be encoded again.
 
 orjson refuses a whole document over one number it cannot represent: a float out of double's
 range (`1e400`), an integer beyond 64 bits, or a `NaN` / `Infinity` literal. A batch of records
@@ -6,6 +7,13 @@ is then lost whole, though only one field of one record is out of bounds, which 
 refuses on its own (found in review). The standard library's reader takes such numbers (as
 `inf`, `nan` or a Python int), so the document is read, and the record carrying the number is
 refused with its field and reason while the records beside it land.
+
+A lone surrogate escape (`"\\ud83d"`, a string JavaScript's `JSON.stringify` cut mid-emoji) is
+read by the standard library too, but the string it gives cannot be encoded again as UTF-8:
+it crashed the dead-letter write of the record carrying it (found in review). So it never
+passes on as a string. A caller reading a batch (`items=True`) gets each array item holding
+one as an `Unencodable`, refused on its own with the field that holds it; anywhere else the
+document is refused, naming that field.
 """
 
 from __future__ import annotations
@@ -15,25 +23,86 @@ from typing import Any
 
 import orjson
 
+LONE_SURROGATE = "a lone surrogate escape (\\ud800-\\udfff without its pair) is not a character"
+
 
 class JSONError(ValueError):
-    """Not JSON at all (orjson's reason, which names the position)."""
+    """Not JSON at all (orjson's reason, which names the position), or a lone surrogate
+    outside the items of a batch (naming the field)."""
 
 
-def loads(data: bytes | str) -> Any:
-    """`data` parsed: by orjson, else by the standard library when only a number stopped it.
+class Unencodable:
+    """An array item with a lone surrogate escape in it (`loads(..., items=True)`). `field`:
+    where the first one is, dotted from the item (`metadata.tags.0`); `payload`: the item as
+    JSON with every non-ASCII character escaped, which encodes, for a dead letter."""
+
+    __slots__ = ("field", "payload")
+
+    def __init__(self, field: str, payload: str) -> None:
+        self.field = field
+        self.payload = payload
+
+    reason = LONE_SURROGATE
+
+
+def loads(data: bytes | str, *, items: bool = False) -> Any:
+    """`data` parsed: by orjson, else by the standard library when only a number or a lone
+    surrogate stopped it. With `items`, an array's items holding a lone surrogate come back as
+    `Unencodable`; any other document holding one is a JSONError.
 
     The second reader must not accept what orjson rightly refuses for other reasons: bytes that
-    are not UTF-8 (the standard library would guess UTF-16), or a lone surrogate escape
-    (`"\\ud800"`), which cannot be encoded again and crashed the dead-letter write of the
-    record carrying it (found in review)."""
+    are not UTF-8 (the standard library would guess UTF-16)."""
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         try:
             text = data.decode("utf-8") if isinstance(data, bytes) else data
             parsed = json.loads(text)
-            json.dumps(parsed, ensure_ascii=False).encode("utf-8")  # no lone surrogate in it
         except (ValueError, RecursionError):  # JSON and Unicode errors are ValueErrors
             raise JSONError(str(exc)) from exc
-        return parsed
+        try:  # only on this slow path: orjson refuses every document with a lone surrogate
+            where = _surrogate_at(parsed, "")
+            if where is None:
+                return parsed
+            if items and isinstance(parsed, list):
+                return [_item(item) for item in parsed]
+        except RecursionError:  # as deep as the standard library reads: no deeper here
+            raise JSONError(f"nested too deeply to read: {exc}") from exc
+        raise JSONError(f"{where or 'the document'}: {LONE_SURROGATE}") from exc
+
+
+def _item(item: Any) -> Any:
+    where = _surrogate_at(item, "")
+    if where is None:
+        return item
+    return Unencodable(where or "record", json.dumps(item, ensure_ascii=True, default=str))
+
+
+def _surrogate_at(value: Any, path: str) -> str | None:
+    """The dotted path of the first string (or key) in `value` that does not encode as UTF-8,
+    or None. The path names keys that encode; a key that does not is named `<key>`."""
+    if isinstance(value, str):
+        return None if _encodes(value) else path
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            name = key if _encodes(key) else "<key>"
+            here = f"{path}.{name}" if path else name
+            if name == "<key>":
+                return here
+            found = _surrogate_at(inner, here)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, inner in enumerate(value):
+            found = _surrogate_at(inner, f"{path}.{i}" if path else str(i))
+            if found is not None:
+                return found
+    return None
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

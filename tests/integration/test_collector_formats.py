@@ -337,6 +337,53 @@ def test_a_broken_json_line_refuses_that_line_only(url: str, keys: Keys, pool: C
     assert raw_count(pool, keys.single_id, "record_id IN ('nd-0', 'nd-2')") == 2
 
 
+def _with_lone_surrogate(item: dict[str, Any], field: str) -> bytes:
+    """`item` as JSON with a lone high surrogate escape (an emoji cut in half by JavaScript's
+    JSON.stringify) at the end of `field`'s string."""
+    text = json.dumps({**item, field: "cut"})
+    return text.replace('"cut"', '"cut\\ud83d"').encode()
+
+
+def test_a_lone_surrogate_refuses_its_record_only(url: str, keys: Keys, pool: ClientPool) -> None:
+    # Found in review: one lone surrogate escape made the body not JSON for the strict parser,
+    # so every record in it was refused (422), not only the one carrying it.
+    good = json.loads((FIXTURES / "litellm/spend_logs.json").read_text())[0]
+    ok, cut = ({**good, "request_id": f"surrogate-{n}"} for n in ("ok", "cut"))
+    array = b"[" + json.dumps(ok).encode() + b"," + _with_lone_surrogate(cut, "model") + b"]"
+    reply = _post(f"{url}/v1/litellm", keys.single, array)
+    assert reply.status_code == 200, reply.text
+    answer = reply.json()
+    assert (answer["accepted"], answer["rejected"]) == (1, 1), answer
+    assert [(e["index"], e["field"]) for e in answer["errors"]] == [(1, "model")], answer
+    assert "lone surrogate" in answer["errors"][0]["reason"]
+    lines = json.dumps({**ok, "request_id": "surrogate-line"}).encode() + b"\n"
+    reply = _post(f"{url}/v1/litellm", keys.single, lines + _with_lone_surrogate(cut, "model"),
+                  "application/x-ndjson")  # fmt: skip
+    assert reply.status_code == 200 and reply.json()["accepted"] == 1, reply.text
+    assert "lone surrogate" in reply.json()["errors"][0]["reason"], reply.text
+    assert raw_count(pool, keys.single_id, "startsWith(record_id, 'surrogate-')") == 2
+
+    record = {"record_id": "surrogate-native-ok", "agency_id": SINGLE_AGENCY, "provider": "sarvam",
+              "model": "m", "occurred_at": datetime.now(UTC).isoformat()}  # fmt: skip
+    native = {**record, "record_id": "surrogate-native", "metadata": {"note": "x"}}
+    body = (b"[" + json.dumps(record).encode() + b","
+            + json.dumps(native).replace('"x"', '"\\udc00"').encode() + b"]")  # fmt: skip
+    reply = _post(f"{url}/v1/records", keys.single, body)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["accepted"] == 1, reply.text
+    assert [e["field"] for e in reply.json()["errors"]] == ["metadata.note"], reply.text
+    assert raw_count(pool, keys.single_id, "startsWith(record_id, 'surrogate-native')") == 1
+
+    usage = {"provider": "sarvam", "model": "sarvam-m", "input_tokens": 4, "output_tokens": 1}
+    events = b"[" + json.dumps(_event("surrogate-e-1", usage, agencyid="in-kvs")).encode() + b","
+    events += _with_lone_surrogate(_event("surrogate-e-2", usage, agencyid="in-kvs"), "source")
+    reply = _post(f"{url}/v1/events", keys.multi, events + b"]",
+                  "application/cloudevents-batch+json")  # fmt: skip
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["accepted"] == 1, reply.text
+    assert [e["field"] for e in reply.json()["errors"]] == ["source"], reply.text
+
+
 @pytest.mark.parametrize("path", ["/v1/litellm", "/v1/opengatellm"])
 @pytest.mark.parametrize("body", [b"", b" \n\n "])
 def test_an_empty_body_is_refused_not_accepted_as_nothing(

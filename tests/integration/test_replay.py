@@ -373,17 +373,18 @@ def test_refusals_read_in_another_topic_are_dead_lettered_and_recorded_under_it(
     mixed[1] = {**mixed[1], "input_tokens": -3}  # refused: negative tokens
     mixed[4] = {k: v for k, v in mixed[4].items() if k != "model"}  # refused: no model
     mixed[5] = {**mixed[5], "input_tokens": 10**30}  # refused: beyond 64 bits, written back
+    cut = {**base, "record_id": "cut", "model": "m\ud83d"}  # refused: a lone surrogate
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     # The last one through the standard library: orjson cannot write a number beyond 64 bits.
     for value in (orjson.dumps(mixed[:5]), b"not JSON at all",
-                  orjson.dumps([{**base, "record_id": "ok-9"}]), json.dumps([mixed[5]]).encode()):  # fmt: skip
+                  orjson.dumps([{**base, "record_id": "ok-9"}]), json.dumps([mixed[5], cut]).encode()):  # fmt: skip
         producer.send(source, value=value, partition=0)  # at offsets 0-3
     producer.flush()
     producer.close()
     members.append(Member(core, store_settings, kafka_bootstrap, live, group))
     for _ in range(2):  # safe to repeat: nothing recorded twice
         done = replay_topic(kafka_bootstrap, source, live)
-        assert (done.messages, done.records, done.refused) == (4, 4, 4)
+        assert (done.messages, done.records, done.refused) == (4, 4, 5)
         assert wait_landed(kafka_bootstrap, live, group, done.ends, timeout_seconds=60) == "landed"
         landed = pool.query_rows(
             "SELECT count(), sum(request_count) FROM usage_raw WHERE gateway_id = 'gw-arch'"
@@ -397,9 +398,9 @@ def test_refusals_read_in_another_topic_are_dead_lettered_and_recorded_under_it(
         )
         assert [tuple(r[:4]) for r in rows] == [
             (0, 0, 1, "input_tokens"), (0, 0, 4, "model"), (0, 1, -1, "message"),
-            (0, 3, 0, "input_tokens"),
+            (0, 3, 0, "input_tokens"), (0, 3, 1, "model"),
         ], rows  # fmt: skip
-        assert [r[4] for r in rows] == ["gw-arch", "gw-arch", "", "gw-arch"]
+        assert [r[4] for r in rows] == ["gw-arch", "gw-arch", "", "gw-arch", ""]
         assert not pool.query_rows(
             "SELECT count() FROM usage_rejects WHERE source_topic = {t:String}",
             parameters={"t": live},
@@ -409,9 +410,12 @@ def test_refusals_read_in_another_topic_are_dead_lettered_and_recorded_under_it(
         cast(dict[str, Any], read.records) for read in read_topic(kafka_bootstrap, live + ".dlq")
     ]
     # The pipeline dead-letters each refusal it reads; the second run's are the same records.
-    assert len(letters) == 8 and {letter["source_topic"] for letter in letters} == {source}
-    firsts = [letter for letter in letters if letter["record_index"] == 1]
+    assert len(letters) == 10 and {letter["source_topic"] for letter in letters} == {source}
+    firsts = [x for x in letters if (x["source_offset"], x["record_index"]) == (0, 1)]
     assert firsts and all(orjson.loads(f["payload"])["record_id"] == "ok-1" for f in firsts)
+    # The record with a lone surrogate keeps it in its dead letter, escaped.
+    cuts = [x for x in letters if (x["source_offset"], x["record_index"]) == (3, 1)]
+    assert len(cuts) == 2 and all(json.loads(c["payload"]) == cut for c in cuts)
     # And `tracker dlq replay` can take them from there: nothing passes yet.
     assert replay_dead_letters(kafka_bootstrap, live + ".dlq", live).records == 0
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 
+import orjson
 import pytest
 
 from pipeline.processor import Processor
@@ -35,13 +37,35 @@ def test_what_orjson_refuses_for_other_reasons_stays_refused(body: bytes) -> Non
         json_read.loads(body)
 
 
-def test_a_message_with_a_lone_surrogate_is_one_rejection_not_a_crash() -> None:
+def test_a_lone_surrogate_refuses_its_record_not_a_crash_and_not_the_message() -> None:
     # Found in the second review: read by the standard library, the surrogate reached the
     # dead-letter write, which could not encode it, and the pipeline stopped on every restart.
-    body = b'[{"record_id": "r", "gateway_id": "gw\\ud800", "agency_id": "in-sbi"}]'
+    # Found in a later review: the whole message was then refused, not only that record.
+    good = {"record_id": "ok", "gateway_id": "gw", "agency_id": "in-sbi", "provider": "sarvam",
+            "model": "m", "occurred_at": "2026-01-01T00:00:00Z"}  # fmt: skip
+    bad = b'{"record_id": "r", "gateway_id": "gw\\ud800", "agency_id": "in-sbi"}'
+    body = b"[" + orjson.dumps(good) + b", " + bad + b"]"
     out = Processor(Classifier(load()[0])).process_message(body, partition=0, offset=1)
-    assert not out.rows
+    assert len(out.rows) == 1 and "ok" in out.rows[0]
     (rejection,) = out.rejections
-    assert (rejection.record_index, rejection.field) == (-1, "message")
+    assert (rejection.record_index, rejection.field) == (1, "gateway_id")
+    assert "lone surrogate" in rejection.reason
     rejection.payload.encode("utf-8")
+    assert json.loads(rejection.payload)["gateway_id"] == "gw\ud800"  # kept, escaped
     rejection.gateway_id.encode("utf-8")
+
+
+def test_items_with_a_lone_surrogate_are_named_by_the_field_holding_it() -> None:
+    body = b'[{"a": 1}, {"m": {"k": ["x", "\\udc00"]}}, {"\\ud83d": 1}, "\\ud83d", {"b": 2}]'
+    items = json_read.loads(body, items=True)
+    assert items[0] == {"a": 1} and items[4] == {"b": 2}
+    fields = [i.field for i in items[1:4]]
+    assert fields == ["m.k.1", "<key>", "record"]
+    for item in items[1:4]:
+        assert isinstance(item, json_read.Unencodable)
+        item.payload.encode("utf-8")
+    # Outside a batch's items, the document is refused, naming the field.
+    with pytest.raises(json_read.JSONError, match=r"^m\.k\.1: a lone surrogate"):
+        json_read.loads(b'{"m": {"k": ["x", "\\udc00"]}}', items=True)
+    # A valid pair is a character: read as such, by orjson.
+    assert json_read.loads(b'["\\ud83d\\ude00"]', items=True) == ["\U0001f600"]
