@@ -52,35 +52,56 @@ def loads(data: bytes | str, *, items: bool = False) -> Any:
 
     The second reader must not accept what orjson rightly refuses for other reasons: bytes that
     are not UTF-8 (the standard library would guess UTF-16)."""
+    parsed, slow = _parse(data)
+    if slow is None:
+        return parsed
+    try:  # only on this slow path: orjson refuses every document with a lone surrogate
+        where = lone_surrogate_at(parsed)
+        if where is None:
+            return parsed
+        if items and isinstance(parsed, list):
+            return [_item(item) for item in parsed]
+    except RecursionError:  # as deep as the standard library reads: no deeper here
+        raise JSONError(f"nested too deeply to read: {slow}") from slow
+    raise JSONError(f"{where or 'the document'}: {LONE_SURROGATE}") from slow
+
+
+def loads_keeping_surrogates(data: bytes | str) -> tuple[Any, bool]:
+    """`data` parsed as `loads` reads it, lone surrogates kept: (the document, whether it holds
+    any). For a caller that refuses each place holding one itself, and passes on none."""
+    parsed, slow = _parse(data)
+    if slow is None:
+        return parsed, False
     try:
-        return orjson.loads(data)
+        return parsed, lone_surrogate_at(parsed) is not None
+    except RecursionError:
+        raise JSONError(f"nested too deeply to read: {slow}") from slow
+
+
+def _parse(data: bytes | str) -> tuple[Any, orjson.JSONDecodeError | None]:
+    """(document, None) read by orjson, or (document, orjson's refusal) read by the standard
+    library after it."""
+    try:
+        return orjson.loads(data), None
     except orjson.JSONDecodeError as exc:
         try:
             text = data.decode("utf-8") if isinstance(data, bytes) else data
-            parsed = json.loads(text)
+            return json.loads(text), exc
         except (ValueError, RecursionError):  # JSON and Unicode errors are ValueErrors
             raise JSONError(str(exc)) from exc
-        try:  # only on this slow path: orjson refuses every document with a lone surrogate
-            where = _surrogate_at(parsed, "")
-            if where is None:
-                return parsed
-            if items and isinstance(parsed, list):
-                return [_item(item) for item in parsed]
-        except RecursionError:  # as deep as the standard library reads: no deeper here
-            raise JSONError(f"nested too deeply to read: {exc}") from exc
-        raise JSONError(f"{where or 'the document'}: {LONE_SURROGATE}") from exc
 
 
 def _item(item: Any) -> Any:
-    where = _surrogate_at(item, "")
+    where = lone_surrogate_at(item)
     if where is None:
         return item
     return Unencodable(where or "record", json.dumps(item, ensure_ascii=True, default=str))
 
 
-def _surrogate_at(value: Any, path: str) -> str | None:
-    """The dotted path of the first string (or key) in `value` that does not encode as UTF-8,
-    or None. The path names keys that encode; a key that does not is named `<key>`."""
+def lone_surrogate_at(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first string (or key) in `value` that does not encode as UTF-8
+    ("" for `value` itself), or None. The path names keys that encode; a key that does not is
+    named `<key>`."""
     if isinstance(value, str):
         return None if _encodes(value) else path
     if isinstance(value, dict):
@@ -89,12 +110,12 @@ def _surrogate_at(value: Any, path: str) -> str | None:
             here = f"{path}.{name}" if path else name
             if name == "<key>":
                 return here
-            found = _surrogate_at(inner, here)
+            found = lone_surrogate_at(inner, here)
             if found is not None:
                 return found
     elif isinstance(value, list):
         for i, inner in enumerate(value):
-            found = _surrogate_at(inner, f"{path}.{i}" if path else str(i))
+            found = lone_surrogate_at(inner, f"{path}.{i}" if path else str(i))
             if found is not None:
                 return found
     return None

@@ -124,12 +124,13 @@ def decode(body: bytes, content_type: str) -> Export:
     # hold (`1e400`), and a 400 makes an exporter drop every span of the export (found in
     # review). Such a number then refuses its span only (below).
     try:
-        data = json_read.loads(body)
+        data, surrogates = json_read.loads_keeping_surrogates(body)
     except json_read.JSONError as exc:
         raise OtlpDecodeError(f"body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise OtlpDecodeError("body must be a JSON ExportTraceServiceRequest object")
-    unreadable = _hex_ids_to_base64(data)
+    cut = _set_aside_lone_surrogates(data) if surrogates else {}
+    unreadable = {**_hex_ids_to_base64(data), **cut}
     try:
         json_format.ParseDict(data, request, ignore_unknown_fields=True)
     except json_format.ParseError:
@@ -203,6 +204,45 @@ def _hex_ids_to_base64(data: dict[str, Any]) -> dict[int, tuple[str, str]]:
         if first is not None:
             unreadable[place] = first
     return unreadable
+
+
+def _set_aside_lone_surrogates(data: dict[str, Any]) -> dict[int, tuple[str, str]]:
+    """Replace, in place, each span holding a lone surrogate escape (a string cut mid-emoji by
+    JavaScript's JSON.stringify) by its fields and attributes that hold none, and return their
+    places with the field that refuses them; such a string cannot be encoded again, so it is
+    never passed on. One outside every span (a resource's attribute, say) refuses the body,
+    naming its place (found in review: one refused the whole export wherever it was)."""
+    unreadable: dict[int, tuple[str, str]] = {}
+    for place, span_list, index, span in _placed_spans(data):
+        where = json_read.lone_surrogate_at(span)
+        if where is None:
+            continue
+        kept: dict[str, Any] = {}
+        for key, value in span.items():
+            if key == "attributes" and isinstance(value, list):
+                kept[key] = [kv for kv in value if json_read.lone_surrogate_at(kv) is None]
+            elif json_read.lone_surrogate_at({key: value}) is None:
+                kept[key] = value
+        span_list[index] = kept
+        unreadable[place] = (_surrogate_field(span, where), json_read.LONE_SURROGATE)
+    where = json_read.lone_surrogate_at(data)
+    if where is not None:
+        raise OtlpDecodeError(f"{where}: {json_read.LONE_SURROGATE}")
+    return unreadable
+
+
+def _surrogate_field(span: dict[str, Any], where: str) -> str:
+    """The attribute's key for a place inside `attributes` (as the other refusals name it),
+    else the span field's name."""
+    head, _, rest = where.partition(".")
+    attributes = span.get("attributes")
+    if head == "attributes" and isinstance(attributes, list):
+        index = rest.partition(".")[0]
+        if index.isdigit() and int(index) < len(attributes):
+            key = _key_of(attributes[int(index)])
+            if isinstance(key, str) and json_read.lone_surrogate_at(key) is None and key:
+                return key[:128]
+    return head[:128] or "span"
 
 
 def _set_aside_unreadable(data: dict[str, Any]) -> dict[int, tuple[str, str]]:

@@ -554,6 +554,32 @@ def test_otlp_json_value_no_field_holds_refuses_its_span_only() -> None:
                     b'{"doubleValue": 1e400}}]}}]}', "application/json")  # fmt: skip
 
 
+def test_otlp_json_lone_surrogate_refuses_its_span_only() -> None:
+    # Found in review: one lone surrogate escape (an emoji cut by JSON.stringify) anywhere in an
+    # OTLP/JSON export was a 400 for the whole export.
+    spans = [
+        {"traceId": f"{n:032x}", "spanId": f"{n:016x}", "name": name,
+         "startTimeUnixNano": "1767225600000000000", "endTimeUnixNano": "1767225601000000000",
+         "attributes": [{"key": k, "value": {"stringValue": v}} for k, v in (
+             ("gen_ai.operation.name", "chat"), ("gen_ai.provider.name", "openai"),
+             ("gen_ai.request.model", model))]}
+        for n, name, model in ((1, "chat", "gpt-4o"), (2, "chat", "gpt-4o@cut"),
+                               (3, "chat @cut", "gpt-4o"))
+    ]  # fmt: skip
+    body = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]})
+    body = body.replace("@cut", "\\ud83d")
+    items = list(otlp.spans(otlp.decode(body.encode(), "application/json")))
+    good, in_attribute, in_name = (run(otlp.map_span, item, ONE) for item in items)
+    assert _valid(good).model == "gpt-4o"
+    assert isinstance(in_attribute, Rejected), in_attribute
+    assert in_attribute.field == "gen_ai.request.model" and "surrogate" in in_attribute.reason
+    assert isinstance(in_name, Rejected) and in_name.field == "name", in_name
+    assert otlp.describe(items[1]).startswith(f"span {2:016x} of trace")  # its ids are kept
+    with pytest.raises(otlp.OtlpDecodeError, match=r"resourceSpans\.0\.resource\.attributes\.0"):
+        otlp.decode(b'{"resourceSpans": [{"resource": {"attributes": [{"key": "x", "value": '
+                    b'{"stringValue": "\\udc00"}}]}}]}', "application/json")  # fmt: skip
+
+
 def _otlp_json(*spans: dict[str, Any]) -> list[otlp.SpanItem]:
     """OTLP/JSON spans with raw AnyValue attributes, decoded the way /v1/traces decodes them."""
     body = {"resourceSpans": [{"scopeSpans": [{"spans": [
