@@ -16,6 +16,14 @@ inode and resumes too. The fingerprint is always taken from the open file, so a 
 while it is read is read to its end. A crash between a send and its checkpoint resends at most
 one batch; record ids make that harmless.
 
+Rotation by copy and truncate (logrotate's `copytruncate`: app.log copied to app.log.1, then
+app.log truncated in place) is found by the file's own checkpoint: the same inode, now shorter
+than its offset or with other first bytes. The rest of its earlier content is read first from
+the copy beside it (a file holding the bytes the checkpoint fingerprints), from that offset on;
+then the file from its first byte. A copy read on its own (named to match the patterns, or
+`tracker import app.log.1`) resumes at the truncated file's offset the same way, so no line is
+sent twice. The watcher warns, naming the file and the bytes, when no copy is found.
+
 The last line of a file may lack its line break (RFC 4180 §2.2 and JSON Lines both make the
 final one optional). A one-shot import reads the file as finished, that line included, and the
 checkpoint then ends past it, once the file has been left unchanged for SETTLE_SECONDS; before
@@ -139,12 +147,35 @@ class FileReport:
     # The line a one-shot import left unread because the file ends in the middle of it and was
     # changed within SETTLE_SECONDS (its writer may be mid-line): `tracker import` exits 1.
     unfinished: int | None = None
+    # The file was truncated in place since its checkpoint (logrotate's copytruncate) at this
+    # offset of its earlier content; `recovered_from`: the copy beside it that the rest of that
+    # content was read from (its records are counted above, its refusals name it).
+    truncated_at: int | None = None
+    recovered_from: str | None = None
+    # What could not be read and why (no copy of a truncated log found), and how many stretches
+    # of earlier content were not read: `tracker import` exits 1, the watcher reports it.
+    warnings: list[str] = field(default_factory=list)
+    unread: int = 0
 
     def add_error(self, line: int, field_name: str, reason: str) -> None:
         if len(self.errors) < MAX_ERRORS_KEPT:
             self.errors.append(LineError(self.path, line, field_name, reason))
         else:
             self.errors_unlisted += 1
+
+    def add(self, other: FileReport) -> None:
+        """Count `other`, the report of a truncated file's copy read for it, in this one."""
+        self.accepted += other.accepted
+        self.rejected += other.rejected
+        kept = other.errors[: max(0, MAX_ERRORS_KEPT - len(self.errors))]
+        self.errors.extend(kept)
+        self.errors_unlisted += other.errors_unlisted + len(other.errors) - len(kept)
+        self.errors_incomplete |= other.errors_incomplete
+        self.warnings.extend(other.warnings)
+        self.unread += other.unread
+        if other.stopped is not None:
+            self.warnings.append(f"{other.stopped} (the copy was not read further)")
+            self.unread += 1
 
 
 @dataclass(frozen=True)
@@ -200,6 +231,62 @@ def _continues(fd: int, size: int, mark: Mark) -> bool:
     return size == mark.offset or mark.offset == 0 or os.pread(fd, 1, mark.offset - 1) == b"\n"
 
 
+def _held(directory: Path, mark: Mark) -> bool:
+    """Whether the file `mark` was saved for (its device and inode) is in `directory` and still
+    holds the bytes the mark fingerprints."""
+    for path, st in _files(directory).items():
+        if (st.st_dev, st.st_ino) != (mark.device, mark.inode):
+            continue
+        try:
+            with path.open("rb") as f:
+                now = os.fstat(f.fileno())
+                same = (now.st_dev, now.st_ino) == (mark.device, mark.inode)
+                return same and _continues(f.fileno(), now.st_size, mark)
+        except OSError:
+            return False
+    return False
+
+
+def _copied(directory: Path, fd: int, size: int, marks: list[Mark]) -> Mark | None:
+    """The furthest of `marks` (other files', in `directory`) whose bytes the open file `fd` of
+    `size` bytes holds, the file it was saved for no longer holding them: `fd` is a copy of
+    that file's earlier content, read through the mark from the file itself."""
+    heads: dict[int, str] = {}
+
+    def same_head(mark: Mark) -> bool:
+        if mark.head_len not in heads:
+            heads[mark.head_len] = _head(fd, mark.head_len)
+        return heads[mark.head_len] == mark.head_sha256
+
+    held = [m for m in marks if same_head(m) and _continues(fd, size, m)]
+    for mark in sorted(held, key=lambda m: m.offset, reverse=True):
+        if not _held(directory, mark):
+            return mark
+    return None
+
+
+def _copy_of(directory: Path, mark: Mark, skip: tuple[int, int]) -> tuple[Path, BinaryIO] | None:
+    """A copy in `directory` of the content `mark` was saved for, opened: a file other than
+    `skip` (device, inode: the truncated file) that holds its bytes up to the mark's offset,
+    at a line's end (`_continues`); the longest if several do. A compressed copy is not read."""
+    files = sorted(_files(directory).items(), key=lambda e: (-e[1].st_size, e[0].name))
+    for path, st in files:
+        if (st.st_dev, st.st_ino) == skip or st.st_size < mark.offset:
+            continue
+        try:
+            f = path.open("rb")
+        except OSError:
+            continue
+        try:
+            now = os.fstat(f.fileno())
+            if (now.st_dev, now.st_ino) != skip and _continues(f.fileno(), now.st_size, mark):
+                return path, f
+        except OSError:
+            pass
+        f.close()
+    return None
+
+
 def _mark(raw: Any) -> Mark:
     if not isinstance(raw, dict) or not (
         _MARK_REQUIRED <= set(raw) - {"server", "gateway", "path"} <= set(_MARK_FIELDS)
@@ -244,6 +331,7 @@ class Checkpoints:
         self._lock = threading.Lock()
         self._all: dict[Key, Mark] = self._load()
         self._changed: set[Key] = set()  # saved or forgotten here since the file was read
+        self._from_start: set[Key] = set()  # forgotten: not resumed from a copied file's mark
         self._lock_path = path.with_name(path.name + ".lock")
         # Checked before any file is read or sent (found in review: a --data-dir naming a file
         # was a traceback at the first save, after a batch had been sent).
@@ -304,7 +392,12 @@ class Checkpoints:
 
         A mark saved under another name counts when it is this very file (device, inode, head)
         and the greatest offset wins: a rotated log (app.log renamed app.log.1) is continued
-        where app.log was left, and never read twice."""
+        where app.log was left, and never read twice. Failing that, a file in the same directory
+        whose mark this one holds the bytes of, where that file no longer does (truncated in
+        place, or gone), counts too: this is its copy (logrotate's copytruncate copies app.log
+        to app.log.1, then truncates app.log), whose lines up to the mark were read from it.
+        Found in review: such a copy named to match the patterns (app-1.log), or given an inode
+        a followed file had left, was read from its first byte, every line sent again."""
         if f is None:
             try:
                 with path.open("rb") as opened:
@@ -314,16 +407,39 @@ class Checkpoints:
         fd = f.fileno()
         st = os.fstat(fd)
         key = self._key(path)
+        directory = Path(key[2]).parent
         with self._lock:
             own = self._all.get(key)
             marks = [m for k, m in self._all.items() if k[:2] == self.scope
                      and (m.device, m.inode) == (st.st_dev, st.st_ino)]  # fmt: skip
+            others = [] if key in self._from_start else [
+                m for k, m in self._all.items() if k[:2] == self.scope
+                and Path(k[2]).parent == directory and (m.device, m.inode) != (st.st_dev, st.st_ino)
+                and m.tail_sha256 is not None and 0 < m.offset <= st.st_size]  # fmt: skip
         best: Mark | None = None
         for mark in sorted(marks, key=lambda m: (m.offset, m is own), reverse=True):
             if _continues(fd, st.st_size, mark):
                 best = mark
                 break
+        if best is None and others:
+            best = _copied(directory, fd, st.st_size, others)
         return (best.offset, best.line) if best is not None else (0, 0)
+
+    def truncated(self, path: Path, f: BinaryIO) -> Mark | None:
+        """The mark `path` was saved with, when the open file `f` is still the file it was saved
+        for (device, inode) but has been truncated in place since: it is shorter than the
+        mark's offset, or its first bytes changed (logrotate's copytruncate, then new lines).
+        Called when no mark continues (`resume` gave 0). A file rewritten with the same first
+        bytes (an export written over, `_continues`) is no truncated log: None."""
+        fd = f.fileno()
+        st = os.fstat(fd)
+        with self._lock:
+            mark = self._all.get(self._key(path))
+        if mark is None or mark.offset == 0 or (mark.device, mark.inode) != (st.st_dev, st.st_ino):
+            return None
+        if st.st_size < mark.offset or _head(fd, mark.head_len) != mark.head_sha256:
+            return mark
+        return None
 
     def forget(self, path: Path) -> None:
         """Read `path` from its start next time (its saved offset is dropped, not rewritten),
@@ -341,6 +457,7 @@ class Checkpoints:
             for k in drop:
                 self._all.pop(k, None)
             self._changed |= drop
+            self._from_start.add(key)
 
     def save(self, path: Path, offset: int, line: int, f: BinaryIO | None = None) -> None:
         """Save `offset` for `path`. The fingerprint comes from `f`, the open file, when given:
@@ -743,7 +860,11 @@ class Importer:
 
         The file is opened once and everything (checkpoint fingerprint included) is read from
         the open file: renamed or removed meanwhile, it is still read to its end. A file that
-        cannot be opened or read further is `report.stopped`, never an exception."""
+        cannot be opened or read further is `report.stopped`, never an exception.
+
+        A file truncated in place since its checkpoint (logrotate's copytruncate) first has the
+        rest of its earlier content read from the copy beside it (`_recover`), then is read
+        from its first byte."""
         report = FileReport(str(path))
         try:
             f = path.open("rb")
@@ -759,51 +880,112 @@ class Importer:
             st = os.fstat(f.fileno())
             if expect is not None and (st.st_dev, st.st_ino) != expect:
                 return report
-            offset, line = self.checkpoints.resume(path, f)
-            report.resumed_from = offset
-            if on_start is not None:
-                on_start(st.st_size, offset)
-            batch: list[bytes] = []
-            lines: list[int] = []
-            reached, last_line = offset, line
             # The modification time is taken at open: a log still written to while it is read
             # has a recent one, so its growing end is never taken as finished.
             age = time.time() - st.st_mtime
-            settled = final and age >= SETTLE_SECONDS
-            read = read_csv if file_format(path, self.declared_format) == "csv" else read_jsonl
-
-            def flush() -> None:
-                nonlocal batch, lines
-                if batch:
-                    tally(report, self.sender.send(batch), lines)
-                batch, lines = [], []
-                self.checkpoints.save(path, reached, last_line, f)
-
-            try:
-                if read is read_csv:
-                    report.ignored_columns = csv_export.ignored_columns(csv_header(f)[0])
-                for item in read(f, offset, line, self.ctx, final=settled):
-                    if on_progress is not None:
-                        on_progress(item.end - reached)
-                    reached, last_line = item.end, item.last
-                    # Encoded here, one record at a time, so one that cannot be is refused alone.
-                    encoded = encode(item.mapped) if isinstance(item.mapped, dict) else item.mapped
-                    if isinstance(encoded, Rejected):
-                        report.rejected += 1
-                        report.add_error(item.line, encoded.field, encoded.reason)
-                    elif encoded is not None:
-                        batch.append(encoded)
-                        lines.append(item.line)
-                    if len(batch) >= self.batch_size:
-                        flush()
-                if final and not settled:
-                    self._left_unread(report, f, read, (reached, last_line), age)
-            except FileStopped as exc:
-                report.stopped = f"{path}:{exc.line}: {exc}"
-            except OSError as exc:
-                report.stopped = f"{path}: reading stopped at line {last_line + 1} ({exc})"
-            flush()  # what was read before a stop is sent, and the checkpoint ends before it
+            offset, line = self.checkpoints.resume(path, f)
+            if offset == 0:
+                cut = self.checkpoints.truncated(path, f)
+                if cut is not None:
+                    self._recover(path, f, cut, report, final=final)
+            report.resumed_from = offset
+            if on_start is not None:
+                on_start(st.st_size, offset)
+            self._read(path, f, (offset, line), report, final=final and age >= SETTLE_SECONDS,
+                       on_progress=on_progress, unread_check=age if final else None)  # fmt: skip
         return report
+
+    def _read(self, path: Path, f: BinaryIO, at: tuple[int, int], report: FileReport, *,
+              final: bool, on_progress: Callable[[int], None] | None = None,
+              unread_check: float | None = None) -> tuple[int, int]:  # fmt: skip
+        """Read the open file `f` (named `path`) on from `at` (offset, line), send what it holds
+        and save the checkpoint after each batch; (offset, line) reached. `final`: read a last
+        line without its line break. `unread_check`: the file's age, for a one-shot import
+        that did not take it as finished to report such a line (`_left_unread`)."""
+        offset, line = at
+        batch: list[bytes] = []
+        lines: list[int] = []
+        reached, last_line = offset, line
+        read = read_csv if file_format(path, self.declared_format) == "csv" else read_jsonl
+
+        def flush() -> None:
+            nonlocal batch, lines
+            if batch:
+                tally(report, self.sender.send(batch), lines)
+            batch, lines = [], []
+            self.checkpoints.save(path, reached, last_line, f)
+
+        try:
+            if read is read_csv:
+                report.ignored_columns = csv_export.ignored_columns(csv_header(f)[0])
+            for item in read(f, offset, line, self.ctx, final=final):
+                if on_progress is not None:
+                    on_progress(item.end - reached)
+                reached, last_line = item.end, item.last
+                # Encoded here, one record at a time, so one that cannot be is refused alone.
+                encoded = encode(item.mapped) if isinstance(item.mapped, dict) else item.mapped
+                if isinstance(encoded, Rejected):
+                    report.rejected += 1
+                    report.add_error(item.line, encoded.field, encoded.reason)
+                elif encoded is not None:
+                    batch.append(encoded)
+                    lines.append(item.line)
+                if len(batch) >= self.batch_size:
+                    flush()
+            if unread_check is not None and not final:
+                self._left_unread(report, f, read, (reached, last_line), unread_check)
+        except FileStopped as exc:
+            report.stopped = f"{path}:{exc.line}: {exc}"
+        except OSError as exc:
+            report.stopped = f"{path}: reading stopped at line {last_line + 1} ({exc})"
+        flush()  # what was read before a stop is sent, and the checkpoint ends before it
+        return reached, last_line
+
+    def _recover(self, path: Path, f: BinaryIO, cut: Mark, report: FileReport, *,
+                 final: bool) -> None:  # fmt: skip
+        """`path` (open as `f`) was truncated in place since `cut`, its checkpoint, was saved:
+        logrotate's copytruncate copies a log (to app.log.1) and then truncates it, so lines
+        written between the last read and the copy are only in the copy. Found in review: they
+        were never read, and nothing said so. The copy beside it (a file holding the bytes
+        `cut` fingerprints, `_copy_of`) is read on from the mark, or from its own checkpoint if
+        further; its checkpoint is saved under its own name (a rerun does not send it again).
+        Its records count in `report`, its refusals name it. A last line the copy ends without
+        a line break (the writer was mid-line when it was copied) is left unread: the watcher
+        reports it as for any followed file, a one-shot import (`final`) at once.
+
+        With no copy, a followed log (not `final`) gets a warning naming the bytes that could
+        not be read; a finished file (`final`) starts over as it did: a one-shot import of an
+        export written over, the usual case, lost nothing."""
+        report.truncated_at = cut.offset
+        st = os.fstat(f.fileno())
+        found = _copy_of(path.parent, cut, (st.st_dev, st.st_ino))
+        if found is None:
+            if not final:
+                report.unread += 1
+                report.warnings.append(
+                    f"{path} was truncated in place (copytruncate?) after its first {cut.offset:,}"
+                    f" bytes ({cut.line:,} lines) were read, and no uncompressed copy of its "
+                    f"earlier content was found in {path.parent}: the bytes from {cut.offset:,} "
+                    "to the end of that content (the lines written before the truncation and "
+                    "not yet read), if there were any, could not be read; it is read again from "
+                    "its first byte. If a copy turns up, `tracker import` it: lines that landed "
+                    "already count once"
+                )  # fmt: skip
+            return
+        copy, cf = found
+        with cf:
+            report.recovered_from = str(copy)
+            part = FileReport(str(copy))
+            at = max(self.checkpoints.resume(copy, cf), (cut.offset, cut.line))
+            reached, last_line = self._read(copy, cf, at, part, final=False)
+            if final and part.stopped is None and os.fstat(cf.fileno()).st_size > reached:
+                part.unread += 1
+                part.add_error(last_line + 1, "line", (
+                    f"the copy of {path} made when it was truncated ends in the middle of this "
+                    "line (or, in CSV, with a quoted cell still open): its writer was mid-line "
+                    f"then, and the rest of the line went to {path}; not read"
+                ))  # fmt: skip
+        report.add(part)
 
     def _left_unread(self, report: FileReport, f: BinaryIO, read: Callable[..., Iterator[Item]],
                      at: tuple[int, int], age: float) -> None:  # fmt: skip
@@ -868,6 +1050,9 @@ def _to_poll(directory: Path, checkpoints: Checkpoints) -> list[tuple[Path, os.s
 class _Seen:
     ident: tuple[int, int]  # (device, inode): another file under the name is new
     size: int
+    # A log truncated and written to its former size between two polls (copytruncate) has
+    # the same size: its modification time tells.
+    mtime_ns: int
     since: float  # monotonic time the file was first seen at this size
     reported: bool = False  # an unterminated last line reported at this size
 
@@ -887,7 +1072,10 @@ def watch(
     of the next one. Once it has kept its size for `settle` seconds with such a line left, the
     line is reported as not read (a finished export without a final line break is read whole
     by a one-shot `tracker import FILE`). A log rotated by renaming is followed under its new
-    name (`_to_poll`). A file that cannot be read further is reported, and the watch goes on."""
+    name (`_to_poll`). A log truncated in place (copytruncate) has the rest of its earlier
+    content read from the copy beside it first, or a warning names what could not be read
+    (`Importer._recover`). A file that cannot be read further is reported, and the watch goes
+    on."""
     seen: dict[Path, _Seen] = {}
     while not stop.is_set():
         polled = _to_poll(directory, importer.checkpoints)
@@ -896,15 +1084,17 @@ def watch(
         for path, st in polled:
             ident, size, now = (st.st_dev, st.st_ino), st.st_size, time.monotonic()
             known = seen.get(path)
-            if known is None or (known.ident, known.size) != (ident, size):
-                seen[path] = _Seen(ident, size, now)
+            state = (ident, size, st.st_mtime_ns)
+            if known is None or (known.ident, known.size, known.mtime_ns) != state:
+                seen[path] = _Seen(*state, now)
                 report = importer.import_file(path, final=False, expect=ident)
             elif not known.reported and now - known.since >= settle:
                 known.reported = True
                 report = _unfinished_line(importer, path, size, settle)
             else:
                 continue
-            if report.accepted or report.rejected or report.errors or report.stopped:
+            if (report.accepted or report.rejected or report.errors or report.stopped
+                    or report.warnings or report.recovered_from):  # fmt: skip
                 on_report(report)
         stop.wait(interval)
 

@@ -1078,3 +1078,189 @@ def test_a_data_dir_where_checkpoints_cannot_be_kept_exits_2_naming_it(
     (tmp_path / "later/import").write_text("x")
     with pytest.raises(UnusableArguments, match="checkpoints cannot be saved there"):
         checkpoints.save(log, 0, 0)
+
+
+def _copytruncate(log: Path, copy: Path | None) -> None:
+    """As logrotate's `copytruncate` does: copy the log (unless `copy` is None: `rotate 0`, or
+    a copy compressed at once), then truncate it in place; its writer goes on appending to it."""
+    if copy is not None:
+        shutil.copyfile(log, copy)
+    with log.open("r+b") as f:
+        f.truncate(0)
+
+
+@dataclass
+class _Log:
+    """A log of `_req` lines whose record ids start with `prefix`, and the watcher's tools."""
+
+    pool: ClientPool
+    gateway: str
+    prefix: str
+
+    def write(self, path: Path, *names: str) -> None:
+        with path.open("a") as f:
+            f.write("".join(_req(f"{self.prefix}{n}") + "\n" for n in names))
+
+    def landed(self, name: str = "") -> int:
+        return raw_count(self.pool, self.gateway, f"startsWith(record_id, '{self.prefix}{name}')")
+
+    def wait_for(self, n: int) -> None:
+        deadline = time.monotonic() + 15
+        while self.landed() < n and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # a few more polls: nothing more may land
+
+
+def test_the_watcher_reads_what_a_copytruncate_rotation_left_in_the_copy(
+    url: str, keys: Keys, pool: ClientPool, tmp_path: Path
+) -> None:
+    """Found in review: with logrotate's copytruncate (app.log copied to app.log.1, then
+    truncated in place), the lines written between the last poll and the copy were never read:
+    the copy matches no pattern, and the truncated log started over at byte 0."""
+    inbox = tmp_path / "logs"
+    inbox.mkdir()
+    log, state = inbox / "app.log", tmp_path / "cp.json"
+    ct = _Log(pool, keys.single_id, "ct-")
+    ct.write(log, "a1", "a2", "a3")
+    read_to = log.stat().st_size
+    with _watching(url, keys.single, inbox, state, interval=0.3) as first:
+        ct.wait_for(3)
+    assert ct.landed() == 3
+    # The app logs two lines, logrotate copies and truncates the log, the app logs on. (No
+    # watcher runs meanwhile, so no poll can come between the lines and the rotation.)
+    ct.write(log, "b1", "b2")
+    _copytruncate(log, inbox / "app.log.1")
+    ct.write(log, "c1")
+    with _watching(url, keys.single, inbox, state, interval=0.3) as second:
+        ct.wait_for(6)
+        assert ct.landed() == 6
+        [rotated] = [r for r in second.reports if r.recovered_from]
+        assert rotated.recovered_from == str(inbox / "app.log.1")
+        assert rotated.truncated_at == read_to and not rotated.warnings
+        # The next rotation, the watcher running: app.log.1 -> app.log.2, copy, truncate.
+        ct.write(log, "c2")
+        (inbox / "app.log.1").rename(inbox / "app.log.2")
+        _copytruncate(log, inbox / "app.log.1")
+        ct.write(log, "d1")
+        ct.wait_for(8)
+    assert ct.landed() == 8
+    # Each line was sent once: none from a copy read from its start.
+    reports = first.reports + second.reports
+    assert sum(r.accepted for r in reports) == 8 and sum(r.rejected for r in reports) == 0
+    assert not any(r.warnings or r.errors for r in reports)
+    # The copies carry their own checkpoints: imported by name, they send nothing again.
+    sender = Sender(url, keys.single)
+    try:
+        importer = Importer(sender, Checkpoints(state), Context(default_agency=SINGLE_AGENCY))
+        for copy in ("app.log.1", "app.log.2"):
+            assert importer.import_file(inbox / copy).accepted == 0
+    finally:
+        sender.close()
+
+
+def test_a_copy_that_matches_the_patterns_is_not_read_again_from_its_start(
+    url: str, keys: Keys, pool: ClientPool, tmp_path: Path
+) -> None:
+    """A copytruncate copy named to match the patterns (logrotate's `dateext` with `extension
+    .log`: app-20260101.log) is a new file to the watcher: it resumes where the truncated log
+    was left, so the lines read from the log before are not sent again."""
+    inbox = tmp_path / "logs"
+    inbox.mkdir()
+    log, state = inbox / "app.log", tmp_path / "cp.json"
+    ct = _Log(pool, keys.single_id, "ctp-")
+    ct.write(log, "a1", "a2", "a3")
+    with _watching(url, keys.single, inbox, state, interval=0.3) as first:
+        ct.wait_for(3)
+    ct.write(log, "b1", "b2")
+    _copytruncate(log, inbox / "app-20260101.log")
+    ct.write(log, "c1")
+    with _watching(url, keys.single, inbox, state, interval=0.3) as second:
+        ct.wait_for(6)
+    assert ct.landed() == 6
+    reports = first.reports + second.reports
+    assert sum(r.accepted for r in reports) == 6 and not any(r.warnings for r in reports)
+
+
+def test_the_watcher_warns_of_a_truncation_it_finds_no_copy_of_and_reads_on(
+    url: str, keys: Keys, pool: ClientPool, tmp_path: Path
+) -> None:
+    """A log truncated in place with no copy beside it (`rotate 0`, or a copy compressed at
+    once): what was written past the last read cannot be read, and a warning names the file
+    and those bytes; the lines written after the truncation are read."""
+    inbox = tmp_path / "logs"
+    inbox.mkdir()
+    log, state = inbox / "app.log", tmp_path / "cp.json"
+    ct = _Log(pool, keys.single_id, "ctw-")
+    ct.write(log, "a1", "a2", "a3")
+    read_to = log.stat().st_size
+    with _watching(url, keys.single, inbox, state, interval=0.3) as first:
+        ct.wait_for(3)
+    ct.write(log, "lost")
+    _copytruncate(log, None)
+    ct.write(log, "c1", "c2")
+    with _watching(url, keys.single, inbox, state, interval=0.3) as second:
+        ct.wait_for(5)
+        ct.write(log, "c3")  # read on as usual, with no second warning
+        ct.wait_for(6)
+    assert ct.landed() == 6 and ct.landed("lost") == 0
+    reports = first.reports + second.reports
+    assert sum(r.accepted for r in reports) == 6 and sum(r.rejected for r in reports) == 0
+    [warned] = [r for r in reports if r.warnings]
+    assert (warned.path, warned.truncated_at, warned.unread) == (str(log), read_to, 1)
+    assert warned.recovered_from is None and warned.accepted == 2
+    [warning] = warned.warnings
+    assert f"{log} was truncated in place" in warning, warning
+    assert f"the bytes from {read_to:,} to the end of that content" in warning, warning
+    assert "could not be read" in warning, warning
+    # As `tracker import --watch` prints it.
+    from io import StringIO
+
+    from rich.console import Console
+
+    from tracker.cli.import_cmd import _print_report
+
+    out = StringIO()
+    _print_report(Console(file=out, width=300), warned)
+    assert f"WARNING: {log} was truncated in place" in out.getvalue(), out.getvalue()
+    assert f"{log}: 2 imported, 0 refused, 1 truncated part(s) not read" in out.getvalue()
+
+
+def test_a_one_shot_import_reads_the_end_of_a_truncated_log_from_its_copy(
+    url: str, keys: Keys, pool: ClientPool, tmp_path: Path
+) -> None:
+    """`tracker import app.log` from cron, with copytruncate between two runs: the lines
+    written after the first run are read from the copy, then the truncated log from its start;
+    a copy ending mid-line (its writer was mid-line) says so and exits 1."""
+    common = ["--url", url, "--key", keys.single, "--data-dir", str(tmp_path / "state")]
+    log, copy = tmp_path / "app.log", tmp_path / "app.log.1"
+    ct = _Log(pool, keys.single_id, "cto-")
+    ct.write(log, "a1", "a2")
+    first = _run(str(log), *common)
+    assert first.exit_code == 0 and "2 imported, 0 refused" in first.output, first.output
+    read_to = log.stat().st_size
+    ct.write(log, "b1")
+    _copytruncate(log, copy)
+    ct.write(log, "c1")
+    second = _run(str(log), *common)
+    assert second.exit_code == 0, second.output
+    assert f"{log}: truncated in place after byte {read_to}; the rest of its earlier content " \
+        f"was read from {copy}" in second.output, second.output  # fmt: skip
+    assert "2 imported, 0 refused" in second.output and ct.landed() == 4, second.output
+    # The copy resumes on its own checkpoint: nothing sent twice.
+    again = _run(str(copy), str(log), *common)
+    assert again.output.count("0 imported, 0 refused (resumed at byte") == 2, again.output
+    # A copy made while the writer was mid-line: that line is not read, and said so.
+    half = _req("cto-half")
+    with log.open("a") as f:
+        f.write(half[:30])
+    copy.rename(tmp_path / "app.log.2")
+    _copytruncate(log, copy)
+    with log.open("a") as f:
+        f.write(half[30:] + "\n" + _req("cto-d1") + "\n")
+    third = _run(str(log), *common)
+    assert third.exit_code == 1, third.output
+    assert f"{copy}:2: line: the copy of {log} made when it was truncated ends in the middle " \
+        "of this line" in third.output, third.output  # fmt: skip
+    assert f"{log}:1: line: not valid JSON" in third.output, third.output  # the line's rest
+    assert "1 imported, 1 refused, 1 truncated part(s) not read" in third.output, third.output
+    assert ct.landed() == 5 and ct.landed("half") == 0

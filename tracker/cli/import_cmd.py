@@ -3,7 +3,8 @@
 Records go through the running server's HTTP ingest (`--url`, `--key`), never straight into
 ClickHouse: `tracker up` holds the embedded chdb path and a second process cannot open it.
 Exit codes: 0 everything imported, 1 some lines refused, a last line left unread (the file ends
-mid-line and changed within 30 s: its writer may be mid-line) or the server stayed unavailable,
+mid-line and changed within 30 s: its writer may be mid-line, or a truncated log's copy ends
+mid-line) or the server stayed unavailable,
 2 unusable arguments (nothing to import, missing file, no key, key refused) or a file that
 cannot be read to its end (a CSV quote never closed, an unusable header; the other files and
 the rows before are still imported).
@@ -48,9 +49,16 @@ def _print_report(console: Console, report: object) -> None:
     if report.ignored_columns:
         ignored = ", ".join(report.ignored_columns)
         console.print(f"{report.path}: ignored columns: {ignored}", markup=False, soft_wrap=True)
+    if report.recovered_from is not None:
+        console.print(f"{report.path}: truncated in place after byte {report.truncated_at}; the "
+                      f"rest of its earlier content was read from {report.recovered_from}",
+                      markup=False, highlight=False, soft_wrap=True)  # fmt: skip
+    for warning in report.warnings:
+        console.print(f"WARNING: {warning}", markup=False, highlight=False, soft_wrap=True)
     resumed = f" (resumed at byte {report.resumed_from})" if report.resumed_from else ""
+    unread = f", {report.unread} truncated part(s) not read" if report.unread else ""
     console.print(
-        f"{report.path}: {report.accepted} imported, {report.rejected} refused{resumed}",
+        f"{report.path}: {report.accepted} imported, {report.rejected} refused{unread}{resumed}",
         markup=False,
         highlight=False,
         soft_wrap=True,
@@ -218,7 +226,7 @@ def import_(
             refused += report.rejected
             if report.stopped:
                 stopped += 1
-            if report.unfinished is not None:
+            if report.unfinished is not None or report.unread:
                 unfinished += 1
         if litellm_url is not None:
             assert litellm_key is not None
