@@ -9,7 +9,6 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from collector.bodies import read_body
 from collector.signing import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -17,6 +16,7 @@ from collector.signing import (
     SignatureVerifier,
 )
 from tracker.gateways import Gateway, GatewayAuth
+from tracker.request_body import read_body
 from tracker.settings import IngestLimits
 
 _bearer = HTTPBearer(auto_error=False, description="Gateway API key")

@@ -6,11 +6,12 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
-from fastapi import HTTPException, Request, status
+from fastapi import HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 
 from collector.adapters.common import Rejected
 from tracker import json_read
+from tracker.request_body import read_body
 
 _MAX_MEMBERS = 10_000  # gzip members in one body (a writer appends one per flush at most)
 # Input fed to zlib at a time: a member's first window, doubled while it goes on, up to the
@@ -18,22 +19,6 @@ _MAX_MEMBERS = 10_000  # gzip members in one body (a writer appends one per flus
 # costs few calls.
 _FIRST_WINDOW = 256
 _MAX_WINDOW = 1 << 20
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """Read the body, refusing (413) as soon as it passes the limit: a declared or streamed
-    body over the limit is never held in memory whole."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body over {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _inflate(body: bytes, wbits: int, limit: int) -> bytes:

@@ -44,6 +44,11 @@ class ChangeError(ValueError):
     """A change that cannot be recorded (backdated, conflicting proposal, unknown id)."""
 
 
+class Backdated(ChangeError):
+    """A change whose `effective_from` is in the past: the request itself is wrong (the API's
+    422 naming the parameter), not a conflict with the ledger's state."""
+
+
 class ChangeConflict(ChangeError):
     """Another change was recorded after this one's checks read the ledger: nothing recorded."""
 
@@ -289,7 +294,7 @@ def activate(
     now = datetime.now(UTC)
     effective = as_utc(effective_from) if effective_from is not None else now
     if effective < now - BACKDATE_TOLERANCE:
-        raise ChangeError(
+        raise Backdated(
             f"effective_from {effective.isoformat()} is in the past: a change can be scheduled "
             "ahead but never backdated (records already landed keep the version then in force)"
         )

@@ -125,6 +125,31 @@ def test_a_blank_reason_or_an_unreachable_date_is_refused_with_the_field(
     assert at.status_code == 422 and at.json()["detail"].startswith("at: ")
 
 
+def test_a_backdated_apply_is_422_and_an_oversized_proposal_is_not_read_whole(
+    api: TestClient, admin: dict[str, str]
+) -> None:
+    # Found in review: a backdated apply answered 409, which the docs keep for conflicts with
+    # the ledger; it is bad input, named by its parameter. And a proposal body was read whole
+    # before its size was checked (a 400 MB body held in the API process).
+    made = api.post("/v1/registry/proposals", params={"reason": "backdated"},
+                    content=proposal_text(), headers=admin)  # fmt: skip
+    assert made.status_code == 201, made.text
+    pid = made.json()["proposal_id"]
+    old = api.post(f"/v1/registry/proposals/{pid}/apply",
+                   params={"effective_from": "2020-01-01T00:00:00Z"}, headers=admin)  # fmt: skip
+    assert old.status_code == 422, old.text
+    assert old.json()["detail"].startswith("effective_from: ") and "past" in old.text
+    assert api.get(f"/v1/registry/proposals/{pid}", headers=admin).json()["status"] == "proposed"
+
+    def chunks() -> Iterator[bytes]:  # streamed: no Content-Length to refuse it by
+        for _ in range(3):
+            yield b"#" * (1 << 20)
+
+    big = api.post("/v1/registry/proposals", params={"reason": "big"}, content=chunks(),
+                   headers=admin)  # fmt: skip
+    assert big.status_code == 413 and "over 2097152 bytes" in big.text, big.text
+
+
 def test_public_as_classified_now_is_bounded_to_a_year(
     api: TestClient, admin: dict[str, str]
 ) -> None:
