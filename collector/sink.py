@@ -10,8 +10,14 @@ import logging
 import threading
 from typing import Protocol
 
+import orjson
 from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import (
+    InvalidRecordError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+)
 
 from collector.spool import Spool, SpoolFull
 from tracker.contract import UsageRecord, by_shard, encode_batch, shard_key
@@ -25,9 +31,25 @@ log = logging.getLogger(__name__)
 # A record is at most a few KB (the contract bounds every field), so any batch can be cut so.
 MAX_MESSAGE_BYTES = 768 * 1024
 
+# Errors by which Kafka refuses one message for what it is, so that no retry can succeed: over
+# the topic's max.message.bytes (e.g. lowered after the message was spooled), or failing the
+# broker's validation. Any other error, retriable or not (broker down, timeouts, NotLeader, an
+# authorization lost), says nothing against the message and is retried.
+REFUSED_FOR_GOOD: tuple[type[KafkaError], ...] = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    InvalidRecordError,
+)
+
 
 class DeliveryFailed(RuntimeError):
-    """Downstream did not confirm; the caller must not acknowledge the batch."""
+    """Downstream did not confirm; the caller must not acknowledge the batch. `refused` names
+    the error (its name and text) when Kafka refused a message for good (REFUSED_FOR_GOOD),
+    else it is None."""
+
+    def __init__(self, message: str, *, refused: str | None = None) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 class Sink(Protocol):
@@ -86,7 +108,10 @@ class KafkaSink:
                 # The idempotent producer stays failed after an error it cannot retry: every
                 # later send would fail too, with the broker up. A new one starts clean.
                 self._renew(sender, exc)
-            raise DeliveryFailed(f"Kafka did not acknowledge: {type(exc).__name__}") from exc
+            refused = _describe(exc) if isinstance(exc, REFUSED_FOR_GOOD) else None
+            raise DeliveryFailed(
+                f"Kafka did not acknowledge: {type(exc).__name__}", refused=refused
+            ) from exc
 
     def _renew(self, failed: KafkaProducer, exc: KafkaError) -> None:
         with self._renewing:
@@ -94,7 +119,15 @@ class KafkaSink:
                 return
             log.error("Kafka producer failed (%s: %s); starting a new one", type(exc).__name__, exc)
             self._producer = self._new_producer()
-        failed.close(timeout=0)
+        try:
+            failed.close(timeout=0)
+        except KafkaError:
+            # kafka-python 3 flushes before it closes: with sends of the failed producer still
+            # pending (e.g. in flight beside a refused message), that raises KafkaTimeoutError
+            # and leaves its I/O thread running. Stopped so, its pending sends fail.
+            sender = getattr(failed, "_sender", None)
+            if sender is not None:
+                sender.force_close()
 
     def deliver(self, records: list[UsageRecord]) -> None:
         self.send(self.messages(records))
@@ -115,7 +148,13 @@ def _encoded_within(chunk: list[UsageRecord], limit: int) -> list[bytes]:
 
 class SpoolingSink:
     """Kafka first; when Kafka does not acknowledge, the bounded on-disk spool (fsync'ed), so a
-    2xx still means stored. A drainer thread re-sends the spool, in order, once Kafka is back."""
+    2xx still means stored. A drainer thread re-sends the spool, in order, once Kafka is back.
+
+    A spooled message Kafka refuses for good (REFUSED_FOR_GOOD, e.g. over a topic limit lowered
+    since it was spooled) would hold up every message behind it for ever: the drain moves it,
+    byte for byte with its reason, to the spool's quarantine (Spool.quarantine), logs an ERROR
+    and goes on. It is not split into smaller messages: the broker's limit is not known here,
+    and a message resent in parts, some acknowledged, would be harder to account for."""
 
     def __init__(self, kafka: KafkaSink, spool: Spool, *, retry_seconds: float = 2.0) -> None:
         self.kafka = kafka
@@ -141,23 +180,55 @@ class SpoolingSink:
             self._wake.set()
 
     def drain_once(self, chunk: int = 200) -> int:
-        """Send spooled messages in order; returns how many reached Kafka."""
+        """Send spooled messages in order; returns how many reached Kafka. Raises
+        DeliveryFailed, the read position at the first message not yet sent, while Kafka does
+        not take it for a reason other than refusing it for good."""
         sent = 0
-        batch: list[tuple[bytes, bytes]] = []
-        mark: tuple[int, int] | None = None
-        for segment, offset, key, value in self.spool.entries():
-            batch.append((key, value))
-            mark = (segment, offset)
+        batch: list[tuple[int, int, bytes, bytes]] = []
+        for entry in self.spool.entries():
+            batch.append(entry)
             if len(batch) >= chunk:
-                self.kafka.send(batch)
-                self.spool.acknowledge(*mark)
-                sent += len(batch)
+                sent += self._send_spooled(batch)
                 batch = []
-        if batch and mark is not None:
-            self.kafka.send(batch)
-            self.spool.acknowledge(*mark)
-            sent += len(batch)
+        if batch:
+            sent += self._send_spooled(batch)
         return sent
+
+    def _send_spooled(self, batch: list[tuple[int, int, bytes, bytes]]) -> int:
+        try:
+            self.kafka.send([(key, value) for _, _, key, value in batch])
+        except DeliveryFailed:
+            if len(batch) == 1:
+                return self._send_alone(batch[0])
+            # Which message failed, and why, is known only of a message sent alone: a refusal
+            # of one can fail the others in flight with it. One by one, then, from the first;
+            # those of the batch that Kafka took already are sent again (the pipeline lands a
+            # record once however often it is read, as after any retried batch).
+            return sum(self._send_alone(entry) for entry in batch)
+        self.spool.acknowledge(*batch[-1][:2])
+        return len(batch)
+
+    def _send_alone(self, entry: tuple[int, int, bytes, bytes]) -> int:
+        """1 once Kafka took the message, 0 once it is quarantined; DeliveryFailed otherwise."""
+        segment, offset, key, value = entry
+        try:
+            self.kafka.send([(key, value)])
+        except DeliveryFailed as exc:
+            if exc.refused is None:
+                raise  # not the message's fault: it and all behind it wait, in order
+            records = _record_count(value)
+            kept = self.spool.quarantine(
+                segment, offset, key, value,
+                {"reason": exc.refused, "records": records, "topic": self.kafka.topic},
+            )  # fmt: skip
+            log.error(
+                "spooled message refused by Kafka for good (%s): %s records, %d bytes, moved to "
+                "%s with its reason; the drain goes on",
+                exc.refused, "?" if records is None else records, len(value), kept,
+            )  # fmt: skip
+            return 0
+        self.spool.acknowledge(segment, offset)
+        return 1
 
     def _drain_loop(self) -> None:
         while not self._stop.is_set():
@@ -168,6 +239,8 @@ class SpoolingSink:
                         log.info("spool drained %d message(s) to Kafka", sent)
                 except DeliveryFailed:
                     pass  # still down: try again after the pause
+                except Exception:  # e.g. no room for a quarantine: the spool keeps the message
+                    log.exception("spool drain failed; trying again after the pause")
             self._wake.wait(self.retry_seconds)
             self._wake.clear()
 
@@ -177,3 +250,18 @@ class SpoolingSink:
         self._drainer.join(timeout=30)
         self.kafka.close()
         self.spool.close()
+
+
+def _describe(exc: KafkaError) -> str:
+    """The error's name and text (a broker's error reads "[Error 10] Name: description")."""
+    text, name = str(exc), type(exc).__name__
+    return text if name in text else f"{name}: {text}"
+
+
+def _record_count(value: bytes) -> int | None:
+    """How many records a message holds (a JSON array of them), None if it holds no array."""
+    try:
+        decoded = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    return len(decoded) if isinstance(decoded, list) else None

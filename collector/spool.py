@@ -10,18 +10,27 @@ Format: numbered segment files of entries [u32 length][u32 crc32][u16 key length
 entry at the tail (crash while appending, before the HTTP answer) fails its CRC and is cut
 when the spool is next opened: its batch was never acknowledged to the gateway, which retries
 it, and later appends must not land behind it.
+
+A message Kafka refuses for good is moved out of the drain's way into `quarantine/` (see
+`Spool.quarantine`): its value byte for byte, and beside it a JSON file saying why, where it
+was and what it holds. Nothing there is sent again or deleted by the collector; it is not
+counted against the spool's maximum.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +152,52 @@ class Spool:
                 if done and s != self._write_segment:
                     self._path(s).unlink()
 
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.directory / "quarantine"
+
+    def quarantine(
+        self, segment: int, offset: int, key: bytes, value: bytes, about: dict[str, Any]
+    ) -> Path:
+        """Move the first pending entry, ending at (segment, offset), out of the drain's way:
+        its value is written byte for byte to quarantine/<name>.value and `about` (why), with
+        its key, size and place, to <name>.json, both fsync'ed; only then does the read
+        position move past it. Returns the .value file."""
+        folder = self.quarantine_dir
+        folder.mkdir(exist_ok=True)
+        now = time.time_ns()
+        stamp = datetime.fromtimestamp(now / 1e9, UTC).strftime("%Y%m%dT%H%M%SZ")
+        name = f"{stamp}-{now % 1_000_000_000:09d}-seg{segment:08d}-{offset}"
+        described = {
+            **about,
+            "value_file": f"{name}.value",
+            "bytes": len(value),
+            "key": key.decode("utf-8", "backslashreplace"),
+            "spool_segment": segment,
+            "spool_offset_after": offset,
+            "quarantined_at": datetime.fromtimestamp(now / 1e9, UTC).isoformat(),
+        }
+        _write_durably(folder / f"{name}.value", value)
+        _write_durably(folder / f"{name}.json", json.dumps(described, indent=1).encode() + b"\n")
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.acknowledge(segment, offset)
+        return folder / f"{name}.value"
+
     def close(self) -> None:
         self._lock_file.close()
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _whole_entries(data: bytes, pos: int) -> Iterator[tuple[int, bytes, int]]:

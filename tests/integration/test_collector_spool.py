@@ -1,8 +1,10 @@
 """Nothing accepted is lost: with the real broker stopped during ingest, the collector spools
-to disk, answers 2xx, and drains when the broker is back; a full spool answers 503."""
+to disk, answers 2xx, and drains when the broker is back; a full spool answers 503; a spooled
+message the broker refuses for good is quarantined, not retried in front of the others."""
 
 from __future__ import annotations
 
+import logging
 import random
 import socket
 import threading
@@ -16,8 +18,11 @@ from typing import Any
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from kafka import KafkaAdminClient
+from kafka.admin import ConfigResource, ConfigResourceType
 
-from collector.sink import DeliveryFailed, KafkaSink
+from collector.sink import DeliveryFailed, KafkaSink, SpoolingSink
+from collector.spool import Spool
 from tests.integration.faults import read_topic, wait_caught_up
 from tracker.cli.wiring import Core, collector_app, open_core, run_pipeline
 from tracker.clickhouse import ClientPool
@@ -196,3 +201,74 @@ def test_a_large_request_is_cut_into_messages_the_broker_takes(kafka_bootstrap: 
     ids = [r["record_id"] for m in messages for r in m.records]
     assert len(ids) == len(set(ids)) == 520
     assert len(messages) > 3  # the 500 wide records went as several messages
+
+
+def test_a_spooled_message_the_broker_refuses_for_good_is_quarantined(
+    kafka_bootstrap: str, spool_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A topic's max.message.bytes lowered while a message over it waited in the spool: the
+    broker refuses that message for good. It used to be retried for ever, and every spooled
+    message behind it waited; now it goes to the spool's quarantine with its reason and the
+    drain delivers the others, in order."""
+    topic = f"poison-{uuid.uuid4().hex[:6]}"
+    ensure_topics(kafka_bootstrap, topic, topic + ".dlq", partitions=1)
+    rng = random.Random(11)
+
+    def wide() -> str:  # 256 characters of 4 bytes each, that compression cannot shrink
+        return "".join(chr(rng.randrange(0x1F300, 0x1FAFF)) for _ in range(256))
+
+    def records(prefix: str, n: int, name: Callable[[], str]) -> list[UsageRecord]:
+        return [
+            parse_record({"record_id": f"{prefix}{i}", "agency_id": "in-sbi", "provider": name(),
+                          "model": name(), "occurred_at": "2026-07-01T10:00:00Z"},
+                         gateway_id="gw-poison")
+            for i in range(n)
+        ]  # fmt: skip
+
+    sink = KafkaSink(kafka_bootstrap, topic, shards=1, timeout_seconds=5)
+    before, poison, after = (sink.messages(records("before", 5, lambda: "sarvam")),
+                             sink.messages(records("big", 150, wide)),
+                             sink.messages(records("after", 5, lambda: "sarvam")))  # fmt: skip
+    assert len(poison) == 1 and len(poison[0][1]) > 200_000  # one message, ~600 KB
+    spool = Spool(spool_dir / "spool", max_bytes=1 << 30)
+    spool.append(before + poison)
+    spool.append(after)
+    limit = 100_000
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        resource = ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": limit})
+        admin.alter_configs([resource])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the broker answers with the config it applies
+            described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+            entry = described["topic"][topic].get("max.message.bytes")
+            if str(entry["value"] if isinstance(entry, dict) else entry) == str(limit):
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("max.message.bytes not lowered")
+    finally:
+        admin.close()
+
+    with caplog.at_level(logging.ERROR, logger="collector.sink"):
+        spooling = SpoolingSink(sink, spool, retry_seconds=0.2)
+        try:
+            deadline = time.monotonic() + 60
+            while not spool.empty() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert spool.empty(), "spool never drained"
+        finally:
+            spooling.close()
+
+    ids = [r["record_id"] for m in read_topic(kafka_bootstrap, topic) for r in m.records]
+    assert set(ids) == {f"before{i}" for i in range(5)} | {f"after{i}" for i in range(5)}
+    assert ids.index("after0") > max(i for i, r in enumerate(ids) if r.startswith("before"))
+    kept = sorted((spool_dir / "spool" / "quarantine").iterdir())
+    assert [p.suffix for p in kept] == [".json", ".value"]
+    assert kept[1].read_bytes() == poison[0][1]  # the exact bytes
+    about = orjson.loads(kept[0].read_bytes())
+    assert "MessageSizeTooLarge" in about["reason"] and about["records"] == 150
+    assert about["key"] == "shard:0" and about["topic"] == topic
+    [line] = [r for r in caplog.records if "refused by Kafka for good" in r.getMessage()]
+    assert line.levelno == logging.ERROR and kept[1].name in line.getMessage()
+    assert "150 records" in line.getMessage()
