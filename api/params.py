@@ -30,6 +30,7 @@ from tracker.contract import (
     Status,
     Tier,
 )
+from tracker.queries import landed_under
 from tracker.registry import Registry
 from tracker.settings import ApiSettings
 
@@ -173,7 +174,12 @@ class Filters:
         }
 
 
-def check_vocabulary(registry: Registry, filters: dict[str, list[str]]) -> None:
+def check_vocabulary(registry: Registry, filters: dict[str, list[str]], client: ClickHouse) -> None:
+    """Agencies, sectors and channels named in a filter must be in the registry in force, or
+    have usage landed under them: one removed from the registry (or moved to another sector)
+    keeps its history, which auditors must still be able to select (found in review: 422
+    "not in the registry" for an agency the breakdown still listed). A value with neither is
+    a typo, refused rather than answered with nothing."""
     known = {
         "agency_id": ("agency", {a.id for a in registry.agencies}),
         "sector": ("sector", {a.sector for a in registry.agencies}),
@@ -182,8 +188,12 @@ def check_vocabulary(registry: Registry, filters: dict[str, list[str]]) -> None:
     for name, (label, allowed) in known.items():
         unknown = sorted(set(filters.get(name, [])) - allowed)
         if unknown:
+            unknown = sorted(set(unknown) - landed_under(client, name, unknown))
+        if unknown:
             raise HTTPException(
-                422, f"{label}: not in the registry: {', '.join(unknown)} (see /v1/registry)"
+                422,
+                f"{label}: not in the registry and no usage landed under it: "
+                f"{', '.join(unknown)} (see /v1/registry)",
             )
 
 
@@ -199,9 +209,9 @@ def scope(identity: Identity, filters: dict[str, list[str]]) -> dict[str, list[s
 
 
 def visible_filters(
-    identity: Identity, registry: Registry, filters: dict[str, list[str]]
+    identity: Identity, registry: Registry, filters: dict[str, list[str]], client: ClickHouse
 ) -> dict[str, list[str]]:
-    check_vocabulary(registry, filters)
+    check_vocabulary(registry, filters, client)
     return scope(identity, filters)
 
 

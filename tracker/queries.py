@@ -312,6 +312,18 @@ def providers(
     return out
 
 
+def landed_under(client: Client, column: str, values: list[str]) -> set[str]:
+    """Those of `values` that usage has landed under in `column` (a dimension of the daily
+    rollup, named by code, never by the caller)."""
+    if column not in ("agency_id", "sector", "channel"):
+        raise ValueError(column)
+    rows = client.query(
+        f"SELECT DISTINCT {column} FROM usage_daily WHERE {column} IN {{v:Array(String)}}",
+        parameters={"v": values},
+    ).result_rows
+    return {str(r[0]) for r in rows}
+
+
 @dataclass(frozen=True)
 class Freshness:
     latest_hour: datetime | None  # the newest hour with any usage in the rollup

@@ -31,6 +31,7 @@ from tracker.capacity import (
     periods_between,
 )
 from tracker.disclosure import hidden, suppressed
+from tracker.queries import landed_under
 from tracker.registry import Registry, Targets
 
 router = APIRouter(tags=["capacity"])
@@ -68,11 +69,13 @@ def resolve_periods(
     return start_p, end_p
 
 
-def check_sector(registry: Registry, sector: str | None) -> None:
+def check_sector(registry: Registry, sector: str | None, client: ClickHouse) -> None:
+    """A sector of the registry in force, or one usage has landed under (its history stays
+    selectable after the registry moves its agencies: params.check_vocabulary)."""
     if sector is None:
         return
     known = sorted({a.sector for a in registry.agencies})
-    if sector not in known:
+    if sector not in known and not landed_under(client, "sector", [sector]):
         raise HTTPException(422, f"sector: unknown sector {sector!r}; registered: {known}")
 
 
@@ -195,7 +198,7 @@ def get_capacity(
     ] = None,
 ) -> CapacityResponse:
     start, end = resolve_periods(from_, to, period)
-    check_sector(registry, sector)
+    check_sector(registry, sector, client)
     k = min_records_across_agencies(identity, settings)
     series = capacity_series(client, registry, start, end, period, sector)
     # The periods are a table whose total is published (the headline over the same range and

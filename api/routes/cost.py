@@ -121,7 +121,7 @@ def get_cost(
     """Cost per inference, inferences per day and their product, the operating cost of the
     public sector's cognitive layer, overall and optionally per group (e.g. per tier)."""
     start, end = resolve_range(from_, to)
-    scoped = visible_filters(identity, registry, filters.values)
+    scoped = visible_filters(identity, registry, filters.values, client)
     k = min_records(identity, settings)
     days = (end - start).total_seconds() / 86400
     totals = cost(client, None, start, end, scoped)

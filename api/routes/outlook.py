@@ -155,7 +155,7 @@ def get_outlook(
     ] = None,
 ) -> OutlookResponse:
     start, end = resolve_months(from_, to)
-    check_sector(registry, sector)
+    check_sector(registry, sector, client)
     k = min_records_across_agencies(identity, settings)
     everything = monthly_shares(client, start, end, sector)
     # A small month is withheld from the fit too: a trend through one agency's months would

@@ -142,7 +142,7 @@ def get_providers(
         raise HTTPException(
             422, f"from/to: provider comparison spans at most {MAX_RANGE.days} days"
         )
-    scoped = visible_filters(identity, registry, filters.values)
+    scoped = visible_filters(identity, registry, filters.values, client)
     k = min_records(identity, settings)
     # Two providers past the limit tell whether one or several of an origin are left out: one
     # small provider left out alone would be its origin's total minus the providers shown.

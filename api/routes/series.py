@@ -135,7 +135,7 @@ def get_timeseries(
             422, f"interval: {int(n)} {interval.value} buckets in the range, at most "
             f"{MAX_BUCKETS}; use a longer interval or a shorter range",
         )  # fmt: skip
-    scoped = visible_filters(identity, registry, filters.values)
+    scoped = visible_filters(identity, registry, filters.values, client)
     found = [c for _, c in series(client, basis, interval, start, end, scoped)]
     out = cells(found, min_records(identity, settings))
     count_rows(request, len(out))
@@ -183,7 +183,7 @@ def get_breakdown(
     """Shares per agency, sector, procurement channel, provider, model, region or tier.
     An agency key sees its own agency only, whatever the dimension."""
     start, end = resolve_range(from_, to)
-    scoped = visible_filters(identity, registry, filters.values)
+    scoped = visible_filters(identity, registry, filters.values, client)
     k = min_records(identity, settings)
     # Two cells past the limit tell whether one cell or several are left out: one small cell
     # left out alone would be the published total minus the cells shown.

@@ -135,7 +135,7 @@ def get_share(
             f"from/to: as_classified=now spans at most {PUBLIC_NOW_RANGE.days} days "
             "without an API key",
         )
-    scoped = visible_filters(identity, registry, filters.values)
+    scoped = visible_filters(identity, registry, filters.values, client)
     if identity.role is Role.public and as_classified is AsClassified.then:
         # Public answers are reused until the next landing (api/cache.py). Not `now`: the
         # registry in force can change at a scheduled time without anything being written.

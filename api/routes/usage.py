@@ -142,7 +142,7 @@ def get_usage(
     raw = {"agency_id": agency, "gateway_id": gateway, "provider": provider, "model": model,
            "tier": tier, "status": status}  # fmt: skip
     filters = {k: sorted(set(map(str, v))) for k, v in raw.items() if v}
-    filters = visible_filters(identity, registry, filters)
+    filters = visible_filters(identity, registry, filters, client)
     try:
         after = Cursor.decode(cursor) if cursor else None
     except CursorError as exc:

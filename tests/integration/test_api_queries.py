@@ -10,14 +10,24 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 
+from api.app import create_app
 from pipeline.processor import Processor
 from pipeline.writer import Writer
-from tests.integration.test_api_support import SMALL_DAY, Seeded, app, bearer, seed
+from tests.integration.test_api_support import (
+    SMALL_DAY,
+    Seeded,
+    api_settings,
+    app,
+    bearer,
+    seed,
+)
 from tracker.classify import Classifier
 from tracker.clickhouse import ClientPool
 from tracker.contract import MAX_NAME_LEN, MAX_REGION_LEN, UsageRecord
+from tracker.registry import load, parse
 from tracker.settings import CommonSettings
 
 JUNE = {"from": "2026-06-01", "to": "2026-07-01"}
@@ -360,6 +370,26 @@ def test_threshold_is_configurable(
     with TestClient(app(pool, settings, min_cell_records=2)) as c:
         cells = c.get("/v1/breakdown/agency", params=SMALL).json()["cells"]
         assert not any(cell["suppressed"] for cell in cells)
+
+
+def test_an_agency_removed_from_the_registry_keeps_its_history_selectable(
+    pool: ClientPool, settings: CommonSettings, seeded: Seeded, auditor: dict[str, str]
+) -> None:
+    # Found in review: after a registry version without in-aiims-delhi came into force, the
+    # breakdown still listed its landed usage, but every filter on it was 422 "not in the
+    # registry": its effective-dated history could no longer be selected.
+    data = yaml.safe_load(load()[1])
+    gone = next(a for a in data["agencies"] if a["id"] == "in-aiims-delhi")
+    data["agencies"] = [a for a in data["agencies"] if a["id"] != "in-aiims-delhi"]
+    without = parse(yaml.safe_dump(data, sort_keys=False), "without-aiims")
+    assert gone["sector"] in {a.sector for a in seeded.registry.agencies}
+    with TestClient(create_app(pool, api_settings(settings), registry=without)) as c:
+        share = c.get("/v1/share", params={**SMALL, "agency": "in-aiims-delhi"}, headers=auditor)
+        assert share.status_code == 200 and share.json()["records"] == 3, share.text
+        usage = c.get("/v1/usage", params={**SMALL, "agency": "in-aiims-delhi"}, headers=auditor)
+        assert usage.status_code == 200, usage.text
+        typo = c.get("/v1/share", params={**SMALL, "agency": "in-aiims-dehli"}, headers=auditor)
+        assert typo.status_code == 422 and "in-aiims-dehli" in typo.text, typo.text
 
 
 @pytest.mark.parametrize(

@@ -62,6 +62,6 @@ def test_cli_share_refuses_an_agency_not_in_the_registry(
     args = ["share", "--from", "2026-02-01", "--to", "2026-03-01",
             "--data-dir", str(settings.data_dir)]  # fmt: skip
     typo = CliRunner().invoke(app, [*args, "--agency", "in-sbi", "--agency", "in-nope"])
-    assert typo.exit_code == 2 and "not in the registry: in-nope" in typo.output, typo.output
+    assert typo.exit_code == 2 and "no usage landed under it: in-nope" in typo.output, typo.output
     known = CliRunner().invoke(app, [*args, "--agency", registry.agencies[0].id])
     assert known.exit_code == 0, known.output

@@ -27,6 +27,7 @@ def share(
     from tracker import registry_store
     from tracker.cli.registry_cmd import _client, _utc
     from tracker.metrics import AsClassified, Basis, headline, hour_ceil, hour_floor
+    from tracker.queries import landed_under
 
     try:
         chosen_basis, mode = Basis(basis), AsClassified(as_classified)
@@ -47,8 +48,14 @@ def share(
         found = registry_store.effective(client)
         known = {a.id for a in found[0].agencies} if found is not None else set(agency)
         unknown = sorted(set(agency) - known)
+        if unknown:  # removed from the registry since: its history can still be asked for
+            unknown = sorted(set(unknown) - landed_under(client, "agency_id", unknown))
         if unknown:
-            typer.echo(f"tracker: --agency: not in the registry: {', '.join(unknown)}", err=True)
+            typer.echo(
+                "tracker: --agency: not in the registry and no usage landed under it: "
+                f"{', '.join(unknown)}",
+                err=True,
+            )
             raise typer.Exit(2)
     filters = {"agency_id": agency} if agency else {}
     figure = headline(client, chosen_basis, start, end, filters, as_classified=mode)
