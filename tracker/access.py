@@ -171,10 +171,22 @@ class KeyAuth:
         self._loaded_at = time.monotonic()
 
     def authenticate(self, key: str) -> Identity | None:
-        digest = hash_key(key)
+        self.refresh_if_stale()
+        return self.cached(key)
+
+    def stale(self) -> bool:
+        """Whether the next lookup must read the keys again (`refresh_if_stale`, which queries
+        the store: in a worker thread from async code)."""
+        return time.monotonic() - self._loaded_at > self._ttl
+
+    def refresh_if_stale(self) -> None:
         with self._lock:
-            if time.monotonic() - self._loaded_at > self._ttl:
+            if self.stale():
                 self._refresh()
-            # A dict lookup on the digest is safe against timing probes: learning a stored
-            # digest's prefix does not help anyone find a key that hashes to it.
-            return self._by_hash.get(digest)
+
+    def cached(self, key: str) -> Identity | None:
+        """The key's identity as last read, without reading again: no I/O, so async code can
+        check a key and act on the answer with nothing else running in between."""
+        # A dict lookup on the digest is safe against timing probes: learning a stored
+        # digest's prefix does not help anyone find a key that hashes to it.
+        return self._by_hash.get(hash_key(key))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import csv as csv_module
 import io
@@ -23,7 +24,7 @@ from tests.integration.test_api_support import Seeded, app, bearer, seed
 from tests.integration.test_collector_support import ServerThread
 from tracker import audit, usage_export
 from tracker import registry as registry_mod
-from tracker.access import hash_key, revoke_key
+from tracker.access import KeyAuth, hash_key, revoke_key
 from tracker.clickhouse import ClientPool
 from tracker.settings import CommonSettings
 
@@ -379,6 +380,42 @@ def test_invalid_keys_are_limited_per_client_address(
         assert c.get("/v1/me", headers=bearer(seeded.keys["auditor"])).status_code == 429
         # The public, without a key, has its own bucket.
         assert c.get("/v1/health").status_code == 200
+
+
+def test_invalid_keys_sent_at_once_are_limited_too(
+    pool: ClientPool, settings: CommonSettings, seeded: Seeded
+) -> None:
+    # Found in review: the limiter only looked at the failed-key bucket before the lookup and
+    # spent after it, so every guess already in flight passed the look: 200 guesses sent at
+    # once were 200 lookups (200 x 401) with a burst of 5.
+    limited = app(pool, settings, rate_limit_public_per_minute=6)
+
+    async def guesses(address: str, headers: list[dict[str, str]]) -> list[int]:
+        transport = httpx.ASGITransport(app=limited, client=(address, 1234))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            answers = await asyncio.gather(*(c.get("/v1/me", headers=h) for h in headers))
+        return [a.status_code for a in answers]
+
+    with TestClient(limited):  # runs the app's start-up
+        codes = asyncio.run(guesses("203.0.113.8", [bearer(f"tka_guess{i}") for i in range(50)]))
+        assert sorted(set(codes)) == [401, 429] and codes.count(401) == 5, codes
+        # A good key spends nothing in the end, however many of its requests run at once.
+        good = [bearer(seeded.keys["auditor"])] * 20
+        assert set(asyncio.run(guesses("203.0.113.9", good))) == {200}
+        assert asyncio.run(guesses("203.0.113.9", [bearer("tka_x")] * 5)) == [401] * 5
+
+
+def test_keys_that_cannot_be_read_are_503_not_500(
+    pool: ClientPool, settings: CommonSettings, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreachable(self: KeyAuth) -> None:
+        raise ConnectionError("store unreachable")
+
+    monkeypatch.setattr(KeyAuth, "_refresh", unreachable)
+    with TestClient(app(pool, settings), raise_server_exceptions=False) as c:
+        r = c.get("/v1/me", headers=bearer(seeded.keys["auditor"]))
+        assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
+        assert c.get("/v1/health").status_code == 200  # the public needs no key
 
 
 def test_an_ipv6_client_is_limited_by_its_slash_64(
