@@ -174,25 +174,33 @@ class Filters:
         }
 
 
+_LABELS = {"agency_id": "agency", "sector": "sector", "channel": "channel"}
+
+
+def outside_registry(registry: Registry, filters: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The agencies, sectors and channels named in `filters` that the registry does not know,
+    by filter name."""
+    known = {
+        "agency_id": {a.id for a in registry.agencies},
+        "sector": {a.sector for a in registry.agencies},
+        "channel": {a.channel for a in registry.agencies},
+    }
+    found = {name: sorted(set(filters.get(name, [])) - allowed) for name, allowed in known.items()}
+    return {name: values for name, values in found.items() if values}
+
+
 def check_vocabulary(registry: Registry, filters: dict[str, list[str]], client: ClickHouse) -> None:
     """Agencies, sectors and channels named in a filter must be in the registry in force, or
     have usage landed under them: one removed from the registry (or moved to another sector)
     keeps its history, which auditors must still be able to select (found in review: 422
     "not in the registry" for an agency the breakdown still listed). A value with neither is
     a typo, refused rather than answered with nothing."""
-    known = {
-        "agency_id": ("agency", {a.id for a in registry.agencies}),
-        "sector": ("sector", {a.sector for a in registry.agencies}),
-        "channel": ("channel", {a.channel for a in registry.agencies}),
-    }
-    for name, (label, allowed) in known.items():
-        unknown = sorted(set(filters.get(name, [])) - allowed)
-        if unknown:
-            unknown = sorted(set(unknown) - landed_under(client, name, unknown))
+    for name, outside in outside_registry(registry, filters).items():
+        unknown = sorted(set(outside) - landed_under(client, name, outside))
         if unknown:
             raise HTTPException(
                 422,
-                f"{label}: not in the registry and no usage landed under it: "
+                f"{_LABELS[name]}: not in the registry and no usage landed under it: "
                 f"{', '.join(unknown)} (see /v1/registry)",
             )
 
