@@ -13,7 +13,7 @@ import ipaddress
 import itertools
 import json
 from datetime import UTC, date, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -40,8 +40,17 @@ MAX_FILE_BYTES = 2 * 1024 * 1024
 LongName = Annotated[str, Field(min_length=1, max_length=500)]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217")]
 # A conversion rate: how many units of the reporting currency one unit is worth. Zero or less
-# would turn real spending into nothing or a credit.
+# would turn real spending into nothing or a credit. At most 1e9 (no currency is worth a billion
+# of another): with a cost of at most 1e12 (tracker/contract.py) the converted cost stays within
+# the 29 integer digits of its column, Decimal(38, 9).
 Rate = Annotated[Decimal, Field(gt=0, le=Decimal("1e9"))]
+# Checked in new files only (Registry._reporting_rate_is_one). A rate below the column's scale
+# (9 decimals) would store the spending converted at it as 0 while marking it converted: `1e-400`
+# was accepted (found in review). More significant digits than a double holds exactly (15, as for
+# a cost sent as a JSON number) is no published rate (they carry 4-10) and, written as a YAML
+# number, could not be read as written anyway: 5000 digits were accepted.
+MIN_RATE = Decimal("1e-9")
+MAX_RATE_DIGITS = 15
 
 DEFAULT_REGISTRY = "india.yaml"
 # A registry is at most ~5 levels deep (section, entry, grade, field). PyYAML builds nested
@@ -274,13 +283,29 @@ class Registry(_Strict):
         if rate is not None and rate != 1:
             raise ValueError(f"{reporting} is the reporting currency: its rate must be 1")
         if not _stored(info):
-            # The version is the hash of the rates as written: `84.0` and `84` would be two
-            # versions of one registry (found in review). Each rate has one spelling, its
-            # shortest; versions stored before this check keep theirs.
+            problems = []
             for code, value in rates.items():
+                # The version is the hash of the rates as written: `84.0` and `84` would be two
+                # versions of one registry (found in review). Each rate has one spelling, its
+                # shortest; versions stored before this check keep theirs.
                 shortest = _shortest(value)
-                if str(value) != str(shortest):
-                    raise ValueError(f"{code}: write the rate {value} as {shortest}")
+                shown = _shown(str(value))
+                digits = len(shortest.as_tuple().digits)
+                if value < MIN_RATE:
+                    problems.append(
+                        f"{code}: the rate {shown} is below {MIN_RATE:f}: costs are stored with 9 "
+                        "decimal places, so spending converted at it would be stored as 0"
+                    )
+                elif digits > MAX_RATE_DIGITS:
+                    problems.append(
+                        f"{code}: the rate {shown} has {digits} significant digits, over "
+                        f"{MAX_RATE_DIGITS}: no published rate carries as many, and a number "
+                        f"written in YAML holds {MAX_RATE_DIGITS} exactly"
+                    )
+                elif str(value) != str(shortest):
+                    problems.append(f"{code}: write the rate {value} as {shortest}")
+            if problems:
+                raise ValueError("; ".join(problems))
         return rates
 
     @model_validator(mode="after")
@@ -443,12 +468,40 @@ class _TooDeep(yaml.MarkedYAMLError):
     pass
 
 
+class _Refused(yaml.MarkedYAMLError):
+    """A document the loader refuses for a reason of its own: `problem`, at `problem_mark`."""
+
+
+_MERGE = "tag:yaml.org,2002:merge"
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """A scalar as written, cut short in a reason (a 2 MB file may hold a 2 MB number)."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
 class _BoundedLoader(yaml.SafeLoader):
-    """yaml.safe_load's loader, refusing collections nested deeper than MAX_DEPTH before the
-    recursive composer and constructor can exhaust the interpreter's stack. What it returns
-    for any other document is exactly what safe_load returns, so no version changes."""
+    """yaml.safe_load's loader, refusing with the place (line and column):
+    - collections nested deeper than MAX_DEPTH, before the recursive composer and constructor
+      can exhaust the interpreter's stack;
+    - a scalar PyYAML cannot build: a date-shaped `2026-02-30` or `0000-01-01`, `!!int x`. Its
+      constructors raise a plain ValueError (or KeyError, IndexError...), no YAMLError, which
+      ended in an HTTP 500, a CLI traceback and a failed process start (found in review);
+    - for new input only (see _StoredLoader): a key written twice in one mapping, which PyYAML
+      accepts keeping the last value while a reader of the text sees the first (`country: IN,
+      country: SG` classified as SG, found in review); and a number with a decimal point whose
+      digits a float cannot hold, which would be read as another number than the one written.
+    What it returns for any document it accepts is exactly what safe_load returns, so no
+    version changes."""
 
     _depth = 0
+    # False for the text of a version already stored (_StoredLoader).
+    new_input = True
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._keys_checked: set[yaml.Node] = set()
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         self._depth += 1
@@ -460,6 +513,71 @@ class _BoundedLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, LookupError, TypeError, AttributeError, ArithmeticError) as exc:
+            # Raised by the constructor of this very node: one inside it was converted there.
+            written = node.value if isinstance(node.value, str) else str(node.value)
+            if node.tag == _TIMESTAMP:
+                why = str(exc) if isinstance(exc, ValueError) else "not YYYY-MM-DD"
+                problem = f"not a valid date: {_shown(written)} ({why})"
+            else:
+                kind = node.tag.rsplit(":", 1)[-1]
+                problem = f"not a valid {kind}: {_shown(written)} ({type(exc).__name__}: {exc})"
+            raise _Refused(problem=problem, problem_mark=node.start_mark) from exc
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        # Called for each mapping before its merge keys (`<<`) are resolved, and again each
+        # time it is merged into another: its keys are compared once, as written. A key that
+        # overrides a merged one is how merges are meant to be used, not a repetition.
+        if self.new_input and node not in self._keys_checked:
+            self._keys_checked.add(node)
+            first: dict[Any, yaml.Node] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE:
+                    continue  # a collection as a key is refused as unhashable by PyYAML
+                key = self.construct_object(key_node)
+                seen = first.setdefault(key, key_node)
+                if seen is not key_node:
+                    at = f"line {seen.start_mark.line + 1}, column {seen.start_mark.column + 1}"
+                    raise _Refused(
+                        problem=f"duplicate key {_shown(key_node.value)} (first at {at}): YAML "
+                        "would silently keep only the last value, while the text shows both",
+                        problem_mark=key_node.start_mark,
+                    )
+        super().flatten_mapping(node)
+
+    def construct_exact_float(self, node: yaml.ScalarNode) -> float:
+        value = self.construct_yaml_float(node)
+        if not self.new_input:
+            return value
+        try:
+            written = Decimal(node.value.replace("_", ""))
+        except InvalidOperation:  # .inf, .nan, base 60 (1:30.5): no digits to lose
+            return value
+        if written != Decimal(repr(value)):
+            raise _Refused(
+                problem=f"the number {_shown(node.value)} cannot be read as written: it reads as "
+                f"{value!r} (a number with a decimal point is read as a binary float, which holds "
+                "15 significant digits exactly); write fewer digits",
+                problem_mark=node.start_mark,
+            )
+        return value
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:float", _BoundedLoader.construct_exact_float)
+
+
+class _StoredLoader(_BoundedLoader):
+    """For the text of a version already stored: it was accepted when recorded, so the loader's
+    refusals added since (repeated keys, numbers with more digits than a float holds) do not
+    apply, and it reads back to the version it was stored as (the last of two keys wins, as
+    PyYAML always did). Dates and depth are refused as before: text with those was never
+    stored."""
+
+    new_input = False
+
 
 def parse(text: str, source: str, *, stored: bool = False) -> Registry:
     """Parse and validate registry YAML; every problem is reported, nothing is half-loaded.
@@ -469,13 +587,20 @@ def parse(text: str, source: str, *, stored: bool = False) -> Registry:
     at start and every look at that history, so the checks added since (provider names that
     differ only in case, a provider/region pair with two facilities, host patterns that can
     never match, IPv4-mapped ranges, ranges with a zone id, regions under a name that is no
-    provider's) refuse new files only. Its version hash is unaffected."""
+    provider's, a key written twice in one mapping, a number a float cannot hold as written,
+    rates below MIN_RATE or with more than MAX_RATE_DIGITS digits) refuse new files only. Its
+    version hash is unaffected."""
     try:
-        data: Any = yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader
+        loader = _StoredLoader if stored else _BoundedLoader
+        data: Any = yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader
     except _TooDeep as exc:
         where = f"line {exc.problem_mark.line + 1}" if exc.problem_mark else "document"
         reason = f"nested deeper than {MAX_DEPTH} levels: not a registry (one is ~5 deep)"
         raise RegistryError(source, [(where, reason)]) from exc
+    except _Refused as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "document"
+        raise RegistryError(source, [(where, exc.problem or "refused")]) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "document"

@@ -154,6 +154,8 @@ async def post_proposal(
     ] = None,
 ) -> dict[str, Any] | JSONResponse:
     check_bounds(against, name="against")
+    if not reason.isprintable():  # as `tracker registry --reason`: one line of printable text
+        raise HTTPException(422, "reason: holds a newline, tab or other control character")
     # Read up to the limit, never further: `await request.body()` held a 400 MB body whole
     # before refusing it (found in review: +400 MB of memory in the API process).
     body = await read_body(request, MAX_FILE_BYTES)

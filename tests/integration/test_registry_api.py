@@ -108,6 +108,27 @@ def test_invalid_proposal_lists_every_error_like_the_loader(
     )
 
 
+def test_a_proposal_with_a_repeated_key_or_an_impossible_date_is_422_with_its_line(
+    api: TestClient, admin: dict[str, str]
+) -> None:
+    # Found in review: `country: IN, country: SG` was accepted (201) and, applied, classified
+    # the facility as SG; a date-shaped `2026-02-30` ended in a 500.
+    text = load()[1]
+    old = "  - {id: yotta-navi-mumbai, operator: yotta, country: IN,"
+    twice = text.replace(old, old + " country: SG,")
+    bad_date = text.replace("{by: 2026-12-31,", "{by: 2026-02-30,")
+    for bad, reason in (
+        (twice, "duplicate key 'country' (first at line"),
+        (bad_date, "not a valid date: '2026-02-30' (day is out of range for month)"),
+    ):
+        assert bad != text
+        r = api.post("/v1/registry/proposals", params={"reason": "x"}, content=bad,
+                     headers=admin)  # fmt: skip
+        assert r.status_code == 422, r.text
+        [error] = r.json()["errors"]
+        assert error["path"].startswith("line ") and error["reason"].startswith(reason), error
+
+
 def test_a_blank_reason_or_an_unreachable_date_is_refused_with_the_field(
     api: TestClient, admin: dict[str, str]
 ) -> None:
@@ -117,6 +138,10 @@ def test_a_blank_reason_or_an_unreachable_date_is_refused_with_the_field(
         r = api.post(url, params={"reason": reason}, content=proposal_text(), headers=admin)
         assert r.status_code == 422, r.text
         assert r.json()["detail"][0]["loc"] == ["query", "reason"]
+    # Found in review: a NUL or a newline inside a reason was accepted (the CLI refuses them).
+    for reason in ("why\x00not", "line one\nline two"):
+        r = api.post(url, params={"reason": reason}, content=proposal_text(), headers=admin)
+        assert r.status_code == 422 and r.json()["detail"].startswith("reason: "), r.text
     # A change scheduled past the range `?at=` reads could never be looked up.
     far = api.post(f"{url}/p-000000000000/apply", params={"effective_from": "9999-12-31"},
                    headers=admin)  # fmt: skip

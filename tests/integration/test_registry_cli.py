@@ -17,7 +17,7 @@ from tracker.classify import Classifier
 from tracker.cli import app
 from tracker.clickhouse import ClientPool
 from tracker.contract import parse_record
-from tracker.registry import load
+from tracker.registry import load, parse
 from tracker.settings import CommonSettings
 
 Invoke = Callable[..., Result]
@@ -213,3 +213,60 @@ def test_a_load_behind_a_scheduled_change_is_refused_unless_asked(
         assert f"{lux_version} is already the version in force from" in again.stdout
     finally:  # the other tests of this module load "now": nothing left scheduled
         pool.get().command("TRUNCATE TABLE registry_changes")
+
+
+def test_registry_check_refuses_an_impossible_date_or_a_repeated_key(
+    run: Invoke, tmp_path: Path
+) -> None:
+    # Found in review: a date-shaped `2026-02-30` was a traceback (exit 1); `country: IN,
+    # country: SG` passed as SG.
+    text = (REGISTRY_DATA / "india.yaml").read_text()
+    old = "  - {id: yotta-navi-mumbai, operator: yotta, country: IN,"
+    twice = text.replace(old, old + " country: SG,")
+    bad_date = text.replace("{by: 2026-12-31,", "{by: 2026-02-30,")
+    for bad, reason in (
+        (bad_date, "not a valid date: '2026-02-30' (day is out of range for month)"),
+        (twice, "duplicate key 'country' (first at line"),
+    ):
+        path = tmp_path / "bad.yaml"
+        path.write_text(bad)
+        refused = run("registry", "check", str(path))
+        assert refused.exit_code == 2, refused.output
+        assert f"{path}: line " in refused.stderr and reason in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.output
+
+
+def test_a_process_starts_with_a_configured_file_it_cannot_read(
+    settings: CommonSettings, pool: ClientPool, tmp_path: Path
+) -> None:
+    # Found in review: bootstrap only compares a configured file with the version in force and
+    # must not stop on one it refuses, but an impossible date raised a plain ValueError: every
+    # process's start failed. And a version stored with a repeated key (accepted before it was
+    # refused) must still be read back, so a store holding one starts.
+    client = pool.get()
+    india = REGISTRY_DATA / "india.yaml"
+    text = india.read_text()
+    old = "  - {id: yotta-navi-mumbai, operator: yotta, country: IN,"
+    twice = text.replace(old, old + " country: SG,")
+    stored = parse(twice, "as an earlier release stored it", stored=True)
+    bad_date = tmp_path / "bad-date.yaml"
+    bad_date.write_text(text.replace("{by: 2026-12-31,", "{by: 2026-02-30,"))
+    repeated = tmp_path / "repeated.yaml"
+    repeated.write_text(twice)
+    env = {
+        "TRACKER_DATA_DIR": str(settings.data_dir),
+        "TRACKER_CLICKHOUSE_DATABASE": settings.clickhouse_database,
+    }
+    cases = [(load(india)[0], text, bad_date), (stored, twice, repeated)]
+    try:
+        for in_force, registry_text, configured in cases:
+            registry_store.activate(
+                client, in_force, registry_text, author="t", reason="t", source="t"
+            )
+            with_file = {**env, "TRACKER_REGISTRY_PATH": str(configured)}
+            started = CliRunner().invoke(app, ["key", "list"], env=with_file)
+            assert started.exit_code == 0, (configured.name, started.output, started.exception)
+            found = registry_store.in_force(client)
+            assert found is not None and found[0].version == in_force.version
+    finally:  # the other tests of this module load "now": nothing left behind
+        client.command("TRUNCATE TABLE registry_changes")
