@@ -14,6 +14,7 @@ from grafana_foundation_sdk.models import piechart as pc
 
 from dashboards.clickhouse import DATASOURCE, Query
 from dashboards.panels import (
+    BARS_LIMIT,
     PROVIDER,
     SECTOR,
     TAGS,
@@ -235,7 +236,8 @@ def build(registry: Registry) -> db.Dashboard:
                 grafana_share_sql(Basis.requests, scope, group_by="sector"),
                 "domestic_share",
                 "percentunit",
-                "The headline per sector (key k).",
+                f"The headline per sector (key k): the {BARS_LIMIT} sectors with the most "
+                "requests in the range, largest first.",
             )
             .max(1)
             .span(8)
@@ -246,7 +248,9 @@ def build(registry: Registry) -> db.Dashboard:
                 grafana_share_sql(Basis.requests, scope, group_by="provider"),
                 "domestic_share",
                 "percentunit",
-                "The headline per provider as reported by gateways (key k).",
+                "The headline per provider as reported by gateways (key k): the top "
+                f"{BARS_LIMIT} providers by requests in the range, largest first (as GET "
+                "/v1/breakdown/provider ranks them); smaller ones are not drawn.",
             )
             .max(1)
             .span(8)

@@ -38,7 +38,12 @@ def options_sql(variable: str) -> str:
 
 def filter_variable(variable: str, *, multi: bool = True) -> db.QueryVariable:
     """A query variable over the rollup. Multi-select variables default to "All", which the
-    plugin's $__conditionalAll turns into no filter at all (as the API without a filter)."""
+    plugin's $__conditionalAll turns into no filter at all (as the API without a filter).
+
+    No custom values (the SDK's default allows them): a value typed into the dropdown reaches
+    the SQL as typed, while the SQL reads every value as an option's value, the URL encoding
+    of a name (options_sql), so a typed `a,b` filtered `a` and `b` and a typed `%41` filtered
+    `A` (found in review). Only the options can be picked."""
     v = (
         db.QueryVariable(variable)
         .label(LABELS[variable])
@@ -48,6 +53,7 @@ def filter_variable(variable: str, *, multi: bool = True) -> db.QueryVariable:
         .sort(dm.VariableSort.ALPHABETICAL_ASC)
         .multi(multi)
         .include_all(multi)
+        .allow_custom_value(False)
     )
     if multi:
         v = v.current(ALL_OPTION)
@@ -193,8 +199,14 @@ def grid(title: str, sql: str, description: str, *, height: int = 9, span: int =
     )
 
 
+# Bars a bar panel draws at most: its first rows, so its SQL must put the rows to show first
+# (tracker.metrics.grafana_share_sql orders dimension groups largest total first).
+BARS_LIMIT = 50
+
+
 def bars(title: str, sql: str, field: str, unit: str, description: str) -> bargauge.Panel:
-    """Horizontal bars of one column, one bar per row (the group key names the bar)."""
+    """Horizontal bars of one column, one bar per row (the group key names the bar), for the
+    first BARS_LIMIT rows of the result."""
     return (
         bargauge.Panel()
         .title(title)
@@ -202,7 +214,7 @@ def bars(title: str, sql: str, field: str, unit: str, description: str) -> barga
         .datasource(DATASOURCE)
         .with_target(Query(sql))
         .reduce_options(
-            cb.ReduceDataOptions().values(True).calcs([]).fields(f"/^{field}$/").limit(50)
+            cb.ReduceDataOptions().values(True).calcs([]).fields(f"/^{field}$/").limit(BARS_LIMIT)
         )
         .orientation(cm.VizOrientation.HORIZONTAL)
         .display_mode(cm.BarGaugeDisplayMode.GRADIENT)

@@ -201,6 +201,29 @@ def _comparable(dashboard: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in dashboard.items() if k not in SERVER_FIELDS}
 
 
+def _dashboard_failure(
+    uid: str, title: str, step: Literal["read", "save"], exc: Exception, changes: list[Change]
+) -> str:
+    """What failed on one dashboard, and which dashboards this push had written before it."""
+    saved = [c.uid for c in changes if c.action != "unchanged"]
+    before = f"; saved before it: {', '.join(saved)}" if saved else "; none saved before it"
+    if isinstance(exc, ProvisionError):
+        return f"{exc}{before}"
+    if isinstance(exc, GrafanaClientError):
+        why = ""
+        if getattr(exc, "status_code", None) == 412:
+            why = ("; another dashboard of that title in the folder, or an edit made since "
+                   "it was read, is left as it is")  # fmt: skip
+        return f"Grafana refused dashboard {uid} ({title!r}): {exc}{why}{before}"
+    # A 5xx, a timeout or a broken connection: the request may have been carried out or not.
+    unknown = (
+        "; Grafana may or may not have saved it (the next push writes it if not)"
+        if step == "save"
+        else ""
+    )
+    return f"cannot {step} dashboard {uid} ({title!r}): {exc}{unknown}{before}"
+
+
 def push_dashboards(
     api: Grafana, dashboards: dict[str, dict[str, Any]], folder_uid: str = FOLDER_UID
 ) -> list[Change]:
@@ -215,41 +238,36 @@ def push_dashboards(
     of anyone else's overwritten."""
     hits = api.search_dashboards(sorted(dashboards))
     found = {h["uid"]: h for h in hits if h.get("uid") in dashboards}
-    changes = []
+    changes: list[Change] = []
     for uid in sorted(dashboards):
         ours = dashboards[uid]
-        action: Action = "created"
-        sent = {**_comparable(ours), "id": None}
-        if uid in found:
-            stored = api.dashboard(uid)
-            current = stored.get("dashboard") or {}
-            same_folder = (stored.get("meta") or {}).get("folderUid") == folder_uid
-            if same_folder and _comparable(current) == _comparable(ours):
-                changes.append(Change("dashboard", uid, "unchanged", ours.get("title", "")))
-                continue
-            action = "updated"
-            sent["version"] = current.get("version")
-        body = {
-            "dashboard": sent,
-            "folderUid": folder_uid,
-            "overwrite": False,
-            "message": "tracker dashboards push",
-        }
+        title = ours.get("title", "")
+        step: Literal["read", "save"] = "read"
         try:
+            action: Action = "created"
+            sent = {**_comparable(ours), "id": None}
+            if uid in found:
+                stored = api.dashboard(uid)
+                current = stored.get("dashboard") or {}
+                same_folder = (stored.get("meta") or {}).get("folderUid") == folder_uid
+                if same_folder and _comparable(current) == _comparable(ours):
+                    changes.append(Change("dashboard", uid, "unchanged", title))
+                    continue
+                action = "updated"
+                sent["version"] = current.get("version")
+            body = {
+                "dashboard": sent,
+                "folderUid": folder_uid,
+                "overwrite": False,
+                "message": "tracker dashboards push",
+            }
+            step = "save"
             api.save_dashboard(body)
-        except GrafanaClientError as exc:
-            # Named, with what was saved before it (found in review: a 403 said only "the
-            # dashboards", and not that some were already written).
-            saved = [c.uid for c in changes if c.action != "unchanged"]
-            before = f"; saved before it: {', '.join(saved)}" if saved else "; none saved before it"
-            why = ""
-            if getattr(exc, "status_code", None) == 412:
-                why = ("; another dashboard of that title in the folder, or an edit made since "
-                       "it was read, is left as it is")  # fmt: skip
-            raise ProvisionError(
-                f"Grafana refused dashboard {uid} ({ours.get('title', '')!r}): {exc}{why}{before}"
-            ) from exc
-        changes.append(Change("dashboard", uid, action, ours.get("title", "")))
+        except (GrafanaException, RequestException, ProvisionError) as exc:
+            # Named, with what was saved before it, whatever the failure (found in review: a
+            # 403 said only "the dashboards"; then a 5xx or a timeout said neither).
+            raise ProvisionError(_dashboard_failure(uid, title, step, exc, changes)) from exc
+        changes.append(Change("dashboard", uid, action, title))
     return changes
 
 

@@ -83,12 +83,18 @@ def where_clause(filters: dict[str, list[str]]) -> str:
 
 def _share_select(basis: Basis, source: str, where: str, group_by: str | None = None) -> str:
     """The one SELECT behind the headline, for the API (bound parameters) and for Grafana
-    (macros and template variables); `group_by` adds a leading key column `k` per group."""
+    (macros and template variables); `group_by` adds a leading key column `k` per group.
+    Groups by a Grafana time bucket (`$__...`) come in time order (the plugin turns a time
+    series from long to wide only when it is sorted by time); groups by a dimension come
+    largest total first, then by key, as the API's breakdown (tracker.queries.breakdown_sql),
+    so a panel that draws the first N rows draws the N largest (found in review: ordered by
+    name, the provider bars drew the first 50 names, not the 50 biggest providers)."""
     v = BASIS_EXPR[basis]
     key, inner_key, tail, order = "", "", "", ""
     if group_by is not None:
         key, inner_key = "k, ", f"{group_by} AS k,\n        "
-        tail, order = "\n    GROUP BY k", "\nORDER BY k"
+        by_time = group_by.startswith("$__")
+        tail, order = "\n    GROUP BY k", "\nORDER BY k" if by_time else "\nORDER BY total DESC, k"
     sql = f"""
 SELECT
     {key}sovereign, onshore, offshore, unknown, total, records,

@@ -24,7 +24,7 @@ from tracker import demo
 from tracker.classify import Classifier
 from tracker.clickhouse import ClientPool
 from tracker.metrics import Basis, headline
-from tracker.queries import providers
+from tracker.queries import Dimension, breakdown, providers
 from tracker.registry import load, record_version
 
 # Every test here runs on the embedded store and through the http:// DSN (conftest.py).
@@ -429,6 +429,46 @@ def test_sector_breakdown_equals_headline_per_sector(seeded: ClientPool) -> None
         share = headline(seeded.get(), Basis.requests, start, end, {"sector": [row["k"]]})
         assert row["records"] == share.records
         assert row["domestic_share"] == pytest.approx(share.domestic_share, rel=1e-12)
+
+
+# Many providers, in a day of their own (before the demo's), for the provider bars.
+MANY_DAY = datetime(2025, 12, 1, tzinfo=UTC)
+
+
+def test_provider_bars_draw_the_largest_providers(seeded: ClientPool) -> None:
+    """Found in review: the bars draw the first `limit` (50) rows of the result, which was
+    ORDER BY k: with more than 50 providers, one named after the 50th was not drawn however
+    many requests it had. 55 small providers a00..a54 (a{i} with i + 1 requests) and one big
+    one named to sort last, zz-big: the bars drawn are the API's top 50 (the SQL behind
+    GET /v1/breakdown/provider, tracker.queries.breakdown), in its order."""
+    registry, _ = load()
+    template = next(r for r in demo.generate(registry, days=1, end=END_DAY))
+    names = [(f"a{i:02d}", i + 1) for i in range(55)] + [("zz-big", 1_000_000)]
+    many = [
+        template.model_copy(
+            update={
+                "provider": name,
+                "record_id": f"many-{name}",
+                "request_count": count,
+                "occurred_at": MANY_DAY + timedelta(hours=10),
+            }
+        )
+        for name, count in names
+    ]
+    rows = Processor(Classifier(registry)).process_records(many).rows
+    assert Writer(seeded.get()).write(rows).inserted == len(many)
+    start, end = MANY_DAY, MANY_DAY + timedelta(days=1)
+    bars = panel("ist-national", "Domestic share by provider")
+    limit = bars["options"]["reduceOptions"]["limit"]
+    assert limit == 50
+    found = run(seeded, sql_of("ist-national", "Domestic share by provider"),
+                context(seeded, start, end))  # fmt: skip
+    assert len(found) == len(names)
+    drawn = [r["k"] for r in found[:limit]]
+    assert drawn == ["zz-big"] + [f"a{i:02d}" for i in range(54, 5, -1)]
+    api = breakdown(seeded.get(), Basis.requests, Dimension.provider, start, end, {}, limit)
+    assert drawn == [c.key for c in api]
+    assert [r["total"] for r in found[:limit]] == [c.total for c in api]
 
 
 def test_trend_buckets_equal_headline_per_day(seeded: ClientPool) -> None:

@@ -216,7 +216,41 @@ def test_grafana_share_sql_refuses_unknown_names() -> None:
 def test_grouped_share_keeps_the_select_and_adds_the_key() -> None:
     sql = grafana_share_sql(Basis.energy, {}, group_by="sector")
     assert sql.startswith("SELECT\n    k, sovereign, onshore")
-    assert "sector AS k," in sql and "GROUP BY k" in sql and sql.endswith("ORDER BY k")
+    assert "sector AS k," in sql and "GROUP BY k" in sql
+    # a dimension: largest first, as GET /v1/breakdown (tracker.queries.breakdown_sql)
+    assert sql.endswith("\nORDER BY total DESC, k")
+    # a time bucket: in time order, which a time series needs
+    by_time = grafana_share_sql(Basis.requests, {}, group_by="$__timeInterval(hour)")
+    assert "$__timeInterval(hour) AS k," in by_time and by_time.endswith("\nORDER BY k")
+
+
+def test_bar_panels_draw_the_largest_groups() -> None:
+    """Found in review: a bar panel draws the first `limit` rows, and the provider bars' SQL
+    ordered by name, so with more than 50 providers the biggest could be left out."""
+    seen = 0
+    for d in DASHBOARDS.values():
+        for p in d["panels"]:
+            if p["type"] == "bargauge":
+                limit = p["options"]["reduceOptions"]["limit"]
+                assert limit == 50, p["title"]
+                for t in p["targets"]:
+                    assert t["rawSql"].endswith("\nORDER BY total DESC, k"), p["title"]
+                assert f"{limit}" in p["description"] and "requests" in p["description"]
+                seen += 1
+    assert seen == 2
+
+
+def test_filter_variables_take_no_custom_values() -> None:
+    """Found in review: with the SDK's default allowCustomValue (true), a value typed into a
+    filter dropdown reached the SQL as typed, which reads every value as an option's URL
+    encoding: typing the provider `a,b` filtered `a` and `b`, typing `%41` filtered `A`."""
+    seen = 0
+    for uid, d in DASHBOARDS.items():
+        for v in d.get("templating", {}).get("list", []):
+            if v["type"] == "query":
+                assert v["allowCustomValue"] is False, (uid, v["name"])
+                seen += 1
+    assert seen == 9
 
 
 def test_build_and_check_draw_another_registry_s_targets(tmp_path: Path) -> None:

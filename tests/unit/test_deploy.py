@@ -9,6 +9,7 @@ extra check only when `docker compose` or `docker-compose` is installed.
 from __future__ import annotations
 
 import ast
+import json
 import re
 import shlex
 import shutil
@@ -190,6 +191,45 @@ def test_compose_images_are_pinned() -> None:
         assert pinned(image), f"{name}: image {image!r} must name an explicit version"
 
 
+def _plugin_settings(node: Any) -> list[str]:
+    """Values of Grafana's plugin-install variables anywhere in a parsed YAML document, in the
+    compose form (KEY: value) and the Kubernetes one (- name: KEY / value: ...)."""
+    names = {"GF_INSTALL_PLUGINS", "GF_PLUGINS_PREINSTALL", "GF_PLUGINS_PREINSTALL_SYNC"}
+    found: list[str] = []
+    if isinstance(node, dict):
+        if node.get("name") in names and "value" in node:
+            found.append(str(node["value"]))
+        for key, value in node.items():
+            if key in names:
+                found.append(str(value))
+            found += _plugin_settings(value)
+    elif isinstance(node, list):
+        for item in node:
+            found += _plugin_settings(item)
+    return found
+
+
+def test_grafana_plugins_are_pinned() -> None:
+    """Found in review: `GF_INSTALL_PLUGINS: grafana-clickhouse-datasource` installed whatever
+    release was newest when a container was created. Grafana takes "id version" per plugin;
+    every file under deploy/ (compose and Kubernetes) that installs one must pin it."""
+    clickhouse_plugin = []
+    for path in sorted([*DEPLOY.rglob("*.yaml"), *DEPLOY.rglob("*.yml")]):
+        for value in [v for doc in load_all(path) for v in _plugin_settings(doc)]:
+            for entry in value.split(","):
+                words = entry.split()
+                exact = len(words) == 2 and re.fullmatch(r"\d+\.\d+\.\d+", words[1])
+                assert exact, f"{path.name}: plugin {entry.strip()!r} must name an exact version"
+                if words[0] == "grafana-clickhouse-datasource":
+                    clickhouse_plugin.append(words[1])
+    assert clickhouse_plugin, "the grafana service installs the ClickHouse plugin"
+    # docs/dashboards.md and the dashboards are written for v4 of the plugin
+    assert all(v.split(".")[0] == "4" for v in clickhouse_plugin), clickhouse_plugin
+    assert full_env(services()["grafana"])["GF_INSTALL_PLUGINS"].split()[0] == (
+        "grafana-clickhouse-datasource"
+    )
+
+
 def test_tracker_images_are_built_from_the_dockerfile() -> None:
     for name, service in services().items():
         if is_tracker(service):
@@ -304,6 +344,62 @@ def test_clickhouse_users_take_passwords_from_the_environment() -> None:
     grafana = load_all(DEPLOY / "grafana/provisioning/datasources/clickhouse.yaml")[0]
     assert users.find(env_of(services()["grafana"])["TRACKER_GRAFANA_CLICKHOUSE_USER"]) is not None
     assert grafana["datasources"][0]["jsonData"]["defaultDatabase"] == env["CLICKHOUSE_DB"]
+
+
+# A table a query reads: the name after FROM or JOIN, unless a subquery "(" or a function
+# call (`trim(BOTH '{}' FROM decodeURLComponent(...))`) follows the keyword.
+_READ_TABLE = re.compile(r"\b(?:FROM|JOIN)\s+([A-Za-z_][\w.]*)\b(?!\s*\()", re.IGNORECASE)
+
+
+def _dashboard_sql() -> list[str]:
+    """Every SQL text of the generated dashboards: variable queries and panel targets."""
+    sql = []
+    for path in sorted((ROOT / "dashboards/generated").glob("*.json")):
+        dashboard = json.loads(path.read_text(encoding="utf-8"))
+        for variable in dashboard.get("templating", {}).get("list", []):
+            if variable.get("type") == "query":
+                sql.append(str(variable["query"]))
+        for panel in dashboard["panels"]:
+            sql += [str(t["rawSql"]) for t in panel.get("targets", [])]
+    return sql
+
+
+def _migration_tables() -> set[str]:
+    text = "".join(
+        p.read_text(encoding="utf-8") for p in (ROOT / "tracker/migrations").glob("*.sql")
+    )
+    return set(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", text))
+
+
+def test_grafana_may_read_only_the_tables_the_dashboards_read() -> None:
+    """Found in review: `GRANT SELECT ON tracker.*` let a dashboard editor (who runs any SQL)
+    read the audit log (client IPs, key ids, query strings), the API keys, gateways, proposals:
+    the API shows those to some roles only, and audits who asked."""
+    database = env_of(services()["clickhouse"])["CLICKHOUSE_DB"]
+    tables = _migration_tables()
+    assert {"usage_hourly", "audit_log", "api_keys"} <= tables
+    read: set[str] = set()
+    queries = _dashboard_sql()
+    assert len(queries) > 30
+    for sql in queries:
+        for name in _READ_TABLE.findall(sql):
+            name = name.removeprefix(f"{database}.")
+            assert name in tables, f"a dashboard reads {name!r}, no table of the tracker's"
+            read.add(name)
+    assert {"usage_hourly", "usage_raw"} <= read
+    users = ET.parse(DEPLOY / "clickhouse/users.d/tracker.xml").getroot()
+    grants = [q.text or "" for q in users.findall("users/grafana/grants/query")]
+    granted = set()
+    for grant in grants:
+        m = re.fullmatch(rf"GRANT SELECT ON {database}\.(\w+)", grant.strip())
+        assert m, f"grafana: {grant!r} is not SELECT on one table of {database}"
+        granted.add(m.group(1))
+    assert len(granted) == len(grants), "a table granted twice"
+    assert granted == read, (
+        f"granted but unread: {granted - read}; read but not granted: {read - granted}"
+    )
+    assert not {"audit_log", "api_keys", "gateways"} & granted
+    assert users.findtext("users/grafana/profile") == "tracker_readonly"
 
 
 def _compose_cli() -> list[str] | None:
