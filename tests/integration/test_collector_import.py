@@ -1111,17 +1111,22 @@ class _Log:
         time.sleep(1.0)  # a few more polls: nothing more may land
 
 
+def _three_lines_in(tmp_path: Path, ct: _Log) -> tuple[Path, Path, Path, _Log]:
+    """(inbox, its app.log holding three lines a1..a3 of `ct`, a checkpoint path, `ct`)."""
+    inbox = tmp_path / "logs"
+    inbox.mkdir()
+    log = inbox / "app.log"
+    ct.write(log, "a1", "a2", "a3")
+    return inbox, log, tmp_path / "cp.json", ct
+
+
 def test_the_watcher_reads_what_a_copytruncate_rotation_left_in_the_copy(
     url: str, keys: Keys, pool: ClientPool, tmp_path: Path
 ) -> None:
     """Found in review: with logrotate's copytruncate (app.log copied to app.log.1, then
     truncated in place), the lines written between the last poll and the copy were never read:
     the copy matches no pattern, and the truncated log started over at byte 0."""
-    inbox = tmp_path / "logs"
-    inbox.mkdir()
-    log, state = inbox / "app.log", tmp_path / "cp.json"
-    ct = _Log(pool, keys.single_id, "ct-")
-    ct.write(log, "a1", "a2", "a3")
+    inbox, log, state, ct = _three_lines_in(tmp_path, _Log(pool, keys.single_id, "ct-"))
     read_to = log.stat().st_size
     with _watching(url, keys.single, inbox, state, interval=0.3) as first:
         ct.wait_for(3)
@@ -1164,11 +1169,7 @@ def test_a_copy_that_matches_the_patterns_is_not_read_again_from_its_start(
     """A copytruncate copy named to match the patterns (logrotate's `dateext` with `extension
     .log`: app-20260101.log) is a new file to the watcher: it resumes where the truncated log
     was left, so the lines read from the log before are not sent again."""
-    inbox = tmp_path / "logs"
-    inbox.mkdir()
-    log, state = inbox / "app.log", tmp_path / "cp.json"
-    ct = _Log(pool, keys.single_id, "ctp-")
-    ct.write(log, "a1", "a2", "a3")
+    inbox, log, state, ct = _three_lines_in(tmp_path, _Log(pool, keys.single_id, "ctp-"))
     with _watching(url, keys.single, inbox, state, interval=0.3) as first:
         ct.wait_for(3)
     ct.write(log, "b1", "b2")
@@ -1187,11 +1188,7 @@ def test_the_watcher_warns_of_a_truncation_it_finds_no_copy_of_and_reads_on(
     """A log truncated in place with no copy beside it (`rotate 0`, or a copy compressed at
     once): what was written past the last read cannot be read, and a warning names the file
     and those bytes; the lines written after the truncation are read."""
-    inbox = tmp_path / "logs"
-    inbox.mkdir()
-    log, state = inbox / "app.log", tmp_path / "cp.json"
-    ct = _Log(pool, keys.single_id, "ctw-")
-    ct.write(log, "a1", "a2", "a3")
+    inbox, log, state, ct = _three_lines_in(tmp_path, _Log(pool, keys.single_id, "ctw-"))
     read_to = log.stat().st_size
     with _watching(url, keys.single, inbox, state, interval=0.3) as first:
         ct.wait_for(3)

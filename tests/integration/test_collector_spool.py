@@ -164,6 +164,20 @@ def test_a_spool_that_cannot_write_answers_503(
         sink.close()
 
 
+def _wide_names(rng: random.Random) -> Callable[[], str]:
+    """Names of 256 characters of 4 bytes each, that compression cannot shrink."""
+    return lambda: "".join(chr(rng.randrange(0x1F300, 0x1FAFF)) for _ in range(256))
+
+
+def _records(gateway: str, prefix: str, n: int, name: Callable[[], str]) -> list[UsageRecord]:
+    return [
+        parse_record({"record_id": f"{prefix}{i}", "agency_id": "in-sbi", "provider": name(),
+                      "model": name(), "occurred_at": "2026-07-01T10:00:00Z"},
+                     gateway_id=gateway)
+        for i in range(n)
+    ]  # fmt: skip
+
+
 def test_a_large_request_is_cut_into_messages_the_broker_takes(kafka_bootstrap: str) -> None:
     """Found in review: 500 valid records with long non-ASCII names made one ~1.9 MB message,
     over the broker's 1 MB limit; its refusal left kafka-python's idempotent producer failed,
@@ -171,17 +185,10 @@ def test_a_large_request_is_cut_into_messages_the_broker_takes(kafka_bootstrap: 
     topic = f"large-{uuid.uuid4().hex[:6]}"
     ensure_topics(kafka_bootstrap, topic, topic + ".dlq", partitions=1)
     rng = random.Random(7)
-
-    def wide() -> str:  # 256 characters of 4 bytes each, that compression cannot shrink
-        return "".join(chr(rng.randrange(0x1F300, 0x1FAFF)) for _ in range(256))
+    wide = _wide_names(rng)
 
     def records(prefix: str, n: int, name: Callable[[], str]) -> list[UsageRecord]:
-        return [
-            parse_record({"record_id": f"{prefix}{i}", "agency_id": "in-sbi", "provider": name(),
-                          "model": name(), "occurred_at": "2026-07-01T10:00:00Z"},
-                         gateway_id="gw-large")
-            for i in range(n)
-        ]  # fmt: skip
+        return _records("gw-large", prefix, n, name)
 
     def plain() -> str:
         return "sarvam"
@@ -213,17 +220,10 @@ def test_a_spooled_message_the_broker_refuses_for_good_is_quarantined(
     topic = f"poison-{uuid.uuid4().hex[:6]}"
     ensure_topics(kafka_bootstrap, topic, topic + ".dlq", partitions=1)
     rng = random.Random(11)
-
-    def wide() -> str:  # 256 characters of 4 bytes each, that compression cannot shrink
-        return "".join(chr(rng.randrange(0x1F300, 0x1FAFF)) for _ in range(256))
+    wide = _wide_names(rng)
 
     def records(prefix: str, n: int, name: Callable[[], str]) -> list[UsageRecord]:
-        return [
-            parse_record({"record_id": f"{prefix}{i}", "agency_id": "in-sbi", "provider": name(),
-                          "model": name(), "occurred_at": "2026-07-01T10:00:00Z"},
-                         gateway_id="gw-poison")
-            for i in range(n)
-        ]  # fmt: skip
+        return _records("gw-poison", prefix, n, name)
 
     sink = KafkaSink(kafka_bootstrap, topic, shards=1, timeout_seconds=5)
     before, poison, after = (sink.messages(records("before", 5, lambda: "sarvam")),

@@ -215,19 +215,26 @@ def test_a_load_behind_a_scheduled_change_is_refused_unless_asked(
         pool.get().command("TRUNCATE TABLE registry_changes")
 
 
+def broken_registries(text: str) -> list[tuple[str, str]]:
+    """The registry `text` broken two ways the loader once took (found in review), each with
+    the reason it is now refused for: a key written twice (`country: IN, country: SG` was
+    classified as SG) and an impossible date (`2026-02-30`, a traceback or a 500)."""
+    old = "  - {id: yotta-navi-mumbai, operator: yotta, country: IN,"
+    broken = [
+        (text.replace("{by: 2026-12-31,", "{by: 2026-02-30,"),
+         "not a valid date: '2026-02-30' (day is out of range for month)"),
+        (text.replace(old, old + " country: SG,"), "duplicate key 'country' (first at line"),
+    ]  # fmt: skip
+    assert all(bad != text for bad, _ in broken)
+    return broken
+
+
 def test_registry_check_refuses_an_impossible_date_or_a_repeated_key(
     run: Invoke, tmp_path: Path
 ) -> None:
     # Found in review: a date-shaped `2026-02-30` was a traceback (exit 1); `country: IN,
     # country: SG` passed as SG.
-    text = (REGISTRY_DATA / "india.yaml").read_text()
-    old = "  - {id: yotta-navi-mumbai, operator: yotta, country: IN,"
-    twice = text.replace(old, old + " country: SG,")
-    bad_date = text.replace("{by: 2026-12-31,", "{by: 2026-02-30,")
-    for bad, reason in (
-        (bad_date, "not a valid date: '2026-02-30' (day is out of range for month)"),
-        (twice, "duplicate key 'country' (first at line"),
-    ):
+    for bad, reason in broken_registries((REGISTRY_DATA / "india.yaml").read_text()):
         path = tmp_path / "bad.yaml"
         path.write_text(bad)
         refused = run("registry", "check", str(path))
