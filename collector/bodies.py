@@ -90,7 +90,8 @@ def json_items(body: bytes) -> list[Any]:
 
     In JSON lines a line that is no JSON becomes a Rejected item at its place, so the good
     lines beside it still land (a logger's torn or garbled line must not cost its neighbours).
-    A body none of whose lines is JSON is refused whole: it was never JSON lines."""
+    A body none of whose lines is JSON is refused whole: it was never JSON lines. An array item
+    with a lone surrogate escape is a json_read.Unencodable, refused at its place too."""
     if not body.strip():
         raise HTTPException(422, "body is empty: send a JSON array, a JSON object or JSON lines")
     try:
@@ -109,10 +110,4 @@ def json_items(body: bytes) -> list[Any]:
                 422, f"body is neither JSON nor JSON lines: {body_exc}"
             ) from body_exc
         return items
-    if not isinstance(data, list):
-        return [data]
-    # An item with a lone surrogate escape is refused alone: its neighbours still land.
-    return [
-        Rejected(item.field, item.reason) if isinstance(item, json_read.Unencodable) else item
-        for item in data
-    ]
+    return data if isinstance(data, list) else [data]

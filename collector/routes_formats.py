@@ -42,7 +42,8 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def _map_all(items: list[Any], mapper: Mapper, ctx: Context) -> list[Mapped]:
     # A Rejected item is a JSON line that did not parse: refused at its place, never mapped;
-    # so is an item with a lone surrogate escape in it (json_read.Unencodable).
+    # so is an array item with a lone surrogate escape in it (json_read.Unencodable, from
+    # json_items or json_array).
     return [
         item if isinstance(item, Rejected)
         else Rejected(item.field, item.reason) if isinstance(item, json_read.Unencodable)

@@ -15,7 +15,7 @@ some servers repeat it across distinct calls (Ollama's OpenAI-compatible API ans
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -214,35 +214,18 @@ def _set_aside_lone_surrogates(data: dict[str, Any]) -> dict[int, tuple[str, str
     naming its place (found in review: one refused the whole export wherever it was)."""
     unreadable: dict[int, tuple[str, str]] = {}
     for place, span_list, index, span in _placed_spans(data):
-        where = json_read.lone_surrogate_at(span)
-        if where is None:
+        if json_read.lone_surrogate_at(span) is None:
             continue
-        kept: dict[str, Any] = {}
-        for key, value in span.items():
-            if key == "attributes" and isinstance(value, list):
-                kept[key] = [kv for kv in value if json_read.lone_surrogate_at(kv) is None]
-            elif json_read.lone_surrogate_at({key: value}) is None:
-                kept[key] = value
-        span_list[index] = kept
-        unreadable[place] = (_surrogate_field(span, where), json_read.LONE_SURROGATE)
+        span_list[index], refusal = _split_span(span, _surrogate_refusal)
+        unreadable[place] = refusal or ("span", json_read.LONE_SURROGATE)
     where = json_read.lone_surrogate_at(data)
     if where is not None:
         raise OtlpDecodeError(f"{where}: {json_read.LONE_SURROGATE}")
     return unreadable
 
 
-def _surrogate_field(span: dict[str, Any], where: str) -> str:
-    """The attribute's key for a place inside `attributes` (as the other refusals name it),
-    else the span field's name."""
-    head, _, rest = where.partition(".")
-    attributes = span.get("attributes")
-    if head == "attributes" and isinstance(attributes, list):
-        index = rest.partition(".")[0]
-        if index.isdigit() and int(index) < len(attributes):
-            key = _key_of(attributes[int(index)])
-            if isinstance(key, str) and json_read.lone_surrogate_at(key) is None and key:
-                return key[:128]
-    return head[:128] or "span"
+def _surrogate_refusal(value: Any, _message: Any) -> str | None:
+    return None if json_read.lone_surrogate_at(value) is None else json_read.LONE_SURROGATE
 
 
 def _set_aside_unreadable(data: dict[str, Any]) -> dict[int, tuple[str, str]]:
@@ -271,26 +254,44 @@ def _readable_part(
 ) -> tuple[dict[str, Any], tuple[str, str]]:
     """The fields and attributes of `span` that protobuf reads, and the first that it does
     not (the attribute's key, else the span field's name) with protobuf's reason."""
+    kept, refusal = _split_span(span, _protobuf_refusal)
+    return kept, refusal or ("span", f"not readable: {error}"[:200])
+
+
+def _protobuf_refusal(value: Any, message: Any) -> str | None:
+    try:
+        json_format.ParseDict(value, message, ignore_unknown_fields=True)
+    except json_format.ParseError as exc:
+        return f"not readable: {exc}"
+    return None
+
+
+def _split_span(
+    span: dict[str, Any], refuse: Callable[[Any, Any], str | None]
+) -> tuple[dict[str, Any], tuple[str, str] | None]:
+    """The fields and attributes of `span` that `refuse` finds nothing against, and the first
+    it does, as (the attribute's key, else the span field's name; its reason). `refuse` gets
+    each attribute with a KeyValue, each field as `{name: value}` with a Span."""
     kept: dict[str, Any] = {}
     refusal: tuple[str, str] | None = None
 
-    def readable(value: Any, message: Any, name: Any) -> bool:
+    def fits(value: Any, message: Any, name: Any) -> bool:
         nonlocal refusal
-        try:
-            json_format.ParseDict(value, message, ignore_unknown_fields=True)
-        except json_format.ParseError as exc:
-            if refusal is None:
-                where = name if isinstance(name, str) and name else "span"
-                refusal = (where[:128], f"not readable: {exc}"[:200])
-            return False
-        return True
+        reason = refuse(value, message)
+        if reason is None:
+            return True
+        if refusal is None:
+            # A name is shown only if it encodes: it may hold the lone surrogate itself.
+            named = isinstance(name, str) and name and json_read.lone_surrogate_at(name) is None
+            refusal = ((name if named else "span")[:128], reason[:200])
+        return False
 
     for key, value in span.items():
         if key == "attributes" and isinstance(value, list):
-            kept[key] = [kv for kv in value if readable(kv, KeyValue(), _key_of(kv))]
-        elif readable({key: value}, Span(), key):
+            kept[key] = [kv for kv in value if fits(kv, KeyValue(), _key_of(kv))]
+        elif fits({key: value}, Span(), key):
             kept[key] = value
-    return kept, refusal or ("span", f"not readable: {error}"[:200])
+    return kept, refusal
 
 
 def _key_of(kv: Any) -> Any:
