@@ -64,43 +64,60 @@ def sign(secret: str, body: bytes, *, now: float | None = None) -> dict[str, str
 
 
 class ReplayCache:
-    """Signatures seen, each remembered until its timestamp leaves the tolerance window.
+    """Signatures seen, each remembered while its timestamp is inside the tolerance window.
 
-    Bounded: a dict for membership plus a heap ordered by expiry, so expired entries are
-    dropped in O(log n) and, when full, the entry closest to expiry makes room."""
+    Bounded: per gateway, a set for membership and a heap ordered by expiry. When full, the
+    gateway holding the most signatures gives up its own closest to expiry: one signed gateway
+    sending many requests (a leaked secret, say) cannot push out the others' signatures and
+    so reopen their requests to replay (found in review), only its own. An entry lasts while
+    its request could still pass the window: expiry is the last accepted second itself."""
 
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
-        self._expiry: dict[str, float] = {}
-        self._heap: list[tuple[float, str]] = []
+        self._seen: dict[str, set[str]] = {}
+        self._heaps: dict[str, list[tuple[float, str]]] = {}
+        self._size = 0
         self._lock = threading.Lock()
         self._warned = False
 
     def __len__(self) -> int:
-        return len(self._expiry)
+        return self._size
+
+    def _drop_first(self, gateway: str) -> None:
+        heap = self._heaps[gateway]
+        _, key = heapq.heappop(heap)
+        self._seen[gateway].discard(key)
+        self._size -= 1
+        if not heap:
+            del self._heaps[gateway], self._seen[gateway]
 
     def _purge(self, now: float) -> None:
-        while self._heap and self._heap[0][0] <= now:
-            _, key = heapq.heappop(self._heap)
-            self._expiry.pop(key, None)
+        # One pass over the gateways holding signatures: a few, registered by an admin.
+        for gateway in list(self._heaps):
+            while gateway in self._heaps and self._heaps[gateway][0][0] < now:
+                self._drop_first(gateway)
 
-    def first_use(self, key: str, expires_at: float, now: float) -> bool:
-        """Record `key`; False if it was already recorded and has not expired."""
+    def first_use(self, gateway: str, key: str, expires_at: float, now: float) -> bool:
+        """Record `key` of `gateway`; False if it is recorded and `now` is not past its
+        `expires_at` (the last second its request passes the window)."""
         with self._lock:
             self._purge(now)
-            if key in self._expiry:
+            if key in self._seen.get(gateway, ()):
                 return False
-            while len(self._expiry) >= self.max_entries and self._heap:
-                _, dropped = heapq.heappop(self._heap)
-                self._expiry.pop(dropped, None)
+            while self._size >= self.max_entries and self._heaps:
+                heaviest = max(self._heaps, key=lambda g: len(self._heaps[g]))
+                self._drop_first(heaviest)
                 if not self._warned:
                     self._warned = True
                     log.warning(
-                        "replay cache full (%d signatures): dropping those closest to expiry",
+                        "replay cache full (%d signatures): gateway %s, holding the most, "
+                        "gives up those closest to expiry",
                         self.max_entries,
+                        heaviest,
                     )
-            self._expiry[key] = expires_at
-            heapq.heappush(self._heap, (expires_at, key))
+            self._seen.setdefault(gateway, set()).add(key)
+            heapq.heappush(self._heaps.setdefault(gateway, []), (expires_at, key))
+            self._size += 1
             return True
 
 
@@ -163,7 +180,7 @@ class SignatureVerifier:
             )
         if self._replays is not None:
             expires_at = int(timestamp) + self.tolerance_seconds
-            if not self._replays.first_use(f"{gateway_id}\x00{given}", expires_at, now):
+            if not self._replays.first_use(gateway_id, given, expires_at, now):
                 raise SignatureError(
                     "signature already used: a replayed request (sign every attempt anew, "
                     "retries included)"

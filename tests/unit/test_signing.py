@@ -124,14 +124,40 @@ def test_failed_verification_does_not_fill_the_replay_cache() -> None:
 
 def test_replay_cache_expires_and_stays_bounded() -> None:
     cache = ReplayCache(max_entries=3)
-    assert cache.first_use("a", expires_at=10, now=0)
-    assert not cache.first_use("a", expires_at=10, now=5)
-    assert cache.first_use("a", expires_at=20, now=10)  # expired at 10: usable again
+    assert cache.first_use("gw", "a", expires_at=10, now=0)
+    assert not cache.first_use("gw", "a", expires_at=10, now=5)
+    assert not cache.first_use("gw", "a", expires_at=10, now=10)  # its last accepted second
+    assert cache.first_use("gw", "a", expires_at=20, now=11)  # past it: usable again
     for key, expiry in (("b", 30), ("c", 40), ("d", 50)):
-        assert cache.first_use(key, expires_at=expiry, now=11)
+        assert cache.first_use("gw", key, expires_at=expiry, now=12)
     assert len(cache) == 3  # "a" (closest to expiry) made room for "d"
-    assert cache.first_use("a", expires_at=20, now=11)
-    assert not cache.first_use("d", expires_at=50, now=11)
+    assert cache.first_use("gw", "a", expires_at=20, now=12)
+    assert not cache.first_use("gw", "d", expires_at=50, now=12)
+    assert cache.first_use("other", "a", expires_at=20, now=12)  # keyed per gateway
+
+
+def test_replay_at_the_last_second_of_the_window_is_refused() -> None:
+    # Found in review: the entry was dropped at timestamp + tolerance, the very second the
+    # window still accepts, so the same request passed again then.
+    clock = [float(NOW)]
+    v = SignatureVerifier(clock=lambda: clock[0])
+    h = sign(SECRET, BODY, now=NOW)
+    v.verify("gw", SECRET, h[TIMESTAMP_HEADER], h[SIGNATURE_HEADER], BODY)
+    clock[0] = NOW + 300
+    assert "already used" in reason(v, h[TIMESTAMP_HEADER], h[SIGNATURE_HEADER])
+
+
+def test_a_gateway_filling_the_replay_cache_evicts_only_its_own_signatures() -> None:
+    # Found in review: when full, the cache dropped whichever signatures were closest to expiry,
+    # so one signed gateway sending many requests dated ahead pushed out every other gateway's
+    # and a captured request of theirs could be replayed.
+    cache = ReplayCache(max_entries=100)
+    assert cache.first_use("victim", "v1", expires_at=310, now=10)
+    for i in range(500):
+        assert cache.first_use("flooder", f"f{i}", expires_at=600, now=10)
+    assert len(cache) == 100
+    assert not cache.first_use("victim", "v1", expires_at=310, now=20)  # still refused
+    assert cache.first_use("flooder", "f0", expires_at=600, now=20)  # its own evicted ones
 
 
 def test_tolerance_must_be_positive() -> None:
