@@ -38,7 +38,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from pipeline.processor import COLUMNS, KEY_GATEWAY, KEY_RECORD, Rejection
-from tracker import data_version, rollups
+from tracker import rollups
 from tracker.contract import ID_PATTERN
 
 log = logging.getLogger(__name__)
@@ -48,12 +48,6 @@ RAW_COLUMNS = [*COLUMNS, "batch_id"]
 _KEY_RE = re.compile(ID_PATTERN)
 _KEY_OF = itemgetter(KEY_GATEWAY, KEY_RECORD)
 _KEY_TEXT = re.compile(r"[A-Za-z0-9._:/@ \n-]+")  # identifier characters and the separators
-
-# A batch may span every month since the contract's EARLIEST (~140 of them by now, one part
-# each): the engine's default cap of 100 partitions per insert block would refuse such a batch
-# on every retry and stall its partition, so the cap is raised for the writer's inserts.
-MAX_MONTHS_PER_INSERT = 1200
-_SPAN = {"max_partitions_per_insert_block": MAX_MONTHS_PER_INSERT}
 
 # A repair pass at a rebalance looks back this far; start-up looks at everything.
 REPAIR_LOOKBACK_NS = 24 * 3600 * 10**9
@@ -145,7 +139,7 @@ class Writer:
             "usage_raw",
             raw,
             column_names=RAW_COLUMNS,
-            settings={**_SPAN, "insert_deduplication_token": f"raw-{batch}"},
+            settings={**rollups.SPAN, "insert_deduplication_token": f"raw-{batch}"},
         )
 
     def _finish_unfinished(self) -> None:
@@ -160,7 +154,7 @@ class Writer:
                 # land once, in either order, and finish a part-way insert's other months.
                 self._insert_raw(batch, raw)
                 count = self._raw_count(batch)
-            self._complete_again(batch, count, [batch])
+            rollups.complete_again(self.client, batch, count, [batch])
             self._unfinished.pop(0)
 
     def _raw_count(self, batch: int) -> int:
@@ -168,51 +162,16 @@ class Writer:
             "SELECT count() FROM usage_raw WHERE batch_id = {b:UInt64}", parameters={"b": batch}
         ).result_rows[0][0])  # fmt: skip
 
-    def _steps(self, batch: int) -> None:
-        """Steps 2-3 for a batch whose raw rows are in; each deduplicated by its token."""
-        params = {"b": batch}
-        for step, sql in (
-            ("keys", rollups.KEYS_FROM_BATCH),
-            ("hourly", rollups.HOURLY_FROM_BATCH),
-            ("daily", rollups.DAILY_FROM_BATCH),
-        ):
-            self.client.command(
-                sql,
-                parameters=params,
-                settings={**_SPAN, "insert_deduplication_token": f"{step}-{batch}"},
-            )
-
-    def _ledger(self, batch: int, count: int) -> None:
-        """Step 4: the batch is landed, with as many rows as usage_raw holds for it."""
-        self.client.insert("landed_batches", [[batch, count]], column_names=rollups.LEDGER_COLUMNS)
-        data_version.bump()  # answers cached before this landing are now stale (api/cache.py)
-
     def _complete(self, batch: int, count: int) -> None:
         """Steps 2-4 for a batch whose raw rows were just written, first time through."""
-        self._steps(batch)
-        self._ledger(batch, count)
-
-    def _complete_again(self, batch: int, count: int, repairing: list[int]) -> None:
-        """Steps 2-4 for a batch whose steps may have run before: the token re-runs, then any
-        rollup month whose re-run the engine dropped restored, then the ledger."""
-        self._steps(batch)
-        # Logs what it restores or cannot tell.
-        rollups.restore_batch(self.client, batch, repairing=repairing)
-        self._ledger(batch, count)
+        rollups.run_steps(self.client, batch)
+        rollups.record_landed(self.client, batch, count)
 
     def repair(self, *, lookback_ns: int | None = None) -> int:
         """Finish every interrupted batch; returns how many were completed."""
         since = 0 if lookback_ns is None else max(0, time.time_ns() - lookback_ns)
         with self._lock:
-            pending = rollups.unlanded(self.client, since)
-            for i, (batch, count) in enumerate(pending):
-                log.warning("completing interrupted batch %s (%s rows)", batch, count)
-                # The batches still to finish: those finished before this one are landed
-                # (rollups checked, ledger written); counted as others in flight, they left every
-                # batch of a month with more interrupted batches than the repair can tell among
-                # undecided, 10 s each (found in review), not only the first.
-                self._complete_again(batch, count, [b for b, _ in pending[i:]])
-        return len(pending)
+            return rollups.repair(self.client, since)
 
     def write_rejections(self, by_source: Mapping[tuple[str, int, int], list[Rejection]]) -> None:
         """The refusals of each source message (topic, partition, offset), in one insert. The

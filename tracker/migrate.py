@@ -34,10 +34,11 @@ ORDER BY version
 
 # Data steps run after a migration's statements and before it is recorded, so an interrupted
 # migration repeats them; each must be safe to repeat (tracker/rollups.backfill_daily starts
-# from an empty table).
+# from an empty table; measure_hourly reads only what is not measured yet).
 _DATA_STEPS: dict[int, Callable[[Client], object]] = {
     5: rollups.backfill_daily,
     6: rollups.copy_keys,
+    9: rollups.measure_after_0009,
 }
 
 

@@ -180,30 +180,46 @@ class CostCell:
     cost: float
     cost_unconverted_records: int
     energy_wh: float
-    energy_reported_requests: int
+    cost_reported_requests: int  # requests of records with a converted cost
+    energy_reported_requests: int  # requests of records that reported energy
+    measured_records: int  # records whose rollup rows carry the two above (migration 0009)
+    energy_row_requests: int  # requests of rollup rows with any energy: the fallback below
+
+    @property
+    def exact(self) -> bool:
+        """Whether every record of the group carries its reported requests. Rows that landed
+        before migration 0009 do once its data step has measured them; a batch an older
+        release lands after that step does not, until the step runs again."""
+        return self.measured_records == self.records
 
     def per_inference(self) -> float | None:
-        return None if self.requests == 0 else self.cost / self.requests
+        """Converted cost over the requests that reported one; without the reported requests
+        (not `exact`), over every request, those without a converted cost too (low)."""
+        n = self.cost_reported_requests if self.exact else self.requests
+        return None if n == 0 else self.cost / n
 
     def wh_per_inference(self) -> float | None:
-        n = self.energy_reported_requests
+        """Wh over the requests that reported energy; without them, over the requests of
+        rollup rows with any energy (gateways of one agency that differ in reporting share a
+        row, so low)."""
+        n = self.energy_reported_requests if self.exact else self.energy_row_requests
         return None if n == 0 else self.energy_wh / n
 
 
 def cost_sql(group: Dimension | None, filters: dict[str, list[str]]) -> str:
     key = "''" if group is None else DIMENSION_COLUMN[group]
-    # energy_wh is summed with missing values as 0, so "requests that reported energy" is
-    # approximated by the requests of rollup rows with any energy (an hour's agency, provider,
-    # model, region, ...: gateways of one agency that differ in reporting share a row). Summed
-    # to the full key first: tested part by part, the answer changed when parts merged (found
-    # in review: 10 Wh per request before a merge, 5 after).
+    # The fallback's "rollup rows with any energy" are summed to the full key first: tested
+    # part by part, the answer changed when parts merged (found in review: 10 Wh per request
+    # before a merge, 5 after).
     return f"""
 SELECT k, sum(rec), sum(req), sum(tok), toFloat64(sum(cost)), sum(unconverted), sum(wh),
-       sumIf(req, wh > 0)
+       sum(creq), sum(ereq), sum(measured), sumIf(req, wh > 0)
 FROM (
     SELECT {key} AS k, sum(records) AS rec, sum(requests) AS req,
            sum(input_tokens + output_tokens) AS tok, sum(cost_reporting) AS cost,
-           sum(cost_unconverted) AS unconverted, sum(energy_wh) AS wh
+           sum(cost_unconverted) AS unconverted, sum(energy_wh) AS wh,
+           sum(cost_requests) AS creq, sum(energy_requests) AS ereq,
+           sum(measured_records) AS measured
     FROM {ROLLUP} WHERE {where_clause(filters)}
     GROUP BY {ROLLUP_KEY}
 )
@@ -221,8 +237,9 @@ def cost(
     rows = client.query(
         cost_sql(group, filters), parameters={**params(start, end, filters), "limit": limit}
     ).result_rows
-    return [CostCell(str(k), int(a), int(b), int(c), float(d), int(e), float(f), int(g))
-            for k, a, b, c, d, e, f, g in rows]  # fmt: skip
+    return [CostCell(str(k), int(a), int(b), int(c), float(d), int(e), float(f), int(g), int(h),
+                     int(i), int(j))
+            for k, a, b, c, d, e, f, g, h, i, j in rows]  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """The rollups' one definition: how usage_key_index, usage_hourly and usage_daily are derived from a
-landed batch of usage_raw rows, and the one-off derivation of usage_daily for data that landed
-before it existed.
+landed batch of usage_raw rows, the landing's steps after the raw insert and their repair, and
+the one-off derivations for data that landed before a rollup or a measure existed.
 
-The pipeline writer runs the per-batch statements (pipeline/writer.py explains the protocol);
-the migration that created usage_daily runs `backfill_daily`; the benchmarks build their rollups
-with the same text, so nothing here can drift from what production writes.
+The pipeline writer runs the per-batch steps (pipeline/writer.py explains the protocol);
+migration 0005 runs `backfill_daily`, 0009 `measure_after_0009`; the benchmarks build their
+rollups with the same text, so nothing here can drift from what production writes.
 """
 
 from __future__ import annotations
@@ -46,24 +46,52 @@ _ONE_BATCH = "batch_id = {b:UInt64}"
 _ONE_BATCH_MONTH = f"{_ONE_BATCH} AND toYYYYMM(occurred_at) = {{m:UInt32}}"
 
 
-def _hourly_from(where: str) -> str:
-    """Dimensions and measures of usage_hourly from the raw rows `where` selects."""
+# usage_hourly's dimensions, in its column order.
+HOURLY_DIMENSIONS = (
+    "hour", "agency_id", "sector", "channel", "provider", "model", "region", "tier", "operator",
+    "facility_country", "operation", "status", "registry_version",
+)  # fmt: skip
+_HOURLY_KEY = ", ".join(HOURLY_DIMENSIONS)
+_HOURLY_MEASURES = ("records, requests, input_tokens, output_tokens, cost_reporting, "
+                    "cost_unconverted, energy_wh, latency_ms_sum, latency_count")  # fmt: skip
+
+# The requests behind cost and energy per inference (migration 0009): requests of records with
+# a cost converted to the reporting currency, and of records that reported energy; and
+# measured_records, the records whose rows carry those two (all of them, once 0009's data step
+# has measured what landed before it: tracker/rollups.measure_hourly).
+# (usage_raw.energy_wh: the bare name is the summed measure's alias in these statements.)
+_REPORTED_FROM_RAW = """
+    sumIf(request_count, isNotNull(cost) AND cost_converted = 1) AS cost_requests,
+    sumIf(request_count, isNotNull(usage_raw.energy_wh)) AS energy_requests"""
+REPORTED_MEASURES = ("cost_requests", "energy_requests", "measured_records")
+
+
+def _hourly_from(where: str, *, reported: bool = True) -> str:
+    """Dimensions and measures of usage_hourly from the raw rows `where` selects; without the
+    `reported` measures for a store before migration 0009 (0005's data step)."""
+    columns = f"{_HOURLY_KEY}, {_HOURLY_MEASURES}"
+    extra = ""
+    if reported:
+        columns += ", " + ", ".join(REPORTED_MEASURES)
+        extra = f",{_REPORTED_FROM_RAW},\n    count() AS measured_records"
     return f"""
-INSERT INTO usage_hourly
+INSERT INTO usage_hourly ({columns})
 SELECT
     toStartOfHour(occurred_at) AS hour,
     agency_id, sector, channel, provider, model, region, tier, operator, facility_country,
     operation, status, registry_version,{_MEASURES_FROM_RAW},
     sum(ifNull(latency_ms, 0)) AS latency_ms_sum,
-    countIf(isNotNull(latency_ms)) AS latency_count
+    countIf(isNotNull(latency_ms)) AS latency_count{extra}
 FROM usage_raw
 WHERE {where}
-GROUP BY hour, agency_id, sector, channel, provider, model, region, tier, operator,
-         facility_country, operation, status, registry_version
+GROUP BY {_HOURLY_KEY}
 """
 
 
 HOURLY_FROM_BATCH = _hourly_from(_ONE_BATCH)
+# The hourly step as it was before migration 0009; used only by backfill_daily (0005's data
+# step, which runs before 0009's columns exist).
+HOURLY_BEFORE_0009 = _hourly_from(_ONE_BATCH, reported=False)
 
 # The daily rollup's measures, named as in usage_hourly so the headline reads either alike.
 _DAILY_MEASURES = """
@@ -269,13 +297,155 @@ def _reinsert(client: Client, table: str, batch: int, month: int, generation: in
         "%s lacks batch %s's rows of %d (its token re-run was dropped); inserting them again",
         table, batch, month,
     )  # fmt: skip
-    client.command(
-        sql,
-        parameters={"b": batch, "m": month},
-        settings={
-            "insert_deduplication_token": f"restore-{table}-{batch}-{month}-{generation}",
-        },
-    )
+    try:
+        client.command(
+            sql,
+            parameters={"b": batch, "m": month},
+            settings={
+                "insert_deduplication_token": f"restore-{table}-{batch}-{month}-{generation}",
+            },
+        )
+    finally:
+        data_version.bump()  # as in run_steps
+
+
+# A batch may span every month since the contract's EARLIEST (~140 of them by now, one part
+# each): the engine's default cap of 100 partitions per insert block would refuse such a batch
+# on every retry and stall its partition, so the cap is raised for a landing's inserts.
+MAX_MONTHS_PER_INSERT = 1200
+SPAN = {"max_partitions_per_insert_block": MAX_MONTHS_PER_INSERT}
+
+
+def run_steps(client: Client, batch: int) -> None:
+    """Steps 2-3 of a landing, for a batch whose raw rows are in; each deduplicated by its
+    token, so a re-run adds nothing the first run wrote."""
+    params = {"b": batch}
+    try:
+        for step, sql in (
+            ("keys", KEYS_FROM_BATCH),
+            ("hourly", HOURLY_FROM_BATCH),
+            ("daily", DAILY_FROM_BATCH),
+        ):
+            client.command(
+                sql,
+                parameters=params,
+                settings={**SPAN, "insert_deduplication_token": f"{step}-{batch}"},
+            )
+    finally:
+        # Answers cached before these steps are stale once any of them committed, whether or
+        # not the landing goes on (found in review: a ledger insert that failed after the
+        # rollups left the public answer short until some later landing). One bump too many
+        # costs one recomputation.
+        data_version.bump()
+
+
+def record_landed(client: Client, batch: int, count: int) -> None:
+    """Step 4: the batch is landed, with as many rows as usage_raw holds for it."""
+    client.insert("landed_batches", [[batch, count]], column_names=LEDGER_COLUMNS)
+    data_version.bump()  # answers cached before this landing are now stale (api/cache.py)
+
+
+def complete_again(client: Client, batch: int, count: int, repairing: Sequence[int]) -> None:
+    """Steps 2-4 for a batch whose steps may have run before: the token re-runs, then any
+    rollup month whose re-run the engine dropped restored, then the ledger."""
+    run_steps(client, batch)
+    restore_batch(client, batch, repairing=repairing)  # logs what it restores or cannot tell
+    record_landed(client, batch, count)
+
+
+def repair(client: Client, since_batch: int = 0) -> int:
+    """Finish every interrupted batch from `since_batch` on; returns how many were completed.
+    The caller keeps other landings of its process out meanwhile (pipeline.writer's lock)."""
+    pending = unlanded(client, since_batch)
+    for i, (batch, count) in enumerate(pending):
+        log.warning("completing interrupted batch %s (%s rows)", batch, count)
+        # The batches still to finish: those finished before this one are landed (rollups
+        # checked, ledger written); counted as others in flight, they left every batch of a
+        # month with more interrupted batches than the repair can tell among undecided, 10 s
+        # each (found in review), not only the first.
+        complete_again(client, batch, count, [b for b, _ in pending[i:]])
+    return len(pending)
+
+
+# Migration 0009's top-up of one month of usage_hourly: for each rollup row (summed to its full
+# key) whose records are not all measured, the reported requests its unmeasured records hold,
+# read from their raw rows. Exact beside live landings: the raw side reads only batches the
+# ledger listed at {t0} (read before this statement), every one of which had its rollup steps
+# done before its ledger row; a key is topped up only when the rollup holds exactly those
+# batches' records, requests, tokens and cost for it (a batch whose rollup is in but not yet its
+# ledger row, or a raw insert half-way, makes them differ: that key is left for a later run).
+_MEASURE_MONTH = f"""
+INSERT INTO usage_hourly ({_HOURLY_KEY}, {", ".join(REPORTED_MEASURES)})
+SELECT {", ".join(f"h.{c}" for c in HOURLY_DIMENSIONS)},
+       r.r_cost_requests - h.h_cost_requests, r.r_energy_requests - h.h_energy_requests,
+       h.h_records - h.h_measured
+FROM (
+    SELECT {_HOURLY_KEY}, sum(records) AS h_records, sum(requests) AS h_requests,
+           sum(input_tokens) + sum(output_tokens) AS h_tokens, sum(cost_reporting) AS h_cost,
+           sum(cost_requests) AS h_cost_requests, sum(energy_requests) AS h_energy_requests,
+           sum(measured_records) AS h_measured
+    FROM usage_hourly WHERE toYYYYMM(hour) = {{m:UInt32}}
+    GROUP BY {_HOURLY_KEY}
+    HAVING h_measured < h_records
+) AS h
+INNER JOIN (
+    SELECT toDateTime(toStartOfHour(occurred_at), 'UTC') AS hour,
+           {", ".join(HOURLY_DIMENSIONS[1:])},
+           count() AS r_records, sum(request_count) AS r_requests,
+           sum(input_tokens) + sum(output_tokens) AS r_tokens, sum(cost_reporting) AS r_cost,
+           sumIf(request_count, isNotNull(cost) AND cost_converted = 1) AS r_cost_requests,
+           sumIf(request_count, isNotNull(energy_wh)) AS r_energy_requests
+    FROM usage_raw
+    WHERE toYYYYMM(occurred_at) = {{m:UInt32}} AND batch_id IN (
+        SELECT batch_id FROM landed_batches WHERE landed_at <= {{t0:DateTime64(3, 'UTC')}})
+    GROUP BY {_HOURLY_KEY}
+) AS r USING ({_HOURLY_KEY})
+WHERE h.h_records = r.r_records AND h.h_requests = r.r_requests AND h.h_tokens = r.r_tokens
+  AND h.h_cost = r.r_cost AND r.r_cost_requests >= h.h_cost_requests
+  AND r.r_energy_requests >= h.h_energy_requests
+"""
+
+
+def unmeasured_months(client: Client) -> list[tuple[int, int]]:
+    """(YYYYMM, records) of the months whose hourly rollup holds records not yet measured."""
+    rows = client.query(
+        "SELECT toYYYYMM(hour) AS m, sum(records) - sum(measured_records) AS n "
+        "FROM usage_hourly GROUP BY m HAVING n > 0 ORDER BY m"
+    ).result_rows
+    return [(int(m), int(n)) for m, n in rows]
+
+
+def measure_hourly(client: Client) -> int:
+    """Migration 0009's data step, after a repair: the reported requests of rows that landed
+    before the rollup carried them, month by month; returns how many months it topped up.
+
+    Safe beside landings (see _MEASURE_MONTH) and to repeat one run after another: a measured
+    key is not read again. Two runs at once could both top up a key, so, like 0005's backfill,
+    it runs from the one-off `tracker migrate` (the deploy's order) or the embedded process."""
+    months = unmeasured_months(client)
+    for i, (month, records) in enumerate(months, 1):
+        t0 = client.query("SELECT now64(3, 'UTC')").result_rows[0][0]
+        client.command(
+            _MEASURE_MONTH,
+            parameters={"m": month, "t0": t0},
+            settings={"insert_deduplication_token": f"measure-{month}-{t0.timestamp()}"},
+        )
+        log.info("measured month %d (%d/%d): %d records", month, i, len(months), records)
+    left = sum(n for _, n in unmeasured_months(client)) if months else 0
+    if left:
+        log.warning("%d records of the hourly rollup are not measured yet (batches landing "
+                    "meanwhile); cost and energy per inference read them approximately until "
+                    "`tracker migrate --measure` runs again", left)  # fmt: skip
+    data_version.bump()
+    return len(months)
+
+
+def measure_after_0009(client: Client) -> int:
+    """Migration 0009's data step (and `tracker migrate --measure`): interrupted batches
+    finished first (their rollup rows may be in without their ledger row, which would keep their
+    keys from being measured), then the top-up; returns the months topped up."""
+    repair(client)
+    return measure_hourly(client)
 
 
 def backfill_daily(client: Client) -> int:
@@ -292,7 +462,7 @@ def backfill_daily(client: Client) -> int:
         params = {"b": batch}
         client.command(_KEYS_BEFORE_0006, parameters=params,
                        settings={"insert_deduplication_token": f"keys-{batch}"})  # fmt: skip
-        client.command(HOURLY_FROM_BATCH, parameters=params,
+        client.command(HOURLY_BEFORE_0009, parameters=params,
                        settings={"insert_deduplication_token": f"hourly-{batch}"})  # fmt: skip
         client.insert("landed_batches", [[batch, rows]], column_names=LEDGER_COLUMNS)
     client.command("TRUNCATE TABLE IF EXISTS usage_daily")

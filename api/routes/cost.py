@@ -33,12 +33,14 @@ class CostOut(BaseModel):
                     "tokens": 2336033287,
                     "cost": 551714.16,
                     "cost_unconverted_records": 0,
+                    "cost_reported_requests": 2779801,
                     "cost_per_inference": 0.198,
                     "inferences_per_day": 92660.0,
                     "operating_cost_per_day": 18390.5,
                     "energy_wh": 1593338.5,
                     "energy_reported_requests": 2779801,
                     "wh_per_inference": 0.573,
+                    "exact": True,
                     "suppressed": False,
                 }
             ]
@@ -53,27 +55,42 @@ class CostOut(BaseModel):
     cost_unconverted_records: int | None = Field(
         description="records with a cost in a currency the registry has no rate for (not in cost)"
     )
+    cost_reported_requests: int | None = Field(
+        description="requests with a cost converted to the reporting currency: the denominator "
+        "of cost_per_inference (null while `exact` is false)"
+    )
     cost_per_inference: float | None = Field(
-        description="cost / requests, every request counted, those without a converted cost too"
+        description="cost / cost_reported_requests (while `exact` is false: cost / requests, "
+        "those without a converted cost counted too)"
     )
     inferences_per_day: float | None = Field(description="requests / days in the range")
     operating_cost_per_day: float | None = Field(
-        description="cost per inference x inferences per day: the cognitive layer's running cost"
+        description="cost per inference x inferences per day: the cognitive layer's running "
+        "cost, requests without a reported cost estimated at the mean of those with one"
     )
     energy_wh: float | None = Field(description="energy reported by gateways, Wh")
     energy_reported_requests: int | None = Field(
-        description="requests in rollup cells that reported energy (the denominator below)"
+        description="requests that reported energy: the denominator of wh_per_inference (null "
+        "while `exact` is false)"
     )
-    wh_per_inference: float | None
+    wh_per_inference: float | None = Field(
+        description="energy_wh / energy_reported_requests (while `exact` is false: over the "
+        "requests of rollup rows with any energy, docs/api.md)"
+    )
+    exact: bool | None = Field(
+        description="false while some records in range landed before migration 0009 and are "
+        "not measured yet: the per-inference figures are then the approximations above"
+    )
     suppressed: bool = False
 
 
 def _out(c: CostCell, days: float, hide: bool) -> CostOut:
     if hide:
         return CostOut(key=c.key, records=None, requests=None, tokens=None, cost=None,
-                       cost_unconverted_records=None, cost_per_inference=None,
-                       inferences_per_day=None, operating_cost_per_day=None, energy_wh=None,
-                       energy_reported_requests=None, wh_per_inference=None,
+                       cost_unconverted_records=None, cost_reported_requests=None,
+                       cost_per_inference=None, inferences_per_day=None,
+                       operating_cost_per_day=None, energy_wh=None,
+                       energy_reported_requests=None, wh_per_inference=None, exact=None,
                        suppressed=True)  # fmt: skip
     per = c.per_inference()
     per_day = c.requests / days
@@ -84,12 +101,14 @@ def _out(c: CostCell, days: float, hide: bool) -> CostOut:
         tokens=c.tokens,
         cost=c.cost,
         cost_unconverted_records=c.cost_unconverted_records,
+        cost_reported_requests=c.cost_reported_requests if c.exact else None,
         cost_per_inference=per,
         inferences_per_day=per_day,
         operating_cost_per_day=None if per is None else per * per_day,
         energy_wh=c.energy_wh,
-        energy_reported_requests=c.energy_reported_requests,
+        energy_reported_requests=c.energy_reported_requests if c.exact else None,
         wh_per_inference=c.wh_per_inference(),
+        exact=c.exact,
     )
 
 
@@ -125,7 +144,7 @@ def get_cost(
     k = min_records(identity, settings)
     days = (end - start).total_seconds() / 86400
     totals = cost(client, None, start, end, scoped)
-    total = totals[0] if totals else CostCell("", 0, 0, 0, 0.0, 0, 0.0, 0)
+    total = totals[0] if totals else CostCell("", 0, 0, 0, 0.0, 0, 0.0, 0, 0, 0, 0)
     groups: list[CostOut] = []
     if group_by is not None:
         # Two groups past the limit tell whether one group or several are left out: one small

@@ -7,6 +7,7 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -132,20 +133,24 @@ def test_cost_of_the_cognitive_layer(
     rows = june(seeded)
     cost = sum(float(r.cost * fx[r.currency]) for r in rows if r.cost is not None and r.currency)
     requests = sum(r.request_count for r in rows)
+    cost_requests = sum(r.request_count for r in rows if r.cost is not None and r.currency)
     energy = sum(r.energy_wh or 0.0 for r in rows)
     body = client.get("/v1/cost", params={**JUNE, "group_by": "tier"}, headers=auditor).json()
     total = body["total"]
-    assert body["days"] == 30 and body["currency"] == "INR"
+    assert body["days"] == 30 and body["currency"] == "INR" and total["exact"] is True
     assert close(total["cost"], cost, 1e-9) and total["requests"] == requests
-    assert close(total["cost_per_inference"], cost / requests)
+    # Over the requests that reported a cost; the others are estimated at that mean.
+    assert total["cost_reported_requests"] == cost_requests
+    assert close(total["cost_per_inference"], cost / cost_requests)
     assert close(total["inferences_per_day"], requests / 30)
-    assert close(total["operating_cost_per_day"], cost / 30)
+    assert close(total["operating_cost_per_day"], cost / cost_requests * requests / 30)
     assert close(total["energy_wh"], energy, 1e-9)
     assert sum(g["requests"] for g in body["groups"]) == requests
     # Only domestic demo routes report energy: energy per inference is over those requests.
     tier = tier_of(seeded)
-    reported = sum(r.request_count for r in rows if r.energy_wh)
+    reported = sum(r.request_count for r in rows if r.energy_wh is not None)
     assert total["energy_reported_requests"] == reported
+    assert close(total["wh_per_inference"], energy / reported)
     assert {g["key"] for g in body["groups"] if g["energy_wh"]} <= {"sovereign", "onshore"}
     assert any(tier(r) == "offshore" for r in rows)
 
@@ -675,5 +680,44 @@ def test_energy_per_inference_does_not_change_when_parts_merge(
     before = energy()
     pool.get().command("OPTIMIZE TABLE usage_hourly FINAL")
     assert energy() == before
-    # Both gateways share the rollup row (it has no gateway): the documented approximation.
-    assert before == (20, 5.0)
+    # Both gateways share the rollup row (it has no gateway), and only gw-wh-a's 10 requests
+    # reported energy: since migration 0009 the rollup counts them (20 requests, 5 Wh each,
+    # the approximation, before).
+    assert before == (10, 10.0)
+
+
+REPORTING_HOUR = datetime(2025, 2, 12, 9, tzinfo=UTC)
+
+
+def test_per_inference_figures_count_only_the_requests_that_reported(
+    client: TestClient, pool: ClientPool, seeded: Seeded, auditor: dict[str, str]
+) -> None:
+    """One rollup row: requests with a converted cost, without a cost, with a cost in a
+    currency the registry has no rate for; some reported energy. Each per-inference figure is
+    over the requests that reported it, computed here from the records."""
+    fx = seeded.registry.fx_to_reporting
+    rated = sorted(fx)[0]
+
+    def record(i: int, requests: int, **reported: Any) -> UsageRecord:
+        return UsageRecord(record_id=f"rep-{i}", gateway_id="gw-rep", agency_id="in-sbi",
+                           occurred_at=REPORTING_HOUR + timedelta(minutes=i), provider="sarvam",
+                           model="m-rep", request_count=requests, **reported)  # fmt: skip
+
+    records = [
+        record(0, 3, cost=Decimal("1.5"), currency=rated, energy_wh=9.0),
+        record(1, 5, cost=Decimal("2.5"), currency=rated),
+        record(2, 7),  # no cost, no energy
+        record(3, 11, cost=Decimal("4"), currency="ZZZ", energy_wh=0.0),  # no rate for ZZZ
+    ]
+    Writer(pool.get()).write(Processor(Classifier(seeded.registry)).process_records(records).rows)
+    params = {"from": REPORTING_HOUR.isoformat(),
+              "to": (REPORTING_HOUR + timedelta(hours=1)).isoformat()}  # fmt: skip
+    total = client.get("/v1/cost", params=params, headers=auditor).json()["total"]
+    cost = float(Decimal("4.0") * fx[rated])
+    assert total["exact"] is True and total["requests"] == 26
+    assert total["cost_unconverted_records"] == 1
+    assert total["cost_reported_requests"] == 8
+    assert close(total["cost_per_inference"], cost / 8)
+    assert close(total["operating_cost_per_day"], cost / 8 * 26 / (1 / 24))
+    assert total["energy_reported_requests"] == 14  # a reported 0 Wh is reported
+    assert close(total["wh_per_inference"], 9.0 / 14)

@@ -261,6 +261,28 @@ def test_failure_between_steps_is_finished_by_the_retry(pool: ClientPool, missin
     )
 
 
+@pytest.mark.parametrize("missing", ["usage_daily", "landed_batches"])
+def test_a_landing_failing_after_a_rollup_step_makes_cached_answers_stale(
+    pool: ClientPool, missing: str
+) -> None:
+    """Found in review: the exact public cache (api/cache.py) is emptied when data_version
+    moves, which happened only after the ledger row; a landing failing after the hourly rollup
+    went in (daily rollup or ledger unavailable) left the public answer short of it."""
+    from tracker import data_version
+
+    writer = Writer(pool.get())
+    rows = (
+        Processor(Classifier(load()[0]))
+        .process_records([make(i, gateway=f"gw-stale-{missing}") for i in range(12)])
+        .rows
+    )
+    before = data_version.current()
+    fails_without(pool, missing, lambda: writer.write(rows))
+    assert data_version.current() > before
+    again = writer.write(rows)  # the retry finishes the batch
+    assert (again.inserted, again.duplicates) == (0, 12)
+
+
 def test_daily_backfill_derives_history_and_finishes_interrupted_batches(
     pool: ClientPool,
 ) -> None:
@@ -329,7 +351,7 @@ def test_upgrade_from_a_store_before_the_daily_rollup_and_key_index(
 
     from pipeline.writer import RAW_COLUMNS, new_batch_id
     from tracker.migrate import applied
-    from tracker.rollups import _KEYS_BEFORE_0006, HOURLY_FROM_BATCH
+    from tracker.rollups import _KEYS_BEFORE_0006, HOURLY_BEFORE_0009
 
     database = f"t_upgrade_{uuid.uuid4().hex[:8]}"
     client = pool.get()
@@ -351,13 +373,16 @@ def test_upgrade_from_a_store_before_the_daily_rollup_and_key_index(
             c.insert("usage_raw", [(*r, batch) for r in part], column_names=RAW_COLUMNS)
             if landed:
                 c.command(_KEYS_BEFORE_0006, parameters={"b": batch})
-                c.command(HOURLY_FROM_BATCH, parameters={"b": batch})
+                c.command(HOURLY_BEFORE_0009, parameters={"b": batch})
                 c.insert("landed_batches", [[batch, len(part)]], column_names=["batch_id", "rows"])
 
         assert [m.version for m in migrate(c)] == [m.version for m in available()[4:]]
         requests = sum(r.request_count for r in records)
         assert totals(old) == (120, requests, 120, requests)  # daily == hourly == raw
         assert c.query("SELECT count() FROM usage_key_index").result_rows[0][0] == 120
+        # 0009: every hourly row carries its reported requests, the crashed batch's too.
+        measured = c.query("SELECT sum(measured_records) FROM usage_hourly").result_rows[0][0]
+        assert measured == 120
         writer = Writer(c)
         assert writer.repair() == 0
         again = writer.write(processor.process_records(records[::7]).rows)
