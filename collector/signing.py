@@ -66,16 +66,23 @@ def sign(secret: str, body: bytes, *, now: float | None = None) -> dict[str, str
 class ReplayCache:
     """Signatures seen, each remembered while its timestamp is inside the tolerance window.
 
-    Bounded: per gateway, a set for membership and a heap ordered by expiry. When full, the
-    gateway holding the most signatures gives up its own closest to expiry: one signed gateway
-    sending many requests (a leaked secret, say) cannot push out the others' signatures and
-    so reopen their requests to replay (found in review), only its own. An entry lasts while
-    its request could still pass the window: expiry is the last accepted second itself."""
+    Bounded. When full, a gateway holding at least an equal share of the cache (its size over
+    the gateways holding signatures) gives up its own signature closest to expiry; one holding
+    less takes the place of the gateway holding the most. So one signed gateway sending many
+    requests (a leaked secret, say) cannot push another below an equal share and so reopen its
+    requests to replay (found in review: when full, the signatures closest to expiry went,
+    whoever's they were). An entry lasts while its request could still pass the window: its
+    expiry is the last accepted second itself.
+
+    Per gateway a dict for membership and a heap for its own evictions, and one heap for
+    expiry across all; entries evicted early stay in the heaps until popped, and a heap that
+    grows past twice its live entries is rebuilt, so each call costs O(log n) amortized."""
 
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
-        self._seen: dict[str, set[str]] = {}
-        self._heaps: dict[str, list[tuple[float, str]]] = {}
+        self._seen: dict[str, dict[str, float]] = {}  # gateway -> signature -> expiry
+        self._own: dict[str, list[tuple[float, str]]] = {}
+        self._all: list[tuple[float, str, str]] = []
         self._size = 0
         self._lock = threading.Lock()
         self._warned = False
@@ -83,40 +90,63 @@ class ReplayCache:
     def __len__(self) -> int:
         return self._size
 
-    def _drop_first(self, gateway: str) -> None:
-        heap = self._heaps[gateway]
-        _, key = heapq.heappop(heap)
-        self._seen[gateway].discard(key)
+    def _forget(self, gateway: str, key: str) -> None:
+        mine = self._seen[gateway]
+        del mine[key]
         self._size -= 1
-        if not heap:
-            del self._heaps[gateway], self._seen[gateway]
+        if not mine:
+            del self._seen[gateway], self._own[gateway]
+
+    def _live(self, gateway: str, key: str, expiry: float) -> bool:
+        return self._seen.get(gateway, {}).get(key) == expiry
 
     def _purge(self, now: float) -> None:
-        # One pass over the gateways holding signatures: a few, registered by an admin.
-        for gateway in list(self._heaps):
-            while gateway in self._heaps and self._heaps[gateway][0][0] < now:
-                self._drop_first(gateway)
+        while self._all and self._all[0][0] < now:
+            expiry, gateway, key = heapq.heappop(self._all)
+            if self._live(gateway, key, expiry):
+                self._forget(gateway, key)
+        if len(self._all) > 2 * self._size + 64:
+            self._all = [(e, g, k) for g, mine in self._seen.items() for k, e in mine.items()]
+            heapq.heapify(self._all)
+
+    def _evict_from(self, gateway: str) -> None:
+        heap = self._own[gateway]
+        while True:
+            expiry, key = heapq.heappop(heap)
+            if self._live(gateway, key, expiry):
+                self._forget(gateway, key)
+                break
+        mine = self._seen.get(gateway)
+        if mine is not None and len(heap) > 2 * len(mine) + 64:
+            self._own[gateway] = [(e, k) for k, e in mine.items()]
+            heapq.heapify(self._own[gateway])
 
     def first_use(self, gateway: str, key: str, expires_at: float, now: float) -> bool:
         """Record `key` of `gateway`; False if it is recorded and `now` is not past its
         `expires_at` (the last second its request passes the window)."""
         with self._lock:
             self._purge(now)
-            if key in self._seen.get(gateway, ()):
+            mine = self._seen.get(gateway, {})
+            if key in mine:
                 return False
-            while self._size >= self.max_entries and self._heaps:
-                heaviest = max(self._heaps, key=lambda g: len(self._heaps[g]))
-                self._drop_first(heaviest)
+            while self._size >= self.max_entries and self._size:
+                holders = len(self._seen) + (gateway not in self._seen)
+                if len(mine) * holders >= self.max_entries:
+                    loser = gateway
+                else:  # scans the gateways: only while this one holds less than its share
+                    loser = max(self._seen, key=lambda g: len(self._seen[g]))
+                self._evict_from(loser)
+                mine = self._seen.get(gateway, {})
                 if not self._warned:
                     self._warned = True
                     log.warning(
-                        "replay cache full (%d signatures): gateway %s, holding the most, "
-                        "gives up those closest to expiry",
+                        "replay cache full (%d signatures): a gateway over its equal share "
+                        "gives up its own signatures closest to expiry",
                         self.max_entries,
-                        heaviest,
                     )
-            self._seen.setdefault(gateway, set()).add(key)
-            heapq.heappush(self._heaps.setdefault(gateway, []), (expires_at, key))
+            self._seen.setdefault(gateway, {})[key] = expires_at
+            heapq.heappush(self._own.setdefault(gateway, []), (expires_at, key))
+            heapq.heappush(self._all, (expires_at, gateway, key))
             self._size += 1
             return True
 

@@ -13,6 +13,7 @@ import itertools
 import logging
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -367,14 +368,17 @@ def repair(client: Client, since_batch: int = 0) -> int:
     return len(pending)
 
 
-# Migration 0009's top-up of one month of usage_hourly: for each rollup row (summed to its full
+# Migration 0009's top-up of one day of usage_hourly: for each rollup row (summed to its full
 # key) whose records are not all measured, the reported requests its unmeasured records hold,
 # read from their raw rows. Exact beside live landings: the raw side reads only batches the
 # ledger listed at {t0} (read before this statement), every one of which had its rollup steps
 # done before its ledger row; a key is topped up only when the rollup holds exactly those
 # batches' records, requests, tokens and cost for it (a batch whose rollup is in but not yet its
 # ledger row, or a raw insert half-way, makes them differ: that key is left for a later run).
-_MEASURE_MONTH = f"""
+# The ledger is read for the batches of that day's raw rows only, so its set stays small.
+_RAW_DAY = ("occurred_at >= {d:DateTime64(3, 'UTC')} "
+            "AND occurred_at < {d:DateTime64(3, 'UTC')} + INTERVAL 1 DAY")  # fmt: skip
+_MEASURE_DAY = f"""
 INSERT INTO usage_hourly ({_HOURLY_KEY}, {", ".join(REPORTED_MEASURES)})
 SELECT {", ".join(f"h.{c}" for c in HOURLY_DIMENSIONS)},
        r.r_cost_requests - h.h_cost_requests, r.r_energy_requests - h.h_energy_requests,
@@ -384,7 +388,7 @@ FROM (
            sum(input_tokens) + sum(output_tokens) AS h_tokens, sum(cost_reporting) AS h_cost,
            sum(cost_requests) AS h_cost_requests, sum(energy_requests) AS h_energy_requests,
            sum(measured_records) AS h_measured
-    FROM usage_hourly WHERE toYYYYMM(hour) = {{m:UInt32}}
+    FROM usage_hourly WHERE toDate(hour, 'UTC') = toDate({{d:DateTime64(3, 'UTC')}}, 'UTC')
     GROUP BY {_HOURLY_KEY}
     HAVING h_measured < h_records
 ) AS h
@@ -396,14 +400,21 @@ INNER JOIN (
            sumIf(request_count, isNotNull(cost) AND cost_converted = 1) AS r_cost_requests,
            sumIf(request_count, isNotNull(energy_wh)) AS r_energy_requests
     FROM usage_raw
-    WHERE toYYYYMM(occurred_at) = {{m:UInt32}} AND batch_id IN (
-        SELECT batch_id FROM landed_batches WHERE landed_at <= {{t0:DateTime64(3, 'UTC')}})
+    WHERE {_RAW_DAY} AND batch_id IN (
+        SELECT batch_id FROM landed_batches WHERE landed_at <= {{t0:DateTime64(3, 'UTC')}}
+        AND batch_id IN (SELECT DISTINCT batch_id FROM usage_raw WHERE {_RAW_DAY}))
     GROUP BY {_HOURLY_KEY}
 ) AS r USING ({_HOURLY_KEY})
 WHERE h.h_records = r.r_records AND h.h_requests = r.r_requests AND h.h_tokens = r.r_tokens
   AND h.h_cost = r.r_cost AND r.r_cost_requests >= h.h_cost_requests
   AND r.r_energy_requests >= h.h_energy_requests
 """
+
+# A top-up statement the engine has not finished by then is cancelled by the engine itself,
+# before the client gives up waiting (clickhouse-connect: 300 s). One the client gave up on
+# could still commit on a server after a re-run had read the same keys unmeasured, and both
+# would top them up (found in review). A day is small enough to finish well within it.
+MEASURE_MAX_SECONDS = 240
 
 
 def unmeasured_months(client: Client) -> list[tuple[int, int]]:
@@ -415,35 +426,48 @@ def unmeasured_months(client: Client) -> list[tuple[int, int]]:
     return [(int(m), int(n)) for m, n in rows]
 
 
+def _unmeasured_days(client: Client) -> list[tuple[datetime, int]]:
+    rows = client.query(
+        "SELECT toDate(hour, 'UTC') AS d, sum(records) - sum(measured_records) AS n "
+        "FROM usage_hourly GROUP BY d HAVING n > 0 ORDER BY d"
+    ).result_rows
+    return [(datetime(d.year, d.month, d.day, tzinfo=UTC), int(n)) for d, n in rows]
+
+
 def measure_hourly(client: Client) -> int:
     """Migration 0009's data step, after a repair: the reported requests of rows that landed
-    before the rollup carried them, month by month; returns how many months it topped up.
+    before the rollup carried them, day by day; returns how many records it measured.
 
-    Safe beside landings (see _MEASURE_MONTH) and to repeat one run after another: a measured
+    Safe beside landings (see _MEASURE_DAY) and to repeat one run after another: a measured
     key is not read again. Two runs at once could both top up a key, so, like 0005's backfill,
     it runs from the one-off `tracker migrate` (the deploy's order) or the embedded process."""
-    months = unmeasured_months(client)
-    for i, (month, records) in enumerate(months, 1):
+    days = _unmeasured_days(client)
+    before = sum(n for _, n in days)
+    for i, (day, _) in enumerate(days, 1):
         t0 = client.query("SELECT now64(3, 'UTC')").result_rows[0][0]
         client.command(
-            _MEASURE_MONTH,
-            parameters={"m": month, "t0": t0},
-            settings={"insert_deduplication_token": f"measure-{month}-{t0.timestamp()}"},
+            _MEASURE_DAY,
+            parameters={"d": day, "t0": t0},
+            # Not deduplicated by block hash: a later top-up may equal an earlier one by chance,
+            # and a re-run after an error reads what committed (measured keys are not read).
+            settings={"max_execution_time": MEASURE_MAX_SECONDS, "insert_deduplicate": 0},
         )
-        log.info("measured month %d (%d/%d): %d records", month, i, len(months), records)
-    left = sum(n for _, n in unmeasured_months(client)) if months else 0
+        if i % 30 == 0 or i == len(days):
+            log.info("measured %d of %d days (up to %s)", i, len(days), f"{day:%Y-%m-%d}")
+    left = sum(n for _, n in unmeasured_months(client)) if days else 0
     if left:
-        log.warning("%d records of the hourly rollup are not measured yet (batches landing "
-                    "meanwhile); cost and energy per inference read them approximately until "
-                    "`tracker migrate --measure` runs again", left)  # fmt: skip
+        log.warning("%d records of the hourly rollup are not measured (their rollup rows and raw "
+                    "rows disagree: batches landing meanwhile, or a month the repair could not "
+                    "decide); cost and energy per inference read them approximately; run "
+                    "`tracker migrate --measure` again", left)  # fmt: skip
     data_version.bump()
-    return len(months)
+    return before - left
 
 
 def measure_after_0009(client: Client) -> int:
     """Migration 0009's data step (and `tracker migrate --measure`): interrupted batches
     finished first (their rollup rows may be in without their ledger row, which would keep their
-    keys from being measured), then the top-up; returns the months topped up."""
+    keys from being measured), then the top-up; returns the records measured."""
     repair(client)
     return measure_hourly(client)
 

@@ -147,17 +147,35 @@ def test_replay_at_the_last_second_of_the_window_is_refused() -> None:
     assert "already used" in reason(v, h[TIMESTAMP_HEADER], h[SIGNATURE_HEADER])
 
 
-def test_a_gateway_filling_the_replay_cache_evicts_only_its_own_signatures() -> None:
+def test_a_gateway_filling_the_replay_cache_cannot_push_another_below_an_equal_share() -> None:
     # Found in review: when full, the cache dropped whichever signatures were closest to expiry,
     # so one signed gateway sending many requests dated ahead pushed out every other gateway's
     # and a captured request of theirs could be replayed.
     cache = ReplayCache(max_entries=100)
-    assert cache.first_use("victim", "v1", expires_at=310, now=10)
-    for i in range(500):
+    assert cache.first_use("quiet", "q", expires_at=310, now=10)
+    for i in range(80):
+        assert cache.first_use("busy", f"b{i}", expires_at=100 + i, now=10)
+    for i in range(5000):
         assert cache.first_use("flooder", f"f{i}", expires_at=600, now=10)
     assert len(cache) == 100
-    assert not cache.first_use("victim", "v1", expires_at=310, now=20)  # still refused
-    assert cache.first_use("flooder", "f0", expires_at=600, now=20)  # its own evicted ones
+    # The flooder took room from the gateway holding the most until it held an equal share
+    # (34 of 100 over three gateways), then from its own: the busy one keeps its newest 65,
+    # the quiet one its one.
+    assert not cache.first_use("quiet", "q", expires_at=310, now=20)
+    assert all(not cache.first_use("busy", f"b{i}", expires_at=100 + i, now=20)
+               for i in range(15, 80))  # fmt: skip
+    assert cache.first_use("busy", "b14", expires_at=114, now=20)  # its oldest went
+    assert cache.first_use("flooder", "f0", expires_at=600, now=20)  # one of its own, evicted
+
+
+def test_replay_cache_heaps_stay_bounded_under_a_flood() -> None:
+    # Signatures evicted early stay in the heaps until popped; the heaps are rebuilt when they
+    # outgrow the live entries, so a flood cannot grow them past a multiple of the cache.
+    cache = ReplayCache(max_entries=50)
+    for i in range(20_000):
+        cache.first_use("flooder", f"f{i}", expires_at=10_000 + i, now=10)
+    assert len(cache) == 50
+    assert len(cache._all) <= 2 * 50 + 64 + 1 and len(cache._own["flooder"]) <= 2 * 50 + 64 + 1
 
 
 def test_tolerance_must_be_positive() -> None:

@@ -81,8 +81,8 @@ def migrate(
         typer.Option(
             "--measure",
             help="Then measure the hourly rollup's rows that carry no reported requests yet "
-            "(batches an older release landed after migration 0009 ran); one at a time, like "
-            "the migrate job",
+            "(keys whose batches were in flight while migration 0009's data step ran); one at "
+            "a time, like the migrate job",
         ),
     ] = False,
 ) -> None:
@@ -110,10 +110,11 @@ def migrate(
     typer.echo(f"schema up to date ({len(ran)} applied) in {settings.redacted_dsn()}")
     if measure:
         client = ClientPool(settings).get()
-        months = rollups.measure_after_0009(client)  # a repair first, as the migration's step
+        measured = rollups.measure_after_0009(client)  # a repair first, as the migration's
         left = sum(n for _, n in rollups.unmeasured_months(client))
-        typer.echo(f"measured {months} month(s); {left} record(s) left unmeasured"
-                   + (" (batches landing meanwhile: run it again)" if left else ""))  # fmt: skip
+        why = (" (their rollup and raw rows disagree: batches landing meanwhile, or a month "
+               "the repair logged as undecided; run it again)") if left else ""  # fmt: skip
+        typer.echo(f"measured {measured} record(s); {left} record(s) left unmeasured{why}")
 
 
 @app.command()
