@@ -78,8 +78,9 @@ class CostOut(BaseModel):
         "requests of rollup rows with any energy, docs/api.md)"
     )
     exact: bool | None = Field(
-        description="false while some records in range landed before migration 0009 and are "
-        "not measured yet: the per-inference figures are then the approximations above"
+        description="false while some records in range are not measured yet (their batch was "
+        "in flight while migration 0009's data step ran; `tracker migrate --measure`): the "
+        "per-inference figures are then the approximations above"
     )
     suppressed: bool = False
 
