@@ -188,8 +188,8 @@ class CostCell:
     @property
     def exact(self) -> bool:
         """Whether every record of the group carries its reported requests. Rows that landed
-        before migration 0009 do once its data step has measured them; a batch an older
-        release lands after that step does not, until the step runs again."""
+        before migration 0009 do once its data step has measured them; a key whose batch was
+        in flight meanwhile does not, until `tracker migrate --measure`."""
         return self.measured_records == self.records
 
     def per_inference(self) -> float | None:

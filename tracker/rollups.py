@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from clickhouse_connect.driver.client import Client
 
@@ -60,10 +60,9 @@ _HOURLY_MEASURES = ("records, requests, input_tokens, output_tokens, cost_report
 # a cost converted to the reporting currency, and of records that reported energy; and
 # measured_records, the records whose rows carry those two (all of them, once 0009's data step
 # has measured what landed before it: tracker/rollups.measure_hourly).
-# (usage_raw.energy_wh: the bare name is the summed measure's alias in these statements.)
-_REPORTED_FROM_RAW = """
-    sumIf(request_count, isNotNull(cost) AND cost_converted = 1) AS cost_requests,
-    sumIf(request_count, isNotNull(usage_raw.energy_wh)) AS energy_requests"""
+# (usage_raw.energy_wh: the bare name is the summed measure's alias in the hourly step.)
+_COST_REQUESTS = "sumIf(request_count, isNotNull(cost) AND cost_converted = 1)"
+_ENERGY_REQUESTS = "sumIf(request_count, isNotNull(usage_raw.energy_wh))"
 REPORTED_MEASURES = ("cost_requests", "energy_requests", "measured_records")
 
 
@@ -74,13 +73,14 @@ def _hourly_from(where: str, *, reported: bool = True) -> str:
     extra = ""
     if reported:
         columns += ", " + ", ".join(REPORTED_MEASURES)
-        extra = f",{_REPORTED_FROM_RAW},\n    count() AS measured_records"
+        extra = (
+            f",\n    {_COST_REQUESTS} AS cost_requests, {_ENERGY_REQUESTS} AS energy_requests,"
+            "\n    count() AS measured_records"
+        )
     return f"""
 INSERT INTO usage_hourly ({columns})
 SELECT
-    toStartOfHour(occurred_at) AS hour,
-    agency_id, sector, channel, provider, model, region, tier, operator, facility_country,
-    operation, status, registry_version,{_MEASURES_FROM_RAW},
+    toStartOfHour(occurred_at) AS hour, {", ".join(HOURLY_DIMENSIONS[1:])},{_MEASURES_FROM_RAW},
     sum(ifNull(latency_ms, 0)) AS latency_ms_sum,
     countIf(isNotNull(latency_ms)) AS latency_count{extra}
 FROM usage_raw
@@ -341,9 +341,9 @@ def run_steps(client: Client, batch: int) -> None:
 
 
 def record_landed(client: Client, batch: int, count: int) -> None:
-    """Step 4: the batch is landed, with as many rows as usage_raw holds for it."""
+    """Step 4: the batch is landed, with as many rows as usage_raw holds for it. (Answers
+    cached before the landing were made stale by the rollup steps, which changed them.)"""
     client.insert("landed_batches", [[batch, count]], column_names=LEDGER_COLUMNS)
-    data_version.bump()  # answers cached before this landing are now stale (api/cache.py)
 
 
 def complete_again(client: Client, batch: int, count: int, repairing: Sequence[int]) -> None:
@@ -397,8 +397,7 @@ INNER JOIN (
            {", ".join(HOURLY_DIMENSIONS[1:])},
            count() AS r_records, sum(request_count) AS r_requests,
            sum(input_tokens) + sum(output_tokens) AS r_tokens, sum(cost_reporting) AS r_cost,
-           sumIf(request_count, isNotNull(cost) AND cost_converted = 1) AS r_cost_requests,
-           sumIf(request_count, isNotNull(energy_wh)) AS r_energy_requests
+           {_COST_REQUESTS} AS r_cost_requests, {_ENERGY_REQUESTS} AS r_energy_requests
     FROM usage_raw
     WHERE {_RAW_DAY} AND batch_id IN (
         SELECT batch_id FROM landed_batches WHERE landed_at <= {{t0:DateTime64(3, 'UTC')}}
@@ -417,31 +416,35 @@ WHERE h.h_records = r.r_records AND h.h_requests = r.r_requests AND h.h_tokens =
 MEASURE_MAX_SECONDS = 240
 
 
+def _unmeasured(client: Client, bucket: str) -> list[tuple[Any, int]]:
+    """(bucket, records) of the hourly rollup's records not measured yet, per `bucket` of
+    `hour` (an expression written here, never a caller's)."""
+    rows = client.query(
+        f"SELECT {bucket} AS b, sum(records) - sum(measured_records) AS n "
+        "FROM usage_hourly GROUP BY b HAVING n > 0 ORDER BY b"
+    ).result_rows
+    return [(b, int(n)) for b, n in rows]
+
+
 def unmeasured_months(client: Client) -> list[tuple[int, int]]:
     """(YYYYMM, records) of the months whose hourly rollup holds records not yet measured."""
-    rows = client.query(
-        "SELECT toYYYYMM(hour) AS m, sum(records) - sum(measured_records) AS n "
-        "FROM usage_hourly GROUP BY m HAVING n > 0 ORDER BY m"
-    ).result_rows
-    return [(int(m), int(n)) for m, n in rows]
+    return [(int(m), n) for m, n in _unmeasured(client, "toYYYYMM(hour)")]
 
 
-def _unmeasured_days(client: Client) -> list[tuple[datetime, int]]:
-    rows = client.query(
-        "SELECT toDate(hour, 'UTC') AS d, sum(records) - sum(measured_records) AS n "
-        "FROM usage_hourly GROUP BY d HAVING n > 0 ORDER BY d"
-    ).result_rows
-    return [(datetime(d.year, d.month, d.day, tzinfo=UTC), int(n)) for d, n in rows]
+class Measured(NamedTuple):
+    measured: int  # records this run measured
+    left: int  # records still not measured after it
 
 
-def measure_hourly(client: Client) -> int:
+def measure_hourly(client: Client) -> Measured:
     """Migration 0009's data step, after a repair: the reported requests of rows that landed
-    before the rollup carried them, day by day; returns how many records it measured.
+    before the rollup carried them, day by day.
 
     Safe beside landings (see _MEASURE_DAY) and to repeat one run after another: a measured
     key is not read again. Two runs at once could both top up a key, so, like 0005's backfill,
     it runs from the one-off `tracker migrate` (the deploy's order) or the embedded process."""
-    days = _unmeasured_days(client)
+    days = [(datetime(d.year, d.month, d.day, tzinfo=UTC), n)
+            for d, n in _unmeasured(client, "toDate(hour, 'UTC')")]  # fmt: skip
     before = sum(n for _, n in days)
     for i, (day, _) in enumerate(days, 1):
         t0 = client.query("SELECT now64(3, 'UTC')").result_rows[0][0]
@@ -454,20 +457,20 @@ def measure_hourly(client: Client) -> int:
         )
         if i % 30 == 0 or i == len(days):
             log.info("measured %d of %d days (up to %s)", i, len(days), f"{day:%Y-%m-%d}")
-    left = sum(n for _, n in unmeasured_months(client)) if days else 0
+    left = sum(n for _, n in _unmeasured(client, "toYYYYMM(hour)")) if days else 0
     if left:
         log.warning("%d records of the hourly rollup are not measured (their rollup rows and raw "
                     "rows disagree: batches landing meanwhile, or a month the repair could not "
                     "decide); cost and energy per inference read them approximately; run "
                     "`tracker migrate --measure` again", left)  # fmt: skip
     data_version.bump()
-    return before - left
+    return Measured(before - left, left)
 
 
-def measure_after_0009(client: Client) -> int:
+def measure_after_0009(client: Client) -> Measured:
     """Migration 0009's data step (and `tracker migrate --measure`): interrupted batches
     finished first (their rollup rows may be in without their ledger row, which would keep their
-    keys from being measured), then the top-up; returns the records measured."""
+    keys from being measured), then the top-up."""
     repair(client)
     return measure_hourly(client)
 

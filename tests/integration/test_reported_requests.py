@@ -119,7 +119,9 @@ def test_the_data_step_measures_what_landed_before_it(
     want = expected(old + new + crashed)
     assert hourly(fresh) == {h: (*v, v[0]) for h, v in want.items()}
     assert rollups.unmeasured_months(fresh.get()) == []
-    assert rollups.measure_hourly(fresh.get()) == 0  # repeated: nothing left, nothing added
+    assert (
+        rollups.measure_hourly(fresh.get()).measured == 0
+    )  # repeated: nothing left, nothing added
     assert hourly(fresh) == {h: (*v, v[0]) for h, v in want.items()}
     raw = fresh.query_rows("SELECT count(), sum(request_count) FROM usage_raw")[0]
     daily = fresh.query_rows("SELECT sum(records), sum(requests) FROM usage_daily")[0]
@@ -146,7 +148,7 @@ def test_a_key_with_a_batch_in_flight_is_left_for_a_later_run(
     client.insert("usage_raw", [(*r, batch) for r in rows], column_names=RAW_COLUMNS)
     rollups.run_steps(client, batch)
 
-    assert rollups.measure_hourly(client) == len(old) - len(first_hour)
+    assert rollups.measure_hourly(client).measured == len(old) - len(first_hour)
     second = START + timedelta(hours=1)
     want = expected(old + flying)
     found = hourly(fresh)
@@ -159,7 +161,7 @@ def test_a_key_with_a_batch_in_flight_is_left_for_a_later_run(
     assert cells[0].per_inference() == pytest.approx(cells[0].cost / cells[0].requests)
 
     rollups.record_landed(client, batch, len(rows))
-    assert rollups.measure_hourly(client) == len(first_hour)
+    assert rollups.measure_hourly(client).measured == len(first_hour)
     assert hourly(fresh) == {h: (*v, v[0]) for h, v in want.items()}
     (cell,) = queries.cost(client, None, START, START + timedelta(hours=1), {})
     assert cell.exact and cell.cost_reported_requests == want[START][2]

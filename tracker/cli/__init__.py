@@ -110,11 +110,11 @@ def migrate(
     typer.echo(f"schema up to date ({len(ran)} applied) in {settings.redacted_dsn()}")
     if measure:
         client = ClientPool(settings).get()
-        measured = rollups.measure_after_0009(client)  # a repair first, as the migration's
-        left = sum(n for _, n in rollups.unmeasured_months(client))
+        done = rollups.measure_after_0009(client)  # a repair first, as the migration's
         why = (" (their rollup and raw rows disagree: batches landing meanwhile, or a month "
-               "the repair logged as undecided; run it again)") if left else ""  # fmt: skip
-        typer.echo(f"measured {measured} record(s); {left} record(s) left unmeasured{why}")
+               "the repair logged as undecided; run it again)") if done.left else ""  # fmt: skip
+        typer.echo(f"measured {done.measured} record(s); {done.left} record(s) left "
+                   f"unmeasured{why}")  # fmt: skip
 
 
 @app.command()
