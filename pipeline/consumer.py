@@ -99,9 +99,11 @@ class AssignmentWatch:
     kafka-python's group leader assigns from its own metadata, and a leader that lacked the
     topic's partitions at that moment assigns nothing to anyone. Usually the next metadata
     refresh notices and the group rebalances, but a CI run after a kill -9 sat with nothing
-    assigned for 240 s with refreshes every 5 s. A member that stays unassigned rejoins, after
-    `first_after` seconds, then twice as long each time up to `longest`. The backoff keeps this
-    cheap when being unassigned is legitimate: more members than partitions."""
+    assigned for 240 s with refreshes every 5 s, and the rebalance such a leader starts can
+    leave it out of the group for good (PipelineConsumer._subscribe). A member that stays
+    unassigned rejoins, after `first_after` seconds, then twice as long each time up to
+    `longest`. The backoff keeps this cheap when being unassigned is legitimate: more members
+    than partitions."""
 
     def __init__(self, first_after: float = 20.0, longest: float = 300.0) -> None:
         self.first_after = first_after
@@ -196,8 +198,26 @@ class PipelineConsumer:
 
         # The topic exists with its partitions before this (tracker.topics.ensure_topics).
         self._listener = _Listener()
-        self._consumer.subscribe([topic], listener=self._listener)
         self._watch = assignment_watch or AssignmentWatch()
+        self._subscribe()
+
+    def _subscribe(self) -> None:
+        """Subscribe, then read the topic's partitions before the first poll joins the group.
+
+        Without the read, the first poll sent JoinGroup before the consumer's first metadata
+        answer, and a leader elected then assigned from metadata without the topic: nothing to
+        anyone. Its next refresh made it start a rebalance that, in kafka-python 3.0.12, it never
+        finished: its own assignment, made while the join was in flight, cleared the only reason
+        it had to rejoin, so later polls stopped awaiting the join, the member sent no
+        heartbeat and was dropped from the group, and it held nothing until AssignmentWatch made
+        it rejoin (reproduced in 4 of 35 starts of two members on a new topic; 0 of 40 with the
+        read; the CI failures of the rebalance fault test). A read that fails leaves that
+        recovery to AssignmentWatch."""
+        self._consumer.subscribe([self.topic], listener=self._listener)
+        try:
+            self._consumer.partitions_for_topic(self.topic)
+        except KafkaError as exc:
+            log.warning("cannot read %s's partitions before joining (%s)", self.topic, exc)
 
     def run(self) -> None:
         with CollectionPacer() as pacer:
@@ -287,7 +307,7 @@ class PipelineConsumer:
             "rejoining the group", self.topic, len(partitions),
         )  # fmt: skip
         self._consumer.unsubscribe()
-        self._consumer.subscribe([self.topic], listener=self._listener)
+        self._subscribe()
         self.stats.rejoins += 1
         self.metrics.rejoins.inc()
 
