@@ -183,6 +183,8 @@ def test_compose_runs_every_process_and_its_engines() -> None:
     assert resolved_image(found["clickhouse"]).startswith("clickhouse/clickhouse-server:")
     assert found["pipeline"]["deploy"]["replicas"] >= 2
     assert found["migrate"]["restart"] == "no"
+    # The one-shot job also measures what migration 0009's data step left (tracker migrate).
+    assert found["migrate"]["command"] == ["migrate", "--measure"]
 
 
 def test_compose_images_are_pinned() -> None:

@@ -148,6 +148,8 @@ def test_k8s_workloads_start_only_after_the_migrate_job() -> None:
     for name, spec in pod_specs():
         if name == "tracker-migrate":
             assert "initContainers" not in spec
+            # It also measures what migration 0009's data step left, as compose's job does.
+            assert spec["containers"][0]["args"] == ["migrate", "--measure"]
             continue
         [wait] = spec["initContainers"]
         assert wait["image"] == spec["containers"][0]["image"], name
