@@ -40,16 +40,21 @@ REFUSED_FOR_GOOD: tuple[type[KafkaError], ...] = (
     RecordListTooLargeError,
     InvalidRecordError,
 )
+# Of those, the refusals for size: the same records cut into smaller messages can pass.
+TOO_LARGE: tuple[type[KafkaError], ...] = (MessageSizeTooLargeError, RecordListTooLargeError)
 
 
 class DeliveryFailed(RuntimeError):
     """Downstream did not confirm; the caller must not acknowledge the batch. `refused` names
     the error (its name and text) when Kafka refused a message for good (REFUSED_FOR_GOOD),
-    else it is None."""
+    else it is None; `too_large` says the refusal was for the message's size (TOO_LARGE)."""
 
-    def __init__(self, message: str, *, refused: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, refused: str | None = None, too_large: bool = False
+    ) -> None:
         super().__init__(message)
         self.refused = refused
+        self.too_large = too_large
 
 
 class Sink(Protocol):
@@ -110,8 +115,9 @@ class KafkaSink:
                 self._renew(sender, exc)
             refused = _describe(exc) if isinstance(exc, REFUSED_FOR_GOOD) else None
             raise DeliveryFailed(
-                f"Kafka did not acknowledge: {type(exc).__name__}", refused=refused
-            ) from exc
+                f"Kafka did not acknowledge: {type(exc).__name__}",
+                refused=refused, too_large=isinstance(exc, TOO_LARGE),
+            ) from exc  # fmt: skip
 
     def _renew(self, failed: KafkaProducer, exc: KafkaError) -> None:
         with self._renewing:
@@ -150,11 +156,14 @@ class SpoolingSink:
     """Kafka first; when Kafka does not acknowledge, the bounded on-disk spool (fsync'ed), so a
     2xx still means stored. A drainer thread re-sends the spool, in order, once Kafka is back.
 
-    A spooled message Kafka refuses for good (REFUSED_FOR_GOOD, e.g. over a topic limit lowered
-    since it was spooled) would hold up every message behind it for ever: the drain moves it,
-    byte for byte with its reason, to the spool's quarantine (Spool.quarantine), logs an ERROR
-    and goes on. It is not split into smaller messages: the broker's limit is not known here,
-    and a message resent in parts, some acknowledged, would be harder to account for."""
+    A spooled message Kafka refuses for its size (TOO_LARGE, e.g. over a topic limit lowered
+    since it was spooled) is cut in halves, and each half sent, in order, cut again while it
+    is refused so: the broker's limit is not known here, and halving finds it in a few sends.
+    Parts already acknowledged when a later one meets a passing failure are sent again with
+    the whole message later, which the pipeline lands once (record ids), as after any retry.
+    A message that still cannot go (one record over the limit, or refused as invalid) would
+    hold up every message behind it for ever: the drain moves it, byte for byte with its
+    reason, to the spool's quarantine (Spool.quarantine), logs an ERROR and goes on."""
 
     def __init__(self, kafka: KafkaSink, spool: Spool, *, retry_seconds: float = 2.0) -> None:
         self.kafka = kafka
@@ -209,26 +218,52 @@ class SpoolingSink:
         return len(batch)
 
     def _send_alone(self, entry: tuple[int, int, bytes, bytes]) -> int:
-        """1 once Kafka took the message, 0 once it is quarantined; DeliveryFailed otherwise."""
+        """1 once Kafka took the message (whole or in parts), 0 once it is quarantined;
+        DeliveryFailed otherwise."""
         segment, offset, key, value = entry
+        parts: list[int] = []
+        refused = self._send_in_parts(key, value, parts)
+        if refused is None:
+            if len(parts) > 1:
+                log.warning(
+                    "spooled message of %s records, %d bytes, over the topic's size limit: "
+                    "delivered in %d parts", _record_count(value), len(value), len(parts),
+                )  # fmt: skip
+        else:
+            records = _record_count(value)
+            kept = self.spool.quarantine(
+                segment, offset, key, value,
+                {"reason": refused, "records": records, "topic": self.kafka.topic},
+            )  # fmt: skip
+            log.error(
+                "spooled message refused by Kafka for good (%s): %s records, %d bytes, moved to "
+                "%s with its reason; the drain goes on",
+                refused, "?" if records is None else records, len(value), kept,
+            )  # fmt: skip
+            return 0
+        self.spool.acknowledge(segment, offset)
+        return 1
+
+    def _send_in_parts(self, key: bytes, value: bytes, parts: list[int]) -> str | None:
+        """Send `value`, cut in halves (recursively, in order) while Kafka refuses it for its
+        size; None once every part was taken (their sizes appended to `parts`), else why a
+        part was refused for good. DeliveryFailed when a part was not taken for another
+        reason: the message waits, whole, in the spool."""
         try:
             self.kafka.send([(key, value)])
         except DeliveryFailed as exc:
             if exc.refused is None:
                 raise  # not the message's fault: it and all behind it wait, in order
-            records = _record_count(value)
-            kept = self.spool.quarantine(
-                segment, offset, key, value,
-                {"reason": exc.refused, "records": records, "topic": self.kafka.topic},
-            )  # fmt: skip
-            log.error(
-                "spooled message refused by Kafka for good (%s): %s records, %d bytes, moved to "
-                "%s with its reason; the drain goes on",
-                exc.refused, "?" if records is None else records, len(value), kept,
-            )  # fmt: skip
-            return 0
-        self.spool.acknowledge(segment, offset)
-        return 1
+            halves = _halves(value) if exc.too_large else None
+            if halves is None:
+                return exc.refused
+            for half in halves:
+                refused = self._send_in_parts(key, half, parts)
+                if refused is not None:
+                    return refused
+            return None
+        parts.append(len(value))
+        return None
 
     def _drain_loop(self) -> None:
         while not self._stop.is_set():
@@ -256,6 +291,18 @@ def _describe(exc: KafkaError) -> str:
     """The error's name and text (a broker's error reads "[Error 10] Name: description")."""
     text, name = str(exc), type(exc).__name__
     return text if name in text else f"{name}: {text}"
+
+
+def _halves(value: bytes) -> list[bytes] | None:
+    """A message's records (a JSON array) as two messages, None if it holds fewer than two."""
+    try:
+        decoded = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(decoded, list) or len(decoded) < 2:
+        return None
+    half = len(decoded) // 2
+    return [orjson.dumps(decoded[:half]), orjson.dumps(decoded[half:])]
 
 
 def _record_count(value: bytes) -> int | None:
