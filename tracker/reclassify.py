@@ -14,15 +14,20 @@ Classification reads only (provider, region, endpoint_host), so re-classifying i
 in a scratch table, swapped in with REPLACE PARTITION, then checked: its record count must equal
 usage_raw's, or the month is redone), maps every route of those months under the target version,
 and records what changed in `reclassify_runs`. It never touches usage_raw or usage_hourly: "as
-classified then" stays exactly what was published.
+classified then" stays exactly what was published. A month that keeps receiving records through
+every attempt is skipped (nothing recorded for it) and the run goes on with the later months;
+it then raises MonthsSkipped naming them. Scratch tables left by killed runs are dropped by the
+next run (see drop_stale_stages).
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -30,6 +35,8 @@ from clickhouse_connect.driver.client import Client
 from tracker import registry_store
 from tracker.classify import Classifier
 from tracker.registry import Registry
+
+log = logging.getLogger(__name__)
 
 ROUTES_ROLLUP = "usage_hourly_routes"
 _RANGE = "hour >= {from_:DateTime('UTC')} AND hour < {to:DateTime('UTC')}"
@@ -141,8 +148,32 @@ class MonthResult:
     attempts: int
 
 
+@dataclass(frozen=True)
+class SkippedMonth:
+    month: date
+    reason: str
+
+
 class ReclassifyError(RuntimeError):
     pass
+
+
+class MonthNotSettled(ReclassifyError):
+    """One month's route rollup still differed from usage_raw after every attempt."""
+
+    def __init__(self, month: date, reason: str) -> None:
+        super().__init__(f"{month:%Y-%m}: {reason}; run again")
+        self.month, self.reason = month, reason
+
+
+class MonthsSkipped(ReclassifyError):
+    """Raised by `run` at its end when some months were skipped; every other month was done
+    (and recorded in reclassify_runs): `done` and `skipped` say which."""
+
+    def __init__(self, done: list[MonthResult], skipped: list[SkippedMonth]) -> None:
+        names = ", ".join(f"{s.month:%Y-%m}" for s in skipped)
+        super().__init__(f"{len(skipped)} month(s) skipped, run again for them: {names}")
+        self.done, self.skipped = done, skipped
 
 
 def months(start: datetime, end: datetime) -> list[date]:
@@ -164,54 +195,115 @@ def _scalar(client: Client, sql: str, params: dict[str, Any]) -> int:
     return int(client.query(sql, parameters=params).result_rows[0][0] or 0)
 
 
-def rederive_month(client: Client, m: date, stage: str, max_attempts: int = 3) -> tuple[int, int]:
+# --- scratch (stage) tables -------------------------------------------------------------------
+# Each attempt at a month stages into a table of its own, named by its creation time on the
+# store's clock (now(), so runs on machines with skewed clocks agree) and a random part:
+# usage_hourly_routes_stage_<unix seconds>_<8 hex>. It is created, filled, swapped in and dropped
+# within that attempt (one INSERT SELECT of one month and one REPLACE PARTITION). A run killed by
+# kill -9 leaves at most one behind; every run first drops those older than STAGE_MAX_AGE.
+# Why per attempt rather than one stage per run (re-created with IF NOT EXISTS at each month):
+# a live stage is then never older than one attempt, however many months the run spans, so a
+# long run overlapping a newer one is never broken by its clean-up; a per-run stage would keep
+# its first timestamp and, after STAGE_MAX_AGE, could be dropped between its INSERT and its
+# REPLACE PARTITION by every run starting meanwhile.
+STAGE_PREFIX = f"{ROUTES_ROLLUP}_stage_"
+# Far longer than any one attempt (minutes at national scale): only tables of dead runs are older.
+STAGE_MAX_AGE = timedelta(hours=6)
+_STAGE_NAME = re.compile(rf"{STAGE_PREFIX}(?P<created>[0-9]{{10}})_[0-9a-f]{{8}}")
+# Stages of earlier releases (one per run, named by the run id): their age is the engine's
+# metadata_modification_time (set when the table was created; a stage is never altered).
+_LEGACY_STAGE_NAME = re.compile(rf"{STAGE_PREFIX}[0-9a-f]{{12}}")
+
+
+def _create_stage(client: Client) -> str:
+    now = _scalar(client, "SELECT toUnixTimestamp(now())", {})
+    stage = f"{STAGE_PREFIX}{now:010d}_{uuid.uuid4().hex[:8]}"
+    assert _STAGE_NAME.fullmatch(stage), stage
+    client.command(f"CREATE TABLE IF NOT EXISTS `{stage}` AS {ROUTES_ROLLUP}")
+    return stage
+
+
+def drop_stale_stages(client: Client, older_than: timedelta = STAGE_MAX_AGE) -> list[str]:
+    """Drop the scratch tables of this database created more than `older_than` ago (left by
+    runs that were killed); returns their names. A name is dropped only if it matches a stage
+    name exactly (it is interpolated into DROP TABLE, which takes no parameter)."""
+    rows = client.query(
+        "SELECT name, toUnixTimestamp(metadata_modification_time), toUnixTimestamp(now()) "
+        "FROM system.tables WHERE database = currentDatabase() AND startsWith(name, {p:String})",
+        parameters={"p": STAGE_PREFIX},
+    ).result_rows
+    dropped = []
+    for name, modified, now in rows:
+        name = str(name)
+        if found := _STAGE_NAME.fullmatch(name):
+            created = int(found["created"])
+        elif _LEGACY_STAGE_NAME.fullmatch(name):
+            created = int(modified)
+        else:
+            continue
+        if int(now) - created > older_than.total_seconds():
+            client.command(f"DROP TABLE IF EXISTS `{name}`")
+            dropped.append(name)
+    if dropped:
+        log.info("dropped %d scratch table(s) left by earlier runs: %s", len(dropped),
+                 ", ".join(dropped))  # fmt: skip
+    return dropped
+
+
+def rederive_month(client: Client, m: date, max_attempts: int = 3) -> tuple[int, int]:
     """Rebuild one month of the route rollup from usage_raw; returns (records, attempts).
     Idempotent: the month's partition is replaced whole by what usage_raw holds. A record landing
-    during the swap could be left out of it, so the count is checked and the month redone."""
+    during the swap could be left out of it, so the count is checked and the month redone; after
+    `max_attempts` it raises MonthNotSettled."""
     lo, hi = _month_bounds(m)
     params = {"from_": lo, "to": hi}
     for attempt in range(1, max_attempts + 1):
-        client.command(f"TRUNCATE TABLE {stage}")
-        client.command(
-            f"INSERT INTO {stage} SELECT toStartOfHour(occurred_at) AS hour, agency_id, sector, "
-            "channel, provider, model, region, endpoint_host, tier, operation, status, "
-            "registry_version, count() AS records, sum(request_count), sum(input_tokens), "
-            "sum(output_tokens), sum(cost_reporting), "
-            "countIf(cost IS NOT NULL AND cost_converted = 0), sum(ifNull(energy_wh, 0)) "
-            "FROM usage_raw WHERE occurred_at >= {from_:DateTime('UTC')} "
-            "AND occurred_at < {to:DateTime('UTC')} "
-            "GROUP BY hour, agency_id, sector, channel, provider, model, region, endpoint_host, "
-            "tier, operation, status, registry_version",
-            parameters=params,
-            # The scratch table keeps the rollup's deduplication window: an identical re-run
-            # must not be dropped as a replay (that would swap in an empty month).
-            settings={"insert_deduplicate": 0},
-        )
-        partition = m.year * 100 + m.month
-        if _scalar(client, f"SELECT count() FROM {stage}", {}):
-            client.command(
-                f"ALTER TABLE {ROUTES_ROLLUP} REPLACE PARTITION {partition} FROM {stage}"
-            )
-        else:
-            # A month without raw records: the engine refuses to REPLACE from a partition with
-            # no parts, so the month is emptied instead (the count check below still guards a
-            # record landing meanwhile).
-            client.command(f"ALTER TABLE {ROUTES_ROLLUP} DROP PARTITION {partition}")
+        stage = _create_stage(client)
+        try:
+            _stage_and_swap(client, m, stage, params)
+        finally:
+            client.command(f"DROP TABLE IF EXISTS `{stage}`")
         raw = _scalar(client, f"SELECT count() FROM usage_raw WHERE {_RAW_RANGE}", params)
         rolled = _scalar(client, f"SELECT sum(records) FROM {ROUTES_ROLLUP} WHERE {_RANGE}", params)
         if raw == rolled:
             return raw, attempt
-    raise ReclassifyError(
-        f"{m:%Y-%m}: route rollup still differs from usage_raw after {max_attempts} attempts "
-        "(heavy concurrent landing?); run again"
+    raise MonthNotSettled(
+        m, f"route rollup still differs from usage_raw after {max_attempts} attempts "
+        "(records kept landing in it)",
+    )  # fmt: skip
+
+
+def _stage_and_swap(client: Client, m: date, stage: str, params: dict[str, Any]) -> None:
+    client.command(
+        f"INSERT INTO `{stage}` SELECT toStartOfHour(occurred_at) AS hour, agency_id, sector, "
+        "channel, provider, model, region, endpoint_host, tier, operation, status, "
+        "registry_version, count() AS records, sum(request_count), sum(input_tokens), "
+        "sum(output_tokens), sum(cost_reporting), "
+        "countIf(cost IS NOT NULL AND cost_converted = 0), sum(ifNull(energy_wh, 0)) "
+        "FROM usage_raw WHERE occurred_at >= {from_:DateTime('UTC')} "
+        "AND occurred_at < {to:DateTime('UTC')} "
+        "GROUP BY hour, agency_id, sector, channel, provider, model, region, endpoint_host, "
+        "tier, operation, status, registry_version",
+        parameters=params,
+        # The scratch table keeps the rollup's deduplication window: an identical re-run
+        # must not be dropped as a replay (that would swap in an empty month).
+        settings={"insert_deduplicate": 0},
     )
+    partition = m.year * 100 + m.month
+    if _scalar(client, f"SELECT count() FROM `{stage}`", {}):
+        client.command(f"ALTER TABLE {ROUTES_ROLLUP} REPLACE PARTITION {partition} FROM `{stage}`")
+    else:
+        # A month without raw records: the engine refuses to REPLACE from a partition with
+        # no parts, so the month is emptied instead (the count check after it still guards a
+        # record landing meanwhile).
+        client.command(f"ALTER TABLE {ROUTES_ROLLUP} DROP PARTITION {partition}")
 
 
 def reclassify_month(
-    client: Client, registry: Registry, m: date, stage: str, run_id: str, author: str
+    client: Client, registry: Registry, m: date, run_id: str, author: str
 ) -> MonthResult:
     started = datetime.now(UTC)
-    raw, attempts = rederive_month(client, m, stage)
+    raw, attempts = rederive_month(client, m)
     lo, hi = _month_bounds(m)
     covered = [m.year * 100 + m.month]
     params = {"from_": lo, "to": hi, "registry_now": registry.version, "covered": covered}
@@ -239,18 +331,31 @@ def run(
     *,
     author: str,
     progress: Callable[[MonthResult], None] | None = None,
+    skipped: Callable[[SkippedMonth], None] | None = None,
+    cleaned: Callable[[list[str]], None] | None = None,
 ) -> list[MonthResult]:
-    """Re-derive and re-classify every month overlapping [start, end) under `registry`."""
+    """Re-derive and re-classify every month overlapping [start, end) under `registry`; returns
+    the months done. A month that does not settle (MonthNotSettled) is skipped, recording
+    nothing, and the run goes on; if any was, MonthsSkipped is raised at the end. First drops
+    the scratch tables of dead runs (their names are given to `cleaned`)."""
+    dropped = drop_stale_stages(client)
+    if cleaned is not None:
+        cleaned(dropped)
     run_id = uuid.uuid4().hex[:12]
-    stage = f"usage_hourly_routes_stage_{run_id}"
-    client.command(f"CREATE TABLE {stage} AS {ROUTES_ROLLUP}")
-    results = []
-    try:
-        for m in months(start, end):
-            result = reclassify_month(client, registry, m, stage, run_id, author)
-            results.append(result)
-            if progress is not None:
-                progress(result)
-    finally:
-        client.command(f"DROP TABLE IF EXISTS {stage}")
-    return results
+    done: list[MonthResult] = []
+    missed: list[SkippedMonth] = []
+    for m in months(start, end):
+        try:
+            result = reclassify_month(client, registry, m, run_id, author)
+        except MonthNotSettled as exc:
+            log.warning("reclassify: %s: skipped: %s", f"{m:%Y-%m}", exc.reason)
+            missed.append(SkippedMonth(exc.month, exc.reason))
+            if skipped is not None:
+                skipped(missed[-1])
+            continue
+        done.append(result)
+        if progress is not None:
+            progress(result)
+    if missed:
+        raise MonthsSkipped(done, missed)
+    return done

@@ -247,6 +247,8 @@ def reclassify_cmd(
         registry = registry_or_none
     months = reclassify.months(start, end)
     table = Table("month", "records", "re-classified differently", "attempts")
+    dropped: list[str] = []
+    missed: list[reclassify.SkippedMonth] = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()) as bar:
         task = bar.add_task(f"re-classifying by {registry.version}", total=len(months))
 
@@ -255,10 +257,33 @@ def reclassify_cmd(
                           str(r.attempts))  # fmt: skip
             bar.advance(task)
 
+        def skipped(s: reclassify.SkippedMonth) -> None:
+            missed.append(s)
+            bar.advance(task)
+
         try:
             reclassify.run(client, registry, start, end,
                            author=_text("--author", author or getpass.getuser()),
-                           progress=done)  # fmt: skip
+                           progress=done, skipped=skipped, cleaned=dropped.extend)  # fmt: skip
+        except reclassify.MonthsSkipped:
+            pass  # reported below, after the months done
         except reclassify.ReclassifyError as exc:
             raise _fail(str(exc)) from exc
+    if dropped:
+        typer.echo(f"dropped {len(dropped)} scratch table(s) left by interrupted runs: "
+                   f"{', '.join(dropped)}")  # fmt: skip
     Console().print(table)
+    if missed:
+        # Each skipped month with the command that redoes it; the months done are in the
+        # table above and in reclassify_runs.
+        names = ", ".join(f"{s.month:%Y-%m}" for s in missed)
+        typer.echo(f"tracker: {len(missed)} of {len(months)} month(s) skipped, nothing "
+                   f"recorded for them: {names}; run again for each (the months done are in "
+                   "the table):", err=True)  # fmt: skip
+        again = "" if version is None else f" --version {version}"
+        for s in missed:
+            m = s.month
+            upto = m.replace(year=m.year + m.month // 12, month=m.month % 12 + 1)
+            typer.echo(f"tracker: {m:%Y-%m}: {s.reason}: tracker reclassify --from {m:%Y-%m} "
+                       f"--to {upto:%Y-%m}{again}", err=True)  # fmt: skip
+        raise typer.Exit(2)
