@@ -228,6 +228,26 @@ def _lower_message_limit(bootstrap: str, topic: str, limit: int) -> None:
         admin.close()
 
 
+def _spooled_around(
+    bootstrap: str, spool_dir: Path, kind: str, wide: int, limit: int
+) -> tuple[str, KafkaSink, Spool, list[tuple[bytes, bytes]]]:
+    """A one-partition topic and a spool holding, in order, 5 plain records, `wide` records
+    with incompressible names in one message (returned), and 5 plain records; the topic's
+    max.message.bytes is then lowered to `limit`."""
+    topic = f"{kind}-{uuid.uuid4().hex[:6]}"
+    ensure_topics(bootstrap, topic, topic + ".dlq", partitions=1)
+    sink = KafkaSink(bootstrap, topic, shards=1, timeout_seconds=5)
+    gateway, name = f"gw-{kind}", _wide_names(random.Random(wide))
+    before, big, after = (sink.messages(_records(gateway, "before", 5, lambda: "sarvam")),
+                          sink.messages(_records(gateway, "big", wide, name)),
+                          sink.messages(_records(gateway, "after", 5, lambda: "sarvam")))  # fmt: skip
+    spool = Spool(spool_dir / "spool", max_bytes=1 << 30)
+    spool.append(before + big)
+    spool.append(after)
+    _lower_message_limit(bootstrap, topic, limit)
+    return topic, sink, spool, big
+
+
 def _last_copies(ids: list[str]) -> list[str]:
     """Each id once, where its last copy stands."""
     return list(reversed(dict.fromkeys(reversed(ids))))
@@ -251,18 +271,8 @@ def test_a_spooled_message_over_a_lowered_limit_is_delivered_in_parts(
     broker refuses that message for its size. It was quarantined for a person to re-send; now
     the drain cuts it in halves until each part passes, and every record reaches Kafka, in
     order with the messages around it, and nothing is quarantined."""
-    topic = f"cut-{uuid.uuid4().hex[:6]}"
-    ensure_topics(kafka_bootstrap, topic, topic + ".dlq", partitions=1)
-    rng = random.Random(12)
-    sink = KafkaSink(kafka_bootstrap, topic, shards=1, timeout_seconds=5)
-    before, big, after = (sink.messages(_records("gw-cut", "before", 5, lambda: "sarvam")),
-                          sink.messages(_records("gw-cut", "big", 150, _wide_names(rng))),
-                          sink.messages(_records("gw-cut", "after", 5, lambda: "sarvam")))  # fmt: skip
+    topic, sink, spool, big = _spooled_around(kafka_bootstrap, spool_dir, "cut", 150, 100_000)
     assert len(big) == 1 and len(big[0][1]) > 300_000  # one message, ~340 KB
-    spool = Spool(spool_dir / "spool", max_bytes=1 << 30)
-    spool.append(before + big)
-    spool.append(after)
-    _lower_message_limit(kafka_bootstrap, topic, 100_000)
     with caplog.at_level(logging.WARNING, logger="collector.sink"):
         _drain(spool, sink)
 
@@ -286,18 +296,8 @@ def test_a_spooled_message_the_broker_refuses_for_good_is_quarantined(
     max.message.bytes) used to be retried for ever, and every spooled message behind it
     waited; now it goes to the spool's quarantine with its reason and the drain delivers the
     others, in order."""
-    topic = f"poison-{uuid.uuid4().hex[:6]}"
-    ensure_topics(kafka_bootstrap, topic, topic + ".dlq", partitions=1)
-    rng = random.Random(11)
-    sink = KafkaSink(kafka_bootstrap, topic, shards=1, timeout_seconds=5)
-    before, poison, after = (sink.messages(_records("gw-poison", "before", 5, lambda: "sarvam")),
-                             sink.messages(_records("gw-poison", "big", 1, _wide_names(rng))),
-                             sink.messages(_records("gw-poison", "after", 5, lambda: "sarvam")))  # fmt: skip
+    topic, sink, spool, poison = _spooled_around(kafka_bootstrap, spool_dir, "poison", 1, 1_800)
     assert len(poison) == 1 and len(poison[0][1]) > 2_000  # one record of ~2.3 KB
-    spool = Spool(spool_dir / "spool", max_bytes=1 << 30)
-    spool.append(before + poison)
-    spool.append(after)
-    _lower_message_limit(kafka_bootstrap, topic, 1_800)
     with caplog.at_level(logging.ERROR, logger="collector.sink"):
         _drain(spool, sink)
 
