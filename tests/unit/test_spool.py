@@ -119,7 +119,8 @@ def wait_drained(spool: Spool) -> None:
 def test_a_message_kafka_refuses_for_good_is_quarantined_and_the_drain_goes_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    poison = orjson.dumps([{"record_id": f"big{i}"} for i in range(3)])
+    # One record over the limit: no cut of it can pass.
+    poison = orjson.dumps([{"record_id": "big0", "model": "m" * 300}])
     spool = Spool(tmp_path, max_bytes=1 << 20)
     spool.append([(b"shard:0", b'[{"record_id":"a"}]'), (b"shard:1", poison)])
     spool.append([(b"shard:0", b'[{"record_id":"b"}]')])
@@ -140,12 +141,39 @@ def test_a_message_kafka_refuses_for_good_is_quarantined_and_the_drain_goes_on(
     value, about = kept[1].read_bytes(), json.loads(kept[0].read_text())
     assert value == poison
     assert about["reason"] == "[Error 10] MessageSizeTooLargeError: over max.message.bytes"
-    assert about["records"] == 3 and about["key"] == "shard:1" and about["bytes"] == len(poison)
+    assert about["records"] == 1 and about["key"] == "shard:1" and about["bytes"] == len(poison)
     assert about["value_file"] == kept[1].name
     [line] = [r for r in caplog.records if "refused by Kafka for good" in r.getMessage()]
     assert line.levelno == logging.ERROR
     assert kept[1].name in line.getMessage() and "MessageSizeTooLarge" in line.getMessage()
-    assert "3 records" in line.getMessage()
+    assert "1 records" in line.getMessage()
+
+
+def test_a_message_refused_for_its_size_is_delivered_in_parts_in_order(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Refused for its size, a message of 5 records is cut in halves (2 and 3 records), the
+    half of 3 refused too and cut again (1 and 2): the parts go in order, between the
+    messages around it, and nothing is quarantined."""
+    records = [{"record_id": f"big{i}"} for i in range(5)]
+    whole, second_half = orjson.dumps(records), orjson.dumps(records[2:])
+    spool = Spool(tmp_path, max_bytes=1 << 20)
+    spool.append([(b"shard:0", b'[{"record_id":"a"}]'), (b"shard:1", whole)])
+    spool.append([(b"shard:0", b'[{"record_id":"b"}]')])
+    kafka = FakeKafka(refuse={whole, second_half})
+    with caplog.at_level(logging.WARNING, logger="collector.sink"):
+        sink = SpoolingSink(kafka, spool, retry_seconds=0.05)
+        try:
+            wait_drained(spool)
+        finally:
+            sink.close()
+    a, b = b'[{"record_id":"a"}]', b'[{"record_id":"b"}]'
+    parts = [orjson.dumps(records[:2]), orjson.dumps(records[2:3]), orjson.dumps(records[3:])]
+    # The batch's others twice (the batch failed, then each went alone), the parts once.
+    assert kafka.taken == [a, b, a, *parts, b]
+    assert not spool.quarantine_dir.exists()
+    [line] = [r for r in caplog.records if "delivered in 3 parts" in r.getMessage()]
+    assert "5 records" in line.getMessage() and line.levelno == logging.WARNING
 
 
 def test_a_transient_failure_quarantines_nothing_and_keeps_the_order(tmp_path: Path) -> None:
