@@ -116,21 +116,30 @@ def wait_drained(spool: Spool) -> None:
     assert spool.empty(), "spool never drained"
 
 
-def test_a_message_kafka_refuses_for_good_is_quarantined_and_the_drain_goes_on(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    # One record over the limit: no cut of it can pass.
-    poison = orjson.dumps([{"record_id": "big0", "model": "m" * 300}])
+def drained_around(
+    tmp_path: Path, middle: bytes, refuse: set[bytes], caplog: pytest.LogCaptureFixture
+) -> tuple[Spool, FakeKafka]:
+    """Spool `a`, `middle` (one batch), then `b`; drain them into a FakeKafka that refuses
+    `refuse` for its size, logging from WARNING up into `caplog`."""
     spool = Spool(tmp_path, max_bytes=1 << 20)
-    spool.append([(b"shard:0", b'[{"record_id":"a"}]'), (b"shard:1", poison)])
+    spool.append([(b"shard:0", b'[{"record_id":"a"}]'), (b"shard:1", middle)])
     spool.append([(b"shard:0", b'[{"record_id":"b"}]')])
-    kafka = FakeKafka(refuse={poison})
-    with caplog.at_level(logging.ERROR, logger="collector.sink"):
+    kafka = FakeKafka(refuse=refuse)
+    with caplog.at_level(logging.WARNING, logger="collector.sink"):
         sink = SpoolingSink(kafka, spool, retry_seconds=0.05)
         try:
             wait_drained(spool)
         finally:
             sink.close()
+    return spool, kafka
+
+
+def test_a_message_kafka_refuses_for_good_is_quarantined_and_the_drain_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One record over the limit: no cut of it can pass.
+    poison = orjson.dumps([{"record_id": "big0", "model": "m" * 300}])
+    spool, kafka = drained_around(tmp_path, poison, {poison}, caplog)
     # The messages before and behind the refused one reached Kafka, in order (the ones of its
     # batch twice: the batch failed, and was then sent again one by one).
     a, b = b'[{"record_id":"a"}]', b'[{"record_id":"b"}]'
@@ -157,16 +166,7 @@ def test_a_message_refused_for_its_size_is_delivered_in_parts_in_order(
     messages around it, and nothing is quarantined."""
     records = [{"record_id": f"big{i}"} for i in range(5)]
     whole, second_half = orjson.dumps(records), orjson.dumps(records[2:])
-    spool = Spool(tmp_path, max_bytes=1 << 20)
-    spool.append([(b"shard:0", b'[{"record_id":"a"}]'), (b"shard:1", whole)])
-    spool.append([(b"shard:0", b'[{"record_id":"b"}]')])
-    kafka = FakeKafka(refuse={whole, second_half})
-    with caplog.at_level(logging.WARNING, logger="collector.sink"):
-        sink = SpoolingSink(kafka, spool, retry_seconds=0.05)
-        try:
-            wait_drained(spool)
-        finally:
-            sink.close()
+    spool, kafka = drained_around(tmp_path, whole, {whole, second_half}, caplog)
     a, b = b'[{"record_id":"a"}]', b'[{"record_id":"b"}]'
     parts = [orjson.dumps(records[:2]), orjson.dumps(records[2:3]), orjson.dumps(records[3:])]
     # The batch's others twice (the batch failed, then each went alone), the parts once.
