@@ -221,13 +221,12 @@ class SpoolingSink:
         """1 once Kafka took the message (whole or in parts), 0 once it is quarantined;
         DeliveryFailed otherwise."""
         segment, offset, key, value = entry
-        parts: list[int] = []
-        refused = self._send_in_parts(key, value, parts)
+        parts, refused = self._send_in_parts(key, value)
         if refused is None:
-            if len(parts) > 1:
+            if parts > 1:
                 log.warning(
                     "spooled message of %s records, %d bytes, over the topic's size limit: "
-                    "delivered in %d parts", _record_count(value), len(value), len(parts),
+                    "delivered in %d parts", _record_count(value), len(value), parts,
                 )  # fmt: skip
         else:
             records = _record_count(value)
@@ -244,11 +243,11 @@ class SpoolingSink:
         self.spool.acknowledge(segment, offset)
         return 1
 
-    def _send_in_parts(self, key: bytes, value: bytes, parts: list[int]) -> str | None:
+    def _send_in_parts(self, key: bytes, value: bytes) -> tuple[int, str | None]:
         """Send `value`, cut in halves (recursively, in order) while Kafka refuses it for its
-        size; None once every part was taken (their sizes appended to `parts`), else why a
-        part was refused for good. DeliveryFailed when a part was not taken for another
-        reason: the message waits, whole, in the spool."""
+        size; returns how many parts Kafka took, and None once all were, else why a part was
+        refused for good. DeliveryFailed when a part was not taken for another reason: the
+        message waits, whole, in the spool."""
         try:
             self.kafka.send([(key, value)])
         except DeliveryFailed as exc:
@@ -256,14 +255,15 @@ class SpoolingSink:
                 raise  # not the message's fault: it and all behind it wait, in order
             halves = _halves(value) if exc.too_large else None
             if halves is None:
-                return exc.refused
+                return 0, exc.refused
+            taken = 0
             for half in halves:
-                refused = self._send_in_parts(key, half, parts)
+                parts, refused = self._send_in_parts(key, half)
+                taken += parts
                 if refused is not None:
-                    return refused
-            return None
-        parts.append(len(value))
-        return None
+                    return taken, refused
+            return taken, None
+        return 1, None
 
     def _drain_loop(self) -> None:
         while not self._stop.is_set():

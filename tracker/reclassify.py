@@ -182,12 +182,17 @@ def months(start: datetime, end: datetime) -> list[date]:
     m = date(start.year, start.month, 1)
     while datetime(m.year, m.month, 1, tzinfo=UTC) < end:
         out.append(m)
-        m = date(m.year + m.month // 12, m.month % 12 + 1, 1)
+        m = next_month(m)
     return out
 
 
+def next_month(m: date) -> date:
+    """The first day of the month after `m`'s."""
+    return date(m.year + m.month // 12, m.month % 12 + 1, 1)
+
+
 def _month_bounds(m: date) -> tuple[datetime, datetime]:
-    nxt = date(m.year + m.month // 12, m.month % 12 + 1, 1)
+    nxt = next_month(m)
     return datetime(m.year, m.month, 1, tzinfo=UTC), datetime(nxt.year, nxt.month, 1, tzinfo=UTC)
 
 

@@ -282,8 +282,7 @@ def reclassify_cmd(
                    "the table):", err=True)  # fmt: skip
         again = "" if version is None else f" --version {version}"
         for s in missed:
-            m = s.month
-            upto = m.replace(year=m.year + m.month // 12, month=m.month % 12 + 1)
+            m, upto = s.month, reclassify.next_month(s.month)
             typer.echo(f"tracker: {m:%Y-%m}: {s.reason}: tracker reclassify --from {m:%Y-%m} "
                        f"--to {upto:%Y-%m}{again}", err=True)  # fmt: skip
         raise typer.Exit(2)
