@@ -221,7 +221,7 @@ class SpoolingSink:
         """1 once Kafka took the message (whole or in parts), 0 once it is quarantined;
         DeliveryFailed otherwise."""
         segment, offset, key, value = entry
-        parts, refused = self._send_in_parts(key, value)
+        parts, refused = send_in_parts(self.kafka, key, value)
         if refused is None:
             if parts > 1:
                 log.warning(
@@ -243,28 +243,6 @@ class SpoolingSink:
         self.spool.acknowledge(segment, offset)
         return 1
 
-    def _send_in_parts(self, key: bytes, value: bytes) -> tuple[int, str | None]:
-        """Send `value`, cut in halves (recursively, in order) while Kafka refuses it for its
-        size; returns how many parts Kafka took, and None once all were, else why a part was
-        refused for good. DeliveryFailed when a part was not taken for another reason: the
-        message waits, whole, in the spool."""
-        try:
-            self.kafka.send([(key, value)])
-        except DeliveryFailed as exc:
-            if exc.refused is None:
-                raise  # not the message's fault: it and all behind it wait, in order
-            halves = _halves(value) if exc.too_large else None
-            if halves is None:
-                return 0, exc.refused
-            taken = 0
-            for half in halves:
-                parts, refused = self._send_in_parts(key, half)
-                taken += parts
-                if refused is not None:
-                    return taken, refused
-            return taken, None
-        return 1, None
-
     def _drain_loop(self) -> None:
         while not self._stop.is_set():
             if not self.spool.empty():
@@ -285,6 +263,29 @@ class SpoolingSink:
         self._drainer.join(timeout=30)
         self.kafka.close()
         self.spool.close()
+
+
+def send_in_parts(kafka: KafkaSink, key: bytes, value: bytes) -> tuple[int, str | None]:
+    """Send `value`, cut in halves (recursively, in order) while Kafka refuses it for its size;
+    returns how many parts Kafka took, and None once all were, else why a part was refused for
+    good. DeliveryFailed when a part was not taken for another reason: the caller keeps the
+    message, whole (parts taken before are sent again with it later, and land once)."""
+    try:
+        kafka.send([(key, value)])
+    except DeliveryFailed as exc:
+        if exc.refused is None:
+            raise  # not the message's fault: it and all behind it wait, in order
+        halves = _halves(value) if exc.too_large else None
+        if halves is None:
+            return 0, exc.refused
+        taken = 0
+        for half in halves:
+            parts, refused = send_in_parts(kafka, key, half)
+            taken += parts
+            if refused is not None:
+                return taken, refused
+        return taken, None
+    return 1, None
 
 
 def _describe(exc: KafkaError) -> str:

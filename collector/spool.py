@@ -14,7 +14,8 @@ it, and later appends must not land behind it.
 A message Kafka refuses for good is moved out of the drain's way into `quarantine/` (see
 `Spool.quarantine`): its value byte for byte, and beside it a JSON file saying why, where it
 was and what it holds. Nothing there is sent again or deleted by the collector; it is not
-counted against the spool's maximum.
+counted against the spool's maximum. `tracker spool resend` re-sends them once the cause is
+fixed (collector.quarantine).
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">IIH")
 SEGMENT_BYTES = 64 * 1024 * 1024
+
+
+def quarantine_dir(spool_dir: Path) -> Path:
+    """Where a spool's drain puts the messages Kafka refused for good (collector.quarantine
+    re-sends them)."""
+    return spool_dir / "quarantine"
 
 
 class SpoolFull(RuntimeError):
@@ -154,7 +161,7 @@ class Spool:
 
     @property
     def quarantine_dir(self) -> Path:
-        return self.directory / "quarantine"
+        return quarantine_dir(self.directory)
 
     def quarantine(
         self, segment: int, offset: int, key: bytes, value: bytes, about: dict[str, Any]

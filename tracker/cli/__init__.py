@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from tracker.cli.dashboards_cmd import dashboards_app
 from tracker.cli.replay_cmd import dlq_app, replay
 from tracker.cli.share_cmd import share
+from tracker.cli.spool_cmd import spool_app
 from tracker.clickhouse import StorageUnavailable
 from tracker.memory import tune_allocator
 from tracker.migrate import MigrationError
@@ -32,6 +33,7 @@ gateway_app = typer.Typer(help="Gateways allowed to push usage.", no_args_is_hel
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(dashboards_app, name="dashboards")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(spool_app, name="spool")
 app.command()(replay)
 app.command()(share)
 
