@@ -611,6 +611,9 @@ def csv_header(source: Path | BinaryIO) -> tuple[list[str], int]:
                              "closed on its line)")  # fmt: skip
     if not header:
         raise FileStopped(1, "the first line, the CSV header, is empty")
+    conflict = csv_export.header_conflicts(header)
+    if conflict:
+        raise FileStopped(1, conflict)
     return header, len(first)
 
 
@@ -1057,6 +1060,12 @@ class _Seen:
     reported: bool = False  # an unterminated last line reported at this size
 
 
+# Progress while one file is read: a context around the read giving its `on_progress(bytes)`
+# and `on_start(size, offset)` (Importer.import_file).
+ReadCallbacks = tuple[Callable[[int], None], Callable[[int, int], None]]
+FileProgress = Callable[[Path], contextlib.AbstractContextManager[ReadCallbacks]]
+
+
 def watch(
     directory: Path,
     importer: Importer,
@@ -1064,6 +1073,7 @@ def watch(
     on_report: Callable[[FileReport], None],
     interval: float = 2.0,
     settle: float = SETTLE_SECONDS,
+    progress: FileProgress | None = None,
 ) -> None:
     """Poll a directory: import new files and what was appended to known ones, until `stop`.
     Polling (not inotify) works the same on network shares, containers and every OS.
@@ -1075,7 +1085,8 @@ def watch(
     name (`_to_poll`). A log truncated in place (copytruncate) has the rest of its earlier
     content read from the copy beside it first, or a warning names what could not be read
     (`Importer._recover`). A file that cannot be read further is reported, and the watch goes
-    on."""
+    on. `progress` shows each read as it goes (found in review: a large file dropped in the
+    directory, or a large append, showed nothing until it was done)."""
     seen: dict[Path, _Seen] = {}
     while not stop.is_set():
         polled = _to_poll(directory, importer.checkpoints)
@@ -1087,7 +1098,12 @@ def watch(
             state = (ident, size, st.st_mtime_ns)
             if known is None or (known.ident, known.size, known.mtime_ns) != state:
                 seen[path] = _Seen(*state, now)
-                report = importer.import_file(path, final=False, expect=ident)
+                if progress is None:
+                    report = importer.import_file(path, final=False, expect=ident)
+                else:
+                    with progress(path) as (advance, start):
+                        report = importer.import_file(path, advance, final=False, on_start=start,
+                                                      expect=ident)  # fmt: skip
             elif not known.reported and now - known.since >= settle:
                 known.reported = True
                 report = _unfinished_line(importer, path, size, settle)

@@ -59,10 +59,20 @@ class Context:
         return cls(default_agency=only, agencies=gateway.agencies)
 
     def agency(self, *named: Any) -> str:
-        """The first agency the source names, else the fallback, else a rejection."""
+        """The first agency the source names, else the fallback, else a rejection. Blank is
+        not naming one (a CSV cell has no null); a value that is no text (42, a list) is
+        refused: put under the fallback, its usage would count for another agency (found in
+        review)."""
         for value in named:
-            if isinstance(value, str) and value.strip():
-                return value.strip()
+            if isinstance(value, str):
+                if value.strip():
+                    return value.strip()
+            elif value is not None:
+                raise SourceError(
+                    "agency_id",
+                    f"an agency is named by a string, not a {type(value).__name__} "
+                    f"({str(value)[:40]!r})",
+                )
         if self.default_agency is not None:
             return self.default_agency
         raise SourceError(

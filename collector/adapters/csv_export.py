@@ -47,6 +47,31 @@ def column_for(name: str) -> str | None:
     return key if key in FIELDS else ALIASES.get(key)
 
 
+def header_conflicts(header: list[str]) -> str | None:
+    """Why the header does not say which column gives a field, else None. A repeated column
+    name, or two aliases of one field (`timestamp` and `created_at`, `request_id` and `id`)
+    with no column of the field's own name: found in review, the later column won silently,
+    and a row number read as the record id made rows of two exports one record. The field's
+    own name beside aliases is no conflict: it wins (map_row)."""
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        return f"the CSV header repeats column(s) {', '.join(map(repr, repeated))}: keep one"
+    if opengatellm.is_usage_row(dict.fromkeys(header, "")):
+        return None  # read by its own adapter, by exact names
+    by_field: dict[str, list[str]] = {}
+    for name in header:
+        field = column_for(name)
+        if field is not None:
+            by_field.setdefault(field, []).append(name)
+    for field, names in by_field.items():
+        own = [n for n in names if n.strip().lower() == field]
+        if len(names) > 1 and len(own) != 1:
+            return (f"columns {' and '.join(map(repr, names))} all give {field}: the importer "
+                    f"cannot tell which to read; rename the one to use {field!r}, or drop the "
+                    "others, and run again")  # fmt: skip
+    return None
+
+
 def ignored_columns(header: list[str]) -> list[str]:
     if opengatellm.is_usage_row(dict.fromkeys(header, "")):
         return []
@@ -60,8 +85,11 @@ def map_row(item: Any, ctx: Context) -> dict[str, Any] | None:
     record: dict[str, Any] = {}
     for name, value in row.items():
         field = column_for(name)
-        if field is not None and value not in (None, ""):
-            record[field] = value.strip() if isinstance(value, str) else value
+        if field is None or value in (None, ""):
+            continue
+        if field in record and name.strip().lower() != field:
+            continue  # an alias never overrides the field's own column (header_conflicts)
+        record[field] = value.strip() if isinstance(value, str) else value
     for field in INTS:
         if field in record:
             record[field] = coerce(field, as_int, record[field])

@@ -8,6 +8,9 @@ import hashlib
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,9 +31,11 @@ from collector.imports import (
     CSV_FIELD_LIMIT,
     SETTLE_SECONDS,
     Checkpoints,
+    FileProgress,
     FileReport,
     FileStopped,
     Importer,
+    ReadCallbacks,
     Sender,
     UnusableArguments,
     read_csv,
@@ -238,14 +243,15 @@ class _Watcher:
 
 
 @contextlib.contextmanager
-def _watching(url: str, key: str, inbox: Path, state: Path, interval: float = 0.1
-              ) -> Iterator[_Watcher]:  # fmt: skip
+def _watching(url: str, key: str, inbox: Path, state: Path, interval: float = 0.1,
+              progress: FileProgress | None = None) -> Iterator[_Watcher]:  # fmt: skip
     """`watch` running on `inbox` in a thread until the block ends; what it reported."""
     sender = Sender(url, key)
     importer = Importer(sender, Checkpoints(state), Context(default_agency=SINGLE_AGENCY))
     reports: list[FileReport] = []
     stop = threading.Event()
-    thread = threading.Thread(target=watch, args=(inbox, importer, stop, reports.append, interval))
+    thread = threading.Thread(target=watch, args=(inbox, importer, stop, reports.append, interval),
+                              kwargs={"progress": progress})  # fmt: skip
     thread.start()
     try:
         yield _Watcher(reports, thread)
@@ -271,6 +277,66 @@ def test_watcher_imports_new_files(url: str, keys: Keys, pool: ClientPool, tmp_p
             time.sleep(0.1)
     assert raw_count(pool, keys.single_id) == before + 2
     assert [r.accepted for r in watcher.reports] == [1, 1]
+
+
+def test_the_watcher_shows_the_progress_of_each_read(
+    url: str, keys: Keys, pool: ClientPool, tmp_path: Path
+) -> None:
+    """Found in review: the watcher read without progress, so a large file dropped in the
+    directory showed nothing until it was done. Each read now reports its size, its start and
+    the bytes read, as a one-shot import's does."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    log = inbox / "big.jsonl"
+    log.write_text("".join(_req(f"wprog-{i}") + "\n" for i in range(3000)))
+    reads: list[dict[str, Any]] = []
+
+    @contextlib.contextmanager
+    def progress(path: Path) -> Iterator[ReadCallbacks]:
+        read: dict[str, Any] = {"path": path, "start": None, "bytes": 0}
+        reads.append(read)
+
+        def advance(n: int) -> None:
+            read["bytes"] += n
+
+        def start(size: int, offset: int) -> None:
+            read["start"] = (size, offset)
+
+        yield advance, start
+
+    with _watching(url, keys.single, inbox, tmp_path / "cp.json", progress=progress) as watcher:
+        deadline = time.monotonic() + 30
+        while not watcher.reports and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert [r.accepted for r in watcher.reports] == [3000]
+    size = log.stat().st_size
+    assert reads[0] == {"path": log, "start": (size, 0), "bytes": size}
+    assert raw_count(pool, keys.single_id, "startsWith(record_id, 'wprog-')") == 3000
+
+
+def test_watch_exits_1_after_refused_lines_as_a_one_shot_import_does(
+    url: str, keys: Keys, pool: ClientPool, tmp_path: Path
+) -> None:
+    """Found in review: `tracker import --watch` printed "1 refused" and, stopped with Ctrl-C,
+    exited 0. Its reports now count toward the exit code as one-shot files' do."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.jsonl").write_text(_req("wexit-1") + "\n" + '{"broken\n')
+    command = [sys.executable, "-m", "tracker", "import", "--watch", str(inbox), "--interval",
+               "0.2", "--url", url, "--key", keys.single, "--data-dir", str(tmp_path / "state")]  # fmt: skip
+    watcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while (raw_count(pool, keys.single_id, "record_id = 'wexit-1'") == 0
+               and time.monotonic() < deadline and watcher.poll() is None):  # fmt: skip
+            time.sleep(0.2)
+        time.sleep(1)  # its report printed (the landing is confirmed before it)
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        out, _ = watcher.communicate(timeout=30)
+    assert "a.jsonl: 1 imported, 1 refused" in out, out
+    assert watcher.returncode == 1, out
 
 
 def test_watcher_reports_an_unterminated_last_line_and_reads_it_once_finished(

@@ -15,7 +15,7 @@ import pytest
 from collector.adapters import cloudevents, csv_export, litellm, openai_log, opengatellm, otlp
 from collector.adapters.common import Context, Mapped, Rejected, as_int, as_time, run
 from collector.bodies import json_items
-from collector.imports import Checkpoints, read_csv, read_jsonl
+from collector.imports import Checkpoints, FileStopped, read_csv, read_jsonl
 from tracker.contract import UsageRecord, parse_record
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -144,6 +144,49 @@ def test_csv_rows_aliases_and_naive_time_refused() -> None:
     assert _valid(second).occurred_at.hour == 18  # +05:30 converted to UTC
     assert isinstance(naive, Rejected) and naive.field == "occurred_at"
     assert csv_export.ignored_columns(list(rows[0])) == ["total_tokens"]
+
+
+def test_a_csv_header_that_does_not_say_which_column_gives_a_field_stops_its_file(
+    tmp_path: Path,
+) -> None:
+    """Found in review: with `request_id` and `id` (a row number) the later column won, so rows
+    of two exports sharing a row number counted as one record. Two aliases of one field, or a
+    repeated column, now stop the file naming them; the field's own name beside an alias wins."""
+    conflicts = csv_export.header_conflicts
+    assert conflicts(["request_id", "agency_id", "id"]) == (
+        "columns 'request_id' and 'id' all give record_id: the importer cannot tell which to "
+        "read; rename the one to use 'record_id', or drop the others, and run again")  # fmt: skip
+    assert "'timestamp' and 'created_at' all give occurred_at" in str(
+        conflicts(["timestamp", "model", "created_at"]))  # fmt: skip
+    assert conflicts(["model", "x", "model"]) == (
+        "the CSV header repeats column(s) 'model': keep one")  # fmt: skip
+    assert "'Model' and 'model'" in str(conflicts(["Model", "model"]))  # two of its own name
+    assert conflicts(["record_id", "request_id", "id", "notes", "total"]) is None
+    row = {"id": "7", "record_id": "req-aaa", "agency_id": "in-moe", "occurred_at":
+           "2026-07-01T10:00:00Z", "provider": "sarvam", "model": "m"}  # fmt: skip
+    assert _valid(run(csv_export.map_row, row, NONE)).record_id == "req-aaa"
+    assert _valid(run(csv_export.map_row, {**row, "record_id": ""}, NONE)).record_id == "7"
+    export = tmp_path / "two.csv"
+    export.write_text("request_id,agency_id,occurred_at,provider,model,id\n"
+                      "req-1,in-moe,2026-07-01T10:00:00Z,sarvam,m,1\n")  # fmt: skip
+    with pytest.raises(FileStopped, match="'request_id' and 'id' all give record_id") as stop:
+        list(read_csv(export, 0, 0, NONE))
+    assert stop.value.line == 1
+
+
+def test_an_agency_named_by_something_other_than_text_is_refused_not_defaulted() -> None:
+    """Found in review: `agency_id: 42` (or a list, or an int OTLP attribute) fell through to
+    the default agency, so the usage counted for another agency. Blank still means unnamed."""
+    line = json.loads((FIXTURES / "openai/access.jsonl").read_text().splitlines()[0])
+    for odd in (42, ["in-moe"], {"id": "in-moe"}, True):
+        refused = run(openai_log.map_line, {**line, "agency_id": odd}, ONE)
+        assert isinstance(refused, Rejected) and refused.field == "agency_id", odd
+        assert "an agency is named by a string" in refused.reason
+    blank = run(openai_log.map_line, {**line, "agency_id": "  ", "metadata": {}}, ONE)
+    assert _valid(blank).agency_id == "in-mohfw"
+    item = _otlp_items()[0]
+    numbered = otlp.SpanItem(item.span, {**item.resource, "tracker.agency_id": 7})
+    assert isinstance(run(otlp.map_span, numbered, ONE), Rejected)
 
 
 def test_opengatellm_rows_and_me_usage() -> None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
@@ -33,6 +35,26 @@ from rich.progress import (
 from tracker.cli import DataDir, _settings, app, fail
 
 MAX_ERRORS_SHOWN = 50
+
+
+@contextmanager
+def _file_progress(
+    console: Console, path: Path
+) -> Iterator[tuple[Callable[[int], None], Callable[[int, int], None]]]:
+    """A bar for one file's read: its `on_progress` and `on_start` (Importer.import_file)."""
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+               TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(path.name, total=None)
+
+        # Size and offset from the file as opened: it may be renamed meanwhile.
+        def start(size: int, offset: int, t: TaskID = task) -> None:
+            progress.update(t, total=size, completed=offset)
+
+        def advance(n: int, t: TaskID = task) -> None:
+            progress.advance(t, n)
+
+        yield advance, start
 
 
 def _print_report(console: Console, report: object) -> None:
@@ -206,21 +228,10 @@ def import_(
                                   gateway=gateway_id)  # fmt: skip
         importer = Importer(sender, checkpoints, ctx, batch_size=batch_size,
                             declared_format=fmt)  # fmt: skip
-        columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                   TimeElapsedColumn())  # fmt: skip
         for path in paths:
             if from_start:
                 importer.checkpoints.forget(path)
-            with Progress(*columns, console=console, transient=True) as progress:
-                task = progress.add_task(path.name, total=None)
-
-                # Size and offset from the file as opened: it may be renamed meanwhile.
-                def start(size: int, offset: int, t: TaskID = task) -> None:
-                    progress.update(t, total=size, completed=offset)
-
-                def advance(n: int, t: TaskID = task) -> None:
-                    progress.advance(t, n)
-
+            with _file_progress(console, path) as (advance, start):
                 report = importer.import_file(path, advance, on_start=start)
             _print_report(console, report)
             refused += report.rejected
@@ -246,8 +257,19 @@ def import_(
         if watch is not None:
             stop = threading.Event()
             console.print(f"watching {watch} every {interval}s (Ctrl-C to stop)")
+
+            def watched(report: FileReport) -> None:
+                # Counted as a one-shot file's are (found in review: Ctrl-C ended with exit 0
+                # after refusals). A line still unfinished is not: the watcher reads it when
+                # its line break comes.
+                nonlocal refused, stopped
+                _print_report(console, report)
+                refused += report.rejected
+                stopped += report.stopped is not None
+
             try:
-                watch_dir(watch, importer, stop, lambda r: _print_report(console, r), interval)
+                watch_dir(watch, importer, stop, watched, interval,
+                          progress=lambda path: _file_progress(console, path))  # fmt: skip
             except KeyboardInterrupt:
                 stop.set()
     except UnusableArguments as exc:
