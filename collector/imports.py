@@ -76,6 +76,13 @@ MAX_ERRORS_KEPT: Final = 1_000  # refusals a report lists; the rest are counted
 # bounding what one cell holds in memory and how far a quote never closed can swallow the lines
 # after it before it is caught. A row with a longer cell is refused as a line error.
 CSV_FIELD_LIMIT: Final = 1 << 20
+# The longest line read, in bytes: a record is a few KB, but an access log's line may carry a
+# request's or a response's body; the push API's default body limit is as large.
+MAX_LINE_BYTES: Final = 16 * 1024 * 1024
+_TOO_LONG: Final = (
+    f"longer than {MAX_LINE_BYTES:,} bytes, the importer's limit for a line: not read (a "
+    "record is a few KB; is this a whole export on one line?)"
+)
 CHECKPOINT_VERSION: Final = 2
 
 
@@ -517,12 +524,27 @@ def file_format(path: Path, declared: str = "auto") -> str:
     return "csv" if path.suffix.lower() == ".csv" else "jsonl"
 
 
-def _lines(f: BinaryIO, offset: int, line: int, final: bool) -> Iterator[tuple[int, int, bytes]]:
+def _lines(
+    f: BinaryIO, offset: int, line: int, final: bool
+) -> Iterator[tuple[int, int, bytes | None]]:
     """(line number, end offset, raw line). A last line without a line break is read when the
     file is `final` (complete: the break before EOF is optional in CSV and JSON Lines); else it
-    is left for later, since the writer may still be appending to it."""
+    is left for later, since the writer may still be appending to it. A line longer than
+    MAX_LINE_BYTES is skipped unread and given as None (found in review: each line was read
+    whole before any check, so one line of gigabytes could take all memory)."""
     f.seek(offset)
-    for raw in f:
+    while True:
+        raw = f.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            rest = _skip_line(f)
+            if rest is None and not final:
+                return  # its end is not written yet: skipped when it is
+            offset += len(raw) + (rest or 0)
+            line += 1
+            yield line, offset, None
+            continue
         if not raw.endswith(b"\n") and not final:
             return
         offset += len(raw)
@@ -530,11 +552,25 @@ def _lines(f: BinaryIO, offset: int, line: int, final: bool) -> Iterator[tuple[i
         yield line, offset, raw
 
 
+def _skip_line(f: BinaryIO) -> int | None:
+    """Read on to the end of the current line without keeping it: the bytes up to and with its
+    line break, or None at the end of the file without one (then all of it is read)."""
+    skipped = 0
+    while chunk := f.readline(1 << 20):
+        skipped += len(chunk)
+        if chunk.endswith(b"\n"):
+            return skipped
+    return None
+
+
 def read_jsonl(
     source: Path | BinaryIO, offset: int, line: int, ctx: Context, *, final: bool = True
 ) -> Iterator[Item]:
     with _opened(source) as f:
         for number, end, raw in _lines(f, offset, line, final):
+            if raw is None:
+                yield Item(number, end, Rejected("line", _TOO_LONG), number)
+                continue
             if end - len(raw) == 0 and raw.startswith(codecs.BOM_UTF8):
                 # A UTF-8 byte-order mark (Notepad's "UTF-8 with BOM", PowerShell 5's
                 # `Out-File -Encoding utf8`), as CSV allows. Found in review: orjson refused the
@@ -580,7 +616,9 @@ def csv_header(source: Path | BinaryIO) -> tuple[list[str], int]:
     """The header's cells and the offset past it; ([], 0) while its line is unfinished."""
     with _opened(source) as f:
         f.seek(0)
-        first = f.readline()
+        first = f.readline(MAX_LINE_BYTES + 1)
+    if len(first) > MAX_LINE_BYTES and not first.endswith(b"\n"):
+        raise FileStopped(1, f"the CSV header is {_TOO_LONG}")
     if b"\r" in first.rstrip(b"\r\n"):
         # A carriage return inside the first line: the file's lines end with CR alone (Excel
         # for Mac's "CSV (Macintosh)"), which the importer does not split on. Found in review:
@@ -635,6 +673,10 @@ def read_csv(
         def decoded() -> Iterator[str]:
             for number, end, raw in _lines(f, offset, line, final):
                 at.end, at.line = end, number
+                if raw is None:
+                    # Its cells cannot be told apart unread, nor whether a quote opened in it
+                    # runs on: the rows after it cannot be read as rows.
+                    raise FileStopped(number, f"{_TOO_LONG}; the file is not read from here")
                 try:
                     yield raw.decode("utf-8")
                 except UnicodeDecodeError as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import tracemalloc
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from collector.adapters import cloudevents, csv_export, litellm, openai_log, opengatellm, otlp
 from collector.adapters.common import Context, Mapped, Rejected, as_int, as_time, run
 from collector.bodies import json_items
-from collector.imports import Checkpoints, FileStopped, read_csv, read_jsonl
+from collector.imports import MAX_LINE_BYTES, Checkpoints, FileStopped, read_csv, read_jsonl
 from tracker.contract import UsageRecord, parse_record
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -187,6 +188,46 @@ def test_an_agency_named_by_something_other_than_text_is_refused_not_defaulted()
     item = _otlp_items()[0]
     numbered = otlp.SpanItem(item.span, {**item.resource, "tracker.agency_id": 7})
     assert isinstance(run(otlp.map_span, numbered, ONE), Rejected)
+
+
+def test_a_line_over_the_limit_is_refused_unread_and_the_lines_after_it_are_read(
+    tmp_path: Path,
+) -> None:
+    """Found in review: each line was read whole before any check, so one line of gigabytes
+    took all memory (a 200 MB JSONL line was parsed and accepted). A line over MAX_LINE_BYTES
+    is now skipped in chunks: refused in JSON Lines, where the next line is read; in CSV, where
+    its cells and quotes cannot be told unread, the file stops there, the rows before it read."""
+    good = json.dumps({"request_id": "r-ok", "timestamp": "2026-07-01T10:00:00Z",
+                       "model": "m", "usage": {"prompt_tokens": 1}})  # fmt: skip
+    long_line = b'{"pad": "' + b"x" * (4 * MAX_LINE_BYTES) + b'"}\n'
+    log = tmp_path / "big.jsonl"
+    log.write_bytes(good.encode() + b"\n" + long_line + good.replace("r-ok", "r-ok2").encode())
+    tracemalloc.start()
+    try:
+        items = list(read_jsonl(log, 0, 0, ONE))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2.5 * MAX_LINE_BYTES  # the 64 MiB line was never held whole (readline copies)
+    assert [i.line for i in items] == [1, 2, 3]
+    assert [_valid(items[i].mapped).record_id for i in (0, 2)] == ["r-ok", "r-ok2"]
+    assert isinstance(items[1].mapped, Rejected) and items[1].mapped.field == "line"
+    assert "longer than 16,777,216 bytes" in items[1].mapped.reason
+    assert items[2].end == log.stat().st_size
+
+    header = "record_id,agency_id,occurred_at,provider,model\n"
+    row = "c-{},in-moe,2026-07-01T10:00:00Z,sarvam,m\n"
+    export = tmp_path / "big.csv"
+    export.write_bytes((header + row.format(1)).encode() + long_line + row.format(2).encode())
+    read: list[Any] = []
+    with pytest.raises(FileStopped, match="longer than 16,777,216 bytes") as stop:
+        read.extend(read_csv(export, 0, 0, NONE))
+    assert stop.value.line == 3
+    assert [_valid(i.mapped).record_id for i in read] == ["c-1"]
+    huge_header = tmp_path / "head.csv"
+    huge_header.write_bytes(long_line)
+    with pytest.raises(FileStopped, match="the CSV header is longer than"):
+        list(read_csv(huge_header, 0, 0, NONE))
 
 
 def test_opengatellm_rows_and_me_usage() -> None:
