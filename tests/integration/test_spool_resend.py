@@ -5,7 +5,6 @@ reason (real broker)."""
 from __future__ import annotations
 
 import random
-import time
 import uuid
 from pathlib import Path
 
@@ -14,10 +13,15 @@ import pytest
 from typer.testing import CliRunner
 
 from collector.quarantine import locked
-from collector.sink import KafkaSink, SpoolingSink
+from collector.sink import KafkaSink
 from collector.spool import Spool, quarantine_dir
 from tests.integration.faults import assert_sharded, read_topic
-from tests.integration.test_collector_spool import _lower_message_limit, _records, _wide_names
+from tests.integration.test_collector_spool import (
+    _drain,
+    _lower_message_limit,
+    _records,
+    _wide_names,
+)
 from tracker.cli import app
 from tracker.contract import shard_of
 from tracker.topics import ensure_topics
@@ -61,14 +65,7 @@ def test_a_quarantined_record_is_re_sent_once_the_limit_is_raised(
     spool = Spool(tmp_path / "spool", max_bytes=1 << 30)
     spool.append([wide])
     _lower_message_limit(kafka_bootstrap, topic, 1_800)
-    spooling = SpoolingSink(sink, spool, retry_seconds=0.2)
-    try:
-        deadline = time.monotonic() + 60
-        while not spool.empty() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert spool.empty(), "spool never drained"
-    finally:
-        spooling.close()
+    _drain(spool, sink)
     [value_file] = [n for n in quarantined_files(tmp_path) if n.endswith(".value")]
     name = value_file.removesuffix(".value")
 
