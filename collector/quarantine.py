@@ -47,6 +47,7 @@ class Quarantined:
     name: str
     value_path: Path
     about: dict[str, Any]
+    size: int  # of the value, in bytes, when listed
 
     @property
     def descriptor_path(self) -> Path:
@@ -76,10 +77,14 @@ def quarantined(folder: Path) -> list[Quarantined]:
     """The quarantined messages in `folder`, oldest first (names start with the time)."""
     if not folder.is_dir():
         return []
-    return [
-        Quarantined(path.stem, path, _descriptor(path.with_suffix(".json")))
-        for path in sorted(folder.glob("*.value"))
-    ]
+    found = []
+    for path in sorted(folder.glob("*.value")):
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            continue  # re-sent and deleted since the folder was read
+        found.append(Quarantined(path.stem, path, _descriptor(path.with_suffix(".json")), size))
+    return found
 
 
 def _descriptor(path: Path) -> dict[str, Any]:

@@ -4,6 +4,7 @@ re-sending itself is tested against one in tests/integration/test_spool_resend.p
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -89,7 +90,7 @@ def test_a_message_goes_under_its_spooled_key_else_the_shard_of_its_first_record
 ) -> None:
     found = quarantined(quarantine_two(tmp_path).quarantine_dir)
     assert _key(found[0], b"[]", 4) == b"shard:3"
-    without = type(found[0])(found[0].name, found[0].value_path, {"key": "in-sbi"})
+    without = replace(found[0], about={"key": "in-sbi"})
     records = orjson.dumps([{"gateway_id": "gw", "record_id": "r9"}, {"record_id": "x"}])
     assert _key(without, records, 4) == shard_key(shard_of("gw", "r9", 4))
     for unreadable in (b"not json", b"[]", b'{"a": 1}', b"[1]", b'[{"record_id": "r"}]'):

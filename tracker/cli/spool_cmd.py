@@ -44,7 +44,7 @@ def _folder(settings: CollectorSettings) -> Path:
 
 def _size(message: Quarantined) -> str:
     records = "?" if message.records is None else message.records
-    return f"{records} records, {message.value_path.stat().st_size} bytes"
+    return f"{records} records, {message.size} bytes"
 
 
 @spool_app.command("list")
@@ -126,14 +126,7 @@ def spool_resend(
 def _report(outcome: Outcome) -> None:
     message = outcome.message
     if outcome.refused is None:
-        typer.echo(f"re-sent {message.name} ({_size_gone(message)}, {outcome.parts} part(s))")
+        typer.echo(f"re-sent {message.name} ({_size(message)}, {outcome.parts} part(s))")
     else:
         typer.echo(f"kept {message.name} ({_size(message)}): refused by Kafka: "
                    f"{outcome.refused} ({outcome.parts} part(s) taken before)")  # fmt: skip
-
-
-def _size_gone(message: Quarantined) -> str:
-    """Its size from the descriptor: the value file is deleted by now."""
-    records = "?" if message.records is None else message.records
-    size = message.about.get("bytes", "?")
-    return f"{records} records, {size} bytes"
