@@ -232,7 +232,7 @@ def min_records_across_agencies(identity: Identity, settings: ApiSettings) -> in
     """The threshold for answers that cannot be narrowed to one agency (national or sector
     figures: capacity, outlook). An agency key sees them as the public does: unsuppressed, a
     month of one small agency in its sector would be that agency's own usage (found in
-    review: a finance key read a health agency's 6 requests off /v1/capacity). Not closed:
-    the key can still subtract its own usage, which it knows exactly, from a sector's figures
-    (README, "Not yet")."""
+    review: a finance key read a health agency's 6 requests off /v1/capacity). Not closed, and
+    not by a key: any agency can take its own usage, which it knows exactly, away from a public
+    figure its records are part of (README, "Not yet": a dominance rule, not built)."""
     return 0 if identity.sees_everything else settings.min_cell_records
