@@ -58,7 +58,7 @@ from typing import Any, BinaryIO, Final
 
 import httpx
 import orjson
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from collector.adapters import csv_export, openai_log
 from collector.adapters.common import Context, Mapped, Rejected, run
@@ -105,7 +105,11 @@ def redact_text(text: str, url: str) -> str:
 
 
 class ImportAborted(RuntimeError):
-    """The import cannot go on (server refused the key, stayed unreachable)."""
+    """The import cannot go on (server refused the key, stayed unreachable). `report`: what
+    the file being read when it happened had sent before (Importer.import_file sets it): its
+    checkpoint is past those lines, so no later read reports them."""
+
+    report: FileReport | None = None
 
 
 class UnusableArguments(ImportAborted):
@@ -738,38 +742,37 @@ def read_csv(
 
 
 class Sender:
-    """POSTs contract records to a running server's /v1/records with a gateway key."""
+    """POSTs contract records to a running server's /v1/records with a gateway key. Each call
+    is tried `attempts` times, waiting 0.5, 1, 2, 4 s... (at most 10 s) between tries: about
+    15 s with the default 6 before an unreachable or busy server aborts the import."""
 
-    def __init__(self, url: str, key: str, timeout: float = 60.0) -> None:
+    def __init__(self, url: str, key: str, timeout: float = 60.0, attempts: int = 6) -> None:
         self._client = httpx.Client(
             base_url=url.rstrip("/"),
             headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
             timeout=timeout,
         )
+        self._retrying = Retrying(
+            retry=retry_if_exception_type((httpx.TransportError, Retryable)),
+            stop=stop_after_attempt(attempts),
+            wait=wait_exponential(multiplier=0.5, max=10),
+            reraise=True,
+        )
 
     def close(self) -> None:
         self._client.close()
 
-    @retry(
-        retry=retry_if_exception_type((httpx.TransportError, Retryable)),
-        stop=stop_after_attempt(6),
-        wait=wait_exponential(multiplier=0.5, max=10),
-        reraise=True,
-    )
     def _post(self, body: bytes) -> httpx.Response:
-        reply = self._client.post("/v1/records", content=body)
-        if reply.status_code in (429, 502, 503, 504):
-            raise Retryable(f"server answered {reply.status_code}")
-        return reply
+        def once() -> httpx.Response:
+            reply = self._client.post("/v1/records", content=body)
+            if reply.status_code in (429, 502, 503, 504):
+                raise Retryable(f"server answered {reply.status_code}")
+            return reply
 
-    @retry(
-        retry=retry_if_exception_type(httpx.TransportError),
-        stop=stop_after_attempt(6),
-        wait=wait_exponential(multiplier=0.5, max=10),
-        reraise=True,
-    )
+        return self._retrying(once)
+
     def _whoami(self) -> httpx.Response:
-        return self._client.post("/v1/gateway/whoami")
+        return self._retrying(self._client.post, "/v1/gateway/whoami")
 
     def gateway(self) -> tuple[str, frozenset[str]]:
         """Who the key belongs to and its agencies; checks the key before any file is read."""
@@ -922,23 +925,35 @@ class Importer:
             report.stopped = f"{path}: cannot be opened ({exc.strerror or exc})"
             return report
         with f:
-            st = os.fstat(f.fileno())
-            if expect is not None and (st.st_dev, st.st_ino) != expect:
-                return report
-            # The modification time is taken at open: a log still written to while it is read
-            # has a recent one, so its growing end is never taken as finished.
-            age = time.time() - st.st_mtime
-            offset, line = self.checkpoints.resume(path, f)
-            if offset == 0:
-                cut = self.checkpoints.truncated(path, f)
-                if cut is not None:
-                    self._recover(path, f, cut, report, final=final)
-            report.resumed_from = offset
-            if on_start is not None:
-                on_start(st.st_size, offset)
-            self._read(path, f, (offset, line), report, final=final and age >= SETTLE_SECONDS,
-                       on_progress=on_progress, unread_check=age if final else None)  # fmt: skip
+            try:
+                self._import_open(path, f, report, on_progress, final=final, on_start=on_start,
+                                  expect=expect)  # fmt: skip
+            except ImportAborted as exc:
+                exc.report = report
+                raise
         return report
+
+    def _import_open(self, path: Path, f: BinaryIO, report: FileReport,
+                     on_progress: Callable[[int], None] | None, *, final: bool,
+                     on_start: Callable[[int, int], None] | None,
+                     expect: tuple[int, int] | None) -> None:  # fmt: skip
+        """import_file's reading of the open file `f`."""
+        st = os.fstat(f.fileno())
+        if expect is not None and (st.st_dev, st.st_ino) != expect:
+            return
+        # The modification time is taken at open: a log still written to while it is read
+        # has a recent one, so its growing end is never taken as finished.
+        age = time.time() - st.st_mtime
+        offset, line = self.checkpoints.resume(path, f)
+        if offset == 0:
+            cut = self.checkpoints.truncated(path, f)
+            if cut is not None:
+                self._recover(path, f, cut, report, final=final)
+        report.resumed_from = offset
+        if on_start is not None:
+            on_start(st.st_size, offset)
+        self._read(path, f, (offset, line), report, final=final and age >= SETTLE_SECONDS,
+                   on_progress=on_progress, unread_check=age if final else None)  # fmt: skip
 
     def _read(self, path: Path, f: BinaryIO, at: tuple[int, int], report: FileReport, *,
               final: bool, on_progress: Callable[[int], None] | None = None,
@@ -1116,6 +1131,7 @@ def watch(
     interval: float = 2.0,
     settle: float = SETTLE_SECONDS,
     progress: FileProgress | None = None,
+    on_outage: Callable[[ImportAborted, float], None] | None = None,
 ) -> None:
     """Poll a directory: import new files and what was appended to known ones, until `stop`.
     Polling (not inotify) works the same on network shares, containers and every OS.
@@ -1128,8 +1144,15 @@ def watch(
     content read from the copy beside it first, or a warning names what could not be read
     (`Importer._recover`). A file that cannot be read further is reported, and the watch goes
     on. `progress` shows each read as it goes (found in review: a large file dropped in the
-    directory, or a large append, showed nothing until it was done)."""
+    directory, or a large append, showed nothing until it was done).
+
+    With `on_outage`, a server that stays unreachable or unavailable through the sender's
+    retries does not end the watch (found in review: a collector restart of over ~15 s did):
+    `on_outage` is told, the watch waits `outage_pause` and reads the file again from its
+    checkpoint, which no batch the server did not acknowledge has passed. A refused key
+    (UnusableArguments) ends it whatever."""
     seen: dict[Path, _Seen] = {}
+    failures = 0  # reads in a row that the server's outage ended
     while not stop.is_set():
         polled = _to_poll(directory, importer.checkpoints)
         listed = {p for p, _ in polled}
@@ -1140,21 +1163,52 @@ def watch(
             state = (ident, size, st.st_mtime_ns)
             if known is None or (known.ident, known.size, known.mtime_ns) != state:
                 seen[path] = _Seen(*state, now)
-                if progress is None:
-                    report = importer.import_file(path, final=False, expect=ident)
-                else:
-                    with progress(path) as (advance, start):
-                        report = importer.import_file(path, advance, final=False, on_start=start,
-                                                      expect=ident)  # fmt: skip
+                try:
+                    report = _read_watched(importer, path, ident, progress)
+                except UnusableArguments:
+                    raise
+                except ImportAborted as exc:
+                    if on_outage is None:
+                        raise
+                    del seen[path]  # read again, from its checkpoint, once the server answers
+                    if exc.report is not None and _worth_reporting(exc.report):
+                        on_report(exc.report)  # the lines before it: past the checkpoint
+                    failures += 1
+                    on_outage(exc, outage_pause(failures, interval))
+                    break
+                failures = 0
             elif not known.reported and now - known.since >= settle:
                 known.reported = True
                 report = _unfinished_line(importer, path, size, settle)
             else:
                 continue
-            if (report.accepted or report.rejected or report.errors or report.stopped
-                    or report.warnings or report.recovered_from):  # fmt: skip
+            if _worth_reporting(report):
                 on_report(report)
-        stop.wait(interval)
+        stop.wait(outage_pause(failures, interval) if failures else interval)
+
+
+def _worth_reporting(report: FileReport) -> bool:
+    """A watched read that did anything (most polls of a quiet file read nothing)."""
+    return bool(report.accepted or report.rejected or report.errors or report.stopped
+                or report.warnings or report.recovered_from)  # fmt: skip
+
+
+MAX_OUTAGE_PAUSE: Final = 60.0
+
+
+def outage_pause(failures: int, interval: float) -> float:
+    """Seconds to wait before trying a server again after `failures` attempts in a row ended
+    by its outage: the poll interval, doubled at each failure, at most MAX_OUTAGE_PAUSE."""
+    return min(MAX_OUTAGE_PAUSE, interval * 2.0 ** min(failures - 1, 30))
+
+
+def _read_watched(
+    importer: Importer, path: Path, ident: tuple[int, int], progress: FileProgress | None
+) -> FileReport:
+    if progress is None:
+        return importer.import_file(path, final=False, expect=ident)
+    with progress(path) as (advance, start):
+        return importer.import_file(path, advance, final=False, on_start=start, expect=ident)
 
 
 def _unfinished_line(importer: Importer, path: Path, size: int, settle: float) -> FileReport:

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,6 +38,7 @@ from collector.imports import (
     Sender,
     UnusableArguments,
     encode,
+    outage_pause,
     redact_text,
     redact_url,
     tally,
@@ -189,6 +191,12 @@ class Puller:
                 yield from self._rows(client, start, end)
             except httpx.HTTPStatusError as exc:
                 # Not str(exc): it quotes the URL, which may carry user:password.
+                if exc.response.status_code in (401, 403):
+                    # No wait makes a refused key good: a follow ends here, not retries.
+                    raise UnusableArguments(
+                        f"LiteLLM spend-log API refused the key (--litellm-key): answered "
+                        f"{exc.response.status_code} at {exc.request.url.path}"
+                    ) from exc
                 raise ImportAborted(
                     f"LiteLLM spend-log API answered {exc.response.status_code} "
                     f"at {exc.request.url.path}"
@@ -293,3 +301,35 @@ class Puller:
             self._save(_Checkpoint(newest, swept_at))
             self._forget_before(newest - self.overlap - WRITE_DELAY,
                                 swept_at - self.max_call - WRITE_DELAY)  # fmt: skip
+
+    def report(self) -> FileReport:
+        """An empty report for one pull, named by the proxy (without its credentials)."""
+        return FileReport(f"{redact_url(self.proxy_url.rstrip('/'))}/spend/logs")
+
+    def follow(self, stop: threading.Event, interval: float,
+               on_report: Callable[[FileReport], None],
+               on_outage: Callable[[ImportAborted, float], None]) -> None:  # fmt: skip
+        """Pull every `interval` seconds until `stop`, each pull's report to `on_report`.
+
+        An outage of the proxy or of the tracker (found in review: one outlasting the sender's
+        ~15 s of retries ended `--follow`) is waited out: the pull's report so far is given,
+        then `on_outage`, and the next pull comes after `outage_pause` and reads on from the
+        checkpoint, which a pull that did not finish leaves where it was. A refused key
+        (UnusableArguments) ends it."""
+        failures = 0
+        while not stop.is_set():
+            report = self.report()
+            try:
+                self.pull_once(report)
+            except UnusableArguments:
+                raise
+            except ImportAborted as exc:
+                on_report(report)
+                failures += 1
+                pause = outage_pause(failures, interval)
+                on_outage(exc, pause)
+                stop.wait(pause)
+                continue
+            failures = 0
+            on_report(report)
+            stop.wait(interval)

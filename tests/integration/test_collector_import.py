@@ -34,6 +34,7 @@ from collector.imports import (
     FileProgress,
     FileReport,
     FileStopped,
+    ImportAborted,
     Importer,
     ReadCallbacks,
     Sender,
@@ -42,6 +43,7 @@ from collector.imports import (
     redact_url,
     watch,
 )
+from tests.integration.ports import free_port
 from tests.integration.test_collector_support import (
     SINGLE_AGENCY,
     Keys,
@@ -671,7 +673,9 @@ def test_bad_arguments_and_servers_exit_cleanly_without_secrets(
         # (httpx sends a URL's user:password as Basic auth, which this proxy refuses.)
         refused = _run("--litellm-url", creds, "--litellm-key", "sk-master", "--url", url,
                        "--key", keys.single, "--data-dir", str(tmp_path / "pull"))  # fmt: skip
-        assert refused.exit_code == 1 and "answered 401" in refused.output, refused.output
+        # A refused key is exit 2 (it ended --follow's waiting out of outages too).
+        assert refused.exit_code == 2, refused.output
+        assert "refused the key (--litellm-key): answered 401" in refused.output, refused.output
         assert "LLMPASS" not in refused.output
         assert redact_url(creds + "/x") == creds.replace("admin:LLMPASS@", "") + "/x"
     finally:
@@ -1327,3 +1331,139 @@ def test_a_one_shot_import_reads_the_end_of_a_truncated_log_from_its_copy(
     assert f"{log}:1: line: not valid JSON" in third.output, third.output  # the line's rest
     assert "1 imported, 1 refused, 1 truncated part(s) not read" in third.output, third.output
     assert ct.landed() == 5 and ct.landed("half") == 0
+
+
+def test_the_watch_waits_out_a_server_outage_and_loses_nothing(
+    app: FastAPI, keys: Keys, pool: ClientPool, tmp_path: Path
+) -> None:
+    """Found in review: a server that stayed unreachable through the sender's retries (~15 s:
+    a collector restart) ended `tracker import --watch`. The watch now says so, waits (the
+    pause doubling from the poll interval) and reads the file again from its checkpoint once
+    the server is back."""
+    port = free_port()
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.jsonl").write_text("".join(_req(f"wout-{i}") + "\n" for i in range(5)))
+    sender = Sender(f"http://127.0.0.1:{port}", keys.single, attempts=1)
+    importer = Importer(sender, Checkpoints(tmp_path / "cp.json"),
+                        Context(default_agency=SINGLE_AGENCY), batch_size=2)  # fmt: skip
+    reports: list[FileReport] = []
+    outages: list[tuple[str, float]] = []
+    stop = threading.Event()
+    thread = threading.Thread(target=watch, args=(inbox, importer, stop, reports.append, 0.05),
+                              kwargs={"on_outage": lambda exc, pause: outages.append(
+                                  (str(exc), pause))})  # fmt: skip
+    thread.start()
+    landed = "startsWith(record_id, 'wout-')"
+    try:
+        deadline = time.monotonic() + 30
+        while len(outages) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert thread.is_alive(), "the watch ended with the server away"
+        with ServerThread(app, port=port):
+            while raw_count(pool, keys.single_id, landed) < 5 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            with (inbox / "a.jsonl").open("a") as f:
+                f.write(_req("wout-5") + "\n")
+            while raw_count(pool, keys.single_id, landed) < 6 and time.monotonic() < deadline:
+                time.sleep(0.1)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        sender.close()
+    assert [pause for _, pause in outages[:4]] == [0.05, 0.1, 0.2, 0.4]
+    assert all("unreachable" in reason for reason, _ in outages), outages
+    assert raw_count(pool, keys.single_id, landed) == 6
+    assert sum(r.accepted for r in reports) == 6 and not any(r.rejected for r in reports)
+
+
+def test_what_a_file_sent_before_an_outage_is_reported(
+    app: FastAPI, keys: Keys, pool: ClientPool, tmp_path: Path
+) -> None:
+    """Found in review: a file whose import an outage ended had its earlier batches, refused
+    lines included, past its checkpoint and in no report: the run after it did not read them
+    again, so their refusals were never shown or counted. ImportAborted now carries the
+    file's report so far."""
+    log = tmp_path / "b.jsonl"
+    log.write_text("".join(line + "\n" for line in
+                           (_req("wpart-0"), "{broken", _req("wpart-2"), _req("wpart-3"))))  # fmt: skip
+    port = free_port()
+    server = ServerThread(app, port=port)
+    server.__enter__()
+    sender = Sender(f"http://127.0.0.1:{port}", keys.single, attempts=1)
+    importer = Importer(sender, Checkpoints(tmp_path / "cp.json"),
+                        Context(default_agency=SINGLE_AGENCY), batch_size=1)  # fmt: skip
+    read = 0
+
+    def advance(_: int) -> None:
+        # The server goes away once the third line is read: the first line has landed (a
+        # batch of one), the second is refused here, and the third cannot be sent.
+        nonlocal read
+        read += 1
+        if read == 3:
+            server.__exit__()
+
+    try:
+        with pytest.raises(ImportAborted) as aborted:
+            importer.import_file(log, advance)
+    finally:
+        server.__exit__()
+        sender.close()
+    report = aborted.value.report
+    assert report is not None and report.accepted == 1 and report.rejected == 1
+    assert [e.line for e in report.errors] == [2]
+    assert raw_count(pool, keys.single_id, "startsWith(record_id, 'wpart-')") == 1
+
+
+def test_a_followed_pull_waits_out_an_outage_of_the_server(
+    app: FastAPI, keys: Keys, pool: ClientPool, tmp_path: Path
+) -> None:
+    """Found in review: `--follow` ended when the tracker (or the proxy) stayed away through
+    the sender's retries. The follow now says so, waits (the pause doubling) and pulls on from
+    its checkpoint once the server is back; a refused key still ends it."""
+    template = json.loads((FIXTURES / "litellm/spend_logs.json").read_text())[0]
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    _WindowedSpendLogs.rows = [
+        {**template, "request_id": f"fol-{n}", "startTime": start.isoformat(),
+         "endTime": (start + timedelta(seconds=1)).isoformat()} for n in range(3)
+    ]  # fmt: skip
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), _WindowedSpendLogs)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    proxy_url = f"http://127.0.0.1:{proxy.server_address[1]}"
+    port = free_port()
+    sender = Sender(f"http://127.0.0.1:{port}", keys.single, attempts=1)
+    ctx = Context(default_agency=SINGLE_AGENCY, agencies=frozenset({SINGLE_AGENCY}))
+    puller = Puller(proxy_url, "sk-master", sender, ctx, tmp_path / "litellm.json")
+    reports: list[FileReport] = []
+    outages: list[tuple[str, float]] = []
+    stop = threading.Event()
+    thread = threading.Thread(target=puller.follow, args=(stop, 0.05, reports.append,
+                              lambda exc, pause: outages.append((str(exc), pause))))  # fmt: skip
+    thread.start()
+    landed = "startsWith(record_id, 'fol-')"
+    try:
+        deadline = time.monotonic() + 30
+        while len(outages) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert thread.is_alive(), "the follow ended with the server away"
+        with ServerThread(app, port=port):
+            while raw_count(pool, keys.single_id, landed) < 3 and time.monotonic() < deadline:
+                time.sleep(0.1)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert [pause for _, pause in outages[:3]] == [0.05, 0.1, 0.2]
+    assert all("unreachable" in reason for reason, _ in outages), outages
+    assert raw_count(pool, keys.single_id, landed) == 3
+    assert sum(r.accepted for r in reports) == 3
+    proxy.shutdown()
+    checking = ThreadingHTTPServer(("127.0.0.1", 0), _SpendLogs)  # this one checks the key
+    threading.Thread(target=checking.serve_forever, daemon=True).start()
+    try:
+        refused = Puller(f"http://127.0.0.1:{checking.server_address[1]}", "sk-wrong", sender,
+                         ctx, tmp_path / "other.json")  # fmt: skip
+        with pytest.raises(UnusableArguments, match="--litellm-key"):
+            refused.follow(threading.Event(), 0.05, reports.append, lambda exc, pause: None)
+    finally:
+        checking.shutdown()
+        sender.close()

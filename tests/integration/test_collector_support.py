@@ -32,10 +32,11 @@ class Keys:
 
 
 class ServerThread:
-    """uvicorn serving an app on an ephemeral loopback port, in a background thread."""
+    """uvicorn serving an app on a loopback port (ephemeral unless given), in a background
+    thread."""
 
-    def __init__(self, app: FastAPI) -> None:
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+    def __init__(self, app: FastAPI, port: int = 0) -> None:
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                 lifespan="off", access_log=False)  # fmt: skip
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -55,6 +54,13 @@ def _file_progress(
             progress.advance(t, n)
 
         yield advance, start
+
+
+def _outage(console: Console, exc: Exception, pause: float) -> None:
+    """A watch or a follow waiting out an outage says so, each time it gives up a try."""
+    console.print(f"WARNING: {exc}; trying again in {pause:.0f} s (nothing the server did not "
+                  "acknowledge is past a checkpoint)", markup=False, highlight=False,
+                  soft_wrap=True)  # fmt: skip
 
 
 def _print_report(console: Console, report: object) -> None:
@@ -231,8 +237,15 @@ def import_(
         for path in paths:
             if from_start:
                 importer.checkpoints.forget(path)
-            with _file_progress(console, path) as (advance, start):
-                report = importer.import_file(path, advance, on_start=start)
+            try:
+                with _file_progress(console, path) as (advance, start):
+                    report = importer.import_file(path, advance, on_start=start)
+            except ImportAborted as exc:
+                # What the file sent before is past its checkpoint: shown now or never.
+                if exc.report is not None:
+                    _print_report(console, exc.report)
+                    refused += exc.report.rejected
+                raise
             _print_report(console, report)
             refused += report.rejected
             if report.stopped:
@@ -246,14 +259,27 @@ def import_(
             puller = Puller(litellm_url, litellm_key, sender, ctx, state,
                             max_call=timedelta(seconds=litellm_max_call),
                             legacy_state=legacy_state_path(root, litellm_url))  # fmt: skip
-            while True:
-                report = FileReport(f"{redact_url(litellm_url.rstrip('/'))}/spend/logs")
-                puller.pull_once(report)
-                _print_report(console, report)
-                refused += report.rejected
-                if not follow:
-                    break
-                time.sleep(interval)
+            if follow:
+                stop = threading.Event()
+
+                def pulled(report: FileReport) -> None:
+                    nonlocal refused
+                    _print_report(console, report)
+                    refused += report.rejected
+
+                try:
+                    puller.follow(stop, interval, pulled,
+                                  lambda exc, pause: _outage(console, exc, pause))  # fmt: skip
+                except KeyboardInterrupt:
+                    stop.set()
+            else:
+                report = puller.report()
+                try:
+                    puller.pull_once(report)
+                finally:
+                    # What a pull stopped half way sent is shown too (its refusals counted).
+                    _print_report(console, report)
+                    refused += report.rejected
         if watch is not None:
             stop = threading.Event()
             console.print(f"watching {watch} every {interval}s (Ctrl-C to stop)")
@@ -269,7 +295,8 @@ def import_(
 
             try:
                 watch_dir(watch, importer, stop, watched, interval,
-                          progress=lambda path: _file_progress(console, path))  # fmt: skip
+                          progress=lambda path: _file_progress(console, path),
+                          on_outage=lambda exc, pause: _outage(console, exc, pause))  # fmt: skip
             except KeyboardInterrupt:
                 stop.set()
     except UnusableArguments as exc:
