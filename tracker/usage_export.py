@@ -85,6 +85,10 @@ RAW_FILTERS: dict[str, str] = {
 _OUTPUT_SETTINGS = (
     "SETTINGS date_time_output_format = 'iso', output_format_json_quote_64bit_integers = 0, "
     "output_format_json_quote_decimals = 1, output_format_decimal_trailing_zeros = 0, "
+    # A null (cost, latency, energy) is an empty CSV cell, not the two characters \\N that
+    # spreadsheets and pandas read as text (found in review). Only numbers are Nullable, so an
+    # empty cell can only be a null; strings are always quoted.
+    "format_csv_null_representation = '', "
     # Small blocks: an export's memory is a few blocks, whatever its size.
     "max_block_size = 8192"
 )
@@ -143,8 +147,32 @@ class Cursor:
         return cls(str(row["agency_id"]), when, str(row["gateway_id"]), str(row["record_id"]))
 
 
+# A CSV cell a spreadsheet would run as a formula (OWASP's CSV injection): gateways send free
+# text (model, provider, endpoint_host, region, use_case, record ids), and an auditor opens the
+# export in Excel or LibreOffice (found in review: `=HYPERLINK(...)` reached the file as it
+# was). In CSV only, a text value starting with one of these gets a leading apostrophe; JSON
+# lines and Parquet carry every value exactly.
+_FORMULA_STARTS = "'=', '+', '-', '@', char(9), char(13)"
+
+
+def _csv_safe(name: str, kind: pa.DataType) -> str:
+    if kind != pa.string():
+        return name
+    quoted = f"concat('''', {name})"
+    # Aliased apart: under its own name the expression would replace the column in WHERE and
+    # ORDER BY (ClickHouse prefers an alias), changing the order and the cursor's comparisons.
+    return f"if(substring({name}, 1, 1) IN ({_FORMULA_STARTS}), {quoted}, {name}) AS csv_{name}"
+
+
+_CSV_SELECT = ", ".join(_csv_safe(name, kind) for name, kind in COLUMNS)
+
+
 def select_sql(
-    filters: dict[str, list[str]], after: Cursor | None, limited: bool, export: bool = False
+    filters: dict[str, list[str]],
+    after: Cursor | None,
+    limited: bool,
+    export: bool = False,
+    csv: bool = False,
 ) -> str:
     where = [
         "occurred_at >= {from_:DateTime64(3, 'UTC')}",
@@ -165,7 +193,8 @@ def select_sql(
         )
     limit = " LIMIT {limit:UInt64}" if limited else ""
     return (
-        f"SELECT {', '.join(COLUMN_NAMES)} FROM usage_raw WHERE {' AND '.join(where)} "
+        f"SELECT {_CSV_SELECT if csv else ', '.join(COLUMN_NAMES)} FROM usage_raw "
+        f"WHERE {' AND '.join(where)} "
         f"ORDER BY agency_id, occurred_at, gateway_id, record_id{limit} {_OUTPUT_SETTINGS}"
         f"{_EXPORT_SETTINGS if export else ''}"
     )
@@ -246,7 +275,9 @@ def stream(
     if fmt is ExportFormat.csv:
         yield (",".join(COLUMN_NAMES) + "\n").encode()
     ch_fmt = "JSONEachRow" if fmt is ExportFormat.jsonl else "CSV"
-    for sql, params in _plan(client, start, end, filters, after, limit, counter):
+    plan = _plan(client, start, end, filters, after, limit, counter,
+                 csv=fmt is ExportFormat.csv)  # fmt: skip
+    for sql, params in plan:
         source = cast(IO[bytes], client.raw_stream(sql, parameters=params, fmt=ch_fmt))
         try:
             while True:
@@ -307,6 +338,7 @@ def _plan(
     limit: int,
     counter: list[int],
     budget: int = WINDOW_ROWS,
+    csv: bool = False,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """The whole ordered result as one query per (agency, time window), in that order, which
     is exactly the global (agency_id, occurred_at, ...) order. One ordered query over the whole
@@ -339,7 +371,7 @@ def _plan(
     first = counter[0]
     for agency, counts in by_agency.items():
         scoped = {**filters, "agency_id": [agency]}
-        chunk_sql = select_sql(scoped, after, limited=True, export=True)
+        chunk_sql = select_sql(scoped, after, limited=True, export=True, csv=csv)
         for lo, hi in windows(start, end, counts, budget):
             remaining = limit - (counter[0] - first)
             if remaining <= 0:

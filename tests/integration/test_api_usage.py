@@ -143,7 +143,8 @@ def test_exports_hold_the_same_records_as_the_pages(
     for row in rows[:500]:
         got = row["cost"]
         want = page_cost[row["record_id"]]
-        assert (got in (None, "\\N")) == (want is None)
+        # A null is an empty CSV cell (found in review: it was the two characters \\N).
+        assert (got in (None, "")) == (want is None)
         if want is not None:
             assert Decimal(str(got)) == Decimal(want)
 
@@ -257,3 +258,34 @@ def test_range_ends_finer_than_a_millisecond_keep_the_half_open_range(
         assert [r["record_id"] for r in page] == expected, params
         lines = client.get("/v1/usage", params={**params, "format": "jsonl"}, headers=auditor)
         assert [orjson.loads(ln)["record_id"] for ln in lines.text.splitlines()] == expected
+
+
+def test_a_csv_cell_a_spreadsheet_would_run_is_written_as_text(
+    client: TestClient, pool: ClientPool, seeded: Seeded, auditor: dict[str, str]
+) -> None:
+    """Found in review: text a gateway sent (model, provider, use_case...) reached the CSV as
+    it was, so `=HYPERLINK(...)` ran as a formula where an auditor opened the export. In CSV a
+    text value starting with =, +, -, @, tab or CR gets a leading apostrophe; JSON lines and
+    Parquet stay exact, and the order and cursors are the stored values'."""
+    when = datetime(2026, 9, 3, 12, tzinfo=UTC)
+    evil = seeded.records[0].model_copy(update={
+        "record_id": "-csv-evil", "occurred_at": when, "model": '=HYPERLINK("http://x","y")',
+        "provider": "+cmd", "use_case": "@SUM(1+1)", "endpoint_host": None, "region": None,
+    })  # fmt: skip
+    plain = evil.model_copy(update={"record_id": "csv-plain", "model": "gpt-4o",
+                                    "provider": "openai", "use_case": "a-b"})  # fmt: skip
+    rows = Processor(Classifier(seeded.registry)).process_records([evil, plain]).rows
+    Writer(pool.get()).write(rows)
+    span = {"from": "2026-09-03", "to": "2026-09-04", "agency": evil.agency_id}
+    r = client.get("/v1/usage", params={**span, "format": "csv"}, headers=auditor)
+    assert r.status_code == 200, r.text
+    got = {row["record_id"]: row for row in csv.DictReader(io.StringIO(r.text))}
+    assert list(got) == ["'-csv-evil", "csv-plain"]  # the stored order: "-" sorts first
+    assert got["'-csv-evil"]["model"] == '\'=HYPERLINK("http://x","y")'
+    assert got["'-csv-evil"]["provider"] == "'+cmd"
+    assert got["'-csv-evil"]["use_case"] == "'@SUM(1+1)"
+    assert got["csv-plain"]["model"] == "gpt-4o" and got["csv-plain"]["use_case"] == "a-b"
+    jsonl = client.get("/v1/usage", params={**span, "format": "jsonl"}, headers=auditor)
+    exact = [orjson.loads(line) for line in jsonl.content.splitlines()]
+    assert [(x["record_id"], x["model"]) for x in exact] == [
+        ("-csv-evil", '=HYPERLINK("http://x","y")'), ("csv-plain", "gpt-4o")]  # fmt: skip
