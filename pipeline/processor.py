@@ -166,8 +166,18 @@ def _clip(value: bytes, limit: int = 64 * 1024) -> str:
     return value[:limit].decode("utf-8", errors="replace")
 
 
+UNENCODABLE = "<not written: nested too deep to encode>"
+
+
 def _dump(item: Any) -> str:
     try:
         return _clip(orjson.dumps(item, default=str))
     except TypeError:  # an integer beyond 64 bits (read by json_read): the standard library
-        return _clip(json.dumps(item, default=str).encode())
+        try:
+            return _clip(json.dumps(item, default=str).encode())
+        except (RecursionError, ValueError):
+            return UNENCODABLE
+    except (RecursionError, orjson.JSONEncodeError):
+        # Nested deeper than an encoder goes (orjson reads 1024 levels, writes 255; found in
+        # review: the standard library's RecursionError made every replay of it a traceback).
+        return UNENCODABLE

@@ -23,6 +23,7 @@ these commands run beside an embedded pipeline that holds its data directory.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections import defaultdict
@@ -38,7 +39,7 @@ from kafka.structs import TopicPartition
 
 from pipeline.copies import headers_for
 from pipeline.copies import original as original_of
-from pipeline.processor import Rejection, read_message
+from pipeline.processor import UNENCODABLE, Rejection, read_message
 from tracker import json_read
 from tracker.contract import (
     UsageRecord,
@@ -315,7 +316,12 @@ def _resubmit_refused(
 def _json_of(item: Any) -> str:
     if isinstance(item, json_read.Unencodable):
         return item.payload
-    return json.dumps(item, ensure_ascii=False)
+    try:
+        return json.dumps(item, ensure_ascii=False)
+    except RecursionError:
+        # Nested deeper than the writer goes: sent as a string, which is refused again alone
+        # with its index (found in review: a traceback on every replay).
+        return json.dumps(UNENCODABLE)
 
 
 def replay_dead_letters(
@@ -337,7 +343,12 @@ def replay_dead_letters(
     # pipeline refused again (an older release still running, say) has a letter of its own: the
     # record is re-submitted and counted once a run, or each run would double the letters. The
     # identities seen are kept for the run, up to SEEN_LIMIT (dead letters are the exception).
-    seen: set[tuple[str, ...]] = set()
+    # A record re-submitted once is not again (its letters, one per refused field, are many);
+    # a letter still refused is skipped only when the same letter comes again, so a later
+    # letter of the record, which passes now, is not lost behind an earlier one still refused
+    # (found in review: which came first decided whether the record came back).
+    passed: set[tuple[str, ...]] = set()
+    refused_seen: set[tuple[str, ...]] = set()
 
     def resubmit(batch: list[_Read]) -> None:
         # Per original (where the letter came from): a copy's header names exactly where its
@@ -356,12 +367,17 @@ def replay_dead_letters(
                 result.refused += 1
                 continue
             identity = _identity(payload) or (source, str(partition), str(offset), str(index))
-            if identity in seen:
+            letter_key = (*identity, hashlib.blake2b(payload, digest_size=16).hexdigest())
+            if identity in passed or letter_key in refused_seen:
                 continue
-            if len(seen) >= SEEN_LIMIT:
-                seen.clear()
-            seen.add(identity)
+            if len(passed) + len(refused_seen) >= SEEN_LIMIT:
+                passed.clear()
+                refused_seen.clear()
             records, refused = read_message(payload)
+            if records:
+                passed.add(identity)
+            else:
+                refused_seen.add(letter_key)
             result.refused += len({r.record_index for r in refused})
             passing[f"{source}/{partition}/{offset}"].extend(records)
         for original, records in passing.items():

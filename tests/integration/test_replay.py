@@ -581,3 +581,32 @@ def test_refusals_two_replays_copied_at_once_are_recorded_once(
         parameters={"t": source},
     )
     assert [tuple(r) for r in rows] == [(0, 1, "input_tokens")]
+
+
+def test_dlq_replay_resubmits_a_record_whose_earlier_letter_is_still_refused(
+    kafka_bootstrap: str,
+) -> None:
+    """Found in review: the run skipped every letter of a record after its first, so a record
+    whose first letter is still refused (a bad field then) and whose later letter passes now
+    was never re-submitted; the order of the letters decided it. A letter nested deeper than
+    the encoders go was a traceback on every run; it is refused."""
+    live = f"live-{uuid.uuid4().hex[:6]}"
+    dlq = live + ".dlq"
+    ensure_topics(kafka_bootstrap, live, dlq)
+    good = {"record_id": "order-1", "gateway_id": "gw-order", "agency_id": "in-sbi",
+            "occurred_at": "2026-03-03T03:00:00Z", "provider": "sarvam", "model": "m"}  # fmt: skip
+    deep = "[" * 1000 + "]" * 1000
+    payloads = [orjson.dumps({**good, "input_tokens": -1}).decode(),
+                orjson.dumps(good).decode(), deep]  # fmt: skip
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    for offset, payload in enumerate(payloads):
+        letter = {"source_topic": live, "source_partition": 0, "source_offset": offset,
+                  "record_index": 0, "gateway_id": "gw-order", "field": "x", "reason": "older",
+                  "payload": payload}  # fmt: skip
+        producer.send(dlq, value=orjson.dumps(letter), partition=0)
+    producer.flush()
+    producer.close()
+    done = replay_dead_letters(kafka_bootstrap, dlq, live)
+    assert (done.messages, done.records, done.refused) == (3, 1, 2)
+    sent = [rec for read in read_topic(kafka_bootstrap, live) for rec in read.records]
+    assert [(r["record_id"], r["input_tokens"]) for r in sent] == [("order-1", 0)]
