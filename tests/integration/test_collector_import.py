@@ -1333,6 +1333,16 @@ def test_a_one_shot_import_reads_the_end_of_a_truncated_log_from_its_copy(
     assert ct.landed() == 5 and ct.landed("half") == 0
 
 
+def _outages_seen(outages: list[tuple[str, float]], n: int, thread: threading.Thread) -> float:
+    """Waits until `n` outages were told, the thread still running through them; a deadline
+    for the rest of the test."""
+    deadline = time.monotonic() + 30
+    while len(outages) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert thread.is_alive(), "it ended with the server away"
+    return deadline
+
+
 def test_the_watch_waits_out_a_server_outage_and_loses_nothing(
     app: FastAPI, keys: Keys, pool: ClientPool, tmp_path: Path
 ) -> None:
@@ -1356,10 +1366,7 @@ def test_the_watch_waits_out_a_server_outage_and_loses_nothing(
     thread.start()
     landed = "startsWith(record_id, 'wout-')"
     try:
-        deadline = time.monotonic() + 30
-        while len(outages) < 4 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert thread.is_alive(), "the watch ended with the server away"
+        deadline = _outages_seen(outages, 4, thread)
         with ServerThread(app, port=port):
             while raw_count(pool, keys.single_id, landed) < 5 and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -1442,10 +1449,7 @@ def test_a_followed_pull_waits_out_an_outage_of_the_server(
     thread.start()
     landed = "startsWith(record_id, 'fol-')"
     try:
-        deadline = time.monotonic() + 30
-        while len(outages) < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert thread.is_alive(), "the follow ended with the server away"
+        deadline = _outages_seen(outages, 3, thread)
         with ServerThread(app, port=port):
             while raw_count(pool, keys.single_id, landed) < 3 and time.monotonic() < deadline:
                 time.sleep(0.1)
