@@ -172,12 +172,11 @@ UNENCODABLE = "<not written: nested too deep to encode>"
 def _dump(item: Any) -> str:
     try:
         return _clip(orjson.dumps(item, default=str))
-    except TypeError:  # an integer beyond 64 bits (read by json_read): the standard library
+    except TypeError:
+        # An integer beyond 64 bits (read by json_read), or nesting past orjson's 255 levels
+        # (it reads 1024): the standard library, unless that goes no deeper either (found in
+        # review: its RecursionError made every replay of such a message a traceback).
         try:
             return _clip(json.dumps(item, default=str).encode())
-        except (RecursionError, ValueError):
+        except RecursionError:
             return UNENCODABLE
-    except (RecursionError, orjson.JSONEncodeError):
-        # Nested deeper than an encoder goes (orjson reads 1024 levels, writes 255; found in
-        # review: the standard library's RecursionError made every replay of it a traceback).
-        return UNENCODABLE
