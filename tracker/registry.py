@@ -57,19 +57,42 @@ DEFAULT_REGISTRY = "india.yaml"
 # collections recursively, so a small file of nothing but brackets ("[" * 20000, 40 KB) would
 # otherwise end in a RecursionError instead of a refusal with a reason.
 MAX_DEPTH = 64
+# Anchors and aliases let a few bytes stand for a large document: each alias is the whole
+# anchored collection again for the merge keys (`<<`) and the validation that follow, so 20
+# levels of `<<: [*a, *a]` (535 bytes) doubled to a million entries and 644 bytes took 16.5 s
+# and 560 MB (found in review). A document is refused when, aliases counted as what they stand
+# for, it has more nodes than a file of MAX_FILE_BYTES written out in full could hold (a node
+# takes two bytes at least: `1,`).
+MAX_NODES = MAX_FILE_BYTES // 2
 # Addresses of the form ::ffff:a.b.c.d: the classifier matches them as the IPv4 address a.b.c.d
 # (tracker/classify.py), so a range inside this block could never match anything.
 _IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 
+# A refusal lists this many problems, each cut to MAX_ERROR_CHARS: a 2 MiB body of repeated
+# mistakes gave a 113 MB answer (found in review), and the first hundred show what to fix.
+MAX_ERRORS_LISTED = 100
+MAX_ERROR_CHARS = 500
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_CHARS else f"{text[:MAX_ERROR_CHARS]}... (cut)"
+
+
 class RegistryError(ValueError):
-    """A registry file that cannot be used; `errors` lists every problem as (path, reason)."""
+    """A registry file that cannot be used; `errors` lists its problems as (path, reason): the
+    first MAX_ERRORS_LISTED of them, then one entry saying how many more; `total` counts all."""
 
     def __init__(self, source: str, errors: list[tuple[str, str]]) -> None:
-        self.source = source
-        self.errors = errors
-        lines = "\n".join(f"  {source}: {path}: {reason}" for path, reason in errors)
-        super().__init__(f"registry {source} refused, {len(errors)} error(s):\n{lines}")
+        self.source = _cut(source)
+        self.total = len(errors)
+        listed = [(_cut(path), _cut(reason)) for path, reason in errors[:MAX_ERRORS_LISTED]]
+        if self.total > MAX_ERRORS_LISTED:
+            more = self.total - MAX_ERRORS_LISTED
+            listed.append(("...", f"{more} more error(s) not listed: fix these and check again"))
+        self.errors = listed
+        lines = "\n".join(f"  {self.source}: {path}: {reason}" for path, reason in listed)
+        super().__init__(f"registry {self.source} refused, {self.total} error(s):\n{lines}")
 
 
 class _Strict(BaseModel):
@@ -481,6 +504,42 @@ def _shown(text: str, limit: int = 40) -> str:
     return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
 
 
+def _expanded_size(root: yaml.Node) -> int:
+    """How many nodes `root` stands for with every alias written out; _Refused over MAX_NODES
+    or for an alias inside its own anchor (a collection that contains itself: no registry is
+    one, and counting it would never end). Each node is counted once and its size kept, so the
+    walk is as long as the text; depth is bounded by compose_node."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        known = sizes.get(key)
+        if known is not None:
+            return known
+        if key in open_:
+            raise _Refused(problem="an alias inside its own anchor: a collection that contains "
+                           "itself is not a registry", problem_mark=node.start_mark)  # fmt: skip
+        open_.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in node.value)
+        open_.discard(key)
+        if total > MAX_NODES:
+            raise _Refused(
+                problem=f"with its aliases written out, more than {MAX_NODES} nodes, more than "
+                f"a file of {MAX_FILE_BYTES} bytes could hold: anchors repeated level on level "
+                "(`<<: [*a, *a]`) grow the document with each level",
+                problem_mark=node.start_mark,
+            )
+        sizes[key] = total
+        return total
+
+    return size(root)
+
+
 class _BoundedLoader(yaml.SafeLoader):
     """yaml.safe_load's loader, refusing with the place (line and column):
     - collections nested deeper than MAX_DEPTH, before the recursive composer and constructor
@@ -502,6 +561,12 @@ class _BoundedLoader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._keys_checked: set[yaml.Node] = set()
+
+    def get_single_node(self) -> yaml.Node | None:
+        node = super().get_single_node()
+        if node is not None:
+            _expanded_size(node)
+        return node
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         self._depth += 1
@@ -627,9 +692,15 @@ def load(path: Path | None = None) -> tuple[Registry, str]:
         text = resources.files("tracker.registry_data").joinpath(DEFAULT_REGISTRY).read_text()
         return parse(text, DEFAULT_REGISTRY), text
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
+        # Read one byte past the bound instead of trusting st_size: a pipe, a FIFO or a device
+        # (`--file /dev/stdin`, `<(...)`) has none, and was read whole (found in review).
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
             raise RegistryError(str(path), [("file", f"over {MAX_FILE_BYTES} bytes")])
-        text = path.read_text(encoding="utf-8")
+        # Newlines translated as a file opened as text translates them (the stored text of a
+        # version is what was loaded, as before).
+        text = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
     except OSError as exc:
         raise RegistryError(str(path), [("file", exc.strerror or str(exc))]) from exc
     except UnicodeDecodeError as exc:

@@ -121,6 +121,7 @@ def _refusal(exc: RegistryError) -> JSONResponse:
     return JSONResponse(
         {
             "valid": False,
+            "error_count": exc.total,
             "errors": [{"file": exc.source, "path": p, "reason": r} for p, r in exc.errors],
         },
         status_code=422,

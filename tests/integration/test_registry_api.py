@@ -100,8 +100,15 @@ def test_invalid_proposal_lists_every_error_like_the_loader(
     with pytest.raises(RegistryError) as info:
         parse(text, "proposal")
     expected = [{"file": "proposal", "path": p, "reason": m} for p, m in info.value.errors]
-    assert r.json() == {"valid": False, "errors": expected}
+    assert r.json() == {"valid": False, "error_count": 2, "errors": expected}
     assert len(expected) == 2
+    # Many errors: the count, the first hundred, and how many more (113 MB answered before).
+    data["agencies"] += [{"id": f"a{i}", "bad": i} for i in range(300)]
+    many = api.post("/v1/registry/proposals", params={"reason": "bad"},
+                    content=yaml.safe_dump(data), headers=admin)  # fmt: skip
+    assert many.status_code == 422 and many.json()["error_count"] >= 600
+    assert len(many.json()["errors"]) == 101
+    assert "more error(s) not listed" in many.json()["errors"][-1]["reason"]
     bad_yaml = api.post("/v1/registry/proposals", params={"reason": "x"}, content="a: [",
                         headers=admin)  # fmt: skip
     assert (

@@ -34,8 +34,9 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _refused(exc: RegistryError) -> typer.Exit:
-    """Every error of a refused registry file, one per line: file: path: reason."""
-    typer.echo(f"tracker: registry {exc.source} refused, {len(exc.errors)} error(s):", err=True)
+    """The errors of a refused registry file (the first hundred), one per line: file: path:
+    reason."""
+    typer.echo(f"tracker: registry {exc.source} refused, {exc.total} error(s):", err=True)
     for path, reason in exc.errors:
         typer.echo(f"{exc.source}: {path}: {reason}", err=True)
     return typer.Exit(2)
