@@ -80,11 +80,13 @@ GROUP BY field, reason
 ORDER BY rejects DESC
 """.strip()
 
-# Registry versions are few and permanent: all of them, not only those in the range.
+# Registry changes are few and permanent: all of them, not only those in the range. The ledger,
+# not registry_versions: that keeps a text's first load, and also the text of a change that lost
+# the ledger race and never came into force.
 REGISTRY_SQL = """
-SELECT version, loaded_at, author, reason, length(content) AS bytes
-FROM registry_versions FINAL
-ORDER BY loaded_at DESC
+SELECT effective_from, version, previous, author, reason, source, recorded_at
+FROM registry_changes
+ORDER BY effective_from DESC, seq DESC
 """.strip()
 
 REGISTRY_USE_SQL = f"""
@@ -168,10 +170,11 @@ def build() -> db.Dashboard:
         .with_row(db.Row("Registry"))
         .with_panel(
             grid(
-                "Registry versions",
+                "Registry changes",
                 REGISTRY_SQL,
-                "Every registry version that classified records (full text kept in "
-                "registry_versions.content).",
+                "The registry's change ledger: which version is in force from when, replacing "
+                "which, by whom and why (scheduled changes included; each version's full text "
+                "is served at /v1/registry/versions/{version}).",
                 span=12,
             )
         )

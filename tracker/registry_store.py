@@ -16,6 +16,7 @@ whole with every error listed.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 import uuid
@@ -326,17 +327,20 @@ def activate(
     pending = scheduled_after(client, effective)
     if pending and not before_scheduled:
         raise ScheduledAhead(effective, pending)
-    _same_currency(client, registry, [c for c in (replaced, *pending) if c is not None])
-    if registry_mod.record_version(client, registry, text, author=author, reason=reason) is False:
-        # Known text, put back in force: re-insert it with a new loaded_at, so readers that take
-        # the most recently loaded row of registry_versions (tracker.capacity) agree.
+    _same_currency(client, registry, replaced, pending, scheduled=effective > now)
+    known = not registry_mod.record_version(client, registry, text, author=author, reason=reason)
+    if known and content(client, registry.version, published=True) is None:
+        # Known only as the text of a change that lost the ledger race (never in force): this
+        # change's author and reason replace that one's. A version put back in force keeps the
+        # row of its first load: who changed what, and why, is the ledger's to say, and a
+        # change that then loses the race must not rewrite it (found in review).
         client.insert(
             "registry_versions",
             [[registry.version, now, author, reason, text]],
             column_names=["version", "loaded_at", "author", "reason", "content"],
         )
     change = Change(registry.version, previous, effective, now, author, reason, source,
-                    time.time_ns())  # fmt: skip
+                    _next_seq(client))  # fmt: skip
     client.insert(
         "registry_changes",
         [[change.version, change.previous, change.effective_from, change.recorded_at,
@@ -345,7 +349,7 @@ def activate(
         settings=name_claims.ledger_token(position),
     )  # fmt: skip
     # The engine drops a second insert at one position without an error: read back whose row
-    # holds it. (A change's seq is its writer's clock in ns, so this row is this change's.)
+    # holds it (seq and source: see _next_seq).
     mine = client.query(
         "SELECT count() FROM registry_changes WHERE seq = {seq:UInt64} AND source = {s:String}",
         parameters={"seq": change.seq, "s": source},
@@ -355,22 +359,50 @@ def activate(
     return change
 
 
-def _same_currency(client: Client, registry: Registry, neighbours: list[Change]) -> None:
-    """Refuse a change of the reporting currency once usage has landed. Each record's cost is
-    converted into the currency in force when it lands and summed so in the rollups, which
-    keep no currency: records landed in INR and USD would be added up and labelled with the
-    newer one (found in review: 84 INR + 1 USD answered as 85 USD)."""
-    for change in neighbours:
+def _next_seq(client: Client) -> int:
+    """The order of this change among entries at one effective time: past every entry's, so
+    the later recorded wins whatever the writers' clocks say (it was the writer's clock alone,
+    and a withdrawal recorded on a host whose clock was behind lost: found in review). Up to
+    1 ms of randomness keeps two writers that read the same ledger from claiming one seq, which
+    the read-back in `activate` tells apart (only one of them holds the ledger position)."""
+    largest = int(client.query("SELECT max(seq) FROM registry_changes").result_rows[0][0] or 0)
+    return max(time.time_ns(), largest + 1) + secrets.randbelow(1_000_000)
+
+
+def _same_currency(
+    client: Client,
+    registry: Registry,
+    replaced: Change | None,
+    pending: list[Change],
+    *,
+    scheduled: bool,
+) -> None:
+    """Refuse a change of the reporting currency that could meet landed usage. Each record's
+    cost is converted into the currency in force when it lands and summed so in the rollups,
+    which keep no currency: records landed in INR and USD would be added up and labelled with
+    the newer one (found in review: 84 INR + 1 USD answered as 85 USD). So the currency may
+    change only now, on a store with no usage: a change scheduled ahead (or one scheduled
+    after this, in another currency) comes due when usage may have landed, whatever the store
+    holds today (found in review: scheduled on an empty store, it summed both)."""
+    for change in ([replaced] if replaced else []) + pending:
         other = registry_of(client, change.version)
         if other is None or other.reporting_currency == registry.reporting_currency:
             continue
-        if client.query("SELECT count() FROM usage_raw").result_rows[0][0]:
+        ahead = scheduled or change in pending
+        if ahead or client.query("SELECT count() FROM usage_raw").result_rows[0][0]:
+            why = (
+                "a change of the reporting currency can take effect only now, on a store where "
+                "no usage has landed: scheduled, it would come into force after usage landed in "
+                "the other"
+                if ahead
+                else f"landed costs are stored converted into {other.reporting_currency}, and "
+                "the totals would add both currencies up"
+            )
             raise ChangeError(
                 f"reporting_currency {registry.reporting_currency} differs from "
-                f"{other.reporting_currency} of version {change.version}: landed costs are "
-                f"stored converted into {other.reporting_currency}, and the totals would add "
-                "both currencies up; keep the reporting currency (a rate in fx_to_reporting "
-                "converts any other), or start a new store for the new one"
+                f"{other.reporting_currency} of version {change.version}: {why}; keep the "
+                "reporting currency (a rate in fx_to_reporting converts any other), or start a "
+                "new store for the new one"
             )
 
 

@@ -20,12 +20,12 @@ from dashboards.build import GENERATED
 from dashboards.expand import ALL, Context, Variable, expand
 from pipeline.processor import Processor
 from pipeline.writer import Writer
-from tracker import demo
+from tracker import demo, registry_store
 from tracker.classify import Classifier
 from tracker.clickhouse import ClientPool
 from tracker.metrics import Basis, headline
 from tracker.queries import Dimension, breakdown, providers
-from tracker.registry import load, record_version
+from tracker.registry import load
 
 # Every test here runs on the embedded store and through the http:// DSN (conftest.py).
 BOTH_STORES = True
@@ -80,7 +80,7 @@ def seeded(pool: ClientPool) -> ClientPool:
     ).rejections
     assert len(rejected.rejections) >= 2
     writer.write_rejections({("usage.v1", 0, 41): rejected.rejections})
-    record_version(pool.get(), registry, text, "test", "seed")
+    registry_store.activate(pool.get(), registry, text, author="test", reason="seed", source="test")
     # Records of odd providers, inside the range, each with its own request count.
     template = next(r for r in records if FROM < r.occurred_at < TO)
     odd = [

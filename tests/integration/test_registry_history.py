@@ -3,6 +3,8 @@ and `tracker reclassify` re-deriving the route rollup idempotently."""
 
 from __future__ import annotations
 
+import time
+import types
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -418,3 +420,77 @@ def test_the_reporting_currency_cannot_change_under_landed_usage(pool: ClientPoo
         client.command(f"TRUNCATE TABLE {table}")
     changed = registry_store.activate(client, usd, usd_text, author="t", reason="usd", source="t")
     assert changed is not None and changed.previous == b.version
+
+
+def test_a_reporting_currency_change_cannot_be_scheduled(pool: ClientPool) -> None:
+    # Found in review: scheduled on a store with no usage yet, the change came due after usage
+    # had landed, and the costs of both currencies were summed. (It empties the ledger.)
+    client = pool.get()
+    client.command("TRUNCATE TABLE registry_changes")
+    a, a_text = india()
+    registry_store.activate(client, a, a_text, author="t", reason="base", source="t")
+    usd, usd_text = in_dollars(a_text)
+    assert not client.query("SELECT count() FROM usage_raw").result_rows[0][0]
+    with pytest.raises(registry_store.ChangeError, match="can take effect only now"):
+        registry_store.activate(client, usd, usd_text, author="t", reason="usd tomorrow",
+                                source="t", effective_from=datetime.now(UTC) + timedelta(days=1))  # fmt: skip
+    assert [c.version for c in registry_store.history(client)] == [a.version]
+    # Now, with no usage landed, it is taken; and then no change back can be scheduled either.
+    assert registry_store.activate(client, usd, usd_text, author="t", reason="usd", source="t")
+    with pytest.raises(registry_store.ChangeError, match="can take effect only now"):
+        registry_store.activate(client, a, a_text, author="t", reason="inr tomorrow",
+                                source="t", effective_from=datetime.now(UTC) + timedelta(days=1))  # fmt: skip
+
+
+def test_a_later_entry_wins_at_one_time_whatever_the_writers_clock(
+    pool: ClientPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found in review: entries at one effective time were ordered by their writers' clocks, so
+    # withdrawing a scheduled change from a host whose clock was an hour behind did nothing.
+    client = pool.get()
+    client.command("TRUNCATE TABLE registry_changes")
+    a, a_text = india()
+    b, b_text = named(a_text, "B, scheduled")
+    registry_store.activate(client, a, a_text, author="t", reason="base", source="t")
+    at = datetime.now(UTC) + timedelta(days=1)
+    registry_store.activate(client, b, b_text, author="t", reason="b", source="t",
+                            effective_from=at)  # fmt: skip
+    behind = types.SimpleNamespace(time_ns=lambda: time.time_ns() - 3600 * 10**9)
+    monkeypatch.setattr(registry_store, "time", behind)
+    withdrawn = registry_store.activate(client, a, a_text, author="t", reason="withdraw b",
+                                        source="t", effective_from=at)  # fmt: skip
+    assert withdrawn is not None and withdrawn.previous == b.version
+    found = registry_store.current(client, at + timedelta(seconds=1))
+    assert found is not None and found.version == a.version and found.reason == "withdraw b"
+
+
+def test_a_change_that_loses_the_ledger_race_rewrites_no_provenance(pool: ClientPool) -> None:
+    # Found in review: the loser had already re-inserted the version's text under its own
+    # author and reason, which replaced the row that said who first loaded it.
+    client = pool.get()
+    client.command("TRUNCATE TABLE registry_changes")
+    a, a_text = india()
+    x, x_text = named(a_text, "X, loaded first")
+    registry_store.activate(client, a, a_text, author="t", reason="base", source="t")
+    registry_store.activate(client, x, x_text, author="first", reason="x", source="t")
+    registry_store.activate(client, a, a_text, author="t", reason="back", source="t")
+    stale = registry_store.ledger_length(client) - 1  # another change landed since its checks
+    with pytest.raises(registry_store.ChangeConflict):
+        registry_store.activate(client, x, x_text, author="loser", reason="lost", source="t",
+                                after=stale)  # fmt: skip
+
+    def provenance(version: str) -> tuple[str, str]:
+        row = client.query("SELECT author, reason FROM registry_versions FINAL "
+                           "WHERE version = {v:String}", parameters={"v": version}).result_rows  # fmt: skip
+        return str(row[0][0]), str(row[0][1])
+
+    assert provenance(x.version) == ("first", "x")
+    # A text only a lost change wrote (never in force) takes the provenance of the change that
+    # puts it in force.
+    y, y_text = named(a_text, "Y, first loaded by a lost change")
+    with pytest.raises(registry_store.ChangeConflict):
+        registry_store.activate(client, y, y_text, author="loser", reason="lost", source="t",
+                                after=stale)  # fmt: skip
+    assert registry_store.content(client, y.version, published=True) is None
+    registry_store.activate(client, y, y_text, author="winner", reason="y", source="t")
+    assert provenance(y.version) == ("winner", "y")
