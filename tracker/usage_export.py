@@ -9,8 +9,15 @@ stays correct while records keep landing (no OFFSET drift).
 Exports never hold the result. They run as one ordered query per (agency, time window of about
 WINDOW_ROWS rows, PARQUET_WINDOW_ROWS for Parquet) (see _plan):
 CSV and JSON lines are produced by ClickHouse and streamed block by block (on chdb and on a
-server alike); Parquet is written one row group per chunk, read as Arrow. Memory is a few blocks
-(CSV, JSON lines) or one window (Parquet), whatever the export's size (bench/api.py).
+server alike); Parquet is read as Arrow in pages of at most PARQUET_WINDOW_ROWS rows, paged by
+the sort key within each window, and written one row group per page. Memory is a few blocks
+(CSV, JSON lines) or one page (Parquet), whatever the export's size or how its rows cluster in
+time (bench/api.py).
+
+An export ends cleanly only when it is whole, or when it stopped at the `limit` its client
+asked for. Stopped by the server's cap with rows left past it, it raises ExportCut after the
+last row it may carry, so the response, whose 200 is already sent, is cut off instead of
+ending like a complete file.
 """
 
 from __future__ import annotations
@@ -114,6 +121,12 @@ MEDIA_TYPE = {
 
 class CursorError(ValueError):
     pass
+
+
+class ExportCut(RuntimeError):
+    """Rows remain past the server's cap on one export (TRACKER_MAX_EXPORT_ROWS). Raised
+    mid-stream, after the last row the export may carry: the status is sent by then, so
+    failing the transfer is the one sign a streamed response can still give."""
 
 
 @dataclass(frozen=True)
@@ -266,36 +279,69 @@ def stream(
     after: Cursor | None,
     limit: int,
     counter: list[int],
+    cap: bool = False,
 ) -> Iterator[bytes]:
     """The export as byte chunks; `counter[0]` is kept at the number of rows produced so far
-    (for the audit log). The caller must exhaust or close the iterator on this thread."""
+    (for the audit log). The caller must exhaust or close the iterator on this thread.
+
+    `limit` is the client's, and the export ends cleanly there; with `cap` it is the server's,
+    and rows past it raise ExportCut once the rows up to it are out. Each query then asks for
+    one row more than may still be sent: that row, never sent, is how the export learns that
+    rows remain, without a count over the whole range."""
     if fmt is ExportFormat.parquet:
-        yield from _parquet(client, start, end, filters, after, limit, counter)
+        yield from _parquet(client, start, end, filters, after, limit, counter, cap)
         return
-    if fmt is ExportFormat.csv:
+    csv = fmt is ExportFormat.csv
+    if csv:
         yield (",".join(COLUMN_NAMES) + "\n").encode()
-    ch_fmt = "JSONEachRow" if fmt is ExportFormat.jsonl else "CSV"
-    plan = _plan(client, start, end, filters, after, limit, counter,
-                 csv=fmt is ExportFormat.csv)  # fmt: skip
-    for sql, params in plan:
+    ch_fmt = "CSV" if csv else "JSONEachRow"
+    left = limit  # rows the export may still carry
+    for scoped, lo, hi in _plan(client, start, end, filters, after, WINDOW_ROWS):
+        # At the cap, the windows left are probed for one row each until one has it: at most
+        # the queries the rest of the export would have run (windows the gateway, provider or
+        # model filter empties are only known to be empty once read).
+        if left <= 0 and not cap:
+            return
+        sql = select_sql(scoped, after, limited=True, export=True, csv=csv)
+        params = select_params(lo, hi, scoped, after, left + 1 if cap else left)
         source = cast(IO[bytes], client.raw_stream(sql, parameters=params, fmt=ch_fmt))
         try:
-            while True:
-                chunk = source.read(CHUNK)
-                if not chunk:
-                    break
+            while chunk := source.read(CHUNK):
                 # One record is one line in both formats: CSV would quote an embedded newline,
                 # but no exported string column carries free text.
-                counter[0] += chunk.count(b"\n")
-                yield chunk
+                lines = chunk.count(b"\n")
+                if lines < left or (lines == left and chunk.endswith(b"\n")):
+                    counter[0] += lines
+                    left -= lines
+                    yield chunk
+                    continue
+                # The chunk goes on past the last row the export may carry: only the cap's
+                # extra row can (a client's limit is the query's own LIMIT).
+                head = _first_lines(chunk, left)
+                counter[0] += left
+                left = 0
+                if head:
+                    yield head
+                if cap:
+                    raise ExportCut(f"rows remain past the cap of {limit} rows on one export")
+                return
         finally:
             source.close()
 
 
+def _first_lines(chunk: bytes, lines: int) -> bytes:
+    """The first `lines` whole lines of a chunk that holds at least that many."""
+    end = 0
+    for _ in range(lines):
+        end = chunk.index(b"\n", end) + 1
+    return chunk[:end]
+
+
 # Rows per export query, judged from the daily rollup. CSV and JSON lines stream each query block
-# by block, so this only bounds the query's read set; a Parquet window is read whole as Arrow,
-# cast and encoded as one row group, so it has its own smaller budget: 20k rows took the
-# 10M-row export's peak private memory from 255 to 218 MB at the same speed (bench/RESULTS.md).
+# by block, so this only bounds the query's read set. Parquet is read as Arrow, cast and encoded
+# one row group at a time, so it has its own smaller budget, which also bounds every page (row
+# group) read: 20k rows took the 10M-row export's peak private memory from 255 to 218 MB at the
+# same speed (bench/RESULTS.md).
 WINDOW_ROWS = 50_000
 PARQUET_WINDOW_ROWS = 20_000
 _DAY = timedelta(days=1)
@@ -307,7 +353,8 @@ def windows(
     """[start, end) cut into consecutive windows of about `budget` rows each, from one
     agency's (day, rows) counts in ascending order. The windows cover the whole range, days
     without counts included, so no row is left out whatever the counts say; a day of more than
-    `budget` rows is cut into equal slices of time."""
+    `budget` rows is cut into equal slices of time. Slices of time bound nothing when rows
+    cluster at one instant: Parquet pages within a window by key (_row_groups)."""
     cuts: list[datetime] = []
     held = 0
     for day, n in counts:
@@ -335,21 +382,18 @@ def _plan(
     end: datetime,
     filters: dict[str, list[str]],
     after: Cursor | None,
-    limit: int,
-    counter: list[int],
-    budget: int = WINDOW_ROWS,
-    csv: bool = False,
-) -> Iterator[tuple[str, dict[str, Any]]]:
-    """The whole ordered result as one query per (agency, time window), in that order, which
-    is exactly the global (agency_id, occurred_at, ...) order. One ordered query over the whole
-    range merges every part at once, and that merge's read buffers grew to 1.3 GB for 10M rows
-    on chdb; a window of ~WINDOW_ROWS rows of one agency reads one or two parts. The agencies
-    and their rows per day come from usage_daily (a few thousand rows): listing them from
-    usage_raw read the whole range and cost ~300 MB at 100M rows (bench/RESULTS.md). So an
-    export holds the agencies with landed batches: rows of a batch still being landed (raw in,
-    rollups not yet) are in it only if their agency already has landed rows in the range. Each
-    query's LIMIT is what remains of `limit`, judged by `counter` (rows already produced), so
-    the caller must update it before the next step."""
+    budget: int,
+) -> Iterator[tuple[dict[str, list[str]], datetime, datetime]]:
+    """The whole ordered result as (one agency's filters, window start, window end) steps, in
+    that order, which is exactly the global (agency_id, occurred_at, ...) order. One ordered
+    query over the whole range merges every part at once, and that merge's read buffers grew
+    to 1.3 GB for 10M rows on chdb; a window of ~WINDOW_ROWS rows of one agency reads one or
+    two parts. The agencies and their rows per day come from usage_daily (a few thousand
+    rows): listing them from usage_raw read the whole range and cost ~300 MB at 100M rows
+    (bench/RESULTS.md). So an export holds the agencies with landed batches: rows of a batch
+    still being landed (raw in, rollups not yet) are in it only if their agency already has
+    landed rows in the range. Steps are made as they are taken: the caller stops at its
+    limit."""
     # The daily rollup applies what filters it can: its rows are a superset of the export's.
     daily = {k: v for k, v in filters.items() if k in DAILY_FILTERS}
     where = [
@@ -368,15 +412,10 @@ def _plan(
     by_agency: dict[str, list[tuple[date, int]]] = {}
     for agency, day, n in client.query(sql, parameters=params).result_rows:
         by_agency.setdefault(str(agency), []).append((day, int(n)))
-    first = counter[0]
     for agency, counts in by_agency.items():
         scoped = {**filters, "agency_id": [agency]}
-        chunk_sql = select_sql(scoped, after, limited=True, export=True, csv=csv)
         for lo, hi in windows(start, end, counts, budget):
-            remaining = limit - (counter[0] - first)
-            if remaining <= 0:
-                return
-            yield chunk_sql, select_params(lo, hi, scoped, after, remaining)
+            yield scoped, lo, hi
 
 
 class _Sink:
@@ -410,22 +449,61 @@ def _parquet(
     after: Cursor | None,
     limit: int,
     counter: list[int],
+    cap: bool,
 ) -> Iterator[bytes]:
-    """One row group per (agency, window) chunk, read as Arrow (a chunk is about
-    PARQUET_WINDOW_ROWS rows; parsing a CSV stream with pyarrow instead kept growing with the
-    export)."""
+    """One row group per page of _row_groups, read as Arrow (parsing a CSV stream with pyarrow
+    instead kept growing with the export). An ExportCut leaves the file without its footer."""
     sink = _Sink()
     with pq.ParquetWriter(sink, SCHEMA, compression="zstd") as writer:
-        plan = _plan(client, start, end, filters, after, limit, counter, PARQUET_WINDOW_ROWS)
-        for sql, params in plan:
-            table = client.query_arrow(sql, parameters=params, use_strings=True)
-            if table.num_rows == 0:
-                continue
-            writer.write_table(table.cast(SCHEMA))
-            counter[0] += table.num_rows
+        for group in _row_groups(client, start, end, filters, after, limit, cap):
+            writer.write_table(group)
+            counter[0] += group.num_rows
             data = sink.drain()
             if data:
                 yield data
     tail = sink.drain()
     if tail:
         yield tail
+
+
+def _row_groups(
+    client: Client,
+    start: datetime,
+    end: datetime,
+    filters: dict[str, list[str]],
+    after: Cursor | None,
+    limit: int,
+    cap: bool,
+) -> Iterator[pa.Table]:
+    """The export as Arrow tables of at most PARQUET_WINDOW_ROWS rows, each (agency, window)
+    walked in pages by the sort key as the page endpoint walks it. Windows are cut by time, so
+    rows stamped at one instant (a backfill) fall in one window whatever its budget, and read
+    whole it was one table and one row group of any size (found in review); paged by key, a
+    page never holds more than the budget, however the rows cluster in time."""
+    size = PARQUET_WINDOW_ROWS
+    left = limit  # rows the export may still carry
+    for scoped, lo, hi in _plan(client, start, end, filters, after, size):
+        key = after
+        while True:
+            if left <= 0 and not cap:
+                return
+            take = min(size, left)
+            # One row more than is taken: whether the window goes on past this page, and, at
+            # the cap (take 0: a probe of one row), whether the export goes on past the cap.
+            sql = select_sql(scoped, key, limited=True, export=True)
+            params = select_params(lo, hi, scoped, key, take + 1)
+            table = client.query_arrow(sql, parameters=params, use_strings=True)
+            group = table.slice(0, take).cast(SCHEMA)
+            if group.num_rows:
+                left -= group.num_rows
+                yield group
+            if table.num_rows <= take:
+                break  # the window is done
+            if left <= 0:
+                if cap:
+                    raise ExportCut(f"rows remain past the cap of {limit} rows on one export")
+                return
+            # Cast first: its timestamps are UTC-aware, so the cursor's time is the row's.
+            last = group.slice(group.num_rows - 1).to_pylist()[0]
+            key = Cursor(str(last["agency_id"]), last["occurred_at"], str(last["gateway_id"]),
+                         str(last["record_id"]))  # fmt: skip

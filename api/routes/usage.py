@@ -126,8 +126,9 @@ def get_usage(
         Query(
             ge=1,
             le=1_000_000_000,
-            description="Page size (json: default 1000, at most "
-            "10000); for exports, the most rows streamed (default: the configured cap)",
+            description="Page size (json: default 1000, at most 10000); for exports, the "
+            "most rows streamed, at most the configured cap (TRACKER_MAX_EXPORT_ROWS; over it: "
+            "422). An export without a limit that has rows past the cap is cut off midway",
         ),
     ] = None,
     cursor: Annotated[
@@ -136,7 +137,9 @@ def get_usage(
 ) -> Response:
     """Raw records in the stable order (agency_id, occurred_at, gateway_id, record_id) over
     [from, to) (default: the last day). Auditors and admins see every agency; an agency key
-    its own. format=json pages with a cursor; csv, jsonl and parquet stream the whole result."""
+    its own. format=json pages with a cursor; csv, jsonl and parquet stream the whole result:
+    one with rows past the server's cap (and no `limit`) is cut off midway, never ended as if
+    complete."""
     require(identity, Role.auditor, Role.admin, Role.agency)
     start, end = exact_range(from_, to, DEFAULT_RANGE)
     raw = {"agency_id": agency, "gateway_id": gateway, "provider": provider, "model": model,
@@ -160,10 +163,19 @@ def get_usage(
                          "record_id"], rows=found.rows, next_cursor=found.next_cursor)  # fmt: skip
         return JSONResponse(body.model_dump(mode="json", by_alias=True))
     fmt = ExportFormat(format.value)
-    rows_cap = min(limit or settings.max_export_rows, settings.max_export_rows)
+    cap = settings.max_export_rows
+    if limit is not None and limit > cap:
+        # Lowered to the cap, the export would end like a complete one of `limit` rows.
+        raise HTTPException(
+            422, f"limit: one export holds at most {cap} rows (TRACKER_MAX_EXPORT_ROWS); "
+            "narrow from/to or the filters",
+        )  # fmt: skip
     counter: list[int] = getattr(request.state, "rows", [0])
     pool: ClientPool = request.app.state.clickhouse
-    chunks = _produce(pool, fmt, start, end, filters, after, rows_cap, counter)
+    # Without a limit the cap is the server's, not the client's choice: reaching it with rows
+    # left ends the export with ExportCut, which cuts the transfer off (_ExportResponse).
+    chunks = _produce(pool, fmt, start, end, filters, after, limit or cap, limit is None,
+                      counter)  # fmt: skip
     name = f"usage-{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}.{fmt.value}"
     return _ExportResponse(
         chunks,
@@ -200,6 +212,7 @@ def _produce(
     filters: dict[str, list[str]],
     after: Cursor | None,
     limit: int,
+    cap: bool,
     counter: list[int],
 ) -> AsyncGenerator[bytes, None]:
     """Run the export on a thread of its own with its own ClickHouse client: a chdb stream
@@ -219,7 +232,7 @@ def _produce(
 
     def work() -> None:
         try:
-            for chunk in stream(pool.get(), fmt, start, end, filters, after, limit, counter):
+            for chunk in stream(pool.get(), fmt, start, end, filters, after, limit, counter, cap):
                 if not put(chunk):
                     return
             put(_END)

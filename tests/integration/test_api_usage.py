@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 import anyio
+import httpx
 import orjson
 import pyarrow.parquet as pq
 import pytest
@@ -25,6 +26,8 @@ from api.routes import usage as usage_route
 from pipeline.processor import Processor
 from pipeline.writer import Writer
 from tests.integration.test_api_support import SMALL_DAY, Seeded, app, bearer, seed
+from tests.integration.test_collector_support import ServerThread
+from tracker import usage_export
 from tracker.classify import Classifier
 from tracker.clickhouse import ClientPool
 from tracker.settings import CommonSettings
@@ -289,3 +292,129 @@ def test_a_csv_cell_a_spreadsheet_would_run_is_written_as_text(
     exact = [orjson.loads(line) for line in jsonl.content.splitlines()]
     assert [(x["record_id"], x["model"]) for x in exact] == [
         ("-csv-evil", '=HYPERLINK("http://x","y")'), ("csv-plain", "gpt-4o")]  # fmt: skip
+
+
+def test_an_export_limit_over_the_cap_is_a_422_not_lowered(
+    pool: ClientPool, settings: CommonSettings, seeded: Seeded, auditor: dict[str, str]
+) -> None:
+    """Found in review: a `limit` over TRACKER_MAX_EXPORT_ROWS was lowered to the cap without
+    a word, and the export ended like a complete one of fewer rows than asked for."""
+    with TestClient(app(pool, settings, max_export_rows=100)) as c:
+        for fmt in ("csv", "jsonl", "parquet"):
+            over = c.get("/v1/usage", params={**WEEK, "format": fmt, "limit": 101}, headers=auditor)
+            assert over.status_code == 422, over.text[:300]
+            detail = over.json()["detail"]
+            assert detail.startswith("limit:") and "at most 100 rows" in detail, detail
+        # At the cap, the client's own limit: a clean end at that many rows.
+        at = c.get("/v1/usage", params={**WEEK, "format": "jsonl", "limit": 100}, headers=auditor)
+        assert at.status_code == 200 and len(at.content.splitlines()) == 100
+        # Pages have their own bound (10000), which the export cap does not lower.
+        page = c.get("/v1/usage", params={**WEEK, "limit": 101}, headers=auditor)
+        assert page.status_code == 200 and len(page.json()["rows"]) == 101
+
+
+def _export(url: str, params: dict[str, Any], headers: dict[str, str]) -> tuple[bytes, bool]:
+    """What a client of a real server receives, and whether the transfer ended cleanly."""
+    got = b""
+    try:
+        with httpx.stream("GET", f"{url}/v1/usage", params=params, headers=headers,
+                          timeout=60) as r:  # fmt: skip
+            assert r.status_code == 200, r.read()
+            for part in r.iter_bytes():
+                got += part
+    except httpx.RemoteProtocolError:  # the chunked body ended without its last chunk
+        return got, False
+    return got, True
+
+
+def _audit_ends(pool: ClientPool) -> list[tuple[int, int]]:
+    """(status, rows) of the auditor key's `end` audit rows, oldest first."""
+    found = pool.get().query(
+        "SELECT status, rows FROM audit_log WHERE key_id = 'test-auditor' AND phase = 'end' "
+        "ORDER BY at"
+    )
+    return [(int(status), int(rows)) for status, rows in found.result_rows]
+
+
+def _next_audit_end(pool: ClientPool, seen: int) -> tuple[int, int]:
+    """The `end` row after the first `seen`: it is written once the response is over."""
+    deadline = time.monotonic() + 30
+    while len(ends := _audit_ends(pool)) <= seen:
+        assert time.monotonic() < deadline, "no audit end row"
+        time.sleep(0.1)
+    return ends[seen]
+
+
+def test_an_export_stopped_by_the_cap_with_rows_left_is_cut_off(
+    client: TestClient,
+    pool: ClientPool,
+    settings: CommonSettings,
+    seeded: Seeded,
+    auditor: dict[str, str],
+) -> None:
+    """Found in review: an export stopped by TRACKER_MAX_EXPORT_ROWS ended like a complete one
+    (200, a clean end, nothing to tell it was short). The status is sent before the first row,
+    so the transfer is cut off instead: the client sees an incomplete body, never a clean end,
+    whether the cap falls inside a window or at its end (the next agency's rows remain), and
+    the audit log says 499; an export that the cap holds exactly is whole."""
+    span = {"from": SMALL_DAY.isoformat(), "to": (SMALL_DAY + timedelta(days=1)).isoformat()}
+    pages = walk(client, auditor, {**span, "limit": 10000})
+    total = len(pages)
+    first_agency = sum(1 for r in pages if r["agency_id"] == pages[0]["agency_id"])
+    assert 0 < first_agency < total - 1
+    for cap, whole in ((total - 1, False), (first_agency, False), (total, True)):
+        with ServerThread(app(pool, settings, max_export_rows=cap)) as url:
+            for fmt in ("csv", "jsonl", "parquet"):
+                seen = len(_audit_ends(pool))
+                body, ended = _export(url, {**span, "format": fmt}, auditor)
+                assert ended == whole, (fmt, cap, total)
+                # The log tells a cut export from a whole one too, with the rows it carried.
+                assert _next_audit_end(pool, seen) == (200 if whole else 499, cap), fmt
+                if fmt == "jsonl":  # what did arrive is the export's first rows, in order
+                    ids = [orjson.loads(line)["record_id"] for line in body.splitlines()]
+                    assert ids == [r["record_id"] for r in pages[:cap]], (cap, total)
+                elif fmt == "csv":
+                    assert len(body.splitlines()) == 1 + cap, (cap, total)
+                elif whole:
+                    assert pq.read_table(io.BytesIO(body)).num_rows == total
+
+
+def test_a_parquet_export_pages_rows_stamped_at_one_instant(
+    client: TestClient,
+    pool: ClientPool,
+    seeded: Seeded,
+    auditor: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found in review: Parquet windows were cut by time only, so rows stamped at one instant
+    (a backfill) made one window, read whole, and one row group of any size. Windows are paged
+    by the sort key: no row group holds more than the budget, and the rows and their order are
+    the pages', also from a cursor and up to a limit."""
+    budget = 40
+    monkeypatch.setattr(usage_export, "PARQUET_WINDOW_ROWS", budget)
+    at = datetime(2026, 9, 20, 12, tzinfo=UTC)
+    base = seeded.records[0].model_copy(update={"agency_id": "in-sbi", "occurred_at": at})
+    burst = [base.model_copy(update={"record_id": f"burst-{i:03d}", "gateway_id": f"gw-b{i % 3}"})
+             for i in range(250)]  # fmt: skip
+    around = [base.model_copy(update={"record_id": f"around-{i}", "occurred_at": at + timedelta(
+              hours=h)}) for i, h in enumerate((-3, -1, 1, 2, 5))]  # fmt: skip
+    rows = Processor(Classifier(seeded.registry)).process_records(burst + around).rows
+    Writer(pool.get()).write(rows)
+    span = {"from": "2026-09-20", "to": "2026-09-21"}
+    pages = walk(client, auditor, {**span, "limit": 10000})
+    assert len(pages) == 255
+
+    def parquet(params: dict[str, Any]) -> list[str]:
+        r = client.get("/v1/usage", params={**span, **params, "format": "parquet"},
+                       headers=auditor)  # fmt: skip
+        assert r.status_code == 200, r.text
+        file = pq.ParquetFile(io.BytesIO(r.content))
+        sizes = [file.metadata.row_group(i).num_rows for i in range(file.num_row_groups)]
+        assert sizes and max(sizes) <= budget, sizes
+        return [str(x) for x in file.read().column("record_id").to_pylist()]
+
+    ids = [r["record_id"] for r in pages]
+    assert parquet({}) == ids
+    first = client.get("/v1/usage", params={**span, "limit": 77}, headers=auditor).json()
+    assert parquet({"cursor": first["next_cursor"]}) == ids[77:]
+    assert parquet({"cursor": first["next_cursor"], "limit": 100}) == ids[77:177]
