@@ -4,6 +4,7 @@ cursor, or streamed whole as CSV, JSON lines or Parquet (tracker/usage_export.py
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import threading
 from collections.abc import AsyncGenerator
@@ -33,8 +34,17 @@ from api.params import (
 from tracker.access import Role
 from tracker.clickhouse import ClientPool
 from tracker.contract import Status, Tier
-from tracker.usage_export import MEDIA_TYPE, Cursor, CursorError, ExportFormat, page, stream
+from tracker.usage_export import (
+    MEDIA_TYPE,
+    Cursor,
+    CursorError,
+    ExportCut,
+    ExportFormat,
+    page,
+    stream,
+)
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["usage"])
 
 MAX_PAGE = 10_000
@@ -200,6 +210,17 @@ class _ExportResponse(StreamingResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
+        except Exception as exc:
+            cut: BaseException | None = exc if isinstance(exc, ExportCut) else None
+            if isinstance(exc, BaseExceptionGroup):  # raised from Starlette's task group
+                cuts, others = exc.split(ExportCut)
+                cut = cuts if others is None else None
+            if cut is None:
+                raise
+            # Ended without its last body message, the transfer is cut off (the server closes
+            # the connection; the audit log's `end` row says 499): the expected end of an
+            # export past the cap, so one line, not an "Exception in ASGI application" trace.
+            log.warning("usage export cut off: %s", cut)
         finally:
             await self._body.aclose()
 
