@@ -27,7 +27,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_nev
 from pipeline.copies import Original, original
 from pipeline.gc_pacing import CollectionPacer
 from pipeline.metrics import PipelineMetrics
-from pipeline.processor import COLUMNS, Processed, Processor, Rejection
+from pipeline.processor import CLIP_BYTES, COLUMNS, Processed, Processor, Rejection, clip
 from pipeline.writer import REPAIR_LOOKBACK_NS, Writer
 
 log = logging.getLogger(__name__)
@@ -335,17 +335,11 @@ class PipelineConsumer:
         except Exception as exc:  # a poison message must never stop its partition
             log.exception("processor failed on %s@%d", tp, offset)
             reason = f"processor error: {type(exc).__name__}: {exc}"
-            processed = Processed(
-                rejections=[
-                    Rejection(
-                        -1,
-                        "",
-                        "message",
-                        reason,
-                        (value or b"")[:65536].decode("utf-8", errors="replace"),
-                    )
-                ]
-            )
+            whole = value or b""
+            # Dead-lettered whole: a collector's 500-record message is past CLIP_BYTES, and
+            # its letter says so, for `tracker dlq replay` to re-read it from here.
+            refused = Rejection(-1, "", "message", reason, clip(whole), len(whole) > CLIP_BYTES)
+            processed = Processed(rejections=[refused])
         self._batch.rows.extend(processed.rows)
         if processed.rejections:
             named = original(headers)
@@ -550,6 +544,10 @@ class PipelineConsumer:
                     "field": r.field,
                     "reason": r.reason,
                     "payload": r.payload,
+                    # The payload is the start only: `tracker dlq replay` re-reads the message
+                    # at the source place above (a letter without this was written before it
+                    # was added).
+                    "payload_cut": r.cut,
                 }
                 bodies.append(orjson.dumps(body))
         # Dead letters are already in usage_rejects; the topic copy feeds `tracker dlq replay`

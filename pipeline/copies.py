@@ -26,7 +26,7 @@ INDEXES_HEADER = "tracker-copy-indexes"
 # A header is the topic's text, not the replay's word: bounded before it is read. 500 records
 # a message at most are re-submitted (replay.RECORDS_PER_MESSAGE), each index a few digits.
 _MAX_HEADER_BYTES = 8192
-_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")  # what Kafka accepts as a topic name
+TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")  # what Kafka accepts as a topic name
 _NUMBER = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() admits '²'
 # usage_rejects keeps a partition and a record index as Int32: a larger one would fail the
 # insert, which is retried without end (found in review: one forged header stalled a member).
@@ -67,7 +67,8 @@ def original(headers: list[tuple[str, Any]] | None) -> Original | None:
         return None
     topic, _, place = named.decode(errors="replace").partition("/")
     partition, _, offset = place.partition("/")
-    if not (_TOPIC.fullmatch(topic) and _NUMBER.fullmatch(partition) and _NUMBER.fullmatch(offset)):
+    numbers = _NUMBER.fullmatch(partition) and _NUMBER.fullmatch(offset)
+    if not (TOPIC_NAME.fullmatch(topic) and numbers):
         return None
     if int(partition) > _INT32_MAX:
         return None

@@ -38,6 +38,10 @@ KEY_GATEWAY = COLUMNS.index("gateway_id")
 KEY_RECORD = COLUMNS.index("record_id")
 
 _ZERO = Decimal(0)
+# What a rejection keeps of what was refused (a whole message, or one record as JSON): a dead
+# letter must fit the dead-letter topic's message size (1 MiB by default) however large a
+# message the live topic took, or the letter's send would fail and stall its partition.
+CLIP_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,9 @@ class Rejection:
     field: str
     reason: str
     payload: str
+    # The payload is only the first CLIP_BYTES of what was refused (dead letters name it
+    # `payload_cut`): the whole is still at the letter's source place while retention keeps it.
+    cut: bool = False
 
 
 @dataclass
@@ -67,26 +74,29 @@ _STATUSES = {st: st.value for st in Status}
 class Processor:
     def __init__(self, classifier: Classifier) -> None:
         self.classifier = classifier
-        self._registry: object = None
+        self._view: Classifier | None = None
         self._fx: dict[str, Decimal] = {}
         self._derived: dict[tuple[str, str | None, str | None, str], _Derived] = {}
 
-    def _follow_registry(self) -> None:
+    def _follow_registry(self) -> Classifier:
         # Conversion rates and classifications come from the registry: follow the classifier
         # when it is swapped to a newer version, so cost and tier always come from the same
-        # version. Compared by identity, not by `registry.version`: that property hashes the
-        # whole registry (~1.5 ms), which on every record capped the processor at a few
-        # hundred records/s.
-        registry = self.classifier.registry
-        if registry is not self._registry:
-            self._fx = {k.upper(): v for k, v in registry.fx_to_reporting.items()}
+        # version. A row reads only the pinned view taken here, which no swap changes: read
+        # through the classifier, a swap on the watcher's thread between the rate and the tier
+        # gave one row two versions (found in review). Compared by identity, not by
+        # `registry.version`: that property hashes the whole registry (~1.5 ms), which on
+        # every record capped the processor at a few hundred records/s.
+        view = self.classifier.pinned()
+        if view is not self._view:
+            self._fx = {k.upper(): v for k, v in view.registry.fx_to_reporting.items()}
             self._derived = {}
-            self._registry = registry
+            self._view = view
+        return view
 
-    def _derive(self, key: tuple[str, str | None, str | None, str]) -> _Derived:
+    def _derive(self, view: Classifier, key: tuple[str, str | None, str | None, str]) -> _Derived:
         provider, region, host, agency_id = key
-        c = self.classifier.classify(provider, region, host)
-        agency = self.classifier.agency(agency_id) or UNKNOWN_AGENCY
+        c = view.classify(provider, region, host)
+        agency = view.agency(agency_id) or UNKNOWN_AGENCY
         derived = (
             c.tier.value, c.facility_id, c.facility_country, c.operator, agency.sector,
             agency.channel, c.rule, c.registry_version,
@@ -98,10 +108,10 @@ class Processor:
     def row(self, record: UsageRecord, partition: int = -1, offset: int = -1) -> tuple[Any, ...]:
         # Runs for every record: one cache lookup for everything the registry decides, then a
         # plain tuple (~1.5 us instead of ~3 when each part was looked up on its own).
-        self._follow_registry()
+        view = self._follow_registry()
         r = record
         key = (r.provider, r.region, r.endpoint_host, r.agency_id)
-        d = self._derived.get(key) or self._derive(key)
+        d = self._derived.get(key) or self._derive(view, key)
         cost, currency = r.cost, r.currency
         rate = self._fx.get(currency) if cost is not None and currency is not None else None
         cost_reporting, converted = (_ZERO, 0) if rate is None else (cost * rate, 1)  # type: ignore[operator]
@@ -143,40 +153,47 @@ def read_message(value: bytes) -> tuple[list[UsageRecord], list[Rejection]]:
     try:
         data = json_read.loads(value, items=True)
     except json_read.JSONError as exc:
-        return records, [Rejection(-1, "", "message", f"not JSON: {exc}", _clip(value))]
+        whole = Rejection(-1, "", "message", f"not JSON: {exc}", clip(value),
+                          len(value) > CLIP_BYTES)  # fmt: skip
+        return records, [whole]
     items = data if isinstance(data, list) else [data]
     for index, item in enumerate(items):
         if isinstance(item, json_read.Unencodable):  # a lone surrogate: refused alone
-            rejections.append(
-                Rejection(index, "", item.field, item.reason, _clip(item.payload.encode()))
-            )
+            escaped = item.payload.encode()
+            rejections.append(Rejection(index, "", item.field, item.reason, clip(escaped),
+                                        len(escaped) > CLIP_BYTES))  # fmt: skip
             continue
         gateway = str(item.get("gateway_id", ""))[:128] if isinstance(item, dict) else ""
         try:
             records.append(parse_record(item))
         except TypeError as exc:
-            rejections.append(Rejection(index, gateway, "record", str(exc), _dump(item)))
+            rejections.append(Rejection(index, gateway, "record", str(exc), *record_payload(item)))
         except ValidationError as exc:
+            dumped = record_payload(item)  # once for the record's refused fields
             for err in validation_errors(index, exc):
-                rejections.append(Rejection(index, gateway, err.field, err.reason, _dump(item)))
+                rejections.append(Rejection(index, gateway, err.field, err.reason, *dumped))
     return records, rejections
 
 
-def _clip(value: bytes, limit: int = 64 * 1024) -> str:
-    return value[:limit].decode("utf-8", errors="replace")
+def clip(value: bytes) -> str:
+    """What a rejection keeps of `value` (its start, as text)."""
+    return value[:CLIP_BYTES].decode("utf-8", errors="replace")
 
 
 UNENCODABLE = "<not written: nested too deep to encode>"
 
 
-def _dump(item: Any) -> str:
+def record_payload(item: Any) -> tuple[str, bool]:
+    """A refused record as JSON for its rejection, and whether that was cut (`tracker dlq
+    replay` writes a record read back again so, to know it for the one refused)."""
     try:
-        return _clip(orjson.dumps(item, default=str))
+        encoded = orjson.dumps(item, default=str)
     except TypeError:
         # An integer beyond 64 bits (read by json_read), or nesting past orjson's 255 levels
         # (it reads 1024): the standard library, unless that goes no deeper either (found in
         # review: its RecursionError made every replay of such a message a traceback).
         try:
-            return _clip(json.dumps(item, default=str).encode())
+            encoded = json.dumps(item, default=str).encode()
         except RecursionError:
-            return UNENCODABLE
+            return UNENCODABLE, False
+    return clip(encoded), len(encoded) > CLIP_BYTES

@@ -19,6 +19,14 @@ they are re-submitted with their places in the original, and the group dead-lett
 records them under it (in usage_rejects once, however often the replay runs; the dead-letter
 topic gets a letter at each run, as for any message read twice). Re-submitting needs no store, so
 these commands run beside an embedded pipeline that holds its data directory.
+
+Both cut records by TRACKER_KAFKA_PARTITIONS as the collector does, so both refuse to send
+anything when the live topic has another number of partitions (found in review: a replay with
+another count added partitions to the live topic and sent copies where no original of theirs
+was). A dead letter keeps at most the first 64 KiB of what was refused (processor.CLIP_BYTES),
+and says when it was cut: `tracker dlq replay` then reads the whole again at the letter's place
+(found in review: a message dead-lettered whole for a processor error could not be brought back),
+and names the letters whose original retention has deleted since.
 """
 
 from __future__ import annotations
@@ -34,12 +42,19 @@ from typing import Any, Literal
 
 import orjson
 from kafka import KafkaAdminClient, KafkaConsumer
-from kafka.errors import KafkaError, RetriableError
+from kafka.errors import KafkaError, RetriableError, UnknownTopicOrPartitionError, for_code
 from kafka.structs import TopicPartition
 
-from pipeline.copies import headers_for
+from pipeline.copies import TOPIC_NAME, headers_for
 from pipeline.copies import original as original_of
-from pipeline.processor import UNENCODABLE, Rejection, read_message
+from pipeline.processor import (
+    CLIP_BYTES,
+    UNENCODABLE,
+    Rejection,
+    clip,
+    read_message,
+    record_payload,
+)
 from tracker import json_read
 from tracker.contract import (
     UsageRecord,
@@ -61,6 +76,8 @@ IDLE_SECONDS = 120.0
 # Identities `tracker dlq replay` remembers in a run (~200 bytes each): past this the set starts
 # again, and a record met again is re-submitted again, which the key index lands once.
 SEEN_LIMIT = 1_000_000
+# Cut letters whose original could not be read again that a result names (it counts them all).
+LOST_NAMED = 10
 
 
 class ReplayError(RuntimeError):
@@ -78,6 +95,10 @@ class ReplayResult:
     # Per partition of the live topic: the offset after the last copy sent there. The group
     # has landed every copy once its committed offsets reach these.
     ends: dict[int, int] = field(default_factory=dict)
+    # Dead letters cut to their first 64 KiB whose original could not be read again (deleted
+    # by retention, say): not re-submitted. The first LOST_NAMED, as "place: why".
+    lost: int = 0
+    lost_named: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -181,14 +202,57 @@ def _read(
         consumer.close(autocommit=False)
 
 
+def partitions_differ(topic: str, partitions: int, shards: int) -> str:
+    return (f"the live topic {topic} has {partitions} partitions but TRACKER_KAFKA_PARTITIONS is "
+            f"{shards}: records are cut into as many shards as the topic has partitions, and "
+            f"copies cut into {shards} would go to other partitions than their records' originals "
+            f"(then two pipeline members can land one record). Run it with "
+            f"TRACKER_KAFKA_PARTITIONS={partitions}, the count the collector and the pipeline must "
+            "have too (docs/deploy.md); nothing was sent and the topic is unchanged")  # fmt: skip
+
+
+def live_partitions(bootstrap: str, topic: str) -> int | None:
+    """How many partitions `topic` has now (None: it does not exist), from the broker's
+    metadata, asked so that the broker does not create the topic for being named."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="tracker-replay")
+    try:
+        for described in admin.describe_topics([topic]):
+            if described.get("name") != topic:
+                continue
+            code = described.get("error_code") or 0
+            if code == UnknownTopicOrPartitionError.errno:
+                return None
+            if code:
+                raise ReplayError(f"Kafka could not describe {topic}: "
+                                  f"{for_code(code).__name__}; try again")  # fmt: skip
+            return len(described.get("partitions") or [])
+        return None
+    finally:
+        admin.close()
+
+
+def check_partitions(bootstrap: str, topic: str, shards: int) -> int | None:
+    """The live topic's partitions (None: not created yet); a ReplayError when they are not
+    `shards`. Run before anything that creates or grows the topic (topics.ensure_topics adds
+    partitions up to its count): a replay must not change how the collector's records are
+    spread, only follow it."""
+    partitions = live_partitions(bootstrap, topic)
+    if partitions is not None and partitions != shards:
+        raise ReplayError(partitions_differ(topic, partitions, shards))
+    return partitions
+
+
 class _Resubmitter:
     """Sends copies to the live topic and waits for every acknowledgement."""
 
-    def __init__(self, bootstrap: str, topic: str, result: ReplayResult) -> None:
+    def __init__(self, bootstrap: str, topic: str, result: ReplayResult, shards: int) -> None:
         self.topic, self.result = topic, result
         self._producer = producer(bootstrap, client_id="tracker-replay",
                                   timeout_seconds=_SEND_TIMEOUT_SECONDS)  # fmt: skip
         self.partitions = len(self._producer.partitions_for(topic))
+        if self.partitions != shards:  # before any copy: see check_partitions
+            self._producer.close(timeout=10)
+            raise ReplayError(partitions_differ(topic, self.partitions, shards))
         self._pending: list[tuple[str, Any]] = []
 
     def send(
@@ -236,7 +300,7 @@ def replay_topic(
     """Re-submit `topic`'s messages in [start, its end now) to `live_topic`; records from
     another topic are cut into `shards` shards by identity, as the collector does."""
     result = ReplayResult()
-    out = _Resubmitter(bootstrap, live_topic, result)
+    out = _Resubmitter(bootstrap, live_topic, result, shards)
 
     spans: dict[int, tuple[int, int]] = {}
 
@@ -338,7 +402,8 @@ def replay_dead_letters(
     re-submitted (and lands once, however often this runs); what still fails stays in the DLQ
     topic. A registry fix needs no re-submission: refusals are the contract's alone."""
     result = ReplayResult()
-    out = _Resubmitter(bootstrap, live_topic, result)
+    out = _Resubmitter(bootstrap, live_topic, result, shards)
+    originals = _Originals(bootstrap, idle_seconds)
     # A record refused for three fields has three letters with one payload, and a copy the
     # pipeline refused again (an older release still running, say) has a letter of its own: the
     # record is re-submitted and counted once a run, or each run would double the letters. The
@@ -349,6 +414,11 @@ def replay_dead_letters(
     # (found in review: which came first decided whether the record came back).
     passed: set[tuple[str, ...]] = set()
     refused_seen: set[tuple[str, ...]] = set()
+
+    def lost(place: str, why: str) -> None:
+        result.lost += 1
+        if len(result.lost_named) < LOST_NAMED:
+            result.lost_named.append(f"{place}: {why}")
 
     def resubmit(batch: list[_Read]) -> None:
         # Per original (where the letter came from): a copy's header names exactly where its
@@ -363,9 +433,15 @@ def replay_dead_letters(
                 source = str(letter.get("source_topic", ""))
                 partition, offset = int(letter["source_partition"]), int(letter["source_offset"])
                 index = int(letter.get("record_index", -1))
+                cut = letter.get("payload_cut")
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
                 result.refused += 1
                 continue
+            if not isinstance(cut, bool):
+                # Written before letters said so: a whole message's payload this long was
+                # almost surely cut. Harmless if not: what is read at its place is taken only
+                # if it starts as the payload, i.e. it is the same message.
+                cut = index == -1 and len(payload) >= CLIP_BYTES
             identity = _identity(payload) or (source, str(partition), str(offset), str(index))
             letter_key = (*identity, hashlib.blake2b(payload, digest_size=16).hexdigest())
             if identity in passed or letter_key in refused_seen:
@@ -373,6 +449,14 @@ def replay_dead_letters(
             if len(passed) + len(refused_seen) >= SEEN_LIMIT:
                 passed.clear()
                 refused_seen.clear()
+            if cut:
+                place = f"{source}/{partition}/{offset}"
+                whole = originals.refused_again(source, partition, offset, index, payload)
+                if isinstance(whole, str):  # why it cannot be
+                    refused_seen.add(letter_key)  # its other letters are not counted again
+                    lost(place, whole)
+                    continue
+                payload = whole
             records, refused = read_message(payload)
             if records:
                 passed.add(identity)
@@ -390,8 +474,93 @@ def replay_dead_letters(
         result.messages = _read(bootstrap, dlq_topic, from_offset, None, resubmit, progress,
                                 idle_seconds=idle_seconds)  # fmt: skip
     finally:
+        originals.close()
         out.close()
     return result
+
+
+class _Originals:
+    """What cut dead letters refused, read again at their places (few: a consumer made when
+    the first is met)."""
+
+    def __init__(self, bootstrap: str, idle_seconds: float) -> None:
+        self._bootstrap, self._idle_seconds = bootstrap, idle_seconds
+        self._consumer: KafkaConsumer | None = None
+
+    def refused_again(
+        self, topic: str, partition: int, offset: int, index: int, payload: bytes
+    ) -> bytes | str:
+        """The message a letter refused whole (`index` -1), or its record `index` as JSON,
+        read at topic/partition/offset; or why it cannot be. What is read there must start
+        as the letter's payload: a topic deleted and created again holds other messages at
+        the same places, and the letter of a replay's copy from another topic names the copy's
+        original there, which is another message."""
+        value = self._message(topic, partition, offset)
+        if isinstance(value, str):
+            return value
+        if index < 0:
+            found = value
+            written = clip(value)
+        else:
+            try:
+                items = json_read.loads(value, items=True)
+            except json_read.JSONError:
+                return "the message there is not the one refused (it is not JSON)"
+            items = items if isinstance(items, list) else [items]
+            if index >= len(items):
+                return f"the message there has no record {index}"
+            item = items[index]
+            found = _json_of(item).encode()
+            written = (clip(item.payload.encode()) if isinstance(item, json_read.Unencodable)
+                       else record_payload(item)[0])  # fmt: skip
+        if written.encode() != payload:
+            # Or a replay's copy of records from another topic was refused: its letter names
+            # their original there, a message of its own (replaying that topic re-reads it).
+            return (f"the message there is not the one refused (replay {topic} if the letter "
+                    "is of a copy from it; else the topic was created again)")  # fmt: skip
+        return found
+
+    def _message(self, topic: str, partition: int, offset: int) -> bytes | str:
+        # The letter is the dead-letter topic's text: its place is checked before it is asked for.
+        if not TOPIC_NAME.fullmatch(topic):
+            return "the letter names no topic"
+        if self._consumer is None:
+            # Not creating a topic by asking for it (a broker may): a missing one is news.
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=self._bootstrap.split(","), enable_auto_commit=False,
+                group_id=None, client_id="tracker-replay", auto_offset_reset="earliest",
+                allow_auto_create_topics=False,
+            )  # fmt: skip
+        consumer = self._consumer
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions or partition not in partitions:
+            return f"{topic} has no partition {partition} (deleted?)"
+        tp = TopicPartition(topic, partition)
+        begins, ends = consumer.beginning_offsets([tp]), consumer.end_offsets([tp])
+        if offset < begins[tp]:
+            return (f"deleted by {topic}'s retention (partition {partition} starts at offset "
+                    f"{begins[tp]} now)")  # fmt: skip
+        if offset >= ends[tp]:
+            return f"{topic}/{partition} ends before it (at {ends[tp]}): created again?"
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        moved = time.monotonic()
+        while time.monotonic() - moved <= self._idle_seconds:
+            for message in consumer.poll(timeout_ms=1000, max_records=1).get(tp, []):
+                if message.offset == offset:
+                    return bytes(message.value or b"")
+                return "deleted by retention while it was read"
+            if consumer.position(tp) > offset:  # no message there (a transaction's marker)
+                return "no message at that offset"
+        raise ReplayError(
+            f"nothing read from {topic}/{partition} for {self._idle_seconds:.0f} s at offset "
+            f"{offset}: is Kafka at {self._bootstrap} reachable? Copies sent so far are "
+            "acknowledged; running the replay again is safe"
+        )
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close(autocommit=False)
 
 
 def _identity(payload: bytes) -> tuple[str, ...] | None:

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +27,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from pipeline import replay as replay_module
 from pipeline.consumer import PipelineConsumer
 from pipeline.copies import COPY_HEADER
+from pipeline.processor import Processed
 from pipeline.replay import (
     ReplayError,
     replay_dead_letters,
@@ -610,3 +612,168 @@ def test_dlq_replay_resubmits_a_record_whose_earlier_letter_is_still_refused(
     assert (done.messages, done.records, done.refused) == (3, 1, 2)
     sent = [rec for read in read_topic(kafka_bootstrap, live) for rec in read.records]
     assert [(r["record_id"], r["input_tokens"]) for r in sent] == [("order-1", 0)]
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """The topic's partitions, each with its end offset now."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        return {tp.partition: end for tp, end in consumer.end_offsets(parts).items()}
+    finally:
+        consumer.close()
+
+
+def test_a_replay_with_another_partition_count_sends_nothing_and_leaves_the_topic(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Found in review: a replay run with another TRACKER_KAFKA_PARTITIONS than the live topic
+    has (the collector's count) added partitions to the live topic and sent copies cut by its
+    own count, to other partitions than their records' originals. Both commands now refuse,
+    naming both counts, before anything is sent or changed; with the topic's count they run."""
+    source = f"archive-{uuid.uuid4().hex[:6]}"
+    fewer, more = f"live-{uuid.uuid4().hex[:6]}", f"live-{uuid.uuid4().hex[:6]}"
+    ensure_topics(kafka_bootstrap, fewer, fewer + ".dlq", partitions=2)  # a collector's 2
+    ensure_topics(kafka_bootstrap, more, more + ".dlq", partitions=6)
+    base = {"gateway_id": "gw-count", "agency_id": "in-sbi", "provider": "sarvam", "model": "m",
+            "occurred_at": "2026-03-03T03:00:00Z"}  # fmt: skip
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    producer.send(source, value=orjson.dumps([{**base, "record_id": f"n-{i}"} for i in range(8)]))
+    producer.flush()
+    producer.close()
+
+    def run(live: str, partitions: int, *args: str) -> subprocess.Popen[str]:
+        env = {**os.environ, "TRACKER_DATA_DIR": str(tmp_path),
+               "TRACKER_KAFKA_BOOTSTRAP": kafka_bootstrap, "TRACKER_KAFKA_TOPIC": live,
+               "TRACKER_KAFKA_DLQ_TOPIC": live + ".dlq",
+               "TRACKER_KAFKA_PARTITIONS": str(partitions)}  # fmt: skip
+        return replay_cli(env, *args, "--wait", "0")
+
+    for live, count in ((fewer, 2), (more, 6)):
+        for args in (["replay", "--topic", source], ["dlq", "replay"]):
+            proc = run(live, 4, *args)
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 2, err
+            assert (f"the live topic {live} has {count} partitions but TRACKER_KAFKA_PARTITIONS "
+                    "is 4") in err and f"TRACKER_KAFKA_PARTITIONS={count}" in err, err  # fmt: skip
+            assert "Traceback" not in err, err
+        assert end_offsets(kafka_bootstrap, live) == dict.fromkeys(range(count), 0)
+    # Called as a library, too: nothing sent.
+    differ = "has 2 partitions but TRACKER_KAFKA_PARTITIONS is 4"
+    with pytest.raises(ReplayError, match=differ):
+        replay_topic(kafka_bootstrap, source, fewer, shards=4)
+    with pytest.raises(ReplayError, match=differ):
+        replay_dead_letters(kafka_bootstrap, fewer + ".dlq", fewer, shards=4)
+    assert end_offsets(kafka_bootstrap, fewer) == {0: 0, 1: 0}
+    # With the live topic's count, the records are cut as the collector cuts them.
+    assert "8 records re-submitted" in finished(run(fewer, 2, "replay", "--topic", source))
+    assert_sharded(read_topic(kafka_bootstrap, fewer), shards=2, partitions=2)
+
+
+def test_a_message_dead_lettered_whole_past_64_kib_is_read_again_by_dlq_replay(
+    core: Core, store_settings: CommonSettings, pool: ClientPool, kafka_bootstrap: str,
+    members: list[Member], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Found in review: a message the processor failed on was dead-lettered with its first
+    64 KiB only, which a collector's 500-record message is past: `tracker dlq replay` read the
+    cut JSON, refused it, and its records never came back. The letter now says it was cut, and
+    dlq replay reads the whole message again at the letter's place; once retention has deleted
+    it there, the replay names the letter and sends nothing for it."""
+    topic, group = f"cut-{uuid.uuid4().hex[:6]}", f"g-{uuid.uuid4().hex[:6]}"
+    dlq = topic + ".dlq"
+    ensure_topics(kafka_bootstrap, topic, dlq)
+    base = {"gateway_id": "gw-cut", "agency_id": "in-sbi", "occurred_at": "2026-03-03T03:00:00Z",
+            "provider": "sarvam", "model": "m", "request_count": 2}  # fmt: skip
+    big = orjson.dumps([{**base, "record_id": f"cut-{i:03d}-{'x' * 100}"} for i in range(500)])
+    assert len(big) > 64 * 1024
+    failing = threading.Event()
+    failing.set()
+    process = core.processor.process_message
+
+    def with_a_bug(value: bytes, partition: int = -1, offset: int = -1) -> Processed:
+        if failing.is_set() and b"gw-cut" in value:
+            raise RuntimeError("a bug of this release")
+        return process(value, partition, offset)
+
+    monkeypatch.setattr(core.processor, "process_message", with_a_bug)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    producer.send(topic, value=big, partition=1)
+    producer.flush()
+    producer.close()
+    members.append(Member(core, store_settings, kafka_bootstrap, topic, group))
+    wait_caught_up(kafka_bootstrap, topic, group, timeout=120)
+    (letter,) = [cast(dict[str, Any], read.records) for read in read_topic(kafka_bootstrap, dlq)]
+    assert letter["reason"] == "processor error: RuntimeError: a bug of this release"
+    place = (letter["source_partition"], letter["source_offset"], letter["record_index"])
+    assert place == (1, 0, -1)
+    assert len(letter["payload"]) == 64 * 1024 and letter["payload_cut"] is True
+
+    failing.clear()  # the fixed release
+    for _ in range(2):  # safe to repeat: the records land once
+        done = replay_dead_letters(kafka_bootstrap, dlq, topic)
+        assert (done.messages, done.records, done.refused, done.lost) == (1, 500, 0, 0)
+        assert wait_landed(kafka_bootstrap, topic, group, done.ends, timeout_seconds=60) == "landed"
+        landed = pool.query_rows(
+            "SELECT count(), sum(request_count) FROM usage_raw WHERE gateway_id = 'gw-cut'"
+        )[0]
+        assert (int(landed[0]), int(landed[1])) == (500, 1000)
+
+    # Retention deletes the original (and the copies sent to its partition since).
+    tp = TopicPartition(topic, 1)
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        admin.delete_records({tp: end_offsets(kafka_bootstrap, topic)[1]})
+    finally:
+        admin.close()
+    gone = replay_dead_letters(kafka_bootstrap, dlq, topic)
+    assert (gone.messages, gone.records, gone.refused, gone.lost, gone.ends) == (1, 0, 0, 1, {})
+    (named,) = gone.lost_named
+    assert named.startswith(f"{topic}/1/0: deleted by {topic}'s retention"), named
+
+
+def test_dlq_replay_reads_again_what_a_letter_kept_only_the_start_of(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Letters written before they said whether they were cut are taken for cut when a whole
+    message's payload is 64 KiB long; a record past 64 KiB (whitespace its fields lose) is read
+    again from its message too. What is read at a letter's place must start as its payload: a
+    place that holds another message is named (the CLI says which), and nothing is sent."""
+    live = f"live-{uuid.uuid4().hex[:6]}"
+    dlq = live + ".dlq"
+    ensure_topics(kafka_bootstrap, live, dlq)
+    base = {"gateway_id": "gw-old", "agency_id": "in-sbi", "occurred_at": "2026-03-03T03:00:00Z",
+            "provider": "sarvam", "model": "m"}  # fmt: skip
+    big = orjson.dumps([{**base, "record_id": f"old-{i:03d}-{'x' * 100}"} for i in range(500)])
+    padded = {**base, "record_id": "old-padded", "model": "m" + " " * 70_000}
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    for value in (big, orjson.dumps([{**base, "record_id": "old-ok"}, padded]),
+                  orjson.dumps([{**base, "record_id": "other"}])):  # fmt: skip
+        producer.send(live, value=value, partition=0)  # at offsets 0-2
+
+    def letter(offset: int, index: int, payload: bytes, **cut: bool) -> bytes:
+        return orjson.dumps({"source_topic": live, "source_partition": 0, "source_offset": offset,
+                             "record_index": index, "gateway_id": "gw-old", "field": "x",
+                             "reason": "refused by an older release",
+                             "payload": payload[: 64 * 1024].decode(), **cut})  # fmt: skip
+
+    for value in (letter(0, -1, big),  # an older release's letter: no payload_cut
+                  letter(1, 1, orjson.dumps(padded), payload_cut=True),
+                  letter(2, -1, big, payload_cut=True)):  # fmt: skip
+        producer.send(dlq, value=value, partition=0)
+    producer.flush()
+    producer.close()
+    env = {**os.environ, "TRACKER_DATA_DIR": str(tmp_path), "TRACKER_KAFKA_BOOTSTRAP": kafka_bootstrap,
+           "TRACKER_KAFKA_TOPIC": live, "TRACKER_KAFKA_DLQ_TOPIC": dlq}  # fmt: skip
+    proc = replay_cli(env, "dlq", "replay", "--wait", "0")
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, (out, err)
+    assert (f"3 dead letters: 501 records re-submitted to {live}, 0 still refused, 1 not "
+            "re-readable") in out, out  # fmt: skip
+    assert "not re-submitted, as they keep only the first 64 KiB" in err, err
+    assert f"{live}/0/2: the message there is not the one refused" in err, err
+    sent = Counter(r["record_id"] for read in read_topic(kafka_bootstrap, live)
+                   for r in read.records)  # fmt: skip
+    # Each record of the big message and the padded one: the original and one copy.
+    assert sent["old-000-" + "x" * 100] == sent["old-padded"] == 2
+    assert sent["old-ok"] == sent["other"] == 1
+    assert sum(sent.values()) == 503 + 501

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -33,17 +33,25 @@ def _progress() -> Progress:
                     TimeElapsedColumn())  # fmt: skip
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
+    # tracker.cli.fail, which this module cannot import at load (tracker.cli imports it).
     typer.echo(f"tracker: {message}", err=True)
     raise typer.Exit(2)
 
 
 def _settings() -> PipelineSettings:
+    from pipeline.replay import ReplayError, check_partitions
     from tracker.cli import _settings as read
     from tracker.settings import PipelineSettings
     from tracker.topics import ensure_configured
 
     settings: PipelineSettings = read(PipelineSettings)
+    # First: ensure_configured adds partitions up to the setting, and a replay that differs
+    # from the collector must change nothing (found in review: it grew the live topic).
+    try:
+        check_partitions(settings.kafka_bootstrap, settings.kafka_topic, settings.kafka_partitions)
+    except ReplayError as exc:
+        _fail(str(exc))
     # The live topic with its settings (retention by append time) before a copy is sent to it.
     ensure_configured(settings)
     return settings
@@ -68,7 +76,6 @@ def _await(settings: PipelineSettings, result: ReplayResult, wait: float) -> Non
             )  # fmt: skip
         except ReplayError as exc:
             _fail(f"the copies are in {topic}, but waiting for them failed: {exc}")
-            return
     if outcome == "landed":
         typer.echo(f"group {group!r} has landed them (records landed before count once)")
         return
@@ -96,12 +103,18 @@ def replay(
     live topic: the pipeline lands what is not landed yet. Safe to repeat, and to run beside
     the pipeline and other replays. Default: from the beginning. Exit 3: sent, but not landed
     within --wait (or no pipeline running)."""
+    from pipeline.copies import TOPIC_NAME
     from pipeline.replay import ReplayError, replay_topic
 
     if from_offset is not None and from_time is not None:
         _fail("give --from-offset or --from-time, not both")
+    # Checked as given: `--topic ''` read as "no --topic" replayed the live topic (found in
+    # review), and a name Kafka cannot have is a typo to name, not a topic to look for.
+    if topic is not None and not TOPIC_NAME.fullmatch(topic):
+        _fail(f"--topic {topic!r}: not a Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -); "
+              "leave --topic out for the live topic (TRACKER_KAFKA_TOPIC)")  # fmt: skip
     settings = _settings()
-    source = topic or settings.kafka_topic
+    source = settings.kafka_topic if topic is None else topic
     if source == settings.kafka_dlq_topic:
         _fail(f"{source} holds dead letters: use `tracker dlq replay`")
     when = from_time.replace(tzinfo=from_time.tzinfo or UTC) if from_time else None
@@ -115,7 +128,6 @@ def replay(
             )  # fmt: skip
         except ReplayError as exc:
             _fail(str(exc))
-            return
     if source == settings.kafka_topic:
         refused = f"{result.refused} refused (dead-lettered when first read; not re-submitted)"
     else:  # never dead-lettered: the group does it, under this topic's places
@@ -148,7 +160,13 @@ def dlq_replay(
             )  # fmt: skip
         except ReplayError as exc:
             _fail(str(exc))
-            return
+    lost = f", {result.lost} not re-readable" if result.lost else ""
     typer.echo(f"{result.messages} dead letters: {result.records} records re-submitted to "
-               f"{settings.kafka_topic}, {result.refused} still refused")  # fmt: skip
+               f"{settings.kafka_topic}, {result.refused} still refused{lost}")  # fmt: skip
+    if result.lost:
+        more = f" (and {result.lost - len(result.lost_named)} more)" if result.lost > len(
+            result.lost_named) else ""  # fmt: skip
+        typer.echo("tracker: not re-submitted, as they keep only the first 64 KiB of what was "
+                   "refused and it could not be read again where it was: "
+                   f"{'; '.join(result.lost_named)}{more}", err=True)  # fmt: skip
     _await(settings, result, wait)
