@@ -139,8 +139,24 @@ class _Index:
 class Classifier:
     """Pre-indexed registry lookups; built once per registry version, then pure and fast."""
 
+    _ix: _Index
+    _view: Classifier
+
     def __init__(self, registry: Registry) -> None:
-        self._ix = _Index(registry)
+        self._publish(_Index(registry))
+
+    def _publish(self, ix: _Index) -> None:
+        view = Classifier.__new__(Classifier)
+        view._ix, view._view = ix, view
+        self._view = view
+        self._ix = ix
+
+    def pinned(self) -> Classifier:
+        """The version in force now, as a classifier that is never swapped: what one record's
+        tier, agency and cost conversion all come from (pipeline.processor), whatever a swap on
+        another thread does meanwhile. Reading `classify`, `agency` and `registry` one after
+        another could give two versions across a swap (found in review). Do not swap it."""
+        return self._view
 
     @property
     def registry(self) -> Registry:
@@ -154,7 +170,7 @@ class Classifier:
         """Classify by another registry version from now on. The new index is built first and
         published by one reference assignment, so a classification in flight on another
         thread sees either the old version or the new one, never a mix."""
-        self._ix = _Index(registry)
+        self._publish(_Index(registry))
 
     def agency(self, agency_id: str) -> Agency | None:
         return self._ix.agencies.get(agency_id)
