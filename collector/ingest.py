@@ -81,7 +81,7 @@ def validate_body(
     one call (validate_submitted_json). Anything else is parsed and checked record by record,
     which names each refusal and accepts exactly the same records."""
     try:
-        records = validate_submitted_json(body, gateway.gateway_id)
+        records = validate_submitted_json(body, gateway.gateway_id, max_records)
     except ValueError:  # ValidationError included: not JSON, not an array, a bad record
         pass
     else:
