@@ -69,3 +69,21 @@ def test_items_with_a_lone_surrogate_are_named_by_the_field_holding_it() -> None
         json_read.loads(b'{"m": {"k": ["x", "\\udc00"]}}', items=True)
     # A valid pair is a character: read as such, by orjson.
     assert json_read.loads(b'["\\ud83d\\ude00"]', items=True) == ["\U0001f600"]
+
+
+def test_an_integer_past_pythons_digit_limit_refuses_its_record_only() -> None:
+    # Found in review: 4,301 digits is past what Python converts to an int, and the whole
+    # document was refused ("number is infinity when parsed as double"), the good records
+    # beside it lost. It reads as infinity, which the contract refuses in that record.
+    assert json_read.loads(b"[" + b"9" * 4301 + b", -" + b"9" * 5000 + b"]") == [
+        math.inf, -math.inf,
+    ]  # fmt: skip
+    assert json_read.loads(b"[" + b"9" * 4300 + b"]") == [int("9" * 4300)]
+    good = {"record_id": "ok", "gateway_id": "gw", "agency_id": "in-sbi", "provider": "sarvam",
+            "model": "m", "occurred_at": "2026-01-01T00:00:00Z"}  # fmt: skip
+    bad = orjson.dumps({**good, "record_id": "big"})[:-1] + b', "input_tokens": ' + b"1" * 4301
+    body = b"[" + orjson.dumps(good) + b", " + bad + b"}]"
+    out = Processor(Classifier(load()[0])).process_message(body, partition=0, offset=1)
+    assert len(out.rows) == 1 and "ok" in out.rows[0]
+    (rejection,) = out.rejections
+    assert (rejection.record_index, rejection.field) == (1, "input_tokens")
