@@ -48,6 +48,7 @@ import csv
 import fcntl
 import fnmatch
 import hashlib
+import math
 import os
 import threading
 import time
@@ -853,6 +854,10 @@ def encode(record: dict[str, Any]) -> bytes | Rejected:
     review: one value orjson cannot write (a list nested 300 deep passed through as use_case)
     made the whole batch's encoding raise, a traceback that lost the good records beside it on
     every run."""
+    for name, value in record.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            # orjson writes NaN and infinities as null: the value would be lost, not refused.
+            return Rejected(name, f"not a finite number ({value})")
     try:
         return orjson.dumps(record, default=str)
     except orjson.JSONEncodeError as exc:

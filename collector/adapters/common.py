@@ -272,9 +272,15 @@ def as_float(value: Any) -> float | None:
     if isinstance(value, bool):
         raise ValueError("expected a number, got a boolean")
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"expected a number, got {value!r}") from exc
+    if not math.isfinite(number):
+        # `inf`, `nan`, `1e400`: JSON has no such number, so the importer's encoder wrote
+        # null and the record landed without the value, while a push was refused (found in
+        # review).
+        raise ValueError(f"expected a finite number, got {str(value)[:40]!r}")
+    return number
 
 
 def dig(item: Any, *path: str) -> Any:
