@@ -4,8 +4,10 @@ embedded app served by uvicorn on 127.0.0.1, landing in chdb."""
 from __future__ import annotations
 
 import gzip
+import threading
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import orjson
@@ -22,6 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from collector.adapters import otlp
 from collector.adapters.common import Context
+from collector.app import create_app
 from tests.integration.test_collector_support import (
     SINGLE_AGENCY,
     Keys,
@@ -33,6 +36,8 @@ from tests.integration.test_collector_support import (
 )
 from tracker.cli.wiring import Core
 from tracker.clickhouse import ClientPool
+from tracker.contract import UsageRecord
+from tracker.gateways import GatewayAuth
 from tracker.settings import CommonSettings
 
 pytestmark = pytest.mark.integration
@@ -343,3 +348,50 @@ def test_json_ids_that_are_not_hex_refuse_their_span_only(
     assert int(partial["rejectedSpans"]) == 1, partial
     assert "traceId: not hex: 'W47/95gDgQPSabYzgT/GDA=='" in partial["errorMessage"]
     assert raw_count(pool, keys.single_id, "model = 'sarvam-b64'") == 1
+
+
+class _ListSink:
+    def __init__(self) -> None:
+        self.records: list[UsageRecord] = []
+
+    def deliver(self, records: list[UsageRecord]) -> None:
+        self.records.extend(records)
+
+    def close(self) -> None:
+        pass
+
+
+def test_healthz_is_served_while_an_export_is_decoded(
+    keys: Keys, pool: ClientPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found in review: the export was decoded and mapped on the event loop, so the collector
+    # (/healthz included) stalled 11.6 s behind a 4 KiB gzip body. The decode is held here
+    # until /healthz has been answered; on the loop it would hold /healthz too, until its wait
+    # ran out (released == [False], and /healthz times out).
+    decoding, release = threading.Event(), threading.Event()
+    released: list[bool] = []
+    decode = otlp.decode
+
+    def held(body: bytes, content_type: str, *args: int | None) -> otlp.Export:
+        decoding.set()
+        released.append(release.wait(10))
+        return decode(body, content_type, *args)
+
+    monkeypatch.setattr(otlp, "decode", held)
+    sink = _ListSink()
+    collector = create_app(sink, GatewayAuth(pool.get()), max_body_bytes=16 * 1024 * 1024,
+                           max_batch_records=10_000)  # fmt: skip
+    body = _export(_chat_span("eee29b7ec3c1b174", "sarvam-held"))
+    with ServerThread(collector) as base, ThreadPoolExecutor(1) as runner:
+        export = runner.submit(httpx.post, f"{base}/v1/traces", content=orjson.dumps(body),
+                               timeout=30, headers={"Authorization": f"Bearer {keys.single}",
+                                                    "Content-Type": "application/json"})  # fmt: skip
+        try:
+            assert decoding.wait(10)
+            health = httpx.get(f"{base}/healthz", timeout=5)
+        finally:
+            release.set()
+        assert health.status_code == 200
+        assert export.result().status_code == 200, export.result().text
+    assert released == [True]
+    assert [r.model for r in sink.records] == ["sarvam-held"]
