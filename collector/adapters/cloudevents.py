@@ -12,7 +12,9 @@ record_id: `data.record_id` when given, else the source format's own id (see its
 `ce:` + SHA-256 of the event's `source` and `id` (see _event_record_id), which the
 specification makes unique per distinct event: a producer resending the same event resends the
 same pair. The agency: `data.agency_id`, else the extension attribute `agencyid`, else the
-gateway's only agency. A usage record without `occurred_at` takes the event's `time`.
+gateway's only agency; named by anything but a string (`agencyid` is allowed integers and
+booleans as an extension, `data` is any JSON), the event is refused, never given the default.
+A usage record without `occurred_at` takes the event's `time`.
 """
 
 from __future__ import annotations
@@ -144,15 +146,28 @@ def parse_event(item: Any) -> CloudEvent:
         raise SourceError(field, err["msg"].removeprefix("Value error, ")) from exc
 
 
+def _extension_agency(event: CloudEvent, ctx: Context) -> str | None:
+    """The agency the event's `agencyid` extension names, else the fallback `ctx` has.
+
+    Through Context.agency, as every adapter's agency: the extension may hold an integer or a
+    boolean (the model allows them), and one was passed over for the gateway's default, so an
+    event naming agency 42 counted for another agency (found in review). Blank is not naming
+    one, as elsewhere."""
+    named = (event.model_extra or {}).get("agencyid")
+    if named is None or (isinstance(named, str) and not named.strip()):
+        return ctx.default_agency
+    try:
+        return ctx.agency(named)
+    except SourceError as exc:  # named by a non-string: refused, naming the attribute
+        raise SourceError("agencyid", exc.reason) from exc
+
+
 def map_event(item: Any, ctx: Context) -> dict[str, Any] | None:
     event = parse_event(item)
     if event.type not in TYPES:
         raise SourceError("type", f"unsupported event type {event.type!r}; use one of {TYPES}")
-    extension_agency = (event.model_extra or {}).get("agencyid")
     scoped = Context(
-        default_agency=extension_agency
-        if isinstance(extension_agency, str)
-        else ctx.default_agency,
+        default_agency=_extension_agency(event, ctx),
         agencies=ctx.agencies,
         defaults=ctx.defaults,
     )
@@ -164,9 +179,12 @@ def map_event(item: Any, ctx: Context) -> dict[str, Any] | None:
     if event.type == LITELLM_TYPE:
         return litellm.map_any(data, scoped)
     record = dict(data)
-    if not record.get("record_id"):
+    # Absent or empty only, for both: a falsy non-string (0, false, []) names an id or an
+    # agency, wrongly, and is left for the contract to refuse; `not` replaced it (found in
+    # review).
+    if record.get("record_id") in (None, ""):
         record["record_id"] = _event_record_id(event.source, event.id)
-    if not record.get("agency_id"):
+    if record.get("agency_id") in (None, ""):
         record["agency_id"] = scoped.agency()
     if record.get("occurred_at") is None and event.time is not None:
         record["occurred_at"] = event.time

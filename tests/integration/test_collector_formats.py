@@ -551,3 +551,43 @@ def test_cloudevents_distinct_events_keep_distinct_ids_and_time_is_rfc3339(
     assert [(e["index"], e["field"]) for e in body["errors"]] == [(2, "time"), (3, "time")]
     assert all("RFC 3339" in e["reason"] for e in body["errors"]), body
     assert raw_count(pool, keys.multi_id, "model = 'sarvam-ids'") == 2
+
+
+def test_healthz_answers_while_json_lines_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found in review: /v1/litellm and /v1/opengatellm read JSON lines on the event loop, so a
+    # 1 KiB gzip body of garbage lines held the collector's /healthz for 4.3 s. The reading is
+    # held here until /healthz has been answered; on the loop it would hold /healthz too, until
+    # the wait ran out (released == [False]) and the health check timed out.
+    from collector import routes_formats
+    from collector.app import create_app
+    from tests.unit.test_format_routes_limits import GOOD_LINE, SINGLE, KeyAuth, ListSink
+
+    reading, release = threading.Event(), threading.Event()
+    released: list[bool] = []
+    json_items = bodies.json_items  # what routes_formats calls, replaced there below
+
+    def held(body: bytes, max_items: int | None = None) -> list[Any]:
+        reading.set()
+        released.append(release.wait(10))
+        return json_items(body, max_items)
+
+    monkeypatch.setattr(routes_formats, "json_items", held)
+    sink = ListSink()
+    app = create_app(sink, KeyAuth({"k": SINGLE}), max_body_bytes=1 << 20,
+                     max_batch_records=100)  # fmt: skip
+    with ServerThread(app) as base, ThreadPoolExecutor(1) as runner:
+        slow = runner.submit(httpx.post, f"{base}/v1/litellm", timeout=30,
+                             content=gzip.compress(b"x\n" * 1_000 + GOOD_LINE),
+                             headers={"Authorization": "Bearer k", "Content-Encoding": "gzip",
+                                      "Content-Type": "application/x-ndjson"})  # fmt: skip
+        try:
+            assert reading.wait(10)
+            health = httpx.get(f"{base}/healthz", timeout=5)
+            still_reading = not slow.done()
+        finally:
+            release.set()
+        assert health.status_code == 200, health.text
+        assert still_reading
+        assert slow.result().status_code == 413  # 1,001 lines: over 100, refused as before
+    assert released == [True]
+    assert sink.records == []
