@@ -165,8 +165,16 @@ class Puller:
             body = _json(reply)
             if not isinstance(body, dict):
                 raise ImportAborted("LiteLLM /spend/logs/v2 answered no page object")
-            yield from body.get("data") or []
-            if page >= int(body.get("total_pages") or 1):
+            data = body.get("data") or []
+            yield from data
+            # LiteLLM counts at most 10,000 rows (`total_is_capped`), and total_pages is that
+            # count's: a window holding more was read only to its oldest 10,000, and a busy
+            # proxy's pulls stalled there for good, exiting 0 (found in review). Its pages past
+            # the count still hold rows (LIMIT/OFFSET), so a capped count is read on until a
+            # page comes back short.
+            capped = body.get("total_is_capped") is True
+            full = isinstance(data, list) and len(data) >= PAGE_SIZE
+            if page >= int(body.get("total_pages") or 1) and not (capped and full):
                 return
             page += 1
 
