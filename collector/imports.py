@@ -307,7 +307,10 @@ def _mark(raw: Any) -> Mark:
     mark = Mark(**{k: raw[k] for k in _MARK_FIELDS if k in raw})
     numbers = (mark.device, mark.inode, mark.head_len, mark.offset, mark.line)
     if (
-        not all(type(n) is int for n in numbers)
+        not all(type(n) is int and n >= 0 for n in numbers)
+        # Read as a length and a seek: 2**62 was a MemoryError, -3 an OSError, each a
+        # traceback instead of "damaged" (found in review).
+        or mark.head_len > HEAD_BYTES
         or not isinstance(mark.head_sha256, str)
         or not isinstance(mark.tail_sha256, str | None)
     ):
