@@ -28,7 +28,8 @@ from tracker.settings import ApiSettings
 def create_app(
     pool: ClientPool, settings: ApiSettings | None = None, registry: Registry | None = None
 ) -> FastAPI:
-    # Read at call time from TRACKER_* when the composition root passes none (tracker up).
+    # The CLI always passes the settings it checked at start (tracker/cli/wiring.py); read
+    # from TRACKER_* here only for tests and tools that build the app alone.
     settings = settings if settings is not None else ApiSettings()
     app = FastAPI(
         title="Inference Sovereignty Tracker",

@@ -7,6 +7,7 @@ process per path, so opening is done in one place, with errors that say what to 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
@@ -14,7 +15,7 @@ from clickhouse_connect.driver import options as _cc_options
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from tracker.settings import CommonSettings
+from tracker.settings import CommonSettings, SettingError, chdb_path, is_embedded
 
 # clickhouse-connect imports pandas on the first insert, to tell whether the data is a
 # DataFrame (its lazily resolved `options.pd`). The tracker never inserts or reads DataFrames,
@@ -33,8 +34,11 @@ NATIVE_CODEC = "rust"
 
 
 def _connect(dsn: str, **kwargs: Any) -> Client:
-    if not dsn.startswith("chdb://"):
+    if not is_embedded(dsn):
         kwargs["native_codec"] = NATIVE_CODEC
+        # clickhouse-connect takes TLS from the port alone (443/8443), not the scheme: an
+        # https:// DSN on another port (or none) would be sent in the clear.
+        kwargs["interface"] = dsn.partition(":")[0]
     return clickhouse_connect.get_client(dsn=dsn, **kwargs)
 
 
@@ -60,12 +64,17 @@ def _explain(exc: Exception, redacted_dsn: str) -> StorageUnavailable:
 
 def open_client(settings: CommonSettings, *, database: str | None = None) -> Client:
     """A client bound to the tracker database, creating the database when missing."""
+    conflict = settings.data_dir_conflict()
+    if conflict is not None:
+        raise SettingError(conflict)
     dsn = settings.dsn()
     db = database or settings.clickhouse_database
     try:
-        if dsn.startswith("chdb://") and dsn.removeprefix("chdb://"):
-            # chdb creates the leaf directory itself but not its parents.
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        path = chdb_path(dsn) if is_embedded(dsn) else None
+        if path is not None:
+            # chdb creates the leaf directory itself but not its parents. The DSN's own
+            # parent, not data_dir: a store elsewhere left an empty data_dir behind.
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
         bootstrap = _connect(dsn)
         bootstrap.command(f"CREATE DATABASE IF NOT EXISTS `{db}`")
         return _connect(dsn, database=db)
@@ -90,7 +99,7 @@ class ClientPool:
         self._local = threading.local()
         self.database = database or settings.clickhouse_database
         # chdb: one process per data directory, so every write goes through this process.
-        self.embedded = settings.dsn().startswith("chdb://")
+        self.embedded = settings.embedded()
         # Open once now so a bad DSN fails at start-up, not at the first request.
         self._local.client = open_client(settings, database=database)
 

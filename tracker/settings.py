@@ -7,10 +7,10 @@ One class per process, built once by the CLI (never at import time) and passed d
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
-from urllib.parse import urlsplit
+from typing import ClassVar, Literal
+from urllib.parse import urlparse, urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tracker.contract import DLQ_TOPIC, TOPIC
@@ -23,10 +23,70 @@ class SettingError(RuntimeError):
     """A setting that validated but cannot work here (a port already taken): exit 2."""
 
 
+# Every settings class reads TRACKER_*. An empty variable counts as unset: `TRACKER_DATA_DIR=`
+# was the current directory and `TRACKER_CLICKHOUSE_DSN=` a server at localhost:8123, each
+# from a variable a deployment template left blank (found in review).
+_CONFIG = SettingsConfigDict(env_prefix="TRACKER_", extra="ignore", env_ignore_empty=True)
+
+
+def is_embedded(dsn: str) -> bool:
+    """Whether clickhouse-connect opens `dsn` with chdb (in this process), not over HTTP: its
+    own test (`_is_chdb_target`, case-sensitive), so the tracker never disagrees with it."""
+    return dsn.startswith("chdb:")
+
+
+def chdb_path(dsn: str) -> str | None:
+    """The directory clickhouse-connect's chdb client opens for `dsn` (None: in memory).
+
+    As clickhouse-connect parses it (driver/__init__.py, _create_chdb_client): a netloc is
+    the location (`chdb://memory`, `chdb://:memory:`, `chdb://u@x`: the part after `@`) and
+    the path the database; without a netloc the path is the location; "", "memory" and
+    ":memory:" are in memory."""
+    parsed = urlparse(dsn)
+    location = parsed.netloc.rpartition("@")[2] if parsed.netloc else parsed.path
+    return None if location in ("", "memory", ":memory:") else location
+
+
+def dsn_problem(dsn: str) -> str | None:
+    """Why TRACKER_CLICKHOUSE_DSN cannot work, or None. Never quotes the DSN (a password)."""
+    usage = ("give chdb:///absolute/path (embedded) or http(s)://user:password@host:port "
+             "(a ClickHouse server)")  # fmt: skip
+    try:
+        parsed = urlsplit(dsn)
+    except ValueError:  # an unclosed IPv6 bracket
+        return f"is not a URL; {usage}"
+    scheme = dsn.partition(":")[0]
+    if is_embedded(dsn):
+        # Only chdb:///path: any other spelling clickhouse-connect reads either as in memory
+        # (keys and loads reported done, gone with the process) or as a relative path (a
+        # store that moves with the working directory); both found in review.
+        path = chdb_path(dsn)
+        if not dsn.startswith("chdb:///") or path is None or not path.startswith("/"):
+            return f"chdb needs an absolute path (chdb:///var/lib/tracker/chdb); {usage}"
+        if not path.strip("/"):
+            return f"chdb needs a directory other than / (chdb:///var/lib/tracker/chdb); {usage}"
+        return None
+    # Checked exactly, as clickhouse-connect does: anything else (empty, CHDB:, clickhouse:,
+    # a port 9000 DSN) it silently read as http://localhost:8123 or host:9000 over HTTP.
+    if scheme not in ("http", "https"):
+        return f"has an unknown scheme (lower case only); {usage}"
+    if not parsed.hostname:
+        return f"names no host; {usage}"
+    return None
+
+
 class CommonSettings(BaseSettings):
     """What every process needs: where data lives and which registry classifies it."""
 
-    model_config = SettingsConfigDict(env_prefix="TRACKER_", extra="ignore")
+    model_config = _CONFIG
+
+    # What data_dir holds besides the default store (the collector: its spool); nothing for
+    # most commands, whose --data-dir only says where the store is.
+    local_state: ClassVar[tuple[str, ...]] = ()
+    # Set by the CLI when --data-dir was given while TRACKER_CLICKHOUSE_DSN names the store:
+    # opening the store then refuses (tracker.clickhouse.open_client), as the option would
+    # otherwise be silently ignored (found in review: an admin key made in another store).
+    _data_dir_option: Path | None = PrivateAttr(default=None)
 
     data_dir: Path = Field(default=Path("var"), description="Root of local state (chdb, spool).")
     clickhouse_dsn: SecretStr | None = Field(
@@ -42,14 +102,13 @@ class CommonSettings(BaseSettings):
 
     @field_validator("clickhouse_dsn")
     @classmethod
-    def _chdb_has_a_path(cls, value: SecretStr | None) -> SecretStr | None:
+    def _usable_dsn(cls, value: SecretStr | None) -> SecretStr | None:
         # chdb:// with no path is an in-memory store: loads, keys and gateways were reported
-        # done and gone with the process (found in review).
-        if value is not None and value.get_secret_value().strip() in ("chdb://", "chdb:"):
-            raise ValueError(
-                "chdb:// needs a path (chdb:///var/lib/tracker/chdb): without one the store "
-                "would be in memory and lost when the process ends"
-            )
+        # done and gone with the process (found in review); other schemes fell back to HTTP.
+        if value is not None:
+            problem = dsn_problem(value.get_secret_value())
+            if problem is not None:
+                raise ValueError(f"TRACKER_CLICKHOUSE_DSN {problem}")
         return value
 
     @field_validator("log_level", mode="before")
@@ -61,6 +120,23 @@ class CommonSettings(BaseSettings):
         if self.clickhouse_dsn is not None:
             return self.clickhouse_dsn.get_secret_value()
         return f"chdb://{(self.data_dir / 'chdb').resolve()}"
+
+    def embedded(self) -> bool:
+        """The store is chdb in this process (every write goes through it)."""
+        return is_embedded(self.dsn())
+
+    def data_dir_given(self, path: Path) -> None:
+        """Record that --data-dir was given on the command line (tracker.cli._settings)."""
+        self._data_dir_option = path
+
+    def data_dir_conflict(self) -> str | None:
+        """Why the store cannot be opened from these settings, or None: --data-dir was given
+        while TRACKER_CLICKHOUSE_DSN names the store, and this command keeps nothing else
+        under data_dir, so the option would change nothing."""
+        if self._data_dir_option is None or self.clickhouse_dsn is None or self.local_state:
+            return None
+        return (f"--data-dir {self._data_dir_option} and TRACKER_CLICKHOUSE_DSN "
+                f"({self.redacted_dsn()}) both name the store: give one of them")  # fmt: skip
 
     def redacted_dsn(self) -> str:
         """The DSN with any password replaced and its query string hidden (it may carry an
@@ -97,7 +173,7 @@ _HOST_PORT = r"(\[[0-9A-Fa-f:.]+\]|[^\s,:\[\]]+):\d{1,5}"
 
 
 class KafkaSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TRACKER_", extra="ignore")
+    model_config = _CONFIG
 
     kafka_bootstrap: str = Field(
         default="127.0.0.1:9092",
@@ -124,7 +200,7 @@ class KafkaSettings(BaseSettings):
 
 
 class HttpSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TRACKER_", extra="ignore")
+    model_config = _CONFIG
 
     # Never empty: uvicorn reads "" as every interface, so an unset $HOST would expose it.
     host: str = Field(default="127.0.0.1", pattern=r"^\S+$")
@@ -132,7 +208,7 @@ class HttpSettings(BaseSettings):
 
 
 class IngestLimits(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TRACKER_", extra="ignore")
+    model_config = _CONFIG
 
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     max_batch_records: int = Field(default=10_000, ge=1)
@@ -140,6 +216,8 @@ class IngestLimits(BaseSettings):
 
 class CollectorSettings(CommonSettings, KafkaSettings, HttpSettings, IngestLimits):
     """`tracker collector`: HTTP ingest -> Kafka, spooling to disk while Kafka is down."""
+
+    local_state: ClassVar[tuple[str, ...]] = ("spool",)
 
     port: int = Field(default=8001, ge=0, le=65535)
     spool_max_bytes: int = Field(default=1024**3, ge=1024, description="503 when full")
@@ -180,5 +258,8 @@ class ApiSettings(CommonSettings, HttpSettings):
     public_cache_seconds: float = Field(default=0.0, ge=0, le=3600)
 
 
-class EmbeddedSettings(CommonSettings, HttpSettings, IngestLimits):
-    """`tracker up`: ingest, pipeline and API in one process, chdb, direct hand-off."""
+class EmbeddedSettings(ApiSettings, IngestLimits):
+    """`tracker up`: ingest, pipeline and API in one process, chdb, direct hand-off.
+
+    The API's settings included, so they are checked before anything is opened or seeded
+    (found in review: a bad TRACKER_MIN_CELL_RECORDS was a traceback after `demo` seeded)."""

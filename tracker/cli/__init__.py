@@ -6,6 +6,7 @@ import faulthandler
 import json
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -56,7 +57,7 @@ def _overrides(**values: Any) -> dict[str, Any]:
 
 def _settings(cls: type[Any], **values: Any) -> Any:
     try:
-        return cls(**_overrides(**values))
+        settings = cls(**_overrides(**values))
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: "
@@ -64,6 +65,18 @@ def _settings(cls: type[Any], **values: Any) -> Any:
             for e in exc.errors()
         )
         fail(f"bad configuration: {problems}")
+    # The one place --data-dir is applied. With TRACKER_CLICKHOUSE_DSN set the store is the
+    # DSN's, and the option was silently ignored for it (found in review: an admin key made in
+    # another store). A command that keeps nothing else there refuses when it opens the store
+    # (CommonSettings.data_dir_conflict); one that does (the spool) goes on, saying so.
+    data_dir = values.get("data_dir")
+    if data_dir is not None and settings.clickhouse_dsn is not None:
+        settings.data_dir_given(data_dir)
+        if settings.local_state:
+            typer.echo(f"tracker: --data-dir {data_dir} holds the {', '.join(settings.local_state)}"
+                       f"; the store is TRACKER_CLICKHOUSE_DSN ({settings.redacted_dsn()})",
+                       err=True)  # fmt: skip
+    return settings
 
 
 def _logging(level: str) -> None:
@@ -228,7 +241,37 @@ def _store(data_dir: Path | None) -> Any:
     return open_core(_settings(CommonSettings, data_dir=data_dir)).pool.get()
 
 
-def _serve(application: Any, host: str, port: int) -> None:
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before the store is opened or a key issued: a taken port or
+    an unknown host was uvicorn's exit 3 after the start-up banner (and after `demo` issued its
+    key), naming no setting (found in review). Raises SettingError (exit 2)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise SettingError(f"cannot listen on {host}: {getattr(exc, 'strerror', None) or exc}; "
+                           "set --host/TRACKER_HOST") from exc  # fmt: skip
+    sock = socket.socket(family, kind, proto)
+    try:
+        # As uvicorn binds: a restart may reuse the port while old connections time out.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)  # uvicorn's default backlog
+    except OSError as exc:
+        sock.close()
+        raise SettingError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
+                           "set --port/TRACKER_PORT or --host/TRACKER_HOST") from exc  # fmt: skip
+    return sock
+
+
+def _url(sock: socket.socket) -> str:
+    """http://host:port of the bound socket: the real port when 0 asked for any."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _serve(application: Any, sock: socket.socket) -> None:
     import uvicorn
 
     # proxy_headers off: uvicorn's default takes the client address from X-Forwarded-For when
@@ -236,8 +279,10 @@ def _serve(application: Any, host: str, port: int) -> None:
     # through) any caller chose the address its rate limits and audit rows are keyed by
     # (found in review). The address is the peer's; docs/api.md says what that means behind a
     # proxy.
-    uvicorn.run(application, host=host, port=port, log_level="info", access_log=False,
-                proxy_headers=False)  # fmt: skip
+    config = uvicorn.Config(application, log_level="info", access_log=False,
+                            proxy_headers=False)  # fmt: skip
+    with sock:
+        uvicorn.Server(config).run(sockets=[sock])
 
 
 @app.command()
@@ -249,9 +294,11 @@ def up(data_dir: DataDir = None, host: Host = None, port: Port = None) -> None:
     settings = _settings(EmbeddedSettings, data_dir=data_dir, host=host, port=port)
     _logging(settings.log_level)
     tune_allocator()
+    sock = _listen(settings.host, settings.port)
     core = open_core(settings, watch=True)
-    typer.echo(f"tracker up: http://{settings.host}:{settings.port}  (data in {settings.data_dir})")
-    _serve(embedded_app(settings, core), settings.host, settings.port)
+    # The store actually used (a DSN's, not data_dir's, when TRACKER_CLICKHOUSE_DSN is set).
+    typer.echo(f"tracker up: {_url(sock)}  (data in {settings.redacted_dsn()})")
+    _serve(embedded_app(settings, core), sock)
 
 
 # The gateway `tracker demo` issues its key to (a new key each run).
@@ -275,6 +322,7 @@ def demo(
     settings = _settings(EmbeddedSettings, data_dir=data_dir, host=host, port=port)
     _logging(settings.log_level)
     tune_allocator()
+    sock = _listen(settings.host, settings.port) if serve else None
     core = open_core(settings, watch=True)
     client = core.pool.get()
     existing = client.query("SELECT count() FROM usage_raw").result_rows[0][0]
@@ -298,11 +346,11 @@ def demo(
         except GatewayError:  # none active, yet the name is taken: revoked by its operator
             fail(f"gateway {DEMO_GATEWAY!r} was revoked, so no demo key is issued "
                  "(`tracker gateway add NAME --agency ID` adds another)")  # fmt: skip
-    url = f"http://{settings.host}:{settings.port}"
+    url = _url(sock) if sock is not None else f"http://{settings.host}:{settings.port}"
     typer.echo(f"demo gateway {DEMO_GATEWAY} key: {key}")
     typer.echo(f"headline: {url}/v1/share   API docs: {url}/docs")
-    if serve:
-        _serve(embedded_app(settings, core), settings.host, settings.port)
+    if sock is not None:
+        _serve(embedded_app(settings, core), sock)
 
 
 @app.command()
@@ -314,10 +362,11 @@ def collector(host: Host = None, port: Port = None) -> None:
     settings = _settings(CollectorSettings, host=host, port=port)
     _logging(settings.log_level)
     tune_allocator()
+    sock = _listen(settings.host, settings.port)
     core = open_core(settings, watch=True)
     application, sink = collector_app(settings, core.pool.get())
     try:
-        _serve(application, settings.host, settings.port)
+        _serve(application, sock)
     finally:
         sink.close()
 
@@ -350,8 +399,9 @@ def api(host: Host = None, port: Port = None) -> None:
     settings = _settings(ApiSettings, host=host, port=port)
     _logging(settings.log_level)
     tune_allocator()
+    sock = _listen(settings.host, settings.port)
     open_core(settings)  # migrate and check the registry before serving
-    _serve(api_app(settings), settings.host, settings.port)
+    _serve(api_app(settings), sock)
 
 
 def main() -> None:

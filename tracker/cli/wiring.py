@@ -98,7 +98,9 @@ def embedded_app(settings: EmbeddedSettings, core: Core) -> FastAPI:
     from collector.ingest import ingest_router
     from collector.routes_sources import source_routers
 
-    app = create_api_app(core.pool)
+    # The settings checked at start (EmbeddedSettings holds the API's): create_app would
+    # otherwise read them again here, after the store was opened and the demo seeded.
+    app = create_api_app(core.pool, settings)
     app.state.gateway_auth = GatewayAuth(core.pool.get())
     app.state.max_body_bytes = settings.max_body_bytes  # signature checks read under this limit
     sink = DirectSink(core.pool, core.processor)
@@ -146,7 +148,7 @@ def collector_app(settings: CollectorSettings, client: Client) -> tuple[FastAPI,
 def api_app(settings: ApiSettings) -> FastAPI:
     from api.app import create_app as create_api_app
 
-    return create_api_app(ClientPool(settings))
+    return create_api_app(ClientPool(settings), settings)
 
 
 def serve_metrics(settings: PipelineSettings, metrics: PipelineMetrics) -> None:
