@@ -113,8 +113,10 @@ def select(found: list[Quarantined], names: list[str]) -> list[Quarantined]:
 
 @contextmanager
 def locked(folder: Path) -> Iterator[None]:
-    """Held while re-sending: a second resend of the same folder is refused, not run twice."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Held while re-sending: a second resend of the same folder is refused, not run twice.
+
+    The folder must exist (OSError otherwise): only the drain makes it. Made here, a mistyped
+    data directory was created, lock file and all, and reported empty (found in review)."""
     with (folder / _LOCK_NAME).open("w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

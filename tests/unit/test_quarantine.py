@@ -64,6 +64,7 @@ def test_select_takes_names_with_or_without_suffix_and_refuses_unknown_ones(
 def test_a_second_resend_of_one_folder_is_refused_while_the_first_holds_it(
     tmp_path: Path,
 ) -> None:
+    (tmp_path / "quarantine").mkdir()  # the drain makes it; a resend never does
     with (
         locked(tmp_path / "quarantine"),
         pytest.raises(QuarantineError, match=r"another resend of .* is running"),

@@ -46,12 +46,31 @@ def _registry(path: Path | None) -> Registry:
         raise _fail(str(exc)) from exc
 
 
+def _out(out: Path | None) -> Path:
+    """The --out directory; exit 2 when it is a file (as `tracker schema --out` does)."""
+    from dashboards import build
+
+    if out is None:
+        return build.GENERATED
+    try:
+        if out.exists() and not out.is_dir():
+            raise _fail(f"--out {out}: not a directory")
+    except OSError as exc:  # a folder on its way that cannot be looked into
+        raise _fail(f"--out {out}: {exc.strerror or exc}") from None
+    return out
+
+
 @dashboards_app.command("build")
 def build_cmd(out: Out = None, registry: RegistryFile = None) -> None:
     """Regenerate the committed dashboard JSON from the builders in dashboards/."""
     from dashboards import build
 
-    for path in build.write(out or build.GENERATED, _registry(registry)):
+    folder, chosen = _out(out), _registry(registry)
+    try:
+        written = build.write(folder, chosen)
+    except OSError as exc:  # found in review: a traceback (a path under /proc, read-only)
+        raise _fail(f"--out {folder}: {exc.strerror or exc}") from None
+    for path in written:
         typer.echo(f"wrote {path}")
 
 
@@ -60,7 +79,11 @@ def check_cmd(out: Out = None, registry: RegistryFile = None) -> None:
     """Exit 1 when the committed JSON differs from a fresh build."""
     from dashboards import build
 
-    stale = build.stale(out or build.GENERATED, _registry(registry))
+    folder, chosen = _out(out), _registry(registry)
+    try:
+        stale = build.stale(folder, chosen)
+    except OSError as exc:  # an unreadable file in it
+        raise _fail(f"--out {folder}: {exc.strerror or exc}") from None
     if stale:
         typer.echo(f"out of date: {', '.join(stale)}; run `tracker dashboards build`", err=True)
         raise typer.Exit(1)
@@ -83,6 +106,40 @@ def _redact(message: str, token: str) -> str:
             whole = rf"(?<![A-Za-z0-9_-]){re.escape(form)}(?![A-Za-z0-9_-])"
             message = re.sub(whole, "<token>", message)
     return re.sub(r"\bBearer\s+[A-Za-z0-9._~+/=-]{8,}", "Bearer <token>", message)
+
+
+def url_problem(url: str) -> str | None:
+    """Why `url` is no usable http(s) base URL, in words that quote none of it; None if usable.
+
+    Cut by hand first, as CommonSettings.redacted_dsn: urlsplit (and httpx) end the host at
+    the first `/`, `?` or `#`, so a password holding one was read as host and port, and the
+    parser's error quoted its start ("Port could not be cast to integer value as 'Xy9'", found
+    in review). Neither the parser's text nor any part of the URL is shown: in a URL that does
+    not parse, nothing says where its user:password ends."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        return "must start with http:// or https://"
+    end = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0),
+              default=len(rest))  # fmt: skip
+    if "@" in rest[end:]:
+        # A base URL has no '@' in its path or query; one there is the end of a user:password
+        # that was cut short. Refused even when it parses: the host would be the user name.
+        return (
+            "not a usable URL (an '@' after the host: in a user name or password, write "
+            "'/' as %2F, '?' as %3F and '#' as %23; the URL is not shown)"
+        )
+    host_port = rest[:end].rpartition("@")[2]
+    try:
+        parts = urlsplit(f"{scheme}://{host_port}")
+        parts.port  # noqa: B018  (raises on a port that is no number)
+        urlsplit(url)  # what else it refuses (characters NFKC turns into '/' or '@', say)
+    except ValueError:
+        unclosed = "[" in host_port and "]" not in host_port
+        why = "an unclosed '[' in the host" if unclosed else "its port is no number up to 65535"
+        return f"not a usable URL ({why}; the URL is not shown)"
+    if not parts.hostname:
+        return "names no host"
+    return None
 
 
 _USER = re.compile(r"[A-Za-z0-9_.@-]{1,128}")
@@ -144,16 +201,15 @@ def push_cmd(
         )
     if clickhouse_protocol not in ("native", "http"):
         raise _fail("--clickhouse-protocol: must be native or http")
-    if not url.startswith(("http://", "https://")):
-        raise _fail("--url: must start with http:// or https://")
+    problem = url_problem(url)
+    if problem:
+        raise _fail(f"--url: {problem}")
     try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018  (raises on a port that is no number)
-        url = api_url(url)  # raises on a bad ?verify=
+        # Its own message: names the ?verify= value, and the query holds no user:password
+        # (url_problem refused an '@' past the host).
+        url = api_url(url)
     except ValueError as exc:
         raise _fail(f"--url: not a usable URL ({exc})") from exc
-    if not parts.hostname:
-        raise _fail("--url: names no host")
     # Each replaces a working data source in Grafana: an empty one would break every panel.
     for option, value, pattern in (
         ("--clickhouse-host", clickhouse_host, _HOST),

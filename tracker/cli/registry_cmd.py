@@ -73,6 +73,18 @@ def _text(option: str, value: str) -> str:
     return value
 
 
+def _author(author: str | None) -> str:
+    """--author, else the OS user. Under a uid with no passwd entry (a container run with an
+    arbitrary uid) getpass.getuser() raises KeyError (found in review: a traceback)."""
+    if not author:  # an empty --author too, as before
+        try:
+            author = getpass.getuser()
+        except (KeyError, OSError):
+            raise _fail("--author: not given, and this process's user has no name (no "
+                        "passwd entry, no LOGNAME or USER): pass --author") from None  # fmt: skip
+    return _text("--author", author)
+
+
 def _client(data_dir: Path | None) -> Any:
     from tracker.cli import _settings
     from tracker.clickhouse import ClientPool
@@ -116,11 +128,12 @@ def load_cmd(
     """Store a registry file as a new version in force (now, or from --effective-from)."""
     from tracker import registry_store
 
+    who = _author(author)  # before the database is opened: a refusal needs none of it
     client = _client(data_dir)
     when = _utc(effective_from, "--effective-from")
     try:
         registry, change = registry_store.load_file(
-            client, file, author=_text("--author", author or getpass.getuser()),
+            client, file, author=who,
             reason=_text("--reason", reason), effective_from=when,
             before_scheduled=before_scheduled,
         )  # fmt: skip
@@ -235,6 +248,7 @@ def reclassify_cmd(
     assert start is not None and end is not None
     if start >= end:
         raise _fail("--from must be before --to")
+    who = _author(author)
     client = _client(data_dir)
     if version is None:
         found = registry_store.effective(client)
@@ -264,7 +278,7 @@ def reclassify_cmd(
 
         try:
             reclassify.run(client, registry, start, end,
-                           author=_text("--author", author or getpass.getuser()),
+                           author=who,
                            progress=done, skipped=skipped, cleaned=dropped.extend)  # fmt: skip
         except reclassify.MonthsSkipped:
             pass  # reported below, after the months done

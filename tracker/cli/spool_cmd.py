@@ -3,6 +3,8 @@ good), listed, and re-sent once the cause is fixed."""
 
 from __future__ import annotations
 
+import stat
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -42,6 +44,30 @@ def _folder(settings: CollectorSettings) -> Path:
     return quarantine_dir(settings.data_dir / "spool")
 
 
+def _unusable(folder: Path, exc: OSError) -> typer.Exit:
+    return _fail(f"--data-dir / TRACKER_DATA_DIR: cannot use {folder}: {exc.strerror or exc}")
+
+
+def _exists(folder: Path) -> bool:
+    """Whether the quarantine folder exists (missing: nothing was ever quarantined there, or
+    the data directory is mistyped; the message names the folder). Exit 2 when it cannot be
+    looked into: the data directory is a file, or unreadable (found in review: a traceback)."""
+    try:
+        mode = folder.stat().st_mode
+    except FileNotFoundError:
+        return False
+    except OSError as exc:  # NotADirectoryError: the data directory, or its spool, is a file
+        raise _unusable(folder, exc) from None
+    if not stat.S_ISDIR(mode):
+        raise _fail(f"--data-dir / TRACKER_DATA_DIR: {folder} is not a directory")
+    return True
+
+
+def _nothing(folder: Path, exists: bool = True) -> None:
+    missing = "" if exists else " (no such folder: is --data-dir / TRACKER_DATA_DIR right?)"
+    typer.echo(f"nothing quarantined in {folder}{missing}")
+
+
 def _size(message: Quarantined) -> str:
     records = "?" if message.records is None else message.records
     return f"{records} records, {message.size} bytes"
@@ -53,9 +79,12 @@ def spool_list(data_dir: DataDir = None) -> None:
     from collector.quarantine import quarantined
 
     folder = _folder(_settings(data_dir))
+    if not _exists(folder):
+        _nothing(folder, exists=False)
+        return
     found = quarantined(folder)
     if not found:
-        typer.echo(f"nothing quarantined in {folder}")
+        _nothing(folder)
         return
     for message in found:
         when = message.about.get("quarantined_at", "?")
@@ -84,12 +113,22 @@ def spool_resend(
 
     settings = _settings(data_dir)
     folder = _folder(settings)
+    if not _exists(folder):
+        # Said without creating anything: a mistyped --data-dir was made, lock file and all.
+        _nothing(folder, exists=False)
+        return
     try:
-        with locked(folder):
-            remove_orphans(folder)
-            chosen = select(quarantined(folder), names or [])
+        with ExitStack() as held:
+            # Only these touch the folder before Kafka does: an OSError past them may be
+            # Kafka's connection, which the --data-dir message would misname.
+            try:
+                held.enter_context(locked(folder))
+                remove_orphans(folder)
+                chosen = select(quarantined(folder), names or [])
+            except OSError as exc:
+                raise _unusable(folder, exc) from None
             if not chosen:
-                typer.echo(f"nothing quarantined in {folder}")
+                _nothing(folder)
                 return
             try:
                 ensure_configured(settings)
