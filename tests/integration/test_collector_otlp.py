@@ -34,9 +34,9 @@ from tests.integration.test_collector_support import (
     make_keys,
     raw_count,
 )
+from tests.sinks import ListSink
 from tracker.cli.wiring import Core
 from tracker.clickhouse import ClientPool
-from tracker.contract import UsageRecord
 from tracker.gateways import GatewayAuth
 from tracker.settings import CommonSettings
 
@@ -350,17 +350,6 @@ def test_json_ids_that_are_not_hex_refuse_their_span_only(
     assert raw_count(pool, keys.single_id, "model = 'sarvam-b64'") == 1
 
 
-class _ListSink:
-    def __init__(self) -> None:
-        self.records: list[UsageRecord] = []
-
-    def deliver(self, records: list[UsageRecord]) -> None:
-        self.records.extend(records)
-
-    def close(self) -> None:
-        pass
-
-
 def test_healthz_is_served_while_an_export_is_decoded(
     keys: Keys, pool: ClientPool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -378,7 +367,7 @@ def test_healthz_is_served_while_an_export_is_decoded(
         return decode(body, content_type, *args)
 
     monkeypatch.setattr(otlp, "decode", held)
-    sink = _ListSink()
+    sink = ListSink()
     collector = create_app(sink, GatewayAuth(pool.get()), max_body_bytes=16 * 1024 * 1024,
                            max_batch_records=10_000)  # fmt: skip
     body = _export(_chat_span("eee29b7ec3c1b174", "sarvam-held"))

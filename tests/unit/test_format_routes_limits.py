@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from collector import bodies
 from collector.adapters.common import Rejected
 from collector.app import create_app
-from tracker.contract import UsageRecord
+from tests.sinks import ListSink
 from tracker.gateways import Gateway, GatewayAuth
 
 SINGLE = Gateway("gw-single", "single", frozenset({"in-mohfw"}))
@@ -29,19 +29,6 @@ SINGLE_KEY = {"Authorization": "Bearer k-single"}
 MULTI_KEY = {"Authorization": "Bearer k-multi"}
 USAGE_TYPE = "org.sovereignty-tracker.usage.v1"
 USAGE = {"provider": "krutrim", "model": "krutrim-2", "input_tokens": 300}
-
-
-class ListSink:
-    """A sink that keeps what it is given."""
-
-    def __init__(self) -> None:
-        self.records: list[UsageRecord] = []
-
-    def deliver(self, records: list[UsageRecord]) -> None:
-        self.records.extend(records)
-
-    def close(self) -> None:
-        pass
 
 
 class KeyAuth(GatewayAuth):

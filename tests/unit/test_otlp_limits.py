@@ -25,7 +25,7 @@ from collector.adapters import otlp
 from collector.adapters.common import Context, Rejected, run
 from collector.routes_common import Limits
 from collector.routes_otlp import otlp_router
-from tracker.contract import UsageRecord
+from tests.sinks import ListSink
 from tracker.gateways import Gateway, GatewayAuth
 
 AGENCY = "in-mohfw"
@@ -46,19 +46,8 @@ class _Auth(GatewayAuth):
         return GATEWAY if key == "k1" else None
 
 
-class _ListSink:
-    def __init__(self) -> None:
-        self.records: list[UsageRecord] = []
-
-    def deliver(self, records: list[UsageRecord]) -> None:
-        self.records.extend(records)
-
-    def close(self) -> None:
-        pass
-
-
-def _client(max_spans: int) -> tuple[TestClient, _ListSink]:
-    sink = _ListSink()
+def _client(max_spans: int) -> tuple[TestClient, ListSink]:
+    sink = ListSink()
     app = FastAPI()
     app.state.gateway_auth = _Auth()
     app.include_router(otlp_router(sink, Limits(16 * 1024 * 1024, max_spans)))
