@@ -560,7 +560,8 @@ def test_healthz_answers_while_json_lines_are_read(monkeypatch: pytest.MonkeyPat
     # the wait ran out (released == [False]) and the health check timed out.
     from collector import routes_formats
     from collector.app import create_app
-    from tests.unit.test_format_routes_limits import GOOD_LINE, SINGLE, KeyAuth, ListSink
+    from tests.sinks import ListSink
+    from tests.unit.test_format_routes_limits import GOOD_LINE, SINGLE, KeyAuth
 
     reading, release = threading.Event(), threading.Event()
     released: list[bool] = []
