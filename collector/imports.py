@@ -63,6 +63,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from collector.adapters import csv_export, openai_log
 from collector.adapters.common import Context, Mapped, Rejected, run
+from collector.signing import sign
 
 HEAD_BYTES: Final = 4096
 PATTERNS: Final = ("*.jsonl", "*.ndjson", "*.log", "*.csv")
@@ -532,14 +533,38 @@ def file_format(path: Path, declared: str = "auto") -> str:
     return "csv" if path.suffix.lower() == ".csv" else "jsonl"
 
 
+@dataclass(frozen=True)
+class Settled:
+    """A file taken as finished when it was opened: its size and modification time then, and
+    already left unchanged for SETTLE_SECONDS. Found in review: a one-shot import decided so at
+    open, the writer resumed while the file was read, and its half-written last line was read
+    as finished (the checkpoint past it, so the next run could not resume and read the file
+    again from its first byte). A last line without its break is read only while the file is
+    still as it was (`_finished`), checked when that line is reached."""
+
+    size: int
+    mtime_ns: int
+
+
+def _finished(f: BinaryIO, final: bool | Settled) -> bool:
+    """Whether `f`, at a last line without its line break, is complete: `final` as given, or
+    for Settled, the file is still the size it was at open, not modified since, and still
+    unchanged for SETTLE_SECONDS."""
+    if isinstance(final, bool):
+        return final
+    st = os.fstat(f.fileno())
+    unchanged = (st.st_size, st.st_mtime_ns) == (final.size, final.mtime_ns)
+    return unchanged and time.time() - st.st_mtime >= SETTLE_SECONDS
+
+
 def _lines(
-    f: BinaryIO, offset: int, line: int, final: bool
+    f: BinaryIO, offset: int, line: int, final: bool | Settled
 ) -> Iterator[tuple[int, int, bytes | None]]:
     """(line number, end offset, raw line). A last line without a line break is read when the
-    file is `final` (complete: the break before EOF is optional in CSV and JSON Lines); else it
-    is left for later, since the writer may still be appending to it. A line longer than
-    MAX_LINE_BYTES is skipped unread and given as None (found in review: each line was read
-    whole before any check, so one line of gigabytes could take all memory)."""
+    file is `final` (complete: the break before EOF is optional in CSV and JSON Lines; see
+    `_finished`); else it is left for later, since the writer may still be appending to it. A
+    line longer than MAX_LINE_BYTES is skipped unread and given as None (found in review: each
+    line was read whole before any check, so one line of gigabytes could take all memory)."""
     f.seek(offset)
     while True:
         raw = f.readline(MAX_LINE_BYTES + 1)
@@ -547,13 +572,13 @@ def _lines(
             return
         if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
             rest = _skip_line(f)
-            if rest is None and not final:
+            if rest is None and not _finished(f, final):
                 return  # its end is not written yet: skipped when it is
             offset += len(raw) + (rest or 0)
             line += 1
             yield line, offset, None
             continue
-        if not raw.endswith(b"\n") and not final:
+        if not raw.endswith(b"\n") and not _finished(f, final):
             return
         offset += len(raw)
         line += 1
@@ -572,7 +597,7 @@ def _skip_line(f: BinaryIO) -> int | None:
 
 
 def read_jsonl(
-    source: Path | BinaryIO, offset: int, line: int, ctx: Context, *, final: bool = True
+    source: Path | BinaryIO, offset: int, line: int, ctx: Context, *, final: bool | Settled = True
 ) -> Iterator[Item]:
     with _opened(source) as f:
         for number, end, raw in _lines(f, offset, line, final):
@@ -664,7 +689,7 @@ def csv_header(source: Path | BinaryIO) -> tuple[list[str], int]:
 
 
 def read_csv(
-    source: Path | BinaryIO, offset: int, line: int, ctx: Context, *, final: bool = True
+    source: Path | BinaryIO, offset: int, line: int, ctx: Context, *, final: bool | Settled = True
 ) -> Iterator[Item]:
     """Rows past `offset`. A row csv cannot parse is refused (Rejected) and reading goes on at
     the next line. A quoted cell still open at the end of the file, or running past
@@ -721,8 +746,10 @@ def read_csv(
             if at.exhausted:
                 # csv.reader ends a row at the end of its input only inside a quoted cell: the
                 # cell's closing quote never came.
-                if not final:
-                    return  # the writer may not have written the rest of the row yet
+                if not _finished(f, final):
+                    # The writer may not have written the rest of the row yet (or, Settled, it
+                    # wrote to the file while it was read: the same row as an unfinished line).
+                    return
                 span = f"lines {start}-{at.line}" if at.line > start else "it"
                 raise FileStopped(start, (
                     "a quoted cell opened in this row is not closed by the end of the file "
@@ -748,14 +775,37 @@ def read_csv(
 class Sender:
     """POSTs contract records to a running server's /v1/records with a gateway key. Each call
     is tried `attempts` times, waiting 0.5, 1, 2, 4 s... (at most 10 s) between tries: about
-    15 s with the default 6 before an unreachable or busy server aborts the import."""
+    15 s with the default 6 before an unreachable or busy server aborts the import.
 
-    def __init__(self, url: str, key: str, timeout: float = 60.0, attempts: int = 6) -> None:
+    `signing_secret`: a gateway registered with `--signed` signs every request
+    (collector.signing); found in review, such a gateway could not import at all. Every
+    attempt is signed anew, retries included: the server refuses a signature it has seen.
+    `transport`: for tests (an in-process app or a mock)."""
+
+    def __init__(
+        self,
+        url: str,
+        key: str,
+        timeout: float = 60.0,
+        attempts: int = 6,
+        *,
+        signing_secret: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self._client = httpx.Client(
             base_url=url.rstrip("/"),
             headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
             timeout=timeout,
+            transport=transport,
         )
+        self._signing_secret = signing_secret
+        # Neither may reach a message, whatever a server (or a proxy before it) echoes back.
+        self._secrets = tuple(s for s in (key, signing_secret) if s)
+        # Timestamps signed per body in the current second (`_signed`), under a lock: the
+        # watcher and a LiteLLM follow may share this sender.
+        self._signed_lock = threading.Lock()
+        self._signed_second = 0
+        self._signed_at: dict[bytes, int] = {}
         self._retrying = Retrying(
             retry=retry_if_exception_type((httpx.TransportError, Retryable)),
             stop=stop_after_attempt(attempts),
@@ -766,17 +816,84 @@ class Sender:
     def close(self) -> None:
         self._client.close()
 
+    def _signed(self, body: bytes) -> dict[str, str]:
+        """The signature headers of one attempt to send `body`; none for an unsigned gateway.
+
+        Called inside the retry loop, once per attempt: the server remembers every signature
+        it verified, even one of an attempt it then answered 503, and refuses it again as a
+        replay. The same body signed twice in one second would carry the same signature (the
+        timestamp is in whole seconds), so a resend takes the second after the one its body
+        last used: at most a few seconds ahead (one per quick resend), well inside the
+        server's 300 s tolerance."""
+        if self._signing_secret is None:
+            return {}
+        now = int(time.time())
+        digest = hashlib.sha256(body).digest()
+        with self._signed_lock:
+            if now != self._signed_second:
+                # A timestamp already in the past cannot collide with one taken from now on.
+                self._signed_at = {d: t for d, t in self._signed_at.items() if t >= now}
+                self._signed_second = now
+            last = self._signed_at.get(digest)
+            stamp = now if last is None else max(now, last + 1)
+            self._signed_at[digest] = stamp
+        return sign(self._signing_secret, body, now=stamp)
+
     def _post(self, body: bytes) -> httpx.Response:
         def once() -> httpx.Response:
-            reply = self._client.post("/v1/records", content=body)
+            reply = self._client.post("/v1/records", content=body, headers=self._signed(body))
             if reply.status_code in (429, 502, 503, 504):
                 raise Retryable(f"server answered {reply.status_code}")
+            if (reply.status_code == 401 and self._signing_secret is not None
+                    and "signature already used" in self._detail(reply)):  # fmt: skip
+                # These very bytes were signed in this second by another sender too (two imports
+                # of one file at once): signed again, a second later, they pass, and the records
+                # count once (record ids).
+                raise Retryable("server refused the signature as already used")
             return reply
 
         return self._retrying(once)
 
     def _whoami(self) -> httpx.Response:
-        return self._retrying(self._client.post, "/v1/gateway/whoami")
+        def once() -> httpx.Response:
+            # The route reads no body, but a signature covers it: an empty one would sign the
+            # same in every process asking within one second, and the second asking would be
+            # refused as a replay (found in testing: an import run twice in a second).
+            body = orjson.dumps({"nonce": os.urandom(16).hex()})
+            return self._client.post("/v1/gateway/whoami", content=body,
+                                     headers=self._signed(body))  # fmt: skip
+
+        return self._retrying(once)
+
+    def _detail(self, reply: httpx.Response) -> str:
+        """The server's reason for an error answer (its `detail`), at most 300 characters and
+        without the key or the secret, whatever the server (or a proxy before it) echoes."""
+        try:
+            detail = reply.json().get("detail")
+        except (ValueError, AttributeError):
+            detail = None
+        if not isinstance(detail, str) or not detail.strip():
+            detail = f"answered {reply.status_code} with no reason"
+        for secret in self._secrets:  # before the cut: no part of one is left at its end
+            detail = detail.replace(secret, "<not shown>")
+        return detail[:300]
+
+    def _refused(self, reply: httpx.Response) -> UnusableArguments:
+        """A 401, with the server's reason. Found in review: every 401 blamed the key, also the
+        valid key of a signed gateway that sent no signature; the server's `detail` says which
+        was refused ("unknown or revoked gateway key", "bad request signature: ...")."""
+        detail = self._detail(reply)
+        prefix = "bad request signature: "
+        if not detail.startswith(prefix):
+            return UnusableArguments(f"the server refused the gateway key (--key): {detail}")
+        if self._signing_secret is None:
+            hint = ("the gateway is registered as signed: give its signing secret with "
+                    "--signing-secret or TRACKER_SIGNING_SECRET")  # fmt: skip
+        else:
+            hint = ("check --signing-secret (or TRACKER_SIGNING_SECRET) and this machine's "
+                    "clock; the key was accepted")  # fmt: skip
+        reason = detail.removeprefix(prefix)
+        return UnusableArguments(f"the server refused the request's signature: {reason}; {hint}")
 
     def gateway(self) -> tuple[str, frozenset[str]]:
         """Who the key belongs to and its agencies; checks the key before any file is read."""
@@ -785,7 +902,7 @@ class Sender:
         except httpx.TransportError as exc:
             raise ImportAborted(f"server unreachable: {exc}") from exc
         if reply.status_code == 401:
-            raise UnusableArguments("the server refused the gateway key (--key)")
+            raise self._refused(reply)
         if reply.status_code != 200:
             raise ImportAborted(f"server answered {reply.status_code}: {reply.text[:300]}")
         try:
@@ -807,7 +924,7 @@ class Sender:
         except (httpx.TransportError, Retryable) as exc:
             raise ImportAborted(f"server unreachable or unavailable: {exc}") from exc
         if reply.status_code == 401:
-            raise UnusableArguments("the server refused the gateway key (--key)")
+            raise self._refused(reply)
         if reply.status_code == 413 and len(records) > 1:
             half = len(records) // 2
             first = self.send(records[:half])
@@ -885,6 +1002,17 @@ def tally(report: FileReport, result: dict[str, Any], lines: list[int]) -> None:
         report.add_error(lines[err["index"]], err["field"], err["reason"])
 
 
+class ImportInterrupted(KeyboardInterrupt):
+    """Ctrl-C while a file was imported, carrying `report`: what the file had sent before.
+    Its checkpoint is past those lines, so no later read reports them (found in review: their
+    refusals were never shown, and the exit code did not count them). A KeyboardInterrupt
+    still, so whatever does not look for the report stops as on any Ctrl-C."""
+
+    def __init__(self, report: FileReport) -> None:
+        super().__init__()
+        self.report = report
+
+
 class Importer:
     def __init__(
         self,
@@ -939,6 +1067,8 @@ class Importer:
             except ImportAborted as exc:
                 exc.report = report
                 raise
+            except KeyboardInterrupt as exc:
+                raise ImportInterrupted(report) from exc
         return report
 
     def _import_open(self, path: Path, f: BinaryIO, report: FileReport,
@@ -960,16 +1090,20 @@ class Importer:
         report.resumed_from = offset
         if on_start is not None:
             on_start(st.st_size, offset)
-        self._read(path, f, (offset, line), report, final=final and age >= SETTLE_SECONDS,
+        # Settled, not True: the file is checked again at a last line without its break, in
+        # case its writer resumed while it was read (found in review, see Settled).
+        settled = Settled(st.st_size, st.st_mtime_ns) if age >= SETTLE_SECONDS else False
+        self._read(path, f, (offset, line), report, final=settled if final else False,
                    on_progress=on_progress, unread_check=age if final else None)  # fmt: skip
 
     def _read(self, path: Path, f: BinaryIO, at: tuple[int, int], report: FileReport, *,
-              final: bool, on_progress: Callable[[int], None] | None = None,
+              final: bool | Settled, on_progress: Callable[[int], None] | None = None,
               unread_check: float | None = None) -> tuple[int, int]:  # fmt: skip
         """Read the open file `f` (named `path`) on from `at` (offset, line), send what it holds
         and save the checkpoint after each batch; (offset, line) reached. `final`: read a last
-        line without its line break. `unread_check`: the file's age, for a one-shot import
-        that did not take it as finished to report such a line (`_left_unread`)."""
+        line without its line break (Settled: if the file is still as it was, `_finished`).
+        `unread_check`: the file's age, for a one-shot import that did not take it as
+        finished, or found it changed at that line, to report such a line (`_left_unread`)."""
         offset, line = at
         batch: list[bytes] = []
         lines: list[int] = []
@@ -1000,7 +1134,9 @@ class Importer:
                     lines.append(item.line)
                 if len(batch) >= self.batch_size:
                     flush()
-            if unread_check is not None and not final:
+            # Settled may have left a last line too (written to while read); when it did not,
+            # nothing is past `reached` and nothing is reported.
+            if unread_check is not None and final is not True:
                 self._left_unread(report, f, read, (reached, last_line), unread_check)
         except FileStopped as exc:
             report.stopped = f"{path}:{exc.line}: {exc}"
@@ -1059,7 +1195,11 @@ class Importer:
                      at: tuple[int, int], age: float) -> None:  # fmt: skip
         """Report what a read of a file changed `age` seconds ago left past `at` (offset, line):
         read again as a finished file, the first item it would give (or the row it would stop
-        at) is the line the writer may still be writing."""
+        at) is the line the writer may still be writing. Read with final=True, never Settled:
+        its check would leave that line again and hide it from the report."""
+        # The age now: a file taken as finished at open and written to while it was read
+        # changed just now, not `age` seconds ago.
+        age = min(age, time.time() - os.fstat(f.fileno()).st_mtime)
         try:
             item = next(read(f, *at, self.ctx, final=True), None)
             unread = None if item is None else item.line
@@ -1091,27 +1231,119 @@ def _files(directory: Path) -> dict[Path, os.stat_result]:
     return found
 
 
-def _to_poll(directory: Path, checkpoints: Checkpoints) -> list[tuple[Path, os.stat_result]]:
+# (path, device, inode, size, mtime_ns, mark): whether that file continued the mark when last
+# looked at. A followed file unchanged since is not opened and hashed again at every poll.
+_Checked = dict[tuple[Path, int, int, int, int, Mark], bool]
+
+
+def _continued_at(path: Path, mark: Mark) -> bool:
+    """Whether the file at `path` is the one `mark` was saved for: its device and inode, and
+    the bytes the mark fingerprints, its offset at a line's end (`_continues`)."""
+    try:
+        with path.open("rb") as f:
+            st = os.fstat(f.fileno())
+            same = (st.st_dev, st.st_ino) == (mark.device, mark.inode)
+            return same and _continues(f.fileno(), st.st_size, mark)
+    except OSError:
+        return False
+
+
+def _to_poll(
+    directory: Path,
+    checkpoints: Checkpoints,
+    *,
+    before: set[tuple[int, int]] | None = None,
+    checked: _Checked | None = None,
+) -> tuple[list[tuple[Path, os.stat_result]], set[Path]]:
     """The files a poll reads: those matching PATTERNS, and every file in `directory` that was
     checkpointed under another name (a rotated log: app.log renamed app.log.1, which no
-    pattern matches). Found review: lines appended between a poll and the rotation were lost,
-    the renamed file was never read again and the new app.log started at byte 0. Renamed ones
-    come first, so each is continued under its new name before its old name's checkpoint is
-    taken by the new file; and they stay followed, by their inode, while they are in the
-    directory: a writer keeps appending to the renamed file until it reopens its log."""
+    pattern matches); and of those, the ones that continue a checkpoint (followed). Found
+    review: lines appended between a poll and the rotation were lost, the renamed file was
+    never read again and the new app.log started at byte 0. Renamed ones come first, so each
+    is continued under its new name before its old name's checkpoint is taken by the new file;
+    and they stay followed, by their inode, while they are in the directory: a writer keeps
+    appending to the renamed file until it reopens its log.
+
+    A file is followed by its inode only while it still holds the bytes its checkpoint
+    fingerprints (`_continues`). Found in review: a checkpointed file removed, its inode went
+    at once (ext4) to the next new file, `requests.jsonl.bak`, which no pattern matches, and
+    it was read as JSON lines from its first byte. A checkpoint at offset 0 fingerprints
+    nothing: its file is followed under another name only if its inode was in `before` (the
+    last poll's files), so it did not leave the directory in between. Such stale checkpoints
+    are kept, not used: `Checkpoints.resume` still resumes a copy of a removed file from its
+    checkpoint. `checked`: a cache kept across polls (see _Checked)."""
     files = _files(directory)
     by_id = {(st.st_dev, st.st_ino): p for p, st in files.items()}
+    named = {p for p in files if any(fnmatch.fnmatchcase(p.name, g) for g in PATTERNS)}
     moved: set[Path] = set()
     followed: set[Path] = set()
+    known = {} if checked is None else checked
+    used: _Checked = {}
     for saved, mark in checkpoints.marks_in(directory):
         now_at = by_id.get((mark.device, mark.inode))
-        if now_at is not None:
+        if now_at is None:
+            continue
+        if now_at.name == saved.name and now_at in named:
+            # Read under its own name whatever: `resume` checks its fingerprint then.
+            followed.add(now_at)
+            continue
+        st = files[now_at]
+        if mark.offset == 0:
+            same = (mark.device, mark.inode) in (before or set())
+        else:
+            key = (now_at, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, mark)
+            same = used[key] = known[key] if key in known else _continued_at(now_at, mark)
+        if same:
             followed.add(now_at)
             if now_at.name != saved.name:
                 moved.add(now_at)
-    named = {p for p in files if any(fnmatch.fnmatchcase(p.name, g) for g in PATTERNS)}
+    if checked is not None:  # what this poll looked at: the files gone since are dropped
+        checked.clear()
+        checked.update(used)
     order = sorted(named | followed, key=lambda p: (p not in moved, files[p].st_mtime, p.name))
-    return [(p, files[p]) for p in order]
+    return [(p, files[p]) for p in order], followed
+
+
+def _left(
+    directory: Path,
+    checkpoints: Checkpoints,
+    before: dict[Path, tuple[tuple[int, int], bool]],
+    polled: list[tuple[Path, os.stat_result]],
+    followed: set[Path],
+) -> list[FileReport]:
+    """Warnings for the files of the last poll (`before`: path -> (device, inode), written to
+    within `settle` seconds then) that were still being written to and are gone now: their
+    inode has left `directory`, or holds other bytes (reused by a new file), so what was
+    appended after the last poll could not be read. Found in review: a log rotated by renaming
+    and compressed at once (logrotate's `compress` without `delaycompress`) lost those lines
+    without a word, while copytruncate with no copy gets a warning (`Importer._recover`). A
+    file that had been left unchanged is taken as read to its end (an old rotated log removed
+    by `rotate N`, an imported file deleted): no warning. The same inode under the same name
+    (truncated in place, or a new file given the inode) is left to `Importer.import_file`,
+    which recovers it or warns."""
+    now = {p: (st.st_dev, st.st_ino) for p, st in polled}
+    continued = {now[p] for p in followed}
+    reports: list[FileReport] = []
+    for path, (ident, live) in before.items():
+        if not live or now.get(path) == ident or ident in continued:
+            continue
+        marks = [(saved, m) for saved, m in checkpoints.marks_in(directory)
+                 if (m.device, m.inode) == ident]  # fmt: skip
+        # Its checkpoint under the name it was read as last; any other of its inode else.
+        mark = max(marks, key=lambda e: (e[0].name == path.name, e[1].offset), default=None)
+        offset, line = (mark[1].offset, mark[1].line) if mark is not None else (0, 0)
+        report = FileReport(str(path), resumed_from=offset)
+        report.unread += 1
+        report.warnings.append(
+            f"{path} left {directory} (rotated, renamed out of it or removed; or compressed at "
+            f"once, logrotate's `compress` without `delaycompress`?) while it was being written "
+            f"to, after its first {offset:,} bytes ({line:,} lines) were read: the bytes written "
+            "to it after that (the lines written after the last poll), if there were any, could "
+            "not be read. If an uncompressed copy turns up, `tracker import` it: lines that "
+            "landed already count once"
+        )
+        reports.append(report)
+    return reports
 
 
 @dataclass
@@ -1161,8 +1393,17 @@ def watch(
     (UnusableArguments) ends it whatever."""
     seen: dict[Path, _Seen] = {}
     failures = 0  # reads in a row that the server's outage ended
+    # The last poll's files: (device, inode), and whether they were written to within `settle`
+    # seconds (a file still written to that leaves may take unread lines with it: `_left`).
+    before: dict[Path, tuple[tuple[int, int], bool]] = {}
+    checked: _Checked = {}
     while not stop.is_set():
-        polled = _to_poll(directory, importer.checkpoints)
+        ids = {i for i, _ in before.values()}
+        polled, followed = _to_poll(directory, importer.checkpoints, before=ids, checked=checked)
+        for gone in _left(directory, importer.checkpoints, before, polled, followed):
+            on_report(gone)
+        wall = time.time()
+        before = {p: ((st.st_dev, st.st_ino), wall - st.st_mtime < settle) for p, st in polled}
         listed = {p for p, _ in polled}
         seen = {p: s for p, s in seen.items() if p in listed}
         for path, st in polled:

@@ -1289,7 +1289,7 @@ def test_the_watcher_warns_of_a_truncation_it_finds_no_copy_of_and_reads_on(
     out = StringIO()
     _print_report(Console(file=out, width=300), warned)
     assert f"WARNING: {log} was truncated in place" in out.getvalue(), out.getvalue()
-    assert f"{log}: 2 imported, 0 refused, 1 truncated part(s) not read" in out.getvalue()
+    assert f"{log}: 2 imported, 0 refused, 1 part(s) lost to rotation unread" in out.getvalue()
 
 
 def test_a_one_shot_import_reads_the_end_of_a_truncated_log_from_its_copy(
@@ -1329,7 +1329,7 @@ def test_a_one_shot_import_reads_the_end_of_a_truncated_log_from_its_copy(
     assert f"{copy}:2: line: the copy of {log} made when it was truncated ends in the middle " \
         "of this line" in third.output, third.output  # fmt: skip
     assert f"{log}:1: line: not valid JSON" in third.output, third.output  # the line's rest
-    assert "1 imported, 1 refused, 1 truncated part(s) not read" in third.output, third.output
+    assert "1 imported, 1 refused, 1 part(s) lost to rotation unread" in third.output, third.output
     assert ct.landed() == 5 and ct.landed("half") == 0
 
 

@@ -4,10 +4,11 @@ Records go through the running server's HTTP ingest (`--url`, `--key`), never st
 ClickHouse: `tracker up` holds the embedded chdb path and a second process cannot open it.
 Exit codes: 0 everything imported, 1 some lines refused, a last line left unread (the file ends
 mid-line and changed within 30 s: its writer may be mid-line, or a truncated log's copy ends
-mid-line) or the server stayed unavailable,
-2 unusable arguments (nothing to import, missing file, no key, key refused) or a file that
-cannot be read to its end (a CSV quote never closed, an unusable header; the other files and
-the rows before are still imported).
+mid-line), a part a rotation took away unread, or the server stayed unavailable,
+2 unusable arguments (nothing to import, missing file, no key, key or signature refused) or a
+file that cannot be read to its end (a CSV quote never closed, an unusable header; the other
+files and the rows before are still imported), 130 a one-shot import stopped with Ctrl-C (what
+the file being read had sent is reported first; run again to resume).
 """
 
 from __future__ import annotations
@@ -84,7 +85,9 @@ def _print_report(console: Console, report: object) -> None:
     for warning in report.warnings:
         console.print(f"WARNING: {warning}", markup=False, highlight=False, soft_wrap=True)
     resumed = f" (resumed at byte {report.resumed_from})" if report.resumed_from else ""
-    unread = f", {report.unread} truncated part(s) not read" if report.unread else ""
+    # Parts a rotation took away before they were read: truncated in place with no copy found,
+    # or a live log renamed and compressed at once (the WARNINGs above say which).
+    unread = f", {report.unread} part(s) lost to rotation unread" if report.unread else ""
     console.print(
         f"{report.path}: {report.accepted} imported, {report.rejected} refused{unread}{resumed}",
         markup=False,
@@ -140,6 +143,17 @@ def import_(
     key: Annotated[
         str | None, typer.Option("--key", envvar="TRACKER_GATEWAY_KEY", help="Gateway key")
     ] = None,
+    signing_secret: Annotated[
+        str | None,
+        typer.Option(
+            "--signing-secret",
+            envvar="TRACKER_SIGNING_SECRET",
+            # Never a default shown: help must not print what the environment holds.
+            show_default=False,
+            help="Signing secret of a gateway registered with --signed (tks_...): every "
+            "request is signed with it",
+        ),
+    ] = None,
     agency: Annotated[
         str | None, typer.Option("--agency", help="Agency for lines that name none")
     ] = None,
@@ -192,6 +206,7 @@ def import_(
         FileReport,
         ImportAborted,
         Importer,
+        ImportInterrupted,
         Sender,
         UnusableArguments,
         redact_url,
@@ -217,6 +232,8 @@ def import_(
     if not key:
         fail("no gateway key: pass --key or set TRACKER_GATEWAY_KEY (tracker gateway add)")
     key = _check_key("--key", key)
+    # An empty TRACKER_SIGNING_SECRET is taken as unset, as an unsigned gateway's setup has it.
+    secret = _check_key("--signing-secret", signing_secret) if signing_secret else None
     if litellm_url is not None and not litellm_key:
         fail("--litellm-url needs --litellm-key (or TRACKER_LITELLM_KEY)")
     if litellm_key is not None:
@@ -225,7 +242,8 @@ def import_(
     defaults = {"provider": provider, "endpoint_host": endpoint_host, "region": region,
                 "currency": currency}  # fmt: skip
     console = Console(stderr=True)
-    sender = Sender(url, key)
+    # The one sender of files, --watch and the LiteLLM pull: all of them sign with `secret`.
+    sender = Sender(url, key, signing_secret=secret)
     refused = stopped = unfinished = 0
     try:
         # As on push: a gateway reporting for one agency needs no --agency.
@@ -246,6 +264,14 @@ def import_(
             try:
                 with _file_progress(console, path) as (advance, start):
                     report = importer.import_file(path, advance, on_start=start)
+            except ImportInterrupted as exc:
+                # Ctrl-C: what the file sent is past its checkpoint, so shown now or never (found
+                # in review: its refusals were dropped, exit 130 with no output). Still 130,
+                # as any interrupted command: the files were not all read to their end.
+                _print_report(console, exc.report)
+                console.print("tracker: import interrupted; run again to resume", markup=False,
+                              soft_wrap=True)  # fmt: skip
+                raise typer.Exit(130) from exc
             except ImportAborted as exc:
                 # What the file sent before is past its checkpoint: shown now or never.
                 if exc.report is not None:
@@ -292,19 +318,25 @@ def import_(
 
             def watched(report: FileReport) -> None:
                 # Counted as a one-shot file's are (found in review: Ctrl-C ended with exit 0
-                # after refusals). A line still unfinished is not: the watcher reads it when
-                # its line break comes.
-                nonlocal refused, stopped
+                # after refusals), and so are parts a rotation took away unread (they were only
+                # a warning). A line still unfinished is not: the watcher reads it when its
+                # line break comes.
+                nonlocal refused, stopped, unfinished
                 _print_report(console, report)
                 refused += report.rejected
                 stopped += report.stopped is not None
+                unfinished += bool(report.unread)
 
             try:
                 watch_dir(watch, importer, stop, watched, interval,
                           progress=lambda path: _file_progress(console, path),
                           on_outage=lambda exc, pause: _outage(console, exc, pause))  # fmt: skip
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as exc:
                 stop.set()
+                # Ctrl-C mid-read: that file's batches so far are past its checkpoint, so they
+                # are reported and counted now (found in review: dropped, and exit 0).
+                if isinstance(exc, ImportInterrupted):
+                    watched(exc.report)
     except UnusableArguments as exc:
         fail(str(exc))
     except ImportAborted as exc:

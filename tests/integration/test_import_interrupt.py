@@ -1,0 +1,149 @@
+"""Ctrl-C during `tracker import`: what the file being read had sent before (its checkpoint is
+past those lines) is reported and counted, one-shot and `--watch`, against the embedded app
+served by uvicorn. Found in review: the report was dropped, so the refusals of batches already
+checkpointed were never shown, and the watch exited 0 after them."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from typer.testing import CliRunner, Result
+
+from collector.adapters.common import Context
+from collector.imports import Checkpoints, Importer, ImportInterrupted, Sender
+from tests.integration.test_collector_support import (
+    SINGLE_AGENCY,
+    Keys,
+    ServerThread,
+    make_app,
+    make_core,
+    make_keys,
+    raw_count,
+)
+from tracker.cli import app as cli
+from tracker.cli.wiring import Core
+from tracker.clickhouse import ClientPool
+from tracker.settings import CommonSettings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def core(pool: ClientPool) -> Core:
+    return make_core(pool)
+
+
+@pytest.fixture(scope="module")
+def keys(core: Core) -> Keys:
+    return make_keys(core)
+
+
+@pytest.fixture(scope="module")
+def app(settings: CommonSettings, core: Core) -> FastAPI:
+    return make_app(settings, core)
+
+
+@pytest.fixture(scope="module")
+def url(app: FastAPI) -> Iterator[str]:
+    with ServerThread(app) as base:
+        yield base
+
+
+def _line(rid: str, tokens: int = 1) -> str:
+    return json.dumps({"request_id": rid, "created": int(time.time()) - 3600, "model": "gpt-4o",
+                       "usage": {"prompt_tokens": tokens, "completion_tokens": 1}}) + "\n"  # fmt: skip
+
+
+def _log(directory: Path, prefix: str) -> Path:
+    """Six lines, the second refused by the server (negative tokens), dated as finished."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "a.jsonl"
+    path.write_text(_line(f"{prefix}-0") + _line(f"{prefix}-1", tokens=-5)
+                    + "".join(_line(f"{prefix}-{i}") for i in range(2, 6)))  # fmt: skip
+    when = time.time() - 60
+    os.utime(path, (when, when))
+    return path
+
+
+@pytest.fixture()
+def ctrl_c_on_second_send(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while the second batch is on the wire (the first landed and is checkpointed);
+    `monkeypatch.undo()` ends it."""
+    real = Sender.send
+    calls = 0
+
+    def send(self: Sender, records: list[bytes]) -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise KeyboardInterrupt
+        return real(self, records)
+
+    monkeypatch.setattr(Sender, "send", send)
+
+
+def _import(url: str, keys: Keys, state: Path, *target: str) -> Result:
+    return CliRunner().invoke(cli, ["import", "--url", url, "--key", keys.single, "--data-dir",
+                                    str(state), "--batch-size", "2", *target])  # fmt: skip
+
+
+def test_import_file_carries_its_report_through_ctrl_c(
+    url: str, keys: Keys, tmp_path: Path, ctrl_c_on_second_send: None
+) -> None:
+    log = _log(tmp_path, "int-api")
+    sender = Sender(url, keys.single)
+    importer = Importer(sender, Checkpoints(tmp_path / "cp.json"),
+                        Context(default_agency=SINGLE_AGENCY), batch_size=2)  # fmt: skip
+    try:
+        with pytest.raises(ImportInterrupted) as interrupted:
+            importer.import_file(log)
+    finally:
+        sender.close()
+    assert isinstance(interrupted.value, KeyboardInterrupt)  # still stops whatever ignores it
+    report = interrupted.value.report
+    assert (report.accepted, report.rejected) == (1, 1)
+    assert [(e.line, e.field) for e in report.errors] == [(2, "input_tokens")]
+
+
+def test_a_one_shot_import_reports_what_it_sent_before_ctrl_c(
+    url: str,
+    keys: Keys,
+    pool: ClientPool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    ctrl_c_on_second_send: None,
+) -> None:
+    log = _log(tmp_path / "logs", "int-one")
+    state = tmp_path / "state"
+    stopped = _import(url, keys, state, str(log))
+    # Exit 130 as any interrupted command; the refusal is shown (its line is past the checkpoint).
+    assert stopped.exit_code == 130, stopped.output
+    assert f"{log}:2: input_tokens:" in stopped.output, stopped.output
+    assert f"{log}: 1 imported, 1 refused" in stopped.output
+    assert "interrupted" in stopped.output
+    monkeypatch.undo()
+
+    # The next run resumes past the refused line: it never mentions it again.
+    rest = _import(url, keys, state, str(log))
+    assert rest.exit_code == 0, rest.output
+    assert "4 imported, 0 refused" in rest.output and ":2:" not in rest.output
+    assert raw_count(pool, keys.single_id, "startsWith(record_id, 'int-one-')") == 5
+
+
+def test_a_watch_stopped_mid_send_counts_what_it_sent(
+    url: str, keys: Keys, tmp_path: Path, ctrl_c_on_second_send: None
+) -> None:
+    logs = tmp_path / "logs"
+    log = _log(logs, "int-watch")
+    stopped = _import(url, keys, tmp_path / "state", "--watch", str(logs), "--interval", "0.2")
+    # As a watch stopped between reads: 1, a line was refused.
+    assert stopped.exit_code == 1, stopped.output
+    assert f"{log}:2: input_tokens:" in stopped.output, stopped.output
+    assert f"{log}: 1 imported, 1 refused" in stopped.output
