@@ -106,7 +106,15 @@ class Grafana:
         from grafana_client.api import GrafanaApi
 
         factory: Any = GrafanaApi.from_url
-        return cls(factory(url=api_url(url), credential=token, timeout=timeout))
+        base = api_url(url)
+        api = factory(url=base, credential=token, timeout=timeout)
+        host = urlsplit(base).hostname
+        if host and ":" in host:
+            # from_url rebuilds the URL from urlparse's hostname, which drops an IPv6
+            # literal's brackets: http://::1:3000/api, which no request can parse (found in
+            # review). Put them back where it wrote the host.
+            api.client.url = api.client.url.replace(f"://{host}", f"://[{host}]", 1)
+        return cls(api)
 
     def datasource(self, uid: str) -> dict[str, Any] | None:
         found = _or_none_if_missing(self.api.datasource.get_datasource_by_uid, uid)

@@ -43,3 +43,16 @@ def test_dashboard_provider_points_at_the_generated_json() -> None:
         "ist-agency.json", "ist-auditor.json", "ist-national.json", "ist-pipeline.json",
     ]  # fmt: skip
     assert "grafana-clickhouse-datasource" in compose["environment"]["GF_INSTALL_PLUGINS"]
+
+
+def test_a_grafana_at_an_ipv6_literal_is_called_at_it() -> None:
+    # Found in review: grafana-client rebuilt the URL from urlparse's hostname, which drops the
+    # brackets, and every call went to http://::1:3000/api, which does not parse.
+    from dashboards.provision import Grafana
+
+    for given, called in (
+        ("http://[::1]:3000", "http://[::1]:3000/api"),
+        ("https://[2001:db8::1]/grafana", "https://[2001:db8::1]/grafana/api"),
+        ("http://127.0.0.1:3000", "http://127.0.0.1:3000/api"),
+    ):
+        assert Grafana.connect(given, "t").api.client.url == called
