@@ -71,49 +71,65 @@ _OPERATIONS = {op: op.value for op in Operation}
 _STATUSES = {st: st.value for st in Status}
 
 
+_Key = tuple[str, str | None, str | None, str]
+
+
+@dataclass(frozen=True)
+class _Version:
+    """Everything a row takes from one registry version: the pinned classifier view, its
+    conversion rates, and the classifications derived from it so far."""
+
+    view: Classifier
+    fx: dict[str, Decimal]
+    derived: dict[_Key, _Derived]
+
+
 class Processor:
     def __init__(self, classifier: Classifier) -> None:
         self.classifier = classifier
-        self._view: Classifier | None = None
-        self._fx: dict[str, Decimal] = {}
-        self._derived: dict[tuple[str, str | None, str | None, str], _Derived] = {}
+        self._version: _Version | None = None
 
-    def _follow_registry(self) -> Classifier:
+    def _follow_registry(self) -> _Version:
         # Conversion rates and classifications come from the registry: follow the classifier
         # when it is swapped to a newer version, so cost and tier always come from the same
-        # version. A row reads only the pinned view taken here, which no swap changes: read
-        # through the classifier, a swap on the watcher's thread between the rate and the tier
-        # gave one row two versions (found in review). Compared by identity, not by
-        # `registry.version`: that property hashes the whole registry (~1.5 ms), which on
-        # every record capped the processor at a few hundred records/s.
+        # version. A row reads only the version taken here, published whole by one assignment:
+        # read through the classifier, a swap on the watcher's thread between the rate and the
+        # tier gave one row two versions; and with rates, view and cache in three attributes,
+        # a request thread of the embedded ingest (several share one processor) still deriving
+        # by the old view stored its result in the new version's cache, and the route kept the
+        # old tier until the next change (both found in review). Compared by identity, not by
+        # `registry.version`: that property hashes the whole registry (~1.5 ms), which on every
+        # record capped the processor at a few hundred records/s.
         view = self.classifier.pinned()
-        if view is not self._view:
-            self._fx = {k.upper(): v for k, v in view.registry.fx_to_reporting.items()}
-            self._derived = {}
-            self._view = view
-        return view
+        version = self._version
+        if version is None or version.view is not view:
+            fx = {k.upper(): v for k, v in view.registry.fx_to_reporting.items()}
+            version = _Version(view, fx, {})
+            self._version = version
+        return version
 
-    def _derive(self, view: Classifier, key: tuple[str, str | None, str | None, str]) -> _Derived:
+    @staticmethod
+    def _derive(version: _Version, key: _Key) -> _Derived:
         provider, region, host, agency_id = key
-        c = view.classify(provider, region, host)
-        agency = view.agency(agency_id) or UNKNOWN_AGENCY
+        c = version.view.classify(provider, region, host)
+        agency = version.view.agency(agency_id) or UNKNOWN_AGENCY
         derived = (
             c.tier.value, c.facility_id, c.facility_country, c.operator, agency.sector,
             agency.channel, c.rule, c.registry_version,
         )  # fmt: skip
-        if len(self._derived) < _DERIVED_LIMIT:
-            self._derived[key] = derived
+        if len(version.derived) < _DERIVED_LIMIT:
+            version.derived[key] = derived
         return derived
 
     def row(self, record: UsageRecord, partition: int = -1, offset: int = -1) -> tuple[Any, ...]:
         # Runs for every record: one cache lookup for everything the registry decides, then a
         # plain tuple (~1.5 us instead of ~3 when each part was looked up on its own).
-        view = self._follow_registry()
+        version = self._follow_registry()
         r = record
         key = (r.provider, r.region, r.endpoint_host, r.agency_id)
-        d = self._derived.get(key) or self._derive(view, key)
+        d = version.derived.get(key) or self._derive(version, key)
         cost, currency = r.cost, r.currency
-        rate = self._fx.get(currency) if cost is not None and currency is not None else None
+        rate = version.fx.get(currency) if cost is not None and currency is not None else None
         cost_reporting, converted = (_ZERO, 0) if rate is None else (cost * rate, 1)  # type: ignore[operator]
         return (
             r.record_id, r.gateway_id, r.agency_id, r.occurred_at, r.provider, r.model,

@@ -4,6 +4,7 @@ version the processor followed, the tier from the classifier after the swap.)"""
 
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 
 import yaml
@@ -79,3 +80,44 @@ def test_a_swap_mid_row_gives_the_row_one_version() -> None:
     # new version's throughout.
     assert parts(first) == (old.version, "onshore", "health", Decimal(2) * 84)
     assert parts(second) == (new.version, "offshore", "finance", Decimal(2) * 90)
+
+
+def test_a_thread_deriving_by_the_old_version_leaves_the_new_versions_cache_alone() -> None:
+    # Found in review: request threads of the embedded ingest share one processor. One still
+    # classifying by the old view when another followed the swap stored the old tier in the
+    # new version's cache, and every later row of that route landed with the old tier and
+    # version beside the new rate, until the next registry change.
+    old, text = load()
+    new = newer(text)
+    classifier = Classifier(old)
+    processor = Processor(classifier)
+    old_view = classifier.pinned()
+    inside, go = threading.Event(), threading.Event()
+    classify = old_view.classify
+
+    def held(provider: str, region: str | None, host: str | None) -> Classification:
+        inside.set()
+        go.wait(10)
+        return classify(provider, region, host)
+
+    old_view.classify = held  # type: ignore[method-assign, assignment]
+    body = {
+        "record_id": "r1", "gateway_id": "gw", "agency_id": "in-aiims-delhi",
+        "occurred_at": "2026-02-01T00:00:00Z", "provider": "azure_openai", "model": "gpt-4o",
+        "region": "centralindia", "cost": "2", "currency": "USD",
+    }  # fmt: skip
+    late: list[tuple[object, ...]] = []
+    thread = threading.Thread(
+        target=lambda: late.extend(processor.process_records([parse_record(body)]).rows)
+    )
+    thread.start()
+    assert inside.wait(10)
+    classifier.swap(new)
+    # Another request follows the swap (another route, so it derives nothing the first does).
+    processor.process_records([parse_record({**body, "record_id": "r2", "region": "southindia"})])
+    go.set()
+    thread.join(10)
+    assert late and late[0][COLUMNS.index("registry_version")] == old.version
+    (after,) = processor.process_records([parse_record({**body, "record_id": "r3"})]).rows
+    assert (after[COLUMNS.index("registry_version")], after[COLUMNS.index("tier")]) == (
+        new.version, "offshore")  # fmt: skip
