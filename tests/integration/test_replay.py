@@ -469,6 +469,11 @@ def test_waiting_for_the_group_goes_on_through_a_broker_restart(
     member = KafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, group_id=group,
                            enable_auto_commit=False, session_timeout_ms=30_000)  # fmt: skip
     try:
+        # The topic's metadata read before the first poll, as the pipeline's members do
+        # (pipeline/consumer.py): joined before it, this member once hung for good in its
+        # first poll (kafka-python 3.0.12, "No partition metadata for topic", then a fetch that
+        # never returned) and the test ran out its 300 s (2026-11-25, clean-clone CI).
+        assert member.partitions_for_topic(topic) == {0}
         while not member.assignment():
             member.poll(timeout_ms=200)
         seen: list[tuple[int, int]] = []
