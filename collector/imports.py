@@ -248,15 +248,8 @@ def _held(directory: Path, mark: Mark) -> bool:
     """Whether the file `mark` was saved for (its device and inode) is in `directory` and still
     holds the bytes the mark fingerprints."""
     for path, st in _files(directory).items():
-        if (st.st_dev, st.st_ino) != (mark.device, mark.inode):
-            continue
-        try:
-            with path.open("rb") as f:
-                now = os.fstat(f.fileno())
-                same = (now.st_dev, now.st_ino) == (mark.device, mark.inode)
-                return same and _continues(f.fileno(), now.st_size, mark)
-        except OSError:
-            return False
+        if (st.st_dev, st.st_ino) == (mark.device, mark.inode):
+            return _continued_at(path, mark)
     return False
 
 

@@ -84,9 +84,7 @@ def validate_body(
         records = validate_submitted_json(body, gateway.gateway_id, max_records)
     except ValueError:  # ValidationError included: not JSON, not an array, a bad record
         pass
-    else:
-        if len(records) > max_records:
-            raise _too_many(len(records), max_records)
+    else:  # at most max_records: a longer batch fails the validation above
         good: list[UsageRecord] = []
         errors: list[FieldError] = []
         for index, record in enumerate(records):
