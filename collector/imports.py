@@ -1170,19 +1170,24 @@ class Importer:
                 )  # fmt: skip
             return
         copy, cf = found
-        with cf:
-            report.recovered_from = str(copy)
-            part = FileReport(str(copy))
-            at = max(self.checkpoints.resume(copy, cf), (cut.offset, cut.line))
-            reached, last_line = self._read(copy, cf, at, part, final=False)
-            if final and part.stopped is None and os.fstat(cf.fileno()).st_size > reached:
-                part.unread += 1
-                part.add_error(last_line + 1, "line", (
-                    f"the copy of {path} made when it was truncated ends in the middle of this "
-                    "line (or, in CSV, with a quoted cell still open): its writer was mid-line "
-                    f"then, and the rest of the line went to {path}; not read"
-                ))  # fmt: skip
-        report.add(part)
+        part = FileReport(str(copy))
+        try:
+            with cf:
+                report.recovered_from = str(copy)
+                at = max(self.checkpoints.resume(copy, cf), (cut.offset, cut.line))
+                reached, last_line = self._read(copy, cf, at, part, final=False)
+                if final and part.stopped is None and os.fstat(cf.fileno()).st_size > reached:
+                    part.unread += 1
+                    part.add_error(last_line + 1, "line", (
+                        f"the copy of {path} made when it was truncated ends in the middle of "
+                        "this line (or, in CSV, with a quoted cell still open): its writer was "
+                        f"mid-line then, and the rest of the line went to {path}; not read"
+                    ))  # fmt: skip
+        finally:
+            # Ctrl-C or an outage mid-copy too: the copy's batches that landed are past its
+            # checkpoint, so no later read reports them (found in review: their counts and
+            # refusals were lost with the interrupted report).
+            report.add(part)
 
     def _left_unread(self, report: FileReport, f: BinaryIO, read: Callable[..., Iterator[Item]],
                      at: tuple[int, int], age: float) -> None:  # fmt: skip

@@ -154,7 +154,8 @@ def _encoded_within(chunk: list[UsageRecord], limit: int) -> list[bytes]:
 
 class SpoolingSink:
     """Kafka first; when Kafka does not acknowledge, the bounded on-disk spool (fsync'ed), so a
-    2xx still means stored. A drainer thread re-sends the spool, in order, once Kafka is back.
+    2xx still means stored. A drainer thread re-sends the spool, in order, once Kafka is back;
+    until the spool is drained, requests are spooled at once (`deliver`).
 
     A spooled message Kafka refuses for its size (TOO_LARGE, e.g. over a topic limit lowered
     since it was spooled) is cut in halves, and each half sent, in order, cut again while it
@@ -169,24 +170,45 @@ class SpoolingSink:
         self.kafka = kafka
         self.spool = spool
         self.retry_seconds = retry_seconds
+        # While the spool holds messages, requests go straight to it (`deliver`). Found: each
+        # request of an outage first waited the Kafka timeout (10 s by default) before it was
+        # spooled, longer than many gateways wait for an answer. A spool left by an earlier
+        # run starts this way too: what comes now must not overtake it.
+        self._spooling = not spool.empty()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._drainer = threading.Thread(target=self._drain_loop, name="spool-drain", daemon=True)
         self._drainer.start()
 
+    @property
+    def spooling(self) -> bool:
+        """Whether requests go to the spool (Kafka failed, and the spool is not drained yet)."""
+        return self._spooling
+
     def deliver(self, records: list[UsageRecord]) -> None:
         messages = self.kafka.messages(records)
+        if self._spooling:
+            # Kafka failed and its messages still wait: it is likely away still, and the
+            # drainer finds out for all (it sends these after them, in order, when it is back).
+            self._append(messages, "Kafka unavailable, earlier messages still spooled")
+            return
         try:
             self.kafka.send(messages)
         except DeliveryFailed as exc:
-            try:
-                self.spool.append(messages)
-            except SpoolFull as full:
-                raise DeliveryFailed(f"{exc}; {full}") from full
-            except OSError as disk:  # e.g. the disk is full: stored nowhere, so refused (503)
-                raise DeliveryFailed(f"{exc}; spool write failed: {disk}") from disk
-            log.warning("Kafka unavailable (%s): %d message(s) spooled", exc, len(messages))
-            self._wake.set()
+            self._append(messages, str(exc))
+            if not self._spooling:
+                self._spooling = True
+                log.warning("Kafka unavailable (%s): accepting into the spool until it is back "
+                            "and the spool is drained", exc)  # fmt: skip
+                self._wake.set()
+
+    def _append(self, messages: list[tuple[bytes, bytes]], why: str) -> None:
+        try:
+            self.spool.append(messages)
+        except SpoolFull as full:
+            raise DeliveryFailed(f"{why}; {full}") from full
+        except OSError as disk:  # e.g. the disk is full: stored nowhere, so refused (503)
+            raise DeliveryFailed(f"{why}; spool write failed: {disk}") from disk
 
     def drain_once(self, chunk: int = 200) -> int:
         """Send spooled messages in order; returns how many reached Kafka. Raises
@@ -254,6 +276,13 @@ class SpoolingSink:
                     pass  # still down: try again after the pause
                 except Exception:  # e.g. no room for a quarantine: the spool keeps the message
                     log.exception("spool drain failed; trying again after the pause")
+            if self._spooling and self.spool.empty():
+                # Requests go to Kafka again. One spooled between the check and this line is
+                # sent by the next round, after messages sent directly: order across requests
+                # does not matter (the pipeline lands each record once, by its id).
+                self._spooling = False
+                log.info("spool empty: sending to Kafka directly again")
+                continue  # no pause: a message spooled meanwhile goes at once
             self._wake.wait(self.retry_seconds)
             self._wake.clear()
 

@@ -29,9 +29,18 @@ DLQ_CONFIG = {**TOPIC_CONFIG, "retention.ms": str(365 * 24 * 3600 * 1000)}
 
 
 def ensure_topics(
-    bootstrap: str, topic: str, dlq_topic: str, *, partitions: int = 4, replication: int = 1
+    bootstrap: str,
+    topic: str,
+    dlq_topic: str,
+    *,
+    partitions: int = 4,
+    replication: int = 1,
+    connect_seconds: float = 30.0,
 ) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="tracker-admin")
+    """Create the topics if missing, then wait until the broker serves their partitions.
+    `connect_seconds`: how long to try to reach the broker at all (KafkaTimeoutError after)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="tracker-admin",
+                             bootstrap_timeout_ms=int(connect_seconds * 1000))  # fmt: skip
     try:
         existing = set(admin.list_topics())
         wanted = [
@@ -68,11 +77,12 @@ def ensure_topics(
         admin.close()
 
 
-def ensure_configured(settings: KafkaSettings) -> None:
+def ensure_configured(settings: KafkaSettings, *, connect_seconds: float = 30.0) -> None:
     """`ensure_topics` for a process's settings: its live and dead-letter topics, with as many
     partitions as it cuts shards (TRACKER_KAFKA_PARTITIONS)."""
     ensure_topics(settings.kafka_bootstrap, settings.kafka_topic, settings.kafka_dlq_topic,
-                  partitions=settings.kafka_partitions)  # fmt: skip
+                  partitions=settings.kafka_partitions,
+                  connect_seconds=connect_seconds)  # fmt: skip
 
 
 def _served_partitions(admin: KafkaAdminClient, topic: str, at_least: int) -> int:

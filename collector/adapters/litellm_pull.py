@@ -323,13 +323,18 @@ class Puller:
         ~15 s of retries ended `--follow`) is waited out: the pull's report so far is given,
         then `on_outage`, and the next pull comes after `outage_pause` and reads on from the
         checkpoint, which a pull that did not finish leaves where it was. A refused key
-        (UnusableArguments) ends it."""
+        (UnusableArguments) ends it; so does Ctrl-C, after the pull's report so far."""
         failures = 0
         while not stop.is_set():
             report = self.report()
             try:
                 self.pull_once(report)
             except UnusableArguments:
+                raise
+            except KeyboardInterrupt:
+                # What this pull sent before Ctrl-C landed: shown and counted (its refusals
+                # too) before the command ends. Found in review: dropped with the pull.
+                on_report(report)
                 raise
             except ImportAborted as exc:
                 on_report(report)

@@ -1,7 +1,8 @@
 """Integration fixtures: one chdb directory per pytest run (chdb allows one path per process),
 a fresh database per test module, a real Kafka broker started by deploy/kafka/broker.py, and,
 for the tests of the `http://` DSN path, the engine behind an HTTP front in its own process
-(tests/integration/chdb_http.py)."""
+(tests/integration/chdb_http.py); and the collector's server the collector and import tests
+post to."""
 
 from __future__ import annotations
 
@@ -13,9 +14,18 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from fastapi import FastAPI
 
 from tests.integration import chdb_http
 from tests.integration.stores import server_settings
+from tests.integration.test_collector_support import (
+    Keys,
+    ServerThread,
+    make_app,
+    make_core,
+    make_keys,
+)
+from tracker.cli.wiring import Core
 from tracker.clickhouse import ClientPool
 from tracker.migrate import migrate
 from tracker.settings import CommonSettings
@@ -97,3 +107,30 @@ def kafka_bootstrap(broker_module: ModuleType, kafka_dir: Path) -> Iterator[str]
         yield bootstrap
     finally:
         broker_module.stop(kafka_dir)
+
+
+# The collector's server, shared by the collector and import test modules: the embedded app on
+# the module's database and two registered gateways, served by a real uvicorn on 127.0.0.1. A
+# module that needs another shape (a smaller body limit, signed gateways made before the first
+# request) defines its own fixture of the same name, which takes precedence over these.
+
+
+@pytest.fixture(scope="module")
+def core(pool: ClientPool) -> Core:
+    return make_core(pool)
+
+
+@pytest.fixture(scope="module")
+def keys(core: Core) -> Keys:
+    return make_keys(core)
+
+
+@pytest.fixture(scope="module")
+def app(settings: CommonSettings, core: Core) -> FastAPI:
+    return make_app(settings, core)
+
+
+@pytest.fixture(scope="module")
+def url(app: FastAPI) -> Iterator[str]:
+    with ServerThread(app) as base:
+        yield base

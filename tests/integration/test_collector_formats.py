@@ -12,7 +12,6 @@ import threading
 import time
 import types
 import zlib
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, HTTPException
+from fastapi import HTTPException
 
 from collector import bodies
 from tests.integration.test_collector_support import (
@@ -29,8 +28,6 @@ from tests.integration.test_collector_support import (
     Keys,
     ServerThread,
     make_app,
-    make_core,
-    make_keys,
     raw_count,
 )
 from tracker.cli.wiring import Core
@@ -39,27 +36,6 @@ from tracker.settings import CommonSettings
 
 pytestmark = pytest.mark.integration
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-
-
-@pytest.fixture(scope="module")
-def core(pool: ClientPool) -> Core:
-    return make_core(pool)
-
-
-@pytest.fixture(scope="module")
-def keys(core: Core) -> Keys:
-    return make_keys(core)
-
-
-@pytest.fixture(scope="module")
-def app(settings: CommonSettings, core: Core) -> FastAPI:
-    return make_app(settings, core)
-
-
-@pytest.fixture(scope="module")
-def url(app: FastAPI) -> Iterator[str]:
-    with ServerThread(app) as base:
-        yield base
 
 
 def _post(url: str, key: str, body: Any, content_type: str = "application/json") -> httpx.Response:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,8 +49,6 @@ from tests.integration.test_collector_support import (
     Keys,
     ServerThread,
     make_app,
-    make_core,
-    make_keys,
     raw_count,
 )
 from tracker.cli import app as cli
@@ -61,27 +59,6 @@ from tracker.settings import CommonSettings
 pytestmark = pytest.mark.integration
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 NOW = datetime.now(UTC) - timedelta(hours=1)
-
-
-@pytest.fixture(scope="module")
-def core(pool: ClientPool) -> Core:
-    return make_core(pool)
-
-
-@pytest.fixture(scope="module")
-def keys(core: Core) -> Keys:
-    return make_keys(core)
-
-
-@pytest.fixture(scope="module")
-def app(settings: CommonSettings, core: Core) -> FastAPI:
-    return make_app(settings, core)
-
-
-@pytest.fixture(scope="module")
-def url(app: FastAPI) -> Iterator[str]:
-    with ServerThread(app) as base:
-        yield base
 
 
 def _chat(i: int) -> dict[str, Any]:
@@ -316,6 +293,26 @@ def test_the_watcher_shows_the_progress_of_each_read(
     assert raw_count(pool, keys.single_id, "startsWith(record_id, 'wprog-')") == 3000
 
 
+def _cli_watch(
+    url: str, key: str, inbox: Path, data_dir: Path, until: Callable[[], bool]
+) -> tuple[int, str]:
+    """`tracker import --watch inbox` as a process of its own until `until()` holds (or 60 s),
+    then Ctrl-C: (exit code, output)."""
+    command = [sys.executable, "-m", "tracker", "import", "--watch", str(inbox), "--interval",
+               "0.2", "--url", url, "--key", key, "--data-dir", str(data_dir)]  # fmt: skip
+    watcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not until() and time.monotonic() < deadline and watcher.poll() is None:
+            time.sleep(0.2)
+        time.sleep(1)  # its report printed (the landing is confirmed before it)
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        out, _ = watcher.communicate(timeout=30)
+    return watcher.returncode, out
+
+
 def test_watch_exits_1_after_refused_lines_as_a_one_shot_import_does(
     url: str, keys: Keys, pool: ClientPool, tmp_path: Path
 ) -> None:
@@ -324,21 +321,10 @@ def test_watch_exits_1_after_refused_lines_as_a_one_shot_import_does(
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     (inbox / "a.jsonl").write_text(_req("wexit-1") + "\n" + '{"broken\n')
-    command = [sys.executable, "-m", "tracker", "import", "--watch", str(inbox), "--interval",
-               "0.2", "--url", url, "--key", keys.single, "--data-dir", str(tmp_path / "state")]  # fmt: skip
-    watcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, cwd=Path(__file__).resolve().parents[2])  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while (raw_count(pool, keys.single_id, "record_id = 'wexit-1'") == 0
-               and time.monotonic() < deadline and watcher.poll() is None):  # fmt: skip
-            time.sleep(0.2)
-        time.sleep(1)  # its report printed (the landing is confirmed before it)
-    finally:
-        watcher.send_signal(signal.SIGINT)
-        out, _ = watcher.communicate(timeout=30)
+    code, out = _cli_watch(url, keys.single, inbox, tmp_path / "state",
+                           lambda: raw_count(pool, keys.single_id, "record_id = 'wexit-1'") > 0)  # fmt: skip
     assert "a.jsonl: 1 imported, 1 refused" in out, out
-    assert watcher.returncode == 1, out
+    assert code == 1, out
 
 
 def test_watcher_reports_an_unterminated_last_line_and_reads_it_once_finished(
@@ -1290,6 +1276,27 @@ def test_the_watcher_warns_of_a_truncation_it_finds_no_copy_of_and_reads_on(
     _print_report(Console(file=out, width=300), warned)
     assert f"WARNING: {log} was truncated in place" in out.getvalue(), out.getvalue()
     assert f"{log}: 2 imported, 0 refused, 1 part(s) lost to rotation unread" in out.getvalue()
+
+
+def test_watch_exits_1_when_a_rotation_took_a_part_away_unread(
+    url: str, keys: Keys, pool: ClientPool, tmp_path: Path
+) -> None:
+    """`tracker import --watch` as cron-free operators run it: a log truncated in place with no
+    copy between two runs lost the lines written past the last read. The watch warns, reads on,
+    and, stopped with Ctrl-C, exits 1 (as a one-shot import does): the loss is not only a line
+    of output."""
+    inbox, log, _, ct = _three_lines_in(tmp_path, _Log(pool, keys.single_id, "wrot-"))
+    data_dir = tmp_path / "state"
+    code, out = _cli_watch(url, keys.single, inbox, data_dir, lambda: ct.landed() == 3)
+    assert code == 0 and f"{log}: 3 imported, 0 refused" in out, out
+    ct.write(log, "lost")
+    _copytruncate(log, None)
+    ct.write(log, "c1", "c2")
+    code, out = _cli_watch(url, keys.single, inbox, data_dir, lambda: ct.landed() == 5)
+    assert ct.landed() == 5 and ct.landed("lost") == 0
+    assert f"WARNING: {log} was truncated in place" in out, out
+    assert f"{log}: 2 imported, 0 refused, 1 part(s) lost to rotation unread" in out, out
+    assert code == 1, out
 
 
 def test_a_one_shot_import_reads_the_end_of_a_truncated_log_from_its_copy(

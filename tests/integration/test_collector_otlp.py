@@ -6,13 +6,12 @@ from __future__ import annotations
 import gzip
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import orjson
 import pytest
-from fastapi import FastAPI
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -30,8 +29,6 @@ from tests.integration.test_collector_support import (
     Keys,
     ServerThread,
     make_app,
-    make_core,
-    make_keys,
     raw_count,
 )
 from tests.sinks import ListSink
@@ -41,27 +38,6 @@ from tracker.gateways import GatewayAuth
 from tracker.settings import CommonSettings
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def core(pool: ClientPool) -> Core:
-    return make_core(pool)
-
-
-@pytest.fixture(scope="module")
-def keys(core: Core) -> Keys:
-    return make_keys(core)
-
-
-@pytest.fixture(scope="module")
-def app(settings: CommonSettings, core: Core) -> FastAPI:
-    return make_app(settings, core)
-
-
-@pytest.fixture(scope="module")
-def url(app: FastAPI) -> Iterator[str]:
-    with ServerThread(app) as base:
-        yield base
 
 
 def _spans(resource: dict[str, str], count: int = 2, model: str | None = "gpt-4o",

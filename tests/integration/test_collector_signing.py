@@ -7,7 +7,6 @@ from __future__ import annotations
 import gzip
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,7 @@ from typer.testing import CliRunner
 from collector.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from tests.integration.test_collector_support import (
     SINGLE_AGENCY,
-    ServerThread,
     make_app,
-    make_core,
     raw_count,
 )
 from tracker.cli import app as cli_app
@@ -40,11 +37,6 @@ class Signed:
         self.id = gateway.gateway_id
         self.key = key
         self.secret = gateway.signing_secret
-
-
-@pytest.fixture(scope="module")
-def core(pool: ClientPool) -> Core:
-    return make_core(pool)
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +59,6 @@ def app(
     settings: CommonSettings, core: Core, signed_pool: list[Signed], plain: tuple[Gateway, str]
 ) -> FastAPI:
     return make_app(settings, core, max_body_bytes=64 * 1024)
-
-
-@pytest.fixture(scope="module")
-def url(app: FastAPI) -> Iterator[str]:
-    with ServerThread(app) as base:
-        yield base
 
 
 @pytest.fixture()

@@ -139,6 +139,31 @@ def test_full_spool_answers_503_with_retry_after(
         sink.close()
 
 
+def test_a_collector_started_with_kafka_down_answers_within_its_kafka_timeout(
+    core: Core, key: str, settings: CommonSettings, spool_dir: Path
+) -> None:
+    """Kafka down at start: the collector tries to reach it for TRACKER_KAFKA_TIMEOUT_SECONDS
+    (as long as one send may wait), then starts and spools. Found: it waited kafka-python's
+    30 s first, whatever the setting, before it could accept anything."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    cfg = common(settings, dead, "spool-start", spool_dir)
+    started = time.monotonic()
+    app, sink = collector_app(CollectorSettings(**cfg, kafka_timeout_seconds=1.0), core.pool.get())
+    try:
+        with TestClient(app) as client:
+            r = client.post("/v1/records", content=orjson.dumps(batch(40_000, 3)),
+                            headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+            took = time.monotonic() - started
+            assert r.status_code == 200 and r.json()["accepted"] == 3, r.text
+            assert not sink.spool.empty()
+        # One second to connect and one for the send, with room for a slow machine; 30 s before.
+        assert took < 15, took
+    finally:
+        sink.close()
+
+
 def test_a_spool_that_cannot_write_answers_503(
     core: Core, key: str, settings: CommonSettings, spool_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 from typer.testing import CliRunner, Result
 
 from collector.adapters.common import Context
@@ -21,39 +20,12 @@ from collector.imports import Checkpoints, Importer, ImportInterrupted, Sender
 from tests.integration.test_collector_support import (
     SINGLE_AGENCY,
     Keys,
-    ServerThread,
-    make_app,
-    make_core,
-    make_keys,
     raw_count,
 )
 from tracker.cli import app as cli
-from tracker.cli.wiring import Core
 from tracker.clickhouse import ClientPool
-from tracker.settings import CommonSettings
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def core(pool: ClientPool) -> Core:
-    return make_core(pool)
-
-
-@pytest.fixture(scope="module")
-def keys(core: Core) -> Keys:
-    return make_keys(core)
-
-
-@pytest.fixture(scope="module")
-def app(settings: CommonSettings, core: Core) -> FastAPI:
-    return make_app(settings, core)
-
-
-@pytest.fixture(scope="module")
-def url(app: FastAPI) -> Iterator[str]:
-    with ServerThread(app) as base:
-        yield base
 
 
 def _line(rid: str, tokens: int = 1) -> str:
@@ -147,3 +119,45 @@ def test_a_watch_stopped_mid_send_counts_what_it_sent(
     assert stopped.exit_code == 1, stopped.output
     assert f"{log}:2: input_tokens:" in stopped.output, stopped.output
     assert f"{log}: 1 imported, 1 refused" in stopped.output
+
+
+def test_ctrl_c_while_a_truncated_logs_copy_is_read_reports_what_the_copy_sent(
+    url: str, keys: Keys, pool: ClientPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log truncated in place (copytruncate) since the last run: its earlier content's rest
+    is read from the copy first. Ctrl-C while the copy's second batch is on the wire: the
+    copy's first batch (one line refused) is past the copy's checkpoint, so it is reported
+    with the log now or never. Found in review: the copy's part of the report was lost."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log, copy, state = logs / "a.jsonl", logs / "a.jsonl.1", tmp_path / "state"
+    log.write_text(_line("int-copy-a0"))
+    first = _import(url, keys, state, str(log))
+    assert first.exit_code == 0 and "1 imported, 0 refused" in first.output, first.output
+    with log.open("a") as f:
+        f.write(_line("int-copy-b0") + _line("int-copy-b1", tokens=-5)
+                + _line("int-copy-b2") + _line("int-copy-b3"))  # fmt: skip
+    shutil.copyfile(log, copy)
+    os.truncate(log, 0)  # in place: the inode stays, as copytruncate leaves it
+    log.write_text(_line("int-copy-c0"))
+    real, calls = Sender.send, 0
+
+    def send(self: Sender, records: list[bytes]) -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise KeyboardInterrupt
+        return real(self, records)
+
+    monkeypatch.setattr(Sender, "send", send)
+    stopped = _import(url, keys, state, str(log))
+    assert stopped.exit_code == 130, stopped.output
+    assert f"{copy}:3: input_tokens:" in stopped.output, stopped.output
+    assert f"{log}: 1 imported, 1 refused" in stopped.output, stopped.output
+    monkeypatch.undo()
+
+    # The next run goes on in the copy past its checkpoint, then reads the log from its start.
+    rest = _import(url, keys, state, str(log))
+    assert rest.exit_code == 0, rest.output
+    assert "3 imported, 0 refused" in rest.output and ":3:" not in rest.output, rest.output
+    assert raw_count(pool, keys.single_id, "startsWith(record_id, 'int-copy-')") == 5

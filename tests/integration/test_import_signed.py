@@ -8,7 +8,6 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -22,9 +21,7 @@ from collector.imports import Checkpoints, FileReport, Importer, Sender, watch
 from tests.integration.test_collector_import import FIXTURES, _SpendLogs
 from tests.integration.test_collector_support import (
     SINGLE_AGENCY,
-    ServerThread,
     make_app,
-    make_core,
     raw_count,
 )
 from tracker.cli import app as cli
@@ -37,11 +34,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def core(pool: ClientPool) -> Core:
-    return make_core(pool)
-
-
-@pytest.fixture(scope="module")
 def signed(core: Core) -> tuple[Gateway, str]:
     """Made before the app's first request: GatewayAuth caches the table for 5 s."""
     return add(core.pool.get(), core.registry, f"gw-imp-signed-{uuid.uuid4().hex[:6]}",
@@ -51,12 +43,6 @@ def signed(core: Core) -> tuple[Gateway, str]:
 @pytest.fixture(scope="module")
 def app(settings: CommonSettings, core: Core, signed: tuple[Gateway, str]) -> FastAPI:
     return make_app(settings, core)
-
-
-@pytest.fixture(scope="module")
-def url(app: FastAPI) -> Iterator[str]:
-    with ServerThread(app) as base:
-        yield base
 
 
 def _line(rid: str) -> str:

@@ -92,3 +92,25 @@ def test_a_window_past_the_proxys_capped_count_is_read_whole(proxy: str, tmp_pat
     puller.pull_once(report)
     assert len({r["record_id"] for r in sender.sent}) == len(STARTS) > CAP
     assert report.accepted == len(STARTS)
+
+
+class _CtrlCOnThirdSend(_Kept):
+    def send(self, records: list[bytes]) -> dict[str, Any]:
+        if len(self.sent) == 2 * 1000:
+            raise KeyboardInterrupt
+        return super().send(records)
+
+
+def test_ctrl_c_mid_pull_in_follow_reports_what_the_pull_sent(proxy: str, tmp_path: Path) -> None:
+    """`tracker import --litellm-url ... --follow`, Ctrl-C while a pull's third batch is on
+    the wire: the two batches that landed are reported (and counted toward the exit code)
+    before the command ends. Found in review: the pull's report was dropped."""
+    sender = _CtrlCOnThirdSend()
+    ctx = Context(default_agency="in-mohfw", agencies=frozenset({"in-mohfw"}))
+    puller = Puller(proxy, "sk", sender, ctx, tmp_path / "state.json")
+    reports: list[Any] = []
+    with pytest.raises(KeyboardInterrupt):
+        puller.follow(threading.Event(), 60, reports.append, lambda exc, pause: None)
+    [report] = reports
+    assert report.accepted == len(sender.sent) == 2000
+    assert not (tmp_path / "state.json").exists()  # the pull did not finish: read again next

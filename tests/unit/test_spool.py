@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 
 from collector.sink import DeliveryFailed, KafkaSink, SpoolingSink
 from collector.spool import Spool
+from tracker.contract import UsageRecord, parse_record
 
 
 def drain(spool: Spool) -> list[bytes]:
@@ -68,6 +70,7 @@ class FakeKafka(KafkaSink):
         self.down = False
         self.close_fails = False  # as kafka-python 3's close does with sends still pending
         self.taken: list[bytes] = []
+        self.tried_by: list[str] = []  # the thread of each send tried, taken or not
         super().__init__("fake:9092", "usage.v1", timeout_seconds=1)
 
     def _new_producer(self) -> FakeProducer:
@@ -97,6 +100,7 @@ class FakeProducer:
         self._sender = FakeSender()
 
     def send(self, topic: str, *, key: bytes, value: bytes) -> FakeFuture:
+        self.kafka.tried_by.append(threading.current_thread().name)
         if self.kafka.down:
             return FakeFuture(KafkaTimeoutError("no broker"))
         if value in self.kafka.refuse:
@@ -209,3 +213,59 @@ def test_a_refused_send_whose_producer_cannot_close_at_once_still_fails_cleanly(
     assert failed._sender.forced and kafka._producer is not failed
     kafka.send([(b"shard:0", b"ok")])
     assert kafka.taken == [b"ok"]
+
+
+def _records(*ids: str) -> list[UsageRecord]:
+    return [parse_record({"record_id": i, "gateway_id": "gw", "agency_id": "in-sbi",
+                          "occurred_at": "2026-02-01T00:00:00Z", "provider": "sarvam",
+                          "model": "m"}) for i in ids]  # fmt: skip
+
+
+def test_through_an_outage_requests_go_to_the_spool_without_waiting_for_kafka(
+    tmp_path: Path,
+) -> None:
+    """Found: every request of a Kafka outage waited the Kafka timeout (10 s by default) before
+    it was spooled. Once a send failed, requests are spooled at once while the spool holds
+    messages; the drainer alone tries Kafka, sends them in order when it is back, and then
+    requests go to Kafka directly again."""
+    spool = Spool(tmp_path, max_bytes=1 << 20)
+    kafka = FakeKafka(refuse=set())
+    kafka.down = True
+    sink = SpoolingSink(kafka, spool, retry_seconds=0.05)
+    try:
+        assert not sink.spooling
+        sink.deliver(_records("r0"))  # tried, failed: spooled
+        assert sink.spooling and kafka.tried_by.count("MainThread") == 1
+        for i in range(1, 5):
+            sink.deliver(_records(f"r{i}"))
+        assert kafka.tried_by.count("MainThread") == 1  # not tried again by a request
+        assert "spool-drain" in kafka.tried_by and kafka.taken == []
+        kafka.down = False
+        wait_drained(spool)
+        deadline = time.monotonic() + 10
+        while sink.spooling and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not sink.spooling
+        sink.deliver(_records("r5"))  # directly again
+        assert kafka.tried_by[-1] == "MainThread"
+    finally:
+        sink.close()
+    ids = [orjson.loads(v)[0]["record_id"] for v in kafka.taken]
+    assert ids == [f"r{i}" for i in range(6)]
+
+
+def test_a_spool_left_by_an_earlier_run_is_sent_before_new_requests(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 20)
+    spool.append([(b"shard:0", b'[{"record_id":"old"}]')])
+    kafka = FakeKafka(refuse=set())
+    kafka.down = True
+    sink = SpoolingSink(kafka, spool, retry_seconds=0.05)
+    try:
+        assert sink.spooling
+        sink.deliver(_records("new"))
+        assert "MainThread" not in kafka.tried_by
+        kafka.down = False
+        wait_drained(spool)
+    finally:
+        sink.close()
+    assert [orjson.loads(v)[0]["record_id"] for v in kafka.taken] == ["old", "new"]

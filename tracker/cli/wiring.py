@@ -124,7 +124,9 @@ def collector_app(settings: CollectorSettings, client: Client) -> tuple[FastAPI,
     from collector.spool import Spool
 
     try:
-        ensure_configured(settings)
+        # Tried for as long as one send may wait, not kafka-python's 30 s: with Kafka down the
+        # collector is up sooner, spooling what it accepts (found: 30 s before the first answer).
+        ensure_configured(settings, connect_seconds=settings.kafka_timeout_seconds)
     except KafkaError as exc:  # start anyway: records spool until Kafka is back
         log.warning("Kafka unavailable at start (%s); accepting into the spool", exc)
     kafka = KafkaSink(
