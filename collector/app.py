@@ -6,6 +6,7 @@ import gc
 
 from fastapi import FastAPI
 
+from collector.bodies import LargeBodyGate
 from collector.ingest import ingest_router
 from collector.routes_sources import source_routers
 from collector.sink import Sink
@@ -19,6 +20,7 @@ def create_app(
     app = FastAPI(title="Inference Sovereignty Tracker: collector", version=__version__)
     app.state.gateway_auth = gateway_auth
     app.state.max_body_bytes = max_body_bytes  # signature checks read the body under this limit
+    app.add_middleware(LargeBodyGate)
     app.include_router(
         ingest_router(sink, max_body_bytes=max_body_bytes, max_batch_records=max_batch_records)
     )

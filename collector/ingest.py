@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
 from collector.auth import GatewayDep
-from collector.bodies import read_decoded
+from collector.bodies import over_limit, read_decoded
 from collector.sink import DeliveryFailed, Sink
 from tracker import json_read
 from tracker.contract import (
@@ -80,6 +80,8 @@ def validate_body(
     A batch whose every record is valid (what gateways send) is validated from its bytes in
     one call (validate_submitted_json). Anything else is parsed and checked record by record,
     which names each refusal and accepts exactly the same records."""
+    if (too_many := over_limit(body, max_records, "records")) is not None:
+        raise too_many
     try:
         records = validate_submitted_json(body, gateway.gateway_id, max_records)
     except ValueError:  # ValidationError included: not JSON, not an array, a bad record
@@ -109,8 +111,11 @@ def parse_json(body: bytes, what: str = "body", *, items: bool = False) -> Any:
         raise HTTPException(422, f"{what} is not valid JSON: {exc}") from exc
 
 
-def json_array(body: bytes, refusal: str) -> list[Any]:
-    """`body` parsed as a JSON array, or 422 (`refusal` when it is JSON but no array)."""
+def json_array(body: bytes, refusal: str, max_items: int | None = None) -> list[Any]:
+    """`body` parsed as a JSON array, or 422 (`refusal` when it is JSON but no array); 413
+    before it is parsed when it is a large array of more than `max_items` (`over_limit`)."""
+    if max_items is not None and (too_many := over_limit(body, max_items, "items")) is not None:
+        raise too_many
     items = parse_json(body, items=True)
     if not isinstance(items, list):
         raise HTTPException(422, refusal)

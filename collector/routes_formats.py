@@ -109,7 +109,9 @@ def _binary_event(headers: Mapping[str, str], content_type: str, body: bytes) ->
     return event
 
 
-def _events(headers: Mapping[str, str], content_type: str, body: bytes) -> list[Any]:
+def _events(
+    headers: Mapping[str, str], content_type: str, body: bytes, max_items: int
+) -> list[Any]:
     """The events of a /v1/events body, in any content mode. Parses up to the body limit of
     JSON: run in a worker thread, as json_items is."""
     if "ce-specversion" in headers:
@@ -117,7 +119,7 @@ def _events(headers: Mapping[str, str], content_type: str, body: bytes) -> list[
     if content_type == "application/cloudevents+json":
         return [parse_json(body)]
     if content_type == "application/cloudevents-batch+json":
-        return json_array(body, "a CloudEvents batch must be a JSON array of events")
+        return json_array(body, "a CloudEvents batch must be a JSON array of events", max_items)
     raise HTTPException(
         415,
         "use application/cloudevents+json (one event), "
@@ -180,7 +182,9 @@ def formats_router(sink: Sink, limits: Limits) -> APIRouter:
                 "structured mode (application/cloudevents+json or "
                 "application/cloudevents-batch+json)",
             )
-        items = await run_in_threadpool(_events, request.headers, media_type(request), body)
+        items = await run_in_threadpool(
+            _events, request.headers, media_type(request), body, limits.max_batch_records
+        )
         return await _ingest(items, cloudevents.map_event, gateway, sink, limits)
 
     return router

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from fastapi import HTTPException
 
@@ -568,3 +569,61 @@ def test_healthz_answers_while_json_lines_are_read(monkeypatch: pytest.MonkeyPat
         assert slow.result().status_code == 413  # 1,001 lines: over 100, refused as before
     assert released == [True]
     assert sink.records == []
+
+
+def test_large_bodies_are_processed_two_at_a_time_and_small_ones_never_wait() -> None:
+    """A decoded body past 1 MiB is parsed, validated and delivered only while it holds one of
+    two slots (collector.bodies.LargeBodyGate): a 16 MiB body parses to hundreds of MB, and
+    the thread pool ran 40 at once (8 took the collector from 367 MB to 2.1 GB). Four large
+    batches sent at once: two are in the sink, two wait for a slot (off the event loop:
+    /healthz answers); a small batch goes past them."""
+    from collector.app import create_app
+    from tests.sinks import ListSink
+    from tests.unit.test_format_routes_limits import SINGLE, KeyAuth
+
+    class Held(ListSink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inside, self.most, self.lock = 0, 0, threading.Lock()
+            self.release = threading.Event()
+
+        def deliver(self, records: list[Any]) -> None:
+            with self.lock:
+                self.inside += 1
+                self.most = max(self.most, self.inside)
+            if len(records) > 1:
+                assert self.release.wait(30)
+            with self.lock:
+                self.inside -= 1
+                super().deliver(records)
+
+    def batch(prefix: str, n: int) -> bytes:
+        return orjson.dumps([{"record_id": f"{prefix}{i}", "agency_id": SINGLE_AGENCY,
+                              "provider": "sarvam", "model": "sarvam-m", "use_case": "x" * 60,
+                              "occurred_at": "2026-07-01T10:00:00Z"} for i in range(n)])  # fmt: skip
+
+    sink = Held()
+    app = create_app(sink, KeyAuth({"k": SINGLE}), max_body_bytes=16 << 20,
+                     max_batch_records=10_000)  # fmt: skip
+    auth = {"Authorization": "Bearer k"}
+    large = [batch(f"gate{j}-", 6_000) for j in range(4)]
+    assert all(len(body) > bodies.LARGE_BODY_BYTES for body in large)
+    with ServerThread(app) as base, ThreadPoolExecutor(4) as runner:
+        sent = [runner.submit(httpx.post, f"{base}/v1/records", content=body, headers=auth,
+                              timeout=60) for body in large]  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while sink.inside < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(1.0)  # the other two had time to come in, were they let
+            inside = sink.inside
+            health = httpx.get(f"{base}/healthz", timeout=5)
+            small = httpx.post(f"{base}/v1/records", content=batch("gate-small-", 1),
+                               headers=auth, timeout=10)  # fmt: skip
+        finally:
+            sink.release.set()
+        codes = [f.result().status_code for f in sent]
+    assert inside == 2 and sink.most <= 3  # two large ones, and the small one beside them
+    assert health.status_code == 200 and small.status_code == 200, small.text
+    assert codes == [200] * 4
+    assert len(sink.records) == 4 * 6_000 + 1

@@ -252,3 +252,70 @@ def test_a_blank_agency_extension_names_none(agencyid: str) -> None:
                                headers={**SINGLE_KEY, "Content-Type": "application/cloudevents+json"})  # fmt: skip
     assert reply.status_code == 200, reply.text
     assert [r.agency_id for r in sink.records] == ["in-mohfw"]
+
+
+@pytest.mark.parametrize(
+    ("body", "limit", "longer"),
+    [
+        (b"[" + b",".join([b"{}"] * 4) + b"]", 3, True),
+        (b"[" + b",".join([b"{}"] * 3) + b"]", 3, False),
+        (b'\xef\xbb\xbf [ "a,b" ,\n{"c": [1, 2, 3]}\t, 1 ,"d"]', 3, True),  # BOM, spaces
+        (b'["a,b", {"c": [1, 2, 3]}, 1]', 3, False),  # commas inside items count not
+        (b"[]", 0, False),
+        (b"[1]", 0, True),
+        (b'{"a": [1, 2, 3, 4, 5]}', 1, False),  # an object: no array to count
+        (b"[1, 2, x, 4, 5]", 3, False),  # not JSON before the limit: the parse names it
+        (b"[1, 2, 3, 4, x", 3, True),  # past the limit before the break: refused by count
+        (b"[" * 100_000 + b"]" * 100_000, 3, False),  # nested past the stack: not counted
+        (b"[1, 2\xff, 3]", 1, False),  # not UTF-8
+    ],
+)
+def test_a_large_arrays_items_are_counted_without_parsing_it_whole(
+    body: bytes, limit: int, longer: bool
+) -> None:
+    assert bodies.array_longer_than(body, limit) is longer
+
+
+def _padded(n: int, pad: int) -> list[dict[str, Any]]:
+    return [{"record_id": f"r{i}", "pad": "x" * pad} for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "what"),
+    [
+        ("/v1/records", "application/json", "records"),
+        ("/v1/litellm", "application/json", "items"),
+        ("/v1/events", "application/cloudevents-batch+json", "items"),
+    ],
+)
+def test_a_large_array_past_the_batch_limit_is_refused_before_it_is_parsed(
+    path: str, content_type: str, what: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: a 16 MiB array of 5.6M `{}` was parsed whole (by pydantic's core, ~800
+    MB, then orjson, ~470 MB) before its count refused it. Now a body past 1 MiB is counted
+    item by item first, and nothing parses it whole."""
+    body = orjson.dumps(_padded(1_001, 1_100))
+    assert len(body) > bodies.LARGE_BODY_BYTES
+    orjson_calls = _count_calls(monkeypatch, orjson, "loads")
+    from collector import ingest
+
+    pydantic_calls = _count_calls(monkeypatch, ingest, "validate_submitted_json")
+    reply = _client(ListSink(), max_batch_records=1_000).post(
+        path, headers={**SINGLE_KEY, "Content-Type": content_type}, content=body
+    )
+    assert reply.status_code == 413, reply.text
+    assert reply.json()["detail"] == f"batch of more than 1000 {what} is over the limit of 1000"
+    assert orjson_calls == [0] and pydantic_calls == [0]
+
+
+def test_a_large_batch_within_the_limit_is_accepted() -> None:
+    records = [{"record_id": f"big-{i}", "agency_id": "in-mohfw", "provider": "sarvam",
+                "model": "sarvam-m", "occurred_at": "2026-07-01T10:00:00Z",
+                "use_case": "x" * 60} for i in range(6_000)]  # fmt: skip
+    body = orjson.dumps(records)
+    assert len(body) > bodies.LARGE_BODY_BYTES
+    sink = ListSink()
+    reply = _client(sink, max_batch_records=6_000).post("/v1/records", headers=SINGLE_KEY,
+                                                        content=body)  # fmt: skip
+    assert reply.status_code == 200, reply.text[:500]
+    assert reply.json()["accepted"] == 6_000 and len(sink.records) == 6_000

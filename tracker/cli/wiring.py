@@ -95,6 +95,7 @@ class DirectSink:
 
 def embedded_app(settings: EmbeddedSettings, core: Core) -> FastAPI:
     from api.app import create_app as create_api_app
+    from collector.bodies import LargeBodyGate
     from collector.ingest import ingest_router
     from collector.routes_sources import source_routers
 
@@ -103,6 +104,7 @@ def embedded_app(settings: EmbeddedSettings, core: Core) -> FastAPI:
     app = create_api_app(core.pool, settings)
     app.state.gateway_auth = GatewayAuth(core.pool.get())
     app.state.max_body_bytes = settings.max_body_bytes  # signature checks read under this limit
+    app.add_middleware(LargeBodyGate)
     sink = DirectSink(core.pool, core.processor)
     app.include_router(
         ingest_router(
