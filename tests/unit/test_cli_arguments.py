@@ -154,3 +154,33 @@ def test_share_choices_are_the_metrics_enums() -> None:
 
     assert get_args(share_cmd.BasisName) == tuple(Basis)
     assert get_args(share_cmd.ModeName) == tuple(AsClassified)
+
+
+# --- Found in the review of deploy/ and the docs (twenty-second session) ------------------
+
+
+def test_key_add_offers_and_takes_only_the_roles_a_key_is_made_for(tmp_path: Path) -> None:
+    assert "<agency|auditor|admin>" in flat(run("key", "add", "--help").output)
+    refused(run("key", "add", "k", "--role", "public", "--data-dir", str(tmp_path)), "--role")
+    assert not (tmp_path / "chdb").exists()  # refused before the store was opened
+
+
+def test_collector_pipeline_and_api_warn_when_they_run_on_a_store_of_their_own(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An empty or missing TRACKER_CLICKHOUSE_DSN (a Kubernetes Secret not filled in) left
+    each deployed process healthy on an embedded store of its own, sharing nothing, without a
+    word. They still start (tests and one-machine trials run them so), with a WARNING."""
+    from tracker.cli import _own_store_warning
+    from tracker.settings import CommonSettings
+
+    caplog.set_level("WARNING", logger="tracker")
+    monkeypatch.setenv("TRACKER_CLICKHOUSE_DSN", "")  # counts as unset
+    _own_store_warning(CommonSettings(data_dir=tmp_path), "pipeline")
+    monkeypatch.setenv("TRACKER_CLICKHOUSE_DSN", "http://tracker:pw@clickhouse:8123")
+    _own_store_warning(CommonSettings(data_dir=tmp_path), "api")
+    [warning] = caplog.records
+    assert warning.levelname == "WARNING"
+    text = warning.getMessage()
+    assert text.startswith("pipeline: TRACKER_CLICKHOUSE_DSN is not set (or empty)"), text
+    assert str(tmp_path) in text and "need a ClickHouse server" in text

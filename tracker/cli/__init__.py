@@ -24,6 +24,8 @@ from tracker.migrate import MigrationError
 from tracker.registry import RegistryError
 from tracker.settings import SettingError
 
+log = logging.getLogger("tracker")
+
 app = typer.Typer(
     name="tracker",
     help="Inference Sovereignty Tracker: domestic inference share of the public sector.",
@@ -77,6 +79,20 @@ def _settings(cls: type[Any], **values: Any) -> Any:
                        f"; the store is TRACKER_CLICKHOUSE_DSN ({settings.redacted_dsn()})",
                        err=True)  # fmt: skip
     return settings
+
+
+def _own_store_warning(settings: Any, process: str) -> None:
+    """`tracker collector|pipeline|api` with no TRACKER_CLICKHOUSE_DSN run on an embedded store
+    no other process can open: right for a test or one machine's trial, never for a deploy,
+    where an empty or missing DSN (a Secret not filled in) left each process on a private store
+    of its own, all healthy, sharing nothing (found in review). Said at start, on stderr."""
+    if settings.clickhouse_dsn is None:
+        log.warning(
+            "%s: TRACKER_CLICKHOUSE_DSN is not set (or empty): using the embedded store at %s, "
+            "which no other process can open. Processes that share data (collector, pipeline, "
+            "api) need a ClickHouse server: set TRACKER_CLICKHOUSE_DSN.",
+            process, settings.data_dir,
+        )  # fmt: skip
 
 
 def _logging(level: str) -> None:
@@ -361,6 +377,7 @@ def collector(host: Host = None, port: Port = None) -> None:
 
     settings = _settings(CollectorSettings, host=host, port=port)
     _logging(settings.log_level)
+    _own_store_warning(settings, "collector")
     tune_allocator()
     sock = _listen(settings.host, settings.port)
     core = open_core(settings, watch=True)
@@ -379,6 +396,7 @@ def pipeline() -> None:
 
     settings = _settings(PipelineSettings)
     _logging(settings.log_level)
+    _own_store_warning(settings, "pipeline")
     tune_allocator()
     consumer = run_pipeline(settings, open_core(settings, watch=True))
     # SIGTERM/SIGINT finish the batch in hand (write, then commit) before exiting.
@@ -398,6 +416,7 @@ def api(host: Host = None, port: Port = None) -> None:
 
     settings = _settings(ApiSettings, host=host, port=port)
     _logging(settings.log_level)
+    _own_store_warning(settings, "api")
     tune_allocator()
     sock = _listen(settings.host, settings.port)
     open_core(settings)  # migrate and check the registry before serving
