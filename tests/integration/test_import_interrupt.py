@@ -48,6 +48,10 @@ def _log(directory: Path, prefix: str) -> Path:
 def ctrl_c_on_second_send(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C while the second batch is on the wire (the first landed and is checkpointed);
     `monkeypatch.undo()` ends it."""
+    _ctrl_c_on_second_send(monkeypatch)
+
+
+def _ctrl_c_on_second_send(monkeypatch: pytest.MonkeyPatch) -> None:
     real = Sender.send
     calls = 0
 
@@ -140,16 +144,7 @@ def test_ctrl_c_while_a_truncated_logs_copy_is_read_reports_what_the_copy_sent(
     shutil.copyfile(log, copy)
     os.truncate(log, 0)  # in place: the inode stays, as copytruncate leaves it
     log.write_text(_line("int-copy-c0"))
-    real, calls = Sender.send, 0
-
-    def send(self: Sender, records: list[bytes]) -> dict[str, Any]:
-        nonlocal calls
-        calls += 1
-        if calls == 2:
-            raise KeyboardInterrupt
-        return real(self, records)
-
-    monkeypatch.setattr(Sender, "send", send)
+    _ctrl_c_on_second_send(monkeypatch)
     stopped = _import(url, keys, state, str(log))
     assert stopped.exit_code == 130, stopped.output
     assert f"{copy}:3: input_tokens:" in stopped.output, stopped.output
