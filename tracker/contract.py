@@ -223,12 +223,33 @@ class UsageRecord(BaseModel):
         return value or None
 
 
+# How much of a refusal's field name and reason an answer carries. Both can hold text from the
+# request (a field is named by the caller's key, a reason may quote a value): found in review,
+# 1,000 records with one 15,000-character key each (20 KB gzipped) answered a 15 MB 422.
+FIELD_ERROR_FIELD_CHARS: Final = 128
+FIELD_ERROR_REASON_CHARS: Final = 300
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
 class FieldError(BaseModel):
     """Why one record of a batch was refused."""
 
     index: int
     field: str
     reason: str
+
+    @field_validator("field")
+    @classmethod
+    def _field_cut(cls, value: str) -> str:
+        return _cut(value, FIELD_ERROR_FIELD_CHARS)
+
+    @field_validator("reason")
+    @classmethod
+    def _reason_cut(cls, value: str) -> str:
+        return _cut(value, FIELD_ERROR_REASON_CHARS)
 
 
 def validation_errors(index: int, exc: ValidationError) -> list[FieldError]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -71,7 +72,7 @@ class Context:
                 raise SourceError(
                     "agency_id",
                     f"an agency is named by a string, not a {type(value).__name__} "
-                    f"({str(value)[:40]!r})",
+                    f"({reprlib.repr(value)[:40]})",  # reprlib: bounded depth, no recursion
                 )
         if self.default_agency is not None:
             return self.default_agency
@@ -106,11 +107,11 @@ def host_of(url: Any) -> str | None:
     if not isinstance(url, str) or not url.strip():
         return None
     text = url.strip()
-    parts = urlsplit(text if "//" in text else f"//{text}")
     try:
+        parts = urlsplit(text if "//" in text else f"//{text}")
         return parts.hostname or None
-    except ValueError:
-        return None
+    except ValueError as exc:  # e.g. "http://[::1": named by the caller's field (coerce)
+        raise ValueError(f"not a URL ({exc}): {text[:80]!r}") from None
 
 
 def as_int(value: Any) -> int | None:
@@ -225,6 +226,8 @@ def coerce(field_name: str, func: Callable[..., T], value: Any, **kwargs: Any) -
         raise
     except (ValueError, ArithmeticError) as exc:  # ArithmeticError: overflow, bad Decimal
         raise SourceError(field_name, str(exc) or type(exc).__name__) from exc
+    except RecursionError as exc:  # str() or repr() of a value nested ~1,000 deep
+        raise SourceError(field_name, "value nested too deep to read") from exc
 
 
 def run(mapper: Callable[[Any, Context], dict[str, Any] | None], item: Any, ctx: Context) -> Mapped:
@@ -237,6 +240,10 @@ def run(mapper: Callable[[Any, Context], dict[str, Any] | None], item: Any, ctx:
         # A value no coercion named (e.g. nesting too deep to hash): this item is refused,
         # and the good items beside it still land; never a 500 for the whole request.
         return Rejected("record", f"unreadable item: {str(exc)[:200] or type(exc).__name__}")
+    except RecursionError:
+        # str() or repr() of a value nested ~1,000 deep (found in review: the whole request
+        # was a 500, and the good items beside it were lost).
+        return Rejected("record", "unreadable item: a value is nested too deep to read")
 
 
 def require_object(item: Any) -> dict[str, Any]:

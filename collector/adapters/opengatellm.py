@@ -105,7 +105,8 @@ def map_row(item: Any, ctx: Context) -> dict[str, Any] | None:
             "model": model,
             "operation": OPERATIONS.get(endpoint.split("?", 1)[0].rstrip("/"), "other"),
             "endpoint_host": first(
-                host_of(row.get("client_url")), ctx.defaults.get("endpoint_host")
+                coerce("client_url", host_of, row.get("client_url")),
+                ctx.defaults.get("endpoint_host"),
             ),
             "region": first(row.get("region"), ctx.defaults.get("region")),
             "input_tokens": _tokens("prompt_tokens", dig(usage, "prompt_tokens")),

@@ -319,3 +319,54 @@ def test_a_large_batch_within_the_limit_is_accepted() -> None:
                                                         content=body)  # fmt: skip
     assert reply.status_code == 200, reply.text[:500]
     assert reply.json()["accepted"] == 6_000 and len(sink.records) == 6_000
+
+
+# --- Found in the review of the collector's limits (twenty-second session) ---------------
+
+DEEP = b"[" * 1_010 + b"]" * 1_010  # orjson reads it (1,024 levels); str() of it recurses out
+
+
+@pytest.mark.parametrize("field", ["call_type", "response_cost", "endTime"])
+def test_a_value_nested_too_deep_to_read_refuses_its_item_only(field: str) -> None:
+    """Found in review: str() of a value nested ~1,000 deep raised RecursionError out of the
+    mapping, the request was a 500 and the good line beside it was lost."""
+    bad = GOOD_LINE[:-1].replace(b"chatcmpl-1", b"chatcmpl-deep") + (
+        b', "%s": %s}' % (field.encode(), DEEP)
+    )
+    sink = ListSink()
+    reply = _client(sink).post("/v1/litellm", headers=SINGLE_KEY,
+                               content=GOOD_LINE + b"\n" + bad + b"\n")  # fmt: skip
+    assert reply.status_code == 200, reply.text[:300]
+    assert (reply.json()["accepted"], reply.json()["rejected"]) == (1, 1)
+    [error] = reply.json()["errors"]
+    assert error["index"] == 1 and "nested too deep" in error["reason"], error
+    assert len(sink.records) == 1
+
+
+def test_an_unparseable_url_is_refused_naming_its_field() -> None:
+    row = {"id": 9101, "datetime": "2026-07-01 10:00:00", "endpoint": "/v1/chat/completions",
+           "model": "albert-large", "prompt_tokens": 1, "completion_tokens": 1, "status": 200,
+           "client_url": "http://[::1"}  # fmt: skip
+    sink = ListSink()
+    reply = _client(sink).post("/v1/opengatellm", headers=SINGLE_KEY,
+                               json=[row, {**row, "id": 9102, "client_url": "http://[::1]:8000"}])  # fmt: skip
+    assert reply.status_code == 200, reply.text
+    [error] = reply.json()["errors"]
+    assert error["field"] == "client_url" and "not a URL" in error["reason"], error
+    assert [r.endpoint_host for r in sink.records] == ["::1"]
+
+
+def test_refusals_quote_at_most_a_short_part_of_what_the_caller_sent() -> None:
+    """Found in review: 1,000 records each with one 15,000-character key (20 KB gzipped)
+    answered a 15 MB 422: every refusal named the key whole."""
+    key = "k" * 15_000
+    records = [{"record_id": f"long-{i}", "agency_id": "in-mohfw", "provider": "sarvam",
+                "model": "m", "occurred_at": "2026-07-01T10:00:00Z", key: 1}
+               for i in range(1_000)]  # fmt: skip
+    reply = _client(ListSink()).post("/v1/records", headers=SINGLE_KEY, json=records)
+    assert reply.status_code == 422
+    errors = reply.json()["errors"]
+    assert len(errors) == 1_000
+    assert all(len(e["field"]) <= 128 and len(e["reason"]) <= 300 for e in errors)
+    assert errors[0]["field"].startswith("kkkk") and errors[0]["field"].endswith("…")
+    assert len(reply.content) < 400_000, len(reply.content)
