@@ -570,8 +570,12 @@ def map_span(item: SpanItem, ctx: Context) -> dict[str, Any] | None:
         raise SourceError("gen_ai.operation.name", f"must be a string, not {_kind(operation)}")
     if not is_genai(attrs):
         return None
-    # Span attributes win over resource attributes: the more specific statement.
-    merged = {**item.resource, **attrs}
+    # Span attributes win over resource attributes: the more specific statement. Only the keys
+    # read from both levels: a copy of the resource's attributes per span cost spans x
+    # resource attributes (found in review: one resource of 1M attributes and 4,000 spans,
+    # 2.4 MB gzipped, held a worker thread 58 s).
+    merged = {key: attrs[key] if key in attrs else item.resource.get(key)
+              for key in (*AGENCY_ATTRIBUTES, USE_CASE_ATTRIBUTE)}  # fmt: skip
     provider = _str(attrs, "gen_ai.provider.name", "gen_ai.system")
     if provider is None:
         raise SourceError("gen_ai.provider.name", "GenAI span names no provider")
