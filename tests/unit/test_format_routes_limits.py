@@ -264,10 +264,16 @@ def test_a_blank_agency_extension_names_none(agencyid: str) -> None:
         (b"[]", 0, False),
         (b"[1]", 0, True),
         (b'{"a": [1, 2, 3, 4, 5]}', 1, False),  # an object: no array to count
-        (b"[1, 2, x, 4, 5]", 3, False),  # not JSON before the limit: the parse names it
+        (b"[1, 2, x, 4, 5]", 3, True),  # no JSON, but counted as it looks: refused either way
+        (b"[1, 2, x]", 3, False),  # within the limit: the parse names what is wrong
         (b"[1, 2, 3, 4, x", 3, True),  # past the limit before the break: refused by count
-        (b"[" * 100_000 + b"]" * 100_000, 3, False),  # nested past the stack: not counted
-        (b"[1, 2\xff, 3]", 1, False),  # not UTF-8
+        (b"[" * 100_000 + b"]" * 100_000, 3, False),  # one item, however deep
+        (b"[" + b"[" * 1_000 + b"]" * 1_000 + b", {}" * 4 + b"]", 3, True),  # deep, then more
+        (b"[" + b"9" * 5_000 + b", 1, 2, 3]", 3, True),  # past what int() converts, then more
+        (b'["a\\"],[", "b,c", {"d": "]"}]', 3, False),  # brackets and quotes in strings
+        (b'["a\\"],[", "b,c", {"d": "]"}, 4]', 3, True),
+        (b'["open, 1, 2, 3, 4]', 3, False),  # a string left open: no JSON, not counted
+        (b"[1, 2\xff, 3, 4]", 3, True),  # bytes, not text: counted as it looks
     ],
 )
 def test_a_large_arrays_items_are_counted_without_parsing_it_whole(
