@@ -74,22 +74,31 @@ def _inflate(body: bytes, wbits: int, limit: int) -> bytes:
 
 # A decoded body past LARGE_BODY_BYTES is parsed, validated and delivered only while its request
 # holds one of LARGE_BODIES_AT_ONCE slots (LargeBodyGate); others wait for a slot, off the
-# event loop's way. Measured: a 16 MiB JSON body of small items parses to ~250 MB of objects
-# before any count can refuse it, and eight at once took the collector from 367 MB to 2.1 GB;
-# the thread pool runs 40 at once. Ordinary batches (1,000 records, ~250 KB) never wait.
+# event loop's way, at most LARGE_BODIES_WAITING of them (then 503, Retry-After). Measured: a
+# 16 MiB JSON body of small items parsed to ~460 MB before any count could refuse it, and
+# eight at once took the collector from 367 MB to 2.1 GB; the thread pool runs 40 at once.
+# A compressed body is decoded past LARGE_BODY_BYTES only once it holds a slot, so a waiting
+# request holds its bytes as sent (found in review: 100 gzip bombs of 16 KiB, each decoded
+# before it waited, +1.47 GB). Ordinary batches (1,000 records, ~250 KB) never wait.
 LARGE_BODY_BYTES: Final = 1 << 20
 LARGE_BODIES_AT_ONCE: Final = 2
+LARGE_BODIES_WAITING: Final = 16
 _GATE: Final = "tracker.large_body_gate"
 
 
 class LargeBodyGate:
     """ASGI middleware bounding how many requests with a large decoded body are processed at
-    once. `read_decoded` takes the slot once it knows the decoded size; it is given back when
-    the request's answer has been sent (the parsed items live until then)."""
+    once, and how many wait. `read_decoded` takes the slot once it knows the body decodes
+    past LARGE_BODY_BYTES; it is given back when the request's answer has been sent (the
+    parsed items live until then)."""
 
-    def __init__(self, app: ASGIApp, slots: int = LARGE_BODIES_AT_ONCE) -> None:
+    def __init__(
+        self, app: ASGIApp, slots: int = LARGE_BODIES_AT_ONCE, waiting: int = LARGE_BODIES_WAITING
+    ) -> None:
         self.app = app
         self.slots = slots
+        self.max_waiting = waiting
+        self.waiting = 0
         self._semaphore: anyio.Semaphore | None = None  # made in the server's event loop
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -104,36 +113,41 @@ class LargeBodyGate:
             for semaphore in held:
                 semaphore.release()
 
-    def semaphore(self) -> anyio.Semaphore:
+    async def enter(self, held: list[anyio.Semaphore]) -> None:
+        if held:
+            return  # one slot a request
         if self._semaphore is None:
             self._semaphore = anyio.Semaphore(self.slots)
-        return self._semaphore
+        if self._semaphore.value == 0 and self.waiting >= self.max_waiting:
+            raise HTTPException(
+                503,
+                f"busy: {self.slots} large bodies in progress and {self.waiting} waiting; "
+                "retry later (or send smaller batches)",
+                headers={"Retry-After": "5"},
+            )
+        self.waiting += 1
+        try:
+            await self._semaphore.acquire()
+        finally:
+            self.waiting -= 1
+        held.append(self._semaphore)
 
 
 async def _large_body_slot(request: Request, size: int) -> None:
     gate = request.scope.get(_GATE)
-    if size <= LARGE_BODY_BYTES or gate is None:
-        return
-    owner, held = gate
-    if held:
-        return  # one slot a request
-    semaphore = owner.semaphore()
-    await semaphore.acquire()
-    held.append(semaphore)
+    if size > LARGE_BODY_BYTES and gate is not None:
+        owner, held = gate
+        await owner.enter(held)
 
 
 async def read_decoded(request: Request, limit: int) -> bytes:
     """The body, bounded before and after decompression (gzip or deflate accepted). A body
-    decoded past LARGE_BODY_BYTES waits for a LargeBodyGate slot before it is returned."""
-    body = await _decoded(request, limit)
-    await _large_body_slot(request, len(body))
-    return body
-
-
-async def _decoded(request: Request, limit: int) -> bytes:
+    that decodes past LARGE_BODY_BYTES holds a LargeBodyGate slot before it is returned, and
+    a compressed one before it is decoded past that."""
     body = await read_body(request, limit)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding in ("", "identity"):
+        await _large_body_slot(request, len(body))
         return body
     if encoding in ("gzip", "x-gzip"):
         wbits = 16 + zlib.MAX_WBITS
@@ -144,7 +158,16 @@ async def _decoded(request: Request, limit: int) -> bytes:
     # In a worker thread: inflating up to the limit takes CPU for a while (zlib releases the
     # GIL), and on the event loop it held up every other request, /healthz included (found in
     # review).
-    return await run_in_threadpool(_inflate, body, wbits, limit)
+    if limit > LARGE_BODY_BYTES and request.scope.get(_GATE) is not None:
+        try:  # what ordinary batches are: no slot needed
+            return await run_in_threadpool(_inflate, body, wbits, LARGE_BODY_BYTES)
+        except HTTPException as exc:
+            if exc.status_code != 413:
+                raise
+        await _large_body_slot(request, LARGE_BODY_BYTES + 1)  # it decodes past: a slot first
+    decoded = await run_in_threadpool(_inflate, body, wbits, limit)
+    await _large_body_slot(request, len(decoded))
+    return decoded
 
 
 # A line break as bytes.splitlines() takes one (CRLF, CR or LF): JSON lines keep the numbers

@@ -571,59 +571,104 @@ def test_healthz_answers_while_json_lines_are_read(monkeypatch: pytest.MonkeyPat
     assert sink.records == []
 
 
-def test_large_bodies_are_processed_two_at_a_time_and_small_ones_never_wait() -> None:
+class _Held:
+    """A sink holding every delivery of more than one record until `release` is set."""
+
+    def __init__(self) -> None:
+        from tests.sinks import ListSink
+
+        self.kept = ListSink()
+        self.inside, self.most, self.lock = 0, 0, threading.Lock()
+        self.release = threading.Event()
+
+    def deliver(self, records: list[Any]) -> None:
+        with self.lock:
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+        if len(records) > 1:
+            assert self.release.wait(60)
+        with self.lock:
+            self.inside -= 1
+            self.kept.deliver(records)
+
+    def close(self) -> None:
+        pass
+
+
+def _gated_batch(prefix: str, n: int) -> bytes:
+    return orjson.dumps([{"record_id": f"{prefix}{i}", "agency_id": SINGLE_AGENCY,
+                          "provider": "sarvam", "model": "sarvam-m", "use_case": "x" * 60,
+                          "occurred_at": "2026-07-01T10:00:00Z"} for i in range(n)])  # fmt: skip
+
+
+def _gate_of(app: Any) -> bodies.LargeBodyGate:
+    layer = app.middleware_stack  # built by the first request
+    while not isinstance(layer, bodies.LargeBodyGate):
+        layer = layer.app
+    return layer
+
+
+def _until(condition: Any, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert condition()
+
+
+def test_large_bodies_are_processed_two_at_a_time_and_small_ones_never_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A decoded body past 1 MiB is parsed, validated and delivered only while it holds one of
     two slots (collector.bodies.LargeBodyGate): a 16 MiB body parses to hundreds of MB, and
-    the thread pool ran 40 at once (8 took the collector from 367 MB to 2.1 GB). Four large
-    batches sent at once: two are in the sink, two wait for a slot (off the event loop:
-    /healthz answers); a small batch goes past them."""
+    the thread pool ran 40 at once (8 took the collector from 367 MB to 2.1 GB). Two large
+    batches are in the sink; the others wait for a slot (off the event loop: /healthz
+    answers, a small batch goes past them); a gzip body waits before it is decoded past 1 MiB
+    (100 gzip bombs decoded, then waiting, took 1.47 GB in review); past 16 waiting, 503."""
     from collector.app import create_app
-    from tests.sinks import ListSink
     from tests.unit.test_format_routes_limits import SINGLE, KeyAuth
 
-    class Held(ListSink):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inside, self.most, self.lock = 0, 0, threading.Lock()
-            self.release = threading.Event()
+    inflated: list[int] = []  # the limit of each decompression
+    real_inflate = bodies._inflate
 
-        def deliver(self, records: list[Any]) -> None:
-            with self.lock:
-                self.inside += 1
-                self.most = max(self.most, self.inside)
-            if len(records) > 1:
-                assert self.release.wait(30)
-            with self.lock:
-                self.inside -= 1
-                super().deliver(records)
+    def inflate(body: bytes, wbits: int, limit: int) -> bytes:
+        inflated.append(limit)
+        return real_inflate(body, wbits, limit)
 
-    def batch(prefix: str, n: int) -> bytes:
-        return orjson.dumps([{"record_id": f"{prefix}{i}", "agency_id": SINGLE_AGENCY,
-                              "provider": "sarvam", "model": "sarvam-m", "use_case": "x" * 60,
-                              "occurred_at": "2026-07-01T10:00:00Z"} for i in range(n)])  # fmt: skip
-
-    sink = Held()
+    monkeypatch.setattr(bodies, "_inflate", inflate)
+    sink = _Held()
     app = create_app(sink, KeyAuth({"k": SINGLE}), max_body_bytes=16 << 20,
                      max_batch_records=10_000)  # fmt: skip
     auth = {"Authorization": "Bearer k"}
-    large = [batch(f"gate{j}-", 6_000) for j in range(4)]
+    large = [_gated_batch(f"gate{j}-", 6_000) for j in range(2 + 16)]
     assert all(len(body) > bodies.LARGE_BODY_BYTES for body in large)
-    with ServerThread(app) as base, ThreadPoolExecutor(4) as runner:
-        sent = [runner.submit(httpx.post, f"{base}/v1/records", content=body, headers=auth,
-                              timeout=60) for body in large]  # fmt: skip
+    with ServerThread(app) as base, ThreadPoolExecutor(len(large) + 1) as runner:
+
+        def post(body: bytes, **headers: str) -> Any:
+            return runner.submit(httpx.post, f"{base}/v1/records", content=body,
+                                 headers={**auth, **headers}, timeout=120)  # fmt: skip
+
         try:
-            deadline = time.monotonic() + 30
-            while sink.inside < 2 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            time.sleep(1.0)  # the other two had time to come in, were they let
+            holding = [post(body) for body in large[:2]]
+            _until(lambda: sink.inside == 2)
+            gate = _gate_of(app)
+            zipped = post(gzip.compress(large[2]), **{"Content-Encoding": "gzip"})
+            _until(lambda: gate.waiting == 1)
+            decoded_while_waiting = list(inflated)
+            waiting = [post(body) for body in large[3:]]
+            _until(lambda: gate.waiting == 16)
+            refused = httpx.post(f"{base}/v1/records", content=large[0], headers=auth,
+                                 timeout=30)  # fmt: skip
             inside = sink.inside
             health = httpx.get(f"{base}/healthz", timeout=5)
-            small = httpx.post(f"{base}/v1/records", content=batch("gate-small-", 1),
+            small = httpx.post(f"{base}/v1/records", content=_gated_batch("gate-small-", 1),
                                headers=auth, timeout=10)  # fmt: skip
         finally:
             sink.release.set()
-        codes = [f.result().status_code for f in sent]
+        codes = [f.result().status_code for f in [*holding, zipped, *waiting]]
     assert inside == 2 and sink.most <= 3  # two large ones, and the small one beside them
+    assert decoded_while_waiting == [bodies.LARGE_BODY_BYTES]  # not past 1 MiB before a slot
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "5", refused.text
+    assert "busy" in refused.json()["detail"]
     assert health.status_code == 200 and small.status_code == 200, small.text
-    assert codes == [200] * 4
-    assert len(sink.records) == 4 * 6_000 + 1
+    assert codes == [200] * len(large)
+    assert len(sink.kept.records) == len(large) * 6_000 + 1
