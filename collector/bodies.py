@@ -182,57 +182,15 @@ _SECOND_READER_MESSAGES: Final = ("number", "surrogate")
 _NON_FINITE_LITERALS: Final = ("NaN", "Infinity", "-Infinity")
 
 
-# What the count of a large array's items reads: a whole string (escapes included; a quote
-# left open matches alone), a bracket or brace, a comma. Numbers, literals and whitespace are
-# passed over.
-_STRUCTURE: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|"|[\[\]{},]')
-_BOM: Final = b"\xef\xbb\xbf"
-_SPACE: Final = re.compile(rb"[ \t\n\r]*")
-
-
-def array_longer_than(body: bytes, limit: int) -> bool:
-    """Whether `body` is a JSON array of more than `limit` items, found without parsing it:
-    a scan of its strings, brackets and commas, with the depth kept as a count (nothing
-    recursive, no number converted, nothing built), which stops at item `limit + 1`. Both
-    parsers behind the routes build every item first (a 16 MiB array of 5.6M `{}`: ~470 MB
-    in orjson, ~800 MB in pydantic's core, before its count could refuse it). Found in review:
-    an earlier count read items with the standard library, and gave up, so the full parse ran,
-    when an early item was nested ~1,000 deep or held an integer of over 4,300 digits. Only for
-    bodies past LARGE_BODY_BYTES: below, the full parse costs little and is done anyway.
-
-    False when `body` is no array, or within the limit; the callers' own parse then names
-    what is wrong with a body that is no JSON (a string left open ends the count: False)."""
-    at = _SPACE.match(body, len(_BOM) if body.startswith(_BOM) else 0).end()  # type: ignore[union-attr]
-    if body[at : at + 1] != b"[":
-        return False
-    at = _SPACE.match(body, at + 1).end()  # type: ignore[union-attr]
-    if body[at : at + 1] in (b"]", b""):
-        return False
-    if limit == 0:
-        return True
-    depth, items = 1, 1
-    for token in _STRUCTURE.finditer(body, at):
-        mark = body[token.start()]
-        if mark == 0x2C:  # ,
-            if depth == 1:
-                items += 1
-                if items > limit:
-                    return True
-        elif mark in (0x5B, 0x7B):  # [ {
-            depth += 1
-        elif mark in (0x5D, 0x7D):  # ] }
-            depth -= 1
-            if depth == 0:
-                return False  # the array's end
-        elif token.end() - token.start() == 1:  # a quote left open: no JSON from here
-            return False
-    return False
-
-
-def over_limit(body: bytes, max_items: int, what: str) -> HTTPException | None:
-    """A 413 for a large body that is a JSON array of more than `max_items` items, else None.
-    The count is a floor: the items after the first past the limit are not read."""
-    if len(body) <= LARGE_BODY_BYTES or not array_longer_than(body, max_items):
+def over_limit(
+    body: bytes, max_items: int, what: str, *, in_object: bool = False
+) -> HTTPException | None:
+    """A 413 for a large body that is a JSON array of more than `max_items` items (with
+    `in_object`: an object whose arrays hold more than that together), else None. The count
+    is a floor: the items after the first past the limit are not read."""
+    if len(body) <= LARGE_BODY_BYTES:
+        return None
+    if not json_read.array_longer_than(body, max_items, in_object=in_object):
         return None
     return HTTPException(
         413, f"batch of more than {max_items} {what} is over the limit of {max_items}"

@@ -21,6 +21,7 @@ from collector import bodies
 from collector.adapters.common import Rejected
 from collector.app import create_app
 from tests.sinks import ListSink
+from tracker import json_read
 from tracker.gateways import Gateway, GatewayAuth
 
 SINGLE = Gateway("gw-single", "single", frozenset({"in-mohfw"}))
@@ -279,7 +280,7 @@ def test_a_blank_agency_extension_names_none(agencyid: str) -> None:
 def test_a_large_arrays_items_are_counted_without_parsing_it_whole(
     body: bytes, limit: int, longer: bool
 ) -> None:
-    assert bodies.array_longer_than(body, limit) is longer
+    assert json_read.array_longer_than(body, limit) is longer
 
 
 def _padded(n: int, pad: int) -> list[dict[str, Any]]:
@@ -291,6 +292,7 @@ def _padded(n: int, pad: int) -> list[dict[str, Any]]:
     [
         ("/v1/records", "application/json", "records"),
         ("/v1/litellm", "application/json", "items"),
+        ("/v1/opengatellm", "application/json", "items"),
         ("/v1/events", "application/cloudevents-batch+json", "items"),
     ],
 )
@@ -299,8 +301,11 @@ def test_a_large_array_past_the_batch_limit_is_refused_before_it_is_parsed(
 ) -> None:
     """Found in review: a 16 MiB array of 5.6M `{}` was parsed whole (by pydantic's core, ~800
     MB, then orjson, ~470 MB) before its count refused it. Now a body past 1 MiB is counted
-    item by item first, and nothing parses it whole."""
+    item by item first, and nothing parses it whole; OpenGateLLM's answers wrapped in an
+    object too."""
     body = orjson.dumps(_padded(1_001, 1_100))
+    if path == "/v1/opengatellm":
+        body = orjson.dumps({"object": "list", "data": _padded(1_001, 1_100)})
     assert len(body) > bodies.LARGE_BODY_BYTES
     orjson_calls = _count_calls(monkeypatch, orjson, "loads")
     from collector import ingest
@@ -376,3 +381,21 @@ def test_refusals_quote_at_most_a_short_part_of_what_the_caller_sent() -> None:
     assert all(len(e["field"]) <= 128 and len(e["reason"]) <= 300 for e in errors)
     assert errors[0]["field"].startswith("kkkk") and errors[0]["field"].endswith("…")
     assert len(reply.content) < 400_000, len(reply.content)
+
+
+@pytest.mark.parametrize(
+    ("body", "limit", "longer"),
+    [
+        (b'{"object": "list", "data": [1, 2, 3, 4]}', 3, True),
+        (b'{"object": "list", "data": [1, 2, 3]}', 3, False),
+        (b'{"a": [1, 2], "b": [3, 4]}', 3, True),  # the arrays together
+        (b'{"a": [], "b": [1, 2]}', 3, False),  # an empty one counts one
+        (b'{"a": {"b": [1, 2, 3, 4, 5]}}', 3, False),  # deeper: not counted
+        (b'{"a": [[1, 2, 3, 4, 5]]}', 3, False),  # items of items: not counted
+        (b'{"resourceSpans": [' + b"{}, " * 10 + b"{}]}", 9, True),
+        (b"[1, 2, 3, 4]", 3, True),  # an array still counts
+    ],
+)
+def test_an_objects_arrays_are_counted_when_asked(body: bytes, limit: int, longer: bool) -> None:
+    assert json_read.array_longer_than(body, limit, in_object=True) is longer
+    assert json_read.array_longer_than(body, limit) is (longer and body.startswith(b"["))

@@ -323,3 +323,30 @@ def test_a_spans_resource_is_looked_up_never_copied() -> None:
     )
     assert isinstance(mapped, dict), mapped
     assert (mapped["use_case"], mapped["agency_id"]) == ("span-level", "in-mohfw")
+
+
+def test_a_large_json_export_of_too_many_resource_spans_is_refused_before_it_is_parsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found in review: `resourceSpans` of 5.6M `{}` (16 MiB, 16 KiB gzipped) were parsed and
+    built (+375 MB) before their count refused them. A JSON export past 1 MiB is counted
+    first."""
+    from tracker import json_read
+
+    calls: list[int] = []
+    real = json_read.loads_keeping_surrogates
+
+    def counted(body: bytes) -> Any:
+        calls.append(len(body))
+        return real(body)
+
+    monkeypatch.setattr(json_read, "loads_keeping_surrogates", counted)
+    body = json.dumps({"resourceSpans": [{"pad": "x" * 1_100} for _ in range(1_001)]}).encode()
+    client, sink = _client(max_spans=1_000)
+    reply = client.post("/v1/traces", content=gzip.compress(body),
+                        headers={**JSON, "Content-Encoding": "gzip"})  # fmt: skip
+    assert reply.status_code == 413, reply.text
+    assert reply.json()["message"] == (
+        "export of more than 1000 resourceSpans entries is over the limit of 1000"
+    )
+    assert calls == [] and sink.records == []
