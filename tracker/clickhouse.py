@@ -6,7 +6,12 @@ process per path, so opening is done in one place, with errors that say what to 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +58,49 @@ def _explain(exc: Exception, redacted_dsn: str) -> StorageUnavailable:
     if "Cannot lock file" in text or "Error initializing EmbeddedServer" in text:
         return StorageUnavailable(
             f"the embedded store {redacted_dsn} is held by another process "
-            "(is `tracker up` running?); stop it, or do this through its HTTP API"
+            "(is `tracker up` or `tracker demo` running?): one process at a time opens it. "
+            "Stop it for this command (keys, gateways, migrations and registry changes are "
+            "made with it stopped), or read through its HTTP API meanwhile"
         )
     if "already initialized" in text:
         return StorageUnavailable(
             f"this process already opened another embedded store; cannot also open {redacted_dsn}"
         )
     return StorageUnavailable(f"cannot open ClickHouse at {redacted_dsn}: {text.splitlines()[0]}")
+
+
+_engine_opened = False  # whether this process opened its embedded engine yet
+
+
+@contextlib.contextmanager
+def _engine_stderr_held() -> Iterator[None]:
+    """The first embedded open of a process, with what the engine writes to stderr held back:
+    chdb writes its lock error there itself (`Code: 76. DB::Exception: Cannot lock file ...`),
+    before the exception that `_explain` turns into one plain line (found in review: a
+    newcomer saw both). Given back unless the open failed for the lock. Only the first open:
+    the lock is taken then, and later ones may run beside other threads' output."""
+    global _engine_opened
+    if _engine_opened:
+        yield
+        return
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as held:
+        saved = os.dup(2)
+        os.dup2(held.fileno(), 2)
+        locked = False
+        try:
+            yield
+            _engine_opened = True
+        except ClickHouseError as exc:
+            locked = "Cannot lock file" in str(exc) or "EmbeddedServer" in str(exc)
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            text = held.read()
+            if text and not locked:
+                os.write(2, text)
 
 
 def open_client(settings: CommonSettings, *, database: str | None = None) -> Client:
@@ -75,7 +116,11 @@ def open_client(settings: CommonSettings, *, database: str | None = None) -> Cli
             # chdb creates the leaf directory itself but not its parents. The DSN's own
             # parent, not data_dir: a store elsewhere left an empty data_dir behind.
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        bootstrap = _connect(dsn)
+        if path is not None:
+            with _engine_stderr_held():
+                bootstrap = _connect(dsn)
+        else:
+            bootstrap = _connect(dsn)
         bootstrap.command(f"CREATE DATABASE IF NOT EXISTS `{db}`")
         return _connect(dsn, database=db)
     except (ClickHouseError, OSError) as exc:

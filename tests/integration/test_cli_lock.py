@@ -20,3 +20,5 @@ def test_gateway_add_refuses_while_up_holds_the_store(tmp_path: Path) -> None:
         assert add.returncode == 2
         assert "held by another process" in add.stderr
         assert "Traceback" not in add.stderr
+        # The engine's own lock error is not shown beside the plain line (found in review).
+        assert "Cannot lock file" not in add.stderr, add.stderr

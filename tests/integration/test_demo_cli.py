@@ -22,6 +22,8 @@ def _demo_key(data_dir: Path) -> str:
     assert run.returncode == 0, run.stderr
     found = re.search(r"demo gateway tracker-demo key: (\S+)", run.stdout)
     assert found, run.stdout
+    # No URL of a server that --no-serve does not start (found in review).
+    assert "http://" not in run.stdout and "not serving (--no-serve)" in run.stdout, run.stdout
     return found.group(1)
 
 

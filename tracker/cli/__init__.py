@@ -362,11 +362,14 @@ def demo(
         except GatewayError:  # none active, yet the name is taken: revoked by its operator
             fail(f"gateway {DEMO_GATEWAY!r} was revoked, so no demo key is issued "
                  "(`tracker gateway add NAME --agency ID` adds another)")  # fmt: skip
-    url = _url(sock) if sock is not None else f"http://{settings.host}:{settings.port}"
     typer.echo(f"demo gateway {DEMO_GATEWAY} key: {key}")
+    if sock is None:
+        # Found in review: --no-serve printed the URLs of a server it never started.
+        typer.echo("not serving (--no-serve): `tracker up` serves this store")
+        return
+    url = _url(sock)
     typer.echo(f"headline: {url}/v1/share   API docs: {url}/docs")
-    if sock is not None:
-        _serve(embedded_app(settings, core), sock)
+    _serve(embedded_app(settings, core), sock)
 
 
 @app.command()
