@@ -70,6 +70,7 @@ def _explain(exc: Exception, redacted_dsn: str) -> StorageUnavailable:
 
 
 _engine_opened = False  # whether this process opened its embedded engine yet
+_first_open = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -83,8 +84,13 @@ def _engine_stderr_held() -> Iterator[None]:
     if _engine_opened:
         yield
         return
-    sys.stderr.flush()
-    with tempfile.TemporaryFile() as held:
+    # One thread at a time: two redirects interleaved could leave stderr pointing at the
+    # other's file for good.
+    with _first_open, tempfile.TemporaryFile() as held:
+        if _engine_opened:  # opened by the thread that held the lock before
+            yield
+            return
+        sys.stderr.flush()
         saved = os.dup(2)
         os.dup2(held.fileno(), 2)
         locked = False
