@@ -197,7 +197,7 @@ def over_limit(
     )
 
 
-def json_items(body: bytes, max_items: int | None = None) -> list[Any]:
+def json_items(body: bytes, max_items: int | None = None, *, in_object: bool = False) -> list[Any]:
     """A JSON array, a single JSON object, or JSON lines, as a list of items.
 
     In JSON lines a line that is no JSON becomes a Rejected item at its place, so the good
@@ -208,14 +208,16 @@ def json_items(body: bytes, max_items: int | None = None) -> list[Any]:
     JSON lines past `max_items` are a 413 as soon as line `max_items + 1` is reached, before it
     or any after it is read: reading every line first, then counting, let a 2 KiB gzip body of
     a million one-byte lines cost 10 s of CPU before its 413 (found in review). A large array
-    past `max_items` is a 413 before it is parsed (`over_limit`); any other is counted by the
-    caller (check_batch).
+    past `max_items` is a 413 before it is parsed (`over_limit`; with `in_object`, a large
+    object's arrays too); any other is counted by the caller (check_batch).
 
     CPU-bound (it parses up to the body limit of JSON): call it from a worker thread."""
     if _CONTENT.search(body) is None:
         raise HTTPException(422, "body is empty: send a JSON array, a JSON object or JSON lines")
-    if max_items is not None and (too_many := over_limit(body, max_items, "items")) is not None:
-        raise too_many
+    if max_items is not None:
+        too_many = over_limit(body, max_items, "items", in_object=in_object)
+        if too_many is not None:
+            raise too_many
     try:
         data = json_read.loads(body, items=True)
     except json_read.JSONError as body_exc:

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from collector.adapters import cloudevents, litellm, opengatellm
 from collector.adapters.common import Context, Mapped, Rejected, run
 from collector.auth import GatewayDep
-from collector.bodies import json_items, over_limit
+from collector.bodies import json_items
 from collector.bodies import read_decoded as read
 from collector.ingest import IngestResult, json_array, parse_json
 from collector.routes_common import Limits, accept, check_batch, media_type
@@ -133,11 +133,9 @@ def _opengatellm_rows(body: bytes, max_items: int) -> list[Any]:
     # Parsing with orjson first and falling back to json_items handed unwrap a one-answer
     # list on such a number, and the answer, taken for a row without a model, was ignored
     # whole with a 200 (found in review).
-    # A large answer wrapped in an object (`{"object": "list", "data": [...]}`) is counted
-    # before it is parsed, as a large array is in json_items (found in review: not counted).
-    if (too_many := over_limit(body, max_items, "items", in_object=True)) is not None:
-        raise too_many
-    return opengatellm.unwrap(json_items(body, max_items))
+    # in_object: a large answer wrapped in an object (`{"object": "list", "data": [...]}`) is
+    # counted before it is parsed, as a large array is (found in review: not counted).
+    return opengatellm.unwrap(json_items(body, max_items, in_object=True))
 
 
 def formats_router(sink: Sink, limits: Limits) -> APIRouter:

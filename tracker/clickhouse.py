@@ -51,11 +51,16 @@ class StorageUnavailable(RuntimeError):
     """ClickHouse cannot be opened or reached; the message says why and what to do."""
 
 
+def _held_by_another(text: str) -> bool:
+    """Whether chdb's error says another process holds the embedded store."""
+    return "Cannot lock file" in text or "Error initializing EmbeddedServer" in text
+
+
 def _explain(exc: Exception, redacted_dsn: str) -> StorageUnavailable:
     text = str(exc)
     # chdb reports a directory held by another process as a failed "EmbeddedServer" start
     # (the lock error itself only reaches stderr).
-    if "Cannot lock file" in text or "Error initializing EmbeddedServer" in text:
+    if _held_by_another(text):
         return StorageUnavailable(
             f"the embedded store {redacted_dsn} is held by another process "
             "(is `tracker up` or `tracker demo` running?): one process at a time opens it. "
@@ -98,7 +103,7 @@ def _engine_stderr_held() -> Iterator[None]:
             yield
             _engine_opened = True
         except ClickHouseError as exc:
-            locked = "Cannot lock file" in str(exc) or "EmbeddedServer" in str(exc)
+            locked = _held_by_another(str(exc))
             raise
         finally:
             os.dup2(saved, 2)

@@ -175,27 +175,20 @@ def array_longer_than(body: bytes, limit: int, *, in_object: bool = False) -> bo
         counted, items = 2, 0  # items of the arrays that are the object's values
     else:
         return False
-    if items > limit:
-        return True
     stack = [body[at]]
     for token in _STRUCTURE.finditer(body, at + 1):
+        if items > limit:
+            return True
         mark = body[token.start()]
         if mark == _COMMA:
-            if len(stack) == counted and stack[-1] == _OPEN_ARRAY:
-                items += 1
+            items += len(stack) == counted and stack[-1] == _OPEN_ARRAY
         elif mark in (_OPEN_ARRAY, _OPEN_OBJECT):
             stack.append(mark)
-            if counted == 2 and len(stack) == 2 and mark == _OPEN_ARRAY:
-                items += 1  # its first item
+            items += counted == 2 and len(stack) == 2 and mark == _OPEN_ARRAY  # its first item
         elif mark in (_CLOSE_ARRAY, _CLOSE_OBJECT):
             stack.pop()
             if not stack:
                 return False  # the body's end
-            continue
         elif token.end() - token.start() == 1:  # a quote left open: no JSON from here
             return False
-        else:
-            continue  # a string
-        if items > limit:
-            return True
-    return False
+    return items > limit

@@ -22,7 +22,7 @@ from tracker.clickhouse import StorageUnavailable
 from tracker.memory import tune_allocator
 from tracker.migrate import MigrationError
 from tracker.registry import RegistryError
-from tracker.settings import SettingError
+from tracker.settings import CommonSettings, SettingError
 
 log = logging.getLogger("tracker")
 
@@ -81,7 +81,7 @@ def _settings(cls: type[Any], **values: Any) -> Any:
     return settings
 
 
-def _own_store_warning(settings: Any, process: str) -> None:
+def _own_store_warning(settings: CommonSettings, process: str) -> None:
     """`tracker collector|pipeline|api` with no TRACKER_CLICKHOUSE_DSN run on an embedded store
     no other process can open: right for a test or one machine's trial, never for a deploy,
     where an empty or missing DSN (a Secret not filled in) left each process on a private store
