@@ -55,6 +55,13 @@ def common(settings: CommonSettings, bootstrap: str, topic: str, data_dir: Path)
             "kafka_bootstrap": bootstrap, "kafka_topic": topic, "kafka_dlq_topic": topic + ".dlq"}  # fmt: skip
 
 
+def _no_broker() -> str:
+    """A loopback address with no broker behind it: Kafka is down."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
 @pytest.fixture()
 def spool_dir(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path
@@ -113,10 +120,7 @@ def test_broker_down_during_ingest_loses_nothing(
 def test_full_spool_answers_503_with_retry_after(
     core: Core, key: str, settings: CommonSettings, spool_dir: Path
 ) -> None:
-    with socket.socket() as s:  # a port with no broker behind it: Kafka is down
-        s.bind(("127.0.0.1", 0))
-        dead = f"127.0.0.1:{s.getsockname()[1]}"
-    cfg = common(settings, dead, "spool-full", spool_dir)
+    cfg = common(settings, _no_broker(), "spool-full", spool_dir)
     app, sink = collector_app(
         CollectorSettings(**cfg, kafka_timeout_seconds=1.0, spool_max_bytes=4096), core.pool.get()
     )
@@ -145,10 +149,7 @@ def test_a_collector_started_with_kafka_down_answers_within_its_kafka_timeout(
     """Kafka down at start: the collector tries to reach it for TRACKER_KAFKA_TIMEOUT_SECONDS
     (as long as one send may wait), then starts and spools. Found: it waited kafka-python's
     30 s first, whatever the setting, before it could accept anything."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"127.0.0.1:{s.getsockname()[1]}"
-    cfg = common(settings, dead, "spool-start", spool_dir)
+    cfg = common(settings, _no_broker(), "spool-start", spool_dir)
     started = time.monotonic()
     app, sink = collector_app(CollectorSettings(**cfg, kafka_timeout_seconds=1.0), core.pool.get())
     try:
@@ -169,10 +170,7 @@ def test_a_spool_that_cannot_write_answers_503(
 ) -> None:
     # Kafka down and the spool's disk failing: nothing is stored, so the gateway is told to
     # retry (503), not handed a 500.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"127.0.0.1:{s.getsockname()[1]}"
-    cfg = common(settings, dead, "spool-disk", spool_dir)
+    cfg = common(settings, _no_broker(), "spool-disk", spool_dir)
     app, sink = collector_app(CollectorSettings(**cfg, kafka_timeout_seconds=1.0), core.pool.get())
 
     def disk_full(messages: list[tuple[bytes, bytes]]) -> None:

@@ -203,8 +203,15 @@ def test_a_quiet_file_removed_is_not_warned_about(tmp_path: Path) -> None:
     assert not [r for r in reports if r.warnings or r.unread]
 
 
-def _resumes_mid_line(path: Path, half: str, sender: FakeSender) -> None:
-    """The writer appends `half` (a line begun, not finished) while the first batch is sent."""
+def _written_while_read(
+    path: Path, half: str, rest: str
+) -> tuple[FileReport, FileReport, FakeSender]:
+    """A file left unchanged long enough to be taken as finished is imported one line a
+    batch; its writer appends `half` (a line begun, not finished) while the first batch is
+    sent. Then `rest` finishes that line and the file is imported again: (first report,
+    second report, the sender)."""
+    _quiet(path)
+    sender = FakeSender()
 
     def resumed(call: int, records: list[bytes]) -> None:
         if call == 1:
@@ -212,6 +219,12 @@ def _resumes_mid_line(path: Path, half: str, sender: FakeSender) -> None:
                 out.write(half)
 
     sender.hook = resumed
+    first = importer(path.parent, sender, batch_size=1).import_file(path)
+    sender.hook = None
+    with path.open("a") as out:
+        out.write(rest)
+    second = importer(path.parent, sender, batch_size=1).import_file(path)
+    return first, second, sender
 
 
 def _quiet(path: Path) -> None:
@@ -226,18 +239,12 @@ def test_a_one_shot_import_does_not_read_a_line_written_while_it_reads(tmp_path:
     hdr = "agency_id,occurred_at,provider,model,input_tokens,output_tokens\n"
     rows = [f"in-mohfw,2026-11-01T00:00:0{i}Z,openai,gpt-4o,10,1\n" for i in range(4)]
     path.write_text(hdr + "".join(rows))
-    _quiet(path)
-    sender = FakeSender()
-    _resumes_mid_line(path, "in-mohfw,2026-11-01T00:00:09Z,openai,gpt-4o,1234,1", sender)
-    first = importer(tmp_path, sender, batch_size=1).import_file(path)
+    half = "in-mohfw,2026-11-01T00:00:09Z,openai,gpt-4o,1234,1"
+    first, second, sender = _written_while_read(path, half, "20\n")
     assert first.accepted == 4
     assert first.unfinished == 6
     assert [e.line for e in first.errors] == [6]
     assert "changed 0 s ago" in first.errors[0].reason
-    sender.hook = None
-    with path.open("a") as out:
-        out.write("20\n")
-    second = importer(tmp_path, sender, batch_size=1).import_file(path)
     assert second.resumed_from > 0
     assert second.accepted == 1
     late = [r for r in sender.sent if r["occurred_at"].startswith("2026-11-01T00:00:09")]
@@ -248,16 +255,9 @@ def test_a_one_shot_import_does_not_read_a_line_written_while_it_reads(tmp_path:
 def test_a_jsonl_line_written_while_read_is_left_too(tmp_path: Path) -> None:
     path = tmp_path / "app.jsonl"
     path.write_text("".join(line(i) for i in range(3)))
-    _quiet(path)
-    sender = FakeSender()
     whole = line(3)
-    _resumes_mid_line(path, whole[:20], sender)
-    first = importer(tmp_path, sender, batch_size=1).import_file(path)
+    first, second, sender = _written_while_read(path, whole[:20], whole[20:])
     assert (first.accepted, first.rejected, first.unfinished) == (3, 0, 4)
-    sender.hook = None
-    with path.open("a") as out:
-        out.write(whole[20:])
-    second = importer(tmp_path, sender, batch_size=1).import_file(path)
     assert (second.accepted, second.rejected, second.unfinished) == (1, 0, None)
     assert sender.ids() == [f"req-{i}" for i in range(4)]
 
@@ -269,15 +269,9 @@ def test_a_csv_quote_opened_while_read_is_left_not_stopped_at(tmp_path: Path) ->
     hdr = "agency_id,occurred_at,provider,model,input_tokens,output_tokens,note\n"
     rows = [f"in-mohfw,2026-11-01T00:00:0{i}Z,openai,gpt-4o,10,1,x\n" for i in range(2)]
     path.write_text(hdr + "".join(rows))
-    _quiet(path)
-    sender = FakeSender()
-    _resumes_mid_line(path, 'in-mohfw,2026-11-01T00:00:09Z,openai,gpt-4o,5,1,"two\nlines', sender)
-    first = importer(tmp_path, sender, batch_size=1).import_file(path)
+    half = 'in-mohfw,2026-11-01T00:00:09Z,openai,gpt-4o,5,1,"two\nlines'
+    first, second, sender = _written_while_read(path, half, '"\n')
     assert first.stopped is None
     assert (first.accepted, first.unfinished) == (2, 4)
-    sender.hook = None
-    with path.open("a") as out:
-        out.write('"\n')
-    second = importer(tmp_path, sender, batch_size=1).import_file(path)
     assert (second.accepted, second.stopped, second.unfinished) == (1, None, None)
     assert len(sender.sent) == 3
