@@ -11,8 +11,21 @@ from fastapi.staticfiles import StaticFiles
 
 from api.auth import ERRORS, AccessMiddleware, Problem, RateLimiter
 from api.cache import TtlCache
+from api.headers import SecurityHeaders
 from api.params import RegistryCache
-from api.routes import audit, capacity, cost, health, meta, outlook, page, providers, series, share
+from api.routes import (
+    audit,
+    capacity,
+    cost,
+    health,
+    meta,
+    outlook,
+    page,
+    providers,
+    reference,
+    series,
+    share,
+)
 from api.routes import registry as registry_routes
 from api.routes import usage as usage_routes
 from api.strict_query import known_query_only
@@ -35,10 +48,14 @@ def create_app(
         title="Inference Sovereignty Tracker",
         version=__version__,
         description="Domestic inference share of the public sector, from metered gateway usage.",
+        # Not FastAPI's pages: they load Swagger UI / ReDoc from a CDN (api/routes/reference.py).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.clickhouse = pool
     app.state.api_settings = settings
     app.state.registry_cache = RegistryCache(registry)
+    app.state.export_slots = usage_routes.ExportSlots()
     # Exact reuse when every write is in this process (chdb), else the configured TTL.
     exact = pool.embedded and settings.public_cache
     app.state.headline_cache = TtlCache[Share](
@@ -53,6 +70,7 @@ def create_app(
         public_per_minute=settings.rate_limit_public_per_minute,
         key_per_minute=settings.rate_limit_key_per_minute,
     )
+    app.add_middleware(SecurityHeaders)  # outside the access checks: their answers too
     app.add_exception_handler(RequestValidationError, invalid_request)
     strict = [Depends(known_query_only)]  # a misspelt filter is a 422, never ignored
     app.include_router(share.router, responses=ERRORS, dependencies=strict)
@@ -68,6 +86,7 @@ def create_app(
     app.include_router(registry_routes.router, responses=ERRORS, dependencies=strict)
     app.include_router(meta.router, responses=ERRORS, dependencies=strict)
     app.include_router(page.router)
+    app.include_router(reference.router)
     app.mount("/static", StaticFiles(directory=page.STATIC), name="static")
     _document_422(app)
     return app

@@ -17,6 +17,7 @@ from fastapi import Depends, HTTPException, Query, Request
 from pydantic import StringConstraints
 
 from api.deps import ClickHouse
+from tracker import registry_store
 from tracker.access import Identity, Role
 from tracker.bounds import EARLIEST, LATEST, as_utc, within
 from tracker.capacity import registry_in_force
@@ -77,22 +78,38 @@ Settings = Annotated[ApiSettings, Depends(settings)]
 
 
 class RegistryCache:
-    """The registry in force, re-read at most once a minute: filter validation runs on every
-    request, and parsing the registry's YAML each time would dominate a headline's latency."""
+    """The registry in force, re-read every few seconds: filter validation runs on every
+    request, and reading the ledger each time would add a query to every answer. Re-read at
+    once when a scheduled change has come due since, or when this process recorded a change
+    (found in review: /v1/capacity named the version of a minute-old cache, 46 s after a
+    scheduled change had come into force)."""
 
-    def __init__(self, fixed: Registry | None = None, ttl_seconds: float = 60.0) -> None:
+    def __init__(self, fixed: Registry | None = None, ttl_seconds: float = 5.0) -> None:
         self._fixed = fixed
         self._ttl = ttl_seconds
         self._lock = threading.Lock()
         self._cached: Registry | None = None
         self._at = -1e18
+        self._due: datetime | None = None  # the next scheduled change, when read
+        self._generation = -1
+
+    def _stale(self) -> bool:
+        return (
+            self._cached is None
+            or time.monotonic() - self._at > self._ttl
+            or self._generation != registry_store.generation
+            or (self._due is not None and datetime.now(UTC) >= self._due)
+        )
 
     def get(self, client: ClickHouse) -> Registry:
         if self._fixed is not None:
             return self._fixed
         with self._lock:
-            if self._cached is None or time.monotonic() - self._at > self._ttl:
+            if self._stale():
+                self._generation = registry_store.generation
+                now = datetime.now(UTC)
                 self._cached = registry_in_force(client)
+                self._due = registry_store.next_change_due(client, now)
                 self._at = time.monotonic()
             found = self._cached
         if found is None:

@@ -190,8 +190,11 @@ def over_limit(
     is a floor: the items after the first past the limit are not read."""
     if len(body) <= LARGE_BODY_BYTES:
         return None
-    if not json_read.array_longer_than(body, max_items, in_object=in_object):
-        return None
+    try:
+        if not json_read.array_longer_than(body, max_items, in_object=in_object):
+            return None
+    except json_read.TooIntricate as exc:
+        return HTTPException(413, str(exc))
     return HTTPException(
         413, f"batch of more than {max_items} {what} is over the limit of {max_items}"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.models import dashboard as dm
 
 from dashboards.clickhouse import Query
 from dashboards.panels import (
@@ -169,7 +170,30 @@ def build() -> db.Dashboard:
                 "Where the agency's requests went, with cost and mean latency per request "
                 "(weighted by requests, as GET /v1/providers).",
                 span=16,
-            ).with_transformation(rename_fields({"facility_country": "country"}))
+            )
+            .with_transformation(rename_fields({"facility_country": "country"}))
+            # Units said (found in review: 0.0180 read as no percentage, latency and cost
+            # without theirs).
+            .override_by_name(
+                "error_rate",
+                [
+                    dm.DynamicConfigValue(id_val="unit", value="percentunit"),
+                    dm.DynamicConfigValue(id_val="displayName", value="error rate"),
+                ],
+            )
+            .override_by_name(
+                "avg_latency_ms",
+                [
+                    dm.DynamicConfigValue(id_val="unit", value="ms"),
+                    dm.DynamicConfigValue(id_val="displayName", value="mean latency"),
+                ],
+            )
+            .override_by_name(
+                "cost",
+                [
+                    dm.DynamicConfigValue(id_val="displayName", value="cost (reporting currency)"),
+                ],
+            )
         )
         .with_panel(
             grid(

@@ -1,4 +1,6 @@
-"""National transparency: the headline, its trend against a target, sector and tier splits."""
+"""National overview for the agency's staff: the headline, its trend against a target, sector
+and tier splits. Unsuppressed (Grafana reads ClickHouse directly): the public's figures are the
+transparency page and the public API, which withhold small cells."""
 
 from __future__ import annotations
 
@@ -89,11 +91,14 @@ def build(registry: Registry) -> db.Dashboard:
         )
 
     d = (
-        db.Dashboard("Inference sovereignty: national transparency")
+        db.Dashboard("Inference sovereignty: national overview (internal, unsuppressed)")
         .uid(UID)
         .description(
             "Share of the public sector's AI inferences served on domestic infrastructure. "
-            "Domestic = sovereign + onshore; unknown stays in the denominator."
+            "Domestic = sovereign + onshore; unknown stays in the denominator. INTERNAL: cells "
+            "are not small-cell suppressed, so a small agency's usage can be read off them; "
+            "never make this dashboard public (anonymous access, public dashboards). The "
+            "public figures are the transparency page (/) and the public API."
         )
         .tags(TAGS)
         .time("now-90d", "now")
@@ -109,7 +114,8 @@ def build(registry: Registry) -> db.Dashboard:
                 "Domestic share (requests)",
                 headline,
                 "domestic_share",
-                "(sovereign + onshore) / all requests in the range. Same SQL as GET /v1/share.",
+                "(sovereign + onshore) / all requests in the range. Same SQL as GET /v1/share, "
+                "unsuppressed.",
             )
         )
         .with_panel(

@@ -26,7 +26,7 @@ from clickhouse_connect.driver.client import Client
 from tracker.bounds import as_utc
 from tracker.metrics import ROLLUP, ROLLUP_KEY, where_clause
 from tracker.registry import Registry, Targets
-from tracker.registry_store import effective
+from tracker.registry_store import effective, history, registry_of
 
 DOMESTIC_TIERS = ("sovereign", "onshore")
 LAYERS = ("C", "S", "D")
@@ -255,6 +255,38 @@ GROUP BY bucket, agency_id
 """.strip()
 
 
+def registered_by_period(
+    client: Client,
+    registry: Registry,
+    starts: Sequence[datetime],
+    period: Period,
+    sector: str | None,
+) -> list[tuple[str, ...]]:
+    """A of each period: the agencies (of `sector`) the registry in force at the period's end
+    lists, as the period's rows were classified then; `registry` for a period not ended yet,
+    or one before the ledger's first change.
+
+    Found in review: A was always today's registry while activity is read from the rows by
+    the sector they landed under, so once an agency moved sector, its old sector's past
+    periods dropped it (its requests in C and S, none in D) and its new sector counted it
+    inactive there, until one late record made it active at 100% (D 0.151 -> 0.318)."""
+    now = datetime.now(UTC)
+    changes = history(client)  # oldest first
+    out: list[tuple[str, ...]] = []
+    for p_start in starts:
+        end = period_next(p_start, period)
+        version = None
+        if end <= now:
+            for change in changes:
+                if change.effective_from >= end:
+                    break
+                version = change.version
+        then = registry_of(client, version) if version is not None else None
+        listed = then if then is not None else registry
+        out.append(tuple(a.id for a in listed.agencies if sector is None or a.sector == sector))
+    return out
+
+
 def _bucket(value: Any) -> datetime:
     d: date = value.date() if isinstance(value, datetime) else value
     return datetime(d.year, d.month, d.day, tzinfo=UTC)
@@ -297,15 +329,17 @@ def period_facts(
         _bucket(b): (float(dom), float(ok), float(unm))
         for b, dom, ok, unm in rows(service_sql(period, scope), service_params)
     }
-    registered = [a.id for a in registry.agencies if sector is None or a.sector == sector]
+    starts = periods_between(start, end, period)
+    registered = registered_by_period(client, registry, starts, period, sector)
+    everyone = sorted({a for agencies in registered for a in agencies})
     per_agency: dict[datetime, dict[str, tuple[float, float]]] = {}
-    agency_params = {**scope, "agency_id": registered, "domestic_tiers": list(DOMESTIC_TIERS)}
-    found = rows(agency_sql(period, scope), agency_params) if registered else []
+    agency_params = {**scope, "agency_id": everyone, "domestic_tiers": list(DOMESTIC_TIERS)}
+    found = rows(agency_sql(period, scope), agency_params) if everyone else []
     for b, agency_id, req, dom in found:
         per_agency.setdefault(_bucket(b), {})[str(agency_id)] = (float(req), float(dom))
 
     facts: list[PeriodFacts] = []
-    for p_start in periods_between(start, end, period):
+    for p_start, agencies in zip(starts, registered, strict=True):
         req, peak, records, peak_records = demand.get(p_start, (0.0, 0.0, 0, 0))
         seen = per_agency.get(p_start, {})
         dom, within, unmeasured = service.get(p_start, (0.0, 0.0, 0.0))
@@ -319,7 +353,7 @@ def period_facts(
                 domestic_requests=dom,
                 domestic_within_objective=within,
                 domestic_latency_unmeasured=unmeasured,
-                agencies=tuple((a, *seen.get(a, (0.0, 0.0))) for a in registered),
+                agencies=tuple((a, *seen.get(a, (0.0, 0.0))) for a in agencies),
                 records=records,
                 peak_hour_records=peak_records,
             )

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import tempfile
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,15 +54,25 @@ class StorageUnavailable(RuntimeError):
 
 
 def _held_by_another(text: str) -> bool:
-    """Whether chdb's error says another process holds the embedded store."""
-    return "Cannot lock file" in text or "Error initializing EmbeddedServer" in text
+    """Whether chdb says another process holds the embedded store: its lock error reaches
+    stderr only (`Cannot lock file .../status`), and the exception then gives the engine's
+    start an empty reason (`Error initializing EmbeddedServer: . (BAD_ARGUMENTS)`). Any other
+    failed start (a read-only or full disk, no permission) names its own reason (found in
+    review: every failed start was reported as a store held by another process)."""
+    return "Cannot lock file" in text or "EmbeddedServer: . (BAD_ARGUMENTS)" in text
 
 
-def _explain(exc: Exception, redacted_dsn: str) -> StorageUnavailable:
+# The reason in a failed engine start: the C++ exception's own text when it has one, else
+# what follows "EmbeddedServer:".
+_ENGINE_REASONS = (
+    re.compile(r"e\.what\(\) = (.+?)(?:, Stack trace|$)"),
+    re.compile(r"EmbeddedServer: (.+?)(?:\. \(|$)"),
+)
+
+
+def _explain(exc: Exception, redacted_dsn: str, engine_said: str = "") -> StorageUnavailable:
     text = str(exc)
-    # chdb reports a directory held by another process as a failed "EmbeddedServer" start
-    # (the lock error itself only reaches stderr).
-    if _held_by_another(text):
+    if _held_by_another(text) or _held_by_another(engine_said):
         return StorageUnavailable(
             f"the embedded store {redacted_dsn} is held by another process "
             "(is `tracker up` or `tracker demo` running?): one process at a time opens it. "
@@ -71,15 +83,30 @@ def _explain(exc: Exception, redacted_dsn: str) -> StorageUnavailable:
         return StorageUnavailable(
             f"this process already opened another embedded store; cannot also open {redacted_dsn}"
         )
-    return StorageUnavailable(f"cannot open ClickHouse at {redacted_dsn}: {text.splitlines()[0]}")
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if "EmbeddedServer" in first:
+        found = next((m for p in _ENGINE_REASONS if (m := p.search(first))), None)
+        reason = found.group(1) if found else first
+        return StorageUnavailable(
+            f"cannot open the embedded store {redacted_dsn}: {reason[:300]} (is the data "
+            "directory, --data-dir / TRACKER_DATA_DIR, writable, with free space?)"
+        )
+    return StorageUnavailable(f"cannot open ClickHouse at {redacted_dsn}: {first}")
 
 
 _engine_opened = False  # whether this process opened its embedded engine yet
 _first_open = threading.Lock()
 
 
+@dataclass
+class _EngineOutput:
+    """What the engine wrote to stderr during a held open (text), read once it ended."""
+
+    text: str = ""
+
+
 @contextlib.contextmanager
-def _engine_stderr_held() -> Iterator[None]:
+def _engine_stderr_held(seen: _EngineOutput | None = None) -> Iterator[None]:
     """The first embedded open of a process, with what the engine writes to stderr held back:
     chdb writes its lock error there itself (`Code: 76. DB::Exception: Cannot lock file ...`),
     before the exception that `_explain` turns into one plain line (found in review: a
@@ -98,18 +125,24 @@ def _engine_stderr_held() -> Iterator[None]:
         sys.stderr.flush()
         saved = os.dup(2)
         os.dup2(held.fileno(), 2)
-        locked = False
+        failed: ClickHouseError | None = None
         try:
             yield
             _engine_opened = True
         except ClickHouseError as exc:
-            locked = _held_by_another(str(exc))
+            failed = exc
             raise
         finally:
             os.dup2(saved, 2)
             os.close(saved)
             held.seek(0)
             text = held.read()
+            said = text.decode("utf-8", errors="replace")
+            if seen is not None:
+                seen.text = said
+            locked = failed is not None and (
+                _held_by_another(str(failed)) or _held_by_another(said)
+            )
             if text and not locked:
                 os.write(2, text)
 
@@ -121,21 +154,21 @@ def open_client(settings: CommonSettings, *, database: str | None = None) -> Cli
         raise SettingError(conflict)
     dsn = settings.dsn()
     db = database or settings.clickhouse_database
+    engine = _EngineOutput()
     try:
         path = chdb_path(dsn) if is_embedded(dsn) else None
         if path is not None:
             # chdb creates the leaf directory itself but not its parents. The DSN's own
             # parent, not data_dir: a store elsewhere left an empty data_dir behind.
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        if path is not None:
-            with _engine_stderr_held():
+            with _engine_stderr_held(engine):
                 bootstrap = _connect(dsn)
         else:
             bootstrap = _connect(dsn)
         bootstrap.command(f"CREATE DATABASE IF NOT EXISTS `{db}`")
         return _connect(dsn, database=db)
     except (ClickHouseError, OSError) as exc:
-        raise _explain(exc, settings.redacted_dsn()) from exc
+        raise _explain(exc, settings.redacted_dsn(), engine.text) from exc
     except (ValueError, TypeError) as exc:
         # A DSN clickhouse-connect cannot read (a port that is no number, an unknown query
         # parameter): its message may quote the DSN, so only the type is shown.

@@ -201,6 +201,9 @@ class Share:
     sovereign_share: float | None
     unknown_share: float | None
     cost_unconverted_records: int
+    # as_classified=now: the version every record was re-classified by (None: each record's
+    # own, the one in force when it landed).
+    registry_version: str | None = None
 
 
 def hour_floor(value: datetime) -> datetime:
@@ -229,7 +232,7 @@ def headline(
     # partial hour there and a whole (or no) hour elsewhere (found in review: one range, 2
     # records then, 1 now, 2 now again once the month was reclassified).
     start, end = hour_floor(start), hour_ceil(end)
-    prepared = None
+    prepared, version = None, None
     if as_classified is AsClassified.now:
         # None: no registry ever loaded, nothing to re-classify by; read as classified then.
         prepared = reclassify.prepare_now(client, start, end)
@@ -257,6 +260,7 @@ def headline(
         sovereign_share=None if sov_share is None else float(sov_share),
         unknown_share=None if unk_share is None else float(unk_share),
         cost_unconverted_records=int(unconverted),
+        registry_version=version,
     )
 
 

@@ -363,7 +363,7 @@ def freshness(client: Client, filters: dict[str, list[str]] | None = None) -> Fr
     # raw table, and freshness is about the newest data.
     ingested = client.query(
         "SELECT max(ingested_at) FROM usage_raw "
-        f"WHERE occurred_at >= {{h:DateTime('UTC')}} - INTERVAL 1 DAY AND {where}",
+        f"WHERE occurred_at >= {{h:DateTime64(3, 'UTC')}} - INTERVAL 1 DAY AND {where}",
         parameters={**filters, "h": hour},
     ).result_rows[0][0]
     return Freshness(_aware(hour), _aware(ingested), int(records))

@@ -88,11 +88,17 @@ def propose(
         raise registry_store.ChangeError("a proposal needs a reason")
     found = registry_store.effective(client, against)
     base = found[1].version if found else ""
-    now = datetime.now(UTC)
+    now = _now()
     proposal = Proposal(registry_store.new_proposal_id(), now, author, reason, text,
                         registry.version, base, "proposed", None, "")  # fmt: skip
     _write(client, proposal)
     return proposal, registry
+
+
+def _now() -> datetime:
+    """Now, to the millisecond the table keeps: an answer gives the time a later read gives."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def _write(client: Client, p: Proposal) -> None:
@@ -113,9 +119,11 @@ def get(client: Client, proposal_id: str) -> Proposal | None:
     if not rows:
         return None
     r = rows[0]
-    applied_at = r[8].replace(tzinfo=UTC) if r[8] is not None and r[8].tzinfo is None else r[8]
-    return Proposal(str(r[0]), r[1], str(r[2]), str(r[3]), str(r[4]), str(r[5]), str(r[6]),
-                    str(r[7]), applied_at, str(r[9]))  # fmt: skip
+    # Both times in UTC, zone attached: a time without one reads as a client's local time
+    # (found in review: created_at was answered without it).
+    applied_at = None if r[8] is None else as_utc(r[8])
+    return Proposal(str(r[0]), as_utc(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]),
+                    str(r[6]), str(r[7]), applied_at, str(r[9]))  # fmt: skip
 
 
 def apply(
@@ -125,9 +133,11 @@ def apply(
     applied_by: str,
     effective_from: datetime | None = None,
     before_scheduled: bool = False,
+    by_its_author: bool = True,
 ) -> tuple[Proposal, registry_store.Change | None]:
     """Put a proposal in force (re-validated with today's rules first). Refused like a load
-    when changes are scheduled after it, unless `before_scheduled` (registry_store.activate)."""
+    when changes are scheduled after it, unless `before_scheduled` (registry_store.activate).
+    Without `by_its_author`, refused to the key that proposed it: a second admin applies it."""
     # Read before every check below: the change is recorded only if the ledger still has this
     # length when it is inserted, so no other change can land between these checks and it.
     position = registry_store.ledger_length(client)
@@ -139,6 +149,11 @@ def apply(
     # of this proposal recorded (scheduled ahead) but not yet marked is seen here.
     if proposal.status != "proposed" or registry_store.recorded_from(client, source):
         raise registry_store.ChangeError(f"proposal {proposal_id} was applied already")
+    if not by_its_author and proposal.author == applied_by:
+        raise registry_store.ChangeError(
+            f"proposal {proposal_id} was made by this key ({applied_by}): another admin applies "
+            "it (TRACKER_REGISTRY_SELF_APPLY=true lets an admin apply their own)"
+        )
     # What the change would replace: the version in force at its time, which for a change
     # scheduled after another scheduled one is that one (found in review: applied the day after
     # a scheduled change, a proposal made against the version in force now undid it unseen).
@@ -159,6 +174,6 @@ def apply(
         before_scheduled=before_scheduled,
     )  # fmt: skip
     done = Proposal(**{**proposal.__dict__, "status": "applied",
-                       "applied_at": datetime.now(UTC), "applied_by": applied_by})  # fmt: skip
+                       "applied_at": _now(), "applied_by": applied_by})  # fmt: skip
     _write(client, done)
     return done, change

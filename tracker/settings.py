@@ -205,6 +205,9 @@ class HttpSettings(BaseSettings):
     # Never empty: uvicorn reads "" as every interface, so an unset $HOST would expose it.
     host: str = Field(default="127.0.0.1", pattern=r"^\S+$")
     port: int = Field(default=8000, ge=0, le=65535)
+    # On SIGTERM/SIGINT, requests still in progress get this long before their connections are
+    # closed (found in review: one client stalling its upload held the shutdown for good).
+    shutdown_grace_seconds: int = Field(default=20, ge=0, le=600)
 
 
 class IngestLimits(BaseSettings):
@@ -256,6 +259,9 @@ class ApiSettings(CommonSettings, HttpSettings):
     # With a ClickHouse server (another process lands the data): seconds a public headline
     # answer is reused; 0 = always read through.
     public_cache_seconds: float = Field(default=0.0, ge=0, le=3600)
+    # A registry proposal is applied by another admin than the one who made it (four eyes on
+    # what classifies the public figure); true lets one admin apply their own.
+    registry_self_apply: bool = False
 
 
 class EmbeddedSettings(ApiSettings, IngestLimits):

@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from api.auth import Caller, require
 from api.deps import ClickHouse
-from api.params import check_bounds
+from api.params import Settings, check_bounds
 from tracker import registry_proposals, registry_store
 from tracker.access import Identity, Role
 from tracker.classify import Classifier
@@ -195,8 +195,15 @@ def _proposal_body(p: registry_proposals.Proposal) -> dict[str, Any]:
     return {
         "proposal_id": p.proposal_id, "status": p.status, "version": p.version,
         "base_version": p.base_version or None, "author": p.author, "reason": p.reason,
-        "created_at": p.created_at, "applied_at": p.applied_at, "applied_by": p.applied_by or None,
+        "created_at": _utc_text(p.created_at), "applied_at": _utc_text(p.applied_at),
+        "applied_by": p.applied_by or None,
     }  # fmt: skip
+
+
+def _utc_text(when: datetime | None) -> str | None:
+    """A UTC time as `...Z` on every route: FastAPI writes `+00:00` where a route has no
+    response model (apply) and `Z` where it has (get), so one proposal read two ways."""
+    return None if when is None else when.isoformat().replace("+00:00", "Z")
 
 
 @router.get(
@@ -213,6 +220,7 @@ def get_proposal(client: ClickHouse, admin: Admin, proposal_id: ProposalId) -> d
 def apply_proposal(
     client: ClickHouse,
     admin: Admin,
+    settings: Settings,
     proposal_id: ProposalId,
     effective_from: Annotated[
         datetime | None, Query(description="Schedule ahead (default: now); never backdated")
@@ -234,6 +242,7 @@ def apply_proposal(
             applied_by=admin.key_id,
             effective_from=effective_from,
             before_scheduled=before_scheduled,
+            by_its_author=settings.registry_self_apply,
         )
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from exc

@@ -79,6 +79,11 @@ class ShareResponse(BaseModel):
         default=False,
         description="public answers built from fewer records than the threshold are withheld",
     )
+    registry_version: str | None = Field(
+        default=None,
+        description="as_classified=now: the registry version every record was re-classified "
+        "by (the one in force when asked); null for then: each record's own version",
+    )
 
 
 PUBLIC_NOW_RANGE = timedelta(days=366)
@@ -153,7 +158,7 @@ def get_share(
             basis=basis, from_=start, to=end, domestic_share=None, sovereign_share=None,
             unknown_share=None, totals=TierTotals(sovereign=None, onshore=None, offshore=None,
             unknown=None, total=None), records=None, cost_unconverted_records=None,
-            suppressed=True,
+            suppressed=True, registry_version=share.registry_version,
         )  # fmt: skip
     return ShareResponse(
         basis=basis,
@@ -171,4 +176,5 @@ def get_share(
         ),
         records=share.records,
         cost_unconverted_records=share.cost_unconverted_records,
+        registry_version=share.registry_version,
     )

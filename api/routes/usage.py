@@ -7,7 +7,7 @@ import contextlib
 import logging
 import queue
 import threading
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
@@ -16,7 +16,7 @@ import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from api.auth import Caller, count_rows, require
 from api.deps import ClickHouse
@@ -52,6 +52,58 @@ DEFAULT_PAGE = 1000
 DEFAULT_RANGE = timedelta(days=1)
 # Chunks in flight between the producing thread and the response: bounds memory per export.
 QUEUE_CHUNKS = 8
+# Exports streaming at once, in all and per key, and how long one chunk may wait for its client
+# to read: each holds up to ~10 MB (its queue and socket buffers) and a read of the store while
+# it runs. Found in review: 60 exports of one key left unread took the API from 629 MB to
+# 1.26 GB, for as long as their clients kept the connections open.
+EXPORTS_AT_ONCE = 8
+EXPORTS_PER_KEY = 2
+EXPORT_STALL_SECONDS = 120.0
+
+
+class ExportSlots:
+    """Exports in progress, by key. Taken in the route (a worker thread: it is a sync
+    function) and released on the event loop when the response ends, so under a lock (found
+    in review: unlocked, a release racing a take left a slot held for good, or raised
+    KeyError and skipped stopping the export's thread)."""
+
+    def __init__(self, at_once: int = EXPORTS_AT_ONCE, per_key: int = EXPORTS_PER_KEY) -> None:
+        self.at_once, self.per_key = at_once, per_key
+        self.by_key: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> Callable[[], None]:
+        """A slot for `key` (its release, to call once), or 429/503 with Retry-After."""
+        with self._lock:
+            if self.by_key.get(key, 0) >= self.per_key:
+                raise HTTPException(
+                    429, f"{self.per_key} exports of this key are in progress; retry when one "
+                    "ends", headers={"Retry-After": "30"},
+                )  # fmt: skip
+            if sum(self.by_key.values()) >= self.at_once:
+                raise HTTPException(
+                    503, f"{self.at_once} exports are in progress; retry later",
+                    headers={"Retry-After": "30"},
+                )  # fmt: skip
+            self.by_key[key] = self.by_key.get(key, 0) + 1
+        released = [False]
+
+        def release() -> None:
+            with self._lock:
+                if released[0]:
+                    return
+                released[0] = True
+                left = self.by_key.get(key, 0) - 1
+                if left > 0:
+                    self.by_key[key] = left
+                else:
+                    self.by_key.pop(key, None)
+
+        return release
+
+
+class ExportStalled(Exception):
+    """The client read nothing of its export for EXPORT_STALL_SECONDS: cut off, its slot freed."""
 
 
 class UsageFormat(StrEnum):
@@ -182,6 +234,8 @@ def get_usage(
         )  # fmt: skip
     counter: list[int] = getattr(request.state, "rows", [0])
     pool: ClientPool = request.app.state.clickhouse
+    slots: ExportSlots = request.app.state.export_slots
+    release = slots.take(identity.key_id or "")
     # Without a limit the cap is the server's, not the client's choice: reaching it with rows
     # left ends the export with ExportCut, which cuts the transfer off (_ExportResponse).
     chunks = _produce(pool, fmt, start, end, filters, after, limit or cap, limit is None,
@@ -189,6 +243,7 @@ def get_usage(
     name = f"usage-{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}.{fmt.value}"
     return _ExportResponse(
         chunks,
+        release,
         media_type=MEDIA_TYPE[fmt],
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
@@ -203,25 +258,40 @@ class _ExportResponse(StreamingResponse):
     which stops the producing thread, would wait for the garbage collector, and for ever while
     anything (a reference cycle through a traceback) still held the body."""
 
-    def __init__(self, body: AsyncGenerator[bytes, None], **kwargs: Any) -> None:
+    def __init__(
+        self, body: AsyncGenerator[bytes, None], release: Callable[[], None], **kwargs: Any
+    ) -> None:
         super().__init__(body, **kwargs)
         self._body = body
+        self._release = release
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def timed(message: Message) -> None:
+            # A client that stops reading leaves the send waiting for its socket to drain,
+            # for as long as the connection stays open: past the stall limit it is cut off.
+            try:
+                with anyio.fail_after(EXPORT_STALL_SECONDS):
+                    await send(message)
+            except TimeoutError as exc:
+                raise ExportStalled(f"nothing read for {EXPORT_STALL_SECONDS:.0f} s") from exc
+
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, timed)
         except Exception as exc:
-            cut: BaseException | None = exc if isinstance(exc, ExportCut) else None
+            ends = (ExportCut, ExportStalled)
+            cut: BaseException | None = exc if isinstance(exc, ends) else None
             if isinstance(exc, BaseExceptionGroup):  # raised from Starlette's task group
-                cuts, others = exc.split(ExportCut)
+                cuts, others = exc.split(ends)
                 cut = cuts if others is None else None
             if cut is None:
                 raise
             # Ended without its last body message, the transfer is cut off (the server closes
             # the connection; the audit log's `end` row says 499): the expected end of an
-            # export past the cap, so one line, not an "Exception in ASGI application" trace.
+            # export past the cap or left unread, so one line, not an "Exception in ASGI
+            # application" trace.
             log.warning("usage export cut off: %s", cut)
         finally:
+            self._release()
             await self._body.aclose()
 
 

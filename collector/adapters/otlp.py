@@ -104,7 +104,8 @@ class OtlpDecodeError(ValueError):
 
 
 class TooManySpans(ValueError):
-    """An export over the span limit, found before any span of it was built (413)."""
+    """An export over the span limit, or too intricate to count (json_read.TooIntricate),
+    found before any span of it was built (413)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,11 +167,15 @@ def decode(body: bytes, content_type: str, max_spans: int | None = None) -> Expo
     # json_read, not orjson alone: orjson refuses the whole document over one number it cannot
     # hold (`1e400`), and a 400 makes an exporter drop every span of the export (found in
     # review). Such a number then refuses its span only (below).
-    if (
-        max_spans is not None
-        and len(body) > LARGE_BODY_BYTES
-        and json_read.array_longer_than(body, max_spans, in_object=True)
-    ):
+    try:
+        over = (
+            max_spans is not None
+            and len(body) > LARGE_BODY_BYTES
+            and json_read.array_longer_than(body, max_spans, in_object=True)
+        )
+    except json_read.TooIntricate as exc:
+        raise TooManySpans(str(exc)) from exc
+    if over:
         # Counted before it is parsed (found in review: 5.6M `{}` in `resourceSpans` were
         # built first, +375 MB): more entries than spans allowed is over the limit whatever
         # they hold.

@@ -42,7 +42,8 @@ def seeded(pool: ClientPool) -> Seeded:
 
 @pytest.fixture(scope="module")
 def client(pool: ClientPool, settings: CommonSettings, seeded: Seeded) -> Iterator[TestClient]:
-    with TestClient(app(pool, settings)) as c:
+    # One admin key proposes and applies here (the four-eyes default: test_registry_api.py).
+    with TestClient(app(pool, settings, registry_self_apply=True)) as c:
         yield c
 
 
@@ -448,3 +449,33 @@ def test_the_client_address_is_the_peers_not_x_forwarded_for(tmp_path: Path) -> 
         ]  # fmt: skip
     # One bucket, the peer's (the start-up's health check spent from it too).
     assert codes.count(429) >= 3 and codes[0] == 200, codes
+
+
+def test_the_pages_load_nothing_from_another_origin_and_say_how_to_cache_them(
+    client: TestClient,
+) -> None:
+    """Found in review: /docs was FastAPI's Swagger UI from a CDN (third-party script on the
+    origin where keys are typed; blank offline), and no answer carried a caching or framing
+    policy. /docs is now this server's own page, from its schema."""
+    import re
+
+    from api.headers import PAGE_POLICY
+
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and docs.headers["content-type"].startswith("text/html")
+    assert "<code>GET /v1/share</code>" in docs.text and "<code>GET /v1/usage</code>" in docs.text
+    assert "<script" not in docs.text and not re.search(r'(src|href)="(https?:)?//', docs.text)
+    assert client.get("/redoc").status_code == 404
+    assert client.head("/docs").status_code == 200
+    assert "Basis (requests, tokens, cost, energy)" in docs.text  # an enumeration's values
+    assert "Body (required): application/yaml (string)." in docs.text  # a proposal's body
+    for path in ("/", "/docs", "/static/page.js", "/static/page.css"):
+        reply = client.get(path)
+        assert reply.status_code == 200, path
+        assert reply.headers["content-security-policy"] == PAGE_POLICY, path
+        assert reply.headers["cache-control"] == "no-cache", path
+        assert reply.headers["x-content-type-options"] == "nosniff", path
+        assert reply.headers["referrer-policy"] == "no-referrer", path
+    for reply in (client.get("/v1/share"), client.get("/v1/usage")):  # an answer, a refusal
+        assert reply.headers["x-content-type-options"] == "nosniff"
+        assert "content-security-policy" not in reply.headers

@@ -19,6 +19,7 @@ import httpx
 import orjson
 import pyarrow.parquet as pq
 import pytest
+from fastapi import HTTPException
 from fastapi.testclient import TestClient
 from starlette.requests import ClientDisconnect
 
@@ -176,6 +177,18 @@ def test_export_across_months_and_from_a_cursor_keeps_the_global_order(
     assert [x["record_id"] for x in tail] == [x["record_id"] for x in pages[1234:3234]]
 
 
+def export_scope(seeded: Seeded, spec: str) -> dict[str, Any]:
+    """An auditor's CSV export of June 2026 as a server hands it to the app (ASGI scope)."""
+    return {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": spec}, "http_version": "1.1",
+        "method": "GET", "scheme": "http", "path": "/v1/usage", "raw_path": b"/v1/usage",
+        "query_string": b"from=2026-06-01&to=2026-07-01&format=csv", "root_path": "",
+        "headers": [(b"host", b"test"),
+                    (b"authorization", f"Bearer {seeded.keys['auditor']}".encode())],
+        "client": ("127.0.0.1", 5555), "server": ("test", 80), "state": {},
+    }  # fmt: skip
+
+
 def exporters() -> set[threading.Thread]:
     return {t for t in threading.enumerate() if t.name == "usage-export"}
 
@@ -218,14 +231,7 @@ def test_an_export_whose_client_is_gone_leaves_no_thread_behind(
             gone.set()
             raise OSError("client gone")
 
-    scope = {
-        "type": "http", "asgi": {"version": "3.0", "spec_version": spec}, "http_version": "1.1",
-        "method": "GET", "scheme": "http", "path": "/v1/usage", "raw_path": b"/v1/usage",
-        "query_string": b"from=2026-06-01&to=2026-07-01&format=csv", "root_path": "",
-        "headers": [(b"host", b"test"),
-                    (b"authorization", f"Bearer {seeded.keys['auditor']}".encode())],
-        "client": ("127.0.0.1", 5555), "server": ("test", 80), "state": {},
-    }  # fmt: skip
+    scope = export_scope(seeded, spec)
 
     async def request() -> set[threading.Thread]:
         # What the server sees of a client gone; the thread left behind is what is checked,
@@ -418,3 +424,68 @@ def test_a_parquet_export_pages_rows_stamped_at_one_instant(
     first = client.get("/v1/usage", params={**span, "limit": 77}, headers=auditor).json()
     assert parquet({"cursor": first["next_cursor"]}) == ids[77:]
     assert parquet({"cursor": first["next_cursor"], "limit": 100}) == ids[77:177]
+
+
+def test_an_export_left_unread_is_cut_off_and_exports_at_once_are_bounded(
+    client: TestClient, seeded: Seeded, auditor: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: nothing bounded how many exports one key ran at once, and one whose
+    client stopped reading held its memory (~10 MB) for as long as the connection stayed
+    open (60 unread: 629 MB -> 1.26 GB). Now each key runs at most EXPORTS_PER_KEY at once
+    (then 429), all keys EXPORTS_AT_ONCE (then 503), and a chunk its client has not taken
+    within EXPORT_STALL_SECONDS ends the export cut off, its slot and thread freed. The app
+    is driven as a server drives it, with a client that stops reading after the first
+    chunk: its send waits, as a server's does for a socket that does not drain."""
+    monkeypatch.setattr(usage_route, "EXPORT_STALL_SECONDS", 1.0)
+    slots: usage_route.ExportSlots = client.app.state.export_slots  # type: ignore[attr-defined]
+    before = exporters()
+    sent: list[str] = []
+    waiting = threading.Event()
+
+    async def receive() -> dict[str, Any]:
+        await anyio.sleep(3600)  # the client never goes away
+        return {"type": "http.disconnect"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message["type"])
+        if message["type"] == "http.response.body" and sent.count("http.response.body") > 1:
+            waiting.set()
+            await anyio.sleep(3600)  # no longer read
+
+    scope = export_scope(seeded, "2.4")
+
+    async def stalled() -> tuple[float, dict[str, int], dict[str, int]]:
+        started = time.monotonic()
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(client.app, scope, receive, send)  # type: ignore[arg-type]
+            while not waiting.is_set():
+                await anyio.sleep(0.01)
+            during = dict(slots.by_key)
+        elapsed = time.monotonic() - started
+        deadline = time.monotonic() + 10  # a stopped producer notices within 0.25 s
+        while exporters() - before and time.monotonic() < deadline:
+            await anyio.sleep(0.05)
+        return elapsed, during, dict(slots.by_key)
+
+    elapsed, during, after = anyio.run(stalled)
+    assert list(during.values()) == [1] and after == {}, (during, after)
+    assert elapsed < 30 and not exporters() - before
+    assert sent[-1] == "http.response.body"  # ended without its last body message: cut off
+    # The bounds: a key's third export at once is a 429, any fourth beyond the total a 503.
+    held = [slots.take("k1"), slots.take("k1")]
+    busy = client.get("/v1/usage", params={"format": "csv"}, headers=auditor)
+    assert busy.status_code == 200  # another key: not held up
+    with pytest.raises(HTTPException) as per_key:
+        slots.take("k1")
+    assert per_key.value.status_code == 429 and per_key.value.headers == {"Retry-After": "30"}
+    held += [slots.take(f"k{i}") for i in range(2, 2 + usage_route.EXPORTS_AT_ONCE - 2)]
+    with pytest.raises(HTTPException) as total:
+        slots.take("another")
+    assert total.value.status_code == 503
+    refused = client.get("/v1/usage", params={"format": "csv"}, headers=auditor)
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "30"
+    for release in held:
+        release()
+        release()  # once only
+    assert slots.by_key == {}
+    assert client.get("/v1/usage", params={"format": "csv"}, headers=auditor).status_code == 200

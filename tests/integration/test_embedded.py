@@ -164,3 +164,29 @@ def test_public_headline_cache_is_exact(client: TestClient, key: str) -> None:
     after = client.get("/v1/share", params=day).json()
     assert after["records"] == 20
     assert after["domestic_share"] == pytest.approx(16 / 40)  # 8 x 2 requests of 40
+
+
+def test_a_store_that_refuses_the_write_answers_503_and_the_retry_lands_once(
+    client: TestClient, core: Core, key: str, auditor: dict[str, str]
+) -> None:
+    """Found in review: with the disk full, the embedded ingest answered 500 (which gateways
+    and exporters drop, not retry) with a traceback per request. A store refusing the write
+    (here its raw table is away: a real engine error) is a 503 with Retry-After, and the
+    gateway's retry lands the batch once."""
+    db = core.pool.get()
+    body = [rec(900 + i, occurred_at="2026-06-03T09:30:00Z") for i in range(3)]
+    db.command("RENAME TABLE usage_raw TO usage_raw_away")
+    try:
+        refused = client.post("/v1/records", content=orjson.dumps(body),
+                              headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+    finally:
+        db.command("RENAME TABLE usage_raw_away TO usage_raw")
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["Retry-After"] == "5" and "not stored" in refused.text
+    assert post(client, key, body) == (200, {"accepted": 3, "rejected": 0, "errors": [],
+                                             "errors_truncated": False})  # fmt: skip
+    assert post(client, key, body)[1]["accepted"] == 3  # a resend: answered, counted once
+    share = client.get(
+        "/v1/share", params={"from": "2026-06-03", "to": "2026-06-04"}, headers=auditor
+    ).json()
+    assert share["records"] == 3

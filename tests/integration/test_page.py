@@ -125,24 +125,42 @@ class Cdp:
         os.close(self._r)
 
 
+def _session(cdp: Cdp, width: int) -> str:
+    target = cdp.call("Target.createTarget", url="about:blank")["targetId"]
+    session = cdp.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+    for domain in ("Runtime", "Log", "Network", "Page"):
+        cdp.call(f"{domain}.enable", session)
+    cdp.call("Emulation.setDeviceMetricsOverride", session, width=width, height=1400,
+             deviceScaleFactor=1, mobile=width < 600)  # fmt: skip
+    return str(session)
+
+
+def _evaluate(cdp: Cdp, session: str, expression: str) -> Any:
+    return cdp.call("Runtime.evaluate", session, expression=expression,
+                    returnByValue=True)["result"].get("value")  # fmt: skip
+
+
+def _until_ready(cdp: Cdp, session: str, on_event: Any = None) -> str:
+    """The page's `data-ready` once its answers are all in ("1", or "partial" when some
+    failed); `on_event` sees each DevTools event meanwhile (to answer paused requests)."""
+    ready, seen = "", 0
+    deadline = time.monotonic() + 30
+    while ready not in ("1", "partial") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        ready = _evaluate(cdp, session, "document.body ? document.body.dataset.ready || '' : ''")
+        while on_event is not None and seen < len(cdp.events):
+            seen += 1
+            on_event(cdp.events[seen - 1])
+    return str(ready)
+
+
 def test_transparency_page_renders_without_errors(server: str, tmp_path: Path) -> None:
     cdp = Cdp(tmp_path / "profile")
     try:
-        target = cdp.call("Target.createTarget", url="about:blank")["targetId"]
-        session = cdp.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-        for domain in ("Runtime", "Log", "Network", "Page"):
-            cdp.call(f"{domain}.enable", session)
-        cdp.call("Emulation.setDeviceMetricsOverride", session, width=1280, height=1400,
-                 deviceScaleFactor=1, mobile=False)  # fmt: skip
+        session = _session(cdp, 1280)
         cdp.call("Page.navigate", session, url=server + "/")
-        ready = ""
-        deadline = time.monotonic() + 30
-        while ready not in ("1", "error") and time.monotonic() < deadline:
-            time.sleep(0.2)
-            ready = cdp.call("Runtime.evaluate", session, expression="document.body ? "
-                             "document.body.dataset.ready || '' : ''")["result"]["value"]  # fmt: skip
-        text = cdp.call("Runtime.evaluate", session, expression="document.body.innerText")
-        body = text["result"]["value"]
+        ready = _until_ready(cdp, session)
+        body = _evaluate(cdp, session, "document.body.innerText")
         shot = cdp.call("Page.captureScreenshot", session, format="png", captureBeyondViewport=True)
     finally:
         cdp.close()
@@ -170,3 +188,69 @@ def test_transparency_page_renders_without_errors(server: str, tmp_path: Path) -
         assert label in body
     assert "Data freshness: newest usage 20" in body
     assert "national target trajectory" in body
+
+
+def test_a_failed_answer_leaves_the_rest_shown_and_withheld_months_break_the_trend(
+    server: str, tmp_path: Path
+) -> None:
+    """Found in review: one failed call (the registry's, used for the country name only) left
+    every figure at "…"; the trend joined August to October across a withheld September, and
+    a single published month drew nothing. The registry answer fails here and the series
+    answer holds a withheld month between two published ones, on a phone-sized screen."""
+    series = {"basis": "requests", "interval": "month", "from": "2026-08-01T00:00:00Z",
+              "to": "2026-11-01T00:00:00Z", "buckets": [
+                  {"key": "2026-08-01T00:00:00Z", "suppressed": False, "domestic_share": 0.6},
+                  {"key": "2026-09-01T00:00:00Z", "suppressed": True, "domestic_share": None},
+                  {"key": "2026-10-01T00:00:00Z", "suppressed": False, "domestic_share": 0.53},
+                  # November had no usage: the series leaves it out.
+                  {"key": "2026-12-01T00:00:00Z", "suppressed": False, "domestic_share": 0.5},
+              ]}  # fmt: skip
+    cdp = Cdp(tmp_path / "profile")
+    try:
+        session = _session(cdp, 360)
+        cdp.call("Fetch.enable", session, patterns=[{"urlPattern": "*/v1/registry*"},
+                                                    {"urlPattern": "*/v1/timeseries*"}])  # fmt: skip
+
+        def answer(event: dict[str, Any]) -> None:
+            if event.get("method") != "Fetch.requestPaused":
+                return
+            paused = event["params"]
+            failing = "/v1/registry" in paused["request"]["url"]
+            body = b'{"detail": "down"}' if failing else orjson.dumps(series)
+            cdp.call("Fetch.fulfillRequest", session, requestId=paused["requestId"],
+                     responseCode=500 if failing else 200,
+                     responseHeaders=[{"name": "Content-Type", "value": "application/json"}],
+                     body=base64.b64encode(body).decode())  # fmt: skip
+
+        cdp.call("Page.navigate", session, url=server + "/")
+        ready = _until_ready(cdp, session, answer)
+        shown = _evaluate(
+            cdp,
+            session,
+            """({
+            domestic: document.getElementById("domestic").textContent,
+            sectors: document.querySelectorAll("#by-sector .row").length,
+            lines: document.querySelectorAll("#trend path.line").length,
+            points: document.querySelectorAll("#trend circle.point").length,
+            withheld: document.querySelectorAll("#trend rect.withheld-mark").length,
+            rows: [...document.querySelectorAll("#trend-rows tr")].map((r) => r.textContent),
+            hint: document.querySelector("h2 .hint").textContent,
+            label: getComputedStyle(document.querySelector("#trend svg text")).fontSize,
+            width: document.querySelector("#trend svg").getBoundingClientRect().width,
+            viewBox: document.querySelector("#trend svg").viewBox.baseVal.width,
+        })""",
+        )
+    finally:
+        cdp.close()
+    assert ready == "partial"
+    assert shown["domestic"].endswith("%") and shown["sectors"] > 0  # the rest is shown
+    assert "national target not shown: /v1/registry: HTTP 500" in shown["hint"]
+    assert "withheld months" in shown["hint"] and "no usage" in shown["hint"]
+    # No line across the withheld month nor across the month with no usage (found in review:
+    # a month the series leaves out was bridged): lone points, a mark for the withheld one.
+    assert (shown["lines"], shown["points"], shown["withheld"]) == (0, 3, 1)
+    assert shown["rows"] == ["2026-0860.0%", "2026-09withheld", "2026-1053.0%",
+                             "2026-11no usage", "2026-1250.0%"]  # fmt: skip
+    # Drawn at its own width: the labels keep their 11 px (a 720-wide drawing scaled to a
+    # phone's width made them ~4.4 px).
+    assert shown["label"] == "11px" and abs(shown["width"] - shown["viewBox"]) < 1

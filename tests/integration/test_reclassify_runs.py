@@ -199,3 +199,39 @@ def test_a_run_drops_stale_scratch_tables_and_keeps_those_of_runs_still_going(
     assert sorted(dropped) == sorted([going, legacy])
     assert stages(pool) == {other}
     client.command(f"DROP TABLE `{other}`")
+
+
+def test_a_months_last_second_counts_when_it_is_a_part_of_its_own(
+    pool: ClientPool, registry: Registry
+) -> None:
+    """Found in review: usage_raw's DateTime64 occurred_at was bounded by DateTime parameters,
+    and the engine's part pruning then dropped a part whose rows all fell in the last second
+    before the month's end (a batch of one second's records, before any merge), though row by
+    row the comparison held: `as_classified=now` and `tracker reclassify` left them out."""
+    client = pool.get()
+    client.command("SYSTEM STOP MERGES usage_raw")  # the parts stay as they landed
+    try:
+        land(pool, registry, date(2024, 2, 1), 4)
+        last = [
+            parse_record(
+                {"record_id": f"last-{i}", "agency_id": "in-sbi", "provider": "mistral",
+                 "model": "m", "endpoint_host": "10.42.7.5",
+                 "occurred_at": f"2024-02-29T23:59:59.{100 + i}Z"},
+                gateway_id="gw",
+            )
+            for i in range(3)
+        ]  # fmt: skip
+        Writer(client).write(Processor(Classifier(registry)).process_records(last).rows)
+        start, end = datetime(2024, 2, 1, tzinfo=UTC), datetime(2024, 3, 1, tzinfo=UTC)
+        # Read from usage_raw, no month covered by the route rollup yet:
+        params = {"from_": start, "to": end, "registry_now": registry.version, "covered": []}
+        assert int(pool.query_rows(
+            f"SELECT sum(records) FROM {reclassify.now_source()}", params
+        )[0][0]) == 7  # fmt: skip
+        [done] = reclassify.run(client, registry, start, end, author="t")
+        assert (done.raw_records, done.hourly_records) == (7, 7)
+        assert int(pool.query_rows(
+            "SELECT sum(records) FROM usage_hourly_routes WHERE toYYYYMM(hour) = 202402"
+        )[0][0]) == 7  # fmt: skip
+    finally:
+        client.command("SYSTEM START MERGES usage_raw")

@@ -20,6 +20,7 @@ from tracker import registry_proposals, registry_store
 from tracker.access import Role, add_key
 from tracker.clickhouse import ClientPool
 from tracker.registry import RegistryError, load, parse
+from tracker.settings import ApiSettings
 
 # Every test here runs on the embedded store and through the http:// DSN (conftest.py).
 BOTH_STORES = True
@@ -42,7 +43,9 @@ def api(pool: ClientPool, admin: dict[str, str], auditor: dict[str, str]) -> Ite
     """Keys are made first: the key cache answers from what it loaded for a few seconds."""
     registry, text = load()
     registry_store.activate(pool.get(), registry, text, author="t", reason="base", source="t")
-    with TestClient(create_app(pool)) as c:
+    # One admin proposes and applies throughout this module; the four-eyes default is tested
+    # on an app of its own (test_a_proposal_is_applied_by_another_admin_than_its_author).
+    with TestClient(create_app(pool, ApiSettings(registry_self_apply=True))) as c:
         yield c
 
 
@@ -231,6 +234,12 @@ def test_propose_apply_and_reread_as_classified_now(
     assert change["author"] == "reg-admin" and change["source"] == f"proposal:{pid}"
     assert "new NIC site" in change["reason"]
     assert api.get("/v1/registry").json()["version"] == proposal["version"]
+    # Times in UTC, said so, read the same on every route (found in review: created_at had no
+    # zone, and applied_at read `.891357+00:00` when applied, `.891000Z` later).
+    reread = api.get(f"/v1/registry/proposals/{pid}", headers=admin).json()
+    for name in ("created_at", "applied_at"):
+        assert reread[name].endswith("Z") and reread[name] == applied.json()[name], name
+    assert got["created_at"] == reread["created_at"]
     again = api.post(f"/v1/registry/proposals/{pid}/apply", headers=admin)
     assert again.status_code == 409
     assert api.post("/v1/registry/proposals/p-000000000000/apply", headers=admin).status_code == 404
@@ -256,8 +265,12 @@ def test_propose_apply_and_reread_as_classified_now(
                                                                  other["version"]]  # fmt: skip
     now = api.get("/v1/share", params={**window, "as_classified": "now"}, headers=admin).json()
     assert now["totals"]["sovereign"] == 90.0 and now["domestic_share"] == 1.0
+    # It says which version it re-classified by (found in review: nothing said so, though a
+    # scheduled change can replace it at any time); "then" names none, each record has its own.
+    assert now["registry_version"] == other["version"] == api.get("/v1/registry").json()["version"]
     then_again = api.get("/v1/share", params=window, headers=admin).json()
     assert then_again["totals"] == then["totals"]  # "then" is what was published
+    assert then_again["registry_version"] is None
 
 
 class _LedgerWriteFails:
@@ -441,3 +454,30 @@ def test_an_apply_behind_a_scheduled_change_is_refused_unless_asked(
                        params={"effective_from": after}, headers=admin)  # fmt: skip
     assert applied.status_code == 200, applied.text
     assert applied.json()["change"]["previous"] == ahead_version
+
+
+def test_a_proposal_is_applied_by_another_admin_than_its_author(
+    pool: ClientPool, admin: dict[str, str]
+) -> None:
+    """Found in review: the admin who proposed a change could apply it at once, alone. By
+    default a second admin applies it (TRACKER_REGISTRY_SELF_APPLY=true allows one admin)."""
+    second = {"Authorization": "Bearer "
+              + add_key(pool.get(), load()[0], "reg-admin-2", Role.admin)[1]}  # fmt: skip
+    with TestClient(create_app(pool)) as api:  # the default settings
+        made = api.post("/v1/registry/proposals", params={"reason": "four eyes"},
+                        content=proposal_text(country_name="India (four eyes)"), headers=admin)  # fmt: skip
+        assert made.status_code == 201, made.text
+        pid = made.json()["proposal_id"]
+        alone = api.post(f"/v1/registry/proposals/{pid}/apply", headers=admin,
+                         params={"before_scheduled": "true"})  # fmt: skip
+        assert alone.status_code == 409, alone.text
+        assert "another admin applies it" in alone.json()["detail"]
+        assert api.get(f"/v1/registry/proposals/{pid}", headers=admin).json()["status"] == (
+            "proposed"
+        )
+        # (Other tests of the module leave changes scheduled ahead: recorded before them.)
+        applied = api.post(f"/v1/registry/proposals/{pid}/apply", headers=second,
+                           params={"before_scheduled": "true"})  # fmt: skip
+        assert applied.status_code == 200, applied.text
+        change = applied.json()["change"]
+        assert change["author"] == "reg-admin-2" and "(proposed by reg-admin)" in change["reason"]

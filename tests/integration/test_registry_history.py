@@ -3,13 +3,16 @@ and `tracker reclassify` re-deriving the route rollup idempotently."""
 
 from __future__ import annotations
 
+import logging
 import time
 import types
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import yaml
+from clickhouse_connect.driver.client import Client
 
 from pipeline.processor import Processor
 from pipeline.writer import Writer
@@ -139,6 +142,42 @@ def test_scheduled_change_and_watcher(pool: ClientPool) -> None:
     assert classifier.version == b.version
     assert classifier.classify("openai", None, "api.openai.com").tier.value == "sovereign"
     registry_store.activate(client, a, a_text, author="t", reason="restore", source="t")
+
+
+def test_the_watcher_swaps_a_change_when_it_comes_due_and_one_made_here_at_once(
+    pool: ClientPool,
+) -> None:
+    """Found in review: records landed up to the poll interval (10 s) after a change came
+    into force were classified by the version before it, though the ledger says the new one
+    was in force. Polling once a minute here, the watcher still swaps a scheduled change as
+    it comes due, and a change recorded in this process at once."""
+    client = pool.get()
+    a, a_text = india()
+    b, b_text = variant(a_text)
+    registry_store.activate(client, a, a_text, author="t", reason="base", source="t")
+    classifier = Classifier(a)
+    when = datetime.now(UTC) + timedelta(seconds=1.5)
+    registry_store.activate(client, b, b_text, author="t", reason="scheduled", source="t",
+                            effective_from=when)  # fmt: skip
+    watcher = registry_store.RegistryWatcher(pool.get, [classifier], interval=60).start()
+
+    def swapped_to(version: str) -> datetime:
+        deadline = time.monotonic() + 10
+        while classifier.version != version and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert classifier.version == version
+        return datetime.now(UTC)
+
+    try:
+        assert watcher.next_due == when.replace(microsecond=when.microsecond // 1000 * 1000)
+        assert classifier.version == a.version
+        late = (swapped_to(b.version) - when).total_seconds()
+        assert 0 <= late < 1, late
+        asked = datetime.now(UTC)
+        registry_store.activate(client, a, a_text, author="t", reason="restore", source="t")
+        assert (swapped_to(a.version) - asked).total_seconds() < 2
+    finally:
+        watcher.stop()
 
 
 def test_as_classified_then_and_now(pool: ClientPool) -> None:
@@ -494,3 +533,62 @@ def test_a_change_that_loses_the_ledger_race_rewrites_no_provenance(pool: Client
     assert registry_store.content(client, y.version, published=True) is None
     registry_store.activate(client, y, y_text, author="winner", reason="y", source="t")
     assert provenance(y.version) == ("winner", "y")
+
+
+def test_a_store_outage_is_logged_when_it_starts_not_at_every_poll(
+    pool: ClientPool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The watcher polls every second: an outage of a minute would have logged 60 tracebacks."""
+    a, _ = india()
+    down = [True]
+
+    def client() -> Any:
+        if down[0]:
+            raise OSError("store unreachable")
+        return pool.get()
+
+    watcher = registry_store.RegistryWatcher(client, [Classifier(a)], interval=0.02)
+    with caplog.at_level(logging.INFO, logger="tracker.registry_store"):
+        watcher.start()  # its first check fails too: logged, not raised
+        try:
+            time.sleep(0.5)  # ~25 polls
+            failures = [r for r in caplog.records if "re-read the registry" in r.getMessage()]
+            down[0] = False
+            deadline = time.monotonic() + 5
+            while not any("re-read again" in r.getMessage() for r in caplog.records):
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        finally:
+            watcher.stop()
+    # The start's own check, then the poll loop's first failure: two, not ~25.
+    assert [r.levelno for r in failures] == [logging.ERROR, logging.ERROR], failures
+
+
+def test_a_due_change_the_store_cannot_give_is_retried_at_the_next_tick(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found in review: a check failing after a scheduled change came due left `next_due` in
+    the past, so the watcher waited 0 s and checked again at once: 377,444 checks in 2 s while
+    the store was down."""
+    due = datetime.now(UTC) + timedelta(seconds=0.2)
+    down, calls = [False], [0]
+
+    def in_force(client: Any, at: datetime | None = None) -> None:
+        calls[0] += 1
+        if down[0]:
+            raise OSError("store unreachable")
+        return None
+
+    def scheduled_after(client: Any, at: datetime) -> list[Any]:
+        return [types.SimpleNamespace(effective_from=due)] if at < due else []
+
+    monkeypatch.setattr(registry_store, "in_force", in_force)
+    monkeypatch.setattr(registry_store, "scheduled_after", scheduled_after)
+    watcher = registry_store.RegistryWatcher(lambda: cast(Client, None), [], interval=10).start()
+    try:
+        assert watcher.next_due == due
+        down[0] = True
+        time.sleep(1.0)
+    finally:
+        watcher.stop()
+    assert calls[0] <= 3, calls  # the start's check, the due one, nothing more within 10 s

@@ -275,12 +275,87 @@ def test_a_blank_agency_extension_names_none(agencyid: str) -> None:
         (b'["a\\"],[", "b,c", {"d": "]"}, 4]', 3, True),
         (b'["open, 1, 2, 3, 4]', 3, False),  # a string left open: no JSON, not counted
         (b"[1, 2\xff, 3, 4]", 3, True),  # bytes, not text: counted as it looks
+        # Inside an item only brackets matter, however deep and whatever strings hold:
+        (b'[{"a": "]", "b": ["[", {"c": "}"}, [[["{"]]]]}, 2, 3, 4]', 3, True),
+        (b'[{"a": "]", "b": ["[", {"c": "}"}, [[["{"]]]]}, 2, 3]', 3, False),
+        (b"[[[[[[1, 2, 3, 4, 5]]]], [[[[6]]]]], 2, 3]", 3, False),
+        (b"[[[[[[1]]]], [[[[6]]]]], 2, 3, 4]", 3, True),
+        (b'[{"a": ["x\\\\"], "b": "\\\\\\"]"}, 2, 3, 4]', 3, True),  # escapes inside an item
+        (b'[{"a": ["open, 1]}, 2, 3, 4]', 3, False),  # a string left open inside an item
+        (b"[" + b"[" * 3_000 + b"]" * 3_000 + b", {}" * 4 + b"]", 3, False),  # past _DEEPEST
     ],
 )
 def test_a_large_arrays_items_are_counted_without_parsing_it_whole(
     body: bytes, limit: int, longer: bool
 ) -> None:
     assert json_read.array_longer_than(body, limit) is longer
+
+
+# Any JSON value, strings holding what the scan must not take for structure (quotes,
+# backslashes, brackets, commas, non-ASCII).
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+    | st.text(alphabet='ab"\\[]{},: é\u2028'),
+    lambda inner: st.lists(inner, max_size=5)
+    | st.dictionaries(st.text(alphabet='k"\\[]{},', max_size=4), inner, max_size=4),
+    max_leaves=30,
+)  # fmt: skip
+
+
+def _spaced(value: Any, spaces: bool, ascii_only: bool) -> bytes:
+    separators = (" , ", " : ") if spaces else (",", ":")
+    return json.dumps(value, separators=separators, ensure_ascii=ascii_only).encode()
+
+
+@given(st.lists(_JSON, max_size=12), st.integers(0, 14), st.booleans(), st.booleans())
+def test_the_count_agrees_with_a_parse_on_any_array(
+    items: list[Any], limit: int, spaces: bool, ascii_only: bool
+) -> None:
+    body = _spaced(items, spaces, ascii_only)
+    assert json_read.array_longer_than(body, limit) is (len(items) > limit)
+
+
+@given(st.dictionaries(st.text(alphabet='k"[]', max_size=3), _JSON, max_size=5),
+       st.integers(0, 14), st.booleans())  # fmt: skip
+def test_the_count_agrees_with_a_parse_on_any_object(
+    document: dict[str, Any], limit: int, spaces: bool
+) -> None:
+    body = _spaced(document, spaces, False)
+    together = sum(max(1, len(v)) for v in document.values() if isinstance(v, list))
+    assert json_read.array_longer_than(body, limit, in_object=True) is (together > limit)
+
+
+def test_the_count_steps_into_items_only_at_their_deeper_containers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found in review: the count read every string and comma inside an item in Python, so a
+    body within the limit took seconds (one record holding 5M empty strings: 2.7 s at 16 MiB,
+    more than parsing it). Inside an item one match passes over strings, commas and
+    containers up to two deep; only deeper containers cost a step, and past MOST_STEPS the
+    body is refused (TooIntricate)."""
+    monkeypatch.setattr(json_read, "MOST_STEPS", 40)
+    wide = b'[{"x": [' + b", ".join([b'""', b'"]"', b"[1]", b'{"a": [{"b": 2}]}'] * 50_000)
+    assert not json_read.array_longer_than(wide + b"]}, 2, 3]", 3)  # 3 steps an item here
+    assert json_read.array_longer_than(wide + b"]}, 2, 3, 4, 5]", 3)
+    deep = b'[{"x": [' + b", ".join([b"[[[[]]]]"] * 21) + b"]}]"  # 2 steps each
+    with pytest.raises(json_read.TooIntricate, match="too intricate to count"):
+        json_read.array_longer_than(deep, 3)
+    monkeypatch.setattr(json_read, "MOST_STEPS", 50)
+    assert not json_read.array_longer_than(deep, 3)
+
+
+@pytest.mark.parametrize("path", ["/v1/records", "/v1/litellm"])
+def test_a_large_body_too_intricate_to_count_is_refused_before_it_is_parsed(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(json_read, "MOST_STEPS", 1_000)
+    body = b'[{"record_id": "r", "x": [' + b", ".join([b"[[[[]]]]"] * 200_000) + b"]}]"
+    assert len(body) > bodies.LARGE_BODY_BYTES
+    orjson_calls = _count_calls(monkeypatch, orjson, "loads")
+    reply = _client(ListSink()).post(path, headers=SINGLE_KEY, content=body)
+    assert reply.status_code == 413, reply.text[:300]
+    assert "too intricate to count" in reply.json()["detail"]
+    assert orjson_calls == [0]
 
 
 def _padded(n: int, pad: int) -> list[dict[str, Any]]:

@@ -350,3 +350,20 @@ def test_a_large_json_export_of_too_many_resource_spans_is_refused_before_it_is_
         "export of more than 1000 resourceSpans entries is over the limit of 1000"
     )
     assert calls == [] and sink.records == []
+
+
+def test_a_large_json_export_too_intricate_to_count_is_refused_before_it_is_parsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tracker import json_read
+
+    monkeypatch.setattr(json_read, "MOST_STEPS", 1_000)
+    calls: list[int] = []
+    monkeypatch.setattr(json_read, "loads_keeping_surrogates", lambda body: calls.append(1))
+    nested: list[Any] = [[[[[]]]]] * 200_000
+    body = json.dumps({"resourceSpans": [{"resource": {"x": nested}}]}).encode()
+    client, sink = _client(max_spans=1_000)
+    reply = client.post("/v1/traces", content=body, headers=JSON)
+    assert reply.status_code == 413, reply.text
+    assert "too intricate to count" in reply.json()["message"]
+    assert calls == [] and sink.records == []

@@ -101,7 +101,7 @@ def test_replay_commands_read_settings_like_every_command(tmp_path: object) -> N
         result = CliRunner().invoke(app, command, env={"TRACKER_BATCH_MAX_ROWS": "abc",
                                                        "TRACKER_DATA_DIR": str(tmp_path)})  # fmt: skip
         assert result.exit_code == 2, result.output
-        assert "bad configuration: batch_max_rows" in result.output
+        assert "bad configuration: TRACKER_BATCH_MAX_ROWS" in result.output
 
 
 @pytest.mark.parametrize("dsn", ["http://u:pw@h:notaport", "http://u:pw@127.0.0.1:1/?x=1"])

@@ -58,12 +58,12 @@ def _overrides(**values: Any) -> dict[str, Any]:
 
 
 def _settings(cls: type[Any], **values: Any) -> Any:
+    given = _overrides(**values)
     try:
-        settings = cls(**_overrides(**values))
+        settings = cls(**given)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: "
-            f"{e['msg'].removeprefix('Value error, ')}"
+            f"{_setting_name(e['loc'], given)}: {e['msg'].removeprefix('Value error, ')}"
             for e in exc.errors()
         )
         fail(f"bad configuration: {problems}")
@@ -79,6 +79,17 @@ def _settings(cls: type[Any], **values: Any) -> Any:
                        f"; the store is TRACKER_CLICKHOUSE_DSN ({settings.redacted_dsn()})",
                        err=True)  # fmt: skip
     return settings
+
+
+def _setting_name(loc: tuple[Any, ...], given: dict[str, Any]) -> str:
+    """How the operator set a setting: its option when the command line gave it, else its
+    TRACKER_* variable (found in review: a bad TRACKER_PORT was reported as `port`)."""
+    field = ".".join(str(p) for p in loc)
+    if not field:
+        return "settings"
+    if field in given:
+        return "--" + field.replace("_", "-")
+    return "TRACKER_" + field.upper()
 
 
 def _own_store_warning(settings: CommonSettings, process: str) -> None:
@@ -197,9 +208,10 @@ def gateway_add(
 @gateway_app.command("list")
 def gateway_list(data_dir: DataDir = None) -> None:
     """List active gateways and their agencies (keys are never shown again)."""
+    from tracker.cli.wiring import open_core
     from tracker.gateways import list_all
 
-    for g in list_all(_store(data_dir)):
+    for g in list_all(open_core(_readable_store(data_dir)).pool.get()):
         typer.echo(f"{g.gateway_id}\t{','.join(sorted(g.agencies))}")
 
 
@@ -249,6 +261,24 @@ def gateway_rotate(
                    f"{rotated.signing_secret}")  # fmt: skip
 
 
+def _readable_store(data_dir: Path | None) -> Any:
+    """The settings of a command that only reads the store: an embedded store that does not
+    exist is refused (exit 2), never created empty (found in review: a mistyped --data-dir
+    listed no keys, exit 0, and left a new store behind)."""
+    from tracker.settings import CommonSettings, chdb_path, is_embedded
+
+    settings = _settings(CommonSettings, data_dir=data_dir)
+    conflict = settings.data_dir_conflict()  # said first: the option was meant for another store
+    if conflict is not None:
+        fail(conflict)
+    dsn = settings.dsn()
+    path = chdb_path(dsn) if is_embedded(dsn) else None
+    if path is not None and not Path(path).exists():
+        fail(f"no store at {path} (--data-dir / TRACKER_DATA_DIR): `tracker up`, `tracker demo` "
+             "or `tracker migrate` creates one")  # fmt: skip
+    return settings
+
+
 def _store(data_dir: Path | None) -> Any:
     """A client of the store the gateway commands change (opened, migrated)."""
     from tracker.cli.wiring import open_core
@@ -287,7 +317,7 @@ def _url(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _serve(application: Any, sock: socket.socket) -> None:
+def _serve(application: Any, sock: socket.socket, grace_seconds: int) -> None:
     import uvicorn
 
     # proxy_headers off: uvicorn's default takes the client address from X-Forwarded-For when
@@ -295,8 +325,11 @@ def _serve(application: Any, sock: socket.socket) -> None:
     # through) any caller chose the address its rate limits and audit rows are keyed by
     # (found in review). The address is the peer's; docs/api.md says what that means behind a
     # proxy.
+    # timeout_graceful_shutdown: unanswered requests were never acknowledged, so closing them
+    # loses nothing the client was told is stored.
     config = uvicorn.Config(application, log_level="info", access_log=False,
-                            proxy_headers=False)  # fmt: skip
+                            proxy_headers=False,
+                            timeout_graceful_shutdown=grace_seconds)  # fmt: skip
     with sock:
         uvicorn.Server(config).run(sockets=[sock])
 
@@ -314,7 +347,7 @@ def up(data_dir: DataDir = None, host: Host = None, port: Port = None) -> None:
     core = open_core(settings, watch=True)
     # The store actually used (a DSN's, not data_dir's, when TRACKER_CLICKHOUSE_DSN is set).
     typer.echo(f"tracker up: {_url(sock)}  (data in {settings.redacted_dsn()})")
-    _serve(embedded_app(settings, core), sock)
+    _serve(embedded_app(settings, core), sock, settings.shutdown_grace_seconds)
 
 
 # The gateway `tracker demo` issues its key to (a new key each run).
@@ -369,7 +402,7 @@ def demo(
         return
     url = _url(sock)
     typer.echo(f"headline: {url}/v1/share   API docs: {url}/docs")
-    _serve(embedded_app(settings, core), sock)
+    _serve(embedded_app(settings, core), sock, settings.shutdown_grace_seconds)
 
 
 @app.command()
@@ -386,7 +419,7 @@ def collector(host: Host = None, port: Port = None) -> None:
     core = open_core(settings, watch=True)
     application, sink = collector_app(settings, core.pool.get())
     try:
-        _serve(application, sock)
+        _serve(application, sock, settings.shutdown_grace_seconds)
     finally:
         sink.close()
 
@@ -423,7 +456,7 @@ def api(host: Host = None, port: Port = None) -> None:
     tune_allocator()
     sock = _listen(settings.host, settings.port)
     open_core(settings)  # migrate and check the registry before serving
-    _serve(api_app(settings), sock)
+    _serve(api_app(settings), sock, settings.shutdown_grace_seconds)
 
 
 def main() -> None:

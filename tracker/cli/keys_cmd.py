@@ -56,10 +56,10 @@ def key_add(
 def key_list(data_dir: DataDir = None) -> None:
     """Active keys, their roles and agencies (keys themselves are never shown again)."""
     from tracker.access import list_keys
+    from tracker.cli import _readable_store
     from tracker.cli.wiring import open_core
-    from tracker.settings import CommonSettings
 
-    core = open_core(_settings(CommonSettings, data_dir=data_dir))
+    core = open_core(_readable_store(data_dir))
     for identity, _name, created in list_keys(core.pool.get()):
         typer.echo(
             f"{identity.key_id}\t{identity.role.value}\t{identity.agency_id or '-'}\t"

@@ -85,13 +85,18 @@ def _author(author: str | None) -> str:
     return _text("--author", author)
 
 
-def _client(data_dir: Path | None) -> Any:
-    from tracker.cli import _settings
+def _client(data_dir: Path | None, *, existing: bool = False) -> Any:
+    """The store, migrated; with `existing`, for a command that only reads: one that does not
+    exist is refused rather than created (tracker.cli._readable_store)."""
+    from tracker.cli import _readable_store, _settings
     from tracker.clickhouse import ClientPool
     from tracker.migrate import migrate
     from tracker.settings import CommonSettings
 
-    client = ClientPool(_settings(CommonSettings, data_dir=data_dir)).get()
+    settings = (
+        _readable_store(data_dir) if existing else _settings(CommonSettings, data_dir=data_dir)
+    )
+    client = ClientPool(settings).get()
     migrate(client)
     return client
 
@@ -162,7 +167,7 @@ def show_cmd(
     """The version in force (now, or --at a time), or any stored version."""
     from tracker import registry_store
 
-    client = _client(data_dir)
+    client = _client(data_dir, existing=True)
     if version is None:
         found = registry_store.effective(client, _utc(at, "--at"))
         if found is None:
@@ -191,7 +196,7 @@ def history_cmd(data_dir: DataDir = None) -> None:
     """Every change: effective from, version, previous, author, reason, source."""
     from tracker import registry_store
 
-    for c in registry_store.history(_client(data_dir)):
+    for c in registry_store.history(_client(data_dir, existing=True)):
         typer.echo(f"{c.effective_from.isoformat()}\t{c.version}\t{c.previous or '-'}\t"
                    f"{_cell(c.author)}\t{_cell(c.reason)}\t{_cell(c.source)}")  # fmt: skip
 
@@ -215,7 +220,7 @@ def classify_cmd(
         except RegistryError as exc:
             raise _refused(exc) from exc
     else:
-        found = registry_store.effective(_client(data_dir))
+        found = registry_store.effective(_client(data_dir, existing=True))
         if found is None:
             raise _fail("no registry version is in force yet; use --file")
         registry = found[0]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
 from kafka.errors import KafkaError
 from prometheus_client import start_http_server
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -86,8 +87,18 @@ class DirectSink:
         self._writer = Writer(pool.get())
 
     def deliver(self, records: list[UsageRecord]) -> None:
+        from collector.sink import DeliveryFailed
+
         rows = self._processor.process_records(records).rows
-        self._writer.write(rows)
+        try:
+            self._writer.write(rows)
+        except (ClickHouseError, OSError) as exc:
+            # Not stored: a 503 with Retry-After, which gateways and exporters retry (found in
+            # review: a full disk answered 500, which they drop, with a traceback per request).
+            # The writer finishes a half-landed batch before the retry's key check.
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+            log.warning("the store refused a delivery of %d records: %s", len(rows), reason)
+            raise DeliveryFailed(f"the store could not take the batch ({reason})") from exc
 
     def close(self) -> None:
         return None
