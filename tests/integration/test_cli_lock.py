@@ -73,10 +73,11 @@ def test_a_stalled_upload_holds_the_shutdown_no_longer_than_its_grace(tmp_path: 
             time.sleep(0.5)  # the request is in the app, reading its body
             asked = time.monotonic()
             up.send_signal(signal.SIGTERM)
-            up.wait(timeout=30)
+            ended = up.wait(timeout=30)
             took = time.monotonic() - asked
     finally:
         if up.poll() is None:
             up.kill()
             up.wait()
     assert took < 10, took
+    assert ended == 0  # a stop asked for, done: not 143, the death by a signal raised again

@@ -182,9 +182,10 @@ def test_the_deploy_shape_collector_pipeline_and_api_as_processes(
             assert body["records"] == len(records)
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
-        # The pipeline exits 0 after its last commit; uvicorn (collector, API) shuts down
-        # cleanly and then exits by the signal it caught, as its own handler re-raises it.
-        assert [proc.wait(timeout=60) for proc in procs] == [-signal.SIGTERM, 0, -signal.SIGTERM]
+        # The pipeline exits 0 after its last commit; the collector and the API after uvicorn's
+        # graceful shutdown and their own cleanup (they died by the signal uvicorn raises again,
+        # exit 143, before tracker.cli._serve noted it).
+        assert [proc.wait(timeout=60) for proc in procs] == [0, 0, 0]
     finally:
         kill_left(procs)
     core.pool.get().command(f"DROP DATABASE IF EXISTS `{database}`")

@@ -330,8 +330,23 @@ def _serve(application: Any, sock: socket.socket, grace_seconds: int) -> None:
     config = uvicorn.Config(application, log_level="info", access_log=False,
                             proxy_headers=False,
                             timeout_graceful_shutdown=grace_seconds)  # fmt: skip
-    with sock:
-        uvicorn.Server(config).run(sockets=[sock])
+    # uvicorn shuts down gracefully on SIGTERM or SIGINT, puts back the handlers it found and
+    # raises the signal again: with the default handlers the process then died by it (exit
+    # 143) before the command's own cleanup (the collector's sink.close) ran. These are the
+    # handlers it finds: the signal raised again is noted and the command ends normally,
+    # exit 0, after its cleanup. Put back after the server: a second signal during that
+    # cleanup ends the process at once.
+    caught: list[int] = []
+    found = {sig: signal.signal(sig, lambda signum, _frame: caught.append(signum))
+             for sig in (signal.SIGTERM, signal.SIGINT)}  # fmt: skip
+    try:
+        with sock:
+            uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        for sig, handler in found.items():
+            signal.signal(sig, handler)
+    if caught:
+        log.info("stopped on %s", signal.Signals(caught[0]).name)
 
 
 @app.command()
