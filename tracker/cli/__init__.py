@@ -380,6 +380,7 @@ def demo(
     """Seed a realistic national dataset (once), then run as `tracker up`."""
     from tracker import demo as demo_data
     from tracker.cli.wiring import embedded_app, open_core, seed
+    from tracker.demo_seed import seed_once
     from tracker.gateways import GatewayError, add, rotate
     from tracker.settings import EmbeddedSettings
 
@@ -389,12 +390,25 @@ def demo(
     sock = _listen(settings.host, settings.port) if serve else None
     core = open_core(settings, watch=True)
     client = core.pool.get()
-    existing = client.query("SELECT count() FROM usage_raw").result_rows[0][0]
-    if existing:
-        typer.echo(f"demo data already present ({existing} records); not seeding again")
+    outcome = seed_once(
+        client,
+        days=days,
+        generate=lambda window: demo_data.generate(core.registry, days=window.days,
+                                                   end=window.end),
+        land=lambda records: seed(core, records, total=None),
+    )  # fmt: skip
+    if outcome.window is None:
+        typer.echo(f"usage already present ({outcome.foreign} records, not a demo seed's); "
+                   "not seeding demo data into it")  # fmt: skip
+    elif outcome.already:
+        window = outcome.window
+        typer.echo(f"demo data already present ({outcome.already} records, {window.days} days "
+                   f"to {window.end}); not seeding again")  # fmt: skip
     else:
-        landed = seed(core, demo_data.generate(core.registry, days=days), total=None)
-        typer.echo(f"seeded {landed} records for {len(core.registry.agencies)} agencies")
+        began = (f" (completing the seed of {outcome.window.days} days to {outcome.window.end} "
+                 "an earlier run began)" if outcome.resumed else "")  # fmt: skip
+        typer.echo(f"seeded {outcome.landed} records for {len(core.registry.agencies)} "
+                   f"agencies{began}")  # fmt: skip
     # One demo gateway, its key issued anew each run (the previous one stops working):
     # a gateway per run left every earlier all-agency key valid (found in review).
     try:
