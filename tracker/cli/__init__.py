@@ -190,9 +190,8 @@ def gateway_add(
     """Register a gateway for agencies and print its new API key (shown once)."""
     from tracker.cli.wiring import open_core
     from tracker.gateways import GatewayError, add
-    from tracker.settings import CommonSettings
 
-    core = open_core(_settings(CommonSettings, data_dir=data_dir))
+    core = open_core(_new_or_existing_store(data_dir))
     try:
         gateway, key = add(core.pool.get(), core.registry, name, agency, signed=signed)
     except GatewayError as exc:
@@ -211,7 +210,7 @@ def gateway_list(data_dir: DataDir = None) -> None:
     from tracker.cli.wiring import open_core
     from tracker.gateways import list_all
 
-    for g in list_all(open_core(_readable_store(data_dir)).pool.get()):
+    for g in list_all(open_core(_existing_store(data_dir)).pool.get()):
         typer.echo(f"{g.gateway_id}\t{','.join(sorted(g.agencies))}")
 
 
@@ -261,30 +260,51 @@ def gateway_rotate(
                    f"{rotated.signing_secret}")  # fmt: skip
 
 
-def _readable_store(data_dir: Path | None) -> Any:
-    """The settings of a command that only reads the store: an embedded store that does not
-    exist is refused (exit 2), never created empty (found in review: a mistyped --data-dir
-    listed no keys, exit 0, and left a new store behind)."""
-    from tracker.settings import CommonSettings, chdb_path, is_embedded
+def _missing_store(settings: CommonSettings) -> Path | None:
+    """The path of the embedded store `settings` name when it does not exist yet (None for a
+    store that exists, or a server's)."""
+    from tracker.settings import chdb_path, is_embedded
 
-    settings = _settings(CommonSettings, data_dir=data_dir)
     conflict = settings.data_dir_conflict()  # said first: the option was meant for another store
     if conflict is not None:
         fail(conflict)
     dsn = settings.dsn()
     path = chdb_path(dsn) if is_embedded(dsn) else None
-    if path is not None and not Path(path).exists():
-        fail(f"no store at {path} (--data-dir / TRACKER_DATA_DIR): `tracker up`, `tracker demo` "
-             "or `tracker migrate` creates one")  # fmt: skip
+    return Path(path) if path is not None and not Path(path).exists() else None
+
+
+def _existing_store(data_dir: Path | None) -> Any:
+    """The settings of a command that reads the store, or changes what must already be in it
+    (a revoke, a rotation, a re-classification): an embedded store that does not exist is
+    refused (exit 2), never created empty (found in review: a mistyped --data-dir listed no
+    keys, exit 0, and left a new store behind; `gateway revoke` made one to say that it held
+    no such gateway)."""
+    settings = _settings(CommonSettings, data_dir=data_dir)
+    missing = _missing_store(settings)
+    if missing is not None:
+        fail(f"no store at {missing} (--data-dir / TRACKER_DATA_DIR): `tracker up`, "
+             "`tracker demo` or `tracker migrate` creates one")  # fmt: skip
+    return settings
+
+
+def _new_or_existing_store(data_dir: Path | None) -> Any:
+    """The settings of a command that adds to the store (`gateway add`, `key add`, `registry
+    load`): on a new installation these come before the first `tracker up`, so a store that
+    does not exist is created, and said on stderr: a mistyped --data-dir is seen at once
+    instead of when the key it issued is refused by the real store's servers."""
+    settings = _settings(CommonSettings, data_dir=data_dir)
+    missing = _missing_store(settings)
+    if missing is not None:
+        typer.echo(f"no store at {missing} yet (--data-dir / TRACKER_DATA_DIR): creating one",
+                   err=True)  # fmt: skip
     return settings
 
 
 def _store(data_dir: Path | None) -> Any:
-    """A client of the store the gateway commands change (opened, migrated)."""
+    """A client of the existing store the gateway commands change (opened, migrated)."""
     from tracker.cli.wiring import open_core
-    from tracker.settings import CommonSettings
 
-    return open_core(_settings(CommonSettings, data_dir=data_dir)).pool.get()
+    return open_core(_existing_store(data_dir)).pool.get()
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from tracker.access import Role
-from tracker.cli import DataDir, _settings, app, fail
+from tracker.cli import DataDir, _existing_store, _new_or_existing_store, app, fail
 
 
 class KeyRole(StrEnum):
@@ -40,9 +40,8 @@ def key_add(
     """Create an API key and print it (shown once; only its SHA-256 is stored)."""
     from tracker.access import AccessError, add_key
     from tracker.cli.wiring import open_core
-    from tracker.settings import CommonSettings
 
-    core = open_core(_settings(CommonSettings, data_dir=data_dir))
+    core = open_core(_new_or_existing_store(data_dir))
     try:
         identity, key = add_key(core.pool.get(), core.registry, name, Role(role.value), agency)
     except AccessError as exc:
@@ -56,10 +55,9 @@ def key_add(
 def key_list(data_dir: DataDir = None) -> None:
     """Active keys, their roles and agencies (keys themselves are never shown again)."""
     from tracker.access import list_keys
-    from tracker.cli import _readable_store
     from tracker.cli.wiring import open_core
 
-    core = open_core(_readable_store(data_dir))
+    core = open_core(_existing_store(data_dir))
     for identity, _name, created in list_keys(core.pool.get()):
         typer.echo(
             f"{identity.key_id}\t{identity.role.value}\t{identity.agency_id or '-'}\t"
@@ -74,9 +72,8 @@ def key_revoke(
     """Revoke a key; API servers stop accepting it within seconds."""
     from tracker.access import AccessError, revoke_key
     from tracker.cli.wiring import open_core
-    from tracker.settings import CommonSettings
 
-    core = open_core(_settings(CommonSettings, data_dir=data_dir))
+    core = open_core(_existing_store(data_dir))
     try:
         revoked = revoke_key(core.pool.get(), name)
     except AccessError as exc:

@@ -85,17 +85,15 @@ def _author(author: str | None) -> str:
     return _text("--author", author)
 
 
-def _client(data_dir: Path | None, *, existing: bool = False) -> Any:
-    """The store, migrated; with `existing`, for a command that only reads: one that does not
-    exist is refused rather than created (tracker.cli._readable_store)."""
-    from tracker.cli import _readable_store, _settings
+def _client(data_dir: Path | None, *, existing: bool = True) -> Any:
+    """The store, migrated. One that does not exist is refused rather than created
+    (tracker.cli._existing_store), unless `existing` is False: `registry load` may come
+    before the first `tracker up` (tracker.cli._new_or_existing_store)."""
+    from tracker.cli import _existing_store, _new_or_existing_store
     from tracker.clickhouse import ClientPool
     from tracker.migrate import migrate
-    from tracker.settings import CommonSettings
 
-    settings = (
-        _readable_store(data_dir) if existing else _settings(CommonSettings, data_dir=data_dir)
-    )
+    settings = _existing_store(data_dir) if existing else _new_or_existing_store(data_dir)
     client = ClientPool(settings).get()
     migrate(client)
     return client
@@ -134,7 +132,7 @@ def load_cmd(
     from tracker import registry_store
 
     who = _author(author)  # before the database is opened: a refusal needs none of it
-    client = _client(data_dir)
+    client = _client(data_dir, existing=False)
     when = _utc(effective_from, "--effective-from")
     try:
         registry, change = registry_store.load_file(
@@ -167,7 +165,7 @@ def show_cmd(
     """The version in force (now, or --at a time), or any stored version."""
     from tracker import registry_store
 
-    client = _client(data_dir, existing=True)
+    client = _client(data_dir)
     if version is None:
         found = registry_store.effective(client, _utc(at, "--at"))
         if found is None:
@@ -196,7 +194,7 @@ def history_cmd(data_dir: DataDir = None) -> None:
     """Every change: effective from, version, previous, author, reason, source."""
     from tracker import registry_store
 
-    for c in registry_store.history(_client(data_dir, existing=True)):
+    for c in registry_store.history(_client(data_dir)):
         typer.echo(f"{c.effective_from.isoformat()}\t{c.version}\t{c.previous or '-'}\t"
                    f"{_cell(c.author)}\t{_cell(c.reason)}\t{_cell(c.source)}")  # fmt: skip
 
@@ -220,7 +218,7 @@ def classify_cmd(
         except RegistryError as exc:
             raise _refused(exc) from exc
     else:
-        found = registry_store.effective(_client(data_dir, existing=True))
+        found = registry_store.effective(_client(data_dir))
         if found is None:
             raise _fail("no registry version is in force yet; use --file")
         registry = found[0]

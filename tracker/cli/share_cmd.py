@@ -46,7 +46,7 @@ def share(
     if start >= end:
         typer.echo("tracker: --from must be before --to", err=True)
         raise typer.Exit(2)
-    client = _client(data_dir, existing=True)
+    client = _client(data_dir)
     if agency:
         # A mistyped id would print a null share and exit 0, as if the agency used nothing.
         found = registry_store.effective(client)
