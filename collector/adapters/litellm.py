@@ -1,10 +1,14 @@
 """LiteLLM: the StandardLoggingPayload its logging callbacks send (e.g. its generic API logger)
 and the LiteLLM_SpendLogs rows its proxy serves from /spend/logs.
 
-record_id is LiteLLM's request id (`id` of the payload, `request_id` of a spend-log row: the
-same value for the same call, so a call both pushed and pulled counts once). Costs are LiteLLM's
-`response_cost` / `spend`, in USD. Cache hits were served by the gateway, not by a model, and
-are not inferences: they are ignored.
+record_id is LiteLLM's call id (`litellm_call_id`: a payload field, a spend-log column and a
+key of the row's metadata), the same value for the same call pushed or pulled, so it counts
+once. Without one (older proxies), LiteLLM's request id: the payload's `id`, the row's
+`request_id`. That one is the provider's response id when the provider gives one, and servers
+may repeat those across distinct calls (Ollama's OpenAI-compatible API draws them from 0-998),
+so it comes second. Costs are LiteLLM's `response_cost` / `spend`, in USD. Cache hits were
+served by the gateway, not by a model, and the proxy's own health checks (tagged, keyed and
+teamed `litellm-internal-health-check`) are no agency's usage: both are ignored.
 
 The agency, first match wins: a request tag `agency:<id>`; `agency_id` in the request's
 metadata (`requester_metadata`, or `spend_logs_metadata`); the key's team alias, then its
@@ -13,6 +17,7 @@ organisation alias, when that alias is one of the gateway's agencies; the gatewa
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Final
 
 import orjson
@@ -99,10 +104,30 @@ def _is_cache_hit(value: Any) -> bool:
     return value is True or (isinstance(value, str) and value.lower() == "true")
 
 
+# The name LiteLLM's proxy gives the tag, key and team of the model calls its health checks
+# make (litellm.constants.LITTELM_INTERNAL_HEALTH_SERVICE_ACCOUNT_NAME), and the key as a
+# spend-log row holds it: hashed (SHA-256 hex, litellm.proxy._types.hash_token).
+HEALTH_CHECK: Final = "litellm-internal-health-check"
+HEALTH_CHECK_KEYS: Final = frozenset(
+    {HEALTH_CHECK, hashlib.sha256(HEALTH_CHECK.encode()).hexdigest()}
+)
+
+
+def _is_health_check(tags: Any, metadata: Any, api_key: Any = None) -> bool:
+    if isinstance(tags, list) and HEALTH_CHECK in tags:
+        return True
+    names = (dig(metadata, "user_api_key_team_alias"), dig(metadata, "user_api_key_alias"),
+             dig(metadata, "user_api_key_team_id"))  # fmt: skip
+    return HEALTH_CHECK in names or (isinstance(api_key, str) and api_key in HEALTH_CHECK_KEYS)
+
+
 def map_payload(item: Any, ctx: Context) -> dict[str, Any] | None:
     """One StandardLoggingPayload."""
     payload = require_object(item)
-    if _is_cache_hit(payload.get("cache_hit")):
+    metadata = payload.get("metadata")
+    if _is_cache_hit(payload.get("cache_hit")) or _is_health_check(
+        payload.get("request_tags"), metadata
+    ):
         return None
     model = first(payload.get("model"), payload.get("model_group"))
     if not isinstance(model, str):
@@ -112,11 +137,10 @@ def map_payload(item: Any, ctx: Context) -> dict[str, Any] | None:
     if start is None:
         raise SourceError("startTime", "payload has no start time")
     cost = coerce("response_cost", as_cost, payload.get("response_cost"))
-    metadata = payload.get("metadata")
     return drop_none(
         {
-            "record_id": source_id("litellm", first(payload.get("id"),
-                                                    payload.get("litellm_call_id")), payload),
+            "record_id": source_id("litellm", first(payload.get("litellm_call_id"),
+                                                    payload.get("id")), payload),
             "agency_id": _agency(payload.get("request_tags"), metadata, ctx),
             "occurred_at": coerce("startTime", as_time, start),
             "provider": _provider(payload.get("custom_llm_provider"), model),
@@ -137,7 +161,8 @@ def map_spend_log(item: Any, ctx: Context) -> dict[str, Any] | None:
     """One LiteLLM_SpendLogs row as /spend/logs (or /spend/logs/v2) serves it. Timestamps
     without a zone are UTC: the proxy stores them so."""
     row = require_object(item)
-    if _is_cache_hit(row.get("cache_hit")):
+    tags, metadata = _json_field(row.get("request_tags")), _json_field(row.get("metadata"))
+    if _is_cache_hit(row.get("cache_hit")) or _is_health_check(tags, metadata, row.get("api_key")):
         return None
     model = first(row.get("model"), row.get("model_group"))
     if not isinstance(model, str):
@@ -150,9 +175,10 @@ def map_spend_log(item: Any, ctx: Context) -> dict[str, Any] | None:
     cost = coerce("spend", as_cost, row.get("spend"))
     return drop_none(
         {
-            "record_id": source_id("litellm", row.get("request_id"), row),
-            "agency_id": _agency(_json_field(row.get("request_tags")),
-                                 _json_field(row.get("metadata")), ctx),
+            "record_id": source_id("litellm", first(row.get("litellm_call_id"),
+                                                    dig(metadata, "litellm_call_id"),
+                                                    row.get("request_id")), row),
+            "agency_id": _agency(tags, metadata, ctx),
             "occurred_at": started,
             "provider": _provider(row.get("custom_llm_provider"), model),
             "model": model,

@@ -29,6 +29,7 @@ from tests.integration.test_collector_support import (
     Keys,
     ServerThread,
     make_app,
+    older_proxy_spend_rows,
     raw_count,
 )
 from tracker.cli.wiring import Core
@@ -251,7 +252,7 @@ HOSTILE = [
 
 
 def test_hostile_values_refuse_their_item_only(url: str, keys: Keys, pool: ClientPool) -> None:
-    good = json.loads((FIXTURES / "litellm/spend_logs.json").read_text())[0]
+    good = older_proxy_spend_rows()[0]
     for i, (name, value) in enumerate(HOSTILE):
         pair = [{**good, "request_id": f"hostile-ok-{i}"},
                 {**good, "request_id": f"hostile-{i}", name: value}]  # fmt: skip
@@ -280,7 +281,7 @@ def test_hostile_values_refuse_their_item_only(url: str, keys: Keys, pool: Clien
 def test_a_gzip_body_is_read_whole_or_refused(url: str, keys: Keys, pool: ClientPool) -> None:
     # Found in review: only the first gzip member was read (200 for one record of two), and a
     # stream cut short or followed by other bytes was taken as far as it went.
-    good = json.loads((FIXTURES / "litellm/spend_logs.json").read_text())[0]
+    good = older_proxy_spend_rows()[0]
     lines = [json.dumps({**good, "request_id": f"gz-{i}"}).encode() + b"\n" for i in range(3)]
 
     def post(body: bytes) -> httpx.Response:
@@ -301,7 +302,7 @@ def test_a_gzip_body_is_read_whole_or_refused(url: str, keys: Keys, pool: Client
 def test_a_broken_json_line_refuses_that_line_only(url: str, keys: Keys, pool: ClientPool) -> None:
     # Found in review: one torn line in an NDJSON body refused the whole body (422), so the good
     # lines beside it were lost to a logger that does not resend refused bodies.
-    good = json.loads((FIXTURES / "litellm/spend_logs.json").read_text())[0]
+    good = older_proxy_spend_rows()[0]
     body = b"\n".join([json.dumps({**good, "request_id": "nd-0"}).encode(), b'{"request_id": "nd-',
                        b"", json.dumps({**good, "request_id": "nd-2"}).encode()])  # fmt: skip
     reply = _post(f"{url}/v1/litellm", keys.single, body, "application/x-ndjson")
@@ -324,7 +325,7 @@ def _with_lone_surrogate(item: dict[str, Any], field: str) -> bytes:
 def test_a_lone_surrogate_refuses_its_record_only(url: str, keys: Keys, pool: ClientPool) -> None:
     # Found in review: one lone surrogate escape made the body not JSON for the strict parser,
     # so every record in it was refused (422), not only the one carrying it.
-    good = json.loads((FIXTURES / "litellm/spend_logs.json").read_text())[0]
+    good = older_proxy_spend_rows()[0]
     ok, cut = ({**good, "request_id": f"surrogate-{n}"} for n in ("ok", "cut"))
     array = b"[" + json.dumps(ok).encode() + b"," + _with_lone_surrogate(cut, "model") + b"]"
     reply = _post(f"{url}/v1/litellm", keys.single, array)

@@ -49,6 +49,7 @@ from tests.integration.test_collector_support import (
     Keys,
     ServerThread,
     make_app,
+    older_proxy_spend_rows,
     raw_count,
 )
 from tracker.cli import app as cli
@@ -407,7 +408,7 @@ class _SpendLogs(BaseHTTPRequestHandler):
 def test_litellm_spend_log_pull(
     app: FastAPI, url: str, keys: Keys, pool: ClientPool, tmp_path: Path
 ) -> None:
-    rows = json.loads((FIXTURES / "litellm/spend_logs.json").read_text())
+    rows = older_proxy_spend_rows()
     # The recorded calls moved to an hour ago, keeping their spacing: the pull's first window
     # is "a day back from now", and this test compares the second window against it.
     shift = (
@@ -497,7 +498,7 @@ def test_a_litellm_call_that_ran_long_is_pulled_and_nothing_is_sent_twice(
     writes a call's row, keyed by its start, when the call ends: a call that ran longer and
     ended after a pull had moved on was never delivered. And every pull re-sent those 10
     minutes (with --follow, every 2 s)."""
-    template = json.loads((FIXTURES / "litellm/spend_logs.json").read_text())[0]
+    template = older_proxy_spend_rows()[0]
     now = datetime.now(UTC)
 
     def call(name: str, started_ago: timedelta, ran: timedelta) -> dict[str, Any]:
@@ -550,7 +551,7 @@ def test_a_pulled_row_json_cannot_carry_is_refused_alone(
 ) -> None:
     # Found in review: the pull encoded its batch whole, and one row with a lone surrogate
     # (which the reply's JSON parser lets through) made the whole pull raise.
-    template = json.loads((FIXTURES / "litellm/spend_logs.json").read_text())[0]
+    template = older_proxy_spend_rows()[0]
     start = datetime.now(UTC) - timedelta(minutes=5)
     rows = [{**template, "request_id": f"sur-{n}", "model": model,
              "startTime": start.isoformat(), "endTime": (start + timedelta(seconds=1)).isoformat()}
@@ -1435,7 +1436,7 @@ def test_a_followed_pull_waits_out_an_outage_of_the_server(
     """Found in review: `--follow` ended when the tracker (or the proxy) stayed away through
     the sender's retries. The follow now says so, waits (the pause doubling) and pulls on from
     its checkpoint once the server is back; a refused key still ends it."""
-    template = json.loads((FIXTURES / "litellm/spend_logs.json").read_text())[0]
+    template = older_proxy_spend_rows()[0]
     start = datetime.now(UTC) - timedelta(minutes=5)
     _WindowedSpendLogs.rows = [
         {**template, "request_id": f"fol-{n}", "startTime": start.isoformat(),

@@ -3,10 +3,13 @@ module's chdb database, registered gateways, and a real uvicorn server on 127.0.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -95,3 +98,17 @@ def raw_count(pool: ClientPool, gateway_id: str, where: str = "1") -> int:
         .result_rows
     )
     return int(rows[0][0])
+
+
+def older_proxy_spend_rows() -> list[dict[str, Any]]:
+    """The recorded LiteLLM spend-log rows as an older proxy serves them: without the
+    `litellm_call_id` column (nor that key in their metadata), so that a test giving rows
+    request ids of its own has them keyed by those (collector/adapters/litellm.py)."""
+    path = Path(__file__).resolve().parents[1] / "fixtures/litellm/spend_logs.json"
+    rows: list[dict[str, Any]] = json.loads(path.read_text())
+    return [
+        {**{k: v for k, v in row.items() if k != "litellm_call_id"},
+         "metadata": {k: v for k, v in (row.get("metadata") or {}).items()
+                      if k != "litellm_call_id"}}
+        for row in rows
+    ]  # fmt: skip

@@ -112,6 +112,42 @@ def test_litellm_team_alias_only_when_it_is_an_agency_and_cache_hits_ignored() -
     assert run(litellm.map_payload, {**payload, "cache_hit": True}, ONE) is None
 
 
+def test_litellm_calls_sharing_a_response_id_count_apart_and_pushed_or_pulled_once() -> None:
+    """Found in review (2026-11-26): the record id was the payload's `id`, the provider's
+    response id when it gives one; behind Ollama's OpenAI-compatible API (chatcmpl-<0..998>)
+    distinct calls shared it and all but one were dropped as resends. LiteLLM's own call id
+    comes first now, in both shapes (a spend-log column, and a key of its metadata)."""
+    payload = json.loads((FIXTURES / "litellm/standard_logging_payloads.json").read_text())[0]
+    row = json.loads((FIXTURES / "litellm/spend_logs.json").read_text())[0]
+    calls = [{**payload, "id": "chatcmpl-417", "litellm_call_id": call} for call in ("c-a", "c-b")]
+    ids = [_valid(run(litellm.map_payload, call, ONE)).record_id for call in calls]
+    assert ids == ["c-a", "c-b"]
+    rows = [{**row, "request_id": "chatcmpl-417", "litellm_call_id": "c-a"},
+            {**row, "request_id": "chatcmpl-417", "litellm_call_id": None,
+             "metadata": {"litellm_call_id": "c-b"}}]  # fmt: skip
+    assert [_valid(run(litellm.map_spend_log, r, ONE)).record_id for r in rows] == ids
+    # An older proxy's payload without a call id: its request id, as before.
+    older = {k: v for k, v in payload.items() if k != "litellm_call_id"}
+    assert _valid(run(litellm.map_payload, older, ONE)).record_id == payload["id"]
+
+
+def test_litellm_health_checks_are_no_agencys_usage() -> None:
+    """Found in review (2026-11-26): the proxy's periodic health checks are real model calls,
+    tagged, keyed and teamed `litellm-internal-health-check`, and were counted as the
+    gateway's agency's requests."""
+    payload = json.loads((FIXTURES / "litellm/standard_logging_payloads.json").read_text())[0]
+    row = json.loads((FIXTURES / "litellm/spend_logs.json").read_text())[0]
+    tagged = {**payload, "request_tags": ["litellm-internal-health-check"]}
+    teamed = {**payload, "metadata": {"user_api_key_team_alias": "litellm-internal-health-check"}}
+    assert run(litellm.map_payload, tagged, ONE) is None
+    assert run(litellm.map_payload, teamed, ONE) is None
+    hashed = "2ee659761968def976c7905217d96fa6e765f300dfb066f6c73fd3c279b3435a"
+    assert run(litellm.map_spend_log, {**row, "api_key": hashed}, ONE) is None
+    assert run(litellm.map_spend_log, {**row, "request_tags": '["litellm-internal-health-check"]'},
+               ONE) is None  # fmt: skip
+    assert _valid(run(litellm.map_payload, payload, ONE)).record_id  # the call itself counts
+
+
 def test_openai_jsonl_lines() -> None:
     lines = (FIXTURES / "openai/access.jsonl").read_text().splitlines()
     mapped = [run(openai_log.map_line, json.loads(line), ONE) for line in lines]
