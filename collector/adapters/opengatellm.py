@@ -1,14 +1,25 @@
 """OpenGateLLM (etalab-ia/OpenGateLLM, the French government's open-source LLM gateway, formerly
-albert-api): rows of its `usage` table (api/sql/models.py, class Usage), as exported to CSV or
-JSON, and the items of its `GET /v1/me/usage` answer (api/schemas/me/usage.py).
+albert-api): rows of its `usage` table as exported to CSV or JSON, and the items of its usage
+answer. Two layouts of each:
 
-record_id: `opengatellm-<id>` from the table's primary key; a `/v1/me/usage` item has no id, so
-a stable hash of the whole item (its model, key, endpoint, method, status, usage and `created`
-second; two identical calls in the same second would count once). Table timestamps are written
-by PostgreSQL without a zone and read as UTC. `duration` is milliseconds. Energy is the middle of
-OpenGateLLM's [kwh_min, kwh_max] estimate, in Wh. OpenGateLLM does not say which provider served
-a model: `provider` is the row's own column when present, else the importer's --provider, else
-`opengatellm`, and `client_url` (the upstream it forwarded to) gives endpoint_host. Its cost
+- releases to mid 2025 (api/sql/models.py, class Usage): `datetime` (no zone), `duration`,
+  `model`/`request_model`, `client_url`, `kwh_min`/`kwh_max`; answer items `"object":
+  "me.usage"` with `impacts.kWh` as {min, max};
+- current releases (api/infrastructure/postgres/models.py, class Usage): `created` (with zone),
+  `latency`, `router_name` (the model asked for) and `provider_model_name` (the model the
+  provider served), `request_id`, `kwh`; answer items `"object": "usage"` with `impacts.kWh` a
+  number. Found in review (2026-11-26): these rows were taken for rows without a model and
+  ignored, answering 200.
+
+record_id: `opengatellm-<id>` from the table's primary key; an answer item has no id, so a
+stable hash of the whole item (its model, key, endpoint, method, status, usage and `created`
+second; two identical calls in the same second would count once). Timestamps without a zone
+are read as UTC. `duration`/`latency` are milliseconds. Energy is OpenGateLLM's `kwh` (or the
+middle of its [kwh_min, kwh_max] estimate), in Wh. model is the model served when the row says
+(`provider_model_name`), else the one asked for. OpenGateLLM's usage row does not say which
+provider served a model: `provider` is the row's own column when present, else the importer's
+--provider, else `opengatellm`, and `client_url` (the upstream it forwarded to; in current
+releases the provider table's `url`, joined in by the export) gives endpoint_host. Its cost
 carries no currency: EUR unless --currency says otherwise. Rows without a model (endpoints that
 call none) are ignored.
 """
@@ -42,13 +53,23 @@ OPERATIONS: Final = {
     "/v1/rerank": "rerank",
 }
 TABLE_COLUMNS: Final = frozenset({"endpoint", "client_url", "prompt_tokens", "datetime"})
+# Columns only the current usage table has; with `endpoint`, two of them say it is one.
+CURRENT_COLUMNS: Final = frozenset(
+    {"router_name", "provider_model_name", "kwh", "kgco2eq", "ttft", "token_name", "user_email"}
+)
+ANSWER_OBJECTS: Final = frozenset({"me.usage", "usage"})
 
 
 def is_usage_row(item: Any) -> bool:
-    """A usage-table row (>= 3 of its distinctive columns) or a /v1/me/usage item."""
+    """A usage-table row (>= 3 of the older table's distinctive columns, or `endpoint` and >= 2
+    of the current one's) or an item of a usage answer."""
     if not isinstance(item, dict):
         return False
-    return item.get("object") == "me.usage" or len(TABLE_COLUMNS & item.keys()) >= 3
+    if item.get("object") in ANSWER_OBJECTS:
+        return True
+    keys = item.keys()
+    return len(TABLE_COLUMNS & keys) >= 3 or ("endpoint" in keys
+                                              and len(CURRENT_COLUMNS & keys) >= 2)  # fmt: skip
 
 
 def _tokens(field: str, value: Any) -> int | None:
@@ -66,31 +87,46 @@ def _energy_wh(low: Any, high: Any) -> float | None:
     return sum(values) / len(values) * 1000 if values else None
 
 
+def _kwh_as_wh(field: str, value: Any) -> float | None:
+    kwh = coerce(field, as_float, value)
+    return None if kwh is None else kwh * 1000
+
+
 def map_row(item: Any, ctx: Context) -> dict[str, Any] | None:
     row = require_object(item)
     if _is_answer(row):
         # An answer unwrap could not open: taken for a row without a model, it and every
         # item in it would be ignored with a 200.
         raise SourceError("data", "a /v1/me/usage answer must hold its items in a `data` array")
-    me = row.get("object") == "me.usage"
+    me = row.get("object") in ANSWER_OBJECTS
     usage = row.get("usage") if me else row
-    model = first(row.get("model"), row.get("request_model"))
+    model = first(row.get("model"), row.get("request_model"), row.get("provider_model_name"),
+                  row.get("router_name"))  # fmt: skip
     if model is None:
         return None
     if me:
         occurred = coerce("created", as_time, row.get("created"))
         record_id = f"opengatellm:{canonical_hash(row)}"
         latency = coerce("usage.metrics.latency", as_int, dig(usage, "metrics", "latency"))
-        energy = _energy_wh(
-            dig(usage, "impacts", "kWh", "min"), dig(usage, "impacts", "kWh", "max")
-        )
+        kwh = dig(usage, "impacts", "kWh")
+        energy = (_energy_wh(dig(kwh, "min"), dig(kwh, "max")) if isinstance(kwh, dict)
+                  else _kwh_as_wh("usage.impacts.kWh", kwh))  # fmt: skip
     else:
-        occurred = coerce("datetime", as_time, row.get("datetime"), assume_utc=True)
+        if row.get("datetime") is not None:
+            occurred = coerce("datetime", as_time, row.get("datetime"), assume_utc=True)
+        else:
+            occurred = coerce("created", as_time, row.get("created"), assume_utc=True)
         row_id = coerce("id", as_int, row.get("id"))
         record_id = f"opengatellm-{row_id}" if row_id is not None else (
             f"opengatellm:{canonical_hash(row)}")  # fmt: skip
-        latency = coerce("duration", as_int, row.get("duration"))
-        energy = _energy_wh(row.get("kwh_min"), row.get("kwh_max"))
+        if row.get("duration") is not None:
+            latency = coerce("duration", as_int, row.get("duration"))
+        else:
+            latency = coerce("latency", as_int, row.get("latency"))
+        if row.get("kwh") is not None:
+            energy = _kwh_as_wh("kwh", row.get("kwh"))
+        else:
+            energy = _energy_wh(row.get("kwh_min"), row.get("kwh_max"))
     status = coerce("status", as_int, row.get("status"))
     cost = coerce("cost", as_cost, dig(usage, "cost"))
     endpoint = str(row.get("endpoint") or "")

@@ -7,6 +7,7 @@ import csv
 import hashlib
 import json
 import tracemalloc
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -279,6 +280,50 @@ def test_opengatellm_rows_and_me_usage() -> None:
     me = opengatellm.unwrap(json.loads((FIXTURES / "opengatellm/me_usage.json").read_text()))
     usage = _valid(run(opengatellm.map_row, me[0], ONE))
     assert (usage.latency_ms, usage.input_tokens) == (350, 12)
+    assert usage.energy_wh == pytest.approx(0.2)
+
+
+# A row of OpenGateLLM's current usage table (api/infrastructure/postgres/models.py, class
+# Usage, etalab-ia/OpenGateLLM dc29c62), with the provider's url joined in as client_url.
+CURRENT_OGL_ROW = {
+    "id": 5001, "created": "2026-09-25T10:00:00.123+00:00", "user_id": 12, "token_id": 40,
+    "router_id": 3, "provider_id": 7, "user_email": "a@b.fr", "token_name": "k",
+    "router_name": "albert-large", "provider_model_name": "mistralai/Mistral-Small-3.2",
+    "request_id": "req-abc", "endpoint": "/v1/chat/completions", "latency": 1200, "ttft": 180,
+    "status": 200, "prompt_tokens": 230, "completion_tokens": 71.0, "total_tokens": 301,
+    "cost": 0.0031, "kwh": 0.0015, "kgco2eq": 0.00007,
+    "client_url": "https://llm.numerique.gouv.fr/v1",
+}  # fmt: skip
+
+
+def test_opengatellm_current_usage_rows_and_answers() -> None:
+    """Found in review (2026-11-26): rows of OpenGateLLM's current usage table (`created`,
+    `router_name`/`provider_model_name`, `latency`, `kwh`) were taken for rows without a
+    model and ignored with a 200, and its current answer items (`"object": "usage"`, `kWh` a
+    number) were refused for a missing `datetime`."""
+    for mapped in (
+        run(opengatellm.map_row, CURRENT_OGL_ROW, ONE),
+        run(openai_log.map_line, CURRENT_OGL_ROW, ONE),  # a JSON Lines export
+        run(csv_export.map_row, {k: str(v) for k, v in CURRENT_OGL_ROW.items()}, ONE),  # CSV
+    ):
+        record = _valid(mapped)
+        assert (record.record_id, record.model, record.operation) == (
+            "opengatellm-5001", "mistralai/Mistral-Small-3.2", "chat")  # fmt: skip
+        assert (record.input_tokens, record.output_tokens, record.latency_ms) == (230, 71, 1200)
+        assert record.occurred_at == datetime(2026, 9, 25, 10, 0, 0, 123000, tzinfo=UTC)
+        assert record.energy_wh == pytest.approx(1.5)
+        assert record.endpoint_host == "llm.numerique.gouv.fr"
+    asked_only = {k: v for k, v in CURRENT_OGL_ROW.items() if k != "provider_model_name"}
+    assert _valid(run(opengatellm.map_row, asked_only, ONE)).model == "albert-large"
+    item = {"object": "usage", "model": "albert-large", "key": "k",
+            "endpoint": "/v1/chat/completions", "created": 1767258000,
+            "usage": {"prompt_tokens": 12, "completion_tokens": 30, "total_tokens": 42,
+                      "cost": 0.0004, "impacts": {"kWh": 0.0002, "kgCO2eq": 0.00001},
+                      "metrics": {"latency": 350, "ttft": 90}}}  # fmt: skip
+    answer = {"object": "list", "total": 1, "offset": 0, "limit": 10, "data": [item]}
+    (opened,) = opengatellm.unwrap([answer])
+    usage = _valid(run(opengatellm.map_row, opened, ONE))
+    assert (usage.latency_ms, usage.input_tokens, usage.output_tokens) == (350, 12, 30)
     assert usage.energy_wh == pytest.approx(0.2)
 
 
