@@ -263,8 +263,11 @@ def registered_by_period(
     sector: str | None,
 ) -> list[tuple[str, ...]]:
     """A of each period: the agencies (of `sector`) the registry in force at the period's end
-    lists, as the period's rows were classified then; `registry` for a period not ended yet,
-    or one before the ledger's first change.
+    lists, as the period's rows were classified then; `registry` for a period not ended yet.
+    A period that ended before the ledger's first change takes that first version: the
+    earliest known, as rows landed before any change was recorded were classified (found in
+    review: it took today's `registry`, so a store's closed months before its first start
+    counted agencies registered since, and their D fell).
 
     Found in review: A was always today's registry while activity is read from the rows by
     the sector they landed under, so once an agency moved sector, its old sector's past
@@ -281,6 +284,8 @@ def registered_by_period(
                 if change.effective_from >= end:
                     break
                 version = change.version
+            if version is None and changes:
+                version = changes[0].version
         then = registry_of(client, version) if version is not None else None
         listed = then if then is not None else registry
         out.append(tuple(a.id for a in listed.agencies if sector is None or a.sector == sector))

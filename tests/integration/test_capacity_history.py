@@ -63,3 +63,10 @@ def test_a_past_periods_agencies_are_the_registrys_of_that_time(pool: ClientPool
     july = (datetime(2019, 7, 1, tzinfo=UTC), datetime(2019, 8, 1, tzinfo=UTC))
     assert agencies("health", july)["in-kvs"] == 50
     assert "in-kvs" not in agencies("education", july)
+    # A period before the ledger's first change (rows landed before any was recorded, as a
+    # store's history does before its first start): the first version's agencies, the best
+    # known of that time, not today's (found in review, 2026-11-26: a demo store's closed
+    # months took agencies registered since, and their D fell).
+    march_2018 = (datetime(2018, 3, 1, tzinfo=UTC), datetime(2018, 4, 1, tzinfo=UTC))
+    assert "in-kvs" in agencies("education", march_2018)
+    assert "in-kvs" not in agencies("health", march_2018)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 
-from tests.integration.ports import tracker_up
+from tests.integration.ports import free_port, tracker_up, wait_http
 
 
 def _tracker(*args: str) -> subprocess.CompletedProcess[str]:
@@ -47,3 +48,29 @@ def test_each_demo_run_replaces_the_demo_key(tmp_path: Path) -> None:
     again = _tracker("demo", "--no-serve", "--days", "1", "--data-dir", str(tmp_path))
     assert again.returncode == 2 and "no demo key is issued" in again.stderr, again.stderr
     assert "key:" not in again.stdout and "Traceback" not in again.stderr
+
+
+def test_the_serving_demo_names_its_store_and_a_stop_ends_it_cleanly(tmp_path: Path) -> None:
+    """Found in review (2026-11-26): `up`'s banner names the store in use, `demo`'s did not;
+    and SIGTERM ended it with 143 (uvicorn raises the signal again after its shutdown)."""
+    port = free_port()
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "tracker", "demo", "--days", "1", "--port", str(port),
+         "--data-dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert demo.stdout is not None
+        banner = ""
+        for line in demo.stdout:  # ends at EOF should the process die first
+            if line.startswith("headline: "):
+                banner = line
+                break
+        assert f"(data in chdb://{tmp_path / 'chdb'}" in banner, banner
+        wait_http(f"http://127.0.0.1:{port}/v1/health", demo)  # type: ignore[arg-type]
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(timeout=60) == 0
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()

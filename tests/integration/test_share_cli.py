@@ -14,7 +14,7 @@ from tracker.classify import Classifier
 from tracker.cli import app
 from tracker.clickhouse import ClientPool
 from tracker.demo import generate
-from tracker.metrics import Basis, headline
+from tracker.metrics import Basis, headline, hour_ceil
 from tracker.registry import load, record_version
 from tracker.settings import CommonSettings
 
@@ -48,6 +48,12 @@ def test_cli_share_then_and_now(
     assert now.exit_code == 0, now.output
     # Same registry version in force: re-classifying changes nothing.
     assert json.loads(now.output)["domestic_share"] == pytest.approx(figure["domestic_share"])
+    # Without --to: the API's default end, now rounded up to the hour (it was an hour later).
+    asked = datetime.now(UTC)
+    default = runner.invoke(app, args[:3] + args[5:])
+    assert default.exit_code == 0, default.output
+    ends = {hour_ceil(asked).isoformat(), hour_ceil(datetime.now(UTC)).isoformat()}
+    assert json.loads(default.output)["to"] in ends  # two only when an hour turned meanwhile
     bad = runner.invoke(app, [*args, "--basis", "vibes"])
     assert bad.exit_code == 2, bad.output
     shown = " ".join(bad.output.replace("│", " ").split())  # typer's box wraps its message

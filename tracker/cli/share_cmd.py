@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -39,9 +39,11 @@ def share(
 
     chosen_basis, mode = Basis(basis), AsClassified(as_classified)  # typer checked them
     start = _utc(from_, "--from")
-    end = _utc(to or datetime.now(UTC) + timedelta(hours=1), "--to")
+    end = _utc(to or datetime.now(UTC), "--to")
     assert start is not None and end is not None
-    # Whole hours, as headline() reads them (the rollups' resolution); printed so.
+    # Whole hours, as headline() reads them (the rollups' resolution); printed so. The
+    # default end is the API's (api.routes.share.resolve_range): now, rounded up to the hour
+    # (found in review: it was an hour later, so the two answered for different windows).
     start, end = hour_floor(start), hour_ceil(end)
     if start >= end:
         typer.echo("tracker: --from must be before --to", err=True)
