@@ -27,7 +27,8 @@ class SeedOutcome:
     window: Window | None
     landed: int = 0
     resumed: bool = False  # completed a seed an earlier run started
-    already: int = 0  # records of a completed seed (nothing landed now)
+    already: int = 0  # records of a completed seed (nothing landed now); window None: one
+    # of a release before migration 0010
     foreign: int = 0  # usage that no demo seed landed: the store is left as it is
 
 
@@ -59,8 +60,14 @@ def seed_once(
     if last is not None and last[1] == "completed":
         return SeedOutcome(last[0], already=last[2])
     if last is None:
-        present = int(client.query("SELECT count() FROM usage_raw").result_rows[0][0])
+        # Demo records only: a seed of a release before migration 0010, which recorded no
+        # window (found in review: called "not a demo seed's"); taken as done, as it was then.
+        present, demo_records = (int(n) for n in client.query(
+            "SELECT count(), countIf(startsWith(record_id, 'demo-')) FROM usage_raw"
+        ).result_rows[0])  # fmt: skip
         if present:
+            if demo_records == present:
+                return SeedOutcome(None, already=present)
             return SeedOutcome(None, foreign=present)
         window = Window(today or datetime.now(UTC).date(), days)
         _note(client, window, "started", 0)

@@ -63,7 +63,7 @@ OPERATIONS: Final = {
 }
 
 
-def _json_field(value: Any) -> Any:
+def json_field(value: Any) -> Any:
     """Spend-log JSON columns arrive as objects, or as JSON text from older proxies."""
     if isinstance(value, str) and value[:1] in "[{":
         try:
@@ -161,7 +161,7 @@ def map_spend_log(item: Any, ctx: Context) -> dict[str, Any] | None:
     """One LiteLLM_SpendLogs row as /spend/logs (or /spend/logs/v2) serves it. Timestamps
     without a zone are UTC: the proxy stores them so."""
     row = require_object(item)
-    tags, metadata = _json_field(row.get("request_tags")), _json_field(row.get("metadata"))
+    tags, metadata = json_field(row.get("request_tags")), json_field(row.get("metadata"))
     if _is_cache_hit(row.get("cache_hit")) or _is_health_check(tags, metadata, row.get("api_key")):
         return None
     model = first(row.get("model"), row.get("model_group"))

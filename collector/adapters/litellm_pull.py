@@ -12,8 +12,14 @@ in batches), and the API filters on the start only. So no single watermark is sa
   sweep however long it ran, and sends of those only what the short pulls cannot have sent.
 The checkpoint (data_dir/import/litellm-<hash of the proxy URL, tracker URL and gateway>.json)
 holds the newest start seen and the time of the last sweep: rows pulled into one tracker, or by
-one gateway, have not reached another. Rows read twice keep their request_id and count once; a
+one gateway, have not reached another. Rows read twice keep their record id and count once; a
 following puller does not send again what it has sent.
+
+Records are keyed by LiteLLM's call id since 2026-11-26, by its request id before
+(collector/adapters/litellm.py). Every pull re-reads rows an earlier one sent, so a checkpoint
+an earlier release wrote also marks the change: rows started at or before its watermark keep
+the request id they were sent under (`call_ids_from`, kept in the checkpoint from then on), and
+a re-read counts once either side of the upgrade.
 """
 
 from __future__ import annotations
@@ -85,6 +91,22 @@ def _utc(value: datetime) -> datetime:
 class _Checkpoint:
     watermark: datetime | None  # the newest startTime delivered
     swept_at: datetime | None  # when the last sweep's read began
+    # Rows started at or before it are keyed by their request id, as the releases before
+    # 2026-11-26 sent them (the watermark of a checkpoint such a release wrote); None: none.
+    call_ids_from: datetime | None = None
+
+
+def _as_sent_before_call_ids(row: dict[str, Any]) -> dict[str, Any]:
+    """The row without LiteLLM's call id, so the adapter keys it by its request id."""
+    metadata = row.get("metadata")
+    kept = {k: v for k, v in row.items() if k != "litellm_call_id"}
+    if isinstance(metadata, dict) and "litellm_call_id" in metadata:
+        kept["metadata"] = {k: v for k, v in metadata.items() if k != "litellm_call_id"}
+    elif isinstance(metadata, str) and "litellm_call_id" in metadata:
+        parsed = litellm.json_field(metadata)
+        if isinstance(parsed, dict):
+            kept["metadata"] = {k: v for k, v in parsed.items() if k != "litellm_call_id"}
+    return kept
 
 
 def _duration(row: dict[str, Any], start: datetime) -> timedelta | None:
@@ -129,11 +151,15 @@ class Puller:
             source = self.legacy_state
         try:
             state = orjson.loads(source.read_bytes())
-            marks = [state.get(name) for name in ("watermark", "swept_at")]
+            marks = [state.get(name) for name in ("watermark", "swept_at", "call_ids_from")]
             # Written in UTC; a time without its offset (edited by hand) is read as UTC, not
             # left to fail the first comparison with a trace.
-            return _Checkpoint(*(_utc(datetime.fromisoformat(v)) if isinstance(v, str) else None
-                                 for v in marks))  # fmt: skip
+            watermark, swept_at, call_ids_from = (
+                _utc(datetime.fromisoformat(v)) if isinstance(v, str) else None for v in marks
+            )
+            if "call_ids" not in state:  # an earlier release's: it sent rows by request id
+                call_ids_from = watermark
+            return _Checkpoint(watermark, swept_at, call_ids_from)
         except (ValueError, AttributeError) as exc:
             raise UnusableArguments(
                 f"{source}: the pull's checkpoint is damaged; move it away to pull "
@@ -143,9 +169,10 @@ class Puller:
     def _save(self, checkpoint: _Checkpoint) -> None:
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_bytes(orjson.dumps({name: value.isoformat() for name, value in (
-            ("watermark", checkpoint.watermark), ("swept_at", checkpoint.swept_at))
-            if value is not None}))  # fmt: skip
+        marks = {name: value.isoformat() for name, value in (
+            ("watermark", checkpoint.watermark), ("swept_at", checkpoint.swept_at),
+            ("call_ids_from", checkpoint.call_ids_from)) if value is not None}  # fmt: skip
+        tmp.write_bytes(orjson.dumps({**marks, "call_ids": True}))
         os.replace(tmp, self.state_file)
         legacy = self.legacy_state
         if legacy is not None and legacy.exists():
@@ -290,6 +317,9 @@ class Puller:
                 covered, long = self._already_covered(row, seen, short)
                 if covered:
                     continue
+            if (isinstance(row, dict) and seen is not None and mark.call_ids_from is not None
+                    and seen <= mark.call_ids_from):  # fmt: skip
+                row = _as_sent_before_call_ids(row)
             # Encoded one by one, as the importer does: a value JSON cannot carry (a lone
             # surrogate the reply's parser let through) is refused alone, not the whole pull.
             found = run(litellm.map_spend_log, row, self.ctx)
@@ -309,7 +339,7 @@ class Puller:
             send()
         swept_at = now if sweep else mark.swept_at
         if newest is not None and swept_at is not None:
-            self._save(_Checkpoint(newest, swept_at))
+            self._save(_Checkpoint(newest, swept_at, mark.call_ids_from))
             self._forget_before(newest - self.overlap - WRITE_DELAY,
                                 swept_at - self.max_call - WRITE_DELAY)  # fmt: skip
 

@@ -53,23 +53,32 @@ OPERATIONS: Final = {
     "/v1/rerank": "rerank",
 }
 TABLE_COLUMNS: Final = frozenset({"endpoint", "client_url", "prompt_tokens", "datetime"})
-# Columns only the current usage table has; with `endpoint`, two of them say it is one.
-CURRENT_COLUMNS: Final = frozenset(
-    {"router_name", "provider_model_name", "kwh", "kgco2eq", "ttft", "token_name", "user_email"}
-)
+# The current usage table's own names for the model; with `endpoint` and `created`, and none
+# of the names a record of the contract, an access-log line or a response has, they say it is
+# one of its rows. Found in review: `endpoint` with any two of its other columns (`ttft`,
+# `kwh`, `user_email`...) took access-log lines and generic CSV exports for its rows, which
+# it then refused.
+CURRENT_MODEL_COLUMNS: Final = frozenset({"router_name", "provider_model_name"})
+NOT_ITS_COLUMNS: Final = frozenset({"record_id", "occurred_at", "usage", "response", "body"})
 ANSWER_OBJECTS: Final = frozenset({"me.usage", "usage"})
 
 
 def is_usage_row(item: Any) -> bool:
-    """A usage-table row (>= 3 of the older table's distinctive columns, or `endpoint` and >= 2
-    of the current one's) or an item of a usage answer."""
+    """A usage-table row (>= 3 of the older table's distinctive columns, or the current one's
+    model columns beside `endpoint` and `created`) or an item of a usage answer (`me.usage`;
+    `usage` only with its `usage` object and `endpoint`)."""
     if not isinstance(item, dict):
         return False
-    if item.get("object") in ANSWER_OBJECTS:
+    kind = item.get("object")
+    if kind == "me.usage":
         return True
+    if kind == "usage":
+        return isinstance(item.get("usage"), dict) and "endpoint" in item
     keys = item.keys()
-    return len(TABLE_COLUMNS & keys) >= 3 or ("endpoint" in keys
-                                              and len(CURRENT_COLUMNS & keys) >= 2)  # fmt: skip
+    if len(TABLE_COLUMNS & keys) >= 3:
+        return True
+    return ("endpoint" in keys and "created" in keys and bool(CURRENT_MODEL_COLUMNS & keys)
+            and not NOT_ITS_COLUMNS & keys)  # fmt: skip
 
 
 def _tokens(field: str, value: Any) -> int | None:

@@ -81,3 +81,26 @@ def test_a_stalled_upload_holds_the_shutdown_no_longer_than_its_grace(tmp_path: 
             up.wait()
     assert took < 10, took
     assert ended == 0  # a stop asked for, done: not 143, the death by a signal raised again
+
+
+def test_a_stop_before_uvicorns_handlers_are_in_still_stops_the_server() -> None:
+    """Found in review (2026-11-26): `_serve` put in handlers that only noted a signal, before
+    uvicorn put in its own; a SIGTERM in that moment (~1 ms) was noted and the server ran on.
+    Here the signal comes exactly then."""
+    script = (
+        "import os, signal, time\n"
+        "import uvicorn\n"
+        "from fastapi import FastAPI\n"
+        "import tracker.cli as cli\n"
+        "original = uvicorn.Server.run\n"
+        "def run_after_a_stop(self, sockets=None):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(0.1)  # the handler runs\n"
+        "    return original(self, sockets=sockets)\n"
+        "uvicorn.Server.run = run_after_a_stop\n"
+        "cli._serve(FastAPI(), cli._listen('127.0.0.1', 0), 1)\n"
+        "print('stopped')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    assert (done.returncode, done.stdout.strip()) == (0, "stopped"), done.stderr[-2000:]

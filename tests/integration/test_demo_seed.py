@@ -69,3 +69,16 @@ def test_a_store_with_usage_no_seed_landed_is_not_seeded(core: Core) -> None:
     outcome = seed_once(core.pool.get(), days=3, generate=lambda w: iter(()), land=refuse)
     assert (outcome.window, outcome.landed, outcome.foreign) == (None, 0, 1)
     assert stored(core) == (1, 1)
+
+
+def test_a_store_an_earlier_release_seeded_is_taken_as_seeded(core: Core) -> None:
+    """Found in review (2026-11-26): a demo store seeded before migration 0010 (no window
+    recorded) was called "usage already present, not a demo seed's"."""
+    landed = seed(core, demo.generate(core.registry, days=1, end=date(2026, 11, 20)), total=None)
+
+    def refuse(records: Iterable[UsageRecord]) -> int:
+        raise AssertionError("seeded again")
+
+    outcome = seed_once(core.pool.get(), days=3, generate=lambda w: iter(()), land=refuse)
+    assert (outcome.window, outcome.already, outcome.foreign, outcome.landed) == (
+        None, landed, 0, 0)  # fmt: skip

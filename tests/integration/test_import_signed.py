@@ -18,10 +18,11 @@ from typer.testing import CliRunner, Result
 
 from collector.adapters.common import Context
 from collector.imports import Checkpoints, FileReport, Importer, Sender, watch
-from tests.integration.test_collector_import import FIXTURES, _SpendLogs
+from tests.integration.test_collector_import import _SpendLogs
 from tests.integration.test_collector_support import (
     SINGLE_AGENCY,
     make_app,
+    older_proxy_spend_rows,
     raw_count,
 )
 from tracker.cli import app as cli
@@ -106,7 +107,7 @@ def test_a_signed_gateway_pulls_litellm(
 ) -> None:
     gateway, key = signed
     assert gateway.signing_secret is not None
-    rows = json.loads((FIXTURES / "litellm/spend_logs.json").read_text())
+    rows = older_proxy_spend_rows()
     shift = (datetime.now(UTC) - timedelta(hours=1)
              - max(datetime.fromisoformat(r["startTime"]) for r in rows))  # fmt: skip
     _SpendLogs.rows = [

@@ -842,3 +842,23 @@ def test_otlp_start_time_is_not_rounded_through_a_float(nanos: int) -> None:
     record = _valid(run(otlp.map_span, item, ONE))
     assert record.occurred_at.isoformat() == "2025-12-31T23:59:59.999000+00:00"
     assert record.latency_ms == 1000
+
+
+def test_other_formats_are_not_taken_for_opengatellm_rows() -> None:
+    """Found in review (2026-11-26) of the rule that read OpenGateLLM's current rows: `endpoint`
+    with any two of that table's other columns (`ttft`, `kwh`, `user_email`...) took an
+    access-log line and a generic CSV export for its rows, refused then for a missing
+    `created`."""
+    line = {"request_id": "req-1", "timestamp": "2026-09-25T10:00:00Z",
+            "endpoint": "/v1/chat/completions", "model": "gpt-4o", "ttft": 90,
+            "user_email": "a@b.in", "response": {"usage": {"prompt_tokens": 3,
+                                                          "completion_tokens": 4}}}  # fmt: skip
+    assert not opengatellm.is_usage_row(line)
+    assert _valid(run(openai_log.map_line, line, ONE)).record_id == "req-1"
+    exported = {"record_id": "r-1", "occurred_at": "2026-09-25T10:00:00Z", "agency_id": "in-mohfw",
+                "provider": "sarvam", "model": "m", "endpoint": "/v1/chat/completions",
+                "kwh": "0.1", "kgco2eq": "0.01", "request_count": "1"}  # fmt: skip
+    assert not opengatellm.is_usage_row(exported)
+    assert _valid(run(csv_export.map_row, exported, ONE)).record_id == "r-1"
+    assert not opengatellm.is_usage_row({"object": "usage"})
+    assert opengatellm.is_usage_row(CURRENT_OGL_ROW)

@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -357,12 +358,21 @@ def _serve(application: Any, sock: socket.socket, grace_seconds: int) -> None:
     # handlers it finds: the signal raised again is noted and the command ends normally,
     # exit 0, after its cleanup. Put back after the server: a second signal during that
     # cleanup ends the process at once.
+    # Each also asks the server to stop: a signal in the moment before uvicorn's own handlers
+    # are in was only noted, and the server then ran on (found in review, a ~1 ms window).
+    server = uvicorn.Server(config)
     caught: list[int] = []
-    found = {sig: signal.signal(sig, lambda signum, _frame: caught.append(signum))
-             for sig in (signal.SIGTERM, signal.SIGINT)}  # fmt: skip
+
+    def note(signum: int, frame: Any) -> None:
+        caught.append(signum)
+        server.handle_exit(signum, frame)
+
+    found: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():  # where signals can be handled
+        found = {sig: signal.signal(sig, note) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with sock:
-            uvicorn.Server(config).run(sockets=[sock])
+            server.run(sockets=[sock])
     finally:
         for sig, handler in found.items():
             signal.signal(sig, handler)
@@ -433,14 +443,17 @@ def demo(
                                                    end=window.end),
         land=lambda records: seed(core, records, total=None),
     )  # fmt: skip
-    if outcome.window is None:
+    if outcome.foreign:
         typer.echo(f"usage already present ({outcome.foreign} records, not a demo seed's); "
                    "not seeding demo data into it")  # fmt: skip
     elif outcome.already:
         window = outcome.window
-        typer.echo(f"demo data already present ({outcome.already} records, {window.days} days "
-                   f"to {window.end}); not seeding again")  # fmt: skip
+        seeded = (f"{window.days} days to {window.end}" if window is not None
+                  else "seeded by an earlier release")  # fmt: skip
+        typer.echo(f"demo data already present ({outcome.already} records, {seeded}); "
+                   "not seeding again")  # fmt: skip
     else:
+        assert outcome.window is not None  # seeded now
         began = (f" (completing the seed of {outcome.window.days} days to {outcome.window.end} "
                  "an earlier run began)" if outcome.resumed else "")  # fmt: skip
         typer.echo(f"seeded {outcome.landed} records for {len(core.registry.agencies)} "
