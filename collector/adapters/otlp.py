@@ -4,7 +4,9 @@ A span is a usage item when it carries `gen_ai.operation.name`, `gen_ai.provider
 older `gen_ai.system`; every other span is ignored (not rejected). Spans whose operation is not a
 model inference are ignored too (NOT_INFERENCES): agent, workflow, planning and tool spans wrap
 model calls that are spans of their own (counting both would count one inference twice), and
-retrieval and memory spans are calls to a vector or memory store, not to a model.
+retrieval and memory spans are calls to a vector or memory store, not to a model. The one
+exception is an `invoke_agent` span of kind CLIENT: a remote agent service's, whose model calls
+have no spans here (is_genai).
 
 record_id is the span's own identity, `otel:<trace id><span id>`: unique per span and the same
 in every resend of it. `gen_ai.response.id` is only a fallback for a span without ids, because
@@ -522,8 +524,18 @@ def spans(export: Export) -> Iterator[SpanItem]:
                 place += 1
 
 
-def is_genai(attrs: dict[str, Any]) -> bool:
-    if attrs.get("gen_ai.operation.name") in NOT_INFERENCES:  # a string: map_span checks
+# An `invoke_agent` span of kind CLIENT calls an agent a remote service runs (semantic
+# conventions spans.yaml `gen_ai.invoke_agent.client`: OpenAI Assistants, AWS Bedrock Agents):
+# its model calls happen there and have no spans in this trace, so this span is the only
+# record of that inference and is counted. An INTERNAL one wraps model-call spans of its own
+# and is not. Found in review (2026-11-26): both were ignored.
+SPAN_KIND_CLIENT: Final = 3
+REMOTE_AGENT: Final = "invoke_agent"
+
+
+def is_genai(attrs: dict[str, Any], kind: int = 0) -> bool:
+    operation = attrs.get("gen_ai.operation.name")  # a string: map_span checks
+    if operation in NOT_INFERENCES and not (operation == REMOTE_AGENT and kind == SPAN_KIND_CLIENT):
         return False
     return any(k in attrs for k in ("gen_ai.operation.name", "gen_ai.provider.name",
                                     "gen_ai.system"))  # fmt: skip
@@ -586,7 +598,7 @@ def map_span(item: SpanItem, ctx: Context) -> dict[str, Any] | None:
     if operation is not None and not isinstance(operation, str):
         # An array or kvlist cannot be looked up as a name (it was a TypeError and a 500).
         raise SourceError("gen_ai.operation.name", f"must be a string, not {_kind(operation)}")
-    if not is_genai(attrs):
+    if not is_genai(attrs, span.kind):
         return None
     # Span attributes win over resource attributes: the more specific statement. Only the keys
     # read from both levels: a copy of the resource's attributes per span cost spans x

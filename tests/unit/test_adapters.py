@@ -451,8 +451,8 @@ def _otlp_request(resource: dict[str, str], *spans: dict[str, Any]) -> list[otlp
     body = {"resourceSpans": [{
         "resource": {"attributes": [kv(k, v) for k, v in resource.items()]},
         "scopeSpans": [{"scope": {"name": "test"}, "spans": [
-            {**{k: v for k, v in span.items() if k != "attributes"},
-             "name": "chat", "kind": 3,
+            {"kind": 3, **{k: v for k, v in span.items() if k != "attributes"},
+             "name": "chat",
              "startTimeUnixNano": "1767225600000000000", "endTimeUnixNano": "1767225601000000000",
              "attributes": [kv(k, v) for k, v in span["attributes"].items()]}
             for span in spans]}]}]}  # fmt: skip
@@ -532,12 +532,37 @@ NOT_MODEL_CALLS = [
 def test_otlp_ignores_operations_that_are_not_model_calls(
     operation: str, attributes: dict[str, Any]
 ) -> None:
+    # An agent invoked in process (INTERNAL) wraps model-call spans of its own; a CLIENT one
+    # calls a remote agent service and is counted (the test below).
+    kind = 1 if operation == "invoke_agent" else 3
     (item,) = _otlp_request(
         {"tracker.agency_id": "in-mohfw"},
         {"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331",
-         "attributes": {"gen_ai.operation.name": operation, **attributes}},
+         "kind": kind, "attributes": {"gen_ai.operation.name": operation, **attributes}},
     )  # fmt: skip
     assert run(otlp.map_span, item, NONE) is None  # neither counted nor refused
+
+
+def test_otlp_counts_a_remote_agent_invocation() -> None:
+    """Found in review (2026-11-26): an `invoke_agent` span of kind CLIENT (semantic
+    conventions `gen_ai.invoke_agent.client`: an agent a remote service runs, e.g. AWS Bedrock
+    Agents) is the only record of its inference, whose model calls have no spans in the
+    caller's trace; it was ignored like the INTERNAL spans that wrap model-call spans."""
+    remote = {"gen_ai.operation.name": "invoke_agent", "gen_ai.provider.name": "aws.bedrock",
+              "gen_ai.request.model": "anthropic.claude-3-5-sonnet",
+              "server.address": "bedrock-agent-runtime.ap-south-1.amazonaws.com",
+              "gen_ai.usage.input_tokens": 1200, "gen_ai.usage.output_tokens": 300}  # fmt: skip
+    client, internal = _otlp_request(
+        {"tracker.agency_id": "in-mohfw"},
+        {"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331",
+         "kind": 3, "attributes": remote},
+        {"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203332",
+         "kind": 1, "attributes": remote},
+    )  # fmt: skip
+    record = _valid(run(otlp.map_span, client, NONE))
+    assert (record.input_tokens, record.output_tokens, record.operation) == (1200, 300, "other")
+    assert record.endpoint_host == "bedrock-agent-runtime.ap-south-1.amazonaws.com"
+    assert run(otlp.map_span, internal, NONE) is None
 
 
 @pytest.mark.parametrize(
