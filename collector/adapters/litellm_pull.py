@@ -98,14 +98,10 @@ class _Checkpoint:
 
 def _as_sent_before_call_ids(row: dict[str, Any]) -> dict[str, Any]:
     """The row without LiteLLM's call id, so the adapter keys it by its request id."""
-    metadata = row.get("metadata")
     kept = {k: v for k, v in row.items() if k != "litellm_call_id"}
-    if isinstance(metadata, dict) and "litellm_call_id" in metadata:
+    metadata = litellm.json_field(row.get("metadata"))  # an object, or JSON text of one
+    if isinstance(metadata, dict):
         kept["metadata"] = {k: v for k, v in metadata.items() if k != "litellm_call_id"}
-    elif isinstance(metadata, str) and "litellm_call_id" in metadata:
-        parsed = litellm.json_field(metadata)
-        if isinstance(parsed, dict):
-            kept["metadata"] = {k: v for k, v in parsed.items() if k != "litellm_call_id"}
     return kept
 
 

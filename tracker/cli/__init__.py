@@ -356,10 +356,9 @@ def _serve(application: Any, sock: socket.socket, grace_seconds: int) -> None:
     # raises the signal again: with the default handlers the process then died by it (exit
     # 143) before the command's own cleanup (the collector's sink.close) ran. These are the
     # handlers it finds: the signal raised again is noted and the command ends normally,
-    # exit 0, after its cleanup. Put back after the server: a second signal during that
-    # cleanup ends the process at once.
-    # Each also asks the server to stop: a signal in the moment before uvicorn's own handlers
-    # are in was only noted, and the server then ran on (found in review, a ~1 ms window).
+    # exit 0, after its cleanup. Each also asks the server to stop, for a signal in the ~1 ms
+    # before uvicorn's own handlers are in (found in review: only noted, the server ran on).
+    # Put back after the server: a second signal during the cleanup ends the process at once.
     server = uvicorn.Server(config)
     caught: list[int] = []
 
