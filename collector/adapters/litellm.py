@@ -1,14 +1,18 @@
 """LiteLLM: the StandardLoggingPayload its logging callbacks send (e.g. its generic API logger)
 and the LiteLLM_SpendLogs rows its proxy serves from /spend/logs.
 
-record_id is LiteLLM's call id (`litellm_call_id`: a payload field, a spend-log column and a
-key of the row's metadata), the same value for the same call pushed or pulled, so it counts
-once. Without one (older proxies), LiteLLM's request id: the payload's `id`, the row's
-`request_id`. That one is the provider's response id when the provider gives one, and servers
-may repeat those across distinct calls (Ollama's OpenAI-compatible API draws them from 0-998),
-so it comes second. Costs are LiteLLM's `response_cost` / `spend`, in USD. Cache hits were
-served by the gateway, not by a model, and the proxy's own health checks (tagged, keyed and
-teamed `litellm-internal-health-check`) are no agency's usage: both are ignored.
+record_id is made of LiteLLM's two ids, the same for the same call pushed or pulled: its call id
+(`litellm_call_id`: a payload field, a spend-log column and a key of the row's metadata) and its
+request id (the payload's `id`, the row's `request_id`: the provider's response id when the
+provider gives one, else the call id), as `<call id>/<request id>`, or the call id alone when
+the two are the same (a failed call has no response). Neither is unique alone: servers repeat
+response ids across distinct calls (Ollama's OpenAI-compatible API draws them from 0-998), and
+the proxy gives every retry and fallback of one request the same call id, so a failed attempt
+and the fallback that answered are two records (keyed by the call id alone, a failure landed
+first and the answer was dropped as its resend; found in review). Older proxies without a call
+id: the request id. Costs are LiteLLM's `response_cost` / `spend`, in USD. Cache hits were
+served by the gateway, not by a model, and the proxy's own health checks (made with its
+service key, `litellm-internal-health-check`) are no agency's usage: both are ignored.
 
 The agency, first match wins: a request tag `agency:<id>`; `agency_id` in the request's
 metadata (`requester_metadata`, or `spend_logs_metadata`); the key's team alias, then its
@@ -18,7 +22,7 @@ organisation alias, when that alias is one of the gateway's agencies; the gatewa
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import orjson
 
@@ -104,29 +108,55 @@ def _is_cache_hit(value: Any) -> bool:
     return value is True or (isinstance(value, str) and value.lower() == "true")
 
 
-# The name LiteLLM's proxy gives the tag, key and team of the model calls its health checks
-# make (litellm.constants.LITTELM_INTERNAL_HEALTH_SERVICE_ACCOUNT_NAME), and the key as a
-# spend-log row holds it: hashed (SHA-256 hex, litellm.proxy._types.hash_token).
+# The key LiteLLM's proxy makes its health checks' model calls with (litellm.constants.
+# LITTELM_INTERNAL_HEALTH_SERVICE_ACCOUNT_NAME, its UserAPIKeyAuth in litellm.proxy._types), as
+# a payload's `user_api_key_hash` and a spend-log row's `api_key` hold it: the name itself (a
+# non-secret key value is stored as is) or, hashed, its SHA-256 hex.
 HEALTH_CHECK: Final = "litellm-internal-health-check"
 HEALTH_CHECK_KEYS: Final = frozenset(
     {HEALTH_CHECK, hashlib.sha256(HEALTH_CHECK.encode()).hexdigest()}
 )
 
 
-def _is_health_check(tags: Any, metadata: Any, api_key: Any = None) -> bool:
-    if isinstance(tags, list) and HEALTH_CHECK in tags:
-        return True
-    names = (dig(metadata, "user_api_key_team_alias"), dig(metadata, "user_api_key_alias"),
-             dig(metadata, "user_api_key_team_id"))  # fmt: skip
-    return HEALTH_CHECK in names or (isinstance(api_key, str) and api_key in HEALTH_CHECK_KEYS)
+def _is_health_check(key: Any, team: Any = None) -> bool:
+    # By the key, as LiteLLM's own `exclude_internal_health_checks` decides, or by the team the
+    # proxy gives that key (a team id is the proxy's or its admin's, never a caller's). Not by
+    # the tag, nor by the key's or team's alias: a caller chooses its request's tags (the body's
+    # `tags`, the `x-litellm-tags` header) and a key's creator its alias, and one header made an
+    # agency's calls vanish as health checks (found in review, 2026-11-26). A payload whose key
+    # information the proxy redacts (`redact_user_api_key_info`) carries neither, and its
+    # health checks count, as usage of the gateway's agency (docs/collectors.md).
+    return (isinstance(key, str) and key in HEALTH_CHECK_KEYS) or team == HEALTH_CHECK
 
 
-def map_payload(item: Any, ctx: Context) -> dict[str, Any] | None:
+# Which of LiteLLM's ids a record is keyed by: both (this release), the call id alone (the
+# releases of 2026-11-26 before the fallback fix), the request id alone (those before). The
+# pull keys rows an earlier release may have sent as it sent them (litellm_pull.py).
+IdScheme = Literal["pair", "call", "request"]
+
+
+def _id_text(value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value if isinstance(value, str) and value else None
+
+
+def record_key(call_id: Any, request_id: Any, ids: IdScheme = "pair") -> str | None:
+    """The source id a LiteLLM record is keyed by (before source_id makes it a record_id)."""
+    call, request = _id_text(call_id), _id_text(request_id)
+    if ids == "request":
+        return request
+    if ids == "pair" and call is not None and request is not None and request != call:
+        return f"{call}/{request}"
+    return call or request
+
+
+def map_payload(item: Any, ctx: Context, *, ids: IdScheme = "pair") -> dict[str, Any] | None:
     """One StandardLoggingPayload."""
     payload = require_object(item)
     metadata = payload.get("metadata")
     if _is_cache_hit(payload.get("cache_hit")) or _is_health_check(
-        payload.get("request_tags"), metadata
+        dig(metadata, "user_api_key_hash"), dig(metadata, "user_api_key_team_id")
     ):
         return None
     model = first(payload.get("model"), payload.get("model_group"))
@@ -139,8 +169,8 @@ def map_payload(item: Any, ctx: Context) -> dict[str, Any] | None:
     cost = coerce("response_cost", as_cost, payload.get("response_cost"))
     return drop_none(
         {
-            "record_id": source_id("litellm", first(payload.get("litellm_call_id"),
-                                                    payload.get("id")), payload),
+            "record_id": source_id("litellm", record_key(payload.get("litellm_call_id"),
+                                                         payload.get("id"), ids), payload),
             "agency_id": _agency(payload.get("request_tags"), metadata, ctx),
             "occurred_at": coerce("startTime", as_time, start),
             "provider": _provider(payload.get("custom_llm_provider"), model),
@@ -157,12 +187,14 @@ def map_payload(item: Any, ctx: Context) -> dict[str, Any] | None:
     )  # fmt: skip
 
 
-def map_spend_log(item: Any, ctx: Context) -> dict[str, Any] | None:
+def map_spend_log(item: Any, ctx: Context, *, ids: IdScheme = "pair") -> dict[str, Any] | None:
     """One LiteLLM_SpendLogs row as /spend/logs (or /spend/logs/v2) serves it. Timestamps
     without a zone are UTC: the proxy stores them so."""
     row = require_object(item)
     tags, metadata = json_field(row.get("request_tags")), json_field(row.get("metadata"))
-    if _is_cache_hit(row.get("cache_hit")) or _is_health_check(tags, metadata, row.get("api_key")):
+    if _is_cache_hit(row.get("cache_hit")) or _is_health_check(
+        row.get("api_key"), row.get("team_id")
+    ):
         return None
     model = first(row.get("model"), row.get("model_group"))
     if not isinstance(model, str):
@@ -175,9 +207,9 @@ def map_spend_log(item: Any, ctx: Context) -> dict[str, Any] | None:
     cost = coerce("spend", as_cost, row.get("spend"))
     return drop_none(
         {
-            "record_id": source_id("litellm", first(row.get("litellm_call_id"),
-                                                    dig(metadata, "litellm_call_id"),
-                                                    row.get("request_id")), row),
+            "record_id": source_id("litellm", record_key(
+                first(row.get("litellm_call_id"), dig(metadata, "litellm_call_id")),
+                row.get("request_id"), ids), row),
             "agency_id": _agency(tags, metadata, ctx),
             "occurred_at": started,
             "provider": _provider(row.get("custom_llm_provider"), model),

@@ -15,15 +15,17 @@ holds the newest start seen and the time of the last sweep: rows pulled into one
 one gateway, have not reached another. Rows read twice keep their record id and count once; a
 following puller does not send again what it has sent.
 
-Records are keyed by LiteLLM's call id since 2026-11-26, by its request id before
+Records are keyed by LiteLLM's call id and request id together, by its call id alone in the
+releases of 2026-11-26 before that, and by its request id before those
 (collector/adapters/litellm.py). Every pull re-reads rows an earlier one sent, so a checkpoint
 an earlier release wrote also marks the change: rows started at or before its watermark keep
-the request id they were sent under (`call_ids_from`, kept in the checkpoint from then on), and
-a re-read counts once either side of the upgrade.
+the id they were sent under (`call_ids_from`: the request id; `pair_ids_from`: the call id; both
+kept in the checkpoint from then on), and a re-read counts once either side of an upgrade.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import threading
@@ -94,15 +96,18 @@ class _Checkpoint:
     # Rows started at or before it are keyed by their request id, as the releases before
     # 2026-11-26 sent them (the watermark of a checkpoint such a release wrote); None: none.
     call_ids_from: datetime | None = None
+    # Rows started at or before it (and after call_ids_from) are keyed by their call id alone,
+    # as the releases of 2026-11-26 before the fallback fix sent them; None: none.
+    pair_ids_from: datetime | None = None
 
-
-def _as_sent_before_call_ids(row: dict[str, Any]) -> dict[str, Any]:
-    """The row without LiteLLM's call id, so the adapter keys it by its request id."""
-    kept = {k: v for k, v in row.items() if k != "litellm_call_id"}
-    metadata = litellm.json_field(row.get("metadata"))  # an object, or JSON text of one
-    if isinstance(metadata, dict):
-        kept["metadata"] = {k: v for k, v in metadata.items() if k != "litellm_call_id"}
-    return kept
+    def ids(self, started: datetime | None) -> litellm.IdScheme:
+        """How a row started then was keyed when an earlier release may have sent it."""
+        if started is not None:
+            if self.call_ids_from is not None and started <= self.call_ids_from:
+                return "request"
+            if self.pair_ids_from is not None and started <= self.pair_ids_from:
+                return "call"
+        return "pair"
 
 
 def _duration(row: dict[str, Any], start: datetime) -> timedelta | None:
@@ -147,15 +152,18 @@ class Puller:
             source = self.legacy_state
         try:
             state = orjson.loads(source.read_bytes())
-            marks = [state.get(name) for name in ("watermark", "swept_at", "call_ids_from")]
+            names = ("watermark", "swept_at", "call_ids_from", "pair_ids_from")
+            marks = [state.get(name) for name in names]
             # Written in UTC; a time without its offset (edited by hand) is read as UTC, not
             # left to fail the first comparison with a trace.
-            watermark, swept_at, call_ids_from = (
+            watermark, swept_at, call_ids_from, pair_ids_from = (
                 _utc(datetime.fromisoformat(v)) if isinstance(v, str) else None for v in marks
             )
             if "call_ids" not in state:  # an earlier release's: it sent rows by request id
                 call_ids_from = watermark
-            return _Checkpoint(watermark, swept_at, call_ids_from)
+            if "pair_ids" not in state:  # ... or by call id (or request id, before that)
+                pair_ids_from = watermark
+            return _Checkpoint(watermark, swept_at, call_ids_from, pair_ids_from)
         except (ValueError, AttributeError) as exc:
             raise UnusableArguments(
                 f"{source}: the pull's checkpoint is damaged; move it away to pull "
@@ -167,8 +175,9 @@ class Puller:
         tmp = self.state_file.with_suffix(".tmp")
         marks = {name: value.isoformat() for name, value in (
             ("watermark", checkpoint.watermark), ("swept_at", checkpoint.swept_at),
-            ("call_ids_from", checkpoint.call_ids_from)) if value is not None}  # fmt: skip
-        tmp.write_bytes(orjson.dumps({**marks, "call_ids": True}))
+            ("call_ids_from", checkpoint.call_ids_from),
+            ("pair_ids_from", checkpoint.pair_ids_from)) if value is not None}  # fmt: skip
+        tmp.write_bytes(orjson.dumps({**marks, "call_ids": True, "pair_ids": True}))
         os.replace(tmp, self.state_file)
         legacy = self.legacy_state
         if legacy is not None and legacy.exists():
@@ -313,12 +322,10 @@ class Puller:
                 covered, long = self._already_covered(row, seen, short)
                 if covered:
                     continue
-            if (isinstance(row, dict) and seen is not None and mark.call_ids_from is not None
-                    and seen <= mark.call_ids_from):  # fmt: skip
-                row = _as_sent_before_call_ids(row)
             # Encoded one by one, as the importer does: a value JSON cannot carry (a lone
             # surrogate the reply's parser let through) is refused alone, not the whole pull.
-            found = run(litellm.map_spend_log, row, self.ctx)
+            mapper = functools.partial(litellm.map_spend_log, ids=mark.ids(seen))
+            found = run(mapper, row, self.ctx)
             mapped = encode(found) if isinstance(found, dict) else found
             if isinstance(mapped, Rejected):
                 report.rejected += 1
@@ -335,7 +342,7 @@ class Puller:
             send()
         swept_at = now if sweep else mark.swept_at
         if newest is not None and swept_at is not None:
-            self._save(_Checkpoint(newest, swept_at, mark.call_ids_from))
+            self._save(_Checkpoint(newest, swept_at, mark.call_ids_from, mark.pair_ids_from))
             self._forget_before(newest - self.overlap - WRITE_DELAY,
                                 swept_at - self.max_call - WRITE_DELAY)  # fmt: skip
 

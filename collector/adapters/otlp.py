@@ -5,8 +5,8 @@ older `gen_ai.system`; every other span is ignored (not rejected). Spans whose o
 model inference are ignored too (NOT_INFERENCES): agent, workflow, planning and tool spans wrap
 model calls that are spans of their own (counting both would count one inference twice), and
 retrieval and memory spans are calls to a vector or memory store, not to a model. The one
-exception is an `invoke_agent` span of kind CLIENT: a remote agent service's, whose model calls
-have no spans here (is_genai).
+exception is an `invoke_agent` span of kind CLIENT that names the remote service it called
+(`server.address`): that agent's model calls have no spans here (is_genai).
 
 record_id is the span's own identity, `otel:<trace id><span id>`: unique per span and the same
 in every resend of it. `gen_ai.response.id` is only a fallback for a span without ids, because
@@ -528,17 +528,28 @@ def spans(export: Export) -> Iterator[SpanItem]:
 # conventions spans.yaml `gen_ai.invoke_agent.client`: OpenAI Assistants, AWS Bedrock Agents):
 # its model calls happen there and have no spans in this trace, so this span is the only
 # record of that inference and is counted. An INTERNAL one wraps model-call spans of its own
-# and is not. Found in review (2026-11-26): both were ignored.
+# and is not. Found in review (2026-11-26): both were ignored. Nor is a CLIENT one without the
+# service's address: some frameworks give their in-process agent's span that kind (JetBrains
+# Koog), with the run's summed tokens, beside a `chat` span per model call, and counting it
+# counted each run once more and its tokens twice (found in review of that change). A remote
+# call names its server; the conventions recommend `server.address` on this span.
 SPAN_KIND_CLIENT: Final = 3
 REMOTE_AGENT: Final = "invoke_agent"
 
 
 def is_genai(attrs: dict[str, Any], kind: int = 0) -> bool:
     operation = attrs.get("gen_ai.operation.name")  # a string: map_span checks
-    if operation in NOT_INFERENCES and not (operation == REMOTE_AGENT and kind == SPAN_KIND_CLIENT):
+    if operation in NOT_INFERENCES and not (
+        operation == REMOTE_AGENT and kind == SPAN_KIND_CLIENT and _names_server(attrs)
+    ):
         return False
     return any(k in attrs for k in ("gen_ai.operation.name", "gen_ai.provider.name",
                                     "gen_ai.system"))  # fmt: skip
+
+
+def _names_server(attrs: dict[str, Any]) -> bool:
+    address = attrs.get("server.address")
+    return isinstance(address, str) and bool(address.strip())
 
 
 def _kind(value: Any) -> str:

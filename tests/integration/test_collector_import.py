@@ -26,7 +26,7 @@ from fastapi import FastAPI
 from typer.testing import CliRunner
 
 from collector.adapters import litellm
-from collector.adapters.common import Context, as_int, run
+from collector.adapters.common import Context, as_int
 from collector.adapters.litellm_pull import LITELLM_MAX_CALL, Puller, legacy_state_path
 from collector.imports import (
     CSV_FIELD_LIMIT,
@@ -1483,51 +1483,56 @@ def test_a_followed_pull_waits_out_an_outage_of_the_server(
         sender.close()
 
 
-def test_pulls_after_the_call_id_change_keep_the_ids_earlier_rows_were_sent_under(
-    url: str, keys: Keys, pool: ClientPool, tmp_path: Path
+@pytest.mark.parametrize("era", ["request", "call"])
+def test_pulls_after_an_id_change_keep_the_ids_earlier_rows_were_sent_under(
+    url: str, keys: Keys, pool: ClientPool, tmp_path: Path, era: str
 ) -> None:
-    """Found in review (2026-11-26): records are keyed by LiteLLM's call id since that day, by
-    its request id before, and every pull re-reads the 10 minutes before its checkpoint: the
-    first pulls after the upgrade sent again, under the new id, rows an earlier release had
-    sent, and each counted twice. Rows started at or before that release's watermark keep
-    their request id, in every later pull too."""
+    """Found in review (2026-11-26): records are keyed by LiteLLM's call id and request id
+    together now, by the call id alone in the releases of 2026-11-26 before that, by the request
+    id before those, and every pull re-reads the 10 minutes before its checkpoint: the first
+    pulls after an upgrade sent again, under the new id, rows an earlier release had sent, and
+    each counted twice. Rows started at or before that release's watermark keep the id it sent
+    them under, in every later pull too."""
     template = json.loads((FIXTURES / "litellm/spend_logs.json").read_text())[0]
     now = datetime.now(UTC)
 
     def call(name: str, started_ago: timedelta) -> dict[str, Any]:
         start = now - started_ago
-        return {**template, "request_id": f"up-{name}", "litellm_call_id": f"upcall-{name}",
-                "startTime": start.isoformat(), "endTime": (start + timedelta(seconds=1)).isoformat(),
+        return {**template, "request_id": f"up{era}-{name}",
+                "litellm_call_id": f"upcall{era}-{name}", "startTime": start.isoformat(),
+                "endTime": (start + timedelta(seconds=1)).isoformat(),
                 "request_duration_ms": None}  # fmt: skip
 
     before, after = call("a", timedelta(minutes=5)), call("b", timedelta(minutes=2))
     ctx = Context(default_agency=SINGLE_AGENCY, agencies=frozenset({SINGLE_AGENCY}))
     sender = Sender(url, keys.single)
-    # What the earlier release sent (keyed by the request id), and its checkpoint.
-    old = run(litellm.map_spend_log, {k: v for k, v in before.items() if k != "litellm_call_id"},
-              ctx)  # fmt: skip
-    assert isinstance(old, dict) and old["record_id"] == "up-a"
+    # What the earlier release sent, and its checkpoint.
+    old = litellm.map_spend_log(before, ctx, ids="request" if era == "request" else "call")
+    sent_as = f"up{era}-a" if era == "request" else f"upcall{era}-a"
+    assert isinstance(old, dict) and old["record_id"] == sent_as
     encoded = encode(old)
     assert isinstance(encoded, bytes)
     sender.send([encoded])
     state = tmp_path / "litellm.json"
-    state.write_text(json.dumps({"watermark": (now - timedelta(minutes=4)).isoformat(),
-                                 "swept_at": now.isoformat()}))  # fmt: skip
+    marks: dict[str, Any] = {"watermark": (now - timedelta(minutes=4)).isoformat(),
+                             "swept_at": now.isoformat()}  # fmt: skip
+    if era == "call":
+        marks["call_ids"] = True
+    state.write_text(json.dumps(marks))
     _WindowedSpendLogs.rows = [before, after]
     proxy = ThreadingHTTPServer(("127.0.0.1", 0), _WindowedSpendLogs)
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
     proxy_url = f"http://127.0.0.1:{proxy.server_address[1]}"
-    ids = "record_id IN ('up-a', 'upcall-a', 'up-b', 'upcall-b')"
     try:
         for _ in range(2):  # two processes, one after the other: nothing in memory
             report = FileReport("pull")
             Puller(proxy_url, "sk-master", sender, ctx, state).pull_once(report)
             assert (report.accepted, report.rejected) == (2, 0)
             landed = pool.query_rows(
-                f"SELECT record_id FROM usage_raw WHERE gateway_id = %(g)s AND {ids} "
-                "ORDER BY record_id",
-                {"g": keys.single_id},
+                "SELECT record_id FROM usage_raw WHERE gateway_id = %(g)s "
+                "AND record_id LIKE %(like)s ORDER BY record_id",
+                {"g": keys.single_id, "like": f"%{era}-%"},
             )
-            assert [r[0] for r in landed] == ["up-a", "upcall-b"]
+            assert [r[0] for r in landed] == sorted([sent_as, f"upcall{era}-b/up{era}-b"])
     finally:
         proxy.shutdown()

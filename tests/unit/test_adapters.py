@@ -116,13 +116,13 @@ def test_litellm_team_alias_only_when_it_is_an_agency_and_cache_hits_ignored() -
 def test_litellm_calls_sharing_a_response_id_count_apart_and_pushed_or_pulled_once() -> None:
     """Found in review (2026-11-26): the record id was the payload's `id`, the provider's
     response id when it gives one; behind Ollama's OpenAI-compatible API (chatcmpl-<0..998>)
-    distinct calls shared it and all but one were dropped as resends. LiteLLM's own call id
-    comes first now, in both shapes (a spend-log column, and a key of its metadata)."""
+    distinct calls shared it and all but one were dropped as resends. LiteLLM's own call id is
+    part of the key now, in both shapes (a spend-log column, and a key of its metadata)."""
     payload = json.loads((FIXTURES / "litellm/standard_logging_payloads.json").read_text())[0]
     row = json.loads((FIXTURES / "litellm/spend_logs.json").read_text())[0]
     calls = [{**payload, "id": "chatcmpl-417", "litellm_call_id": call} for call in ("c-a", "c-b")]
     ids = [_valid(run(litellm.map_payload, call, ONE)).record_id for call in calls]
-    assert ids == ["c-a", "c-b"]
+    assert ids == ["c-a/chatcmpl-417", "c-b/chatcmpl-417"]
     rows = [{**row, "request_id": "chatcmpl-417", "litellm_call_id": "c-a"},
             {**row, "request_id": "chatcmpl-417", "litellm_call_id": None,
              "metadata": {"litellm_call_id": "c-b"}}]  # fmt: skip
@@ -132,21 +132,70 @@ def test_litellm_calls_sharing_a_response_id_count_apart_and_pushed_or_pulled_on
     assert _valid(run(litellm.map_payload, older, ONE)).record_id == payload["id"]
 
 
-def test_litellm_health_checks_are_no_agencys_usage() -> None:
-    """Found in review (2026-11-26): the proxy's periodic health checks are real model calls,
-    tagged, keyed and teamed `litellm-internal-health-check`, and were counted as the
-    gateway's agency's requests."""
+def test_litellm_a_failed_attempt_and_the_fallback_that_answered_are_two_records() -> None:
+    """Found in review of the call-id change (2026-11-26): the proxy gives every retry and
+    fallback of one request the same call id, and a failed attempt's request id is that call
+    id (it has no response). Keyed by the call id alone, the failure landed first and the
+    answer, with its tokens and cost, was dropped as its resend. Pushed or pulled, each is
+    keyed the same."""
     payload = json.loads((FIXTURES / "litellm/standard_logging_payloads.json").read_text())[0]
     row = json.loads((FIXTURES / "litellm/spend_logs.json").read_text())[0]
-    tagged = {**payload, "request_tags": ["litellm-internal-health-check"]}
-    teamed = {**payload, "metadata": {"user_api_key_team_alias": "litellm-internal-health-check"}}
-    assert run(litellm.map_payload, tagged, ONE) is None
-    assert run(litellm.map_payload, teamed, ONE) is None
+    call = "3f1c2b8e-1111-4a5b-9c0d-5f6071829f60"
+    failed = {**payload, "id": call, "litellm_call_id": call, "status": "failure",
+              "prompt_tokens": 0, "completion_tokens": 0, "response_cost": 0}  # fmt: skip
+    answered = {**payload, "id": "chatcmpl-AbC123", "litellm_call_id": call}
+    pushed = [_valid(run(litellm.map_payload, p, ONE)) for p in (failed, answered)]
+    assert [r.record_id for r in pushed] == [call, f"{call}/chatcmpl-AbC123"]
+    assert [r.status for r in pushed] == ["error", "ok"]
+    pulled = [
+        {**row, "request_id": call, "litellm_call_id": call, "status": "failure"},
+        {**row, "request_id": "chatcmpl-AbC123", "litellm_call_id": call},
+    ]
+    assert [_valid(run(litellm.map_spend_log, r, ONE)).record_id for r in pulled] == [
+        r.record_id for r in pushed
+    ]
+    # How earlier releases keyed the same rows (a pull re-reading rows they sent keys so).
+    answer = pulled[1]
+    assert _valid(litellm.map_spend_log(answer, ONE, ids="call")).record_id == call
+    assert _valid(litellm.map_spend_log(answer, ONE, ids="request")).record_id == (
+        "chatcmpl-AbC123")  # fmt: skip
+
+
+def test_litellm_health_checks_are_known_by_the_key_not_by_what_a_caller_chooses() -> None:
+    """Found in review (2026-11-26): the proxy's periodic health checks are real model calls,
+    made with its service key and team `litellm-internal-health-check`, and were counted as
+    the gateway's agency's requests. Found in review of that change: they were also known by
+    the request tag and the key's or team's alias, which callers (the `x-litellm-tags`
+    header) and key creators choose, so an agency's own calls could be made to vanish."""
+    payload = json.loads((FIXTURES / "litellm/standard_logging_payloads.json").read_text())[0]
+    row = json.loads((FIXTURES / "litellm/spend_logs.json").read_text())[0]
+    name = "litellm-internal-health-check"
     hashed = "2ee659761968def976c7905217d96fa6e765f300dfb066f6c73fd3c279b3435a"
+    # A call made with an agency's key, as the proxy logs it (the key hashed).
+    metadata = {
+        **payload["metadata"],
+        "user_api_key_hash": hashlib.sha256(b"sk-agency").hexdigest(),
+    }
+    payload = {**payload, "metadata": metadata}
+    # The health checks: by the key (as the name, or hashed) or the proxy's team for them.
+    for marks in ({"user_api_key_hash": name}, {"user_api_key_hash": hashed},
+                  {"user_api_key_hash": None, "user_api_key_team_id": name}):  # fmt: skip
+        assert run(litellm.map_payload, {**payload, "metadata": {**metadata, **marks}}, ONE) is None
     assert run(litellm.map_spend_log, {**row, "api_key": hashed}, ONE) is None
-    assert run(litellm.map_spend_log, {**row, "request_tags": '["litellm-internal-health-check"]'},
-               ONE) is None  # fmt: skip
-    assert _valid(run(litellm.map_payload, payload, ONE)).record_id  # the call itself counts
+    assert run(litellm.map_spend_log, {**row, "api_key": name}, ONE) is None
+    assert run(litellm.map_spend_log, {**row, "team_id": name}, ONE) is None
+    # A caller's own call, tagged or aliased so by whoever chose the tag or the alias: counted.
+    tagged = {**payload, "request_tags": [name]}
+    aliased = {**payload, "metadata": {**metadata, "user_api_key_alias": name,
+                                       "user_api_key_team_alias": name}}  # fmt: skip
+    for call in (payload, tagged, aliased):
+        assert _valid(run(litellm.map_payload, call, ONE)).record_id
+    assert row["api_key"] not in (name, hashed)
+    for r in (
+        {**row, "request_tags": f'["{name}"]'},
+        {**row, "metadata": {"user_api_key_alias": name, "user_api_key_team_alias": name}},
+    ):
+        assert _valid(run(litellm.map_spend_log, r, ONE)).record_id
 
 
 def test_openai_jsonl_lines() -> None:
@@ -563,6 +612,31 @@ def test_otlp_counts_a_remote_agent_invocation() -> None:
     assert (record.input_tokens, record.output_tokens, record.operation) == (1200, 300, "other")
     assert record.endpoint_host == "bedrock-agent-runtime.ap-south-1.amazonaws.com"
     assert run(otlp.map_span, internal, NONE) is None
+
+
+def test_otlp_an_in_process_agents_client_span_is_not_counted_beside_its_model_calls() -> None:
+    """Found in review of the remote-agent change (2026-11-26): some frameworks give their
+    in-process agent's `invoke_agent` span kind CLIENT (JetBrains Koog), with the provider, the
+    model and the run's summed tokens, and a `chat` span per model call under it: counting the
+    agent span counted each run once more and its tokens twice. A remote agent's span names
+    the service it called (`server.address`); one without it is ignored."""
+    agent = {"gen_ai.operation.name": "invoke_agent", "gen_ai.provider.name": "openai",
+             "gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 100,
+             "gen_ai.usage.output_tokens": 20}  # fmt: skip
+    chat = {**agent, "gen_ai.operation.name": "chat"}
+    trace = "0af7651916cd43dd8448eb211c80319c"
+    agent_item, chat_item, blank_item = _otlp_request(
+        {"tracker.agency_id": "in-mohfw"},
+        {"traceId": trace, "spanId": "b7ad6b7169203331", "kind": 3, "attributes": agent},
+        {"traceId": trace, "spanId": "b7ad6b7169203332", "parentSpanId": "b7ad6b7169203331",
+         "kind": 3, "attributes": chat},
+        {"traceId": trace, "spanId": "b7ad6b7169203333", "kind": 3,
+         "attributes": {**agent, "server.address": "  "}},
+    )  # fmt: skip
+    assert run(otlp.map_span, agent_item, NONE) is None
+    assert run(otlp.map_span, blank_item, NONE) is None
+    counted = _valid(run(otlp.map_span, chat_item, NONE))
+    assert (counted.operation, counted.input_tokens) == ("chat", 100)
 
 
 @pytest.mark.parametrize(
