@@ -40,6 +40,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TRACKER_DATA_DIR=/var/lib/tracker \
     TRACKER_HOST=0.0.0.0
 
+# tini as PID 1: the kernel delivers to PID 1 only the signals it has a handler for, and the
+# tracker installs its handlers only once it is up (the pipeline after Kafka and ClickHouse
+# answer), so a stop during a slow start waited out the whole grace period and ended in
+# SIGKILL (found in review). tini forwards SIGTERM to the tracker, whose default action then
+# ends it, and reaps any child.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tini \
+    && rm -rf /var/lib/apt/lists/*
+
 # A fixed numeric uid/gid so Kubernetes runAsNonRoot/fsGroup and volume ownership line up.
 RUN groupadd --system --gid 10001 tracker \
     && useradd --system --uid 10001 --gid tracker --home-dir /var/lib/tracker \
@@ -57,5 +66,5 @@ USER 10001:10001
 # api 8000, collector 8001, pipeline metrics 9100 (when TRACKER_METRICS_PORT is set).
 EXPOSE 8000 8001 9100
 
-ENTRYPOINT ["tracker"]
+ENTRYPOINT ["/usr/bin/tini", "--", "tracker"]
 CMD ["--help"]

@@ -82,9 +82,9 @@ PROMETHEUS_NOTE = (
     "Not shown yet, because they live in process memory, not in ClickHouse: **consumer lag** "
     "per partition (`tracker_pipeline_lag`), **batch write time** and failures "
     "(`tracker_pipeline_write_seconds`, `tracker_pipeline_write_failures_total`), records by "
-    "outcome (`tracker_pipeline_records_total`) and the collector's **spool depth**. They are "
-    "exported with prometheus-client and arrive with a Prometheus data source; see "
-    "docs/dashboards.md."
+    "outcome (`tracker_pipeline_records_total`). The pipeline exports them with "
+    "prometheus-client; they arrive with a Prometheus data source. The collector's **spool "
+    "depth** is not exported yet. See docs/dashboards.md."
 )
 
 

@@ -345,7 +345,8 @@ def test_clickhouse_users_take_passwords_from_the_environment() -> None:
         assert user.find("password_sha256_hex") is None
     grafana = load_all(DEPLOY / "grafana/provisioning/datasources/clickhouse.yaml")[0]
     assert users.find(env_of(services()["grafana"])["TRACKER_GRAFANA_CLICKHOUSE_USER"]) is not None
-    assert grafana["datasources"][0]["jsonData"]["defaultDatabase"] == env["CLICKHOUSE_DB"]
+    database = env_of(services()["collector"])["TRACKER_CLICKHOUSE_DATABASE"]
+    assert grafana["datasources"][0]["jsonData"]["defaultDatabase"] == database
 
 
 # A table a query reads: the name after FROM or JOIN, unless a subquery "(" or a function
@@ -377,7 +378,7 @@ def test_grafana_may_read_only_the_tables_the_dashboards_read() -> None:
     """Found in review: `GRANT SELECT ON tracker.*` let a dashboard editor (who runs any SQL)
     read the audit log (client IPs, key ids, query strings), the API keys, gateways, proposals:
     the API shows those to some roles only, and audits who asked."""
-    database = env_of(services()["clickhouse"])["CLICKHOUSE_DB"]
+    database = env_of(services()["collector"])["TRACKER_CLICKHOUSE_DATABASE"]
     tables = _migration_tables()
     assert {"usage_hourly", "audit_log", "api_keys"} <= tables
     read: set[str] = set()
@@ -444,7 +445,11 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
 def test_dockerfile_entrypoint_is_tracker() -> None:
     instructions = dockerfile_instructions()
     [entrypoint] = [rest for kw, rest in instructions if kw == "ENTRYPOINT"]
-    assert yaml.safe_load(entrypoint) == ["tracker"], "exec form, so signals reach tracker"
+    # Exec form under tini: PID 1 gets only the signals it handles, and the tracker's own
+    # handlers are in only once it is up (a stop during a slow start waited for SIGKILL).
+    assert yaml.safe_load(entrypoint) == ["/usr/bin/tini", "--", "tracker"]
+    runs = " ".join(rest for kw, rest in instructions if kw == "RUN")
+    assert "apt-get install -y --no-install-recommends tini" in runs
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert "tracker" in scripts
 
@@ -547,3 +552,34 @@ def test_what_the_processes_import_is_installed_in_the_image() -> None:
                 if not dists & closure:
                     missing.setdefault(module, []).append(str(path.relative_to(ROOT)))
     assert missing == {}, missing
+
+
+def test_clickhouse_starts_without_the_images_localhost_only_init_server() -> None:
+    """Found in review (2026-11-26): with CLICKHOUSE_DB set on an empty volume the image's
+    entrypoint first runs a server listening on 127.0.0.1 only, the localhost healthcheck
+    could pass against it, and `migrate` (reaching clickhouse:8123, no retry) failed the first
+    `up`. The tracker's migrate creates its database itself."""
+    clickhouse = services()["clickhouse"]
+    assert not {"CLICKHOUSE_DB"} & env_of(clickhouse).keys()
+    assert not any("docker-entrypoint-initdb.d" in str(v) for v in clickhouse.get("volumes", []))
+    source = (ROOT / "tracker/clickhouse.py").read_text()
+    assert "CREATE DATABASE IF NOT EXISTS" in source
+
+
+def test_the_apis_stop_timeout_outlasts_its_shutdown_grace() -> None:
+    """Found in review (2026-11-26): Docker's default 10 s stop timeout killed the API before
+    its own 20 s grace for requests in flight (long exports) had run."""
+    grace = settings_mod.HttpSettings.model_fields["shutdown_grace_seconds"].default
+    for name in ("api", "collector"):
+        period = services()[name].get("stop_grace_period", "10s")
+        assert period.endswith("s") and int(period[:-1]) > grace, name
+
+
+def test_clickhouse_logs_to_the_console_only() -> None:
+    """Found in review (2026-11-26): `<console>1</console>` alone adds console output to the
+    default config's log files, which grow in a directory on no volume."""
+    logger = ET.parse(DEPLOY / "clickhouse/config.d/tracker.xml").getroot().find("logger")
+    assert logger is not None and (logger.findtext("console") or "").strip() == "1"
+    for name in ("log", "errorlog"):
+        element = logger.find(name)
+        assert element is not None and element.get("remove") in ("1", "true", "remove"), name
