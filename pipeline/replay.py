@@ -37,7 +37,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
@@ -125,9 +125,22 @@ def _ranges(
         if from_time.timestamp() < 0:
             raise ReplayError(f"--from-time {from_time.isoformat()}: before 1970, when Kafka's "
                               "clock starts; give a later time or --from-offset")  # fmt: skip
+        # A start in the future reads nothing, and the command said "read 0 messages" with exit
+        # 0: a mistyped year looked like a replay done (found in review).
+        if from_time > datetime.now(UTC):
+            raise ReplayError(f"--from-time {from_time.isoformat()} is in the future: nothing "
+                              f"in {topic} was appended after it yet")  # fmt: skip
         found = consumer.offsets_for_times({tp: int(from_time.timestamp() * 1000) for tp in parts})
         starts = {tp: (found[tp].offset if found.get(tp) else ends[tp]) for tp in parts}
     elif from_offset is not None:
+        if parts and all(from_offset > ends[tp] for tp in parts):
+            # Likewise an offset no partition has reached (found in review): a mistyped one.
+            named = ", ".join(f"{tp.partition}: {ends[tp]}" for tp in parts[:16])
+            more = f" and {len(parts) - 16} more" if len(parts) > 16 else ""
+            raise ReplayError(
+                f"--from-offset {from_offset} is past the end of every partition of {topic} "
+                f"(ends {named}{more}): no message has that offset yet"
+            )
         starts = {tp: max(begins[tp], min(from_offset, ends[tp])) for tp in parts}
     return {tp: (starts[tp], ends[tp]) for tp in parts if starts[tp] < ends[tp]}
 

@@ -557,6 +557,12 @@ def test_pipeline_counts_rejects_and_landing(seeded: ClientPool) -> None:
     ctx = context(seeded, datetime.now(UTC) - timedelta(hours=1), datetime.now(UTC))
     rate = share_row(run(seeded, sql_of("ist-pipeline", "Reject rate"), ctx))
     landed = seeded.query_rows("SELECT count() FROM usage_raw")[0][0]
-    rejects = seeded.query_rows("SELECT count() FROM usage_rejects")[0][0]
+    # Refused records, not rows (found in review: a row per refused field): the seed refused
+    # two, a message that is not JSON and one record missing several fields.
+    rows = seeded.query_rows("SELECT count() FROM usage_rejects")[0][0]
+    rejects = 2
+    assert rows > rejects
     assert (rate["landed"], rate["rejects"]) == (landed, rejects)
     assert rate["reject_rate"] == pytest.approx(rejects / (rejects + landed))
+    series = run(seeded, sql_of("ist-pipeline", "Rejects"), ctx)
+    assert sum(r["rejects"] for r in series) == rejects

@@ -325,6 +325,19 @@ def test_a_missing_topic_is_exit_2_and_a_dlq_is_refused(
     early = replay_cli(env, "replay", "--from-time", "1960-01-01")
     _, err = early.communicate(timeout=120)
     assert early.returncode == 2 and "before 1970" in err and "Traceback" not in err, err
+    # Found in review (2026-11-26): a start no message has reached read nothing and ended
+    # "read 0 messages" with exit 0, so a mistyped year or offset looked like a replay done.
+    late = replay_cli(env, "replay", "--from-time", "2099-01-01")
+    _, err = late.communicate(timeout=120)
+    assert late.returncode == 2 and "is in the future" in err and "Traceback" not in err, err
+    past = replay_cli(env, "replay", "--from-offset", "1000000000000")
+    _, err = past.communicate(timeout=120)
+    assert past.returncode == 2 and "past the end of every partition" in err, err
+    assert "(ends 0: 0, 1: 0, 2: 0, 3: 0)" in err, err
+    # At the end itself there is just nothing new: not an error.
+    at_end = replay_cli(env, "replay", "--from-offset", "0", "--wait", "0")
+    out, err = at_end.communicate(timeout=120)
+    assert at_end.returncode == 0 and "read 0 messages" in out, (out, err)
 
 
 def test_from_another_topic_records_are_copied_by_the_shard_of_their_identity(

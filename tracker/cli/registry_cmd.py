@@ -242,10 +242,10 @@ def reclassify_cmd(
     """Re-derive the route rollup of every month overlapping [--from, --to) from usage_raw and
     re-classify it by the registry in force (or --version); "as classified then" is untouched."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from rich.table import Table
 
     from tracker import reclassify, registry_store
+    from tracker.cli.progress import progress_bar
 
     start, end = _utc(from_, "--from"), _utc(to, "--to")
     assert start is not None and end is not None
@@ -267,8 +267,8 @@ def reclassify_cmd(
     table = Table("month", "records", "re-classified differently", "attempts")
     dropped: list[str] = []
     missed: list[reclassify.SkippedMonth] = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()) as bar:
-        task = bar.add_task(f"re-classifying by {registry.version}", total=len(months))
+    with progress_bar() as bar:
+        task = bar.add_task(f"re-classifying by {registry.version} (months)", total=len(months))
 
         def done(r: reclassify.MonthResult) -> None:
             table.add_row(f"{r.month:%Y-%m}", str(r.raw_records), str(r.changed_records),

@@ -6,7 +6,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
+
+from tracker.cli.progress import LineProgress, progress_bar
 
 if TYPE_CHECKING:
     from pipeline.replay import ReplayResult
@@ -28,9 +30,8 @@ Wait = Annotated[
 ]  # fmt: skip
 
 
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn())  # fmt: skip
+def _progress() -> Progress | LineProgress:
+    return progress_bar()
 
 
 def _fail(message: str) -> NoReturn:
