@@ -29,6 +29,12 @@ class PipelineMetrics:
         self.write_failures = Counter(
             "tracker_pipeline_write_failures", "ClickHouse write attempts that failed", registry=r
         )
+        self.dead_letter_failures = Counter(
+            "tracker_pipeline_dead_letter_failures",
+            "Attempts to send a batch's dead letters to the dead-letter topic that failed "
+            "(progress waits for them, as for a ClickHouse write)",
+            registry=r,
+        )
         self.rejoins = Counter(
             "tracker_pipeline_rejoins",
             "Times this member left and rejoined its group after holding no partition for a while",
