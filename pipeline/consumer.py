@@ -343,10 +343,11 @@ class PipelineConsumer:
         self._batch.rows.extend(processed.rows)
         if processed.rejections:
             named = original(headers)
-            # A copy from the live topic was re-encoded from records that passed: a refusal
-            # of one is this release's own, recorded where it was read.
+            # A replay's copy from the live topic was re-encoded from records that passed: a
+            # refusal of one is this release's own, recorded where it was read. A dead-letter
+            # copy's records were refused at the original: recorded there again (pipeline.copies).
             if named is not None and (
-                named.topic == self.topic
+                (named.topic == self.topic and not named.via_dead_letter)
                 or not named.places([r.record_index for r in processed.rejections])
             ):
                 named = None

@@ -9,6 +9,14 @@ and the pipeline records each refusal under the original's topic, partition, off
 what an auditor looks up, and what makes a repeated replay add no second row
 (`Writer.write_rejections` skips a source message already recorded).
 
+A copy `tracker dlq replay` makes also carries `tracker-copy-via: dead-letter`: its records were
+refused where it names (most often in the live topic itself), so a refusal of one again is
+recorded there too. A live-topic copy of `tracker replay` is re-encoded from records that
+passed, and a refusal of one is recorded where it was read. Recorded where read, a dead-letter
+copy refused again (a fix not made yet) got a letter of its own place, which the next dlq replay
+re-submitted beside the original's: the letters and usage_rejects rows doubled at each run
+(found in review, 2026-11-26).
+
 The headers are the topic's text: they are parsed strictly and bounded, and one that does not
 parse leaves the message its own source. They move only where a refusal is recorded, never
 what lands: a forged one (the topic's writers are the collector and these commands) could file
@@ -23,6 +31,8 @@ from typing import Any
 
 COPY_HEADER = "tracker-copy-of"
 INDEXES_HEADER = "tracker-copy-indexes"
+VIA_HEADER = "tracker-copy-via"
+VIA_DEAD_LETTER = b"dead-letter"
 # A header is the topic's text, not the replay's word: bounded before it is read. 500 records
 # a message at most are re-submitted (replay.RECORDS_PER_MESSAGE), each index a few digits.
 _MAX_HEADER_BYTES = 8192
@@ -39,6 +49,7 @@ class Original:
     partition: int
     offset: int
     indexes: tuple[int, ...] | None = None  # the copy's record i was the original's indexes[i]
+    via_dead_letter: bool = False  # made by `tracker dlq replay` from a letter of the original
 
     def index_of(self, index: int) -> int:
         """The original's index of the copy's record `index` (-1, the whole message, stays)."""
@@ -79,12 +90,18 @@ def original(headers: list[tuple[str, Any]] | None) -> Original | None:
         if not all(_NUMBER.fullmatch(p) and int(p) <= _INT32_MAX for p in parts):
             return None
         indexes = tuple(int(p) for p in parts)
-    return Original(topic, int(partition), int(offset), indexes)
+    via = _header(headers, VIA_HEADER) == VIA_DEAD_LETTER
+    return Original(topic, int(partition), int(offset), indexes, via)
 
 
-def headers_for(name: str, indexes: list[int] | None = None) -> list[tuple[str, bytes]]:
-    """A copy's headers: its original's name, and for refused records their indexes there."""
+def headers_for(
+    name: str, indexes: list[int] | None = None, *, via_dead_letter: bool = False
+) -> list[tuple[str, bytes]]:
+    """A copy's headers: its original's name, for records of it their indexes there, and
+    whether the copy was made from its dead letters."""
     out = [(COPY_HEADER, name.encode())]
     if indexes is not None:
         out.append((INDEXES_HEADER, ",".join(map(str, indexes)).encode()))
+    if via_dead_letter:
+        out.append((VIA_HEADER, VIA_DEAD_LETTER))
     return out

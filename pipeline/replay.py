@@ -17,8 +17,11 @@ the contract refuses in the live topic or the dead letters are not re-submitted:
 refused, dead-lettered and recorded when first read. Those refused in another topic never were:
 they are re-submitted with their places in the original, and the group dead-letters and
 records them under it (in usage_rejects once, however often the replay runs; the dead-letter
-topic gets a letter at each run, as for any message read twice). Re-submitting needs no store, so
-these commands run beside an embedded pipeline that holds its data directory.
+topic gets a letter at each run, as for any message read twice). Dead letters' copies are
+recorded under their original in the same way when the group refuses them again, so repeating
+a dlq replay before the fix re-submits the same records each time (pipeline.copies).
+Re-submitting needs no store, so these commands run beside an embedded pipeline that holds its
+data directory.
 
 Both cut records by TRACKER_KAFKA_PARTITIONS as the collector does, so both refuse to send
 anything when the live topic has another number of partitions (found in review: a replay with
@@ -270,14 +273,14 @@ class _Resubmitter:
 
     def send(
         self, partition: int | None, key: bytes | None, value: bytes, original: str,
-        indexes: list[int] | None = None,
+        indexes: list[int] | None = None, *, via_dead_letter: bool = False,
     ) -> None:  # fmt: skip
         if partition is not None and partition >= self.partitions:
             partition = None  # the live topic has fewer partitions: its partitioner decides
         try:
             self._pending.append((original, self._producer.send(
                 self.topic, key=key, value=value, partition=partition,
-                headers=headers_for(original, indexes),
+                headers=headers_for(original, indexes, via_dead_letter=via_dead_letter),
             )))  # fmt: skip
         except KafkaError as exc:  # refused before sending (too large, say): name the message
             raise ReplayError(f"the copy of {original} was not sent: {type(exc).__name__}: "
@@ -438,7 +441,9 @@ def replay_dead_letters(
         # records were refused. The copies go to their identity's shard, not to the letter's
         # partition: the refused record never landed, and a valid copy a gateway sent since is
         # in its shard's partition, whose member must be the one to land both.
-        passing: dict[str, list[UsageRecord]] = defaultdict(list)
+        # With each record its index in the original, which the copy's headers list: a refusal
+        # of the copy is recorded at the original's place and index (pipeline.copies).
+        passing: dict[str, list[tuple[int, UsageRecord]]] = defaultdict(list)
         for read in batch:
             try:
                 letter = orjson.loads(read.value)
@@ -475,12 +480,17 @@ def replay_dead_letters(
                 passed.add(identity)
             else:
                 refused_seen.add(letter_key)
-            result.refused += len({r.record_index for r in refused})
-            passing[f"{source}/{partition}/{offset}"].extend(records)
-        for original, records in passing.items():
-            result.records += len(records)
-            for shard, chunk in by_shard(records, shards, RECORDS_PER_MESSAGE):
-                out.send(None, shard_key(shard), encode_batch(chunk), original)
+            refused_at = {r.record_index for r in refused}
+            result.refused += len(refused_at)
+            passing[f"{source}/{partition}/{offset}"].extend(
+                zip(_indexes_of(index, len(records), refused_at), records, strict=True)
+            )
+        for original, placed in passing.items():
+            result.records += len(placed)
+            keys = [shard_of(r.gateway_id, r.record_id, shards) for _, r in placed]
+            for shard, chunk in cut_by_shard(placed, keys, RECORDS_PER_MESSAGE):
+                out.send(None, shard_key(shard), encode_batch([r for _, r in chunk]), original,
+                         [i for i, _ in chunk], via_dead_letter=True)  # fmt: skip
         out.flush()
 
     try:
@@ -574,6 +584,16 @@ class _Originals:
     def close(self) -> None:
         if self._consumer is not None:
             self._consumer.close(autocommit=False)
+
+
+def _indexes_of(letter_index: int, passed: int, refused: set[int]) -> list[int]:
+    """The original's indexes of the records that passed, in order: a letter of one record
+    holds record `letter_index`; a letter of a whole message (-1) holds them all, each either
+    passed (in order) or refused (read_message)."""
+    if letter_index >= 0:
+        return [letter_index] * passed  # one record, or none
+    taken = [i for i in range(passed + len(refused - {-1})) if i not in refused]
+    return taken[:passed]
 
 
 def _identity(payload: bytes) -> tuple[str, ...] | None:

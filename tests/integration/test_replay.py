@@ -795,3 +795,70 @@ def test_dlq_replay_reads_again_what_a_letter_kept_only_the_start_of(
     assert sent["old-000-" + "x" * 100] == sent["old-padded"] == 2
     assert sent["old-ok"] == sent["other"] == 1
     assert sum(sent.values()) == 503 + 501
+
+
+def test_dlq_replays_while_the_bug_remains_add_no_refusals_and_resubmit_no_more(
+    core: Core, store_settings: CommonSettings, pool: ClientPool, kafka_bootstrap: str,
+    members: list[Member], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Found in review (2026-11-26): a dead-letter copy refused again (the fix not deployed
+    yet) was recorded where it was read, with a letter of its own place, which the next dlq
+    replay re-submitted beside the original's letter: letters, usage_rejects rows and
+    re-submissions doubled at every run (1, 5, 13, 29 letters), and each run still said the
+    group had landed them. A dead-letter copy's refusal is recorded at its original now: one
+    usage_rejects row, the same records re-submitted each run, then landed once when fixed."""
+    topic, group = f"redo-{uuid.uuid4().hex[:6]}", f"g-{uuid.uuid4().hex[:6]}"
+    dlq = topic + ".dlq"
+    ensure_topics(kafka_bootstrap, topic, dlq)
+    base = {"gateway_id": "gw-redo", "agency_id": "in-sbi", "occurred_at": "2026-03-03T03:00:00Z",
+            "provider": "sarvam", "model": "m", "request_count": 3}  # fmt: skip
+    message = orjson.dumps([{**base, "record_id": f"redo-{i:03d}"} for i in range(400)])
+    failing = threading.Event()
+    failing.set()
+    process = core.processor.process_message
+
+    def with_a_bug(value: bytes, partition: int = -1, offset: int = -1) -> Processed:
+        if failing.is_set() and b"gw-redo" in value:
+            raise RuntimeError("a bug of this release")
+        return process(value, partition, offset)
+
+    monkeypatch.setattr(core.processor, "process_message", with_a_bug)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    producer.send(topic, value=message, partition=2)
+    producer.flush()
+    producer.close()
+    members.append(Member(core, store_settings, kafka_bootstrap, topic, group))
+    wait_caught_up(kafka_bootstrap, topic, group, timeout=120)
+
+    def refusals() -> list[tuple[Any, ...]]:
+        return pool.query_rows(
+            "SELECT source_partition, source_offset, record_index FROM usage_rejects "
+            "WHERE source_topic = {t:String}", parameters={"t": topic},
+        )  # fmt: skip
+
+    assert refusals() == [(2, 0, -1)]
+    letters = [sum(end_offsets(kafka_bootstrap, dlq).values())]
+    assert letters == [1]
+    for _ in range(3):  # the bug is still there
+        done = replay_dead_letters(kafka_bootstrap, dlq, topic)
+        assert (done.records, done.refused, done.lost) == (400, 0, 0)
+        assert wait_landed(kafka_bootstrap, topic, group, done.ends, timeout_seconds=60) == "landed"
+        assert refusals() == [(2, 0, -1)]
+        letters.append(sum(end_offsets(kafka_bootstrap, dlq).values()))
+        # At most a letter per copy (400 records in 4 shards) and run, under the original.
+        assert letters[-1] - letters[-2] <= 4, letters
+    for read in read_topic(kafka_bootstrap, dlq):
+        letter = cast(dict[str, Any], read.records)
+        place = (letter["source_topic"], letter["source_partition"], letter["source_offset"])
+        assert place == (topic, 2, 0) and letter["record_index"] == -1, letter
+    assert pool.query_rows("SELECT count() FROM usage_raw WHERE gateway_id = 'gw-redo'") == [(0,)]
+
+    failing.clear()  # the fixed release
+    done = replay_dead_letters(kafka_bootstrap, dlq, topic)
+    assert done.records == 400
+    assert wait_landed(kafka_bootstrap, topic, group, done.ends, timeout_seconds=60) == "landed"
+    landed = pool.query_rows(
+        "SELECT count(), sum(request_count) FROM usage_raw WHERE gateway_id = 'gw-redo'"
+    )[0]
+    assert (int(landed[0]), int(landed[1])) == (400, 1200)
+    assert refusals() == [(2, 0, -1)]
