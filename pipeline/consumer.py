@@ -566,6 +566,8 @@ class PipelineConsumer:
         logged and counted, and the lag refreshed, as for a ClickHouse write: the partition
         stalled here without a word, its lag gauge frozen (found in review). Only the letters
         not taken are sent again (every letter of the batch was, each time)."""
+        if not bodies:
+            return
         pending = list(bodies)  # emptied of each letter the broker takes
         for attempt in Retrying(
             retry=retry_if_exception_type(KafkaError),
