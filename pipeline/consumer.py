@@ -530,6 +530,12 @@ class PipelineConsumer:
         # one batch: its refusals are taken from the first copy read (found in review: the
         # insert's check against stored rows let both in).
         first_copy: dict[tuple[str, int, int, int], tuple[int, int]] = {}
+        # Refusals of copies `tracker dlq replay` made: their records' first letters are still
+        # in the dead-letter topic, and the replay re-submits from those. These letters say so
+        # and are not re-submitted again: their payload is the copy (a message refused whole
+        # holds a part of the original, at the copy's indexes), and re-submitting them too
+        # doubled the re-submissions at every run while a bug remained (found in review).
+        again: set[tuple[str, int, int, int]] = set()
         for rejection, partition, offset, named in rejections:
             if named is None:
                 by_source.setdefault((self.topic, partition, offset), []).append(rejection)
@@ -538,6 +544,8 @@ class PipelineConsumer:
             index = named.index_of(rejection.record_index)
             if first_copy.setdefault((*source, index), (partition, offset)) != (partition, offset):
                 continue
+            if named.via_dead_letter:
+                again.add((*source, index))
             by_source.setdefault(source, []).append(replace(rejection, record_index=index))
         retry(self.writer.write_rejections, by_source)
         bodies: list[bytes] = []
@@ -557,6 +565,8 @@ class PipelineConsumer:
                     # was added).
                     "payload_cut": r.cut,
                 }
+                if (topic, partition, offset, r.record_index) in again:
+                    body["dead_letter_copy"] = True
                 bodies.append(orjson.dumps(body))
         return bodies
 
@@ -578,9 +588,15 @@ class PipelineConsumer:
             reraise=True,
         ):
             with attempt:
-                sends = [(body, self._dlq.send(self.dlq_topic, value=body)) for body in pending]
                 failed: list[bytes] = []
                 error: KafkaError | None = None
+                sends = []
+                for body in pending:
+                    try:  # send() itself may refuse (no metadata yet, a full buffer)
+                        sends.append((body, self._dlq.send(self.dlq_topic, value=body)))
+                    except KafkaError as exc:
+                        failed.append(body)
+                        error = exc
                 for body, future in sends:
                     try:
                         future.get(timeout=30)

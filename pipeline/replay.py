@@ -452,8 +452,14 @@ def replay_dead_letters(
                 partition, offset = int(letter["source_partition"]), int(letter["source_offset"])
                 index = int(letter.get("record_index", -1))
                 cut = letter.get("payload_cut")
+                again = letter.get("dead_letter_copy") is True
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
                 result.refused += 1
+                continue
+            if again:
+                # A copy an earlier run re-submitted, refused again: its records' first letter
+                # is what a run re-submits (consumer._record_rejections).
+                result.copies_skipped += 1
                 continue
             if not isinstance(cut, bool):
                 # Written before letters said so: a whole message's payload this long was

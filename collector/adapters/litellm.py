@@ -147,6 +147,12 @@ def record_key(call_id: Any, request_id: Any, ids: IdScheme = "pair") -> str | N
     if ids == "request":
         return request
     if ids == "pair" and call is not None and request is not None and request != call:
+        if "/" in call or "/" in request:
+            # ("a", "b/c") and ("a/b", "c") would both read a/b/c: one record id for two calls
+            # (found in review). Such a pair is keyed by a hash of both, the same pushed or
+            # pulled.
+            pair = hashlib.sha256(orjson.dumps([call, request])).hexdigest()[:40]
+            return f"litellm-pair:{pair}"
         return f"{call}/{request}"
     return call or request
 

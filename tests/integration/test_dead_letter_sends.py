@@ -1,6 +1,7 @@
 """Dead letters the broker does not take (found in review, 2026-11-26): the partition waited
 for them without a log line, a metric or a fresh lag figure, and every letter of the batch was
-sent again at each attempt, those the broker had taken included."""
+sent again at each attempt, those the broker had taken included (also when send() itself
+refused one, found in review of the fix)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ class _FlakyProducer:
         self.sends += 1
         if value == self.refused and self.refusals > 0:
             self.refusals -= 1
+            if self.refusals % 2:  # refused at once, as send() does without metadata
+                raise KafkaTimeoutError("no metadata for the dead-letter topic")
             return _Future(KafkaTimeoutError("no leader for the dead-letter topic"))
         self.taken.append(value)
         return _Future(None)
@@ -64,7 +67,7 @@ def test_letters_not_taken_are_logged_counted_and_sent_again_alone(
             r.getMessage() for r in caplog.records if "dead letters not taken" in r.getMessage()
         ]
         assert len(warned) == 2 and warned[0].startswith(f"1 dead letters not taken by {topic}.dlq")
-        assert "KafkaTimeoutError" in warned[0] or "no leader" in warned[0]
+        assert "no metadata" in warned[0] and "no leader" in warned[1]
         failures = consumer.metrics.registry.get_sample_value(
             "tracker_pipeline_dead_letter_failures_total"
         )

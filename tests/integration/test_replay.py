@@ -842,15 +842,20 @@ def test_dlq_replays_while_the_bug_remains_add_no_refusals_and_resubmit_no_more(
     for _ in range(3):  # the bug is still there
         done = replay_dead_letters(kafka_bootstrap, dlq, topic)
         assert (done.records, done.refused, done.lost) == (400, 0, 0)
+        # The letters of earlier runs' copies are not re-submitted: the first letter is.
+        assert done.copies_skipped == letters[-1] - 1
         assert wait_landed(kafka_bootstrap, topic, group, done.ends, timeout_seconds=60) == "landed"
         assert refusals() == [(2, 0, -1)]
         letters.append(sum(end_offsets(kafka_bootstrap, dlq).values()))
         # At most a letter per copy (400 records in 4 shards) and run, under the original.
         assert letters[-1] - letters[-2] <= 4, letters
+    copies = 0
     for read in read_topic(kafka_bootstrap, dlq):
         letter = cast(dict[str, Any], read.records)
         place = (letter["source_topic"], letter["source_partition"], letter["source_offset"])
         assert place == (topic, 2, 0) and letter["record_index"] == -1, letter
+        copies += letter.get("dead_letter_copy") is True
+    assert copies == letters[-1] - 1  # all but the first refusal's
     assert pool.query_rows("SELECT count() FROM usage_raw WHERE gateway_id = 'gw-redo'") == [(0,)]
 
     failing.clear()  # the fixed release

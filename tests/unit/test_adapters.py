@@ -161,6 +161,22 @@ def test_litellm_a_failed_attempt_and_the_fallback_that_answered_are_two_records
         "chatcmpl-AbC123")  # fmt: skip
 
 
+def test_litellm_ids_holding_a_slash_do_not_make_one_key_of_two_calls() -> None:
+    """Found in review: ("a", "b/c") and ("a/b", "c") both read a/b/c, one record id for two
+    calls. Such a pair is keyed by a hash of both, the same pushed or pulled."""
+    payload = json.loads((FIXTURES / "litellm/standard_logging_payloads.json").read_text())[0]
+    row = json.loads((FIXTURES / "litellm/spend_logs.json").read_text())[0]
+    pairs = [("a", "b/c"), ("a/b", "c"), ("a", "b")]
+    pushed = [_valid(run(litellm.map_payload, {**payload, "litellm_call_id": c, "id": r}, ONE))
+              for c, r in pairs]  # fmt: skip
+    ids = [r.record_id for r in pushed]
+    assert len(set(ids)) == 3 and ids[2] == "a/b"
+    assert ids[0].startswith("litellm-pair:") and ids[1].startswith("litellm-pair:")
+    pulled = [_valid(run(litellm.map_spend_log, {**row, "litellm_call_id": c, "request_id": r},
+                         ONE)).record_id for c, r in pairs]  # fmt: skip
+    assert pulled == ids
+
+
 def test_litellm_health_checks_are_known_by_the_key_not_by_what_a_caller_chooses() -> None:
     """Found in review (2026-11-26): the proxy's periodic health checks are real model calls,
     made with its service key and team `litellm-internal-health-check`, and were counted as

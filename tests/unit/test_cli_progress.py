@@ -30,6 +30,16 @@ def test_a_line_at_most_every_interval_and_one_at_the_end(
     ]
 
 
+def test_large_counts_are_written_whole(capsys: pytest.CaptureFixture[str]) -> None:
+    """Found in review: `:g` wrote 1234567 as 1.23457e+06, and past a million a long replay's
+    lines looked frozen."""
+    with LineProgress(every=0, clock=lambda: 0.0) as bar:
+        task = bar.add_task("replaying usage.v1 (messages)")
+        bar.update(task, completed=1_234_567, total=4_500_000)
+    line = capsys.readouterr().err.splitlines()[0]
+    assert line == "replaying usage.v1 (messages): 1234567/4500000 (0 s)"
+
+
 def test_without_a_total_the_count_alone(capsys: pytest.CaptureFixture[str]) -> None:
     with LineProgress(every=0, clock=lambda: 0.0) as bar:
         task = bar.add_task("re-reading usage.dlq.v1 (letters)")

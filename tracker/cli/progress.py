@@ -60,9 +60,15 @@ class LineProgress:
             self._line()
 
     def _line(self) -> None:
-        of = f"/{self._total:g}" if self._total is not None else ""
+        of = f"/{_count(self._total)}" if self._total is not None else ""
         elapsed = self._clock() - self._started
-        typer.echo(f"{self._description}: {self._done:g}{of} ({elapsed:.0f} s)", err=True)
+        typer.echo(f"{self._description}: {_count(self._done)}{of} ({elapsed:.0f} s)", err=True)
+
+
+def _count(value: float) -> str:
+    # Whole counts as integers: `:g` wrote 1234567 as 1.23457e+06, and a replay past a
+    # million messages looked frozen (found in review).
+    return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
 
 
 def progress_bar() -> Progress | LineProgress:

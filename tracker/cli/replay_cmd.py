@@ -162,8 +162,10 @@ def dlq_replay(
         except ReplayError as exc:
             _fail(str(exc))
     lost = f", {result.lost} not re-readable" if result.lost else ""
+    again = (f", {result.copies_skipped} letters of earlier runs' copies refused again (their "
+             "records' first letters re-submitted)") if result.copies_skipped else ""  # fmt: skip
     typer.echo(f"{result.messages} dead letters: {result.records} records re-submitted to "
-               f"{settings.kafka_topic}, {result.refused} still refused{lost}")  # fmt: skip
+               f"{settings.kafka_topic}, {result.refused} still refused{lost}{again}")  # fmt: skip
     if result.lost:
         more = f" (and {result.lost - len(result.lost_named)} more)" if result.lost > len(
             result.lost_named) else ""  # fmt: skip
