@@ -301,7 +301,10 @@ def require(identity: Identity, *roles: Role) -> None:
     needed = " or ".join(r.value for r in roles)
     if identity.role is Role.public:
         raise HTTPException(401, f"needs an API key ({needed})", {"WWW-Authenticate": "Bearer"})
-    raise HTTPException(403, f"a {identity.role.value} key cannot read this (needs {needed})")
+    # "use", not "read": writes answer this too (a proposal by an auditor key; found in review).
+    role = identity.role.value
+    article = "an" if role[:1] in "aeiou" else "a"
+    raise HTTPException(403, f"{article} {role} key cannot use this (needs {needed})")
 
 
 def count_rows(request: Request, n: int) -> None:

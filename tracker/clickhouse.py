@@ -83,6 +83,13 @@ def _explain(exc: Exception, redacted_dsn: str, engine_said: str = "") -> Storag
         return StorageUnavailable(
             f"this process already opened another embedded store; cannot also open {redacted_dsn}"
         )
+    if isinstance(exc, FileExistsError | NotADirectoryError):
+        # Making the store's directories met a file on the way (a --data-dir that names a
+        # file): "[Errno 17] File exists" did not say what was wrong (found in review).
+        return StorageUnavailable(
+            f"cannot open the embedded store {redacted_dsn}: {exc.filename} is a file, not a "
+            "directory (--data-dir / TRACKER_DATA_DIR names a directory)"
+        )
     first = text.splitlines()[0] if text else type(exc).__name__
     if "EmbeddedServer" in first:
         found = next((m for p in _ENGINE_REASONS if (m := p.search(first))), None)

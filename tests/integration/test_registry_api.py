@@ -89,6 +89,8 @@ def test_changes_need_an_admin_key(api: TestClient, auditor: dict[str, str]) -> 
     assert api.post(url, params={"reason": "x"}, content="a: 1", headers=wrong).status_code == 401
     denied = api.post(url, params={"reason": "x"}, content=proposal_text(), headers=auditor)
     assert denied.status_code == 403
+    # Found in review (2026-11-26): "a auditor key cannot read this", on a write.
+    assert denied.json()["detail"] == "an auditor key cannot use this (needs admin)"
     assert api.post(f"{url}/p-000000000000/apply", headers=auditor).status_code == 403
 
 

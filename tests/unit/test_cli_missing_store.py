@@ -4,6 +4,9 @@ exist rather than create it (the commands that add to it: tests/integration/test
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,6 +31,8 @@ NO_DSN = {"TRACKER_CLICKHOUSE_DSN": ""}
         ["gateway", "rotate", "gw-x"],
         ["key", "revoke", "k-x"],
         ["reclassify", "--from", "2026-01", "--to", "2026-02", "--author", "a"],
+        # Found in review (2026-11-26): it listed every migration as pending and left a store.
+        ["migrate", "--check"],
     ],
 )
 def test_a_mistyped_data_dir_is_refused_not_created(command: list[str], tmp_path: Path) -> None:
@@ -38,3 +43,19 @@ def test_a_mistyped_data_dir_is_refused_not_created(command: list[str], tmp_path
     assert result.exit_code == 2, result.output
     assert f"no store at {typo / 'chdb'}" in result.output and "--data-dir" in result.output
     assert not typo.exists()
+
+
+def test_a_data_dir_that_is_a_file_is_named_so(tmp_path: Path) -> None:
+    """Found in review (2026-11-26): `--data-dir` naming a file answered "cannot open
+    ClickHouse at ...: [Errno 17] File exists". (A process of its own: the command's error
+    handling is in `tracker.cli.main`; the engine is never opened.)"""
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory")
+    done = subprocess.run(
+        [sys.executable, "-m", "tracker", "migrate", "--data-dir", str(afile)],
+        env={**os.environ, **NO_DSN}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert f"{afile} is a file, not a directory" in done.stderr, done.stderr
+    assert "Errno" not in done.stderr and "Traceback" not in done.stderr
+    assert afile.read_text() == "not a directory"

@@ -139,8 +139,10 @@ def migrate(
 
     if check and measure:
         fail("--check applies nothing and --measure writes: give one of them")
-    settings = _settings(CommonSettings, data_dir=data_dir)
     if check:
+        # Applies nothing, so it creates nothing: a mistyped --data-dir listed every migration
+        # as pending and left a new store behind (found in review).
+        settings = _existing_store(data_dir)
         # What a process waits on before it starts (deploy/k8s): the migrate Job applies the
         # schema alone, so a data step (migration 0005's backfill) never runs twice at once.
         waiting = pending(ClientPool(settings).get())
@@ -148,6 +150,7 @@ def migrate(
             typer.echo(f"pending {m.version:04d}_{m.name}")
         typer.echo(f"{len(waiting)} migration(s) pending in {settings.redacted_dsn()}")
         raise typer.Exit(1 if waiting else 0)
+    settings = _settings(CommonSettings, data_dir=data_dir)
     ran = run_migrations(ClientPool(settings).get())
     for m in ran:
         typer.echo(f"applied {m.version:04d}_{m.name}")

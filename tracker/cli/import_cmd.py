@@ -160,8 +160,12 @@ def import_(
     provider: Annotated[
         str | None, typer.Option("--provider", help="Provider for lines that name none")
     ] = None,
-    endpoint_host: Annotated[str | None, typer.Option("--endpoint-host")] = None,
-    region: Annotated[str | None, typer.Option("--region")] = None,
+    endpoint_host: Annotated[
+        str | None, typer.Option("--endpoint-host", help="Serving host for lines that name none")
+    ] = None,
+    region: Annotated[
+        str | None, typer.Option("--region", help="Cloud region for lines that name none")
+    ] = None,
     currency: Annotated[str | None, typer.Option("--currency", help="For costs without")] = None,
     fmt: Annotated[
         str, typer.Option("--format", help="auto (by extension), jsonl or csv")

@@ -201,8 +201,8 @@ def history_cmd(data_dir: DataDir = None) -> None:
 
 @registry_app.command("classify")
 def classify_cmd(
-    provider: Annotated[str, typer.Argument()],
-    region: Annotated[str | None, typer.Option()] = None,
+    provider: Annotated[str, typer.Argument(help="Provider as the gateway names it")],
+    region: Annotated[str | None, typer.Option(help="Cloud region code")] = None,
     host: Annotated[str | None, typer.Option(help="endpoint_host: a name or an IP literal")] = None,
     file: Annotated[Path | None, typer.Option(help="Classify by this file, not storage")] = None,
     data_dir: DataDir = None,

@@ -142,7 +142,15 @@ def replay(
 
 @dlq_app.command("replay")
 def dlq_replay(
-    from_offset: Annotated[int | None, typer.Option("--from-offset", min=0)] = None,
+    from_offset: Annotated[
+        int | None,
+        typer.Option(
+            "--from-offset",
+            min=0,
+            help="Start offset in every partition of the "
+            "dead-letter topic (default: its beginning)",
+        ),
+    ] = None,
     wait: Wait = 600,
 ) -> None:
     """Re-submit dead letters that today's contract accepts to the live topic; the pipeline

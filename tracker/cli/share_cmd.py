@@ -29,7 +29,9 @@ def share(
         typer.Option("--as-classified", help="then (as landed) | now (current registry)"),
     ] = "then",
     agency: Annotated[list[str] | None, typer.Option("--agency", help="Agency id (repeat)")] = None,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Local state (default ./var)")
+    ] = None,
 ) -> None:
     """Print the domestic share and the sums behind it as JSON."""
     from tracker import registry_store
