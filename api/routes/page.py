@@ -13,6 +13,8 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 router = APIRouter(include_in_schema=False)
 
 
-@router.get("/")
+# HEAD too, as /docs and /static answer it: uptime monitors check a page so, and got 405
+# (found in review).
+@router.api_route("/", methods=["GET", "HEAD"])
 def page() -> FileResponse:
     return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")

@@ -467,6 +467,11 @@ def test_the_pages_load_nothing_from_another_origin_and_say_how_to_cache_them(
     assert "<script" not in docs.text and not re.search(r'(src|href)="(https?:)?//', docs.text)
     assert client.get("/redoc").status_code == 404
     assert client.head("/docs").status_code == 200
+    # Found in review (2026-11-26): the page and the health route answered HEAD with 405.
+    for path in ("/", "/v1/health"):
+        head = client.head(path)
+        assert head.status_code == 200 and head.content == b"", path
+    assert client.head("/").headers["content-security-policy"] == PAGE_POLICY
     assert "Basis (requests, tokens, cost, energy)" in docs.text  # an enumeration's values
     assert "Body (required): application/yaml (string)." in docs.text  # a proposal's body
     for path in ("/", "/docs", "/static/page.js", "/static/page.css"):

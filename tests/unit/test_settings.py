@@ -135,4 +135,4 @@ def test_schema_and_migrate_refuse_paths_that_cannot_work(tmp_path: Path) -> Non
     # main() turns StorageUnavailable into exit 2 with its message (CliRunner calls app()).
     result = runner.invoke(app, ["migrate", "--data-dir", str(afile)])
     assert isinstance(result.exception, StorageUnavailable), result.exception
-    assert "cannot open ClickHouse" in str(result.exception)
+    assert f"{afile} is a file, not a directory" in str(result.exception)
