@@ -59,3 +59,15 @@ def test_a_data_dir_that_is_a_file_is_named_so(tmp_path: Path) -> None:
     assert f"{afile} is a file, not a directory" in done.stderr, done.stderr
     assert "Errno" not in done.stderr and "Traceback" not in done.stderr
     assert afile.read_text() == "not a directory"
+
+
+def test_a_registry_date_out_of_range_names_the_reason(tmp_path: Path) -> None:
+    """Found in review (2026-11-26): `registry show --at 2026-13-01` said the value did not
+    match the date formats; it does, its month is out of range."""
+    result = CliRunner().invoke(
+        app, ["registry", "show", "--at", "2026-13-01", "--data-dir", str(tmp_path / "x")],
+        env={**NO_DSN, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "month value is outside expected range" in result.output, result.output
+    assert "does not match the formats" not in result.output

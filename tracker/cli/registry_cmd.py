@@ -22,10 +22,9 @@ registry_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(registry_app, name="registry")
-When = Annotated[
-    datetime | None,
-    typer.Option(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]),
-]
+# Read as `tracker share` reads its dates (a date, or a date-time with or without its offset):
+# with a list of formats, a month 13 was "does not match the formats" (found in review).
+When = Annotated[datetime | None, typer.Option(help="A date or date-time (no offset: UTC)")]
 
 
 def _fail(message: str) -> typer.Exit:
