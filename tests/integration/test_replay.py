@@ -688,6 +688,34 @@ def test_a_replay_with_another_partition_count_sends_nothing_and_leaves_the_topi
     assert_sharded(read_topic(kafka_bootstrap, fewer), shards=2, partitions=2)
 
 
+def land_with_a_bug(
+    core: Core, store_settings: CommonSettings, kafka_bootstrap: str, members: list[Member],
+    monkeypatch: pytest.MonkeyPatch, topic: str, group: str, gateway: str, message: bytes,
+    partition: int,
+) -> threading.Event:  # fmt: skip
+    """`message` sent to `topic`'s `partition` and read by a member whose processor fails on
+    `gateway`'s records while the returned event is set (a bug of this release): dead-lettered
+    whole. Clear the event for the fixed release."""
+    failing = threading.Event()
+    failing.set()
+    process = core.processor.process_message
+    marker = gateway.encode()
+
+    def with_a_bug(value: bytes, partition: int = -1, offset: int = -1) -> Processed:
+        if failing.is_set() and marker in value:
+            raise RuntimeError("a bug of this release")
+        return process(value, partition, offset)
+
+    monkeypatch.setattr(core.processor, "process_message", with_a_bug)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    producer.send(topic, value=message, partition=partition)
+    producer.flush()
+    producer.close()
+    members.append(Member(core, store_settings, kafka_bootstrap, topic, group))
+    wait_caught_up(kafka_bootstrap, topic, group, timeout=120)
+    return failing
+
+
 def test_a_message_dead_lettered_whole_past_64_kib_is_read_again_by_dlq_replay(
     core: Core, store_settings: CommonSettings, pool: ClientPool, kafka_bootstrap: str,
     members: list[Member], monkeypatch: pytest.MonkeyPatch,
@@ -704,22 +732,8 @@ def test_a_message_dead_lettered_whole_past_64_kib_is_read_again_by_dlq_replay(
             "provider": "sarvam", "model": "m", "request_count": 2}  # fmt: skip
     big = orjson.dumps([{**base, "record_id": f"cut-{i:03d}-{'x' * 100}"} for i in range(500)])
     assert len(big) > 64 * 1024
-    failing = threading.Event()
-    failing.set()
-    process = core.processor.process_message
-
-    def with_a_bug(value: bytes, partition: int = -1, offset: int = -1) -> Processed:
-        if failing.is_set() and b"gw-cut" in value:
-            raise RuntimeError("a bug of this release")
-        return process(value, partition, offset)
-
-    monkeypatch.setattr(core.processor, "process_message", with_a_bug)
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    producer.send(topic, value=big, partition=1)
-    producer.flush()
-    producer.close()
-    members.append(Member(core, store_settings, kafka_bootstrap, topic, group))
-    wait_caught_up(kafka_bootstrap, topic, group, timeout=120)
+    failing = land_with_a_bug(core, store_settings, kafka_bootstrap, members, monkeypatch,
+                              topic, group, "gw-cut", big, partition=1)  # fmt: skip
     (letter,) = [cast(dict[str, Any], read.records) for read in read_topic(kafka_bootstrap, dlq)]
     assert letter["reason"] == "processor error: RuntimeError: a bug of this release"
     place = (letter["source_partition"], letter["source_offset"], letter["record_index"])
@@ -804,8 +818,8 @@ def test_dlq_replays_while_the_bug_remains_add_no_refusals_and_resubmit_no_more(
     """Found in review (2026-11-26): a dead-letter copy refused again (the fix not deployed
     yet) was recorded where it was read, with a letter of its own place, which the next dlq
     replay re-submitted beside the original's letter: letters, usage_rejects rows and
-    re-submissions doubled at every run (1, 5, 13, 29 letters), and each run still said the
-    group had landed them. A dead-letter copy's refusal is recorded at its original now: one
+    re-submissions doubled at every run (1, 5, 13, 29 letters). A dead-letter copy's refusal
+    is recorded at its original now, its letter marked as a copy's and not re-submitted: one
     usage_rejects row, the same records re-submitted each run, then landed once when fixed."""
     topic, group = f"redo-{uuid.uuid4().hex[:6]}", f"g-{uuid.uuid4().hex[:6]}"
     dlq = topic + ".dlq"
@@ -813,22 +827,8 @@ def test_dlq_replays_while_the_bug_remains_add_no_refusals_and_resubmit_no_more(
     base = {"gateway_id": "gw-redo", "agency_id": "in-sbi", "occurred_at": "2026-03-03T03:00:00Z",
             "provider": "sarvam", "model": "m", "request_count": 3}  # fmt: skip
     message = orjson.dumps([{**base, "record_id": f"redo-{i:03d}"} for i in range(400)])
-    failing = threading.Event()
-    failing.set()
-    process = core.processor.process_message
-
-    def with_a_bug(value: bytes, partition: int = -1, offset: int = -1) -> Processed:
-        if failing.is_set() and b"gw-redo" in value:
-            raise RuntimeError("a bug of this release")
-        return process(value, partition, offset)
-
-    monkeypatch.setattr(core.processor, "process_message", with_a_bug)
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    producer.send(topic, value=message, partition=2)
-    producer.flush()
-    producer.close()
-    members.append(Member(core, store_settings, kafka_bootstrap, topic, group))
-    wait_caught_up(kafka_bootstrap, topic, group, timeout=120)
+    failing = land_with_a_bug(core, store_settings, kafka_bootstrap, members, monkeypatch,
+                              topic, group, "gw-redo", message, partition=2)  # fmt: skip
 
     def refusals() -> list[tuple[Any, ...]]:
         return pool.query_rows(
