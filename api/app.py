@@ -8,6 +8,7 @@ from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
+from pydantic import ValidationError
 
 from api.auth import ERRORS, AccessMiddleware, Problem, RateLimiter
 from api.cache import TtlCache
@@ -35,7 +36,20 @@ from tracker.access import KeyAuth
 from tracker.clickhouse import ClientPool
 from tracker.metrics import Share
 from tracker.registry import Registry
-from tracker.settings import ApiSettings
+from tracker.settings import ApiSettings, SettingError
+
+
+def _settings_from_environment() -> ApiSettings:
+    """ApiSettings from TRACKER_*, refused by name and reason only: pydantic's own message
+    quotes each bad value, and a DSN's is its password (found in review)."""
+    try:
+        return ApiSettings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        raise SettingError(f"bad configuration: {problems}") from None
 
 
 def create_app(
@@ -43,7 +57,7 @@ def create_app(
 ) -> FastAPI:
     # The CLI always passes the settings it checked at start (tracker/cli/wiring.py); read
     # from TRACKER_* here only for tests and tools that build the app alone.
-    settings = settings if settings is not None else ApiSettings()
+    settings = settings if settings is not None else _settings_from_environment()
     app = FastAPI(
         title="Inference Sovereignty Tracker",
         version=__version__,

@@ -10,7 +10,7 @@ POST /api/dashboards/db.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
@@ -44,7 +44,8 @@ class ClickHouseConnection:
     secure: bool = False
     username: str = "default"
     database: str = "tracker"
-    password: str | None = None
+    # Out of the repr: an error or a log line that shows the connection must not show it.
+    password: str | None = field(default=None, repr=False)
 
     def json_data(self) -> dict[str, Any]:
         # Keys of the plugin's CHConfig (src/types/config.ts).

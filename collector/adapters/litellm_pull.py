@@ -126,7 +126,7 @@ def _duration(row: dict[str, Any], start: datetime) -> timedelta | None:
 @dataclass
 class Puller:
     proxy_url: str
-    proxy_key: str
+    proxy_key: str = field(repr=False)  # a secret: never in a repr
     sender: Sender
     ctx: Context
     state_file: Path
