@@ -87,8 +87,9 @@ def _explain(exc: Exception, redacted_dsn: str, engine_said: str = "") -> Storag
         # Making the store's directories met a file on the way (a --data-dir that names a
         # file): "[Errno 17] File exists" did not say what was wrong (found in review).
         return StorageUnavailable(
-            f"cannot open the embedded store {redacted_dsn}: {exc.filename} is a file, not a "
-            "directory (--data-dir / TRACKER_DATA_DIR names a directory)"
+            f"cannot open the embedded store {redacted_dsn}: {_file_in_the_way(exc.filename)} "
+            "is a file, not a directory (the store's place is --data-dir / TRACKER_DATA_DIR, "
+            "or the chdb:// DSN)"
         )
     first = text.splitlines()[0] if text else type(exc).__name__
     if "EmbeddedServer" in first:
@@ -99,6 +100,17 @@ def _explain(exc: Exception, redacted_dsn: str, engine_said: str = "") -> Storag
             "directory, --data-dir / TRACKER_DATA_DIR, writable, with free space?)"
         )
     return StorageUnavailable(f"cannot open ClickHouse at {redacted_dsn}: {first}")
+
+
+def _file_in_the_way(path: object) -> str:
+    """The nearest of `path` and its parents that exists and is no directory: mkdir names the
+    path it was making, which for `afile/sub` does not exist (found in review)."""
+    if not isinstance(path, str | Path):
+        return "a part of the path"
+    for place in (Path(path), *Path(path).parents):
+        if place.exists():
+            return str(place) if not place.is_dir() else str(path)
+    return str(path)
 
 
 _engine_opened = False  # whether this process opened its embedded engine yet

@@ -59,6 +59,13 @@ def test_a_data_dir_that_is_a_file_is_named_so(tmp_path: Path) -> None:
     assert f"{afile} is a file, not a directory" in done.stderr, done.stderr
     assert "Errno" not in done.stderr and "Traceback" not in done.stderr
     assert afile.read_text() == "not a directory"
+    # A file further up: named, not the path being made (found in review).
+    done = subprocess.run(
+        [sys.executable, "-m", "tracker", "migrate", "--data-dir", str(afile / "sub")],
+        env={**os.environ, **NO_DSN}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert f": {afile} is a file, not a directory" in done.stderr, done.stderr
 
 
 def test_a_registry_date_out_of_range_names_the_reason(tmp_path: Path) -> None:
@@ -69,5 +76,18 @@ def test_a_registry_date_out_of_range_names_the_reason(tmp_path: Path) -> None:
         env={**NO_DSN, "COLUMNS": "200"},
     )  # fmt: skip
     assert result.exit_code == 2
-    assert "month value is outside expected range" in result.output, result.output
+    assert "month must be in 1..12" in result.output, result.output
     assert "does not match the formats" not in result.output
+    # Found in review of that fix: a reading that took a string of digits for Unix time.
+    result = CliRunner().invoke(
+        app, ["registry", "show", "--at", "1767225600", "--data-dir", str(tmp_path / "x")],
+        env={**NO_DSN, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert result.exit_code == 2 and "give a date or a date-time" in result.output, result.output
+    # What the earlier formats read is still read (past the date: no store there).
+    for given in ("2026-1-1", "2026-01-01T09:30:00+05:30", "2026-01-01T00:00:00Z", "2026-01-01"):
+        result = CliRunner().invoke(
+            app, ["registry", "show", "--at", given, "--data-dir", str(tmp_path / "x")],
+            env=NO_DSN,
+        )  # fmt: skip
+        assert result.exit_code == 2 and "no store at" in result.output, (given, result.output)

@@ -22,9 +22,31 @@ registry_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(registry_app, name="registry")
-# Read as `tracker share` reads its dates (a date, or a date-time with or without its offset):
-# with a list of formats, a month 13 was "does not match the formats" (found in review).
-When = Annotated[datetime | None, typer.Option(help="A date or date-time (no offset: UTC)")]
+_DATE_FORMATS = ("%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z")
+
+
+def _when(text: str) -> datetime:
+    """A date or date-time as ISO 8601 writes it (`2026-01-01`, `2026-01-01T09:30:00+05:30`,
+    `...Z`), or as the earlier formats read it (`2026-1-1`). Said with its reason: given a list
+    of formats, typer answered a month 13 with "does not match the formats" (found in review);
+    pydantic's reading, tried next, took a string of digits for Unix time."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError as exc:
+        reason = str(exc)
+    for form in _DATE_FORMATS:
+        try:
+            return datetime.strptime(text, form)
+        except ValueError:
+            continue
+    raise typer.BadParameter(f"{text!r}: {reason}; give a date or a date-time, e.g. 2026-01-01 "
+                             "or 2026-01-01T09:30:00+05:30 (no offset: UTC)")  # fmt: skip
+
+
+When = Annotated[
+    datetime | None,
+    typer.Option(parser=_when, metavar="DATE", help="A date or date-time (no offset: UTC)"),
+]
 
 
 def _fail(message: str) -> typer.Exit:
