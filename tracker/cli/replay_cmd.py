@@ -6,9 +6,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
-from rich.progress import Progress
 
-from tracker.cli.progress import LineProgress, progress_bar
+from tracker.cli.progress import progress_bar
 
 if TYPE_CHECKING:
     from pipeline.replay import ReplayResult
@@ -28,10 +27,6 @@ Wait = Annotated[
         help="Seconds to wait for the pipeline group to land the copies (0: do not wait)",
     ),
 ]  # fmt: skip
-
-
-def _progress() -> Progress | LineProgress:
-    return progress_bar()
 
 
 def _fail(message: str) -> NoReturn:
@@ -68,7 +63,7 @@ def _await(settings: PipelineSettings, result: ReplayResult, wait: float) -> Non
     if not wait:
         typer.echo(f"not waiting: group {group!r} lands the copies as it reaches them")
         return
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task(f"waiting for group {group} to land them (messages)", total=None)
         try:
             outcome = wait_landed(
@@ -119,7 +114,7 @@ def replay(
     if source == settings.kafka_dlq_topic:
         _fail(f"{source} holds dead letters: use `tracker dlq replay`")
     when = from_time.replace(tzinfo=from_time.tzinfo or UTC) if from_time else None
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task(f"replaying {source} (messages)", total=None)
         try:
             result = replay_topic(
@@ -159,7 +154,7 @@ def dlq_replay(
     from pipeline.replay import ReplayError, replay_dead_letters
 
     settings = _settings()
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task(f"re-reading {settings.kafka_dlq_topic} (letters)", total=None)
         try:
             result = replay_dead_letters(
