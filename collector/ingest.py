@@ -22,9 +22,9 @@ from tracker.contract import (
     FieldError,
     UsageRecord,
     parse_record,
-    validate_submitted_json,
     validation_errors,
 )
+from tracker.contract_fast import validate_submitted_json
 from tracker.gateways import Gateway
 
 MAX_REJECTIONS_LISTED = 1_000
@@ -78,8 +78,9 @@ def validate_body(
     """A `/v1/records` body -> (valid records, errors, refused for the agency, records).
 
     A batch whose every record is valid (what gateways send) is validated from its bytes in
-    one call (validate_submitted_json). Anything else is parsed and checked record by record,
-    which names each refusal and accepts exactly the same records."""
+    one call (validate_submitted_json: the compiled fast path, else pydantic's). Anything else
+    is parsed and checked record by record, which names each refusal and accepts exactly the
+    same records."""
     if (too_many := over_limit(body, max_records, "records")) is not None:
         raise too_many
     try:
