@@ -350,3 +350,72 @@ def _records(draw: st.DrawFn) -> dict[str, Any]:
 def test_generated_batches_agree(records: list[dict[str, Any]], submitted: bool) -> None:
     body = json.dumps(records).encode()  # the standard library: floats as Python writes them
     _assert_agrees(body, gateway_id="gw-5" if submitted else None)
+
+
+# --- Where the fast path is used ------------------------------------------------------------
+
+
+def _vouched_count(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many batches the fast path vouched for, from now on."""
+    vouched = [0]
+    real = contract_fast.decode_batch
+
+    def counted(*args: Any, **kwargs: Any) -> list[UsageRecord] | None:
+        records = real(*args, **kwargs)
+        vouched[0] += records is not None
+        return records
+
+    monkeypatch.setattr(contract_fast, "decode_batch", counted)
+    return vouched
+
+
+def test_the_collectors_records_route_takes_the_fast_path_and_names_refusals_as_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from collector.app import create_app
+    from tests.sinks import ListSink
+    from tracker.gateways import Gateway, GatewayAuth
+
+    class OneKey(GatewayAuth):
+        def __init__(self) -> None:  # no store behind it
+            pass
+
+        def authenticate(self, key: str) -> Gateway | None:
+            return Gateway("gw-1", "one", frozenset({"agency-a"})) if key == "k" else None
+
+    vouched = _vouched_count(monkeypatch)
+    sink = ListSink()
+    client = TestClient(create_app(sink, OneKey(), max_body_bytes=1 << 20, max_batch_records=100))
+    good = [_base(record_id=f"r{i}", gateway_id="forged") for i in range(3)]
+    reply = client.post("/v1/records", headers={"Authorization": "Bearer k"}, content=_body(*good))
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["accepted"] == 3 and vouched == [1]
+    assert [r.gateway_id for r in sink.records] == ["gw-1"] * 3
+    # One bad record: the fast path steps aside and the contract names it; the rest land.
+    bad = [*good[:2], _base(record_id="r9", currency="eur")]
+    reply = client.post("/v1/records", headers={"Authorization": "Bearer k"}, content=_body(*bad))
+    assert reply.status_code == 200, reply.text
+    answer = reply.json()
+    assert answer["accepted"] == 2 and vouched == [1]
+    assert [(e["index"], e["field"]) for e in answer["errors"]] == [(2, "currency")]
+    # The collector's young collections are paced for its batches (collector/app.py).
+    import gc
+
+    assert gc.get_threshold()[0] == 20_000
+
+
+def test_the_pipeline_reads_the_collectors_messages_by_the_fast_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipeline.processor import read_message
+
+    vouched = _vouched_count(monkeypatch)
+    records = contract.validate_batch_json(_body(_base(), _base(record_id="r2", region="")))
+    message = contract.encode_batch(records)
+    assert read_message(message) == (records, []) and vouched == [1]
+    broken = message.replace(b'"req-0001"', b'"req 0001"')
+    read, refused = read_message(broken)
+    assert vouched == [1] and [r.record_id for r in read] == ["r2"]
+    assert [(x.record_index, x.field) for x in refused] == [(0, "record_id")]
