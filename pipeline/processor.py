@@ -14,16 +14,16 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from tracker import json_read
+from tracker import contract_fast, json_read
 from tracker.classify import UNKNOWN_AGENCY, Classifier
 from tracker.contract import (
     Operation,
     Status,
     UsageRecord,
     parse_record,
+    validate_batch_json,
     validation_errors,
 )
-from tracker.contract_fast import validate_batch_json
 
 # Column order of usage_raw rows produced here (ingested_at is filled by ClickHouse).
 COLUMNS: tuple[str, ...] = (
@@ -122,21 +122,26 @@ class Processor:
         return derived
 
     def row(self, record: UsageRecord, partition: int = -1, offset: int = -1) -> tuple[Any, ...]:
+        return self.row_of(record.__dict__, partition, offset)
+
+    def row_of(self, r: dict[str, Any], partition: int = -1, offset: int = -1) -> tuple[Any, ...]:
+        """The row of one record's validated field values (a UsageRecord's __dict__, or what
+        contract_fast.decode_values gives without building the record)."""
         # Runs for every record: one cache lookup for everything the registry decides, then a
         # plain tuple (~1.5 us instead of ~3 when each part was looked up on its own).
         version = self._follow_registry()
-        r = record
-        key = (r.provider, r.region, r.endpoint_host, r.agency_id)
+        key = (r["provider"], r["region"], r["endpoint_host"], r["agency_id"])
         d = version.derived.get(key) or self._derive(version, key)
-        cost, currency = r.cost, r.currency
+        cost, currency = r["cost"], r["currency"]
         rate = version.fx.get(currency) if cost is not None and currency is not None else None
-        cost_reporting, converted = (_ZERO, 0) if rate is None else (cost * rate, 1)  # type: ignore[operator]
+        cost_reporting, converted = (_ZERO, 0) if rate is None else (cost * rate, 1)
         return (
-            r.record_id, r.gateway_id, r.agency_id, r.occurred_at, r.provider, r.model,
-            _OPERATIONS[r.operation], r.endpoint_host or "", r.region or "", r.request_count,
-            r.input_tokens, r.output_tokens, cost, currency or "", cost_reporting, converted,
-            r.latency_ms, _STATUSES[r.status], r.energy_wh, r.use_case or "", r.schema_version,
-            d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], partition, offset,
+            r["record_id"], r["gateway_id"], r["agency_id"], r["occurred_at"], r["provider"],
+            r["model"], _OPERATIONS[r["operation"]], r["endpoint_host"] or "", r["region"] or "",
+            r["request_count"], r["input_tokens"], r["output_tokens"], cost, currency or "",
+            cost_reporting, converted, r["latency_ms"], _STATUSES[r["status"]], r["energy_wh"],
+            r["use_case"] or "", r["schema_version"], d[0], d[1], d[2], d[3], d[4], d[5], d[6],
+            d[7], partition, offset,
         )  # fmt: skip
 
     def process_records(
@@ -147,7 +152,10 @@ class Processor:
     def process_message(self, value: bytes, partition: int = -1, offset: int = -1) -> Processed:
         """One Kafka message: a JSON array of records (or one object). Each record stands or
         falls on its own; a message that is not JSON at all is one rejection."""
-        records, rejections = read_message(value)
+        # What the collector writes: rows straight from the fast path's values, no records.
+        if (batch := contract_fast.decode_values(value)) is not None:
+            return Processed(rows=[self.row_of(v, partition, offset) for v in batch])
+        records, rejections = read_by_contract(value)
         return Processed(rows=[self.row(r, partition, offset) for r in records],
                          rejections=rejections)  # fmt: skip
 
@@ -155,11 +163,17 @@ class Processor:
 def read_message(value: bytes) -> tuple[list[UsageRecord], list[Rejection]]:
     """A message's records that pass the contract, and a rejection for each field of each one
     that does not (no registry needed: replay sorts what it re-submits with this)."""
-    # Fast path: a well-formed message (what the collector writes) is validated from its bytes
-    # in one call (tracker.contract_fast, or pydantic-core where that does not vouch for it),
-    # much faster than parsing then validating each record (bench/RESULTS.md).
-    # Any failure (not JSON, not an array, one bad record) falls through to the per-record
-    # path below, which names each refused record and field.
+    # Fast path: a well-formed message (what the collector writes), by tracker.contract_fast.
+    records = contract_fast.decode_batch(value)
+    return read_by_contract(value) if records is None else (records, [])
+
+
+def read_by_contract(value: bytes) -> tuple[list[UsageRecord], list[Rejection]]:
+    """read_message by pydantic alone: for a message the fast path did not vouch for."""
+    # A message whose records are all valid is validated from its bytes in one pydantic-core
+    # call, ~15% faster than parsing then validating each record (bench/RESULTS.md). Any
+    # failure (not JSON, not an array, one bad record) falls through to the per-record path
+    # below, which names each refused record and field.
     try:
         return validate_batch_json(value), []
     except ValidationError:
