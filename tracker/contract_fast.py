@@ -24,7 +24,7 @@ import functools
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, cast
 
 import msgspec
 
@@ -79,7 +79,10 @@ class _Submitted(_Record, forbid_unknown_fields=True, kw_only=True):
     """A record as a gateway submits it: its gateway_id, whatever it is, is replaced by the
     credential's (contract._Submitted)."""
 
-    gateway_id: Any = None
+    # Not decoded: whatever it holds is replaced. Kept raw to see that it is no array or
+    # object, which pydantic's reader refuses past ~200 levels and msgspec reads to ~1,000
+    # (found in review); only a scalar or nothing is vouched for.
+    gateway_id: msgspec.Raw = msgspec.Raw(b"null")  # type: ignore[assignment]
 
 
 _FIELDS: Final = tuple(UsageRecord.model_fields)
@@ -93,7 +96,9 @@ _ID: Final = r"[A-Za-z0-9][A-Za-z0-9._:/@-]*"
 _IDS: Final = re.compile(rf"(?:{_ID}\n)*{_ID}")
 _STAMP: Final = (
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?"
-    r"(?:Z|[+-][0-9]{2}:[0-9]{2})"
+    # An offset of at most 23:59: fromisoformat also takes minutes of 60-99 (+00:99 as 99
+    # minutes), which pydantic refuses (found in review).
+    r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
 )
 _STAMPS: Final = re.compile(rf"(?:{_STAMP}\n)*{_STAMP}")
 # At most 9 decimals (the contract's decimal_places) and 13 integer digits (bounded below by
@@ -123,6 +128,12 @@ def _plain_names(values: list[str]) -> bool:
         and text.count("\x00") == len(values) - 1
         and list(map(str.strip, values)) == values
     )
+
+
+def _nested(raws: bytes) -> bool:
+    """Whether any of the NUL-separated raw JSON values is an array or object (JSON text holds
+    no raw NUL, so one only separates)."""
+    return b"\x00[" in raws or b"\x00{" in raws
 
 
 @functools.lru_cache(maxsize=16)
@@ -156,6 +167,8 @@ def decode_values(
     ids = [w.record_id for w in wires] + [w.agency_id for w in wires]
     if gateway_id is None:
         ids += [w.gateway_id for w in wires]
+    elif _nested(b"\x00" + b"\x00".join([w.gateway_id for w in cast(list[_Submitted], wires)])):
+        return None
     names = [w.provider for w in wires] + [w.model for w in wires]
     names += [v for w in wires for v in (w.endpoint_host, w.region, w.use_case) if v]
     costs = [w.cost for w in wires if w.cost is not None]
@@ -169,8 +182,8 @@ def decode_values(
     ):
         return None
     batch: list[dict[str, Any]] = []
-    # Read once for the batch: the bound only grows, so a record this refuses for it is one
-    # pydantic, reading it later, may accept (then it does).
+    # Read once for the batch: a record this refuses by it is left to pydantic, which reads the
+    # bound again (a second later at most it has grown, unless the clock was set back).
     latest = contract.latest_plausible()
     # One object per distinct text of the fields that repeat from record to record, as
     # pydantic's reader gives (it caches short strings): msgspec makes a new one each time, and
@@ -214,7 +227,9 @@ def decode_values(
 def decode_batch(
     body: bytes, *, gateway_id: str | None = None, max_records: int | None = None
 ) -> list[UsageRecord] | None:
-    """decode_values' records as UsageRecord instances, or None (then ask tracker.contract)."""
+    """decode_values' records as UsageRecord instances, or None (then ask tracker.contract).
+    One difference from pydantic's: `model_fields_set` names every field, not only those the
+    body sent (which msgspec does not tell); nothing in the tracker reads it."""
     batch = decode_values(body, gateway_id=gateway_id, max_records=max_records)
     if batch is None:
         return None
