@@ -309,7 +309,7 @@ def validate_submitted_json(body: bytes, gateway_id: str, max_records: int) -> l
     ~75% of the time (no parsed dicts, one call into pydantic's core). Raises ValidationError if
     anything in it is wrong, at the first wrong record, or past `max_records` records; callers
     then go record by record to name each refusal (or count the batch to refuse it whole)."""
-    if not _ID_RE.match(gateway_id) or len(gateway_id) > MAX_ID_LEN:
+    if not _ID_RE.fullmatch(gateway_id) or len(gateway_id) > MAX_ID_LEN:
         # Never expected (gateway ids are checked when registered); the record-by-record path
         # then refuses every record with the reason.
         raise ValueError(f"gateway id {gateway_id[:40]!r} is not an identifier")

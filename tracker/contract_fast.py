@@ -251,7 +251,7 @@ def decode_batch(
 
 def validate_submitted_json(body: bytes, gateway_id: str, max_records: int) -> list[UsageRecord]:
     """contract.validate_submitted_json, by the fast path when it vouches for the batch."""
-    if _ID_RE.match(gateway_id) and len(gateway_id) <= MAX_ID_LEN:
+    if _ID_RE.fullmatch(gateway_id) and len(gateway_id) <= MAX_ID_LEN:
         records = decode_batch(body, gateway_id=gateway_id, max_records=max_records)
         if records is not None:
             return records

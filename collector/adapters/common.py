@@ -96,7 +96,7 @@ def source_id(prefix: str, value: Any, fallback: Any) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if isinstance(value, str) and value:
-        if len(value) <= MAX_ID_LEN and _ID_RE.match(value):
+        if len(value) <= MAX_ID_LEN and _ID_RE.fullmatch(value):
             return value
         return f"{prefix}:{hashlib.sha256(value.encode()).hexdigest()[:40]}"
     return f"{prefix}:{canonical_hash(fallback)}"

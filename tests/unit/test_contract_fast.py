@@ -459,3 +459,16 @@ def test_texts_that_repeat_are_one_object_as_pydantic_makes_them() -> None:
     for name in ("gateway_id", "agency_id", "provider", "model", "endpoint_host", "region",
                  "currency", "use_case"):  # fmt: skip
         assert len({id(getattr(r, name)) for r in records}) == 1, name
+
+
+def test_an_identifier_with_a_trailing_newline_is_not_one() -> None:
+    """`$` in Python's re also matches before a last newline: "gw\\n" passed the gateway check
+    and a source id "abc\\n" was kept as a record id that pydantic then stripped to "abc", the
+    id of another call (found in review). Whole-string matches now."""
+    from collector.adapters.common import source_id
+
+    for check in (contract.validate_submitted_json, contract_fast.validate_submitted_json):
+        with pytest.raises(ValueError, match="is not an identifier"):
+            check(_body(_base()), "gw\n", 10)
+    assert source_id("src", "abc", {}) == "abc"
+    assert source_id("src", "abc\n", {}) not in ("abc", "abc\n")
