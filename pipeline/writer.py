@@ -129,6 +129,11 @@ class Writer:
                 self._insert_raw(batch, raw)
                 self._complete(batch, len(fresh))
                 self._unfinished.pop()
+                # clickhouse-connect's insert context holds the rows and sits in a reference
+                # cycle, so without this they lived on until the next cyclic collection, which
+                # had to scan every one of them first: a batch's memory held twice, and the
+                # pipeline's young collections ~20% of its CPU (bench/RESULTS.md, 2026-11-26).
+                raw.clear()
         return WriteResult(inserted=len(fresh), duplicates=len(rows) - len(fresh))
 
     def _insert_raw(self, batch: int, raw: list[tuple[Any, ...]]) -> None:
