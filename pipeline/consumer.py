@@ -399,6 +399,10 @@ class PipelineConsumer:
         self.stats.duplicates += result.duplicates
         self.stats.rejected += refused
         self.stats.batches += 1
+        # The retry above (tenacity) sits in a reference cycle and its callback holds `batch`:
+        # without this the landed rows lived on until the next cyclic collection, which then
+        # had to free them all (bench/RESULTS.md, 2026-11-26).
+        batch.rows.clear()
 
     def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit after landing, with any offsets left over from a commit that met a rebalance.

@@ -161,6 +161,7 @@ class Writer:
                 count = self._raw_count(batch)
             rollups.complete_again(self.client, batch, count, [batch])
             self._unfinished.pop(0)
+            raw.clear()  # as in write(): the insert context holds the list in a cycle
 
     def _raw_count(self, batch: int) -> int:
         return int(self.client.query(
