@@ -256,9 +256,3 @@ def validate_submitted_json(body: bytes, gateway_id: str, max_records: int) -> l
         if records is not None:
             return records
     return contract.validate_submitted_json(body, gateway_id, max_records)
-
-
-def validate_batch_json(body: bytes) -> list[UsageRecord]:
-    """contract.validate_batch_json, by the fast path when it vouches for the batch."""
-    records = decode_batch(body)
-    return contract.validate_batch_json(body) if records is None else records

@@ -298,15 +298,16 @@ def test_a_batch_over_the_limit_is_left_to_the_contract() -> None:
 def test_the_wrappers_give_the_contracts_refusals() -> None:
     bad = _body(_base(), _base(record_id="r2", cost="-1"))
     with pytest.raises(ValidationError) as fast_exc:
-        contract_fast.validate_batch_json(bad)
+        contract_fast.validate_submitted_json(bad, "gw", 10)
     with pytest.raises(ValidationError) as slow_exc:
-        contract.validate_batch_json(bad)
+        contract.validate_submitted_json(bad, "gw", 10)
     assert fast_exc.value.errors() == slow_exc.value.errors()
     with pytest.raises(ValueError, match="is not an identifier"):
         contract_fast.validate_submitted_json(_body(_base()), "gw 1", 10)
     good = _body(_base(), _base(record_id="r2", cost=0.5))  # a JSON number: pydantic's path
     assert contract_fast.decode_batch(good) is None
-    assert contract_fast.validate_batch_json(good) == contract.validate_batch_json(good)
+    fast = contract_fast.validate_submitted_json(good, "gw", 10)
+    assert fast == contract.validate_submitted_json(good, "gw", 10)
 
 
 _texts = st.one_of(
