@@ -66,6 +66,14 @@ latest_plausible = _FutureLimit()
 
 ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$"
 _ID_RE: Final = re.compile(ID_PATTERN)
+
+
+def is_identifier(text: str) -> bool:
+    """Whether `text` is an identifier as the contract takes it (record, gateway or agency id).
+    Matched whole: `$` alone also matches before a last newline."""
+    return len(text) <= MAX_ID_LEN and _ID_RE.fullmatch(text) is not None
+
+
 _CURRENCY_RE: Final = re.compile(r"^[A-Z]{3}$")
 
 
@@ -309,7 +317,7 @@ def validate_submitted_json(body: bytes, gateway_id: str, max_records: int) -> l
     ~75% of the time (no parsed dicts, one call into pydantic's core). Raises ValidationError if
     anything in it is wrong, at the first wrong record, or past `max_records` records; callers
     then go record by record to name each refusal (or count the batch to refuse it whole)."""
-    if not _ID_RE.fullmatch(gateway_id) or len(gateway_id) > MAX_ID_LEN:
+    if not is_identifier(gateway_id):
         # Never expected (gateway ids are checked when registered); the record-by-record path
         # then refuses every record with the reason.
         raise ValueError(f"gateway id {gateway_id[:40]!r} is not an identifier")

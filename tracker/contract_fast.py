@@ -30,8 +30,8 @@ import msgspec
 
 from tracker import contract
 from tracker.contract import (
-    _ID_RE,
     EARLIEST,
+    ID_PATTERN,
     MAX_COST,
     MAX_ID_LEN,
     MAX_NAME_LEN,
@@ -92,7 +92,7 @@ if _Record.__struct_fields__ != _FIELDS:  # a field added to the contract and no
 # Each scan runs over the batch's values of a kind joined by a separator that no accepted value
 # holds, so one C-level match checks them all. ASCII classes only: `\d` would also take other
 # scripts' digits, which Decimal() and fromisoformat() read.
-_ID: Final = r"[A-Za-z0-9][A-Za-z0-9._:/@-]*"
+_ID: Final = ID_PATTERN.removeprefix("^").removesuffix("$")  # the contract's, unanchored
 _IDS: Final = re.compile(rf"(?:{_ID}\n)*{_ID}")
 _STAMP: Final = (
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?"
@@ -251,7 +251,7 @@ def decode_batch(
 
 def validate_submitted_json(body: bytes, gateway_id: str, max_records: int) -> list[UsageRecord]:
     """contract.validate_submitted_json, by the fast path when it vouches for the batch."""
-    if _ID_RE.fullmatch(gateway_id) and len(gateway_id) <= MAX_ID_LEN:
+    if contract.is_identifier(gateway_id):
         records = decode_batch(body, gateway_id=gateway_id, max_records=max_records)
         if records is not None:
             return records

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -15,11 +14,10 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from tracker.contract import MAX_ID_LEN
+from tracker.contract import is_identifier
 from tracker.gateways import Gateway
 
 T = TypeVar("T")
-_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
 # Decimal exponent above which a source number is refused before conversion: every count and
 # cost the contract takes is far smaller (tokens <= 10**12, cost <= 10**12).
 _MAX_DIGITS: Final = 18
@@ -96,7 +94,7 @@ def source_id(prefix: str, value: Any, fallback: Any) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if isinstance(value, str) and value:
-        if len(value) <= MAX_ID_LEN and _ID_RE.fullmatch(value):
+        if is_identifier(value):
             return value
         return f"{prefix}:{hashlib.sha256(value.encode()).hexdigest()[:40]}"
     return f"{prefix}:{canonical_hash(fallback)}"
